@@ -1,0 +1,53 @@
+"""The CLI's failures, one exception type per documented exit code.
+
+Every failure a user can cause or meet ends as one of these, so the edge (cli.py) can print a single JSON object
+and exit with the code the reference README promises. Nothing else in the package chooses an exit code.
+"""
+
+from typing import Any, Dict, Optional
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+EXIT_NOT_FOUND = 3
+EXIT_INCONSISTENT = 4
+EXIT_LOCK = 5
+
+
+class OrchesjobError(Exception):
+    """Base class: an error type name for machines, a message for people, and the exit code."""
+
+    exit_code = EXIT_ERROR
+    error_type = "error"
+
+    def __init__(self, message: str, error_type: Optional[str] = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_type:
+            self.error_type = error_type
+        self.details = details
+
+    def to_json(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"error": self.error_type, "message": self.message, "exit_code": self.exit_code}
+        out.update(self.details)
+        return out
+
+
+class InvalidArgument(OrchesjobError):
+    exit_code = EXIT_INVALID
+    error_type = "invalid_argument"
+
+
+class NotFound(OrchesjobError):
+    exit_code = EXIT_NOT_FOUND
+    error_type = "not_found"
+
+
+class InconsistentState(OrchesjobError):
+    exit_code = EXIT_INCONSISTENT
+    error_type = "inconsistent_state"
+
+
+class LockTimeout(OrchesjobError):
+    exit_code = EXIT_LOCK
+    error_type = "lock_timeout"

@@ -1,0 +1,168 @@
+"""Is a job still alive, and how to stop all of it.
+
+A pid alone is not an identity: pids are recycled, and a job started before a reboot must never look alive. A
+process is therefore recorded as (pid, start time in clock ticks since boot) together with the boot id, read from
+/proc on Linux. A job's processes are its process group *and* every process that carries the job's marker in its
+environment, which also finds grandchildren that left the group with setsid.
+"""
+
+import os
+import signal
+import time
+from typing import Iterable, List, Optional, Set
+
+MARKER_VAR = "ORCHESJOB_JOB_ID"
+_PROC = "/proc"
+_HAVE_PROC = os.path.isdir("/proc/self")
+
+
+def boot_id() -> Optional[str]:
+    """The kernel's id of this boot; a job recorded under another boot id cannot be alive."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _stat_fields(pid: int) -> Optional[List[str]]:
+    """Fields of /proc/PID/stat after the command name (field 3, the state, is index 0)."""
+    try:
+        with open("%s/%d/stat" % (_PROC, pid), "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
+        return None
+    return data[data.rfind(b")") + 2 :].decode("ascii", "replace").split()
+
+
+def start_time(pid: Optional[int]) -> Optional[str]:
+    """The process's start time in clock ticks since boot, or None when it does not exist (or is a zombie)."""
+    if not pid:
+        return None
+    if not _HAVE_PROC:
+        return "" if _exists(pid) else None
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_alive(pid: Optional[int], recorded_start: Optional[str]) -> bool:
+    """True when the process with this pid is the very one that was recorded (same start time)."""
+    current = start_time(pid)
+    if current is None:
+        return False
+    if recorded_start and current and current != recorded_start:
+        return False
+    return True
+
+
+def _pgrp(fields: List[str]) -> int:
+    return int(fields[2])
+
+
+def _has_marker(pid: int, marker: bytes) -> bool:
+    try:
+        with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
+            return marker in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None) -> Set[int]:
+    """Live (non-zombie) processes of a job: members of its process group and carriers of its marker.
+
+    `not_before` is the target's start time: a process started before it cannot belong to the job, which guards
+    against a recycled process group id.
+    """
+    found: Set[int] = set()
+    if not _HAVE_PROC:
+        if pgid and _group_exists(pgid):
+            found.add(pgid)
+        return found
+    marker = ("%s=%s" % (MARKER_VAR, job_id)).encode()
+    me = os.getpid()
+    floor = int(not_before) if not_before else None
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid == me:
+            continue
+        fields = _stat_fields(pid)
+        if not fields or fields[0] in ("Z", "X"):
+            continue
+        if floor is not None and int(fields[19]) < floor:
+            continue
+        if (pgid and _pgrp(fields) == pgid) or _has_marker(pid, marker):
+            found.add(pid)
+    return found
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def send(pids: Iterable[int], sig: int, pgid: Optional[int] = None) -> bool:
+    """Signal a process group and a set of pids; True when anything was signalled."""
+    sent = False
+    if pgid:
+        try:
+            os.killpg(pgid, sig)
+            sent = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+            sent = True
+        except (ProcessLookupError, PermissionError):
+            pass
+    return sent
+
+
+def wait_gone(check, deadline: float, step: float = 0.02) -> bool:
+    """Poll `check()` (which returns the still-alive set) until it is empty or the deadline passes."""
+    while True:
+        if not check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+def signal_name(signum: Optional[int]) -> Optional[str]:
+    """SIGKILL for 9, and so on; None when there was no signal."""
+    if signum is None:
+        return None
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return "SIG%d" % signum
+
+
+def pidfd(pid: Optional[int]) -> Optional[int]:
+    """A file descriptor that becomes readable when the process exits (Linux 5.3+), else None."""
+    opener = getattr(os, "pidfd_open", None)
+    if not pid or opener is None:
+        return None
+    try:
+        return opener(pid)
+    except OSError:
+        return None

@@ -1,0 +1,309 @@
+"""The only module that speaks SQL: schema, migrations and the queries the commands need.
+
+Exactly-once is enforced here, not by luck: a partial unique index allows one active (STARTING or RUNNING) job per
+run key, and every decision that could start a job runs inside one BEGIN IMMEDIATE transaction. Every query is
+served by an index, so no command slows down as history grows; the schema version is read once per connection from
+`PRAGMA user_version`, so there is no per-call migration work.
+"""
+
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+from . import home
+from .errors import LockTimeout, OrchesjobError
+
+SCHEMA_VERSION = 1
+ACTIVE = ("STARTING", "RUNNING")
+TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
+
+_SCHEMA = """
+CREATE TABLE jobs (
+    job_id TEXT PRIMARY KEY,
+    run_key TEXT NOT NULL,
+    attempt_no INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    command TEXT NOT NULL,
+    cwd TEXT,
+    env TEXT NOT NULL DEFAULT '{}',
+    timeout REAL,
+    strict INTEGER NOT NULL DEFAULT 0,
+    strict_override_used INTEGER NOT NULL DEFAULT 0,
+    override_reason TEXT,
+    rerun_of_job_id TEXT,
+    rerun_reason TEXT,
+    abort_reason TEXT,
+    exit_code INTEGER,
+    signal INTEGER,
+    end_reason TEXT,
+    worker_pid INTEGER,
+    worker_start TEXT,
+    target_pid INTEGER,
+    target_start TEXT,
+    pgid INTEGER,
+    boot_id TEXT,
+    stdout_file TEXT NOT NULL,
+    stderr_file TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    aborted_at INTEGER
+);
+CREATE UNIQUE INDEX jobs_run_key_attempt ON jobs (run_key, attempt_no);
+CREATE UNIQUE INDEX jobs_one_active_per_key ON jobs (run_key) WHERE status IN ('STARTING', 'RUNNING');
+CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('STARTING', 'RUNNING');
+CREATE INDEX jobs_finished_at ON jobs (finished_at);
+CREATE TABLE run_keys (
+    run_key TEXT PRIMARY KEY,
+    last_attempt INTEGER NOT NULL,
+    unlock_reason TEXT,
+    unlock_allowed_at INTEGER,
+    unlock_expires_at INTEGER,
+    unlock_pending INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def lock_timeout() -> float:
+    """Seconds a writer waits for the database lock (ORCHESJOB_LOCK_TIMEOUT, default 30)."""
+    try:
+        return max(0.0, float(os.environ.get("ORCHESJOB_LOCK_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
+    """Translate an SQLite failure into the CLI's error types, with the file named."""
+    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+        return LockTimeout(
+            "the database %s stayed locked for more than %gs (ORCHESJOB_LOCK_TIMEOUT); try again" % (path, lock_timeout())
+        )
+    text = str(exc)
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return OrchesjobError(
+            "the database %s is corrupt (%s); it was left untouched: move it aside to start afresh" % (path, text),
+            error_type="corrupt_database",
+        )
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return OrchesjobError("cannot write the database %s: %s" % (path, text), error_type="state_dir")
+    return OrchesjobError("database error on %s: %s" % (path, text), error_type="database")
+
+
+class Store:
+    """One connection to the state database."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self._ensure_schema()
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, path) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def reopen(self) -> None:
+        """Connect again after close(): SQLite is not fork-safe, so no connection may be open across a fork."""
+        self.__init__(self.path)  # type: ignore[misc]
+
+    # -- schema -------------------------------------------------------------------------------------------------
+    def _ensure_schema(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            return
+        if version > SCHEMA_VERSION:
+            raise OrchesjobError(
+                "the database %s has schema %d, newer than this orchesjob understands (%d); upgrade orchesjob"
+                % (self.path, version, SCHEMA_VERSION),
+                error_type="database",
+            )
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        with self.write():
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                    raise OrchesjobError(
+                        "the database %s holds tables that are not orchesjob's; it was left untouched" % self.path,
+                        error_type="corrupt_database",
+                    )
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
+
+    # -- transactions -------------------------------------------------------------------------------------------
+    @contextmanager
+    def write(self) -> Iterator["Store"]:
+        """A write transaction that takes the lock up front, so a decision and its insert cannot interleave.
+
+        Nested use joins the open transaction, so helpers that write can be called inside a larger decision.
+        """
+        if self.conn.in_transaction:
+            yield self
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise database_error(e, self.path) from None
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            self.conn.execute("ROLLBACK")
+            raise database_error(e, self.path) from None
+
+    # -- reads --------------------------------------------------------------------------------------------------
+    def _one(self, sql: str, args: Sequence[Any]) -> Optional[Dict[str, Any]]:
+        try:
+            row = self.conn.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+        return _decode(row) if row is not None else None
+
+    def _many(self, sql: str, args: Sequence[Any]) -> List[Dict[str, Any]]:
+        try:
+            return [_decode(r) for r in self.conn.execute(sql, args).fetchall()]
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+
+    def get(self, job_id: str) -> Optional[Dict[str, Any]]:
+        return self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+
+    def latest(self, run_key: str) -> Optional[Dict[str, Any]]:
+        return self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
+
+    def history(self, run_key: str) -> List[Dict[str, Any]]:
+        return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
+
+    def active(self) -> List[Dict[str, Any]]:
+        return self._many(
+            "SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ()
+        )
+
+    def run_key_info(self, run_key: str) -> Optional[Dict[str, Any]]:
+        try:
+            row = self.conn.execute("SELECT * FROM run_keys WHERE run_key = ?", (run_key,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+        return dict(row) if row is not None else None
+
+    def select_terminal(
+        self,
+        before: Optional[int] = None,
+        after: Optional[int] = None,
+        run_key: Optional[str] = None,
+        job_id: Optional[str] = None,
+    ) -> List[Dict[str, Any]]:
+        """Terminal jobs for `clean`, by finish time range, run key or id (served by the finished_at index)."""
+        where = ["status NOT IN ('STARTING', 'RUNNING')"]
+        args: List[Any] = []
+        if job_id is not None:
+            where.append("job_id = ?")
+            args.append(job_id)
+        if run_key is not None:
+            where.append("run_key = ?")
+            args.append(run_key)
+        if before is not None:
+            where.append("finished_at < ?")
+            args.append(before)
+        if after is not None:
+            where.append("finished_at >= ?")
+            args.append(after)
+        return self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % " AND ".join(where), args)
+
+    # -- writes (call inside write()) ---------------------------------------------------------------------------
+    def next_attempt(self, run_key: str) -> int:
+        """Reserve the next attempt number of a run key; numbers are never reused, even after `clean`."""
+        self.conn.execute(
+            "INSERT INTO run_keys (run_key, last_attempt) VALUES (?, 1) "
+            "ON CONFLICT (run_key) DO UPDATE SET last_attempt = last_attempt + 1",
+            (run_key,),
+        )
+        return self.conn.execute("SELECT last_attempt FROM run_keys WHERE run_key = ?", (run_key,)).fetchone()[0]
+
+    def insert(self, job: Dict[str, Any]) -> None:
+        row = _encode(job)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        try:
+            self.conn.execute("INSERT INTO jobs (%s) VALUES (%s)" % (cols, marks), list(row.values()))
+        except sqlite3.IntegrityError:
+            raise OrchesjobError(
+                "run key %r already has an active job" % job["run_key"], error_type="inconsistent_state"
+            ) from None
+
+    def update(self, job_id: str, fields: Dict[str, Any], only_if_status: Sequence[str] = ()) -> bool:
+        """Update a job; with `only_if_status`, only while it is in one of those states. True when a row changed."""
+        row = _encode(fields)
+        sets = ", ".join("%s = ?" % c for c in row)
+        sql = "UPDATE jobs SET %s WHERE job_id = ?" % sets
+        args = list(row.values()) + [job_id]
+        if only_if_status:
+            sql += " AND status IN (%s)" % ", ".join("?" for _ in only_if_status)
+            args.extend(only_if_status)
+        return self.conn.execute(sql, args).rowcount > 0
+
+    def set_unlock(self, run_key: str, reason: Optional[str], allowed_at: int, expires_at: Optional[int]) -> None:
+        self.conn.execute(
+            "UPDATE run_keys SET unlock_reason = ?, unlock_allowed_at = ?, unlock_expires_at = ?, unlock_pending = 1 "
+            "WHERE run_key = ?",
+            (reason, allowed_at, expires_at, run_key),
+        )
+
+    def consume_unlock(self, run_key: str) -> None:
+        self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
+
+    def delete(self, job_ids: Sequence[str]) -> None:
+        self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in job_ids])
+
+
+_JSON_COLUMNS = ("command", "env")
+_BOOL_COLUMNS = ("strict", "strict_override_used")
+
+
+def _decode(row: sqlite3.Row) -> Dict[str, Any]:
+    d = dict(row)
+    for c in _JSON_COLUMNS:
+        if c in d and d[c] is not None:
+            d[c] = json.loads(d[c])
+    for c in _BOOL_COLUMNS:
+        if c in d:
+            d[c] = bool(d[c])
+    return d
+
+
+def _encode(fields: Dict[str, Any]) -> Dict[str, Any]:
+    out = dict(fields)
+    for c in _JSON_COLUMNS:
+        if c in out and out[c] is not None:
+            out[c] = json.dumps(out[c])
+    for c in _BOOL_COLUMNS:
+        if c in out:
+            out[c] = int(bool(out[c]))
+    return out
+
+
+def open_store(create: bool) -> Optional[Store]:
+    """Open the state database; None when it does not exist and `create` is False (a read on a fresh host)."""
+    path = home.prepare(create)
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        if not create:
+            return None
+        home.create_private_file(path)
+    return Store(path)
