@@ -41,13 +41,18 @@ def render(job: Dict[str, Any]) -> Dict[str, Any]:
         override_reason=job.get("override_reason"),
         cwd=job.get("cwd"),
         env=job.get("env") or {},
-        timeout=job.get("timeout"),
+        timeout=_number(job.get("timeout")),
         signal=job.get("signal"),
         signal_name=processes.signal_name(job.get("signal")),
         end_reason=job.get("end_reason"),
         active=is_active(job),
     )
     return out
+
+
+def _number(value: Optional[float]) -> Optional[float]:
+    """Seconds as given: 3600, not 3600.0."""
+    return int(value) if value is not None and float(value).is_integer() else value
 
 
 # -- results ----------------------------------------------------------------------------------------------------
@@ -71,14 +76,16 @@ def outcome(returncode: Optional[int], reason: Optional[str] = None) -> Dict[str
 
 
 def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
-    """Atomically write the result beside the logs, so it survives a database that cannot be written now."""
+    """Atomically write the result beside the logs, so it survives a database that cannot be written now.
+
+    No fsync: the database itself runs with synchronous=NORMAL, so a power cut can lose the last commit either way;
+    what this file guards against is a locked or unwritable database and a supervisor killed mid-write.
+    """
     path = result_path(job)
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(result, f)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -31,10 +31,13 @@ def iso(ts: Optional[float]) -> Optional[str]:
 
 
 def with_iso(obj: Dict[str, Any], *fields: str) -> Dict[str, Any]:
-    """Add a `<field>_iso` twin next to each Unix-seconds field, the reference output's convention."""
-    for f in fields:
-        obj[f + "_iso"] = iso(obj.get(f))
-    return obj
+    """A copy of `obj` with a `<field>_iso` twin right after each Unix-seconds field, the reference's convention."""
+    out: Dict[str, Any] = {}
+    for key, value in obj.items():
+        out[key] = value
+        if key in fields:
+            out[key + "_iso"] = iso(value)
+    return out
 
 
 def parse_datetime(text: str, flag: str) -> int:

@@ -1,0 +1,214 @@
+"""Benchmarks of the orchesjob CLI: speed as ratios to bare interpreter start-up, measured in one run.
+
+Run with `make bench` or `python bench/run.py [--quick] [--json FILE]`. Never part of the test suite: these
+machines are noisy, so every speed figure is also divided by a baseline (`python -I -c pass`) measured in the
+same run, and timings are medians of repeated whole-process runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CLI = [sys.executable, "-m", "orchesjob"]
+
+
+def env_for(home: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env["ORCHESJOB_HOME"] = home
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def timed(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> "tuple[float, int, bytes]":
+    """Wall time of one whole process, its peak RSS in KiB, and its stdout."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError("%s exited %s: %s" % (" ".join(argv), p.returncode, out[:500]))
+    return dt, usage.ru_maxrss, out
+
+
+def median_time(make_argv: Callable[[int], Sequence[str]], env: Optional[Dict[str, str]], runs: int) -> float:
+    times = [timed(make_argv(i), env)[0] for i in range(runs)]
+    return statistics.median(times)
+
+
+def seed(home: str, jobs: int, keys: int) -> None:
+    """Fill a history through the project's own store code, so the schema and indexes are the real ones."""
+    os.environ["ORCHESJOB_HOME"] = home
+    from orchesjob import store as store_mod
+
+    st = store_mod.open_store(create=True)
+    logs = os.path.join(home, "logs")
+    t = int(time.time()) - 86400 * 365
+    batch = 50000
+    done = 0
+    while done < jobs:
+        with st.write():
+            for i in range(done, min(jobs, done + batch)):
+                key = "history-%d" % (i % keys)
+                jid = "%08x-0000-4000-8000-%012x" % (i, i)
+                st.insert({
+                    "job_id": jid, "run_key": key, "attempt_no": st.next_attempt(key), "status": "SUCCEEDED",
+                    "command": ["true"], "cwd": None, "env": {}, "timeout": None, "strict": False,
+                    "exit_code": 0, "end_reason": "exited with code 0",
+                    "stdout_file": os.path.join(logs, jid + ".stdout"), "stderr_file": os.path.join(logs, jid + ".stderr"),
+                    "started_at": t + i, "finished_at": t + i + 1, "updated_at": t + i + 1,
+                })
+        done = min(jobs, done + batch)
+    st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    st.close()
+    del os.environ["ORCHESJOB_HOME"]
+
+
+def start_job(env: Dict[str, str], key: str, *cmd: str) -> Dict[str, Any]:
+    out = subprocess.run(CLI + ["start", "--run-key", key, "--"] + list(cmd), env=env, capture_output=True, check=True)
+    return json.loads(out.stdout)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="100,000 jobs of history instead of 1,000,000; fewer runs")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as one JSON object")
+    a = ap.parse_args()
+    runs = 9 if a.quick else 21
+    tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
+    fig: Dict[str, Any] = {}
+    try:
+        base = median_time(lambda i: [sys.executable, "-I", "-c", "pass"], None, runs)
+        fig["baseline_startup_ms"] = base * 1000
+
+        sizes = [("empty", 0), ("100k", 100_000)] + ([] if a.quick else [("1m", 1_000_000)])
+        for label, n in sizes:
+            home = os.path.join(tmp, label)
+            t0 = time.perf_counter()
+            seed(home, max(n, 1), max(1, n // 10))
+            if label != "empty":
+                fig["seed_%s_s" % label] = time.perf_counter() - t0
+            env = env_for(home)
+            start_job(env, "probe", "sleep", "600")  # one active job, so --running has something to list
+            st = median_time(lambda i: CLI + ["status", "--run-key", "history-0"], env, runs)
+            fig["status_ms_%s" % label] = st * 1000
+            fig["status_ratio_%s" % label] = st / base
+            sr = median_time(lambda i: CLI + ["status", "--running"], env, runs)
+            fig["status_running_ratio_%s" % label] = sr / base
+            subprocess.run(CLI + ["abort", "--run-key", "probe", "--grace-seconds", "1"], env=env, capture_output=True)
+        big = sizes[-1][0]
+        fig["status_large_over_empty"] = fig["status_ratio_%s" % big] / fig["status_ratio_empty"]
+
+        env = env_for(os.path.join(tmp, "starts"))
+        subprocess.run(CLI + ["version"], env=env, capture_output=True)
+        fig["start_async_ratio"] = median_time(lambda i: CLI + ["start", "--run-key", "a%d" % i, "--", "true"], env, runs) / base
+        fig["start_sync_ratio"] = median_time(lambda i: CLI + ["start", "--sync", "--run-key", "s%d" % i, "--", "true"], env, runs) / base
+        fig["rerun_sync_ratio"] = median_time(lambda i: CLI + ["rerun", "--sync", "--run-key", "s0"], env, runs) / base
+
+        fig["wait_reaction_ms"] = wait_reaction(env, 5 if a.quick else 9)
+
+        fig.update(concurrency(os.path.join(tmp, "conc")))
+        fig.update(memory(env))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fig["machine"] = "%s, %d cores, %s" % (platform.platform(), os.cpu_count() or 0, platform.processor() or platform.machine())
+    fig["python"] = platform.python_version()
+    fig["quick"] = a.quick
+    report(fig)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(fig, f, indent=2)
+    return 0
+
+
+def wait_reaction(env: Dict[str, str], runs: int) -> float:
+    """Milliseconds from the job's last instruction to `wait` returning, median of `runs` jobs."""
+    samples: List[float] = []
+    script = "import time; time.sleep(1.0); print(repr(time.time()), flush=True)"
+    for i in range(runs):
+        job = start_job(env, "w%d" % i, sys.executable, "-c", script)
+        out = subprocess.run(CLI + ["wait", "--job-id", job["job_id"], "--timeout", "30"], env=env,
+                             capture_output=True, check=True)
+        returned = time.time()
+        done = json.loads(out.stdout)
+        with open(done["stdout_file"]) as f:
+            ended = float(f.read().strip())
+        samples.append((returned - ended) * 1000)
+    return statistics.median(samples)
+
+
+def concurrency(home: str) -> Dict[str, Any]:
+    env = env_for(home)
+    marker = os.path.join(home + "-marker")
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    out: Dict[str, Any] = {}
+    for label, n, distinct in (("same_key", 50, False), ("distinct", 200, True)):
+        if os.path.exists(marker):
+            os.unlink(marker)
+        cmd = ["sh", "-c", 'echo "$ORCHESJOB_RUN_KEY" >> %s; sleep 2' % marker]
+        t0 = time.perf_counter()
+        procs = [subprocess.Popen(CLI + ["start", "--run-key", ("k%d" % i) if distinct else "one", "--"] + cmd,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for i in range(n)]
+        results = [(p.communicate()[0], p.returncode) for p in procs]
+        out["concurrent_%s_wall_s" % label] = time.perf_counter() - t0
+        failures = sum(1 for _, rc in results if rc != 0)
+        ids = {json.loads(o)["job_id"] for o, rc in results if rc == 0}
+        time.sleep(0.5)
+        with open(marker) as f:
+            lines = f.read().split()
+        keys = n if distinct else 1
+        out["concurrent_%s_failures" % label] = failures
+        out["concurrent_%s_executions" % label] = len(lines) / keys
+        out["concurrent_%s_job_ids" % label] = len(ids)
+        subprocess.run(CLI + ["status", "--running"], env=env, capture_output=True)
+        time.sleep(2.5)
+    return out
+
+
+def memory(env: Dict[str, str]) -> Dict[str, float]:
+    job = start_job(env, "rss", "sleep", "3")
+    time.sleep(0.3)
+    with open("/proc/%d/status" % job["worker_pid"]) as f:
+        rss = [int(line.split()[1]) for line in f if line.startswith("VmHWM:")][0]
+    _, status_rss, _ = timed(CLI + ["status", "--run-key", "rss"], env)
+    subprocess.run(CLI + ["abort", "--run-key", "rss", "--grace-seconds", "1"], env=env, capture_output=True)
+    return {"supervisor_rss_mb": rss / 1024, "status_rss_mb": status_rss / 1024}
+
+
+GOALS = {
+    "status_ratio_1m": ("<= 2", lambda v: v <= 2),
+    "status_ratio_100k": ("<= 2", lambda v: v <= 2),
+    "start_sync_ratio": ("<= 4", lambda v: v <= 4),
+    "wait_reaction_ms": ("< 100", lambda v: v < 100),
+    "concurrent_same_key_failures": ("0", lambda v: v == 0),
+    "concurrent_distinct_failures": ("0", lambda v: v == 0),
+    "concurrent_same_key_executions": ("1", lambda v: v == 1),
+    "concurrent_distinct_executions": ("1 per key", lambda v: v == 1),
+}
+
+
+def report(fig: Dict[str, Any]) -> None:
+    print("%-34s %12s  %s" % ("figure", "value", "goal"))
+    for k, v in fig.items():
+        goal = GOALS.get(k)
+        mark = ""
+        if goal and isinstance(v, (int, float)):
+            mark = "%s %s" % (goal[0], "ok" if goal[1](v) else "MISSED")
+        shown = ("%.3f" % v) if isinstance(v, float) else str(v)
+        print("%-34s %12s  %s" % (k, shown, mark))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
