@@ -157,7 +157,9 @@ def _start_view(job: Dict[str, Any], existing: bool, sync: bool, strict: bool, r
 def rerun(run_key: Optional[str], job_id: Optional[str], *, sync: bool = False, reason: Optional[str] = None,
           start_timeout: float = DEFAULT_START_TIMEOUT) -> Dict[str, Any]:
     """A new execution of a finished job's command, cwd, env and timeout, whatever strict mode says."""
-    store = open_store(create=True)
+    store = open_store(create=False)
+    if store is None:
+        jobs.lookup(None, run_key, job_id)  # raises NotFound: a fresh host has nothing to rerun
     with store.write():
         src, _ = jobs.lookup(store, run_key, job_id)
         src = jobs.refresh(store, src)

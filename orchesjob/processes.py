@@ -82,8 +82,8 @@ def _has_marker(pid: int, marker: bytes) -> bool:
 def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None) -> Set[int]:
     """Live (non-zombie) processes of a job: members of its process group and carriers of its marker.
 
-    `not_before` is the target's start time: a process started before it cannot belong to the job, which guards
-    against a recycled process group id.
+    `not_before` is the target's (the group leader's) start time: it tells a recycled group id from the job's own,
+    and a process started before it cannot belong to the job.
     """
     found: Set[int] = set()
     if not _HAVE_PROC:
@@ -93,6 +93,12 @@ def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None)
     marker = ("%s=%s" % (MARKER_VAR, job_id)).encode()
     me = os.getpid()
     floor = int(not_before) if not_before else None
+    if pgid and not_before:
+        # The kernel does not hand out a pid while it is still some group's id. So if a process now holds the
+        # group leader's pid but started at another time, the job's group is gone and this is someone else's.
+        leader = start_time(pgid)
+        if leader is not None and leader != not_before:
+            pgid = None
     for name in os.listdir(_PROC):
         if not name.isdigit():
             continue

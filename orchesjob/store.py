@@ -127,19 +127,23 @@ class Store:
                 % (self.path, version, SCHEMA_VERSION),
                 error_type="database",
             )
+        self._refuse_foreign()  # before anything writes, even the journal mode
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         with self.write():
             if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise OrchesjobError(
-                        "the database %s holds tables that are not orchesjob's; it was left untouched" % self.path,
-                        error_type="corrupt_database",
-                    )
+                self._refuse_foreign()
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
                 self.conn.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
+
+    def _refuse_foreign(self) -> None:
+        if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise OrchesjobError(
+                "the database %s holds tables that are not orchesjob's; it was left untouched" % self.path,
+                error_type="corrupt_database",
+            )
 
     # -- transactions -------------------------------------------------------------------------------------------
     @contextmanager
