@@ -1,0 +1,32 @@
+"""Retries that reattach. Kill the worker (or the whole Airflow) while `import` runs and let the task retry: the
+retry finds the running job by its run key and waits for it; a retry after it SUCCEEDED adopts its result. The
+job runs once. Only a job that FAILED is started again (attempt 2).
+"""
+
+from datetime import timedelta
+
+import pendulum
+
+from _settings import DAG, ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID, WORKDIR
+from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+
+with DAG(
+    dag_id="example_orchesjob_retry",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 3, "retry_delay": timedelta(seconds=5)},
+    tags=["orchesjob", "example"],
+):
+    OrchesjobOperator(
+        task_id="import",
+        ssh_conn_id=SSH_CONN_ID,
+        orchesjob_bin=ORCHESJOB_BIN,
+        orchesjob_home=ORCHESJOB_HOME,
+        # run_key is left to its default, airflow/<dag>/<task>/<run id>: the same for every try of this task
+        # instance, different for every other one.
+        command=["sh", "-c", f'mkdir -p {WORKDIR} && echo "import $ORCHESJOB_JOB_ID" >> {WORKDIR}/retry.runs; '
+                              'for i in $(seq 1 ${STEPS:-8}); do echo "imported batch $i"; sleep 1; done'],
+        env={"STEPS": "8"},
+        poll_interval=5,
+    )

@@ -1,0 +1,496 @@
+"""Remote command lines for the orchesjob CLI, and the parsing of its answers. Pure functions, no I/O.
+
+Why this is its own module: the single most dangerous thing the provider does is paste user values (run keys,
+commands, environment values) into a string that a remote login shell will parse. Keeping that in small pure
+functions means it can be tested exhaustively with hostile strings, without SSH or Airflow. Every word that reaches
+the shell goes through ``shlex.quote``; there is no code path that formats a user value into the line unquoted.
+
+Nothing here imports Airflow at module level. Raising the typed exceptions (which are ``AirflowException``
+subclasses) imports them lazily, only on the failure path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import shlex
+from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
+
+CONTRACT_VERSION = 1
+
+START_MODES = ("reuse_success", "default", "strict")
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED"})
+ACTIVE_STATUSES = frozenset({"STARTING", "RUNNING"})
+STREAMS = ("stdout", "stderr")
+
+# What a shell or launcher prints when the program it was asked to run does not exist or cannot run.
+_MISSING_CLI_MARKERS = (
+    "command not found",
+    "not found",
+    "no such file or directory",
+    "permission denied",
+    "no module named",
+    "cannot execute",
+)
+
+Number = Union[int, float, str]
+Binary = Union[str, Sequence[str]]
+
+
+# --------------------------------------------------------------------------- quoting
+
+
+def _check_text(value: str, what: str) -> str:
+    """Reject what no shell word can carry, before anything is sent."""
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character, which cannot be passed to a remote command")
+    return value
+
+
+def quote(value: Any, what: str = "argument") -> str:
+    """``shlex.quote`` of one word, after refusing NUL bytes (the one thing no shell word can hold)."""
+    return shlex.quote(_check_text(str(value), what))
+
+
+def quote_path(path: str, what: str = "path") -> str:
+    """Quote a path, keeping a leading ``~/`` meaning the remote user's home.
+
+    ``pipx`` puts the CLI in ``~/.local/bin``, which is not on the PATH of a non-login SSH command; letting users
+    write ``~/.local/bin/orchesjob`` is friendlier than making them spell out the home directory. The home is
+    expanded by the remote shell as ``"$HOME"`` and the rest is still quoted, so nothing else is interpreted.
+    """
+    path = _check_text(str(path), what)
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)
+
+
+def cli_prefix(orchesjob_bin: Binary = "orchesjob", orchesjob_home: Optional[str] = None) -> List[str]:
+    """Already-quoted leading words: the optional ``ORCHESJOB_HOME=...`` assignment and the program.
+
+    ``orchesjob_bin`` is one program path (a string), or an argv prefix (a list, e.g.
+    ``["/opt/venv/bin/python", "-m", "orchesjob"]``) whose elements are quoted one by one. A string is never split:
+    a path with spaces stays one word.
+    """
+    words: List[str] = []
+    if orchesjob_home is not None and str(orchesjob_home) != "":
+        words.append("ORCHESJOB_HOME=" + quote_path(str(orchesjob_home), "orchesjob_home"))
+    if isinstance(orchesjob_bin, str):
+        if not orchesjob_bin:
+            raise ValueError("orchesjob_bin must not be empty")
+        words.append(quote_path(orchesjob_bin, "orchesjob_bin"))
+    else:
+        parts = list(orchesjob_bin)
+        if not parts:
+            raise ValueError("orchesjob_bin must not be empty")
+        words.append(quote_path(str(parts[0]), "orchesjob_bin"))
+        words.extend(quote(p, "orchesjob_bin") for p in parts[1:])
+    return words
+
+
+def build_command_line(
+    args: Sequence[Any], *, orchesjob_bin: Binary = "orchesjob", orchesjob_home: Optional[str] = None
+) -> str:
+    """The full remote command line: prefix words, then every CLI argument quoted on its own."""
+    return " ".join(cli_prefix(orchesjob_bin, orchesjob_home) + [quote(a) for a in args])
+
+
+# --------------------------------------------------------------------------- value rendering
+
+
+def _number(value: Number, what: str) -> str:
+    """Render a number for the CLI; refuse booleans, NaN, infinities and junk before anything is sent."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number, not a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return str(int(text))
+        except ValueError:
+            pass
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} must be finite, got {value!r}")
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)  # shortest text that reads back as the same float
+    raise ValueError(f"{what} must be a number, got {type(value).__name__}")
+
+
+def _non_negative_int(value: Any, what: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return str(number)
+
+
+def _moment(value: Union[str, _dt.datetime, _dt.date], what: str) -> str:
+    if isinstance(value, (_dt.datetime, _dt.date)):
+        return value.isoformat()
+    return _check_text(str(value), what)
+
+
+def normalize_command(command: Union[str, Sequence[Any]]) -> List[str]:
+    """The job's argv. A string is a shell snippet run by ``/bin/sh -c`` on the host; a list is an argv as is.
+
+    The CLI never runs jobs through a shell, so a string must be given one explicitly; doing it here (rather than
+    splitting the string) keeps pipes, redirections and ``&&`` working the way users of ``SSHOperator`` expect.
+    """
+    if isinstance(command, str):
+        if not command.strip():
+            raise ValueError("command must not be empty")
+        return ["/bin/sh", "-c", _check_text(command, "command")]
+    argv = [_check_text(str(part), "command") for part in command]
+    if not argv or argv[0] == "":
+        raise ValueError("command must be a non-empty list whose first element is the program")
+    return argv
+
+
+def _opt(name: str, value: str) -> str:
+    """``--name=value`` as ONE word: a value that starts with ``-`` (a run key like ``-x``) is still a value."""
+    return f"{name}={value}"
+
+
+def _selector(run_key: Optional[str], job_id: Optional[str]) -> List[str]:
+    """``--run-key K`` or ``--job-id ID``: exactly one, because the CLI requires exactly one."""
+    if (run_key is None) == (job_id is None):
+        raise ValueError("give exactly one of run_key or job_id")
+    if job_id is not None:
+        return [_opt("--job-id", _check_text(str(job_id), "job_id"))]
+    return [_opt("--run-key", _check_text(str(run_key), "run_key"))]
+
+
+# --------------------------------------------------------------------------- argument lists per verb
+
+
+def start_args(
+    run_key: str,
+    command: Union[str, Sequence[Any]],
+    *,
+    mode: str = "reuse_success",
+    cwd: Optional[str] = None,
+    env: Optional[Mapping[str, Any]] = None,
+    timeout: Optional[Number] = None,
+    start_timeout: Optional[Number] = None,
+    sync: bool = False,
+) -> List[str]:
+    """Arguments of ``start``. ``mode``: ``reuse_success`` (adopt an active or SUCCEEDED job, the Airflow-retry
+    default), ``default`` (the reference CLI's: new job after any terminal one) or ``strict`` (never a second
+    execution for this run key)."""
+    if mode not in START_MODES:
+        raise ValueError(f"mode must be one of {', '.join(START_MODES)}; got {mode!r}")
+    args: List[str] = ["start", _opt("--run-key", _check_text(str(run_key), "run_key"))]
+    if sync:
+        args.append("--sync")
+    if mode == "strict":
+        args.append("--strict")
+    elif mode == "reuse_success":
+        args.append("--reuse-success")
+    if start_timeout is not None:
+        args += [_opt("--start-timeout", _number(start_timeout, "start_timeout"))]
+    if cwd is not None:
+        args += [_opt("--cwd", _check_text(str(cwd), "cwd"))]
+    for key, value in (env or {}).items():
+        key = _check_text(str(key), "env name")
+        if not key or "=" in key:
+            raise ValueError(f"invalid environment variable name {key!r}")
+        args += [_opt("--env", f"{key}={_check_text(str(value), 'env value')}")]
+    if timeout is not None:
+        args += [_opt("--timeout", _number(timeout, "timeout"))]
+    args.append("--")
+    args += normalize_command(command)
+    return args
+
+
+def status_args(
+    *, run_key: Optional[str] = None, job_id: Optional[str] = None, running: bool = False, all_attempts: bool = False
+) -> List[str]:
+    """Arguments of ``status``: one job by run key or id, every attempt of a run key, or all active jobs."""
+    if running:
+        if run_key is not None or job_id is not None:
+            raise ValueError("running=True cannot be combined with run_key or job_id")
+        args = ["status", "--running"]
+    else:
+        args = ["status", *_selector(run_key, job_id)]
+    if all_attempts:
+        if run_key is None:
+            raise ValueError("all_attempts=True needs run_key")
+        args.append("--all")
+    return args
+
+
+def wait_args(
+    *,
+    run_key: Optional[str] = None,
+    job_id: Optional[str] = None,
+    timeout: Optional[Number] = None,
+    stdout_offset: Optional[int] = None,
+    stderr_offset: Optional[int] = None,
+    max_bytes: Optional[int] = None,
+) -> List[str]:
+    """Arguments of ``wait``: a long poll that also returns log chunks when an offset is given."""
+    args = ["wait", *_selector(run_key, job_id)]
+    if timeout is not None:
+        args += [_opt("--timeout", _number(timeout, "timeout"))]
+    if stdout_offset is not None:
+        args += [_opt("--stdout-offset", _non_negative_int(stdout_offset, "stdout_offset"))]
+    if stderr_offset is not None:
+        args += [_opt("--stderr-offset", _non_negative_int(stderr_offset, "stderr_offset"))]
+    if max_bytes is not None:
+        args += [_opt("--max-bytes", _non_negative_int(max_bytes, "max_bytes"))]
+    return args
+
+
+def logs_args(
+    *,
+    run_key: Optional[str] = None,
+    job_id: Optional[str] = None,
+    stream: str = "stdout",
+    offset: Optional[int] = None,
+    limit: Optional[int] = None,
+    tail: Optional[int] = None,
+) -> List[str]:
+    """Arguments of ``logs --json``: one CHUNK object (text plus the offset to read on from)."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream must be 'stdout' or 'stderr', got {stream!r}")
+    args = ["logs", *_selector(run_key, job_id), _opt("--stream", stream)]
+    if offset is not None:
+        args += [_opt("--offset", _non_negative_int(offset, "offset"))]
+    if limit is not None:
+        args += [_opt("--limit", _non_negative_int(limit, "limit"))]
+    if tail is not None:
+        args += [_opt("--tail", _non_negative_int(tail, "tail"))]
+    args.append("--json")
+    return args
+
+
+def abort_args(
+    *,
+    run_key: Optional[str] = None,
+    job_id: Optional[str] = None,
+    reason: Optional[str] = None,
+    grace_seconds: Optional[Number] = None,
+) -> List[str]:
+    """Arguments of ``abort`` (SIGTERM to the job's process group, then SIGKILL after the grace period)."""
+    args = ["abort", *_selector(run_key, job_id)]
+    if reason is not None:
+        args += [_opt("--reason", _check_text(str(reason), "reason"))]
+    if grace_seconds is not None:
+        args += [_opt("--grace-seconds", _number(grace_seconds, "grace_seconds"))]
+    return args
+
+
+def rerun_args(
+    *,
+    run_key: Optional[str] = None,
+    job_id: Optional[str] = None,
+    reason: Optional[str] = None,
+    start_timeout: Optional[Number] = None,
+    sync: bool = False,
+) -> List[str]:
+    """Arguments of ``rerun`` (always a new execution of a finished job's command)."""
+    args = ["rerun", *_selector(run_key, job_id)]
+    if sync:
+        args.append("--sync")
+    if reason is not None:
+        args += [_opt("--reason", _check_text(str(reason), "reason"))]
+    if start_timeout is not None:
+        args += [_opt("--start-timeout", _number(start_timeout, "start_timeout"))]
+    return args
+
+
+def unlock_args(run_key: str, *, reason: Optional[str] = None, ttl: Optional[Union[int, str]] = None) -> List[str]:
+    """Arguments of ``unlock`` (one more strict execution for a finished run key)."""
+    args = ["unlock", _opt("--run-key", _check_text(str(run_key), "run_key"))]
+    if reason is not None:
+        args += [_opt("--reason", _check_text(str(reason), "reason"))]
+    if ttl is not None:
+        args += [_opt("--ttl", _check_text(str(ttl), "ttl"))]
+    return args
+
+
+def clean_args(
+    *,
+    before: Optional[Union[str, _dt.datetime, _dt.date]] = None,
+    after: Optional[Union[str, _dt.datetime, _dt.date]] = None,
+    all_jobs: bool = False,
+    job_id: Optional[str] = None,
+    run_key: Optional[str] = None,
+    dry_run: bool = False,
+) -> List[str]:
+    """Arguments of ``clean`` (delete finished jobs and their logs; active jobs are never touched)."""
+    args = ["clean"]
+    if job_id is not None:
+        if before is not None or after is not None or all_jobs or run_key is not None:
+            raise ValueError("job_id cannot be combined with other selections")
+        args += [_opt("--job-id", _check_text(str(job_id), "job_id"))]
+    else:
+        if before is None and after is None and not all_jobs:
+            raise ValueError("give before, after, all_jobs=True or job_id")
+        if before is not None:
+            args += [_opt("--before", _moment(before, "before"))]
+        if after is not None:
+            args += [_opt("--after", _moment(after, "after"))]
+        if all_jobs:
+            args.append("--all")
+        if run_key is not None:
+            args += [_opt("--run-key", _check_text(str(run_key), "run_key"))]
+    if dry_run:
+        args.append("--dry-run")
+    return args
+
+
+def version_args() -> List[str]:
+    """Arguments of ``version``."""
+    return ["version"]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _decode(data: Union[str, bytes, None]) -> str:
+    if data is None:
+        return ""
+    if isinstance(data, bytes):
+        return data.decode("utf-8", errors="replace")
+    return data
+
+
+def extract_json(text: str) -> Any:
+    """The JSON document on stdout, or None.
+
+    The whole text is tried first. Failing that, the first line that starts a JSON object or array and runs to the
+    end of the output is used: a remote ``.bashrc`` that prints a banner must not turn a good answer into an error.
+    """
+    stripped = text.strip()
+    if not stripped:
+        return None
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        pass
+    decoder = json.JSONDecoder()
+    position = 0
+    for line in text.splitlines(keepends=True):
+        head = line.lstrip()
+        if head[:1] in ("{", "["):
+            start = position + (len(line) - len(head))
+            try:
+                value, end = decoder.raw_decode(text, start)
+            except ValueError:
+                value, end = None, -1
+            if end != -1 and not text[end:].strip():
+                return value
+        position += len(line)
+    return None
+
+
+def looks_like_missing_cli(exit_code: Optional[int], stderr: str) -> bool:
+    """True when the shell could not run the CLI at all (not installed, wrong path, not executable)."""
+    if exit_code in (126, 127):
+        return True
+    low = stderr.lower()
+    return any(marker in low for marker in _MISSING_CLI_MARKERS) and "orchesjob" in low
+
+
+def parse_output(
+    stdout: Union[str, bytes, None],
+    exit_code: Optional[int],
+    stderr: Union[str, bytes, None] = "",
+    *,
+    command: str = "",
+) -> Any:
+    """The CLI's answer as Python data, or the typed exception for what went wrong.
+
+    - exit 0 with JSON: the parsed value (a dict, or a list for ``status --all/--running``);
+    - a CLI error JSON: ``OrchesjobInvalidArgument`` / ``NotFound`` / ``Conflict`` / ``LockTimeout`` / ``Error``;
+    - exit 126/127 or "not found" from the shell: ``OrchesjobIncompatibleCli``;
+    - no exit status (channel closed) or no JSON: ``OrchesjobTransportError``.
+    """
+    out = _decode(stdout)
+    err = _decode(stderr)
+    payload = extract_json(out)
+    if exit_code == 0 and payload is not None:
+        return payload
+    _raise_failure(out, exit_code, err, payload, command)
+
+
+def _raise_failure(out: str, exit_code: Optional[int], err: str, payload: Any, command: str) -> NoReturn:
+    from orchesjob_provider.exceptions import (
+        OrchesjobIncompatibleCli,
+        OrchesjobTransportError,
+        error_from_payload,
+    )
+
+    detail = _shorten(err.strip() or out.strip())
+    if exit_code is None or exit_code < 0:
+        raise OrchesjobTransportError(
+            "the SSH channel closed before orchesjob reported an exit status"
+            + (f"; output so far: {detail}" if detail else ""),
+            exit_code=exit_code,
+            stderr=err,
+            command=command,
+        )
+    if isinstance(payload, dict) and "error" in payload:
+        raise error_from_payload(payload, exit_code, stderr=err, command=command)
+    if looks_like_missing_cli(exit_code, err):
+        raise OrchesjobIncompatibleCli(
+            f"the orchesjob CLI could not be run on the remote host (exit {exit_code}): {detail or 'no output'}. "
+            "Install it there (pip/pipx install orchesjob, or copy orchesjob.pyz) and point orchesjob_bin at it; "
+            "non-login SSH commands usually have PATH=/usr/local/bin:/usr/bin:/bin, so an absolute path is safest",
+            exit_code=exit_code,
+            stderr=err,
+            command=command,
+        )
+    if exit_code == 0:
+        reason = "orchesjob exited 0 but printed no JSON"
+    else:
+        reason = f"orchesjob exited {exit_code} without an error JSON"
+    raise OrchesjobTransportError(
+        reason + (f": {detail}" if detail else ""), exit_code=exit_code, stderr=err, command=command
+    )
+
+
+def check_version(payload: Any) -> Dict[str, Any]:
+    """Accept a ``version`` answer of our contract, or raise ``OrchesjobIncompatibleCli`` saying what differs."""
+    from orchesjob_provider.exceptions import OrchesjobIncompatibleCli
+
+    if not isinstance(payload, dict) or "contract" not in payload:
+        raise OrchesjobIncompatibleCli(
+            f"the remote orchesjob did not report a JSON contract version (got {_shorten(repr(payload))}); "
+            f"this provider needs contract {CONTRACT_VERSION}",
+            payload=payload if isinstance(payload, dict) else None,
+        )
+    contract = payload.get("contract")
+    if contract != CONTRACT_VERSION:
+        raise OrchesjobIncompatibleCli(
+            f"the remote orchesjob {payload.get('version', '?')} speaks JSON contract {contract!r}, this provider "
+            f"speaks {CONTRACT_VERSION}: install matching versions of orchesjob on the host and on Airflow",
+            payload=payload,
+        )
+    return payload
+
+
+def is_terminal(job: Mapping[str, Any]) -> bool:
+    """True when the job will not change any more (``active`` false, or a terminal status)."""
+    if "active" in job and isinstance(job["active"], bool):
+        return not job["active"]
+    return str(job.get("status")) in TERMINAL_STATUSES
+
+
+def _shorten(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,127 @@
+"""Every difference between the Airflow versions we support (2.10, 2.11, 3.x), resolved in one place.
+
+Airflow 3 moved the authoring API to ``airflow.sdk`` (its own ``AirflowException``, ``BaseHook``, ``Context`` ...)
+while 2.x keeps them in ``airflow.exceptions``, ``airflow.hooks.base`` and friends. The common-compat provider
+already knows which is which, so we prefer it and fall back to the 2.x paths only when it is missing or too old
+(a bare Airflow 2.10). The rest of the provider imports these names from here and never from Airflow directly,
+so an Airflow move means one edit in this file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import airflow
+from packaging.version import Version
+
+try:
+    from airflow.providers.common.compat.sdk import (
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        BaseHook,
+        BaseOperator,
+        BaseSensorOperator,
+        Context,
+        TaskDeferred,
+        conf,
+    )
+except ImportError:  # pragma: no cover - only without a recent apache-airflow-providers-common-compat
+    from airflow.configuration import conf  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowException,
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
+    from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
+    from airflow.utils.context import Context  # type: ignore[no-redef]
+
+# Triggers live in core on every version we support (the triggerer is a core component).
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+AIRFLOW_VERSION = Version(Version(airflow.__version__).base_version)
+AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
+
+__all__ = [
+    "AIRFLOW_VERSION",
+    "AIRFLOW_V_3_0_PLUS",
+    "AirflowException",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseSensorOperator",
+    "BaseTrigger",
+    "Context",
+    "TaskDeferred",
+    "TriggerEvent",
+    "aget_connection",
+    "aget_extra_dejson",
+    "conf",
+    "default_deferrable",
+    "get_connection",
+]
+
+
+def get_connection(conn_id: str) -> Any:
+    """Look up an Airflow connection synchronously (a worker or a test); same call on every version."""
+    return BaseHook.get_connection(conn_id)
+
+
+async def aget_connection(conn_id: str) -> Any:
+    """Look up an Airflow connection from async code (the triggerer) without blocking its event loop.
+
+    On Airflow 3 a synchronous lookup from the event loop talks to the supervisor and can deadlock; the
+    common-compat helper picks the safe call for each version. Without it (old 2.x installs) the synchronous
+    lookup runs in a worker thread, which is what Airflow 2's triggerer expects anyway.
+    """
+    try:
+        from airflow.providers.common.compat.connection import get_async_connection
+    except ImportError:  # pragma: no cover - old common-compat
+        get_async_connection = None
+    if get_async_connection is not None:
+        return await get_async_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+async def aget_extra_dejson(conn: Any) -> Dict[str, Any]:
+    """The connection's extras as a dict, read without blocking the event loop (same reasons as above)."""
+    try:
+        from airflow.providers.common.compat.connection import get_async_extra_dejson
+    except ImportError:  # pragma: no cover - old common-compat
+        get_async_extra_dejson = None
+    if get_async_extra_dejson is not None:
+        return dict(await get_async_extra_dejson(conn))
+    from asgiref.sync import sync_to_async
+
+    return dict(await sync_to_async(lambda: conn.extra_dejson)())
+
+
+def default_deferrable() -> bool:
+    """Whether our operator and sensor defer when the DAG does not say: True, unless the deployment sets
+    ``[operators] default_deferrable`` itself (airflow.cfg or AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE).
+
+    Airflow's shipped default for that option is False, so reading it with a fallback would never fall back; we look
+    for an explicit setting instead, because waiting in the triggerer is what frees the worker slot.
+    """
+    import configparser
+    import os
+
+    explicit = os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")
+    if explicit is None:
+        try:
+            if configparser.ConfigParser.has_option(conf, "operators", "default_deferrable"):
+                explicit = configparser.ConfigParser.get(conf, "operators", "default_deferrable", raw=True)
+        except (configparser.Error, TypeError):
+            explicit = None
+    if explicit is None:
+        return True
+    return str(explicit).strip().lower() in ("true", "1", "yes", "on")

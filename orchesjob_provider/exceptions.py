@@ -1,0 +1,140 @@
+"""Typed exceptions for what the remote CLI (or the SSH path to it) reports.
+
+The CLI answers every failure with ``{"error": TYPE, "message": ..., "exit_code": N}`` on stdout and an exit code
+from a fixed table (docs/json-contract.md). Turning those into distinct exception classes lets DAG authors and the
+operator react to the *kind* of failure ("no such job" vs "the job is in the wrong state" vs "SSH dropped") with an
+``except`` clause instead of parsing messages. All of them are ``AirflowException`` so Airflow's retry and failure
+handling treats them like any other task error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Optional, Type
+
+from orchesjob_provider.compat import AirflowException
+
+
+class OrchesjobError(AirflowException):
+    """Base class: the CLI (or the way to it) said no.
+
+    ``error_type`` is the CLI's ``error`` field (or our own name for non-CLI failures), ``exit_code`` the remote exit
+    status when there was one, ``payload`` the CLI's error JSON (empty when it printed none), ``stderr`` what the
+    remote side printed there (for people), ``command`` the remote command line that was run.
+    """
+
+    error_type: str = "error"
+    default_exit_code: Optional[int] = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_type: Optional[str] = None,
+        exit_code: Optional[int] = None,
+        payload: Optional[Mapping[str, Any]] = None,
+        stderr: str = "",
+        command: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_type:
+            self.error_type = error_type
+        self.exit_code = self.default_exit_code if exit_code is None else exit_code
+        self.payload: Dict[str, Any] = dict(payload or {})
+        self.stderr = stderr
+        self.command = command
+
+    def __reduce__(self) -> Any:
+        """Keep the typed fields when pickled (Airflow may ship exceptions between processes)."""
+        return (
+            _rebuild,
+            (type(self), self.message, self.error_type, self.exit_code, self.payload, self.stderr, self.command),
+        )
+
+
+def _rebuild(cls: Type[OrchesjobError], message: str, error_type: str, exit_code: Optional[int],
+             payload: Dict[str, Any], stderr: str, command: str) -> OrchesjobError:
+    return cls(message, error_type=error_type, exit_code=exit_code, payload=payload, stderr=stderr, command=command)
+
+
+class OrchesjobInvalidArgument(OrchesjobError):
+    """Exit 2: the CLI rejected a flag or value; nothing was written on the host."""
+
+    error_type = "invalid_argument"
+    default_exit_code = 2
+
+
+class OrchesjobNotFound(OrchesjobError):
+    """Exit 3: no job with that id or run key (never started, or cleaned)."""
+
+    error_type = "not_found"
+    default_exit_code = 3
+
+
+class OrchesjobConflict(OrchesjobError):
+    """Exit 4: the job is not in a state that allows the action (abort of a finished job, rerun of an active one)."""
+
+    error_type = "inconsistent_state"
+    default_exit_code = 4
+
+
+class OrchesjobLockTimeout(OrchesjobError):
+    """Exit 5: the host's database stayed locked past the busy timeout; retrying later is safe."""
+
+    error_type = "lock_timeout"
+    default_exit_code = 5
+
+
+class OrchesjobTransportError(OrchesjobError):
+    """The answer never arrived intact: SSH failed, the channel closed without an exit status, or no JSON came back.
+
+    For ``start`` this is the ambiguous case (the job may or may not have been started), which is why the hook
+    retries it with the same run key rather than giving up.
+    """
+
+    error_type = "transport"
+    default_exit_code = None
+
+
+class OrchesjobIncompatibleCli(OrchesjobError):
+    """The remote ``orchesjob`` is missing, not executable, or speaks another JSON contract version."""
+
+    error_type = "incompatible_cli"
+    default_exit_code = None
+
+
+ERROR_TYPES: Dict[str, Type[OrchesjobError]] = {
+    "invalid_argument": OrchesjobInvalidArgument,
+    "not_found": OrchesjobNotFound,
+    "inconsistent_state": OrchesjobConflict,
+    "lock_timeout": OrchesjobLockTimeout,
+}
+
+EXIT_CODES: Dict[int, Type[OrchesjobError]] = {
+    cls.default_exit_code: cls for cls in ERROR_TYPES.values() if cls.default_exit_code is not None
+}
+
+
+def error_from_payload(
+    payload: Mapping[str, Any], exit_code: Optional[int], *, stderr: str = "", command: str = ""
+) -> OrchesjobError:
+    """Build the typed exception for one CLI error JSON.
+
+    The ``error`` type decides the class; an unknown type falls back to the exit code, so a newer CLI that adds
+    error types still maps onto the documented exit codes.
+    """
+    error_type = str(payload.get("error") or "error")
+    cls = ERROR_TYPES.get(error_type)
+    if cls is None and exit_code is not None:
+        cls = EXIT_CODES.get(exit_code)
+    if cls is None:
+        cls = OrchesjobError
+    message = str(payload.get("message") or stderr.strip() or f"orchesjob failed with exit code {exit_code}")
+    return cls(
+        f"orchesjob {error_type}: {message}",
+        error_type=error_type,
+        exit_code=exit_code,
+        payload=payload,
+        stderr=stderr,
+        command=command,
+    )

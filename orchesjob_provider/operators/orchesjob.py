@@ -1,0 +1,291 @@
+"""OrchesjobOperator: run a command on a remote host so that Airflow retries never run it twice.
+
+The operator stays thin: the hook does SSH and the CLI's JSON, the trigger does the waiting. What lives here is
+Airflow's side of the contract: the run key that every try of a task instance shares, what a retry may adopt,
+how a job's end becomes a task state, and aborting the remote job when the task is killed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from orchesjob_provider import command as cmd
+from orchesjob_provider import run_key as run_keys
+from orchesjob_provider.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    BaseOperator,
+    Context,
+    default_deferrable,
+)
+from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, OrchesjobNotFound
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.log_relay import LogRelay
+
+IDEMPOTENCY_MODES = ("reuse_success", "strict", "active_only")
+_CLI_MODE = {"reuse_success": "reuse_success", "strict": "strict", "active_only": "default"}
+KILL_REASON = "the Airflow task was killed (marked failed or success, cleared, or timed out)"
+
+
+class OrchesjobOperator(BaseOperator):
+    """Start a job on a remote host through orchesjob over SSH, and wait for it without holding a worker slot.
+
+    :param command: the job: a list (an argv, run as is) or a string (run by ``/bin/sh -c`` on the host). Templated.
+    :param ssh_conn_id: an Airflow SSH connection to the host.
+    :param run_key: the idempotency key. Templated. Default: ``airflow/<dag>/<task>/<run id>[/<map index>]``, the same
+        for every try of a task instance, so a retry reattaches instead of starting again.
+    :param idempotency: what a try does when the run key already has a job:
+        ``reuse_success`` (default) reattaches to an active job, adopts a SUCCEEDED one, starts a new attempt after
+        a failure; ``strict`` never starts a second execution (a failed job stays failed until ``orchesjob unlock``);
+        ``active_only`` reattaches to an active job and starts anew after any finished one.
+    :param cwd: working directory on the host. Templated.
+    :param env: environment variables for the job. Templated.
+    :param timeout: seconds after which the host aborts the job (kept with the job, so it holds without Airflow).
+    :param skip_on_exit_code: exit code(s) that mark the task skipped instead of failed.
+    :param poll_interval: seconds one long poll (``orchesjob wait``) may block; the end of the job is noticed at once
+        whatever this is.
+    :param deferrable: wait in the triggerer (default True, or ``[operators] default_deferrable`` when set).
+    :param abort_on_kill: abort the remote job when the task is killed (default True).
+    :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout
+        differ from this task's (default False: the task fails and says why).
+    :param orchesjob_bin: the CLI on the host (an absolute path is safest; a list for e.g. ``python -m orchesjob``).
+    :param orchesjob_home: ``ORCHESJOB_HOME`` on the host.
+    :param start_timeout: seconds ``start`` waits for the command to be running.
+    :param abort_grace_seconds: SIGTERM-to-SIGKILL grace when the task aborts the job.
+    :param stderr_tail_lines: lines of stderr quoted in the failure message.
+    :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook` (``command_timeout``, ``retries`` ...).
+
+    Returns (XCom) the final job JSON: ``job_id``, ``status``, ``exit_code``, ``attempt_no``, timestamps, ...
+    """
+
+    template_fields: Sequence[str] = ("command", "run_key", "cwd", "env", "orchesjob_home")
+    template_fields_renderers = {"env": "json", "command": "bash"}
+    ui_color = "#cfe8d5"
+
+    def __init__(
+        self,
+        *,
+        command: Union[str, Sequence[str]],
+        ssh_conn_id: str = "ssh_default",
+        run_key: Optional[str] = None,
+        idempotency: str = "reuse_success",
+        cwd: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+        skip_on_exit_code: Optional[Union[int, Iterable[int]]] = None,
+        poll_interval: float = 30.0,
+        deferrable: Optional[bool] = None,
+        abort_on_kill: bool = True,
+        allow_parameter_mismatch: bool = False,
+        orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
+        orchesjob_home: Optional[str] = None,
+        start_timeout: float = 10.0,
+        abort_grace_seconds: float = 5.0,
+        stderr_tail_lines: int = 20,
+        hook_kwargs: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if idempotency not in IDEMPOTENCY_MODES:
+            raise ValueError(f"idempotency must be one of {', '.join(IDEMPOTENCY_MODES)}; got {idempotency!r}")
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        self.command = command
+        self.ssh_conn_id = ssh_conn_id
+        self.run_key = run_key
+        self.idempotency = idempotency
+        self.cwd = cwd
+        self.env = dict(env) if env is not None else None
+        self.timeout = timeout
+        if skip_on_exit_code is None:
+            self.skip_on_exit_code: List[int] = []
+        elif isinstance(skip_on_exit_code, int):
+            self.skip_on_exit_code = [skip_on_exit_code]
+        else:
+            self.skip_on_exit_code = [int(c) for c in skip_on_exit_code]
+        self.poll_interval = float(poll_interval)
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.abort_on_kill = abort_on_kill
+        self.allow_parameter_mismatch = allow_parameter_mismatch
+        self.orchesjob_bin = orchesjob_bin
+        self.orchesjob_home = orchesjob_home
+        self.start_timeout = start_timeout
+        self.abort_grace_seconds = abort_grace_seconds
+        self.stderr_tail_lines = stderr_tail_lines
+        self.hook_kwargs = dict(hook_kwargs or {})
+        self._job_id: Optional[str] = None
+        self._hook: Optional[OrchesjobHook] = None
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def hook(self) -> OrchesjobHook:
+        if self._hook is None:
+            self._hook = OrchesjobHook(
+                ssh_conn_id=self.ssh_conn_id,
+                orchesjob_bin=self.orchesjob_bin,
+                orchesjob_home=self.orchesjob_home,
+                **self.hook_kwargs,
+            )
+        return self._hook
+
+    def _emit(self, stream: str, line: str) -> None:
+        self.log.info("[%s] %s", stream, line)
+
+    def _describe(self, job: Mapping[str, Any]) -> str:
+        return "job %s (run key %r, attempt %s)" % (job.get("job_id"), job.get("run_key"), job.get("attempt_no"))
+
+    def _announce(self, job: Mapping[str, Any]) -> None:
+        what = self._describe(job)
+        if not job.get("existing"):
+            self.log.info("Started %s on the host: %s", what, job.get("command"))
+        elif cmd.is_terminal(job):
+            self.log.info("Adopted the result of %s, which already ended as %s: nothing was run again.", what,
+                          job.get("status"))
+        else:
+            self.log.info("Reattached to %s, which is still %s: nothing was started again.", what, job.get("status"))
+        if job.get("existing") and job.get("parameters_match") is False:
+            message = (
+                f"the run key {job.get('run_key')!r} already has {what} with a different command, cwd, env or "
+                f"timeout than this task (it runs {job.get('command')!r}). Refusing to adopt it; use another run_key, "
+                "or allow_parameter_mismatch=True if that job is the right one."
+            )
+            if not self.allow_parameter_mismatch:
+                raise AirflowFailException(message)
+            self.log.warning("Adopting it anyway (allow_parameter_mismatch=True): %s", message)
+
+    def _deadline(self, context: Context) -> Optional[float]:
+        """When the trigger must give up: a little before Airflow's own execution_timeout, so that the task can
+        abort the remote job itself rather than be cut off."""
+        if not self.execution_timeout:
+            return None
+        ti = context.get("ti") if hasattr(context, "get") else None
+        started = getattr(ti, "start_date", None)
+        base = started.timestamp() if isinstance(started, _dt.datetime) else time.time()
+        return base + max(1.0, self.execution_timeout.total_seconds() - 5.0)
+
+    # ------------------------------------------------------------------ Airflow entry points
+
+    def execute(self, context: Context) -> Dict[str, Any]:
+        run_key = self.run_key or run_keys.from_context(context)
+        job = self.hook.start(
+            run_key,
+            self.command,
+            mode=_CLI_MODE[self.idempotency],
+            cwd=self.cwd,
+            env=self.env,
+            timeout=self.timeout,
+            start_timeout=self.start_timeout,
+        )
+        self._job_id = job["job_id"]
+        self._announce(job)
+        relay = LogRelay(self._emit)
+        if cmd.is_terminal(job):
+            return self._finish(self._drain(job, relay), relay)
+        if self.deferrable:
+            from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+            self.defer(
+                trigger=OrchesjobTrigger(
+                    ssh_conn_id=self.ssh_conn_id,
+                    job_id=job["job_id"],
+                    run_key=job["run_key"],
+                    orchesjob_bin=self.orchesjob_bin,
+                    orchesjob_home=self.orchesjob_home,
+                    poll_timeout=self.poll_interval,
+                    deadline=self._deadline(context),
+                    abort_on_kill=self.abort_on_kill,
+                    abort_reason=KILL_REASON,
+                    abort_grace_seconds=self.abort_grace_seconds,
+                ),
+                method_name="execute_complete",
+            )
+        return self._finish(self._poll(job, relay), relay)
+
+    def _poll(self, job: Dict[str, Any], relay: LogRelay) -> Dict[str, Any]:
+        """Wait in the worker (deferrable=False): long polls that also bring the new log output."""
+        while True:
+            offsets = relay.offsets
+            result = self.hook.wait(
+                job_id=job["job_id"], timeout=self.poll_interval,
+                stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"],
+            )
+            more = relay.take(result.get("logs"), flush=bool(result.get("timed_out")))
+            if cmd.is_terminal(result) and not more:
+                relay.flush()
+                return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
+
+    def _drain(self, job: Dict[str, Any], relay: LogRelay) -> Dict[str, Any]:
+        """Show what a finished job wrote from the relay's offsets on (its whole output for an adopted job)."""
+        while True:
+            offsets = relay.offsets
+            result = self.hook.wait(
+                job_id=job["job_id"], timeout=0,
+                stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"],
+            )
+            if not relay.take(result.get("logs")):
+                relay.flush()
+                return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Dict[str, Any]:
+        """Resume after the trigger fired: show any output it had not, then turn the job's end into the task's."""
+        self._job_id = event.get("job_id")
+        status = event.get("status")
+        if status == "terminal":
+            relay = LogRelay(self._emit, event.get("stdout_offset", 0), event.get("stderr_offset", 0))
+            job = self._drain(dict(event["job"]), relay)
+            return self._finish(job, relay)
+        if status == "timeout":
+            self._abort("execution_timeout reached while the job was still running")
+            raise AirflowException(
+                f"job {self._job_id} was still running when the task's execution_timeout ran out; it was aborted"
+                if self.abort_on_kill else
+                f"job {self._job_id} was still running when the task's execution_timeout ran out (left running)"
+            )
+        raise AirflowException(
+            f"lost track of job {self._job_id}: {event.get('message')}. The job itself is not affected: a retry of "
+            "this task reattaches to it by run key."
+        )
+
+    def _finish(self, job: Mapping[str, Any], relay: LogRelay) -> Dict[str, Any]:
+        status = job.get("status")
+        if status == "SUCCEEDED":
+            self.log.info("%s SUCCEEDED.", self._describe(job))
+            return dict(job)
+        exit_code = job.get("exit_code")
+        if exit_code is not None and exit_code in self.skip_on_exit_code:
+            raise AirflowSkipException(f"{self._describe(job)} exited with code {exit_code}, listed in skip_on_exit_code")
+        how = job.get("end_reason") or ("exit code %s" % exit_code)
+        tail = self._stderr_tail(job)
+        message = f"{self._describe(job)} ended {status}: {how}"
+        if tail:
+            message += "\nLast lines of its stderr:\n" + tail
+        raise AirflowException(message)
+
+    def _stderr_tail(self, job: Mapping[str, Any]) -> str:
+        if self.stderr_tail_lines <= 0:
+            return ""
+        try:
+            chunk = self.hook.logs(job_id=job["job_id"], stream="stderr", tail=self.stderr_tail_lines)
+        except OrchesjobError as exc:
+            self.log.warning("could not read the job's stderr: %s", exc)
+            return ""
+        return str(chunk.get("data") or "").rstrip("\n")
+
+    def _abort(self, reason: str) -> None:
+        if not (self.abort_on_kill and self._job_id):
+            return
+        try:
+            self.hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds)
+            self.log.info("Aborted job %s on the host.", self._job_id)
+        except (OrchesjobConflict, OrchesjobNotFound):
+            pass  # it had already ended (or been cleaned): nothing to stop
+        except OrchesjobError as exc:
+            self.log.error("Could not abort job %s: %s", self._job_id, exc)
+
+    def on_kill(self) -> None:
+        """The task was killed while waiting in the worker: stop the remote job too (abort_on_kill)."""
+        self._abort(KILL_REASON)

@@ -1,0 +1,154 @@
+"""OrchesjobSensor: wait for a job that something else started (another DAG, cron, a person) to finish."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+from orchesjob_provider import command as cmd
+from orchesjob_provider.compat import (
+    AirflowException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+    Context,
+    default_deferrable,
+)
+from orchesjob_provider.exceptions import OrchesjobNotFound
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+
+class OrchesjobSensor(BaseSensorOperator):
+    """Succeed when a remote job reaches SUCCEEDED; fail (or skip, with ``soft_fail``) when it ends otherwise.
+
+    :param ssh_conn_id: an Airflow SSH connection to the host.
+    :param run_key: the job's run key (its latest attempt is watched; a key with no job yet is waited for). Templated.
+    :param job_id: or one job by id. Templated.
+    :param deferrable: wait in the triggerer (default True, or ``[operators] default_deferrable`` when set).
+    :param poll_timeout: seconds one long poll may block on the host while deferred.
+    :param orchesjob_bin: the CLI on the host.
+    :param orchesjob_home: ``ORCHESJOB_HOME`` on the host.
+    :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook`.
+
+    ``timeout``, ``poke_interval``, ``mode``, ``soft_fail`` and ``exponential_backoff`` behave as on any sensor.
+    Returns (XCom) the job JSON.
+    """
+
+    template_fields: Sequence[str] = ("run_key", "job_id", "orchesjob_home")
+    ui_color = "#e8f0cf"
+
+    def __init__(
+        self,
+        *,
+        ssh_conn_id: str = "ssh_default",
+        run_key: Optional[str] = None,
+        job_id: Optional[str] = None,
+        deferrable: Optional[bool] = None,
+        poll_timeout: float = 30.0,
+        orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
+        orchesjob_home: Optional[str] = None,
+        hook_kwargs: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (run_key is None) == (job_id is None):
+            raise ValueError("give exactly one of run_key or job_id")
+        self.ssh_conn_id = ssh_conn_id
+        self.run_key = run_key
+        self.job_id = job_id
+        self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
+        self.poll_timeout = poll_timeout
+        self.orchesjob_bin = orchesjob_bin
+        self.orchesjob_home = orchesjob_home
+        self.hook_kwargs = dict(hook_kwargs or {})
+        self._job: Optional[Dict[str, Any]] = None
+
+    @property
+    def hook(self) -> OrchesjobHook:
+        return OrchesjobHook(
+            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home,
+            **self.hook_kwargs,
+        )
+
+    def _lookup(self) -> Optional[Dict[str, Any]]:
+        try:
+            return self.hook.status(run_key=self.run_key, job_id=self.job_id)
+        except OrchesjobNotFound:
+            if self.job_id is not None:
+                raise  # a job id that does not exist will never appear
+            self.log.info("No job with run key %r yet.", self.run_key)
+            return None
+
+    def _judge(self, job: Mapping[str, Any]) -> bool:
+        """True for SUCCEEDED; a failed end fails the task (or skips it with soft_fail)."""
+        status = job.get("status")
+        if status == "SUCCEEDED":
+            self.log.info("Job %s (run key %r) SUCCEEDED.", job.get("job_id"), job.get("run_key"))
+            self._job = dict(job)
+            return True
+        message = "job %s (run key %r, attempt %s) ended %s: %s" % (
+            job.get("job_id"), job.get("run_key"), job.get("attempt_no"), status, job.get("end_reason"))
+        if self.soft_fail:
+            raise AirflowSkipException(message)
+        raise AirflowException(message)
+
+    def poke(self, context: Context) -> bool:
+        job = self._lookup()
+        if job is None or not cmd.is_terminal(job):
+            if job is not None:
+                self.log.info("Job %s is %s.", job.get("job_id"), job.get("status"))
+            return False
+        return self._judge(job)
+
+    def execute(self, context: Context, event: Any = None, deadline: Optional[float] = None) -> Any:
+        if not self.deferrable:
+            super().execute(context)
+            return self._job
+        deadline = deadline if deadline is not None else time.time() + float(self.timeout)
+        job = self._lookup()
+        if job is not None and cmd.is_terminal(job):
+            self._judge(job)
+            return self._job
+        if time.time() >= deadline:
+            self._timed_out()
+        if job is None:
+            # Nothing to watch yet: sleep in the triggerer, then look again.
+            from datetime import timedelta
+
+            from airflow.triggers.temporal import TimeDeltaTrigger
+
+            self.defer(
+                trigger=TimeDeltaTrigger(timedelta(seconds=min(self.poke_interval, max(1.0, deadline - time.time())))),
+                method_name="execute",
+                kwargs={"deadline": deadline},
+            )
+        from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+        self.defer(
+            trigger=OrchesjobTrigger(
+                ssh_conn_id=self.ssh_conn_id,
+                job_id=job["job_id"],
+                run_key=job.get("run_key"),
+                orchesjob_bin=self.orchesjob_bin,
+                orchesjob_home=self.orchesjob_home,
+                poll_timeout=self.poll_timeout,
+                deadline=deadline,
+                stream_logs=False,
+            ),
+            method_name="execute_complete",
+        )
+
+    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Any:
+        status = event.get("status")
+        if status == "terminal":
+            self._judge(event["job"])
+            return self._job
+        if status == "timeout":
+            self._timed_out()
+        raise AirflowException(f"lost track of job {event.get('job_id')}: {event.get('message')}")
+
+    def _timed_out(self) -> None:
+        message = "the job did not finish within the sensor's timeout of %ss" % self.timeout
+        if self.soft_fail:
+            raise AirflowSkipException(message)
+        raise AirflowSensorTimeout(message)

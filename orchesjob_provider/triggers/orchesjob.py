@@ -1,0 +1,257 @@
+"""The trigger that watches a remote orchesjob job from Airflow's triggerer.
+
+Why it is shaped like this:
+
+- It long-polls ``orchesjob wait`` with the job id and both log offsets, so one SSH round trip covers up to
+  ``poll_timeout`` seconds and returns early as soon as the job ends or writes output: the task learns of the end
+  within about a second without polling every second.
+- A trigger fires exactly once, so log chunks are not events. Each chunk is written to the trigger's logger as it
+  arrives (which Airflow routes into the task's log) and the offsets move on. Lines are logged whole: a partial last
+  line waits for its newline, unless the job goes quiet for a whole poll or ends.
+- Everything it needs to resume is in its kwargs: ``serialize()`` reports the offsets of what has been logged so far,
+  so a trigger rebuilt from it (triggerer restart, or a test's round trip) continues without losing or repeating a
+  line.
+- SSH trouble is expected on long jobs. Transport errors are retried with a capped exponential backoff, and only
+  after ``max_connection_errors`` failures in a row does it give up with an ``error`` event, which the operator turns
+  into a task failure (a retry of the task then reattaches to the same job by run key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Dict, Mapping, Optional, Sequence, Tuple, Union
+
+from orchesjob_provider import command as cmd
+from orchesjob_provider.compat import BaseTrigger, TriggerEvent
+from orchesjob_provider.exceptions import (
+    OrchesjobConflict,
+    OrchesjobError,
+    OrchesjobLockTimeout,
+    OrchesjobTransportError,
+)
+from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
+from orchesjob_provider.log_relay import LogRelay
+
+JOB_EXTRA_KEYS = ("logs", "timed_out")
+
+
+def _job_only(result: Mapping[str, Any]) -> Dict[str, Any]:
+    """The job object of a ``wait`` answer, without the per-call fields (log chunks, ``timed_out``)."""
+    return {k: v for k, v in result.items() if k not in JOB_EXTRA_KEYS}
+
+
+class OrchesjobTrigger(BaseTrigger):
+    """Wait for a remote orchesjob job to finish, streaming its stdout/stderr into the log meanwhile.
+
+    Fires one event:
+
+    - ``{"status": "terminal", "job": JOB, "job_id", "run_key", "stdout_offset", "stderr_offset"}`` when the job is
+      no longer active (whatever its outcome: the operator decides what FAILED means);
+    - ``{"status": "error", "message", "error_type", ...offsets}`` when the job cannot be watched (SSH kept failing,
+      the job was cleaned away, incompatible CLI);
+    - ``{"status": "timeout", ...}`` when the optional ``deadline`` (Unix time) passes first.
+
+    :param stdout_offset: bytes of stdout already shown; logging starts after them.
+    :param stderr_offset: the same for stderr.
+    :param poll_timeout: seconds one ``wait`` call may block on the host.
+    :param max_bytes: largest log chunk per stream per call.
+    :param max_connection_errors: consecutive transport failures tolerated before giving up.
+    :param retry_backoff: first pause after a failure, doubled each time up to ``max_backoff``.
+    :param deadline: optional Unix timestamp after which the trigger stops waiting (inline triggers of
+        ``dag.test`` ignore the defer timeout, so this keeps them bounded).
+    :param stream_logs: log the job's output as it comes (an operator running the job); False only waits for the
+        end (a sensor watching a job that belongs to someone else).
+    :param abort_on_kill: abort the remote job when a user kills the deferred task (mark failed/success, clear).
+        Airflow 3.3+ calls ``on_kill`` for exactly that and never on a triggerer restart; older Airflow versions
+        never call it, so there the job keeps running until the task's next try reattaches to it.
+    :param abort_reason: the reason recorded with such an abort.
+    :param abort_grace_seconds: seconds between SIGTERM and SIGKILL for such an abort (the CLI's default if None).
+    """
+
+    def __init__(
+        self,
+        ssh_conn_id: str,
+        job_id: str,
+        run_key: Optional[str] = None,
+        orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
+        orchesjob_home: Optional[str] = None,
+        stdout_offset: int = 0,
+        stderr_offset: int = 0,
+        poll_timeout: float = 30.0,
+        max_bytes: int = 65536,
+        max_connection_errors: int = 5,
+        retry_backoff: float = 2.0,
+        max_backoff: float = 60.0,
+        command_timeout: float = 60.0,
+        deadline: Optional[float] = None,
+        stream_logs: bool = True,
+        abort_on_kill: bool = False,
+        abort_reason: Optional[str] = None,
+        abort_grace_seconds: Optional[float] = None,
+    ) -> None:
+        super().__init__()
+        self.ssh_conn_id = ssh_conn_id
+        self.job_id = job_id
+        self.run_key = run_key
+        self.orchesjob_bin = orchesjob_bin if isinstance(orchesjob_bin, str) else list(orchesjob_bin)
+        self.orchesjob_home = orchesjob_home
+        self.stdout_offset = int(stdout_offset)
+        self.stderr_offset = int(stderr_offset)
+        self.poll_timeout = float(poll_timeout)
+        self.max_bytes = int(max_bytes)
+        self.max_connection_errors = int(max_connection_errors)
+        self.retry_backoff = float(retry_backoff)
+        self.max_backoff = float(max_backoff)
+        self.command_timeout = float(command_timeout)
+        self.deadline = None if deadline is None else float(deadline)
+        self.stream_logs = bool(stream_logs)
+        self.abort_on_kill = bool(abort_on_kill)
+        self.abort_reason = abort_reason
+        self.abort_grace_seconds = None if abort_grace_seconds is None else float(abort_grace_seconds)
+
+    def serialize(self) -> Tuple[str, Dict[str, Any]]:
+        """Class path and kwargs; the offsets are those of the log text already written out."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "ssh_conn_id": self.ssh_conn_id,
+                "job_id": self.job_id,
+                "run_key": self.run_key,
+                "orchesjob_bin": self.orchesjob_bin,
+                "orchesjob_home": self.orchesjob_home,
+                "stdout_offset": self.stdout_offset,
+                "stderr_offset": self.stderr_offset,
+                "poll_timeout": self.poll_timeout,
+                "max_bytes": self.max_bytes,
+                "max_connection_errors": self.max_connection_errors,
+                "retry_backoff": self.retry_backoff,
+                "max_backoff": self.max_backoff,
+                "command_timeout": self.command_timeout,
+                "deadline": self.deadline,
+                "stream_logs": self.stream_logs,
+                "abort_on_kill": self.abort_on_kill,
+                "abort_reason": self.abort_reason,
+                "abort_grace_seconds": self.abort_grace_seconds,
+            },
+        )
+
+    def _make_hook(self) -> OrchesjobAsyncHook:
+        return OrchesjobAsyncHook(
+            ssh_conn_id=self.ssh_conn_id,
+            orchesjob_bin=self.orchesjob_bin,
+            orchesjob_home=self.orchesjob_home,
+            command_timeout=self.command_timeout,
+            retries=0,  # the trigger does its own, longer, retrying below
+        )
+
+    def _event(self, status: str, **fields: Any) -> TriggerEvent:
+        payload: Dict[str, Any] = {
+            "status": status,
+            "job_id": self.job_id,
+            "run_key": self.run_key,
+            "stdout_offset": self.stdout_offset,
+            "stderr_offset": self.stderr_offset,
+        }
+        payload.update(fields)
+        return TriggerEvent(payload)
+
+    def _backoff(self, failures: int) -> float:
+        return min(self.retry_backoff * (2 ** (failures - 1)), self.max_backoff)
+
+    # ------------------------------------------------------------------ log streaming
+
+    def log_line(self, stream: str, line: str) -> None:
+        """Write one line of the job's output to the trigger's log (which Airflow shows in the task log)."""
+        self.log.info("[%s] %s", stream, line)
+
+    def _sync_offsets(self, relay: LogRelay) -> None:
+        """Keep serialize() in step with what has been written out, so a rebuilt trigger resumes exactly there."""
+        self.stdout_offset = relay.offset("stdout")
+        self.stderr_offset = relay.offset("stderr")
+
+    # ------------------------------------------------------------------ main loop
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Long-poll ``wait`` until the job is terminal, logging output as it comes; then fire one event."""
+        hook = self._make_hook()
+        relay = LogRelay(self.log_line, self.stdout_offset, self.stderr_offset, max_line=self.max_bytes)
+        failures = 0
+        try:
+            while True:
+                poll = self.poll_timeout
+                if self.deadline is not None:
+                    left = self.deadline - time.time()
+                    if left <= 0:
+                        relay.flush()
+                        self._sync_offsets(relay)
+                        yield self._event("timeout", message=f"the job {self.job_id} was still running at the deadline")
+                        return
+                    poll = max(1.0, min(poll, left))
+                try:
+                    if self.stream_logs:
+                        result = await hook.wait(
+                            job_id=self.job_id,
+                            timeout=poll,
+                            stdout_offset=relay.read["stdout"],
+                            stderr_offset=relay.read["stderr"],
+                            max_bytes=self.max_bytes,
+                        )
+                    else:
+                        result = await hook.wait(job_id=self.job_id, timeout=poll)
+                except (OrchesjobTransportError, OrchesjobLockTimeout) as exc:
+                    failures += 1
+                    if not getattr(exc, "transient", True) or failures > self.max_connection_errors:
+                        relay.flush()
+                        self._sync_offsets(relay)
+                        yield self._event(
+                            "error",
+                            error_type=exc.error_type,
+                            message=f"gave up watching job {self.job_id} after {failures} failed attempt(s): {exc}",
+                        )
+                        return
+                    pause = self._backoff(failures)
+                    self.log.warning(
+                        "watching job %s: %s; retry %d of %d in %.1fs",
+                        self.job_id, exc, failures, self.max_connection_errors, pause,
+                    )
+                    await asyncio.sleep(pause)
+                    continue
+                except OrchesjobError as exc:
+                    relay.flush()
+                    self._sync_offsets(relay)
+                    yield self._event("error", error_type=exc.error_type, message=str(exc))
+                    return
+                failures = 0
+                terminal = cmd.is_terminal(result)
+                quiet = bool(result.get("timed_out"))
+                more = relay.take(result.get("logs"), flush=quiet)
+                self._sync_offsets(relay)
+                if terminal and not more:
+                    relay.flush()
+                    self._sync_offsets(relay)
+                    yield self._event("terminal", job=_job_only(result))
+                    return
+        finally:
+            await hook.close()
+
+    async def on_kill(self) -> None:
+        """Abort the remote job when a user kills the deferred task (Airflow 3.3+; see ``abort_on_kill``).
+
+        A job that already ended is not an error here, and nothing is raised: Airflow only logs what ``on_kill``
+        raises, so a clear log line is more useful.
+        """
+        if not self.abort_on_kill:
+            return
+        hook = self._make_hook()
+        try:
+            aborted = await hook.abort(
+                job_id=self.job_id, reason=self.abort_reason, grace_seconds=self.abort_grace_seconds
+            )
+            self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
+        except OrchesjobConflict:
+            self.log.info("job %s had already ended; nothing to abort", self.job_id)
+        except OrchesjobError as exc:
+            self.log.warning("could not abort job %s: %s", self.job_id, exc)
+        finally:
+            await hook.close()

@@ -1,0 +1,178 @@
+"""Plain helpers of the CLI black-box tests (imported by conftest.py and the test modules)."""
+
+import collections
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
+
+# The fields every job object of the 1.1.0 reference carries.
+REFERENCE_JOB_FIELDS = (
+    "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",
+    "stdout_file", "stderr_file", "attempt_no", "rerun_of_job_id", "rerun_reason", "abort_reason",
+    "started_at", "started_at_iso", "finished_at", "finished_at_iso", "updated_at", "updated_at_iso",
+    "aborted_at", "aborted_at_iso",
+)
+OUR_JOB_FIELDS = ("strict", "cwd", "env", "timeout", "signal", "signal_name", "end_reason", "active")
+START_FIELDS = ("accepted", "existing", "mode", "strict", "strict_override_used", "parameters_match", "reuse_success")
+TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
+ACTIVE = ("STARTING", "RUNNING")
+
+Result = collections.namedtuple("Result", "code json out err")
+
+
+# -- plain helpers (usable from fixtures and tests) ---------------------------------------------------------------
+def cli_argv(*args: str) -> List[str]:
+    return [sys.executable, "-m", "orchesjob"] + [str(a) for a in args]
+
+
+def cli_env(home: Path, env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    e = dict(os.environ)
+    e.pop("ORCHESJOB_DEBUG", None)
+    e.pop("ORCHESJOB_LOCK_TIMEOUT", None)
+    e["PYTHONPATH"] = REPO_ROOT + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    e["ORCHESJOB_HOME"] = str(home)
+    e["PYTHONDONTWRITEBYTECODE"] = "1"
+    if env:
+        for k, v in env.items():
+            if v is None:
+                e.pop(k, None)
+            else:
+                e[k] = v
+    return e
+
+
+def parse_json(out: str) -> Any:
+    try:
+        return json.loads(out)
+    except ValueError:
+        return None
+
+
+def run_cli(home: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Result:
+    p = subprocess.run(
+        cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, timeout=timeout, cwd=REPO_ROOT,
+    )
+    out = p.stdout.decode("utf-8", "replace")
+    err = p.stderr.decode("utf-8", "replace")
+    return Result(p.returncode, parse_json(out), out, err)
+
+
+def check_ok(r: Result) -> Any:
+    assert r.code == 0, "expected exit 0, got %d\nstdout: %s\nstderr: %s" % (r.code, r.out, r.err)
+    assert "Traceback" not in r.out and "Traceback" not in r.err, r.err
+    assert r.json is not None, "stdout is not one JSON document: %r" % r.out
+    return r.json
+
+
+def check_error(r: Result, code: int, error_type: Optional[str] = None) -> Dict[str, Any]:
+    """A failure: the exit code, one JSON object {error, message, exit_code}, one `orchesjob: ...` stderr line."""
+    ctx = "\nstdout: %s\nstderr: %s" % (r.out, r.err)
+    assert "Traceback" not in r.out and "Traceback" not in r.err, ctx
+    assert r.code == code, "expected exit %d, got %d%s" % (code, r.code, ctx)
+    assert isinstance(r.json, dict), "stdout is not one JSON object" + ctx
+    assert {"error", "message", "exit_code"} <= set(r.json), ctx
+    assert r.json["exit_code"] == code, ctx
+    assert isinstance(r.json["message"], str) and r.json["message"].strip(), ctx
+    if error_type is not None:
+        assert r.json["error"] == error_type, ctx
+    lines = [ln for ln in r.err.splitlines() if not ln.startswith("orchesjob: warning:")]
+    assert len(lines) == 1, "expected one stderr line" + ctx
+    assert lines[0].startswith("orchesjob: "), ctx
+    assert r.json["message"] in lines[0], ctx
+    return r.json
+
+
+def stat_state(pid: int) -> Optional[str]:
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].split()[0].decode()
+
+
+def proc_start_time(pid: int) -> Optional[str]:
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rfind(b")") + 2:].split()[19].decode()
+
+
+def pid_alive(pid: int) -> bool:
+    """os.kill(pid, 0), with a zombie (exited, not yet reaped by an init that may never reap) counted as dead."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return stat_state(pid) not in (None, "Z", "X")
+
+
+def wait_until(pred, timeout: float = 30.0, step: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(step)
+
+
+def wait_pids_gone(pids, timeout: float = 30.0) -> None:
+    wait_until(lambda: not any(pid_alive(p) for p in pids), timeout, what="pids %s to be gone" % list(pids))
+
+
+def read_pids(path: Path) -> List[int]:
+    try:
+        return [int(x) for x in path.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def snapshot(home: Path) -> Dict[str, Any]:
+    """Every file under the state directory with its mode, mtime and content hash."""
+    out: Dict[str, Any] = {}
+    if not home.exists():
+        return out
+    if home.is_file():
+        st = home.stat()
+        return {".": (st.st_mode, st.st_mtime_ns, hashlib.sha256(home.read_bytes()).hexdigest())}
+    for p in sorted(home.rglob("*")):
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        out[str(p.relative_to(home))] = (st.st_mode, st.st_mtime_ns, st.st_size, digest)
+    st = home.stat()
+    out["."] = (st.st_mode, st.st_mtime_ns)
+    return out
+
+
+def _kill_leftovers(home: Path) -> None:
+    """SIGKILL every process whose environment says it belongs to this test's state directory."""
+    needle = ("ORCHESJOB_HOME=%s" % home).encode()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in env:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass

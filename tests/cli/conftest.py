@@ -1,0 +1,132 @@
+"""Fixtures for the black-box CLI tests: every test talks to `python -m orchesjob` as a separate process.
+
+Each test gets a fresh ORCHESJOB_HOME under its tmp_path. `run(*args)` runs the CLI there and returns
+(exit_code, parsed_json_or_None, stdout, stderr). Every process started for a test carries ORCHESJOB_HOME=<that
+home> in its environment (the CLI, its supervisors and the jobs' commands inherit it), so the teardown can find and
+SIGKILL whatever a test left running, by pid, without touching anything else on the machine.
+"""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytest
+
+# the helper module lives next to this file; make it importable whatever pytest's import mode is
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cli_helpers import TERMINAL, Result, _kill_leftovers, check_error, check_ok, run_cli  # noqa: E402
+
+
+# -- fixtures -----------------------------------------------------------------------------------------------------
+@pytest.fixture
+def home(tmp_path: Path):
+    """A fresh ORCHESJOB_HOME (not created yet: the CLI creates it)."""
+    h = tmp_path / "ojhome"
+    yield h
+    _kill_leftovers(h)
+    if h.exists():
+        os.chmod(str(h), 0o700)
+
+
+@pytest.fixture
+def run(home: Path):
+    """run(*args, env=None, timeout=60) -> Result(code, json, stdout, stderr) with ORCHESJOB_HOME=home."""
+
+    def _run(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Result:
+        return run_cli(home, *args, env=env, timeout=timeout)
+
+    return _run
+
+
+@pytest.fixture
+def ok(run):
+    """ok(*args) -> the parsed JSON of a command that must exit 0."""
+
+    def _ok(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Any:
+        return check_ok(run(*args, env=env, timeout=timeout))
+
+    return _ok
+
+
+@pytest.fixture
+def assert_error():
+    """assert_error(result, code, error_type=None) -> the error JSON."""
+    return check_error
+
+
+@pytest.fixture
+def wait_terminal(run):
+    """wait_terminal(job_id, timeout=60) -> the job once it is terminal (uses `orchesjob wait`)."""
+
+    def _wait(job_id: str, timeout: float = 60) -> Dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1.0, deadline - time.monotonic())
+            r = run("wait", "--job-id", job_id, "--timeout", "%g" % min(left, 30), timeout=left + 30)
+            job = check_ok(r)
+            if job["status"] in TERMINAL:
+                assert job["timed_out"] is False
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError("job %s still %s after %ss" % (job_id, job["status"], timeout))
+
+    return _wait
+
+
+@pytest.fixture
+def start_job(ok):
+    """start_job(run_key, *command, opts=()) -> start JSON (async unless opts has --sync)."""
+
+    def _start(run_key: str, *command: str, opts=(), env=None) -> Dict[str, Any]:
+        return ok("start", "--run-key", run_key, *opts, "--", *command, env=env)
+
+    return _start
+
+
+@pytest.fixture
+def db(home: Path):
+    """db() -> a new sqlite3 connection to the state database (autocommit)."""
+    conns = []
+
+    def _db() -> sqlite3.Connection:
+        c = sqlite3.connect(str(home / "orchesjob.db"), timeout=30, isolation_level=None)
+        c.row_factory = sqlite3.Row
+        conns.append(c)
+        return c
+
+    yield _db
+    for c in conns:
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+@pytest.fixture
+def dead_pid():
+    """The pid of a process that has exited and been reaped."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@pytest.fixture
+def spawn():
+    """spawn(argv, **popen_kwargs) -> Popen of an unrelated helper process, killed at teardown."""
+    procs = []
+
+    def _spawn(argv, **kw):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kw)
+        procs.append(p)
+        return p
+
+    yield _spawn
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()

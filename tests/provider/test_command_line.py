@@ -1,0 +1,299 @@
+"""Unit tests of the remote command lines and of the parsing of the CLI's answers (no SSH).
+
+The quoting tests do not trust our reading of ``shlex``: they hand the built line to a real ``/bin/sh`` and check
+that every argument arrives byte for byte, for hand-picked hostile strings and for generated ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("airflow")
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchesjob_provider import command as cmd
+from orchesjob_provider.exceptions import (
+    OrchesjobConflict,
+    OrchesjobError,
+    OrchesjobIncompatibleCli,
+    OrchesjobInvalidArgument,
+    OrchesjobLockTimeout,
+    OrchesjobNotFound,
+    OrchesjobTransportError,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+NASTY = [
+    "plain",
+    "with space",
+    "it's",
+    'double "quotes"',
+    "$(touch /tmp/pwned)",
+    "`id`",
+    "a; rm -rf /",
+    "a && b || c",
+    "line1\nline2",
+    "tab\there",
+    "back\\slash",
+    "glob * ? [a]",
+    "~root",
+    "$HOME ${HOME}",
+    "-starts-with-dash",
+    "--run-key=evil",
+    "",
+    "'",
+    "''",
+    "\"'\"'\"",
+    "ünïcødé ✓ 日本語 🚀",
+    "#comment",
+    "a|b>c<d&e",
+    "!history",
+    "\r\n",
+]
+
+# A fake "CLI" that prints its argv and one environment variable as JSON: running the built line through a real
+# shell shows exactly what the remote program would receive.
+ECHO_ARGV = [
+    sys.executable,
+    "-c",
+    "import json,os,sys; print(json.dumps([sys.argv[1:], os.environ.get('ORCHESJOB_HOME')]))",
+]
+
+
+def run_through_shell(line: str, home: str = "/nonexistent-home") -> tuple:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
+    proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, env=env, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    argv, orchesjob_home = json.loads(proc.stdout)
+    return argv, orchesjob_home
+
+
+def test_every_argument_arrives_literally_through_sh() -> None:
+    line = cmd.build_command_line(NASTY, orchesjob_bin=ECHO_ARGV)
+    argv, home = run_through_shell(line)
+    assert argv == NASTY
+    assert home is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))), max_size=5))
+def test_generated_arguments_arrive_literally(args: list) -> None:
+    line = cmd.build_command_line(args, orchesjob_bin=ECHO_ARGV)
+    argv, _ = run_through_shell(line)
+    assert argv == args
+
+
+def test_orchesjob_home_prefix_is_quoted_and_exported_to_the_cli() -> None:
+    home = "/tmp/a b/$(x)/'q'"
+    line = cmd.build_command_line(["version"], orchesjob_bin=ECHO_ARGV, orchesjob_home=home)
+    assert line.startswith("ORCHESJOB_HOME=")
+    argv, seen = run_through_shell(line)
+    assert argv == ["version"]
+    assert seen == home
+
+
+def test_tilde_in_bin_and_home_means_the_remote_home(tmp_path) -> None:
+    script = tmp_path / "bin dir" / "oj"
+    script.parent.mkdir()
+    script.write_text("#!/bin/sh\nprintf '%s\\n' \"$ORCHESJOB_HOME\" \"$@\"\n")
+    script.chmod(0o755)
+    line = cmd.build_command_line(["a b"], orchesjob_bin="~/bin dir/oj", orchesjob_home="~/state $x")
+    proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, env={"HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"{tmp_path}/state $x", "a b"]
+
+
+def test_single_string_bin_is_one_word() -> None:
+    assert cmd.cli_prefix("/opt/my tools/orchesjob") == ["'/opt/my tools/orchesjob'"]
+    assert cmd.cli_prefix(["/opt/py", "-m", "orchesjob"]) == ["/opt/py", "-m", "orchesjob"]
+    with pytest.raises(ValueError):
+        cmd.cli_prefix("")
+    with pytest.raises(ValueError):
+        cmd.cli_prefix([])
+
+
+def test_nul_bytes_are_refused_before_sending() -> None:
+    with pytest.raises(ValueError, match="NUL"):
+        cmd.build_command_line(["a\x00b"])
+    with pytest.raises(ValueError, match="NUL"):
+        cmd.start_args("k", ["echo", "a\x00"])
+    with pytest.raises(ValueError, match="NUL"):
+        cmd.start_args("k\x00", ["echo"])
+
+
+def test_start_args_modes_and_options() -> None:
+    args = cmd.start_args(
+        "-key", ["prog", "--flag", "x y"], mode="reuse_success", cwd="/w d", env={"A": "1=2", "B": "$x"},
+        timeout=2.5, start_timeout=10,
+    )
+    assert args == [
+        "start", "--run-key=-key", "--reuse-success", "--start-timeout=10", "--cwd=/w d", "--env=A=1=2",
+        "--env=B=$x", "--timeout=2.5", "--", "prog", "--flag", "x y",
+    ]
+    assert "--strict" in cmd.start_args("k", ["p"], mode="strict")
+    default = cmd.start_args("k", ["p"], mode="default")
+    assert "--strict" not in default and "--reuse-success" not in default
+    assert "--sync" in cmd.start_args("k", ["p"], sync=True)
+    with pytest.raises(ValueError):
+        cmd.start_args("k", ["p"], mode="bogus")
+    with pytest.raises(ValueError):
+        cmd.start_args("k", [])
+    with pytest.raises(ValueError):
+        cmd.start_args("k", ["p"], env={"A=B": "x"})
+
+
+def test_string_command_runs_through_sh() -> None:
+    assert cmd.normalize_command("echo a; echo b") == ["/bin/sh", "-c", "echo a; echo b"]
+    assert cmd.normalize_command(["echo", 1]) == ["echo", "1"]
+    with pytest.raises(ValueError):
+        cmd.normalize_command("   ")
+
+
+def test_selectors_need_exactly_one() -> None:
+    assert cmd.status_args(run_key="k") == ["status", "--run-key=k"]
+    assert cmd.status_args(job_id="j") == ["status", "--job-id=j"]
+    assert cmd.status_args(run_key="k", all_attempts=True) == ["status", "--run-key=k", "--all"]
+    assert cmd.status_args(running=True) == ["status", "--running"]
+    for bad in ({}, {"run_key": "k", "job_id": "j"}):
+        with pytest.raises(ValueError):
+            cmd.status_args(**bad)
+    with pytest.raises(ValueError):
+        cmd.status_args(job_id="j", all_attempts=True)
+
+
+def test_wait_logs_abort_rerun_unlock_clean_args() -> None:
+    assert cmd.wait_args(job_id="j", timeout=30, stdout_offset=0, stderr_offset=12, max_bytes=100) == [
+        "wait", "--job-id=j", "--timeout=30", "--stdout-offset=0", "--stderr-offset=12", "--max-bytes=100",
+    ]
+    assert cmd.logs_args(run_key="k", stream="stderr", offset=5, limit=7) == [
+        "logs", "--run-key=k", "--stream=stderr", "--offset=5", "--limit=7", "--json",
+    ]
+    assert cmd.abort_args(job_id="j", reason="why; not", grace_seconds=0.5) == [
+        "abort", "--job-id=j", "--reason=why; not", "--grace-seconds=0.5",
+    ]
+    assert cmd.rerun_args(run_key="k", reason="r") == ["rerun", "--run-key=k", "--reason=r"]
+    assert cmd.unlock_args("k", reason="r", ttl="30m") == ["unlock", "--run-key=k", "--reason=r", "--ttl=30m"]
+    assert cmd.clean_args(all_jobs=True, run_key="k", dry_run=True) == ["clean", "--all", "--run-key=k", "--dry-run"]
+    assert cmd.clean_args(job_id="j") == ["clean", "--job-id=j"]
+    with pytest.raises(ValueError):
+        cmd.clean_args()
+    with pytest.raises(ValueError):
+        cmd.clean_args(job_id="j", all_jobs=True)
+    with pytest.raises(ValueError):
+        cmd.logs_args(job_id="j", stream="both")
+    with pytest.raises(ValueError):
+        cmd.wait_args(job_id="j", stdout_offset=-1)
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [(30, "30"), (2.5, "2.5"), (3.0, "3"), ("45", "45"), ("1.25", "1.25"), (0.1, "0.1"), (1e-7, "1e-07")],
+)
+def test_numbers_render_plainly(value, text) -> None:
+    assert cmd.wait_args(job_id="j", timeout=value)[2] == f"--timeout={text}"
+
+
+@pytest.mark.parametrize("value", [True, float("nan"), float("inf"), "soon", [1]])
+def test_bad_numbers_are_refused(value) -> None:
+    with pytest.raises(ValueError):
+        cmd.wait_args(job_id="j", timeout=value)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_success_object_and_list() -> None:
+    assert cmd.parse_output('{"job_id": "x", "status": "RUNNING"}\n', 0) == {"job_id": "x", "status": "RUNNING"}
+    assert cmd.parse_output(b'[{"job_id": "x"}]', 0, b"") == [{"job_id": "x"}]
+
+
+def test_parse_tolerates_a_login_banner_before_the_json() -> None:
+    out = 'Welcome to host!\nlast login: never {not json\n{\n  "version": "1.0.0",\n  "contract": 1\n}\n'
+    assert cmd.parse_output(out, 0) == {"version": "1.0.0", "contract": 1}
+
+
+@pytest.mark.parametrize(
+    "error, code, cls",
+    [
+        ("invalid_argument", 2, OrchesjobInvalidArgument),
+        ("not_found", 3, OrchesjobNotFound),
+        ("inconsistent_state", 4, OrchesjobConflict),
+        ("lock_timeout", 5, OrchesjobLockTimeout),
+        ("corrupt_database", 1, OrchesjobError),
+        ("some_future_error", 3, OrchesjobNotFound),
+    ],
+)
+def test_parse_error_json_maps_to_typed_exceptions(error, code, cls) -> None:
+    payload = {"error": error, "message": "it's \"bad\"", "exit_code": code}
+    with pytest.raises(cls) as info:
+        cmd.parse_output(json.dumps(payload), code, "orchesjob: it's bad\n", command="orchesjob x")
+    exc = info.value
+    assert type(exc) is cls
+    assert exc.error_type == error
+    assert exc.exit_code == code
+    assert exc.payload == payload
+    assert exc.command == "orchesjob x"
+    assert "it's \"bad\"" in str(exc)
+
+
+def test_typed_exceptions_are_airflow_exceptions_and_pickle() -> None:
+    import pickle
+
+    from orchesjob_provider.compat import AirflowException
+
+    exc = OrchesjobNotFound("gone", exit_code=3, payload={"error": "not_found"}, stderr="e", command="c")
+    assert isinstance(exc, AirflowException)
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is OrchesjobNotFound
+    assert (again.message, again.exit_code, again.payload, again.stderr, again.command) == (
+        "gone", 3, {"error": "not_found"}, "e", "c",
+    )
+
+
+@pytest.mark.parametrize(
+    "code, stderr",
+    [
+        (127, "sh: 1: orchesjob: not found"),
+        (127, "bash: /opt/x/orchesjob: No such file or directory"),
+        (126, "sh: 1: /opt/x/orchesjob: Permission denied"),
+        (1, "/usr/bin/python3: No module named orchesjob"),
+    ],
+)
+def test_missing_cli_is_incompatible(code, stderr) -> None:
+    with pytest.raises(OrchesjobIncompatibleCli, match="could not be run"):
+        cmd.parse_output("", code, stderr)
+
+
+@pytest.mark.parametrize(
+    "out, code",
+    [("", None), ("", -1), ('{"job_id": "x"', 0), ("Traceback ...", 1), ("", 0)],
+)
+def test_no_status_or_no_json_is_a_transport_error(out, code) -> None:
+    with pytest.raises(OrchesjobTransportError):
+        cmd.parse_output(out, code, "")
+
+
+def test_check_version() -> None:
+    assert cmd.check_version({"version": "1.2.3", "contract": 1})["contract"] == 1
+    with pytest.raises(OrchesjobIncompatibleCli, match="contract 2"):
+        cmd.check_version({"version": "9.0.0", "contract": 2})
+    with pytest.raises(OrchesjobIncompatibleCli, match="did not report"):
+        cmd.check_version({"version": "1.1.0"})
+    with pytest.raises(OrchesjobIncompatibleCli):
+        cmd.check_version(["nope"])
+
+
+def test_is_terminal() -> None:
+    assert cmd.is_terminal({"status": "RUNNING", "active": False})
+    assert not cmd.is_terminal({"status": "SUCCEEDED", "active": True})
+    assert cmd.is_terminal({"status": "FAILED"})
+    assert not cmd.is_terminal({"status": "STARTING"})
