@@ -6,7 +6,9 @@ import sqlite3
 
 import pytest
 
-from cli_helpers import check_error, check_ok, run_cli, snapshot, wait_pids_gone
+import subprocess
+
+from cli_helpers import Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, snapshot, wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,15 +141,31 @@ def test_home_is_a_regular_file(tmp_path, argv):
     assert h.read_bytes() == b"precious"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory modes, so a 0500 ORCHESJOB_HOME is writable "
-                                              "for root and the error cannot be provoked; run as a normal user")
+def _as_unprivileged(argv, env):
+    """Root ignores directory modes, so as root the CLI is run as `nobody` (uid 65534) with the system Python,
+    which that user can read; the repository must be readable by it, as a fresh checkout is."""
+    if os.geteuid() != 0:
+        return argv
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    assert python, "running as root: /usr/bin/python3 is needed to run the CLI as an unprivileged user"
+    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python] + argv[1:]
+
+
 def test_home_not_writable(tmp_path):
-    h = tmp_path / "ro"
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    h = parent / "ro"
     h.mkdir()
-    os.chmod(str(h), 0o500)
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(str(parent), 0o755)
+    os.chmod(str(h), 0o555)
     try:
-        r = run_cli(h, "start", "--run-key", "k", "--", "true")
-        check_error(r, 1)
+        env = cli_env(h)
+        p = subprocess.run(_as_unprivileged(cli_argv("start", "--run-key", "k", "--", "true"), env), env=env,
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60, cwd="/")
+        r = Result(p.returncode, parse_json(p.stdout.decode()), p.stdout.decode(), p.stderr.decode())
+        err = check_error(r, 1, "state_dir")
+        assert str(h) in err["message"]
         assert os.listdir(str(h)) == []
     finally:
         os.chmod(str(h), 0o700)
