@@ -6,8 +6,11 @@ VENV ?= .venv
 AIRFLOW_CONSTRAINTS ?= constraints/airflow-3.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The provider is also tested against Airflow 2 (the 2.11 line; what MWAA runs), in a venv of its own.
+VENV_AF2 ?= .venv-airflow2
+STAMP_AF2 := $(VENV_AF2)/.installed
 
-.PHONY: all venv test test-cli test-pythons demo pyz bench faults clean
+.PHONY: all venv test test-cli test-airflow2 test-pythons demo pyz bench faults clean
 
 all: test
 
@@ -19,10 +22,21 @@ $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS)
 
 venv: $(STAMP)
 
-## The whole suite: CLI, provider against real sshd and real Airflow, then the CLI under the oldest and newest Python.
+$(STAMP_AF2): pyproject.toml constraints/airflow-2.11.txt
+	$(PYTHON) -m venv $(VENV_AF2)
+	$(VENV_AF2)/bin/python -m pip install -q --upgrade pip
+	$(VENV_AF2)/bin/python -m pip install -q -c constraints/airflow-2.11.txt -e '.[test,airflow]'
+	touch $(STAMP_AF2)
+
+## The whole suite: CLI, provider and faults on Airflow 3 with real sshd; the provider again on Airflow 2.11;
+## then the CLI under the oldest and newest Python.
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory test-airflow2
 	$(MAKE) --no-print-directory test-pythons
+
+test-airflow2: $(STAMP_AF2)
+	$(VENV_AF2)/bin/python -m pytest -q -p no:cacheprovider tests/provider
 
 test-cli: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/cli
@@ -32,7 +46,7 @@ test-pythons:
 	bash tools/test-other-pythons.sh
 
 demo: $(STAMP)
-	$(PY) dags_examples/demo.py
+	$(PY) tools/demo.py
 
 pyz:
 	$(PYTHON) tools/build_pyz.py orchesjob.pyz
@@ -40,5 +54,9 @@ pyz:
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+## The fault suite with its full trial counts (CI runs it with smaller ones as part of `make test`).
+faults: $(STAMP)
+	ORCHESJOB_FAULT_TRIALS=100 $(PY) -m pytest -q -p no:cacheprovider tests/faults
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info orchesjob.pyz .pytest_cache .demo
+	rm -rf $(VENV) $(VENV_AF2) .venv-3.* build dist *.egg-info orchesjob.pyz .pytest_cache .demo
