@@ -5,24 +5,21 @@ get nothing they must second-guess), calls one function in commands.py, and prin
 including a bug, leaves as one JSON object on stdout and one `orchesjob: ...` line on stderr, never a traceback.
 """
 
-import argparse
+from __future__ import annotations
+
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
 
-from .errors import EXIT_ERROR, EXIT_OK, InvalidArgument, OrchesjobError
+from .errors import EXIT_OK, InvalidArgument, OrchesjobError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Sequence
 
 MAX_RUN_KEY = 256
 MAX_TEXT = 4096
 MAX_CHUNK = 16 << 20
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing usage and exiting, so its errors become JSON too."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InvalidArgument("%s: %s" % (self.prog, message))
 
 
 # -- value rules (one place each) ---------------------------------------------------------------------------------
@@ -99,167 +96,98 @@ def command_argv(cmd: Sequence[str]) -> List[str]:
     return list(cmd)
 
 
-# -- parser ---------------------------------------------------------------------------------------------------------
-def _target(p: argparse.ArgumentParser, required: bool = True) -> None:
-    g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--run-key", metavar="KEY", help="the run key (its latest job)")
-    g.add_argument("--job-id", metavar="ID", help="one job by id")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    top = _Parser(prog="orchesjob", description="Run a command exactly once per run key, as a detached job.")
-    top.add_argument("--version", action="store_true", help="print the version as JSON")
-    sub = top.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
-
-    p = sub.add_parser("start", help="start a job, or return the one that answers for the run key")
-    p.add_argument("--run-key", required=True, metavar="KEY")
-    p.add_argument("--sync", action="store_true", help="wait until the job ends")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--strict", action="store_true", help="one execution per run key, ever (see unlock)")
-    mode.add_argument("--reuse-success", action="store_true",
-                      help="also return the latest job when it SUCCEEDED; start anew only after a failure")
-    p.add_argument("--start-timeout", metavar="SECS", help="seconds to wait for the target to start (default 10)")
-    p.add_argument("--cwd", metavar="DIR", help="working directory of the command")
-    p.add_argument("--env", action="append", metavar="KEY=VALUE", help="set a variable for the command (repeatable)")
-    p.add_argument("--timeout", metavar="SECS", help="abort the job after this many seconds")
-    p.add_argument("command", nargs=argparse.REMAINDER, help="the command and its arguments, after --")
-
-    p = sub.add_parser("status", help="the latest job of a run key, one job, or all active jobs")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--run-key", metavar="KEY")
-    g.add_argument("--job-id", metavar="ID")
-    g.add_argument("--running", action="store_true", help="all STARTING and RUNNING jobs")
-    p.add_argument("--all", action="store_true", help="every attempt of the run key, newest first")
-
-    p = sub.add_parser("wait", help="block until a job ends (or --timeout passes), then print it")
-    _target(p)
-    p.add_argument("--timeout", metavar="SECS", default="30", help="longest wait in seconds (default 30)")
-    p.add_argument("--stdout-offset", metavar="BYTES", help="also return when stdout grows past BYTES, with the new part")
-    p.add_argument("--stderr-offset", metavar="BYTES", help="also return when stderr grows past BYTES, with the new part")
-    p.add_argument("--max-bytes", metavar="BYTES", default="65536", help="most log bytes per stream (default 65536)")
-
-    p = sub.add_parser("logs", help="print a job's stdout or stderr")
-    _target(p)
-    p.add_argument("--stream", choices=("stdout", "stderr"), default="stdout")
-    p.add_argument("--offset", metavar="BYTES", help="start at this byte offset")
-    p.add_argument("--limit", metavar="BYTES", help="print at most this many bytes")
-    p.add_argument("--tail", metavar="LINES", help="print only the last LINES lines")
-    p.add_argument("--json", action="store_true", help="print a JSON chunk with offsets instead of raw bytes")
-
-    p = sub.add_parser("abort", help="stop a running job (SIGTERM, then SIGKILL after the grace period)")
-    _target(p)
-    p.add_argument("--reason", metavar="TEXT")
-    p.add_argument("--grace-seconds", metavar="SECS", default="5")
-
-    p = sub.add_parser("rerun", help="start a new execution of a finished job")
-    _target(p)
-    p.add_argument("--sync", action="store_true")
-    p.add_argument("--reason", metavar="TEXT")
-    p.add_argument("--start-timeout", metavar="SECS")
-
-    p = sub.add_parser("unlock", help="allow one more execution of a finished strict run key")
-    p.add_argument("--run-key", required=True, metavar="KEY")
-    p.add_argument("--reason", metavar="TEXT")
-    p.add_argument("--ttl", metavar="DURATION", help="the override expires after this (e.g. 90, 30m, 2h, 1d)")
-
-    p = sub.add_parser("clean", help="delete finished jobs and their logs")
-    p.add_argument("--before", metavar="DATETIME")
-    p.add_argument("--after", metavar="DATETIME")
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--job-id", metavar="ID")
-    p.add_argument("--run-key", metavar="KEY")
-    p.add_argument("--dry-run", action="store_true")
-
-    sub.add_parser("version", help="print the version and JSON contract number")
-    top.epilog = "orchesjob %s" % __version__
-    return top
-
-
 # -- dispatch -------------------------------------------------------------------------------------------------------
-def _split_command(argv: List[str]) -> "tuple[List[str], Optional[List[str]]]":
-    """For start, everything after the first `--` is the command, verbatim (it may contain -- itself)."""
-    if argv and argv[0] == "start" and "--" in argv:
-        i = argv.index("--")
-        return argv[:i], argv[i + 1 :]
-    return argv, None
+def _one_of(a: Dict[str, Any], *names: str) -> None:
+    given = [n for n in names if a.get(n) is not None]
+    if len(given) != 1:
+        flags = " or ".join("--" + n.replace("_", "-") for n in names)
+        raise InvalidArgument(("give only one of %s" if given else "one of %s is required") % flags)
 
 
 def dispatch(argv: List[str]) -> Any:
+    from . import argv as argv_mod
     from . import commands
 
-    head, cmd = _split_command(argv)
-    a = build_parser().parse_args(head)
-    if a.version or a.cmd == "version":
+    c, a = argv_mod.parse(argv)
+    if c == "version":
         return commands.version()
-    if a.cmd is None:
-        raise InvalidArgument("a command is needed: start, status, wait, logs, abort, rerun, unlock, clean or version")
-    c = a.cmd
     if c == "start":
-        if cmd is None:
-            cmd = a.command
-        elif a.command:
-            raise InvalidArgument("unexpected arguments before --: %s" % " ".join(a.command))
-        start_timeout = seconds(a.start_timeout, "--start-timeout")
+        if a["run_key"] is None:
+            raise InvalidArgument("start needs --run-key KEY")
+        if a["strict"] and a["reuse_success"]:
+            raise InvalidArgument("--strict and --reuse-success cannot be combined")
+        start_timeout = seconds(a["start_timeout"], "--start-timeout")
         return commands.start(
-            run_key(a.run_key), command_argv(cmd), sync=a.sync, strict=a.strict, reuse_success=a.reuse_success,
+            run_key(a["run_key"]), command_argv(a["command"]), sync=a["sync"], strict=a["strict"],
+            reuse_success=a["reuse_success"],
             start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
-            cwd=os.path.abspath(text(a.cwd, "--cwd")) if a.cwd else None, env=env_pairs(a.env),
-            timeout=seconds(a.timeout, "--timeout", allow_zero=False),
+            cwd=os.path.abspath(text(a["cwd"], "--cwd")) if a["cwd"] else None, env=env_pairs(a["env"]),
+            timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
         )
     if c == "status":
-        if a.all and not a.run_key:
+        if a["running"]:
+            if a["run_key"] is not None or a["job_id"] is not None:
+                raise InvalidArgument("status --running cannot be combined with --run-key or --job-id")
+        elif a["run_key"] is None and a["job_id"] is None:
+            raise InvalidArgument("status needs --run-key, --job-id or --running")
+        else:
+            _one_of(a, "run_key", "job_id")
+        if a["all"] and not a["run_key"]:
             raise InvalidArgument("status --all needs --run-key")
-        return commands.status(run_key(a.run_key), job_id(a.job_id), a.running, a.all)
-    if c == "wait":
-        return commands.wait(
-            run_key(a.run_key), job_id(a.job_id), seconds(a.timeout, "--timeout"),
-            count(a.stdout_offset, "--stdout-offset"), count(a.stderr_offset, "--stderr-offset"),
-            count(a.max_bytes, "--max-bytes", 1, MAX_CHUNK),
-        )
-    if c == "logs":
-        if a.tail is not None and (a.offset is not None or a.limit is not None):
-            raise InvalidArgument("logs --tail cannot be combined with --offset or --limit")
-        return commands.logs(
-            run_key(a.run_key), job_id(a.job_id), a.stream, count(a.offset, "--offset"),
-            count(a.limit, "--limit", 0), count(a.tail, "--tail"), a.json,
-        )
-    if c == "abort":
-        return commands.abort(run_key(a.run_key), job_id(a.job_id), text(a.reason, "--reason"),
-                              seconds(a.grace_seconds, "--grace-seconds"))
-    if c == "rerun":
-        start_timeout = seconds(a.start_timeout, "--start-timeout")
-        return commands.rerun(
-            run_key(a.run_key), job_id(a.job_id), sync=a.sync, reason=text(a.reason, "--reason"),
-            start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
-        )
+        return commands.status(run_key(a["run_key"]), job_id(a["job_id"]), a["running"], a["all"])
     if c == "unlock":
+        if a["run_key"] is None:
+            raise InvalidArgument("unlock needs --run-key KEY")
         from .timeutil import parse_duration
 
-        ttl = parse_duration(a.ttl, "--ttl", allow_zero=False) if a.ttl is not None else None
-        return commands.unlock(run_key(a.run_key), text(a.reason, "--reason"), ttl)
+        ttl = parse_duration(a["ttl"], "--ttl", allow_zero=False) if a["ttl"] is not None else None
+        return commands.unlock(run_key(a["run_key"]), text(a["reason"], "--reason"), ttl)
     if c == "clean":
         return _clean(a)
-    raise InvalidArgument("unknown command %r" % c)  # pragma: no cover - argparse rejects it first
+    _one_of(a, "run_key", "job_id")
+    key, jid = run_key(a["run_key"]), job_id(a["job_id"])
+    if c == "wait":
+        return commands.wait(
+            key, jid, seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout"),
+            count(a["stdout_offset"], "--stdout-offset"), count(a["stderr_offset"], "--stderr-offset"),
+            count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK),
+        )
+    if c == "logs":
+        stream = a["stream"] or "stdout"
+        if stream not in ("stdout", "stderr"):
+            raise InvalidArgument("--stream must be stdout or stderr (got %r)" % stream)
+        if a["tail"] is not None and (a["offset"] is not None or a["limit"] is not None):
+            raise InvalidArgument("logs --tail cannot be combined with --offset or --limit")
+        return commands.logs(key, jid, stream, count(a["offset"], "--offset"), count(a["limit"], "--limit", 0),
+                             count(a["tail"], "--tail"), a["json"])
+    if c == "abort":
+        grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
+        return commands.abort(key, jid, text(a["reason"], "--reason"), seconds(grace, "--grace-seconds"))
+    if c == "rerun":
+        start_timeout = seconds(a["start_timeout"], "--start-timeout")
+        return commands.rerun(
+            key, jid, sync=a["sync"], reason=text(a["reason"], "--reason"),
+            start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
+        )
+    raise InvalidArgument("unknown command %r" % c)  # pragma: no cover - argv.parse rejects it first
 
 
-def _clean(a: argparse.Namespace) -> Any:
+def _clean(a: Dict[str, Any]) -> Any:
     from . import commands
     from .timeutil import parse_datetime
 
-    ranged = a.before is not None or a.after is not None
-    if a.job_id is not None and (ranged or a.all or a.run_key is not None):
+    ranged = a["before"] is not None or a["after"] is not None
+    if a["job_id"] is not None and (ranged or a["all"] or a["run_key"] is not None):
         raise InvalidArgument("clean --job-id cannot be combined with other selection options")
-    if a.all and ranged:
+    if a["all"] and ranged:
         raise InvalidArgument("clean --all cannot be combined with --before or --after")
-    if a.job_id is None and not a.all and not ranged:
+    if a["job_id"] is None and not a["all"] and not ranged:
         raise InvalidArgument("clean needs --before, --after, --all or --job-id")
-    before = parse_datetime(a.before, "--before") if a.before is not None else None
-    after = parse_datetime(a.after, "--after") if a.after is not None else None
+    before = parse_datetime(a["before"], "--before") if a["before"] is not None else None
+    after = parse_datetime(a["after"], "--after") if a["after"] is not None else None
     if before is not None and after is not None and after >= before:
         raise InvalidArgument("clean --after must be earlier than --before")
-    return commands.clean(before, after, a.all, job_id(a.job_id), run_key(a.run_key), a.dry_run)
+    return commands.clean(before, after, a["all"], job_id(a["job_id"]), run_key(a["run_key"]), a["dry_run"])
 
 
 def _emit_error(err: OrchesjobError) -> int:
@@ -279,6 +207,8 @@ def _write_json(obj: Any) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Console entry point; exits with the documented code."""
+    from .argv import Help
+
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = dispatch(args)
@@ -290,6 +220,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         code = EXIT_OK
     except OrchesjobError as e:
         code = _emit_error(e)
+    except Help as h:
+        sys.stdout.write(h.text)
+        code = EXIT_OK
     except BrokenPipeError:
         # the reader went away (e.g. `orchesjob logs ... | head`); nothing to report to it
         try:

@@ -3,15 +3,20 @@
 Nothing here knows about argv; cli.py parses and validates, these functions decide and act.
 """
 
+from __future__ import annotations
+
 import os
 import select
 import time
-from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__, CONTRACT_VERSION, jobs, logfiles, processes
-from .errors import InconsistentState, InvalidArgument, NotFound
+from .errors import InconsistentState, NotFound
 from .store import ACTIVE, Store, open_store
 from .timeutil import now, with_iso
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, List, Optional, Sequence
 
 DEFAULT_START_TIMEOUT = 10.0
 SUPERVISOR_UP_TIMEOUT = 60.0

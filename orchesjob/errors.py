@@ -4,7 +4,11 @@ Every failure a user can cause or meet ends as one of these, so the edge (cli.py
 and exit with the code the reference README promises. Nothing else in the package chooses an exit code.
 """
 
-from typing import Any, Dict, Optional
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, Optional
 
 EXIT_OK = 0
 EXIT_ERROR = 1

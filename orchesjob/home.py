@@ -4,12 +4,17 @@ The state directory holds commands, environments and logs of jobs, which often c
 its files 0600 whatever the caller's umask is.
 """
 
+from __future__ import annotations
+
 import os
 import stat
 import sys
-from typing import Optional
 
 from .errors import OrchesjobError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Optional
 
 DB_NAME = "orchesjob.db"
 LOGS = "logs"

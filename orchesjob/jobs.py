@@ -6,14 +6,19 @@ alive becomes LOST. Everything that ends a job (the supervisor, a reader reconci
 timeout) goes through `finish` so the rules for status, exit code and signal live in one place.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import time
-from typing import Any, Dict, Optional, Tuple
 
 from . import processes
 from .store import ACTIVE, Store
 from .timeutil import iso, now
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, Optional, Tuple
 
 _REFERENCE_FIELDS = (
     "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",

@@ -4,8 +4,13 @@ Offsets are byte offsets into the log file. A chunk never ends inside a UTF-8 ch
 chunk by chunk sees the same text as one that decodes the whole file.
 """
 
+from __future__ import annotations
+
 import os
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, Optional
 
 
 def size(path: str) -> int:

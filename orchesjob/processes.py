@@ -6,10 +6,15 @@ process is therefore recorded as (pid, start time in clock ticks since boot) tog
 environment, which also finds grandchildren that left the group with setsid.
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import time
-from typing import Iterable, List, Optional, Set
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Iterable, List, Optional, Set
 
 MARKER_VAR = "ORCHESJOB_JOB_ID"
 _PROC = "/proc"

@@ -6,14 +6,18 @@ served by an index, so no command slows down as history grows; the schema versio
 `PRAGMA user_version`, so there is no per-call migration work.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sqlite3
-from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from . import home
 from .errors import LockTimeout, OrchesjobError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, List, Optional, Sequence
 
 SCHEMA_VERSION = 1
 ACTIVE = ("STARTING", "RUNNING")
@@ -146,29 +150,12 @@ class Store:
             )
 
     # -- transactions -------------------------------------------------------------------------------------------
-    @contextmanager
-    def write(self) -> Iterator["Store"]:
+    def write(self) -> "_Transaction":
         """A write transaction that takes the lock up front, so a decision and its insert cannot interleave.
 
         Nested use joins the open transaction, so helpers that write can be called inside a larger decision.
         """
-        if self.conn.in_transaction:
-            yield self
-            return
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise database_error(e, self.path) from None
-        try:
-            yield self
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            self.conn.execute("ROLLBACK")
-            raise database_error(e, self.path) from None
+        return _Transaction(self)
 
     # -- reads --------------------------------------------------------------------------------------------------
     def _one(self, sql: str, args: Sequence[Any]) -> Optional[Dict[str, Any]]:
@@ -273,6 +260,39 @@ class Store:
 
     def delete(self, job_ids: Sequence[str]) -> None:
         self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in job_ids])
+
+
+class _Transaction:
+    """`with store.write():` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (contextlib costs start-up)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.outer = False
+
+    def __enter__(self) -> Store:
+        conn = self.store.conn
+        if conn.in_transaction:
+            return self.store
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise database_error(e, self.store.path) from None
+        self.outer = True
+        return self.store
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if not self.outer:
+            return False
+        conn = self.store.conn
+        if exc_type is not None:
+            conn.execute("ROLLBACK")
+            return False
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            conn.execute("ROLLBACK")
+            raise database_error(e, self.store.path) from None
+        return False
 
 
 _JSON_COLUMNS = ("command", "env")

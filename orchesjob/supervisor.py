@@ -8,16 +8,21 @@ caller says "supervisor recorded", "target running", and closes when the result 
 `start --sync` react at once instead of polling.
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import sys
 import time
-from typing import Any, Dict, Optional
 
 from . import jobs, processes
 from .errors import LockTimeout, OrchesjobError
 from .store import ACTIVE, open_store
 from .timeutil import now
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, Optional
 
 MSG_RECORDED = b"S"
 MSG_RUNNING = b"R"

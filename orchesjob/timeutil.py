@@ -4,13 +4,17 @@ Rendering is on every command's hot path, so it uses `time` only; `datetime` is 
 which only `clean` and `unlock` need.
 """
 
-import re
+from __future__ import annotations
+
 import time
-from typing import Any, Dict, Optional
 
 from .errors import InvalidArgument
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from typing import Any, Dict, Optional
+
+_DURATION = r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -72,7 +76,9 @@ def parse_datetime(text: str, flag: str) -> int:
 
 def parse_duration(text: str, flag: str, allow_zero: bool = True) -> float:
     """Parse seconds given as a number or with a suffix s, m, h or d (`90`, `30m`, `2h`, `1.5d`)."""
-    m = _DURATION.match(text)
+    import re
+
+    m = re.match(_DURATION, text, re.IGNORECASE)
     if not m:
         raise InvalidArgument(
             "%s: %r is not a duration; use seconds or a number with s, m, h or d (e.g. 30m)" % (flag, text)

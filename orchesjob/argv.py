@@ -1,0 +1,173 @@
+"""A small declarative argv parser for the CLI's flag grammar.
+
+Why not argparse: every call from Airflow starts a fresh interpreter on the host, and importing argparse and
+building nine sub-parsers cost about as much as the interpreter's own start-up. This parser reads one table,
+builds nothing, and raises InvalidArgument (exit 2, as JSON) for every mistake instead of printing usage.
+
+Grammar: `orchesjob COMMAND [--flag VALUE | --flag=VALUE | --switch]... [--] [ARGS...]`. Only `start` takes
+positional arguments (the command to run); everything after the first `--` is taken verbatim.
+"""
+
+from __future__ import annotations
+
+from .errors import InvalidArgument
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+SWITCH, VALUE, MULTI = "switch", "value", "multi"
+
+# command -> (summary, {flag: (kind, metavar, help)}, takes the command to run)
+COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
+    "start": ("start a job, or return the one that answers for the run key", {
+        "--run-key": (VALUE, "KEY", "the idempotency key (required)"),
+        "--sync": (SWITCH, "", "wait until the job ends"),
+        "--strict": (SWITCH, "", "one execution per run key, ever (see unlock)"),
+        "--reuse-success": (SWITCH, "", "also return the latest job when it SUCCEEDED; start anew only after a failure"),
+        "--start-timeout": (VALUE, "SECS", "seconds to wait for the command to be running (default 10)"),
+        "--cwd": (VALUE, "DIR", "working directory of the command"),
+        "--env": (MULTI, "KEY=VALUE", "a variable for the command (repeatable)"),
+        "--timeout": (VALUE, "SECS", "abort the job after this many seconds"),
+    }, True),
+    "status": ("the latest job of a run key, one job, or all active jobs", {
+        "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
+        "--job-id": (VALUE, "ID", "one job"),
+        "--running": (SWITCH, "", "all STARTING and RUNNING jobs"),
+        "--all": (SWITCH, "", "with --run-key: every attempt, newest first"),
+    }, False),
+    "wait": ("block until a job ends (or --timeout passes), then print it", {
+        "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
+        "--job-id": (VALUE, "ID", "one job"),
+        "--timeout": (VALUE, "SECS", "longest wait in seconds (default 30)"),
+        "--stdout-offset": (VALUE, "BYTES", "also return when stdout grows past BYTES, with the new part"),
+        "--stderr-offset": (VALUE, "BYTES", "also return when stderr grows past BYTES, with the new part"),
+        "--max-bytes": (VALUE, "BYTES", "most log bytes per stream (default 65536)"),
+    }, False),
+    "logs": ("print a job's stdout or stderr", {
+        "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
+        "--job-id": (VALUE, "ID", "one job"),
+        "--stream": (VALUE, "stdout|stderr", "which log (default stdout)"),
+        "--offset": (VALUE, "BYTES", "start at this byte offset"),
+        "--limit": (VALUE, "BYTES", "print at most this many bytes"),
+        "--tail": (VALUE, "LINES", "print only the last LINES lines"),
+        "--json": (SWITCH, "", "print a JSON chunk with offsets instead of raw bytes"),
+    }, False),
+    "abort": ("stop a running job (SIGTERM, then SIGKILL after the grace period)", {
+        "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
+        "--job-id": (VALUE, "ID", "one job"),
+        "--reason": (VALUE, "TEXT", "why (kept in the job record)"),
+        "--grace-seconds": (VALUE, "SECS", "SIGTERM to SIGKILL (default 5)"),
+    }, False),
+    "rerun": ("start a new execution of a finished job", {
+        "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
+        "--job-id": (VALUE, "ID", "one job"),
+        "--sync": (SWITCH, "", "wait until the new job ends"),
+        "--reason": (VALUE, "TEXT", "why (kept in the new job record)"),
+        "--start-timeout": (VALUE, "SECS", "seconds to wait for the command to be running (default 10)"),
+    }, False),
+    "unlock": ("allow one more execution of a finished strict run key", {
+        "--run-key": (VALUE, "KEY", "the run key (required)"),
+        "--reason": (VALUE, "TEXT", "why (kept with the next job)"),
+        "--ttl": (VALUE, "DURATION", "the override expires after this (90, 30m, 2h, 1d)"),
+    }, False),
+    "clean": ("delete finished jobs and their logs", {
+        "--before": (VALUE, "DATETIME", "finished before this (ISO 8601; local time without an offset)"),
+        "--after": (VALUE, "DATETIME", "finished at or after this"),
+        "--all": (SWITCH, "", "every finished job"),
+        "--job-id": (VALUE, "ID", "one finished job"),
+        "--run-key": (VALUE, "KEY", "only this run key (with --before, --after or --all)"),
+        "--dry-run": (SWITCH, "", "show what would be deleted"),
+    }, False),
+    "version": ("print the version and the JSON contract number", {}, False),
+}
+
+
+class Help(Exception):
+    """Raised for -h/--help; carries the text to print (help is for people, so it is plain text)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def parse(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
+    """Return (command, values); values has every flag of the command (None / False / [] when absent) and, for
+    start, `command` (the argv to run, possibly empty)."""
+    if not argv:
+        raise InvalidArgument("a command is needed: %s" % ", ".join(COMMANDS))
+    head = argv[0]
+    if head in ("-h", "--help", "help"):
+        raise Help(usage())
+    if head in ("--version", "-V"):
+        return "version", {}
+    if head not in COMMANDS:
+        raise InvalidArgument("unknown command %r; the commands are %s" % (head, ", ".join(COMMANDS)))
+    _, spec, takes_command = COMMANDS[head]
+    values: Dict[str, Any] = {}
+    for flag, (kind, _, _) in spec.items():
+        values[dest(flag)] = False if kind == SWITCH else [] if kind == MULTI else None
+    rest: List[str] = []
+    seen = set()
+    i, n = 1, len(argv)
+    while i < n:
+        tok = argv[i]
+        i += 1
+        if tok == "--":
+            rest.extend(argv[i:])
+            break
+        if tok in ("-h", "--help"):
+            raise Help(usage(head))
+        if not tok.startswith("-") or tok == "-":
+            if not takes_command:
+                raise InvalidArgument("%s: unexpected argument %r" % (head, tok))
+            rest.extend(argv[i - 1 :])  # the command to run starts here; its own flags are its own
+            break
+        name, eq, inline = tok.partition("=")
+        if name not in spec:
+            raise InvalidArgument("%s: unknown option %s (see orchesjob %s --help)" % (head, name, head))
+        kind = spec[name][0]
+        if kind == SWITCH:
+            if eq:
+                raise InvalidArgument("%s: %s takes no value" % (head, name))
+            value: Any = True
+        elif eq:
+            value = inline
+        else:
+            if i >= n or argv[i].startswith("--"):
+                raise InvalidArgument("%s: %s needs a value (%s %s; use %s=VALUE for a value starting with --)"
+                                      % (head, name, name, spec[name][1], name))
+            value = argv[i]
+            i += 1
+        key = dest(name)
+        if kind == MULTI:
+            values[key].append(value)
+            continue
+        if name in seen:
+            raise InvalidArgument("%s: %s is given more than once" % (head, name))
+        seen.add(name)
+        values[key] = value
+    if takes_command:
+        values["command"] = rest
+    return head, values
+
+
+def usage(command: Optional[str] = None) -> str:
+    if command is None:
+        lines = ["usage: orchesjob COMMAND [OPTIONS]", "",
+                 "Run a command exactly once per run key, as a detached job. Every command prints JSON.", "",
+                 "commands:"]
+        lines += ["  %-9s %s" % (name, COMMANDS[name][0]) for name in COMMANDS]
+        lines += ["", "orchesjob COMMAND --help shows a command's options."]
+        return "\n".join(lines) + "\n"
+    summary, spec, takes_command = COMMANDS[command]
+    lines = ["usage: orchesjob %s [OPTIONS]%s" % (command, " [--] COMMAND [ARGS...]" if takes_command else ""), "",
+             summary, ""]
+    for flag, (kind, metavar, text) in spec.items():
+        left = flag if kind == SWITCH else "%s %s" % (flag, metavar)
+        lines.append("  %-28s %s" % (left, text))
+    return "\n".join(lines) + "\n"
