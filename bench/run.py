@@ -20,7 +20,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-CLI = [sys.executable, "-m", "orchesjob"]
+def _cli() -> List[str]:
+    """The console script next to this interpreter (what users run), else `python -m orchesjob`."""
+    script = os.path.join(os.path.dirname(sys.executable), "orchesjob")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "orchesjob"]
+
+
+CLI = _cli()
 
 
 def env_for(home: str) -> Dict[str, str]:
@@ -125,6 +133,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     fig["machine"] = "%s, %d cores, %s" % (platform.platform(), os.cpu_count() or 0, platform.processor() or platform.machine())
     fig["python"] = platform.python_version()
+    fig["cli"] = " ".join(CLI)
     fig["quick"] = a.quick
     report(fig)
     if a.json:

@@ -3,11 +3,15 @@ retry finds the running job by its run key and waits for it; a retry after it SU
 job runs once. Only a job that FAILED is started again (attempt 2).
 """
 
+import os
 from datetime import timedelta
 
 import pendulum
 
 from _settings import DAG, ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID, WORKDIR
+
+# How many one-second batches the job runs (long enough to kill Airflow in the middle of it).
+STEPS = os.environ.get("ORCHESJOB_EXAMPLE_STEPS", "8")
 from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 
 with DAG(
@@ -27,6 +31,6 @@ with DAG(
         # instance, different for every other one.
         command=["sh", "-c", f'mkdir -p {WORKDIR} && echo "import $ORCHESJOB_JOB_ID" >> {WORKDIR}/retry.runs; '
                               'for i in $(seq 1 ${STEPS:-8}); do echo "imported batch $i"; sleep 1; done'],
-        env={"STEPS": "8"},
+        env={"STEPS": STEPS},
         poll_interval=5,
     )
