@@ -93,6 +93,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="100,000 jobs of history instead of 1,000,000; fewer runs")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as one JSON object")
+    ap.add_argument("--no-airflow", action="store_true", help="skip the provider figures (they need Airflow and sshd)")
     a = ap.parse_args()
     runs = 9 if a.quick else 21
     tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
@@ -129,6 +130,8 @@ def main() -> int:
 
         fig.update(concurrency(os.path.join(tmp, "conc")))
         fig.update(memory(env))
+        if not a.no_airflow:
+            fig.update(provider_figures())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fig["machine"] = "%s, %d cores, %s" % (platform.platform(), os.cpu_count() or 0, platform.processor() or platform.machine())
@@ -194,6 +197,18 @@ def memory(env: Dict[str, str]) -> Dict[str, float]:
     _, status_rss, _ = timed(CLI + ["status", "--run-key", "rss"], env)
     subprocess.run(CLI + ["abort", "--run-key", "rss", "--grace-seconds", "1"], env=env, capture_output=True)
     return {"supervisor_rss_mb": rss / 1024, "status_rss_mb": status_rss / 1024}
+
+
+def provider_figures() -> Dict[str, Any]:
+    """From the job's end to the Airflow task's end (deferrable and polling), and SSH calls per minute."""
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        print("bench: Airflow is not installed here; provider figures skipped (use `make bench`)", file=sys.stderr)
+        return {}
+    from airflow_bench import measure
+
+    return measure()
 
 
 GOALS = {
