@@ -3,9 +3,15 @@
 
 import pendulum
 
-from _settings import DAG, ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID, WORKDIR
+from _settings import ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID, WORKDIR
 from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
+
+# Imported here rather than from _settings: Airflow only parses files that mention both "airflow" and "dag".
+try:  # Airflow 3
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2
+    from airflow import DAG
 
 with DAG(
     dag_id="example_orchesjob_producer",

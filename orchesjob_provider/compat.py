@@ -44,6 +44,11 @@ except ImportError:  # pragma: no cover - only without a recent apache-airflow-p
 # Triggers live in core on every version we support (the triggerer is a core component).
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+try:  # Airflow 3 (and 2.x with apache-airflow-providers-standard): the temporal triggers left core
+    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+except ImportError:  # Airflow 2.10/2.11 without the standard provider
+    from airflow.triggers.temporal import TimeDeltaTrigger  # type: ignore[no-redef]
+
 AIRFLOW_VERSION = Version(Version(airflow.__version__).base_version)
 AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
 
@@ -60,6 +65,7 @@ __all__ = [
     "BaseTrigger",
     "Context",
     "TaskDeferred",
+    "TimeDeltaTrigger",
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",
@@ -107,21 +113,18 @@ async def aget_extra_dejson(conn: Any) -> Dict[str, Any]:
 
 def default_deferrable() -> bool:
     """Whether our operator and sensor defer when the DAG does not say: True, unless the deployment sets
-    ``[operators] default_deferrable`` itself (airflow.cfg or AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE).
+    ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` in the environment (MWAA's configuration options arrive that way).
 
-    Airflow's shipped default for that option is False, so reading it with a fallback would never fall back; we look
-    for an explicit setting instead, because waiting in the triggerer is what frees the worker slot.
+    Airflow's shipped default for ``[operators] default_deferrable`` is False, so reading it with a fallback would
+    never fall back. airflow.cfg cannot tell us either: Airflow 2.11 and 3.x write every default into the airflow.cfg
+    they generate on first start (``default_deferrable = false`` included), so that line says nothing about what
+    the user chose, and honouring it made every such deployment wait in the worker. Waiting in the triggerer is
+    what frees the worker slot, so that is the default; ``deferrable=False`` on the task (or in ``default_args``)
+    turns it off.
     """
-    import configparser
     import os
 
     explicit = os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")
-    if explicit is None:
-        try:
-            if configparser.ConfigParser.has_option(conf, "operators", "default_deferrable"):
-                explicit = configparser.ConfigParser.get(conf, "operators", "default_deferrable", raw=True)
-        except (configparser.Error, TypeError):
-            explicit = None
-    if explicit is None:
+    if explicit is None or not explicit.strip():
         return True
-    return str(explicit).strip().lower() in ("true", "1", "yes", "on")
+    return explicit.strip().lower() in ("true", "1", "yes", "on", "t", "y")

@@ -30,6 +30,23 @@ _CLI_MODE = {"reuse_success": "reuse_success", "strict": "strict", "active_only"
 KILL_REASON = "the Airflow task was killed (marked failed or success, cleared, or timed out)"
 
 
+def describe_end(job: Mapping[str, Any]) -> str:
+    """One line saying how a finished job ended, from the most specific field the CLI has filled in so far.
+
+    An abort (by a user, by Airflow, or by the job's own ``timeout``) is recorded as ABORTED before its process tree
+    is stopped, so a job can be seen ABORTED before its ``end_reason`` is written: the abort reason says it then.
+    """
+    if job.get("end_reason"):
+        return str(job["end_reason"])
+    if job.get("status") == "ABORTED" and job.get("abort_reason"):
+        return "aborted: %s" % job["abort_reason"]
+    if job.get("signal_name") or job.get("signal"):
+        return "killed by signal %s" % (job.get("signal_name") or job.get("signal"))
+    if job.get("exit_code") is not None:
+        return "exited with code %s" % job["exit_code"]
+    return "no exit code recorded"
+
+
 class OrchesjobOperator(BaseOperator):
     """Start a job on a remote host through orchesjob over SSH, and wait for it without holding a worker slot.
 
@@ -47,7 +64,7 @@ class OrchesjobOperator(BaseOperator):
     :param skip_on_exit_code: exit code(s) that mark the task skipped instead of failed.
     :param poll_interval: seconds one long poll (``orchesjob wait``) may block; the end of the job is noticed at once
         whatever this is.
-    :param deferrable: wait in the triggerer (default True, or ``[operators] default_deferrable`` when set).
+    :param deferrable: wait in the triggerer (default True, or ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when set).
     :param abort_on_kill: abort the remote job when the task is killed (default True).
     :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout
         differ from this task's (default False: the task fails and says why).
@@ -208,7 +225,9 @@ class OrchesjobOperator(BaseOperator):
     def _poll(self, job: Dict[str, Any], relay: LogRelay) -> Dict[str, Any]:
         """Wait in the worker (deferrable=False): long polls that also bring the new log output."""
         while True:
-            offsets = relay.offsets
+            # Ask from what has been *read* (relay.read), not what has been written out (relay.offsets): a partial
+            # last line is held back in the relay, and asking for it again would show it twice.
+            offsets = relay.read
             result = self.hook.wait(
                 job_id=job["job_id"], timeout=self.poll_interval,
                 stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"],
@@ -221,7 +240,7 @@ class OrchesjobOperator(BaseOperator):
     def _drain(self, job: Dict[str, Any], relay: LogRelay) -> Dict[str, Any]:
         """Show what a finished job wrote from the relay's offsets on (its whole output for an adopted job)."""
         while True:
-            offsets = relay.offsets
+            offsets = relay.read
             result = self.hook.wait(
                 job_id=job["job_id"], timeout=0,
                 stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"],
@@ -230,8 +249,16 @@ class OrchesjobOperator(BaseOperator):
                 relay.flush()
                 return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
 
-    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Dict[str, Any]:
-        """Resume after the trigger fired: show any output it had not, then turn the job's end into the task's."""
+    def execute_complete(self, context: Context, event: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """Resume after the trigger fired: show any output it had not, then turn the job's end into the task's.
+
+        Without an event (a deferred task instance run again before its trigger fired: the process running the
+        trigger was killed and the task is re-run, e.g. with ``airflow tasks test``), start over: ``execute`` finds
+        the job by its run key and reattaches to it or adopts its result.
+        """
+        if event is None:
+            self.log.info("Resumed without a trigger event; looking the job up again by its run key.")
+            return self.execute(context)
         self._job_id = event.get("job_id")
         status = event.get("status")
         if status == "terminal":
@@ -258,7 +285,7 @@ class OrchesjobOperator(BaseOperator):
         exit_code = job.get("exit_code")
         if exit_code is not None and exit_code in self.skip_on_exit_code:
             raise AirflowSkipException(f"{self._describe(job)} exited with code {exit_code}, listed in skip_on_exit_code")
-        how = job.get("end_reason") or ("exit code %s" % exit_code)
+        how = describe_end(job)
         tail = self._stderr_tail(job)
         message = f"{self._describe(job)} ended {status}: {how}"
         if tail:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
@@ -12,10 +13,12 @@ from orchesjob_provider.compat import (
     AirflowSkipException,
     BaseSensorOperator,
     Context,
+    TimeDeltaTrigger,
     default_deferrable,
 )
 from orchesjob_provider.exceptions import OrchesjobNotFound
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.operators.orchesjob import describe_end
 
 
 class OrchesjobSensor(BaseSensorOperator):
@@ -24,7 +27,7 @@ class OrchesjobSensor(BaseSensorOperator):
     :param ssh_conn_id: an Airflow SSH connection to the host.
     :param run_key: the job's run key (its latest attempt is watched; a key with no job yet is waited for). Templated.
     :param job_id: or one job by id. Templated.
-    :param deferrable: wait in the triggerer (default True, or ``[operators] default_deferrable`` when set).
+    :param deferrable: wait in the triggerer (default True, or ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when set).
     :param poll_timeout: seconds one long poll may block on the host while deferred.
     :param orchesjob_bin: the CLI on the host.
     :param orchesjob_home: ``ORCHESJOB_HOME`` on the host.
@@ -62,13 +65,17 @@ class OrchesjobSensor(BaseSensorOperator):
         self.orchesjob_home = orchesjob_home
         self.hook_kwargs = dict(hook_kwargs or {})
         self._job: Optional[Dict[str, Any]] = None
+        self._hook: Optional[OrchesjobHook] = None
 
     @property
     def hook(self) -> OrchesjobHook:
-        return OrchesjobHook(
-            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home,
-            **self.hook_kwargs,
-        )
+        """One hook (one SSH connection, one version check) for all the pokes of this try."""
+        if self._hook is None:
+            self._hook = OrchesjobHook(
+                ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home,
+                **self.hook_kwargs,
+            )
+        return self._hook
 
     def _lookup(self) -> Optional[Dict[str, Any]]:
         try:
@@ -87,7 +94,7 @@ class OrchesjobSensor(BaseSensorOperator):
             self._job = dict(job)
             return True
         message = "job %s (run key %r, attempt %s) ended %s: %s" % (
-            job.get("job_id"), job.get("run_key"), job.get("attempt_no"), status, job.get("end_reason"))
+            job.get("job_id"), job.get("run_key"), job.get("attempt_no"), status, describe_end(job))
         if self.soft_fail:
             raise AirflowSkipException(message)
         raise AirflowException(message)
@@ -100,11 +107,24 @@ class OrchesjobSensor(BaseSensorOperator):
             return False
         return self._judge(job)
 
+    def _deadline(self, context: Context, deadline: Optional[float]) -> float:
+        """When ``timeout`` runs out: counted from the task's start, which Airflow keeps across deferrals.
+
+        The ``deadline`` kwarg of a re-deferral is only a fallback: ``airflow dags test``/``tasks test`` replace a
+        resumed task's kwargs by the trigger's event, and a deadline recomputed from "now" on every resumption
+        would never arrive.
+        """
+        ti = context.get("ti") if hasattr(context, "get") else None
+        started = getattr(ti, "start_date", None)
+        if isinstance(started, _dt.datetime):
+            return started.timestamp() + float(self.timeout)
+        return deadline if deadline is not None else time.time() + float(self.timeout)
+
     def execute(self, context: Context, event: Any = None, deadline: Optional[float] = None) -> Any:
         if not self.deferrable:
             super().execute(context)
             return self._job
-        deadline = deadline if deadline is not None else time.time() + float(self.timeout)
+        deadline = self._deadline(context, deadline)
         job = self._lookup()
         if job is not None and cmd.is_terminal(job):
             self._judge(job)
@@ -113,12 +133,10 @@ class OrchesjobSensor(BaseSensorOperator):
             self._timed_out()
         if job is None:
             # Nothing to watch yet: sleep in the triggerer, then look again.
-            from datetime import timedelta
-
-            from airflow.triggers.temporal import TimeDeltaTrigger
-
             self.defer(
-                trigger=TimeDeltaTrigger(timedelta(seconds=min(self.poke_interval, max(1.0, deadline - time.time())))),
+                trigger=TimeDeltaTrigger(
+                    _dt.timedelta(seconds=min(float(self.poke_interval), max(1.0, deadline - time.time())))
+                ),
                 method_name="execute",
                 kwargs={"deadline": deadline},
             )
@@ -138,7 +156,9 @@ class OrchesjobSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Context, event: Mapping[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: Optional[Mapping[str, Any]] = None) -> Any:
+        if event is None:  # resumed before the trigger fired (see OrchesjobOperator.execute_complete): look again
+            return self.execute(context)
         status = event.get("status")
         if status == "terminal":
             self._judge(event["job"])

@@ -9,7 +9,6 @@ When ``CI`` is set, a missing sshd or Airflow is a failure, never a skip: a gree
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))
@@ -59,22 +59,7 @@ def orchesjob_launcher(tmp_path_factory: pytest.TempPathFactory) -> str:
     A non-login SSH command gets a bare PATH and none of our environment, so the provider is pointed at an absolute
     path, exactly as a user would point it at a venv or the zipapp on a real host.
     """
-    directory = tmp_path_factory.mktemp("bin")
-    path = directory / "orchesjob"
-    path.write_text(
-        "#!/bin/sh\n"
-        f"PYTHONPATH={_sh_quote(str(REPO_ROOT))}\n"
-        "export PYTHONPATH\n"
-        f"exec {_sh_quote(sys.executable)} -m orchesjob \"$@\"\n"
-    )
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
-    return str(path)
-
-
-def _sh_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+    return write_cli_launcher(tmp_path_factory.mktemp("bin") / "orchesjob", python=sys.executable)
 
 
 @pytest.fixture
@@ -106,3 +91,50 @@ def hook(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str) -> Iter
         yield h
     finally:
         h.close()
+
+
+# ---------------------------------------------------------------------- real Airflow (subprocesses)
+
+EXAMPLES_CONN_ID = "orchesjob_ssh"  # what dags_examples/_settings.py uses by default
+
+
+@pytest.fixture(scope="session")
+def airflow_sandbox(sshd: SshServer, orchesjob_launcher: str, tmp_path_factory: pytest.TempPathFactory):
+    """One AIRFLOW_HOME for the session: SQLite migrated once (2-3 s), a dags folder holding the example DAGs and
+    the spec-driven test DAG (links, so the examples run exactly as shipped), the SSH connection they use."""
+    try:
+        import airflow  # noqa: F401
+    except ImportError as exc:
+        _unavailable(f"Airflow is not installed in {sys.executable}: {exc}")
+    from tests.support.airflow_sandbox import EXAMPLES_DIR, AirflowSandbox
+
+    directory = tmp_path_factory.mktemp("airflow")
+    dags = directory / "dags"
+    dags.mkdir()
+    sources = sorted(EXAMPLES_DIR.glob("*.py")) + [EXAMPLES_DIR / ".airflowignore"]
+    for source in sources + [REPO_ROOT / "tests" / "support" / "dags" / "spec_dag.py"]:
+        (dags / source.name).symlink_to(source)
+    sandbox = AirflowSandbox(
+        directory,
+        python=sys.executable,
+        dags_folder=dags,
+        connections={EXAMPLES_CONN_ID: sshd.airflow_connection()},
+        remote_bin=orchesjob_launcher,
+    )
+    sandbox.setup()
+    return sandbox
+
+
+@pytest.fixture
+def af(airflow_sandbox, orchesjob_launcher: str, tmp_path: Path, request: pytest.FixtureRequest):
+    """This test's host state and marker directory on the shared sandbox; on failure, prints its Airflow runs."""
+    from tests.support.airflow_case import AirflowCase
+
+    case = AirflowCase(airflow_sandbox, orchesjob_launcher, tmp_path / "orchesjob-home", tmp_path / "work")
+    yield case
+    # Leave no job of this test running into the next one (they would only waste CPU, but still).
+    try:
+        for job in case.running_jobs():
+            case.cli("abort", "--job-id", job["job_id"], "--grace-seconds", "1", check=False)
+    except Exception:  # noqa: BLE001 - cleanup must not hide the test's own result
+        pass

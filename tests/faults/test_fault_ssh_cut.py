@@ -1,0 +1,482 @@
+"""SSH cut mid-call: a TCP proxy (tests/support/cutproxy.py) in front of the real sshd drops connections at chosen
+byte counts, and the provider must still get every job run exactly once and every log line delivered once.
+
+Calibration first: one uncut `start` through the proxy gives the byte offsets of that SSH session's phases (login,
+the exec request carrying the command line, the server's acknowledgement of it, the CLI's reply). The SSH packets
+of a session are the same every time for command lines of the same length, so cuts can then be aimed at a phase:
+
+- ``login``: anywhere in the handshake or authentication (either direction): the command is never sent;
+- ``exec-request``: inside the exec request itself: the server never gets a whole command;
+- ``exec-ack``: the server got the command (it runs), but its acknowledgement never reaches the client;
+- ``reply``: in the middle of the CLI's answer;
+- ``after-send``: the client's last packets (EOF, close) after the command went out.
+
+Cuts are resets or orderly closes, and sometimes a blackhole (the link goes silent, both sockets stay open).
+
+Each trial starts one job through ``OrchesjobHook.start`` (retries=3) with 1-4 of its connections cut, in the
+``reuse_success``, ``default`` or ``strict`` mode. Then: exactly one physical execution (marker lines of
+fault_job.py), the caller learned that job's id (or, when the hook gave up, a later start of the key - what the
+task's retry does - returns it, and still only one ran), a hook that says the command was not sent is right about
+it, and the hook never hangs past its timeouts.
+
+The trigger's long poll gets the same treatment: random cuts on its asyncssh connections and random triggerer
+restarts (a rebuild from ``serialize()``); every log line arrives exactly once, in order, and one terminal event
+fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import pytest
+
+from tests.faults.conftest import trials
+from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, wait_terminal
+from tests.support.cutproxy import C2S, S2C, ConnRecord, Cut, CutProxy
+
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.sshd, pytest.mark.airflow,
+              pytest.mark.usefixtures("airflow_available")]
+
+CONN_ID = "orchesjob_cut"
+COMMAND_TIMEOUT = 5.0  # seconds for one SSH call of the hook (login and channel open included)
+EXEC_TIMEOUT = 6.0  # seconds for one `start` answer (the job itself is asynchronous)
+HANG_LIMIT = 60.0  # a hook call (4 attempts at most EXEC_TIMEOUT each) that takes longer has hung
+
+
+@pytest.fixture
+def proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
+    """The cutting proxy in front of the session's sshd, and an Airflow connection that goes through it."""
+    p = CutProxy(sshd.host, sshd.port).start()
+    conn = sshd.airflow_connection()
+    conn["port"] = p.port
+    monkeypatch.setenv("AIRFLOW_CONN_%s" % CONN_ID.upper(), json.dumps(conn))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def make_hook(launcher: str, home: Path) -> Any:
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    return OrchesjobHook(
+        CONN_ID, orchesjob_bin=launcher, orchesjob_home=str(home), retries=3, retry_backoff=0.1,
+        command_timeout=COMMAND_TIMEOUT,
+        ssh_hook_kwargs={"conn_retry_attempts": 1, "conn_timeout": 5, "banner_timeout": 5, "auth_timeout": 5},
+    )
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+@dataclasses.dataclass(frozen=True)
+class Phases:
+    """Byte offsets of one `start` session, as seen by the proxy."""
+
+    c_login: int  # client bytes before the channel-open request (handshake + authentication)
+    s_login: int  # server bytes by then
+    c_exec: Tuple[int, int]  # client bytes before / after the exec request
+    s_exec: int  # server bytes forwarded when the exec request went through (its acknowledgement comes next)
+    s_reply: int  # server bytes before the CLI's answer starts
+    c_total: int
+    s_total: int
+
+
+def phases_of(rec: ConnRecord) -> Phases:
+    """Find the phases in an uncut session: the longest silence is the CLI running; before it, the last three
+    client packets are channel-open, exec request and EOF."""
+    tl = rec.timeline
+    gap_at = max(range(len(tl) - 1), key=lambda i: tl[i + 1][0] - tl[i][0])
+    c = s = 0
+    marks = []  # (c before, s before, c after, direction) per event up to the silence
+    for _, direction, n in tl[: gap_at + 1]:
+        marks.append((c, s, c + (n if direction == C2S else 0), direction))
+        if direction == C2S:
+            c += n
+        else:
+            s += n
+    client = [m for m in marks if m[3] == C2S]
+    assert len(client) >= 4, "calibration: unexpected session shape %r" % tl
+    chan_open, exec_req = client[-3], client[-2]
+    return Phases(c_login=chan_open[0], s_login=chan_open[1], c_exec=(exec_req[0], exec_req[2]), s_exec=exec_req[1],
+                  s_reply=s, c_total=rec.c2s, s_total=rec.s2c)
+
+
+def start_command(marker: Path, lock: Path, duration: str) -> List[str]:
+    """fault_job.py with fixed-width arguments, so every trial's exec request has the same length."""
+    return [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--duration", duration]
+
+
+def calibrate(proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
+    seen = collections.Counter()
+    for i in range(3):
+        proxy.set_plan(lambda index: None)
+        hook.close()
+        before = len(proxy.connections)
+        job = hook.start("cal-%05d" % i, start_command(tmp / ("c%05d" % i), tmp / ("l%05d" % i), "0.00"))
+        hook.close()
+        wait_terminal(home, job["job_id"])
+        time.sleep(0.2)
+        recs = proxy.connections[before:]
+        assert len(recs) == 1, "calibration: expected one connection, got %d" % len(recs)
+        seen[phases_of(recs[0])] += 1
+    phases, count = seen.most_common(1)[0]
+    assert count >= 2, "calibration: sessions differ from one another: %s" % seen
+    print("calibrated phases:", phases)
+    return phases
+
+
+# ---------------------------------------------------------------------------------------------- cut choice
+PHASES = ("login", "exec-request", "exec-ack", "reply", "after-send")
+
+
+def choose_cut(rng, p: Phases, phase: str) -> Cut:
+    after_send = phase in ("exec-ack", "reply", "after-send")
+    style = rng.choice(["rst", "fin"]) if not after_send or rng.random() > 0.12 else "blackhole"
+    if phase == "login":
+        if rng.random() < 0.5:
+            return Cut(C2S, rng.randrange(0, p.c_login), style)
+        return Cut(S2C, rng.randrange(0, p.s_login), style)
+    if phase == "exec-request":
+        return Cut(C2S, rng.randrange(p.c_exec[0], p.c_exec[1]), style)
+    if phase == "exec-ack":
+        return Cut(S2C, rng.randint(p.s_exec, p.s_reply), style)
+    if phase == "reply":
+        return Cut(S2C, rng.randrange(p.s_reply + 1, p.s_total), style)
+    return Cut(C2S, rng.randrange(p.c_exec[1], p.c_total), style)
+
+
+def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT
+                      ) -> Tuple[Any, Optional[BaseException], Optional[float]]:
+    """Run a hook call; if it has not returned after `limit` seconds, report it as hung and reset every
+    connection so the thread can finish. Returns (result, exception, seconds it hung or None)."""
+    box: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    started = time.monotonic()
+    t.start()
+    t.join(limit)
+    hung = None
+    if t.is_alive():
+        hung = time.monotonic() - started
+        while t.is_alive():
+            proxy.drop_all()
+            t.join(1)
+    return box.get("result"), box.get("error"), hung
+
+
+# ---------------------------------------------------------------------------------------------- the start test
+def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
+    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+) -> None:
+    from orchesjob_provider.exceptions import OrchesjobError, OrchesjobTransportError
+
+    hook = make_hook(orchesjob_launcher, home)
+    try:
+        hook.version()  # the contract check is cached; every trial's connections carry only `start`
+        phases = calibrate(proxy, hook, tmp_path, home)
+        tally: Dict[str, int] = collections.Counter()
+        problems: List[str] = []
+        n_trials = trials(20)
+        for n in range(n_trials):
+            key = "cut-%05d" % n
+            marker, lock = tmp_path / ("m%05d" % n), tmp_path / ("k%05d" % n)
+            mode = rng.choice(["reuse_success", "reuse_success", "default", "strict"])
+            duration = rng.choice(["0.00", "0.00", "0.40", "2.00"])
+            cuts = [choose_cut(rng, phases, rng.choice(PHASES)) for _ in range(rng.choice([1, 1, 2, 3, 4]))]
+            hook.close()
+            first = len(proxy.connections)
+            proxy.set_plan(lambda index, first=first, cuts=cuts: cuts[index - first] if index - first < len(cuts)
+                           else None)
+            job, error, hung = run_with_watchdog(proxy, lambda: hook.start(
+                key, start_command(marker, lock, duration), mode=mode, exec_timeout=EXEC_TIMEOUT))
+            proxy.set_plan(lambda index: None)
+            hook.close()
+            conns = proxy.connections[first:]
+            ctx = "trial %d (%s, job %ss): cuts %s; connections %s" % (
+                n, mode, duration, [(c.direction, c.after, c.style) for c in cuts],
+                [(c.cut.direction if c.cut else None, c.cut_at, c.c2s, c.s2c) for c in conns])
+            if hung is not None:
+                problems.append("hook.start did not return for %.0fs (hung until the proxy reset it): %s"
+                                % (hung, ctx))
+            sent_claim = getattr(error, "command_sent", None) if error is not None else None
+            if error is not None and not isinstance(error, OrchesjobTransportError):
+                problems.append("hook.start raised %r: %s" % (error, ctx))
+            if job is not None and job.get("run_key") != key:
+                problems.append("hook.start returned a job of another key %r: %s" % (job.get("run_key"), ctx))
+
+            # what physically happened before any recovery
+            jobs_now = history(home, key)
+            if error is not None and sent_claim is False and jobs_now:
+                problems.append("the hook gave up saying the command was never sent, yet job %s exists: %s"
+                                % (jobs_now[0]["job_id"], ctx))
+            learned = job["job_id"] if job is not None else None
+            if learned is None:
+                # the task's retry: a start of the same key, reuse_success, nothing cut
+                again, error2, _ = run_with_watchdog(proxy, lambda: hook.start(
+                    key, start_command(marker, lock, duration), mode="reuse_success", exec_timeout=30))
+                assert error2 is None, "recovery start failed: %r; %s" % (error2, ctx)
+                if jobs_now and again["job_id"] != jobs_now[0]["job_id"]:
+                    problems.append("the retry did not return the job that was already there: %s" % ctx)
+                learned = again["job_id"]
+            for j in history(home, key):
+                wait_terminal(home, j["job_id"])
+            jobs = history(home, key)
+            runs = Evidence(marker).executions()
+            if [j["job_id"] for j in jobs] != [learned] or dict(runs) != {learned: 1}:
+                problems.append("expected one job %s run once; jobs %s, executions %s: %s" % (
+                    learned, [(j["job_id"], j["status"]) for j in jobs], dict(runs), ctx))
+            outcome = "returned" if job is not None else "gave up (sent=%s)" % sent_claim
+            tally["%s: %s" % (mode, outcome)] += 1
+            for c in conns:
+                if c.cut is not None and c.cut_done:
+                    tally["cut %s %s" % (c.cut.style, _phase_name(phases, c))] += 1
+        print("SSH cut trials: %d; %s" % (n_trials, dict(sorted(tally.items()))))
+        assert not problems, "%d problem(s) in %d trials:\n%s" % (len(problems), n_trials, "\n".join(problems))
+    finally:
+        hook.close()
+
+
+def _phase_name(p: Phases, rec: ConnRecord) -> str:
+    direction, at = rec.cut_at
+    if direction == C2S:
+        if at < p.c_login:
+            return "login"
+        if at < p.c_exec[1]:
+            return "exec-request"
+        return "after-send"
+    if at < p.s_login:
+        return "login"
+    if at < p.s_exec:
+        return "before-exec"
+    if at <= p.s_reply:
+        return "exec-ack"
+    return "reply"
+
+
+def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
+    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+) -> None:
+    """The one cut that matters most, made deterministic: the server receives the exec request (so the command
+    runs) but the connection drops before its acknowledgement reaches the client. The command was sent, so a
+    default-mode start must not be repeated; the job is quick, so a repeat would run it a second time."""
+    from orchesjob_provider.exceptions import OrchesjobTransportError
+
+    hook = make_hook(orchesjob_launcher, home)
+    hook.settings.retry_backoff = 1.0  # give the quick job time to finish before any retry
+    try:
+        hook.version()
+        phases = calibrate(proxy, hook, tmp_path, home)
+        hook.close()
+        first = len(proxy.connections)
+        proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "rst") if index == first else None)
+        marker, lock = tmp_path / "m-ack", tmp_path / "l-ack"
+        try:
+            job = hook.start("ack-lost", start_command(marker, lock, "0.00"), mode="default",
+                             exec_timeout=EXEC_TIMEOUT)
+            error = None
+        except OrchesjobTransportError as exc:
+            job, error = None, exc
+        proxy.set_plan(lambda index: None)
+        assert proxy.connections[first].cut_done, "the cut did not happen"
+        time.sleep(1.0)
+        runs = Evidence(marker).executions()
+        jobs = history(home, "ack-lost")
+        assert sum(runs.values()) == 1 and len(jobs) == 1, (
+            "a default-mode start whose exec acknowledgement was lost ran %d time(s) (jobs %s); the hook %s"
+            % (sum(runs.values()), [(j["job_id"], j["status"]) for j in jobs],
+               "returned job %s" % job["job_id"] if job else "raised %r (command_sent=%r)"
+               % (error, getattr(error, "command_sent", None))))
+        if error is not None:
+            assert getattr(error, "command_sent", None) is True, "the hook says the command was never sent"
+    finally:
+        hook.close()
+
+
+def test_hook_call_does_not_hang_when_the_link_goes_silent_after_the_exec_request(
+    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+) -> None:
+    """A network partition right after the exec request (the server runs the command, nothing comes back, both
+    sockets stay open): the hook's command_timeout must still bound the call, not leave the worker stuck."""
+    hook = make_hook(orchesjob_launcher, home)
+    try:
+        hook.version()
+        phases = calibrate(proxy, hook, tmp_path, home)
+        hook.close()
+        first = len(proxy.connections)
+        proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "blackhole") if index == first else None)
+        marker, lock = tmp_path / "m-silent", tmp_path / "l-silent"
+        job, error, hung = run_with_watchdog(proxy, lambda: hook.start(
+            "silent", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT),
+            limit=30)
+        proxy.set_plan(lambda index: None)
+        assert hung is None, ("OrchesjobHook.start hung for %.0fs after the link went silent between the exec "
+                              "request and its acknowledgement (command_timeout=%gs, exec_timeout=%gs)"
+                              % (hung, COMMAND_TIMEOUT, EXEC_TIMEOUT))
+        assert error is None, error
+        runs = Evidence(marker).executions()
+        assert dict(runs) == {job["job_id"]: 1}, runs
+    finally:
+        hook.close()
+
+
+# ---------------------------------------------------------------------------------------------- the trigger
+PRINTER = r"""
+import json, sys, time
+for stream, line, pause in json.load(open(sys.argv[1])):
+    f = sys.stdout if stream == "stdout" else sys.stderr
+    f.write(line + "\n")
+    f.flush()
+    time.sleep(pause)
+"""
+ALPHABET = "abcdefghij klmnopqrstuvwxyz0123456789 $()'\"`;|&*?~\\ é€✓日本🚀"
+
+
+class Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: Dict[str, List[str]] = {"stdout": [], "stderr": []}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        for stream in self.lines:
+            if msg.startswith("[%s] " % stream):
+                self.lines[stream].append(msg[len(stream) + 3:])
+
+
+def with_recorder(trigger: Any, recorder: Recorder) -> Any:
+    logger = logging.getLogger("orchesjob-fault-trigger-%d" % id(trigger))
+    logger.handlers = [recorder]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    trigger._log = logger
+    return trigger
+
+
+def rebuild(trigger: Any) -> Any:
+    """What a triggerer restart does: serialize(), JSON round trip, import the class, construct again."""
+    path, kwargs = trigger.serialize()
+    kwargs = json.loads(json.dumps(kwargs))
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+async def drive(trigger: Any, recorder: Recorder, restarts: List[int], timeout: float) -> Tuple[Any, bool, int]:
+    """Run the trigger to its event, restarting it (rebuild from serialize) whenever the number of stdout lines
+    logged reaches the next entry of `restarts`. Returns (event, generator ended after it, restarts done)."""
+    deadline = time.monotonic() + timeout
+    done = 0
+    while True:
+        gen = trigger.run()
+        task = asyncio.ensure_future(gen.__anext__())
+        while not task.done():
+            if restarts and len(recorder.lines["stdout"]) >= restarts[0]:
+                restarts.pop(0)
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, StopAsyncIteration):
+                    pass
+                await gen.aclose()
+                trigger = with_recorder(rebuild(trigger), recorder)
+                done += 1
+                break
+            assert time.monotonic() < deadline, "the trigger fired nothing in %ss" % timeout
+            await asyncio.sleep(0.01)
+        else:
+            event = task.result()
+            try:
+                await asyncio.wait_for(gen.__anext__(), 10)
+                ended = False
+            except StopAsyncIteration:
+                ended = True
+            await gen.aclose()
+            return event, ended, done
+
+
+def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once(
+    proxy: CutProxy, sshd: Any, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+) -> None:
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    # each trial is a whole job watched through dozens of polls: a quarter of the full count is plenty
+    n_trials = trials(4, full=max(4, int(os.environ.get("ORCHESJOB_FAULT_TRIALS") or 0) // 4))
+    tally: Dict[str, int] = collections.Counter()
+    for n in range(n_trials):
+        script = []
+        for i in range(rng.randint(30, 80)):
+            stream = "stderr" if rng.random() < 0.2 else "stdout"
+            text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 40)))
+            script.append((stream, "%d %s" % (i, text), rng.choice([0, 0, 0.02, 0.1, 0.3])))
+        lines_file = tmp_path / ("lines-%d.json" % n)
+        lines_file.write_text(json.dumps(script))
+        job = ok(home, "start", "--run-key", "poll-%d" % n, "--", sys.executable, "-c", PRINTER, str(lines_file))
+
+        consecutive = [0]
+        blackholes = [0]
+
+        def plan(index: int) -> Optional[Cut]:
+            if consecutive[0] >= 3 or rng.random() < 0.25:
+                consecutive[0] = 0
+                return None
+            consecutive[0] += 1
+            if rng.random() < 0.5:
+                return Cut(C2S, rng.randrange(0, 6000), "rst" if rng.random() < 0.5 else "fin")
+            at = rng.randrange(0, 15000)
+            if at > 5000 and blackholes[0] == 0 and rng.random() < 0.15:
+                blackholes[0] += 1
+                return Cut(S2C, at, "blackhole")
+            return Cut(S2C, at, rng.choice(["rst", "fin"]))
+
+        proxy.set_plan(plan)
+        first = len(proxy.connections)
+        stdout_lines = sum(1 for s, _, _ in script if s == "stdout")
+        restarts = sorted(rng.sample(range(1, stdout_lines), rng.choice([0, 1, 2]))) if stdout_lines > 2 else []
+        trigger = OrchesjobTrigger(
+            ssh_conn_id=CONN_ID, job_id=job["job_id"], run_key="poll-%d" % n, orchesjob_bin=orchesjob_launcher,
+            orchesjob_home=str(home), poll_timeout=rng.choice([1.0, 2.0, 5.0]),
+            max_bytes=rng.choice([256, 1024, 65536]), max_connection_errors=8, retry_backoff=0.05, max_backoff=0.5,
+            command_timeout=COMMAND_TIMEOUT, deadline=time.time() + 600)
+        recorder = Recorder()
+        event, ended, restarted = asyncio.run(drive(with_recorder(trigger, recorder), recorder, list(restarts), 900))
+        proxy.set_plan(lambda index: None)
+        conns = proxy.connections[first:]
+        cut = sum(1 for c in conns if c.cut_done)
+        ctx = "trial %d: %d lines, %d connections, %d cut, restarts at %s" % (
+            n, len(script), len(conns), cut, restarts)
+        payload = event.payload
+        assert payload["status"] == "terminal", "%s: %s" % (ctx, payload)
+        assert ended, "the trigger fired more than once: " + ctx
+        assert payload["job"]["status"] == "SUCCEEDED" and payload["job"]["job_id"] == job["job_id"], ctx
+        for stream in ("stdout", "stderr"):
+            expected = [line for s, line, _ in script if s == stream]
+            got = recorder.lines[stream]
+            if got != expected:
+                missing = collections.Counter(expected) - collections.Counter(got)
+                extra = collections.Counter(got) - collections.Counter(expected)
+                raise AssertionError("%s: %s lines differ; lost %s; duplicated or foreign %s"
+                                     % (ctx, stream, list(missing)[:5], list(extra)[:5]))
+        size = len("".join(line + "\n" for s, line, _ in script if s == "stdout").encode())
+        assert payload["stdout_offset"] == size, ctx
+        print(ctx, [(c.cut.direction if c.cut else None, c.cut.after if c.cut else None, c.cut_done, c.c2s, c.s2c)
+                    for c in conns])
+        tally["connections"] += len(conns)
+        tally["cut"] += cut
+        tally["restarts"] += restarted
+        tally["lines"] += len(script)
+    print("trigger trials: %d; %s" % (n_trials, dict(tally)))

@@ -1,0 +1,466 @@
+"""OrchesjobOperator in-process against the real sshd and CLI: the fine-grained cases of its retry contract.
+
+Each "try" is a fresh operator object executed with the same task-instance context (so the same default run key),
+like a new worker process. Deferral is followed the way Airflow does it: ``execute`` raises ``TaskDeferred``, the
+trigger runs under asyncio until its event, ``execute_complete`` gets the payload. The same behaviours are shown
+end to end through ``airflow dags test`` in test_airflow_*.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("airflow")
+
+from orchesjob_provider.compat import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    TaskDeferred,
+)
+from orchesjob_provider.exceptions import OrchesjobInvalidArgument
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+from tests.support.airflow_case import pid_alive, wait_dead
+from tests.support.operator_unit import context, drive, record_log, run_trigger, sh_job
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.sshd, pytest.mark.airflow]
+
+
+@pytest.fixture
+def make_op(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
+    def make(**kwargs: Any) -> OrchesjobOperator:
+        kwargs.setdefault("task_id", "unit_task")
+        kwargs.setdefault("poll_interval", 5)
+        kwargs.setdefault("hook_kwargs", {"retry_backoff": 0.1})
+        return OrchesjobOperator(
+            ssh_conn_id=ssh_conn_id, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home, **kwargs
+        )
+
+    return make
+
+
+@pytest.fixture
+def cli(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
+    """A hook to look at the host the way an operator would not: every attempt, raw logs."""
+    hook = OrchesjobHook(ssh_conn_id, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home)
+    yield hook
+    hook.close()
+
+
+def lines(path: Path) -> List[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def wait_status(hook: OrchesjobHook, job_id: str, statuses: tuple, timeout: float = 30) -> Dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = hook.status(job_id=job_id)
+        if job["status"] in statuses:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']}"
+        time.sleep(0.2)
+
+
+def read_pids(tmp_path: Path, *names: str, timeout: float = 20) -> List[int]:
+    deadline = time.monotonic() + timeout
+    pids = []
+    for name in names:
+        path = tmp_path / name
+        while not (path.exists() and path.read_text().strip()):
+            assert time.monotonic() < deadline, f"{name} never written"
+            time.sleep(0.1)
+        pids.append(int(path.read_text().strip()))
+    return pids
+
+
+def tree_job(tmp_path: Path, seconds: int = 300) -> List[str]:
+    """A job with a child process, both recording their pids, so a test can check the whole tree is gone."""
+    return sh_job(
+        f'echo $$ > {tmp_path}/main.pid; sleep {seconds} & echo $! > {tmp_path}/child.pid; '
+        f'echo started; wait'
+    )
+
+
+# ---------------------------------------------------------------------- retries: reattach, adopt, new attempt
+
+
+def test_second_try_while_running_reattaches_to_the_same_job(make_op, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    command = sh_job(f'echo "$ORCHESJOB_JOB_ID" >> {marker}; for i in 1 2 3; do echo "step $i"; sleep 1; done')
+    ctx = context()
+    with pytest.raises(TaskDeferred) as first:
+        make_op(command=command).execute(ctx)
+    job_id = first.value.trigger.job_id
+
+    # The worker of try 1 is gone; try 2 is a new operator object with the same task instance.
+    second_op = make_op(command=command)
+    log = record_log(second_op)
+    with pytest.raises(TaskDeferred) as second:
+        second_op.execute(ctx)
+    assert second.value.trigger.job_id == job_id
+    assert any("Reattached" in m for m in log.messages())
+    result = drive(second_op, ctx, second.value)
+
+    assert result["job_id"] == job_id and result["status"] == "SUCCEEDED" and result["attempt_no"] == 1
+    assert lines(marker) == [job_id], "the job ran more than once"
+
+
+def test_second_try_after_success_adopts_the_result(make_op, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    command = sh_job(f"echo run >> {marker}; echo 'out 1'; echo 'err 1' >&2; echo 'out 2'")
+    ctx = context()
+    op = make_op(command=command)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    first = drive(op, ctx, deferred.value)
+
+    again = make_op(command=command)
+    log = record_log(again)
+    second = again.execute(ctx)  # no TaskDeferred: the job already SUCCEEDED
+
+    assert lines(marker) == ["run"]
+    assert second == first
+    assert (second["status"], second["exit_code"], second["attempt_no"]) == ("SUCCEEDED", 0, 1)
+    assert any("Adopted" in m and "nothing was run again" in m for m in log.messages())
+    # The adopted job's output is shown once in the new try's log.
+    assert log.lines("stdout") == ["out 1", "out 2"] and log.lines("stderr") == ["err 1"]
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
+def test_try_after_failure_runs_attempt_2_and_the_message_quotes_stderr(
+    make_op, tmp_path: Path, deferrable: bool
+) -> None:
+    marker = tmp_path / "runs"
+    flag = tmp_path / "failed-once"
+    command = sh_job(
+        f"echo run >> {marker}; "
+        f"if [ ! -e {flag} ]; then touch {flag}; "
+        "for i in 1 2 3 4 5; do echo \"stderr line $i\" >&2; done; exit 7; fi; echo fine"
+    )
+    ctx = context()
+
+    def attempt() -> Dict[str, Any]:
+        op = make_op(command=command, deferrable=deferrable, stderr_tail_lines=3)
+        if not deferrable:
+            return op.execute(ctx)
+        try:
+            op.execute(ctx)
+        except TaskDeferred as deferred:
+            return drive(op, ctx, deferred)
+        raise AssertionError("a new job must defer")
+
+    with pytest.raises(AirflowException) as failure:
+        attempt()
+    message = str(failure.value)
+    assert "FAILED" in message and "exited with code 7" in message
+    assert "stderr line 3\nstderr line 4\nstderr line 5" in message
+    assert "stderr line 2" not in message  # only the last stderr_tail_lines lines
+    assert not isinstance(failure.value, AirflowSkipException)
+
+    result = attempt()
+    assert (result["status"], result["attempt_no"], result["exit_code"]) == ("SUCCEEDED", 2, 0)
+    assert lines(marker) == ["run", "run"]
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
+def test_skip_on_exit_code_skips_and_other_codes_fail(make_op, deferrable: bool) -> None:
+    def outcome(code: int) -> BaseException:
+        op = make_op(command=f"echo bye >&2; exit {code}", deferrable=deferrable, skip_on_exit_code=[99, 100],
+                     run_key=f"skip-{code}")
+        ctx = context()
+        try:
+            try:
+                op.execute(ctx)
+            except TaskDeferred as deferred:
+                drive(op, ctx, deferred)
+        except BaseException as exc:  # noqa: BLE001 - the outcome is the exception
+            return exc
+        raise AssertionError("the job must not succeed")
+
+    skipped = outcome(99)
+    assert isinstance(skipped, AirflowSkipException) and "99" in str(skipped)
+    failed = outcome(3)
+    assert isinstance(failed, AirflowException) and not isinstance(failed, AirflowSkipException)
+    assert "exited with code 3" in str(failed)
+
+
+def test_strict_never_runs_twice_even_after_a_failure(make_op, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    command = sh_job(f"echo run >> {marker}; exit 4")
+    ctx = context()
+    for _ in range(2):
+        op = make_op(command=command, idempotency="strict", deferrable=False)
+        with pytest.raises(AirflowException, match="exited with code 4"):
+            op.execute(ctx)
+    assert lines(marker) == ["run"]
+
+
+# ---------------------------------------------------------------------- parameters and quoting
+
+
+def test_existing_job_with_other_parameters_fails_unless_allowed(make_op, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    original = make_op(command=sh_job(f"echo original >> {marker}"), run_key="shared-key", deferrable=False)
+    first = original.execute(context())
+
+    other = make_op(command=sh_job(f"echo other >> {marker}"), run_key="shared-key", deferrable=False,
+                    env={"X": "1"})
+    with pytest.raises(AirflowFailException) as refused:  # AirflowFail: retrying cannot help
+        other.execute(context())
+    message = str(refused.value)
+    assert "shared-key" in message and "different command, cwd, env or timeout" in message
+    assert "allow_parameter_mismatch=True" in message and first["job_id"] in message
+
+    allowed = make_op(command=sh_job(f"echo other >> {marker}"), run_key="shared-key", deferrable=False,
+                      allow_parameter_mismatch=True)
+    log = record_log(allowed)
+    adopted = allowed.execute(context())
+    assert adopted["job_id"] == first["job_id"]
+    assert any("allow_parameter_mismatch=True" in m for m in log.messages())
+    assert lines(marker) == ["original"]
+
+
+HOSTILE = [
+    "it's \"quoted\"",
+    "$(touch {pwned})",
+    "`touch {pwned}`",
+    "a; touch {pwned}; b",
+    "line one\nline two",
+    "&& || | > < * ? ~ # ! {{ }} \\",
+    "  leading and trailing spaces  ",
+    "",
+]
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
+def test_injection_strings_arrive_literally(make_op, tmp_path: Path, deferrable: bool) -> None:
+    pwned = tmp_path / "pwned"
+    hostile = [h.format(pwned=pwned) for h in HOSTILE]
+    # Slashes cannot be in a name, so the absolute paths inside make this a few levels deep: still one path.
+    cwd = Path(f"{tmp_path}/dir 'with' $(touch {pwned}) `touch {pwned}` ; and\nnewline")
+    cwd.mkdir(parents=True)
+    report = tmp_path / "report.json"
+    script = (
+        "import json, os, sys; "
+        f"json.dump({{'argv': sys.argv[1:], 'cwd': os.getcwd(), "
+        f"'env': {{k: os.environ.get(k) for k in ('H1', 'H2', 'H3')}}}}, open({str(report)!r}, 'w'))"
+    )
+    run_key = "key 'q' \"dq\" $(touch {0}) `touch {0}` ; touch {0} & | \\".format(pwned)
+    op = make_op(
+        command=[sys.executable, "-c", script, *hostile],
+        env={"H1": hostile[0], "H2": hostile[1] + hostile[4], "H3": hostile[3]},
+        cwd=str(cwd),
+        run_key=run_key,
+        deferrable=deferrable,
+    )
+    ctx = context()
+    try:
+        result = op.execute(ctx)
+    except TaskDeferred as deferred:
+        assert deferred.trigger.run_key == run_key
+        result = drive(op, ctx, deferred)
+
+    assert result["status"] == "SUCCEEDED" and result["run_key"] == run_key
+    seen = json.loads(report.read_text())
+    assert seen["argv"] == hostile
+    assert seen["cwd"] == str(cwd)
+    assert seen["env"] == {"H1": hostile[0], "H2": hostile[1] + hostile[4], "H3": hostile[3]}
+    assert not pwned.exists(), "a hostile string was executed by a shell"
+
+
+def test_string_command_reaches_the_jobs_shell_unchanged(make_op, cli, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    text = f"printf '%s|' 'a;b' \"$(echo sub)\" '`x`' '$(touch {pwned})'; echo"
+    result = make_op(command=text, deferrable=False, run_key="string-command").execute(context())
+    assert result["command"] == ["/bin/sh", "-c", text]
+    out = cli.logs(job_id=result["job_id"])["data"]
+    # The job's own shell interpreted it (that is what a string command means), exactly once and as written.
+    assert out == f"a;b|sub|`x`|$(touch {pwned})|\n"
+    assert not pwned.exists()
+
+
+def test_a_run_key_with_a_newline_is_refused_and_nothing_runs(make_op, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    op = make_op(command=sh_job(f"touch {pwned}"), run_key="two\nlines", deferrable=False)
+    with pytest.raises(OrchesjobInvalidArgument, match="control or unprintable"):
+        op.execute(context())
+    assert not pwned.exists()
+
+
+# ---------------------------------------------------------------------- logs
+
+
+def test_polling_mode_logs_each_line_once_while_the_job_runs(make_op) -> None:
+    command = sh_job(
+        "echo 'first q\"uote $(x) ✓'; echo 'warn 1' >&2; sleep 2; "
+        "echo second; sleep 2; printf 'no newline at the end'; sleep 1.5"
+    )
+    op = make_op(command=command, deferrable=False, poll_interval=10)
+    log = record_log(op)
+    started = time.monotonic()
+    result = op.execute(context())
+    ended = time.monotonic()
+
+    assert result["status"] == "SUCCEEDED"
+    assert log.lines("stdout") == ["first q\"uote $(x) ✓", "second", "no newline at the end"]
+    assert log.lines("stderr") == ["warn 1"]
+    first_seen = log.timed("stdout")[0][0]
+    # Line 1 was in the log while the job still had ~4 s to run, not at the end.
+    assert first_seen - started < (ended - started) - 2.5, (first_seen - started, ended - started)
+
+
+def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op) -> None:
+    """A triggerer restart mid-job: the rebuilt trigger continues at the logged offsets."""
+    command = sh_job("for i in 1 2 3 4 5 6; do echo \"line $i\"; sleep 0.7; done")
+    op = make_op(command=command, poll_interval=10)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    trigger = deferred.value.trigger
+    first_log = record_log(trigger)
+
+    async def run_a_while() -> None:
+        gen = trigger.run()
+        try:
+            await asyncio.wait_for(gen.__anext__(), 2.5)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            await gen.aclose()
+
+    asyncio.run(run_a_while())
+    path, kwargs = trigger.serialize()
+    rebuilt = OrchesjobTrigger(**json.loads(json.dumps(kwargs)))
+    second_log = record_log(rebuilt)
+    payload = run_trigger(rebuilt)
+    result = op.execute_complete(ctx, payload)
+
+    assert result["status"] == "SUCCEEDED"
+    before, after = first_log.lines("stdout"), second_log.lines("stdout")
+    assert before, "nothing was logged before the restart"
+    assert before + after == [f"line {i}" for i in range(1, 7)]
+
+
+# ---------------------------------------------------------------------- killing and timeouts
+
+
+def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path) -> None:
+    op = make_op(command=tree_job(tmp_path), deferrable=False, poll_interval=2, abort_grace_seconds=2)
+    seen: Dict[str, Any] = {}
+
+    def killer() -> None:
+        # What Airflow does when the task is marked failed/success, cleared, or times out: call on_kill while
+        # execute() is still waiting (Airflow calls execute in the main thread, so the test does too).
+        try:
+            seen["pids"] = read_pids(tmp_path, "main.pid", "child.pid")
+            seen["alive"] = [pid_alive(p) for p in seen["pids"]]
+        finally:
+            op.on_kill()
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    with pytest.raises(AirflowException) as failure:
+        op.execute(context())
+    thread.join(30)
+    assert seen["alive"] == [True, True]
+    assert wait_dead(seen["pids"]) == []
+    job = cli.status(job_id=op._job_id)
+    assert job["status"] == "ABORTED" and "killed" in (job["abort_reason"] or "")
+    assert "ABORTED" in str(failure.value)
+
+
+def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path) -> None:
+    """Airflow 3.3's triggerer calls the trigger's on_kill when a user kills a deferred task."""
+    op = make_op(command=tree_job(tmp_path), abort_grace_seconds=2)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context())
+    trigger = deferred.value.trigger
+    assert trigger.abort_on_kill
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+
+    async def run_then_kill() -> None:
+        task = asyncio.ensure_future(_drain(trigger))
+        await asyncio.sleep(1)
+        task.cancel()  # the triggerer cancels the trigger, then calls on_kill
+        await trigger.on_kill()
+
+    asyncio.run(run_then_kill())
+    assert wait_dead(pids) == []
+    assert cli.status(job_id=trigger.job_id)["status"] == "ABORTED"
+
+
+async def _drain(trigger: OrchesjobTrigger) -> None:
+    async for _ in trigger.run():
+        pass
+
+
+def test_deferred_deadline_aborts_the_job(make_op, cli, tmp_path: Path) -> None:
+    """execution_timeout of a deferred task: the trigger fires before Airflow's own timeout, the task aborts."""
+    from datetime import timedelta
+
+    op = make_op(command=tree_job(tmp_path), execution_timeout=timedelta(seconds=7), abort_grace_seconds=2)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    trigger = deferred.value.trigger
+    assert trigger.deadline is not None and trigger.deadline - time.time() < 3
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+    payload = run_trigger(trigger, timeout=30)
+    assert payload["status"] == "timeout"
+    resumed = make_op(command=tree_job(tmp_path), execution_timeout=timedelta(seconds=7), abort_grace_seconds=2)
+    with pytest.raises(AirflowException, match="execution_timeout.*aborted"):
+        resumed.execute_complete(ctx, payload)
+    assert wait_dead(pids) == []
+    assert cli.status(job_id=trigger.job_id)["status"] == "ABORTED"
+
+
+def test_deadline_with_abort_on_kill_false_leaves_the_job_for_the_next_try(make_op, cli, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    marker = tmp_path / "runs"
+    command = sh_job(f"echo run >> {marker}; sleep 4; echo done")
+    ctx = context()
+    op = make_op(command=command, execution_timeout=timedelta(seconds=6), abort_on_kill=False)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    payload = run_trigger(deferred.value.trigger, timeout=30)
+    assert payload["status"] == "timeout"
+    with pytest.raises(AirflowException, match="left running"):
+        make_op(command=command, abort_on_kill=False).execute_complete(ctx, payload)
+    assert cli.status(job_id=payload["job_id"])["active"]
+
+    retry = make_op(command=command, abort_on_kill=False)
+    with pytest.raises(TaskDeferred) as again:
+        retry.execute(ctx)
+    assert again.value.trigger.job_id == payload["job_id"]
+    result = drive(retry, ctx, again.value)
+    assert result["job_id"] == payload["job_id"] and result["status"] == "SUCCEEDED"
+    assert lines(marker) == ["run"]
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
+def test_the_jobs_own_timeout_aborts_it_on_the_host(make_op, tmp_path: Path, deferrable: bool) -> None:
+    op = make_op(command=tree_job(tmp_path), timeout=2, deferrable=deferrable, poll_interval=5)
+    ctx = context()
+    started = time.monotonic()
+    with pytest.raises(AirflowException) as failure:
+        try:
+            op.execute(ctx)
+        except TaskDeferred as deferred:
+            drive(op, ctx, deferred)
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+    assert wait_dead(pids) == []
+    assert time.monotonic() - started < 30
+    assert "timeout" in str(failure.value).lower()

@@ -1,0 +1,156 @@
+"""OrchesjobSensor in-process against the real sshd and CLI, in poke mode (Airflow's own sensor loop) and deferrable
+mode (TaskDeferred, the trigger under asyncio, then the method it names). The example sensor DAG and the same
+outcomes through ``airflow dags test`` are in test_airflow_sensor.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from typing import Any
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("airflow")
+
+from orchesjob_provider.compat import AirflowException, AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
+from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+from tests.support.operator_unit import context, drive
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.sshd, pytest.mark.airflow]
+
+
+@pytest.fixture
+def host(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
+    """The other party: whoever starts the jobs the sensor waits for (another DAG, cron, a person)."""
+    hook = OrchesjobHook(ssh_conn_id, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home)
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def make_sensor(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
+    def make(**kwargs: Any) -> OrchesjobSensor:
+        kwargs.setdefault("task_id", "wait")
+        kwargs.setdefault("poke_interval", 0.5)
+        kwargs.setdefault("timeout", 60)
+        kwargs.setdefault("poll_timeout", 5)
+        return OrchesjobSensor(
+            ssh_conn_id=ssh_conn_id, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home, **kwargs
+        )
+
+    return make
+
+
+def finished(host: OrchesjobHook, run_key: str, code: int) -> dict:
+    return host.start(run_key, ["sh", "-c", f"exit {code}"], sync=True)
+
+
+def run_sensor(sensor: OrchesjobSensor, ctx: dict, max_deferrals: int = 10) -> Any:
+    """execute, then follow deferrals (each trigger to its event) until the sensor returns or raises."""
+    try:
+        return sensor.execute(ctx)
+    except TaskDeferred as deferred:
+        current = deferred
+    for _ in range(max_deferrals):
+        try:
+            return drive(sensor, ctx, current)
+        except TaskDeferred as again:
+            current = again
+    raise AssertionError("the sensor kept deferring")
+
+
+MODES = pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+
+
+@MODES
+def test_succeeded_job_succeeds(make_sensor, host, deferrable: bool) -> None:
+    job = finished(host, "export-ok", 0)
+    result = run_sensor(make_sensor(run_key="export-ok", deferrable=deferrable), context())
+    if deferrable:  # poke mode returns what Airflow's own loop returns; the deferrable path returns the job
+        assert result["job_id"] == job["job_id"] and result["status"] == "SUCCEEDED"
+
+
+@MODES
+def test_failed_job_fails_the_sensor_and_soft_fail_skips(make_sensor, host, deferrable: bool) -> None:
+    finished(host, "export-bad", 3)
+    with pytest.raises(AirflowException) as failure:
+        run_sensor(make_sensor(run_key="export-bad", deferrable=deferrable), context())
+    assert not isinstance(failure.value, AirflowSkipException)
+    assert "FAILED" in str(failure.value) and "exited with code 3" in str(failure.value)
+
+    with pytest.raises(AirflowSkipException):
+        run_sensor(make_sensor(run_key="export-bad", deferrable=deferrable, soft_fail=True), context())
+
+
+@MODES
+def test_a_run_key_with_no_job_yet_is_waited_for(make_sensor, host, deferrable: bool) -> None:
+    def producer() -> None:
+        time.sleep(2)
+        host.start("export-later", ["sh", "-c", "sleep 1; echo exported"])
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    sensor = make_sensor(run_key="export-later", deferrable=deferrable, poke_interval=1)
+    result = run_sensor(sensor, context())
+    thread.join(10)
+    assert time.monotonic() - started >= 2.5  # it waited for the job to appear, then to finish
+    assert sensor._job is not None and sensor._job["status"] == "SUCCEEDED"
+    if deferrable:
+        assert result["run_key"] == "export-later"
+
+
+def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make_sensor, host) -> None:
+    job = host.start("export-running", ["sh", "-c", "echo noisy; sleep 2"])
+    sensor = make_sensor(run_key="export-running", deferrable=True)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, OrchesjobTrigger)
+    assert trigger.job_id == job["job_id"] and trigger.stream_logs is False and trigger.abort_on_kill is False
+    assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
+
+
+def test_sensor_by_job_id_and_unknown_job_id_fails(make_sensor, host) -> None:
+    job = finished(host, "by-id", 0)
+    assert run_sensor(make_sensor(job_id=job["job_id"], deferrable=True), context())["job_id"] == job["job_id"]
+    with pytest.raises(AirflowException, match="not_found|no job"):
+        run_sensor(make_sensor(job_id="00000000-0000-0000-0000-000000000000", deferrable=True), context())
+
+
+@MODES
+def test_timeout_is_honoured(make_sensor, deferrable: bool) -> None:
+    started = time.monotonic()
+    with pytest.raises(AirflowSensorTimeout):
+        run_sensor(make_sensor(run_key="never", deferrable=deferrable, timeout=3, poke_interval=1), context())
+    took = time.monotonic() - started
+    assert 2.5 <= took < 20, took
+
+    with pytest.raises(AirflowSkipException):
+        run_sensor(make_sensor(run_key="never", deferrable=deferrable, timeout=1, poke_interval=0.5,
+                               soft_fail=True), context())
+
+
+def test_deferrable_timeout_counts_from_the_task_start_across_deferrals(make_sensor, host) -> None:
+    """`dags test` hands a resumed sensor only the trigger's event, not its kwargs: the deadline must still hold."""
+    host.start("slow-export", ["sh", "-c", "sleep 30"])
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=100)
+    with pytest.raises(AirflowSensorTimeout):
+        make_sensor(run_key="slow-export", deferrable=True, timeout=60).execute(context(started=long_ago))
+
+    # A running job watched through the trigger: its deadline is the task's, and a timeout event fails the task.
+    ctx = context(started=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=57))
+    sensor = make_sensor(run_key="slow-export", deferrable=True, timeout=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    assert deferred.value.trigger.deadline - time.time() < 4
+    with pytest.raises(AirflowSensorTimeout):
+        drive(sensor, ctx, deferred.value)
+    host.abort(run_key="slow-export", grace_seconds=1)

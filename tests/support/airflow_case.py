@@ -1,0 +1,156 @@
+"""One test's view of the shared Airflow sandbox: its own ORCHESJOB_HOME on the host, its own work directory for
+marker files, and helpers to run DAGs, ask the CLI what happened, and read the task log out of Airflow's output.
+
+No pytest here: a fixture builds an ``AirflowCase`` per test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from tests.support.airflow_sandbox import AirflowRun, AirflowSandbox, BackgroundAirflow
+
+DATE = "2026-01-02"
+SPEC_VAR = "ORCHESJOB_TEST_SPEC"
+
+# Airflow 2 prints a task's log twice in `dags test` (its console handler and the stdout handler dag.test adds for
+# airflow.task, each with its own format); triggers only through the first. Reading only the ISO-format lines sees
+# every record once. Airflow 3 prints each record once, in structlog's format (message padded, then logger and loc).
+_AF2_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\+0000\] \{[^}]*\} [A-Z]+ - (.*)$")
+_AF3_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z \[[a-z]+\s*\] (.*?)\s+\[[\w.]+\] loc=\S+$")
+
+
+def log_records(output: str) -> List[Tuple[float, str]]:
+    """(unix time, message) of every log record in an Airflow command's output, each record once."""
+    records = []
+    for line in output.splitlines():
+        match = _AF2_LINE.match(line) or _AF3_LINE.match(line)
+        if match:
+            stamp = datetime.fromisoformat(match.group(1) + "+00:00").timestamp()
+            records.append((stamp, match.group(2)))
+    return records
+
+
+def job_log_lines(output: str, stream: str = "stdout") -> List[Tuple[float, str]]:
+    """(unix time, line) of every line of the job's ``stream`` relayed into the task log, in order."""
+    prefix = f"[{stream}] "
+    return [(t, m[len(prefix):]) for t, m in log_records(output) if m.startswith(prefix)]
+
+
+class AirflowCase:
+    """A test's host state (``remote_home``), marker directory (``workdir``) and its Airflow runs."""
+
+    def __init__(self, sandbox: AirflowSandbox, launcher: str, remote_home: Path, workdir: Path) -> None:
+        self.sandbox = sandbox
+        self.launcher = launcher
+        self.remote_home = Path(remote_home)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.runs: List[AirflowRun] = []
+        self.extra_env: Dict[str, Optional[str]] = {}  # more environment for this test's Airflow runs
+
+    # ------------------------------------------------------------------ Airflow
+
+    def env(self, spec: Optional[Mapping[str, Any]] = None, **extra: Optional[str]) -> Dict[str, Optional[str]]:
+        env: Dict[str, Optional[str]] = {
+            "ORCHESJOB_REMOTE_HOME": str(self.remote_home),
+            "ORCHESJOB_EXAMPLE_WORKDIR": str(self.workdir),
+            SPEC_VAR: json.dumps(spec) if spec is not None else None,
+        }
+        env.update(self.extra_env)
+        env.update(extra)
+        return env
+
+    def dags_test(self, dag_id: Optional[str] = None, *, spec: Optional[Mapping[str, Any]] = None,
+                  date: str = DATE, timeout: float = 240) -> AirflowRun:
+        dag_id = dag_id or (spec or {})["dag_id"]
+        return self._keep(self.sandbox.dags_test(dag_id, date, env=self.env(spec), timeout=timeout))
+
+    def tasks_test(self, dag_id: str, task_id: str, run_id: str, *, spec: Optional[Mapping[str, Any]] = None,
+                   timeout: float = 240) -> AirflowRun:
+        return self._keep(self.sandbox.tasks_test(dag_id, task_id, run_id, env=self.env(spec), timeout=timeout))
+
+    def _keep(self, run: AirflowRun) -> AirflowRun:
+        """Remember the run, and keep its output next to the test's files (for reading after a failure)."""
+        self.runs.append(run)
+        (self.workdir.parent / f"airflow-run-{len(self.runs)}.log").write_text(run.describe(tail=10**6))
+        return run
+
+    def start_dags_test(self, dag_id: Optional[str] = None, *, spec: Optional[Mapping[str, Any]] = None,
+                        date: str = DATE) -> BackgroundAirflow:
+        dag_id = dag_id or (spec or {})["dag_id"]
+        return self.sandbox.start_dags_test(dag_id, date, env=self.env(spec))
+
+    # ------------------------------------------------------------------ the host
+
+    def cli(self, *args: str, check: bool = True) -> Any:
+        """Run the CLI on the host (this machine) against this test's ORCHESJOB_HOME; return its JSON."""
+        env = dict(os.environ, ORCHESJOB_HOME=str(self.remote_home))
+        proc = subprocess.run([self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+        return json.loads(proc.stdout) if proc.stdout.strip() else None
+
+    def jobs(self, run_key: str) -> List[Dict[str, Any]]:
+        """Every attempt of a run key, oldest first."""
+        return list(reversed(self.cli("status", "--run-key", run_key, "--all")))
+
+    def running_jobs(self) -> List[Dict[str, Any]]:
+        if not self.remote_home.exists():
+            return []
+        return list(self.cli("status", "--running"))
+
+    def wait_running(self, timeout: float = 120, what: Optional[BackgroundAirflow] = None) -> Dict[str, Any]:
+        """Wait until a job of this test is RUNNING per ``orchesjob status`` (fails early if ``what`` ended)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [j for j in self.running_jobs() if j["status"] == "RUNNING"]
+            if running:
+                return running[0]
+            if what is not None and not what.running():
+                raise AssertionError("the Airflow run ended before any job was RUNNING:\n" + what.output()[-6000:])
+            time.sleep(0.3)
+        raise AssertionError("no job became RUNNING within %ss" % timeout)
+
+    def wait_all_done(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.running_jobs():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"jobs still active after {timeout}s: {self.running_jobs()}")
+            time.sleep(0.3)
+
+    def marker(self, name: str) -> List[str]:
+        """The lines of a marker file in the work directory (one line per physical execution, by convention)."""
+        path = self.workdir / name
+        return path.read_text().splitlines() if path.exists() else []
+
+    def path(self, name: str) -> str:
+        return str(self.workdir / name)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process exists and is not a zombie (PID 1 here does not reap everything)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_dead(pids: List[int], timeout: float = 20) -> List[int]:
+    """Wait for the processes to be gone; return those still alive at the end."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in pids if pid_alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in alive if pid_alive(p)]
+    return alive

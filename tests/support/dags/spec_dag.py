@@ -1,0 +1,64 @@
+"""A DAG built from the JSON in ``ORCHESJOB_TEST_SPEC``, so a test can run any operator/sensor setup through
+``airflow dags test`` / ``airflow tasks test`` without writing a DAG file of its own.
+
+The spec::
+
+    {"dag_id": "...", "default_args": {...}, "tasks": [
+        {"task_id": "...", "kind": "operator" | "sensor", "kwargs": {...}, "upstream": ["..."]}, ...]}
+
+``kwargs`` go to ``OrchesjobOperator`` / ``OrchesjobSensor`` as they are, except that ``execution_timeout`` and
+``retry_delay`` are seconds; ``ssh_conn_id``, ``orchesjob_bin`` and ``orchesjob_home`` default to the example DAGs'
+settings (``_settings.py`` in the same dags folder). ``expand`` (a list of kwargs dicts) maps the task over them.
+Without the variable (any other Airflow command) this file defines no DAG.
+"""
+
+import json
+import os
+from datetime import timedelta
+
+import pendulum
+
+from _settings import DAG, ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID
+
+SECONDS = ("execution_timeout", "retry_delay")
+
+
+def _kwargs(raw):
+    kwargs = dict(raw)
+    for key in SECONDS:
+        if kwargs.get(key) is not None:
+            kwargs[key] = timedelta(seconds=float(kwargs[key]))
+    return kwargs
+
+
+def build(spec):
+    from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+    from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
+
+    classes = {"operator": OrchesjobOperator, "sensor": OrchesjobSensor}
+    with DAG(
+        dag_id=spec["dag_id"],
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        default_args=_kwargs(spec.get("default_args", {})),
+        tags=["orchesjob", "test"],
+    ) as dag:
+        tasks = {}
+        for item in spec["tasks"]:
+            cls = classes[item.get("kind", "operator")]
+            kwargs = {"ssh_conn_id": SSH_CONN_ID, "orchesjob_bin": ORCHESJOB_BIN, "orchesjob_home": ORCHESJOB_HOME}
+            kwargs.update(_kwargs(item.get("kwargs", {})))
+            if item.get("expand") is not None:
+                tasks[item["task_id"]] = cls.partial(task_id=item["task_id"], **kwargs).expand_kwargs(item["expand"])
+            else:
+                tasks[item["task_id"]] = cls(task_id=item["task_id"], **kwargs)
+        for item in spec["tasks"]:
+            for upstream in item.get("upstream", []):
+                tasks[upstream] >> tasks[item["task_id"]]
+    return dag
+
+
+_SPEC = os.environ.get("ORCHESJOB_TEST_SPEC")
+if _SPEC:
+    globals()["spec_dag"] = build(json.loads(_SPEC))
