@@ -7,7 +7,6 @@ including a bug, leaves as one JSON object on stdout and one `orchesjob: ...` li
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -201,7 +200,9 @@ def _emit_error(err: OrchesjobError) -> int:
 
 
 def _write_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+    from .jsonout import dumps
+
+    sys.stdout.write(dumps(obj) + "\n")
     sys.stdout.flush()
 
 
@@ -238,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _unexpected(e: Exception) -> OrchesjobError:
-    import sqlite3
+    from .store import sqlite3
 
     if isinstance(e, sqlite3.DatabaseError):
         from .home import DB_NAME, state_dir

@@ -8,7 +8,6 @@ timeout) goes through `finish` so the rules for status, exit code and signal liv
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -86,6 +85,8 @@ def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
     No fsync: the database itself runs with synchronous=NORMAL, so a power cut can lose the last commit either way;
     what this file guards against is a locked or unwritable database and a supervisor killed mid-write.
     """
+    import json
+
     path = result_path(job)
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -96,7 +97,13 @@ def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
 
 def read_result_file(job: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     try:
-        with open(result_path(job)) as f:
+        f = open(result_path(job))
+    except OSError:
+        return None
+    import json
+
+    try:
+        with f:
             return json.load(f)
     except (OSError, ValueError):
         return None

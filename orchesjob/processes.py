@@ -9,7 +9,6 @@ environment, which also finds grandchildren that left the group with setsid.
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 TYPE_CHECKING = False
@@ -162,6 +161,8 @@ def signal_name(signum: Optional[int]) -> Optional[str]:
     """SIGKILL for 9, and so on; None when there was no signal."""
     if signum is None:
         return None
+    import signal
+
     try:
         return signal.Signals(signum).name
     except ValueError:
