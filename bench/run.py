@@ -20,21 +20,35 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-def _cli() -> List[str]:
-    """The console script next to this interpreter (what users run), else `python -m orchesjob`."""
-    script = os.path.join(os.path.dirname(sys.executable), "orchesjob")
-    if os.access(script, os.X_OK):
-        return [script]
-    return [sys.executable, "-m", "orchesjob"]
+def install_cli(into: str) -> "tuple[List[str], str]":
+    """A plain (non-editable) install of the working tree's CLI, as pip or pipx would leave it on a host: a venv
+    with the package in site-packages and a console script. Returns (argv of the CLI, that venv's python)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", into], check=True)
+    python = os.path.join(into, "bin", "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copytree(os.path.join(ROOT, "orchesjob"), os.path.join(site, "orchesjob"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = os.path.join(into, "bin", "orchesjob")
+    with open(script, "w") as f:
+        f.write("#!%s\nimport sys\nfrom orchesjob.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+                % python)
+    os.chmod(script, 0o755)
+    # pip compiles the .py files at install time; do the same (PYTHONDONTWRITEBYTECODE would otherwise make every
+    # run compile them again)
+    subprocess.run([python, "-m", "compileall", "-q", os.path.join(site, "orchesjob")], check=True)
+    subprocess.run([script, "version"], capture_output=True, check=True)
+    return [script], python
 
 
-CLI = _cli()
+CLI: List[str] = []
+PYTHON = sys.executable
 
 
 def env_for(home: str) -> Dict[str, str]:
     env = dict(os.environ)
     env["ORCHESJOB_HOME"] = home
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("PYTHONPATH", None)
     return env
 
 
@@ -98,8 +112,10 @@ def main() -> int:
     runs = 9 if a.quick else 21
     tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
     fig: Dict[str, Any] = {}
+    global CLI, PYTHON
+    CLI, PYTHON = install_cli(os.path.join(tmp, "venv"))
     try:
-        base = median_time(lambda i: [sys.executable, "-I", "-c", "pass"], None, runs)
+        base = median_time(lambda i: [PYTHON, "-I", "-c", "pass"], None, runs)
         fig["baseline_startup_ms"] = base * 1000
 
         sizes = [("empty", 0), ("100k", 100_000)] + ([] if a.quick else [("1m", 1_000_000)])
@@ -150,7 +166,7 @@ def wait_reaction(env: Dict[str, str], runs: int) -> float:
     samples: List[float] = []
     script = "import time; time.sleep(1.0); print(repr(time.time()), flush=True)"
     for i in range(runs):
-        job = start_job(env, "w%d" % i, sys.executable, "-c", script)
+        job = start_job(env, "w%d" % i, PYTHON, "-c", script)
         out = subprocess.run(CLI + ["wait", "--job-id", job["job_id"], "--timeout", "30"], env=env,
                              capture_output=True, check=True)
         returned = time.time()

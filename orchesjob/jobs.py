@@ -85,13 +85,13 @@ def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
     No fsync: the database itself runs with synchronous=NORMAL, so a power cut can lose the last commit either way;
     what this file guards against is a locked or unwritable database and a supervisor killed mid-write.
     """
-    import json
+    from .jsonout import dumps
 
     path = result_path(job)
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(result, f)
+        f.write(dumps(result))
     os.replace(tmp, path)
 
 
@@ -212,7 +212,7 @@ def _mark_lost(store: Store, job: Dict[str, Any], reason: str) -> Dict[str, Any]
 # -- stopping -----------------------------------------------------------------------------------------------------
 def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[str, bool]:
     """SIGTERM the job's whole tree (and its supervisor), wait `grace` seconds, SIGKILL whatever is left."""
-    import signal
+    from .processes import _sig as signal
 
     worker = job.get("worker_pid") if include_worker and supervisor_alive(job) else None
     pgid = job.get("pgid")

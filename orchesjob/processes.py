@@ -13,7 +13,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Iterable, List, Optional, Set
+    from typing import Dict, Iterable, List, Optional, Set
 
 MARKER_VAR = "ORCHESJOB_JOB_ID"
 _PROC = "/proc"
@@ -178,3 +178,77 @@ def pidfd(pid: Optional[int]) -> Optional[int]:
         return opener(pid)
     except OSError:
         return None
+
+
+# -- launching the target -------------------------------------------------------------------------------------------
+try:
+    import _signal as _sig  # the C module: the `signal` wrapper imports enum, which the hot path does not need
+except ImportError:  # pragma: no cover
+    import signal as _sig  # type: ignore[no-redef]
+
+# Signals the target gets back at their default disposition, whatever the supervisor ignores or handles.
+_DEFAULT_SIGNALS = tuple(getattr(_sig, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT")
+                         if hasattr(_sig, n))
+
+
+def find_program(name: str, path: Optional[str]) -> str:
+    """Resolve argv[0] on the job's own PATH, the way a shell would; raise the OSError exec would give."""
+    import errno
+
+    if "/" in name:
+        return name
+    denied = None
+    for d in (path if path is not None else os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", name)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = denied or candidate
+    if denied:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
+def launch(argv: List[str], cwd: Optional[str], env: Dict[str, str], stdout_fd: int, stderr_fd: int) -> int:
+    """Start the target in a process group of its own (its pid is the group id) and return its pid.
+
+    posix_spawn instead of subprocess: importing subprocess costs more than everything else the supervisor does for
+    a short job. The supervisor is a process of its own, so it simply changes into `cwd` first; a bad cwd or a
+    missing or non-executable program raise the OSError an exec would (with the file name set).
+    """
+    if cwd:
+        os.chdir(cwd)
+    program = find_program(argv[0], env.get("PATH"))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, stdout_fd, 1),
+                   (os.POSIX_SPAWN_DUP2, stderr_fd, 2)]
+        return os.posix_spawn(program, argv, env, file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS)
+    finally:
+        os.close(devnull)
+
+
+def wait_exit(pid: int, timeout: Optional[float] = None) -> Optional[int]:
+    """Reap the target: its returncode (negative for a signal, as subprocess reports it), or None on timeout."""
+    if timeout is None:
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+    import select
+
+    deadline = time.monotonic() + timeout
+    fd = pidfd(pid)
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            if fd is not None:
+                select.select([fd], [], [], remaining)
+            else:
+                time.sleep(min(0.05, remaining))
+    finally:
+        if fd is not None:
+            os.close(fd)

@@ -11,11 +11,11 @@ caller says "supervisor recorded", "target running", and closes when the result 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
 from . import jobs, processes
+from .processes import _sig as signal
 from .errors import LockTimeout, OrchesjobError
 from .store import ACTIVE, open_store
 from .timeutil import now
@@ -64,7 +64,7 @@ def _run_detached(job_id: str, notify: int) -> None:
         os.closerange(3, notify)
         os.closerange(notify + 1, 65536)
         for sig in (signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
+            signal.signal(sig, signal.SIG_IGN)  # the target gets them back at their defaults (processes.launch)
         Supervisor(job_id, notify).run()
     except BaseException:
         code = 1
@@ -91,7 +91,7 @@ class Supervisor:
         self.job_id = job_id
         self.notify: Optional[int] = notify
         self.store = open_store(create=True)
-        self.proc: Any = None
+        self.target: Optional[int] = None
         self.term_requested = False
 
     def _tell(self, msg: bytes) -> None:
@@ -134,12 +134,10 @@ class Supervisor:
     def _on_term(self, signum: int, frame: Any) -> None:
         # abort signals us too; pass it on to the target and stay to record how it ended
         self.term_requested = True
-        if self.proc is not None:
-            processes.send([], signal.SIGTERM, self.proc.pid)
+        if self.target is not None:
+            processes.send([], signal.SIGTERM, self.target)
 
     def _launch(self, job: Dict[str, Any]) -> Optional[int]:
-        import subprocess
-
         env = dict(os.environ)
         env.update(job.get("env") or {})
         env[processes.MARKER_VAR] = job["job_id"]
@@ -147,23 +145,15 @@ class Supervisor:
         env["ORCHESJOB_ATTEMPT"] = str(job["attempt_no"])
         out = os.open(job["stdout_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         err = os.open(job["stderr_file"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        kwargs: Dict[str, Any] = {}
-        if sys.version_info >= (3, 11):
-            kwargs["process_group"] = 0
-        else:
-            kwargs["preexec_fn"] = os.setpgrp
         try:
-            self.proc = subprocess.Popen(
-                job["command"], cwd=job.get("cwd") or None, env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, close_fds=True, **kwargs
-            )
-        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            pid = processes.launch(job["command"], job.get("cwd"), env, out, err)
+        except (OSError, ValueError) as e:
             self._launch_failed(job, err, e)
             return None
         finally:
             os.close(out)
         os.close(err)
-        pid = self.proc.pid
+        self.target = pid
         fields = {
             "status": "RUNNING", "target_pid": pid, "target_start": processes.start_time(pid), "pgid": pid,
             "updated_at": now(),
@@ -198,24 +188,16 @@ class Supervisor:
         self._tell(MSG_RUNNING)
 
     def _wait(self, job: Dict[str, Any]) -> None:
-        proc = self.proc
+        pid = self.target
+        assert pid is not None
         timeout = job.get("timeout")
-        deadline = time.monotonic() + timeout if timeout else None
-        timed_out = False
-        import subprocess
-
-        while True:
-            try:
-                remaining = None if deadline is None or timed_out else max(0.0, deadline - time.monotonic())
-                rc = proc.wait(timeout=remaining)
-                break
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                self._timeout(job, timeout)
+        rc = processes.wait_exit(pid, timeout) if timeout else processes.wait_exit(pid)
+        if rc is None:
+            self._timeout(job, timeout)
+            rc = processes.wait_exit(pid)
         job = self.store.get(self.job_id) or job
         # One-shot jobs end with their command: what it left running in the background is stopped too.
-        left = jobs.job_pids(job)
-        if left:
+        if jobs.job_pids(job):
             jobs.stop_tree(job, LEFTOVER_GRACE, include_worker=False)
         self._record(job, dict(jobs.outcome(rc), finished_at=now()))
 
