@@ -113,8 +113,8 @@ def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: b
             latest = jobs.refresh(store, latest)
         reuse = None
         if latest is not None:
-            if jobs.is_active(latest):
-                reuse = latest
+            if jobs.is_active(latest) or jobs.is_stopping(latest):
+                reuse = latest  # never a new attempt beside processes of the last one that are still alive
             elif strict:
                 info = store.run_key_info(run_key) or {}
                 expires = info.get("unlock_expires_at")
@@ -171,7 +171,7 @@ def rerun(run_key: Optional[str], job_id: Optional[str], *, sync: bool = False, 
         if jobs.is_active(src):
             raise InconsistentState("job %s is still %s; rerun needs a finished job" % (src["job_id"], src["status"]))
         latest = jobs.refresh(store, store.latest(src["run_key"]) or src)
-        if jobs.is_active(latest):
+        if jobs.is_active(latest) or jobs.is_stopping(latest):
             raise InconsistentState("run key %r already has an active job %s (%s)"
                                     % (src["run_key"], latest["job_id"], latest["status"]))
         job = _new_job(store, src["run_key"], src["command"], src.get("cwd"), src.get("env") or {},

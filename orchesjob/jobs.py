@@ -31,6 +31,14 @@ def is_active(job: Dict[str, Any]) -> bool:
     return job["status"] in ACTIVE
 
 
+def is_stopping(job: Dict[str, Any]) -> bool:
+    """ABORTED, but its process tree is still being stopped (abort or timeout has not finished yet).
+
+    Such a job is terminal for its caller, yet `start` must not launch the next attempt beside its last processes.
+    """
+    return job["status"] == "ABORTED" and not job.get("finished_at")
+
+
 def render(job: Dict[str, Any]) -> Dict[str, Any]:
     """The job as the CLI prints it: the reference's fields in its order, then ours."""
     pid, kind = (job["target_pid"], "target") if job.get("target_pid") else (job.get("worker_pid"), "worker")
@@ -159,6 +167,8 @@ def refresh(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     alive; then any live process of the job means alive (a supervisor killed by OOM does not make a running
     command LOST); only when nothing is left is the job LOST.
     """
+    if is_stopping(job):
+        return _settle_abort(store, job)
     if not is_active(job):
         return job
     pending = read_result_file(job)
@@ -180,6 +190,24 @@ def refresh(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     else:
         reason = "the supervisor and every process of the job disappeared without recording a result"
     return _mark_lost(store, job, reason)
+
+
+def _settle_abort(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
+    """Close an ABORTED record whose abort never finished (the aborting process died), once nothing is alive."""
+    pending = read_result_file(job)
+    if pending is not None:
+        return _apply_pending(store, job, pending)
+    if supervisor_alive(job) or job_pids(job):
+        return job
+    t = now()
+    with store.write():
+        fresh = store.get(job["job_id"]) or job
+        if is_stopping(fresh):
+            store.update(job["job_id"], {"finished_at": t, "updated_at": t,
+                                         "end_reason": fresh.get("end_reason") or "aborted"
+                                         + (": %s" % fresh["abort_reason"] if fresh.get("abort_reason") else "")},
+                         only_if_status=("ABORTED",))
+    return store.get(job["job_id"]) or job
 
 
 def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -> Dict[str, Any]:

@@ -178,3 +178,50 @@ def test_unlock_unknown_key_is_exit_3(run, assert_error, start_job, home):
     start_job("other", "true", opts=("--sync",))
     assert_error(run("unlock", "--run-key", "nope", "--ttl", "5m"), 3, "not_found")
     assert_error(run("unlock"), 2, "invalid_argument")
+
+
+def test_no_new_attempt_while_an_aborted_job_is_still_dying(home, start_job, ok, tmp_path):
+    """Abort marks ABORTED first; until its tree is gone, a start must return that job rather than run beside it."""
+    import subprocess
+
+    from cli_helpers import cli_argv, cli_env
+
+    marker = tmp_path / "runs"
+    command = ["sh", "-c", 'echo run >> "$0"; trap "" TERM; while :; do sleep 0.1; done', str(marker)]
+    j = start_job("dying", *command)
+    wait_until(marker.exists, 30, what="the job to start")
+    aborter = subprocess.Popen(cli_argv("abort", "--run-key", "dying", "--grace-seconds", "4"), env=cli_env(home),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: ok("status", "--job-id", j["job_id"])["status"] == "ABORTED", 30, what="ABORTED")
+    assert aborter.poll() is None, "the abort should still be in its grace period"
+    during = ok("start", "--run-key", "dying", "--", *command)
+    assert during["existing"] is True and during["job_id"] == j["job_id"] and during["status"] == "ABORTED"
+    assert marker.read_text().split() == ["run"]
+    aborter.communicate(timeout=60)
+    assert aborter.returncode == 0
+    after = ok("start", "--run-key", "dying", "--", *command)
+    assert after["existing"] is False and after["attempt_no"] == 2
+    ok("abort", "--job-id", after["job_id"], "--grace-seconds", "0.5")
+
+
+def test_an_abort_that_died_midway_is_settled_once_nothing_is_alive(home, start_job, ok, db, tmp_path):
+    j = start_job("half-aborted", "sleep", "300")
+    wait_until(lambda: ok("status", "--job-id", j["job_id"])["status"] == "RUNNING", 30, what="RUNNING")
+    # what an `abort` killed right after marking the job leaves behind: ABORTED, no finish time, processes alive
+    db().execute("UPDATE jobs SET status = 'ABORTED', abort_reason = 'x', aborted_at = 1 WHERE job_id = ?",
+                 (j["job_id"],))
+    s = ok("start", "--run-key", "half-aborted", "--", "sleep", "300")
+    assert s["existing"] is True and s["status"] == "ABORTED" and s["finished_at"] is None
+    import os
+    import signal as sig
+
+    os.kill(j["worker_pid"], sig.SIGKILL)  # nobody left to record the end: the next reader must settle it
+    wait_pids_gone([j["worker_pid"]], timeout=30)
+    assert ok("status", "--job-id", j["job_id"])["finished_at"] is None  # still dying: not settled yet
+    os.killpg(j["target_pid"], sig.SIGKILL)
+    wait_pids_gone([j["target_pid"]], timeout=30)
+    settled = ok("status", "--job-id", j["job_id"])
+    assert settled["status"] == "ABORTED" and settled["finished_at"] is not None
+    assert settled["end_reason"] == "aborted: x"
+    nxt = ok("start", "--run-key", "half-aborted", "--", "true")
+    assert nxt["existing"] is False and nxt["attempt_no"] == 2
