@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 MAX_RUN_KEY = 256
 MAX_TEXT = 4096
 MAX_CHUNK = 16 << 20
+MAX_OFFSET = 1 << 62  # byte offsets and counts: far beyond any log, still a valid file offset
 
 
 # -- value rules (one place each) ---------------------------------------------------------------------------------
@@ -44,16 +45,21 @@ def job_id(value: Optional[str]) -> Optional[str]:
 
 
 def text(value: Optional[str], flag: str) -> Optional[str]:
+    """Free text kept in the job record (reasons, cwd): bounded, and storable as UTF-8."""
     if value is None:
         return None
     if len(value) > MAX_TEXT:
         raise InvalidArgument("%s is %d characters long; at most %d are allowed" % (flag, len(value), MAX_TEXT))
     if "\0" in value:
         raise InvalidArgument("%s contains a NUL character" % flag)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument("%s is not valid UTF-8 (it contains bytes of another encoding)" % flag) from None
     return value
 
 
-def count(value: Optional[str], flag: str, minimum: int = 0, maximum: Optional[int] = None) -> Optional[int]:
+def count(value: Optional[str], flag: str, minimum: int = 0, maximum: int = MAX_OFFSET) -> Optional[int]:
     if value is None:
         return None
     try:
@@ -62,7 +68,7 @@ def count(value: Optional[str], flag: str, minimum: int = 0, maximum: Optional[i
         raise InvalidArgument("%s: %r is not a whole number" % (flag, value)) from None
     if n < minimum:
         raise InvalidArgument("%s must be at least %d (got %d)" % (flag, minimum, n))
-    if maximum is not None and n > maximum:
+    if n > maximum:
         raise InvalidArgument("%s must be at most %d (got %d)" % (flag, maximum, n))
     return n
 

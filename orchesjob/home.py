@@ -52,7 +52,9 @@ def _private_dir(path: str, create: bool) -> bool:
         raise _state_error("cannot use state directory %s: %s" % (path, e.strerror or e)) from None
     if not stat.S_ISDIR(st.st_mode):
         raise _state_error("state directory %s exists but is not a directory (check ORCHESJOB_HOME)" % path)
-    if st.st_mode & 0o077:
+    if st.st_uid != os.geteuid() and not st.st_mode & 0o077:
+        warn("%s belongs to another user (uid %d); its jobs and logs are theirs, not yours" % (path, st.st_uid))
+    elif st.st_mode & 0o077:
         if st.st_uid == os.geteuid():
             try:
                 os.chmod(path, 0o700)

@@ -12,7 +12,8 @@ import os
 import time
 
 from . import processes
-from .store import ACTIVE, Store
+from .errors import LockTimeout
+from .store import ACTIVE, Store, lock_timeout
 from .timeutil import iso, now
 
 TYPE_CHECKING = False
@@ -200,21 +201,26 @@ def _settle_abort(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     if supervisor_alive(job) or job_pids(job):
         return job
     t = now()
-    with store.write():
-        fresh = store.get(job["job_id"]) or job
-        if is_stopping(fresh):
-            store.update(job["job_id"], {"finished_at": t, "updated_at": t,
-                                         "end_reason": fresh.get("end_reason") or "aborted"
-                                         + (": %s" % fresh["abort_reason"] if fresh.get("abort_reason") else "")},
-                         only_if_status=("ABORTED",))
+    fields = {"finished_at": t, "updated_at": t, "end_reason": job.get("end_reason") or "aborted"
+              + (": %s" % job["abort_reason"] if job.get("abort_reason") else "")}
+    try:
+        with store.write(wait=_settle_wait()):
+            fresh = store.get(job["job_id"]) or job
+            if is_stopping(fresh):
+                store.update(job["job_id"], fields, only_if_status=("ABORTED",))
+    except LockTimeout:
+        return dict(job, **fields)
     return store.get(job["job_id"]) or job
 
 
-def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -> Dict[str, Any]:
-    from .errors import LockTimeout
+def _settle_wait() -> float:
+    """How long a reader waits for the lock to record what it found out: briefly, since it can answer anyway."""
+    return min(2.0, lock_timeout())
 
+
+def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -> Dict[str, Any]:
     try:
-        with store.write():
+        with store.write(wait=_settle_wait()):
             finish(store, job["job_id"], pending)
     except LockTimeout:
         # The result is safe in its file; show it now and let a later reader persist it.
@@ -228,12 +234,12 @@ def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -
 
 def _mark_lost(store: Store, job: Dict[str, Any], reason: str) -> Dict[str, Any]:
     t = now()
-    with store.write():
-        store.update(
-            job["job_id"],
-            {"status": "LOST", "end_reason": reason, "finished_at": t, "updated_at": t},
-            only_if_status=ACTIVE,
-        )
+    fields = {"status": "LOST", "end_reason": reason, "finished_at": t, "updated_at": t}
+    try:
+        with store.write(wait=_settle_wait()):
+            store.update(job["job_id"], fields, only_if_status=ACTIVE)
+    except LockTimeout:
+        return dict(job, **fields)  # the verdict stands; a later reader records it
     return store.get(job["job_id"]) or job
 
 

@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - an interpreter without the split modul
     import sqlite3  # type: ignore[no-redef]
 
 from . import home
-from .errors import LockTimeout, OrchesjobError
+from .errors import InconsistentState, LockTimeout, OrchesjobError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
@@ -155,26 +155,29 @@ class Store:
             )
 
     # -- transactions -------------------------------------------------------------------------------------------
-    def write(self) -> "_Transaction":
+    def write(self, wait: Optional[float] = None) -> "_Transaction":
         """A write transaction that takes the lock up front, so a decision and its insert cannot interleave.
 
         Nested use joins the open transaction, so helpers that write can be called inside a larger decision.
+        `wait` overrides how long to wait for the lock (readers that settle a job's state wait only briefly).
         """
-        return _Transaction(self)
+        return _Transaction(self, wait)
 
     # -- reads --------------------------------------------------------------------------------------------------
     def _one(self, sql: str, args: Sequence[Any]) -> Optional[Dict[str, Any]]:
-        try:
-            row = self.conn.execute(sql, args).fetchone()
-        except sqlite3.DatabaseError as e:
-            raise database_error(e, self.path) from None
-        return _decode(row) if row is not None else None
+        rows = self._many(sql, args)
+        return rows[0] if rows else None
 
     def _many(self, sql: str, args: Sequence[Any]) -> List[Dict[str, Any]]:
         try:
             return [_decode(r) for r in self.conn.execute(sql, args).fetchall()]
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
+        except (ValueError, TypeError, UnicodeError) as e:  # a row our own code could not have written
+            raise OrchesjobError(
+                "the database %s holds a damaged job record (%s); it was left untouched" % (self.path, e),
+                error_type="corrupt_database",
+            ) from None
 
     def get(self, job_id: str) -> Optional[Dict[str, Any]]:
         return self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
@@ -238,9 +241,7 @@ class Store:
         try:
             self.conn.execute("INSERT INTO jobs (%s) VALUES (%s)" % (cols, marks), list(row.values()))
         except sqlite3.IntegrityError:
-            raise OrchesjobError(
-                "run key %r already has an active job" % job["run_key"], error_type="inconsistent_state"
-            ) from None
+            raise InconsistentState("run key %r already has an active job" % job["run_key"]) from None
 
     def update(self, job_id: str, fields: Dict[str, Any], only_if_status: Sequence[str] = ()) -> bool:
         """Update a job; with `only_if_status`, only while it is in one of those states. True when a row changed."""
@@ -270,18 +271,27 @@ class Store:
 class _Transaction:
     """`with store.write():` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (contextlib costs start-up)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, wait: Optional[float]) -> None:
         self.store = store
+        self.wait = wait
         self.outer = False
+
+    def _busy(self, seconds: float) -> None:
+        self.store.conn.execute("PRAGMA busy_timeout=%d" % int(seconds * 1000))
 
     def __enter__(self) -> Store:
         conn = self.store.conn
         if conn.in_transaction:
             return self.store
+        if self.wait is not None:
+            self._busy(self.wait)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as e:
             raise database_error(e, self.store.path) from None
+        finally:
+            if self.wait is not None:
+                self._busy(lock_timeout())
         self.outer = True
         return self.store
 
@@ -312,15 +322,56 @@ def _pack(items: Any) -> bytes:
 def _unpack(blob: Any) -> List[str]:
     if isinstance(blob, str):
         blob = blob.encode("utf-8", "surrogateescape")
-    return [os.fsdecode(x) for x in bytes(blob).split(b"\0")] if blob else []
+    if not isinstance(blob, bytes):
+        raise ValueError("a NUL-separated list was expected, not %s" % type(blob).__name__)
+    return [os.fsdecode(x) for x in blob.split(b"\0")] if blob else []
+
+
+def _env(items: List[str]) -> Dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError("an environment entry without KEY=: %r" % item[:40])
+        env[key] = value
+    return env
+
+
+_INT_COLUMNS = ("attempt_no", "strict", "strict_override_used", "exit_code", "signal", "worker_pid", "target_pid",
+                "pgid")
+_TIME_COLUMNS = ("started_at", "finished_at", "updated_at", "aborted_at")
+_TEXT_COLUMNS = ("job_id", "run_key", "status", "cwd", "override_reason", "rerun_of_job_id", "rerun_reason",
+                 "abort_reason", "end_reason", "worker_start", "target_start", "boot_id", "stdout_file", "stderr_file")
+_MAX_TS = 253402300799  # 9999-12-31
+
+
+def _check_types(d: Dict[str, Any]) -> None:
+    """Refuse a row our own code could not have written, before anything acts on it."""
+    for c in _INT_COLUMNS + _TIME_COLUMNS:
+        v = d.get(c)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            raise ValueError("column %s holds %s, not a whole number" % (c, type(v).__name__))
+    for c in _TIME_COLUMNS:
+        v = d.get(c)
+        if v is not None and not -_MAX_TS <= v <= _MAX_TS:
+            raise ValueError("column %s holds an impossible time" % c)
+    for c in _TEXT_COLUMNS:
+        v = d.get(c)
+        if v is not None and not isinstance(v, str):
+            raise ValueError("column %s holds %s, not text" % (c, type(v).__name__))
+    if d.get("timeout") is not None and not isinstance(d["timeout"], (int, float)):
+        raise ValueError("column timeout holds %s" % type(d["timeout"]).__name__)
 
 
 def _decode(row: sqlite3.Row) -> Dict[str, Any]:
     d = dict(row)
+    _check_types(d)
     if "command" in d:
         d["command"] = _unpack(d["command"])
+        if not d["command"] or not d["command"][0]:
+            raise ValueError("a job without a command")
     if "env" in d:
-        d["env"] = dict(item.split("=", 1) for item in _unpack(d["env"]))
+        d["env"] = _env(_unpack(d["env"]))
     for c in _BOOL_COLUMNS:
         if c in d:
             d[c] = bool(d[c])

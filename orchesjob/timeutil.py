@@ -16,6 +16,10 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
 
 _DURATION = r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Longest duration accepted anywhere (100 years): beyond it, clocks, select() and SQLite integers overflow.
+MAX_SECONDS = 100 * 365 * 86400
+# Datetimes are kept within years 1 to 9999 as Unix seconds.
+_MIN_TS, _MAX_TS = -62135596800, 253402300799
 
 
 def now() -> int:
@@ -55,9 +59,12 @@ def parse_datetime(text: str, flag: str) -> int:
     s = text.strip()
     if s.startswith("@"):
         try:
-            return int(float(s[1:]))
+            value = float(s[1:])
         except ValueError:
             raise InvalidArgument("%s: %r is not a Unix time after '@'" % (flag, text)) from None
+        if not _MIN_TS <= value <= _MAX_TS:
+            raise InvalidArgument("%s: %r is outside the years 1 to 9999" % (flag, text))
+        return int(value)
     candidate = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
     try:
         value = dt.datetime.fromisoformat(candidate)
@@ -84,6 +91,8 @@ def parse_duration(text: str, flag: str, allow_zero: bool = True) -> float:
             "%s: %r is not a duration; use seconds or a number with s, m, h or d (e.g. 30m)" % (flag, text)
         )
     value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if value > MAX_SECONDS:
+        raise InvalidArgument("%s: %r is longer than 100 years" % (flag, text))
     if value == 0 and not allow_zero:
         raise InvalidArgument("%s must be greater than zero" % flag)
     return value
@@ -99,6 +108,8 @@ def parse_seconds(text: str, flag: str, allow_zero: bool = True) -> float:
         raise InvalidArgument("%s: %r is not a finite number of seconds" % (flag, text))
     if value < 0:
         raise InvalidArgument("%s must not be negative (got %s)" % (flag, text))
+    if value > MAX_SECONDS:
+        raise InvalidArgument("%s: %s seconds is longer than 100 years" % (flag, text))
     if value == 0 and not allow_zero:
         raise InvalidArgument("%s must be greater than zero" % flag)
     return value
