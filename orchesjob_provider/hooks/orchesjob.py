@@ -261,8 +261,10 @@ class OrchesjobHook(BaseHook):
             if transport is None or not transport.is_active():
                 raise EOFError("SSH transport is not active")
             channel = transport.open_session(timeout=self.settings.command_timeout)
-            channel.exec_command(command_line)
+            # From here on the host may have the command even if we never hear back: a lost acknowledgement of the
+            # exec request must not look like "never sent", or a non-idempotent call would be repeated.
             sent = True
+            self._exec_with_deadline(transport, channel, command_line)
             channel.shutdown_write()  # the CLI reads no stdin; an EOF makes sure nothing ever waits on it
             return self._collect(channel, command_line, timeout)
         except OrchesjobTransportError:
@@ -276,6 +278,32 @@ class OrchesjobHook(BaseHook):
         finally:
             if channel is not None:
                 channel.close()
+
+    def _exec_with_deadline(self, transport: Any, channel: Any, command_line: str) -> None:
+        """paramiko waits for the exec request's reply without a time limit; on a link that went silent that is
+        forever. A watchdog closes the transport after ``command_timeout``, which makes the wait fail."""
+        import threading
+
+        fired = threading.Event()
+
+        def give_up() -> None:
+            fired.set()
+            transport.close()
+
+        watchdog = threading.Timer(self.settings.command_timeout, give_up)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            channel.exec_command(command_line)
+        except Exception as exc:
+            if fired.is_set():
+                raise _transport_error(
+                    f"no answer to the exec request within {self.settings.command_timeout:g}s",
+                    command=command_line, sent=True,
+                ) from exc
+            raise
+        finally:
+            watchdog.cancel()
 
     @staticmethod
     def _collect(channel: Any, command_line: str, timeout: Optional[float]) -> Tuple[Optional[int], bytes, bytes]:
