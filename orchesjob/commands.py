@@ -212,8 +212,8 @@ def wait_for(store: Store, job_id: str, timeout: Optional[float],
     try:
         while True:
             job = jobs.refresh(store, store.get(job_id) or {})
-            if not job or not jobs.is_active(job):
-                return job, False
+            if not job or not (jobs.is_active(job) or jobs.is_stopping(job)):
+                return job, False  # an abort in progress is not an end yet: wait for the record to be closed
             if offsets and any(logfiles.size(job[s + "_file"]) > offsets.get(s, 0) for s in ("stdout", "stderr")):
                 return job, False
             remaining = None if deadline is None else deadline - time.monotonic()

@@ -44,11 +44,6 @@ except ImportError:  # pragma: no cover - only without a recent apache-airflow-p
 # Triggers live in core on every version we support (the triggerer is a core component).
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-try:  # Airflow 3 (and 2.x with apache-airflow-providers-standard): the temporal triggers left core
-    from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
-except ImportError:  # Airflow 2.10/2.11 without the standard provider
-    from airflow.triggers.temporal import TimeDeltaTrigger  # type: ignore[no-redef]
-
 AIRFLOW_VERSION = Version(Version(airflow.__version__).base_version)
 AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
 
@@ -65,7 +60,6 @@ __all__ = [
     "BaseTrigger",
     "Context",
     "TaskDeferred",
-    "TimeDeltaTrigger",
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",

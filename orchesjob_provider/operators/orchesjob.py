@@ -197,8 +197,8 @@ class OrchesjobOperator(BaseOperator):
             timeout=self.timeout,
             start_timeout=self.start_timeout,
         )
+        self._announce(job)  # raises on a parameter mismatch: that job is not ours to abort in on_kill
         self._job_id = job["job_id"]
-        self._announce(job)
         relay = LogRelay(self._emit)
         if cmd.is_terminal(job):
             return self._finish(self._drain(job, relay), relay)
@@ -303,15 +303,29 @@ class OrchesjobOperator(BaseOperator):
         return str(chunk.get("data") or "").rstrip("\n")
 
     def _abort(self, reason: str) -> None:
+        """Abort our job over a connection of its own.
+
+        ``on_kill`` runs while ``execute`` is still inside a ``wait`` on the task's connection (Airflow calls it from
+        a signal handler that interrupted that very call, or from another thread): sharing that SSH client could
+        hang on its half-read channel, so the abort never touches it.
+        """
         if not (self.abort_on_kill and self._job_id):
             return
+        hook = OrchesjobHook(
+            ssh_conn_id=self.ssh_conn_id,
+            orchesjob_bin=self.orchesjob_bin,
+            orchesjob_home=self.orchesjob_home,
+            **self.hook_kwargs,
+        )
         try:
-            self.hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds)
+            hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds)
             self.log.info("Aborted job %s on the host.", self._job_id)
         except (OrchesjobConflict, OrchesjobNotFound):
             pass  # it had already ended (or been cleaned): nothing to stop
         except OrchesjobError as exc:
             self.log.error("Could not abort job %s: %s", self._job_id, exc)
+        finally:
+            hook.close()
 
     def on_kill(self) -> None:
         """The task was killed while waiting in the worker: stop the remote job too (abort_on_kill)."""

@@ -13,7 +13,6 @@ from orchesjob_provider.compat import (
     AirflowSkipException,
     BaseSensorOperator,
     Context,
-    TimeDeltaTrigger,
     default_deferrable,
 )
 from orchesjob_provider.exceptions import OrchesjobNotFound
@@ -107,51 +106,41 @@ class OrchesjobSensor(BaseSensorOperator):
             return False
         return self._judge(job)
 
-    def _deadline(self, context: Context, deadline: Optional[float]) -> float:
-        """When ``timeout`` runs out: counted from the task's start, which Airflow keeps across deferrals.
-
-        The ``deadline`` kwarg of a re-deferral is only a fallback: ``airflow dags test``/``tasks test`` replace a
-        resumed task's kwargs by the trigger's event, and a deadline recomputed from "now" on every resumption
-        would never arrive.
-        """
+    def _deadline(self, context: Context) -> float:
+        """When ``timeout`` runs out: counted from the task's start (Airflow keeps it across deferrals), or from
+        now where the runtime does not say (``airflow dags test`` on Airflow 2). It travels with the trigger."""
         ti = context.get("ti") if hasattr(context, "get") else None
         started = getattr(ti, "start_date", None)
-        if isinstance(started, _dt.datetime):
-            return started.timestamp() + float(self.timeout)
-        return deadline if deadline is not None else time.time() + float(self.timeout)
+        base = started.timestamp() if isinstance(started, _dt.datetime) else time.time()
+        return base + float(self.timeout)
 
-    def execute(self, context: Context, event: Any = None, deadline: Optional[float] = None) -> Any:
+    def execute(self, context: Context) -> Any:
         if not self.deferrable:
             super().execute(context)
             return self._job
-        deadline = self._deadline(context, deadline)
+        deadline = self._deadline(context)
         job = self._lookup()
         if job is not None and cmd.is_terminal(job):
             self._judge(job)
             return self._job
         if time.time() >= deadline:
             self._timed_out()
-        if job is None:
-            # Nothing to watch yet: sleep in the triggerer, then look again.
-            self.defer(
-                trigger=TimeDeltaTrigger(
-                    _dt.timedelta(seconds=min(float(self.poke_interval), max(1.0, deadline - time.time())))
-                ),
-                method_name="execute",
-                kwargs={"deadline": deadline},
-            )
         from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
+        # One deferral until the end: with no job yet, the trigger looks for the run key every poke_interval,
+        # then watches the job it finds. The deadline is in the trigger, so it holds across triggerer restarts
+        # and in `airflow dags test`, which hands a resumed task only the trigger's event.
         self.defer(
             trigger=OrchesjobTrigger(
                 ssh_conn_id=self.ssh_conn_id,
-                job_id=job["job_id"],
-                run_key=job.get("run_key"),
+                job_id=job["job_id"] if job is not None else None,
+                run_key=self.run_key if job is None else job.get("run_key"),
                 orchesjob_bin=self.orchesjob_bin,
                 orchesjob_home=self.orchesjob_home,
                 poll_timeout=self.poll_timeout,
                 deadline=deadline,
                 stream_logs=False,
+                wait_for_key_interval=float(self.poke_interval),
             ),
             method_name="execute_complete",
         )

@@ -28,6 +28,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobConflict,
     OrchesjobError,
     OrchesjobLockTimeout,
+    OrchesjobNotFound,
     OrchesjobTransportError,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
@@ -67,12 +68,15 @@ class OrchesjobTrigger(BaseTrigger):
         never call it, so there the job keeps running until the task's next try reattaches to it.
     :param abort_reason: the reason recorded with such an abort.
     :param abort_grace_seconds: seconds between SIGTERM and SIGKILL for such an abort (the CLI's default if None).
+    :param wait_for_key_interval: with ``job_id=None``, the trigger watches the latest job of ``run_key`` and, while
+        that key has no job yet, looks again every this many seconds (a sensor waiting for a job someone else will
+        start). Once a job is found it is watched by its id.
     """
 
     def __init__(
         self,
         ssh_conn_id: str,
-        job_id: str,
+        job_id: Optional[str],
         run_key: Optional[str] = None,
         orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
         orchesjob_home: Optional[str] = None,
@@ -89,6 +93,7 @@ class OrchesjobTrigger(BaseTrigger):
         abort_on_kill: bool = False,
         abort_reason: Optional[str] = None,
         abort_grace_seconds: Optional[float] = None,
+        wait_for_key_interval: float = 5.0,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -109,6 +114,9 @@ class OrchesjobTrigger(BaseTrigger):
         self.abort_on_kill = bool(abort_on_kill)
         self.abort_reason = abort_reason
         self.abort_grace_seconds = None if abort_grace_seconds is None else float(abort_grace_seconds)
+        self.wait_for_key_interval = float(wait_for_key_interval)
+        if not job_id and not run_key:
+            raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
     def serialize(self) -> Tuple[str, Dict[str, Any]]:
         """Class path and kwargs; the offsets are those of the log text already written out."""
@@ -133,6 +141,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "abort_on_kill": self.abort_on_kill,
                 "abort_reason": self.abort_reason,
                 "abort_grace_seconds": self.abort_grace_seconds,
+                "wait_for_key_interval": self.wait_for_key_interval,
             },
         )
 
@@ -185,20 +194,24 @@ class OrchesjobTrigger(BaseTrigger):
                     if left <= 0:
                         relay.flush()
                         self._sync_offsets(relay)
-                        yield self._event("timeout", message=f"the job {self.job_id} was still running at the deadline")
+                        yield self._event("timeout", message=(
+                            f"the job {self.job_id} was still running at the deadline" if self.job_id else
+                            f"no job with run key {self.run_key!r} had started by the deadline"))
                         return
                     poll = max(1.0, min(poll, left))
+                # Until a job is known, the run key selects its latest job (see wait_for_key_interval).
+                selector = {"job_id": self.job_id} if self.job_id else {"run_key": self.run_key}
                 try:
                     if self.stream_logs:
                         result = await hook.wait(
-                            job_id=self.job_id,
+                            **selector,
                             timeout=poll,
                             stdout_offset=relay.read["stdout"],
                             stderr_offset=relay.read["stderr"],
                             max_bytes=self.max_bytes,
                         )
                     else:
-                        result = await hook.wait(job_id=self.job_id, timeout=poll)
+                        result = await hook.wait(**selector, timeout=poll)
                 except (OrchesjobTransportError, OrchesjobLockTimeout) as exc:
                     failures += 1
                     if not getattr(exc, "transient", True) or failures > self.max_connection_errors:
@@ -217,12 +230,26 @@ class OrchesjobTrigger(BaseTrigger):
                     )
                     await asyncio.sleep(pause)
                     continue
+                except OrchesjobNotFound as exc:
+                    if self.job_id:  # the job we were watching was cleaned away
+                        relay.flush()
+                        self._sync_offsets(relay)
+                        yield self._event("error", error_type=exc.error_type, message=str(exc))
+                        return
+                    failures = 0
+                    pause = self.wait_for_key_interval
+                    if self.deadline is not None:
+                        pause = min(pause, max(0.0, self.deadline - time.time()))
+                    await asyncio.sleep(max(0.05, pause))
+                    continue
                 except OrchesjobError as exc:
                     relay.flush()
                     self._sync_offsets(relay)
                     yield self._event("error", error_type=exc.error_type, message=str(exc))
                     return
                 failures = 0
+                if not self.job_id:
+                    self.job_id = result.get("job_id")
                 terminal = cmd.is_terminal(result)
                 quiet = bool(result.get("timed_out"))
                 more = relay.take(result.get("logs"), flush=quiet)

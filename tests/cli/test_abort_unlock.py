@@ -225,3 +225,20 @@ def test_an_abort_that_died_midway_is_settled_once_nothing_is_alive(home, start_
     assert settled["end_reason"] == "aborted: x"
     nxt = ok("start", "--run-key", "half-aborted", "--", "true")
     assert nxt["existing"] is False and nxt["attempt_no"] == 2
+
+
+def test_wait_does_not_return_before_an_abort_has_finished(home, start_job, ok, tmp_path):
+    import subprocess
+
+    from cli_helpers import cli_argv, cli_env
+
+    marker = tmp_path / "up"
+    j = start_job("wait-abort", "sh", "-c", 'touch "$0"; trap "" TERM; while :; do sleep 0.1; done', str(marker))
+    wait_until(marker.exists, 30, what="the job to start")
+    aborter = subprocess.Popen(cli_argv("abort", "--job-id", j["job_id"], "--grace-seconds", "3"), env=cli_env(home),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: ok("status", "--job-id", j["job_id"])["status"] == "ABORTED", 30, what="ABORTED")
+    w = ok("wait", "--job-id", j["job_id"], "--timeout", "60")
+    assert w["timed_out"] is False and w["status"] == "ABORTED"
+    assert w["finished_at"] is not None and w["signal"] == 9, w  # the record is closed: how it ended is known
+    aborter.communicate(timeout=60)

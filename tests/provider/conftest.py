@@ -126,8 +126,9 @@ def airflow_sandbox(sshd: SshServer, orchesjob_launcher: str, tmp_path_factory: 
 
 
 @pytest.fixture
-def af(airflow_sandbox, orchesjob_launcher: str, tmp_path: Path, request: pytest.FixtureRequest):
-    """This test's host state and marker directory on the shared sandbox; on failure, prints its Airflow runs."""
+def af(airflow_sandbox, orchesjob_launcher: str, tmp_path: Path):
+    """This test's host state and marker directory on the shared sandbox (each Airflow run's output is kept in
+    tmp_path/airflow-run-N.log for reading after a failure)."""
     from tests.support.airflow_case import AirflowCase
 
     case = AirflowCase(airflow_sandbox, orchesjob_launcher, tmp_path / "orchesjob-home", tmp_path / "work")

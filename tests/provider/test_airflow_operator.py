@@ -2,9 +2,10 @@
 the real sshd, against the real CLI: the example DAGs as shipped, and spec-built DAGs (tests/support/dags/spec_dag.py)
 for the cases the examples do not cover.
 
-"A second try" here is what Airflow really does: a retry inside one ``dags test`` (``retries=1``, no delay), or
-``airflow tasks test DAG TASK RUN_ID`` on the same DAG run after the first process finished or was killed with
-``kill -9`` (same task instance, so the same default run key).
+"A second try" here is what Airflow really does: a retry inside one ``dags test`` (``retries=1``, no delay), or the
+same task instance run again after the first process finished or was killed with ``kill -9`` (same run id, so the
+same default run key): ``airflow tasks test DAG TASK RUN_ID`` on Airflow 3, ``airflow dags test DAG DATE`` again on
+Airflow 2 (see ``AirflowCase.run_task_again``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
-from tests.support.airflow_case import DATE, AirflowCase, job_log_lines, log_records, pid_alive, wait_dead
+from tests.support.airflow_case import DATE, AirflowCase, job_log_lines, log_records, wait_dead
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -67,8 +68,9 @@ def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(a
 
     # The task instance is run again (a retry after a lost worker, or a clear): it adopts, it does not re-run.
     run_id = af.sandbox.run_id(dag)
-    second = af.tasks_test(dag, "backup", run_id)
+    second = af.run_task_again(dag, "backup")
     ok(second)
+    assert af.sandbox.run_id(dag) == run_id
     assert "Adopted the result of job %s" % result["job_id"] in second.output
     assert af.marker("basic.runs") == [f"backup ran for {DATE}"]
     again = af.sandbox.xcom(dag, "backup")
@@ -90,8 +92,9 @@ def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: Airflow
 
     run_id = af.sandbox.run_id(dag)
     assert job["run_key"] == f"airflow/{dag}/import/{run_id}"
-    retry = af.tasks_test(dag, "import", run_id)
+    retry = af.run_task_again(dag, "import")
     ok(retry)
+    assert af.sandbox.run_id(dag) == run_id
     assert f"Reattached to job {job['job_id']}" in retry.output and "which is still RUNNING" in retry.output
     assert af.marker("retry.runs") == [f"import {job['job_id']}"], "the job ran more than once"
     result = af.sandbox.xcom(dag, "import")
@@ -253,19 +256,26 @@ def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: Airfl
 
 def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reattached(af: AirflowCase) -> None:
     dirs = {name: af.workdir / name for name in ("polling", "deferred", "host")}
+    # One after the other (all_done), so that a retry comes right after its failed try.
     spec = {"dag_id": "t_timeouts", "tasks": [
-        # Airflow's execution_timeout while waiting in the worker: Airflow calls on_kill, which aborts the job.
-        {"task_id": "polling", "kwargs": {"command": tree_job(str(dirs["polling"])), "deferrable": False,
-                                          "execution_timeout": 4, "poll_interval": 2, "abort_grace_seconds": 2}},
-        # The same while deferred: the trigger's deadline fires first and the task aborts the job.
-        {"task_id": "deferred", "kwargs": {"command": tree_job(str(dirs["deferred"])), "execution_timeout": 7,
-                                           "abort_grace_seconds": 2}},
         # The job's own timeout: the host aborts it, with or without Airflow.
         {"task_id": "host", "kwargs": {"command": tree_job(str(dirs["host"])), "timeout": 2}},
-        # abort_on_kill=False: try 1 times out and leaves the job running; try 2 reattaches to it.
-        {"task_id": "kept", "kwargs": {
-            "command": ["sh", "-c", f"echo \"$ORCHESJOB_JOB_ID\" >> {af.path('kept.runs')}; sleep 5; echo done"],
-            "execution_timeout": 8, "abort_on_kill": False, "retries": 1, "retry_delay": 0}},
+        # Airflow's execution_timeout while deferred: the trigger's deadline (5 s before Airflow's) fires first
+        # and the task aborts the job.
+        {"task_id": "deferred", "upstream": ["host"], "kwargs": {
+            "command": tree_job(str(dirs["deferred"])), "execution_timeout": 7, "abort_grace_seconds": 2,
+            "trigger_rule": "all_done"}},
+        # abort_on_kill=False: try 1 times out (deadline at 9 s) and leaves the job running; try 2 reattaches.
+        {"task_id": "kept", "upstream": ["deferred"], "kwargs": {
+            "command": ["sh", "-c", f"echo \"$ORCHESJOB_JOB_ID\" >> {af.path('kept.runs')}; sleep 14; echo done"],
+            "execution_timeout": 14, "abort_on_kill": False, "retries": 1, "retry_delay": 0,
+            "trigger_rule": "all_done"}},
+        # Airflow's execution_timeout while waiting in the worker: Airflow calls on_kill, which aborts the job.
+        # Last, because Airflow 2's `dags test` does not survive a task's timeout (AirflowTaskTimeout is a
+        # BaseException and escapes it, after the task is marked failed and on_kill has run).
+        {"task_id": "polling", "upstream": ["kept"], "kwargs": {
+            "command": tree_job(str(dirs["polling"])), "deferrable": False, "execution_timeout": 4,
+            "poll_interval": 2, "abort_grace_seconds": 2, "trigger_rule": "all_done"}},
     ]}
     run = af.dags_test(spec=spec)
     states = af.sandbox.task_states("t_timeouts")

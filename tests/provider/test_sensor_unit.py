@@ -154,3 +154,44 @@ def test_deferrable_timeout_counts_from_the_task_start_across_deferrals(make_sen
     with pytest.raises(AirflowSensorTimeout):
         drive(sensor, ctx, deferred.value)
     host.abort(run_key="slow-export", grace_seconds=1)
+
+
+def test_trigger_without_a_job_id_waits_for_the_run_key_and_survives_a_round_trip(
+    ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, host
+) -> None:
+    """The trigger a deferrable sensor uses while the key has no job: serialisable, pins the job it finds."""
+    import asyncio
+    import json
+
+    from tests.support.operator_unit import run_trigger
+
+    trigger = OrchesjobTrigger(
+        ssh_conn_id=ssh_conn_id, job_id=None, run_key="appears", orchesjob_bin=orchesjob_launcher,
+        orchesjob_home=orchesjob_home, stream_logs=False, wait_for_key_interval=0.3, deadline=time.time() + 1.5,
+    )
+    path, kwargs = trigger.serialize()
+    assert kwargs["job_id"] is None and kwargs["wait_for_key_interval"] == 0.3
+    timed_out = run_trigger(OrchesjobTrigger(**json.loads(json.dumps(kwargs))), timeout=30)
+    assert timed_out["status"] == "timeout" and timed_out["job_id"] is None
+    assert "no job with run key 'appears'" in timed_out["message"]
+
+    kwargs["deadline"] = time.time() + 30
+
+    async def start_later() -> None:
+        await asyncio.sleep(1)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: host.start("appears", ["true"]))
+
+    async def both() -> dict:
+        rebuilt = OrchesjobTrigger(**json.loads(json.dumps(kwargs)))
+        starter = asyncio.ensure_future(start_later())
+        gen = rebuilt.run()
+        try:
+            event = await asyncio.wait_for(gen.__anext__(), 30)
+        finally:
+            await gen.aclose()
+            await starter
+        return event.payload
+
+    found = asyncio.run(both())
+    assert found["status"] == "terminal" and found["job"]["status"] == "SUCCEEDED"
+    assert found["job_id"] == found["job"]["job_id"] == host.status(run_key="appears")["job_id"]

@@ -71,13 +71,28 @@ class AirflowCase:
     def dags_test(self, dag_id: Optional[str] = None, *, spec: Optional[Mapping[str, Any]] = None,
                   date: str = DATE, timeout: float = 240) -> AirflowRun:
         dag_id = dag_id or (spec or {})["dag_id"]
-        return self._keep(self.sandbox.dags_test(dag_id, date, env=self.env(spec), timeout=timeout))
+        return self.keep(self.sandbox.dags_test(dag_id, date, env=self.env(spec), timeout=timeout))
 
     def tasks_test(self, dag_id: str, task_id: str, run_id: str, *, spec: Optional[Mapping[str, Any]] = None,
                    timeout: float = 240) -> AirflowRun:
-        return self._keep(self.sandbox.tasks_test(dag_id, task_id, run_id, env=self.env(spec), timeout=timeout))
+        return self.keep(self.sandbox.tasks_test(dag_id, task_id, run_id, env=self.env(spec), timeout=timeout))
 
-    def _keep(self, run: AirflowRun) -> AirflowRun:
+    def run_task_again(self, dag_id: str, task_id: str, *, spec: Optional[Mapping[str, Any]] = None,
+                       timeout: float = 240) -> AirflowRun:
+        """Run the latest DAG run's task instance again (same run id, so the same default run key), the way that
+        keeps its XCom in the database on this Airflow version:
+
+        - Airflow 3: ``airflow tasks test DAG TASK RUN_ID`` (``dags test`` would make a new run id there);
+        - Airflow 2: ``airflow dags test DAG DATE`` again (same run id ``manual__DATE``; ``tasks test`` runs in
+          test mode there and stores no XCom).
+        """
+        import airflow
+
+        if int(airflow.__version__.split(".")[0]) >= 3:
+            return self.tasks_test(dag_id, task_id, self.sandbox.run_id(dag_id) or "", spec=spec, timeout=timeout)
+        return self.dags_test(dag_id, spec=spec, timeout=timeout)
+
+    def keep(self, run: AirflowRun) -> AirflowRun:
         """Remember the run, and keep its output next to the test's files (for reading after a failure)."""
         self.runs.append(run)
         (self.workdir.parent / f"airflow-run-{len(self.runs)}.log").write_text(run.describe(tail=10**6))
