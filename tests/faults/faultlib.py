@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Set
 
-from tests.cli.cli_helpers import Result, cli_env, run_cli, wait_until
+from tests.cli.cli_helpers import Result, run_cli, wait_until
 
 FAULT_JOB = str(Path(__file__).resolve().with_name("fault_job.py"))
 EXIT_CODES = {0, 1, 2, 3, 4, 5}

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.cli.cli_helpers import REPO_ROOT, Result, _kill_leftovers, cli_env, parse_json
+from tests.cli.cli_helpers import Result, _kill_leftovers, cli_env, parse_json
 from tests.faults.conftest import FULL, SEED, _unavailable
 from tests.faults.faultlib import checkpoint, contract_problems, db_rows
 
@@ -293,8 +293,12 @@ EDGE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("argv", EDGE_CASES, ids=[" ".join(a[:1] + a[2:5:2] if a[0] != "start" else a[:1] + [a[3]])
-                                                  for a in EDGE_CASES])
+def _edge_id(argv: List[str]) -> str:
+    flag = [a for a in argv[1:] if a.startswith("--") and a not in ("--", "--run-key")][-1]
+    return "%s %s=%s" % (argv[0], flag, ascii(argv[argv.index(flag) + 1])[1:-1])
+
+
+@pytest.mark.parametrize("argv", EDGE_CASES, ids=[_edge_id(a) for a in EDGE_CASES])
 def test_edge_values_are_accepted_or_rejected_cleanly(sandbox: "Sandbox", argv: List[str]) -> None:
     sandbox.restore()
     before = sandbox.snapshot()
@@ -306,8 +310,11 @@ def test_edge_values_are_accepted_or_rejected_cleanly(sandbox: "Sandbox", argv: 
     assert not problems, "orchesjob %r: %s\nexit %s\nstdout: %s\nstderr: %s" % (
         argv, "; ".join(problems), r.code, r.out[:800], r.err[:800])
 
+# CI reports the first failing example as found (the edge cases below are the minimal repros); the full run also
+# shrinks it, which can take minutes.
 FUZZ_SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
+    phases=list(Phase) if FULL else [Phase.explicit, Phase.reuse, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 

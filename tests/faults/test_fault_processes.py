@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Set
 
 import pytest
 
-from tests.cli.cli_helpers import REPO_ROOT, cli_argv, cli_env, parse_json, Result
+from tests.cli.cli_helpers import REPO_ROOT, Result, cli_argv, cli_env, parse_json, pid_alive
 from tests.faults.conftest import trials
 from tests.faults.faultlib import (
     ACTIVE,
@@ -39,9 +39,7 @@ from tests.faults.faultlib import (
     job_processes,
     ok,
     supervisor_pids,
-    wait_gone,
     wait_terminal,
-    wait_until,
 )
 
 pytestmark = pytest.mark.timeout(900)
@@ -100,11 +98,20 @@ class Trial:
         self.notes.append("abort %s -> exit %d" % (job_id[:8], r.code))
 
     def settle_and_check(self, supervisor_may_be_dead: Set[str]) -> List[Dict[str, Any]]:
-        """Wait until nothing of any job of the key is alive, then check the allowed end states."""
-        for job in history(self.home, self.key):
-            wait_gone(lambda: job_processes(job["job_id"], job.get("target_pid")), SETTLE,
-                      "processes of job %s to end (%s)" % (job["job_id"], self.describe()))
-        jobs = history(self.home, self.key)
+        """Wait until every job of the key is terminal or nothing of it (command tree, supervisor) is alive, then
+        check the allowed end states."""
+        deadline = time.monotonic() + SETTLE
+        while True:
+            jobs = history(self.home, self.key)
+            active = [j for j in jobs if j["status"] not in TERMINAL]
+            if not active:
+                break
+            if not any(job_processes(j["job_id"], j.get("target_pid")) or
+                       (j.get("worker_pid") and pid_alive(j["worker_pid"])) for j in active):
+                jobs = history(self.home, self.key)  # everything is dead: this reader must settle them
+                break
+            assert time.monotonic() < deadline, "jobs still active after %ss: %s" % (SETTLE, self.describe())
+            time.sleep(0.1)
         ev = Evidence(self.marker)
         ctx = self.describe() + "\njobs: " + repr([(j["job_id"][:8], j["status"], j["exit_code"]) for j in jobs])
         assert not ev.overlaps(), "a second copy ran while the first was alive\n" + ctx

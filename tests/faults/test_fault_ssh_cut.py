@@ -51,7 +51,7 @@ pytestmark = [pytest.mark.timeout(1800), pytest.mark.sshd, pytest.mark.airflow,
 CONN_ID = "orchesjob_cut"
 COMMAND_TIMEOUT = 5.0  # seconds for one SSH call of the hook (login and channel open included)
 EXEC_TIMEOUT = 6.0  # seconds for one `start` answer (the job itself is asynchronous)
-HANG_LIMIT = 60.0  # a hook call (4 attempts at most EXEC_TIMEOUT each) that takes longer has hung
+HANG_LIMIT = 45.0  # a hook call (4 attempts at most EXEC_TIMEOUT each) that takes longer has hung
 
 
 @pytest.fixture
@@ -92,23 +92,24 @@ class Phases:
 
 
 def phases_of(rec: ConnRecord) -> Phases:
-    """Find the phases in an uncut session: the longest silence is the CLI running; before it, the last three
-    client packets are channel-open, exec request and EOF."""
-    tl = rec.timeline
-    gap_at = max(range(len(tl) - 1), key=lambda i: tl[i + 1][0] - tl[i][0])
+    """Find the phases in an uncut session from its shape, not its timing. The client's packets end with
+    channel-open, the exec request, EOF (sent once the request is acknowledged) and, not always, a channel close
+    after the answer; EOF is the client's last packet that the server still answers (with the CLI's output)."""
     c = s = 0
-    marks = []  # (c before, s before, c after, direction) per event up to the silence
-    for _, direction, n in tl[: gap_at + 1]:
-        marks.append((c, s, c + (n if direction == C2S else 0), direction))
+    client = []  # (client bytes before, server bytes before, client bytes after) per client packet
+    last_server = -1
+    for i, (_, direction, n) in enumerate(rec.timeline):
         if direction == C2S:
+            client.append((c, s, c + n, i))
             c += n
         else:
             s += n
-    client = [m for m in marks if m[3] == C2S]
-    assert len(client) >= 4, "calibration: unexpected session shape %r" % tl
-    chan_open, exec_req = client[-3], client[-2]
+            last_server = i
+    answered = [p for p in client if p[3] < last_server]
+    assert len(answered) >= 5, "calibration: unexpected session shape %r" % rec.timeline
+    chan_open, exec_req, eof = answered[-3], answered[-2], answered[-1]
     return Phases(c_login=chan_open[0], s_login=chan_open[1], c_exec=(exec_req[0], exec_req[2]), s_exec=exec_req[1],
-                  s_reply=s, c_total=rec.c2s, s_total=rec.s2c)
+                  s_reply=eof[1], c_total=rec.c2s, s_total=rec.s2c)
 
 
 def start_command(marker: Path, lock: Path, duration: str) -> List[str]:
@@ -184,7 +185,7 @@ def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT
 def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
     proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
 ) -> None:
-    from orchesjob_provider.exceptions import OrchesjobError, OrchesjobTransportError
+    from orchesjob_provider.exceptions import OrchesjobTransportError
 
     hook = make_hook(orchesjob_launcher, home)
     try:
