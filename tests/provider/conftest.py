@@ -22,6 +22,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402
+from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))
 CONN_ID = "orchesjob_test"
@@ -85,7 +86,7 @@ def hook(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str) -> Iter
         orchesjob_bin=orchesjob_launcher,
         orchesjob_home=orchesjob_home,
         retry_backoff=0.1,
-        ssh_hook_kwargs={"conn_retry_attempts": 1},
+        ssh_hook_kwargs=fast_ssh_hook_kwargs(),
     )
     try:
         yield h

@@ -21,6 +21,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobTransportError,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -212,7 +213,7 @@ def test_start_is_retried_after_the_connection_dies_mid_call(
     )
     with OrchesjobHook(
         ssh_conn_id, orchesjob_bin=wrapper, orchesjob_home=orchesjob_home, retry_backoff=0.1,
-        ssh_hook_kwargs={"conn_retry_attempts": 1},
+        ssh_hook_kwargs=fast_ssh_hook_kwargs(),
     ) as h:
         job = h.start("cut", ["/bin/sh", "-c", f"echo x >> {shlex.quote(str(executions))}"])
         assert marker.exists()
@@ -239,7 +240,7 @@ def test_default_mode_start_is_not_retried_once_sent(
     )
     with OrchesjobHook(
         ssh_conn_id, orchesjob_bin=wrapper, orchesjob_home=orchesjob_home, retry_backoff=0.1,
-        ssh_hook_kwargs={"conn_retry_attempts": 1},
+        ssh_hook_kwargs=fast_ssh_hook_kwargs(),
     ) as h:
         with pytest.raises(OrchesjobTransportError) as info:
             h.start("cut-default", ["true"], mode="default")
@@ -258,7 +259,7 @@ def test_unreachable_host_is_a_transport_error(orchesjob_home: str, monkeypatch:
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_DOWN", json.dumps(conn))
     with OrchesjobHook(
         "orchesjob_down", orchesjob_home=orchesjob_home, retries=2, retry_backoff=0.01,
-        ssh_hook_kwargs={"conn_retry_attempts": 1, "conn_timeout": 5},
+        ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5),
     ) as h:
         with pytest.raises(OrchesjobTransportError) as info:
             h.status(run_key="k")
