@@ -6,11 +6,15 @@ cd "$(dirname "$0")/.."
 status=0
 for want in 3.9 3.13; do
   py=""
-  if command -v "python$want" >/dev/null 2>&1; then
-    py=$(command -v "python$want")
-  elif command -v pyenv >/dev/null 2>&1; then
-    for cand in "$(pyenv root)"/versions/"$want".*/bin/python; do [ -x "$cand" ] && py=$cand; done
+  candidates=()
+  if command -v pyenv >/dev/null 2>&1; then
+    for cand in "$(pyenv root)"/versions/"$want".*/bin/python; do candidates+=("$cand"); done
   fi
+  command -v "python$want" >/dev/null 2>&1 && candidates+=("$(command -v "python$want")")
+  for cand in "${candidates[@]}"; do
+    # a pyenv shim is on PATH even when its version is not selected: keep only interpreters that really run
+    if [ -x "$cand" ] && "$cand" -c 'import sys; sys.exit(0)' >/dev/null 2>&1; then py=$cand; break; fi
+  done
   if [ -z "$py" ]; then
     echo "test-other-pythons: SKIPPED Python $want: no interpreter found (install it, e.g. pyenv install $want)"
     [ "${CI:-}" = "true" ] && status=1
@@ -18,7 +22,8 @@ for want in 3.9 3.13; do
   fi
   venv=".venv-$want"
   if [ ! -x "$venv/bin/python" ]; then
-    "$py" -m venv "$venv" && "$venv/bin/python" -m pip install -q pytest pytest-timeout || { status=1; continue; }
+    "$py" -m venv "$venv" && "$venv/bin/python" -m pip install -q pytest pytest-timeout hypothesis \
+      || { echo "test-other-pythons: could not make a venv for $py"; status=1; continue; }
   fi
   echo "test-other-pythons: CLI tests under $("$venv/bin/python" --version)"
   PYTHONPATH="$PWD" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/cli || status=1
