@@ -227,6 +227,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         code = EXIT_OK
     except OrchesjobError as e:
         code = _emit_error(e)
+        if e.error_type in ("corrupt_database", "database"):
+            _leave_database_untouched(code)
     except Help as h:
         sys.stdout.write(h.text)
         code = EXIT_OK
@@ -240,8 +242,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         code = _emit_error(OrchesjobError("interrupted", error_type="interrupted"))
     except Exception as e:  # a bug or an environment we did not foresee: still one JSON object, no traceback
-        code = _emit_error(_unexpected(e))
+        err = _unexpected(e)
+        code = _emit_error(err)
+        if err.error_type in ("corrupt_database", "database"):
+            _leave_database_untouched(code)
     sys.exit(code)
+
+
+def _leave_database_untouched(code: int) -> None:
+    """Exit without closing the database: closing the last connection checkpoints the WAL into the database file,
+    and a damaged database must be left exactly as it was found."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _unexpected(e: Exception) -> OrchesjobError:

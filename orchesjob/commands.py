@@ -336,9 +336,11 @@ def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optio
         job, _ = jobs.lookup(store, None, job_id)
         if jobs.is_active(jobs.refresh(store, job)):
             raise InconsistentState("job %s is %s; only finished jobs can be cleaned" % (job_id, job["status"]))
-    with store.write():
+    if dry_run:  # a preview writes nothing, so it takes no write lock either
         selected = store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id)
-        if not dry_run:
+    else:
+        with store.write():
+            selected = store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id)
             store.delete([j["job_id"] for j in selected])
     items: List[Dict[str, Any]] = []
     errors = 0
