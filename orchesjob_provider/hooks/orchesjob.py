@@ -75,6 +75,14 @@ def _may_retry(exc: OrchesjobError, policy: str) -> bool:
     return False
 
 
+def _remember_sent(exc: OrchesjobError, sent_before: bool) -> bool:
+    """Once any attempt reached the host, the caller must hear "sent" even if a later attempt failed earlier."""
+    sent = sent_before or bool(getattr(exc, "command_sent", False))
+    if sent and isinstance(exc, OrchesjobTransportError):
+        exc.command_sent = True  # type: ignore[attr-defined]
+    return sent
+
+
 def _transport_error(message: str, *, command: str, sent: bool, transient: bool = True) -> OrchesjobTransportError:
     exc = OrchesjobTransportError(message, command=command)
     exc.command_sent = sent  # type: ignore[attr-defined]
@@ -277,7 +285,10 @@ class OrchesjobHook(BaseHook):
             ) from exc
         finally:
             if channel is not None:
-                channel.close()
+                try:
+                    channel.close()
+                except Exception:  # noqa: BLE001 - a link lost while closing must not hide the answer we have
+                    self.close()
 
     def _exec_with_deadline(self, transport: Any, channel: Any, command_line: str) -> None:
         """paramiko waits for the exec request's reply without a time limit; on a link that went silent that is
@@ -356,10 +367,12 @@ class OrchesjobHook(BaseHook):
 
     def _with_retries(self, args: Sequence[Any], timeout: Optional[float], policy: str) -> Any:
         attempt = 0
+        sent_before = False
         while True:
             try:
                 return self._run_once(args, self.settings.command_timeout if timeout is None else timeout)
             except OrchesjobError as exc:
+                sent_before = _remember_sent(exc, sent_before)
                 if attempt >= self.settings.retries or not _may_retry(exc, policy):
                     raise
                 attempt += 1
@@ -667,10 +680,12 @@ class OrchesjobAsyncHook(BaseHook):
 
     async def _with_retries(self, args: Sequence[Any], timeout: Optional[float], policy: str) -> Any:
         attempt = 0
+        sent_before = False
         while True:
             try:
                 return await self._run_once(args, self.settings.command_timeout if timeout is None else timeout)
             except OrchesjobError as exc:
+                sent_before = _remember_sent(exc, sent_before)
                 if attempt >= self.settings.retries or not _may_retry(exc, policy):
                     raise
                 attempt += 1

@@ -1,7 +1,7 @@
 """SSH cut mid-call: a TCP proxy (tests/support/cutproxy.py) in front of the real sshd drops connections at chosen
 byte counts, and the provider must still get every job run exactly once and every log line delivered once.
 
-Calibration first: one uncut `start` through the proxy gives the byte offsets of that SSH session's phases (login,
+Calibration first: three uncut `start`s through the proxy give the byte offsets of that SSH session's phases (login,
 the exec request carrying the command line, the server's acknowledgement of it, the CLI's reply). The SSH packets
 of a session are the same every time for command lines of the same length, so cuts can then be aimed at a phase:
 
@@ -118,7 +118,9 @@ def start_command(marker: Path, lock: Path, duration: str) -> List[str]:
 
 
 def calibrate(proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
-    seen = collections.Counter()
+    """Three uncut sessions; their packet boundaries up to the answer must agree (the answer's length and whether
+    the client's final close makes it onto the wire vary, so the totals are the smallest seen)."""
+    sessions = []
     for i in range(3):
         proxy.set_plan(lambda index: None)
         hook.close()
@@ -129,9 +131,12 @@ def calibrate(proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
         time.sleep(0.2)
         recs = proxy.connections[before:]
         assert len(recs) == 1, "calibration: expected one connection, got %d" % len(recs)
-        seen[phases_of(recs[0])] += 1
-    phases, count = seen.most_common(1)[0]
-    assert count >= 2, "calibration: sessions differ from one another: %s" % seen
+        sessions.append(phases_of(recs[0]))
+    shape = collections.Counter(dataclasses.replace(p, c_total=0, s_total=0) for p in sessions)
+    common, count = shape.most_common(1)[0]
+    assert count >= 2, "calibration: sessions differ from one another: %s" % sessions
+    same = [p for p in sessions if dataclasses.replace(p, c_total=0, s_total=0) == common]
+    phases = dataclasses.replace(common, c_total=min(p.c_total for p in same), s_total=min(p.s_total for p in same))
     print("calibrated phases:", phases)
     return phases
 
@@ -332,6 +337,66 @@ def test_hook_call_does_not_hang_when_the_link_goes_silent_after_the_exec_reques
         assert error is None, error
         runs = Evidence(marker).executions()
         assert dict(runs) == {job["job_id"]: 1}, runs
+    finally:
+        hook.close()
+
+
+def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
+    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+) -> None:
+    """The connection drops in the server's last packets (exit status, EOF, close): the CLI's whole answer has
+    arrived, then closing the channel fails. The hook must return the answer (or retry), never let the raw EOFError
+    of paramiko's channel.close() escape. Each offset of the last 112 server bytes is one try."""
+    from orchesjob_provider.exceptions import OrchesjobError
+
+    hook = make_hook(orchesjob_launcher, home)
+    try:
+        hook.version()
+        phases = calibrate(proxy, hook, tmp_path, home)
+        escaped = []
+        for i, at in enumerate(range(phases.s_total - 112, phases.s_total, 8)):
+            hook.close()
+            first = len(proxy.connections)
+            proxy.set_plan(lambda index, first=first, at=at: Cut(S2C, at, "rst") if index == first else None)
+            marker, lock = tmp_path / ("m-close-%d" % i), tmp_path / ("l-close-%d" % i)
+            try:
+                hook.start("close-%05d" % i, start_command(marker, lock, "0.00"), mode="reuse_success",
+                           exec_timeout=EXEC_TIMEOUT)
+            except OrchesjobError:
+                pass
+            except Exception as exc:  # noqa: BLE001 - what this test looks for
+                escaped.append("cut at server byte %d of %d: %r" % (at, phases.s_total, exc))
+        proxy.set_plan(lambda index: None)
+        assert not escaped, "hook.start let a raw exception escape:\n" + "\n".join(escaped)
+    finally:
+        hook.close()
+
+
+def test_a_hook_that_gives_up_reports_the_command_as_sent_when_an_earlier_attempt_sent_it(
+    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+) -> None:
+    """reuse_success retries after any failure. The first attempt reaches the host (the job starts) and loses its
+    answer; the three retries all fail during login. The exception the caller gets must not say "never sent": the
+    command did reach the host, and a caller trusting that flag would start the job again."""
+    from orchesjob_provider.exceptions import OrchesjobTransportError
+
+    hook = make_hook(orchesjob_launcher, home)
+    try:
+        hook.version()
+        phases = calibrate(proxy, hook, tmp_path, home)
+        hook.close()
+        first = len(proxy.connections)
+        cuts = {first: Cut(S2C, phases.s_reply + 10, "rst")}
+        cuts.update({first + k: Cut(C2S, 100, "rst") for k in (1, 2, 3)})
+        proxy.set_plan(lambda index: cuts.get(index))
+        marker, lock = tmp_path / "m-claim", tmp_path / "l-claim"
+        with pytest.raises(OrchesjobTransportError) as info:
+            hook.start("claim", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT)
+        proxy.set_plan(lambda index: None)
+        assert len(history(home, "claim")) == 1, "the first attempt should have started the job"
+        assert getattr(info.value, "command_sent", None) is not False, (
+            "the hook gave up with command_sent=False (its last attempt's view) although its first attempt "
+            "started job %s" % history(home, "claim")[0]["job_id"])
     finally:
         hook.close()
 
