@@ -19,25 +19,11 @@ if not os.environ.get("CI"):
 
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, asyncssh_connect_kwargs
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+from tests.support.operator_unit import Recorder
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.sshd, pytest.mark.airflow]
 
 LINES = [f"line {i} 'q' $(x) ✓" for i in range(1, 11)]
-
-
-class Recorder(logging.Handler):
-    """Collects the trigger's log records with the time each arrived."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: List[Tuple[float, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append((time.monotonic(), record.getMessage()))
-
-    def lines(self, stream: str) -> List[str]:
-        prefix = f"[{stream}] "
-        return [m[len(prefix):] for _, m in self.records if m.startswith(prefix)]
 
 
 def attach_recorder(trigger: OrchesjobTrigger) -> Recorder:
