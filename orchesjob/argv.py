@@ -29,6 +29,7 @@ COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
         "--cwd": (VALUE, "DIR", "working directory of the command"),
         "--env": (MULTI, "KEY=VALUE", "a variable for the command (repeatable)"),
         "--timeout": (VALUE, "SECS", "abort the job after this many seconds"),
+        "--request-id": (VALUE, "ID", "the caller's id for this request: a repeat returns the job it answered with"),
     }, True),
     "status": ("the latest job of a run key, one job, or all active jobs", {
         "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
@@ -58,6 +59,7 @@ COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
         "--job-id": (VALUE, "ID", "one job"),
         "--reason": (VALUE, "TEXT", "why (kept in the job record)"),
         "--grace-seconds": (VALUE, "SECS", "SIGTERM to SIGKILL (default 5)"),
+        "--if-owner": (VALUE, "ID", "abort only if the job's owner is this request id (exit 4 otherwise)"),
     }, False),
     "rerun": ("start a new execution of a finished job", {
         "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Sequence
 
 MAX_RUN_KEY = 256
+MAX_REQUEST_ID = 128
 MAX_TEXT = 4096
 MAX_CHUNK = 16 << 20
 MAX_OFFSET = 1 << 62  # byte offsets and counts: far beyond any log, still a valid file offset
@@ -33,6 +34,15 @@ def run_key(value: Optional[str]) -> Optional[str]:
         raise InvalidArgument("--run-key is %d characters long; at most %d are allowed" % (len(value), MAX_RUN_KEY))
     if not value.isprintable():
         raise InvalidArgument("--run-key %r contains control or unprintable characters" % value)
+    return value
+
+
+def request_id(value: Optional[str], flag: str) -> Optional[str]:
+    """A caller's request id: non-empty, printable, at most 128 characters (it travels in SSH command lines)."""
+    if value is None:
+        return None
+    if not value or len(value) > MAX_REQUEST_ID or not value.isprintable():
+        raise InvalidArgument("%s %r must be 1-%d printable characters" % (flag, value[:80], MAX_REQUEST_ID))
     return value
 
 
@@ -95,7 +105,8 @@ def env_pairs(values: Optional[List[str]]) -> Dict[str, str]:
 
 def command_argv(cmd: Sequence[str]) -> List[str]:
     if not cmd:
-        raise InvalidArgument("start needs a command to run, after --: orchesjob start --run-key KEY -- COMMAND [ARGS...]")
+        raise InvalidArgument(
+            "command is required (provide it after --): orchesjob start --run-key KEY -- COMMAND [ARGS...]")
     if not cmd[0]:
         raise InvalidArgument("the command must not be an empty string")
     return list(cmd)
@@ -128,6 +139,7 @@ def dispatch(argv: List[str]) -> Any:
             start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
             cwd=os.path.abspath(text(a["cwd"], "--cwd")) if a["cwd"] else None, env=env_pairs(a["env"]),
             timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
+            request_id=request_id(a["request_id"], "--request-id"),
         )
     if c == "status":
         if a["running"]:
@@ -167,7 +179,8 @@ def dispatch(argv: List[str]) -> Any:
                              count(a["tail"], "--tail"), a["json"])
     if c == "abort":
         grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
-        return commands.abort(key, jid, text(a["reason"], "--reason"), seconds(grace, "--grace-seconds"))
+        return commands.abort(key, jid, text(a["reason"], "--reason"), seconds(grace, "--grace-seconds"),
+                              if_owner=request_id(a["if_owner"], "--if-owner"))
     if c == "rerun":
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
         return commands.rerun(
@@ -206,9 +219,10 @@ def _emit_error(err: OrchesjobError) -> int:
 
 
 def _write_json(obj: Any) -> None:
-    from .jsonout import dumps
+    from .jsonout import dump
 
-    sys.stdout.write(dumps(obj) + "\n")
+    dump(obj, sys.stdout.write)  # in pieces: a log chunk's text is escaped and written a slice at a time
+    sys.stdout.write("\n")
     sys.stdout.flush()
 
 
@@ -219,8 +233,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         result = dispatch(args)
-        if isinstance(result, bytes):
-            sys.stdout.buffer.write(result)
+        from .logfiles import Blocks
+
+        if isinstance(result, (bytes, Blocks)):
+            # a log (commands.logs): written block by block as it is read, so any size costs one block of memory
+            for block in (result,) if isinstance(result, bytes) else result:
+                sys.stdout.buffer.write(block)
             sys.stdout.flush()
         else:
             _write_json(result)

@@ -10,7 +10,7 @@ import select
 import time
 
 from . import __version__, CONTRACT_VERSION, jobs, logfiles, processes
-from .errors import InconsistentState, NotFound
+from .errors import InconsistentState, NotFound, job_not_found, run_key_not_found
 from .store import ACTIVE, Store, open_store
 from .timeutil import now, with_iso
 
@@ -35,6 +35,7 @@ def _new_job(store: Store, run_key: str, command: Sequence[str], cwd: Optional[s
         "job_id": job_id, "run_key": run_key, "attempt_no": store.next_attempt(run_key), "status": "STARTING",
         "command": list(command), "cwd": cwd, "env": dict(env), "timeout": timeout, "strict": strict,
         "worker_pid": me, "worker_start": processes.start_time(me), "boot_id": processes.boot_id(),
+        "pid_ns": processes.pid_namespace(),
         "stdout_file": os.path.join(logs, job_id + ".stdout"), "stderr_file": os.path.join(logs, job_id + ".stderr"),
         "started_at": t, "updated_at": t,
     }
@@ -97,22 +98,30 @@ def _params_match(job: Dict[str, Any], command: Sequence[str], cwd: Optional[str
 
 def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: bool = False,
           reuse_success: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT, cwd: Optional[str] = None,
-          env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> Dict[str, Any]:
+          env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
+          request_id: Optional[str] = None) -> Dict[str, Any]:
     """Start `command` under `run_key`, or return the job that already answers for that key.
 
     The decision and the insert share one BEGIN IMMEDIATE transaction, and the partial unique index on active
-    run keys backs it up, so concurrent callers all get the same job.
+    run keys backs it up, so concurrent callers all get the same job. A `request_id` names the caller's request:
+    a repeat of it (a transport retry whose first try did reach the host) returns the job the first try answered
+    with, whatever happened to that job since, so one request never causes two executions. The job's owner
+    becomes the latest request that was answered with it (see abort --if-owner).
     """
     env = env or {}
     store = open_store(create=True)
     assert store is not None
     override_used = False
+    same_request = False
     with store.write():
+        reuse = None
         latest = store.latest(run_key)
         if latest is not None:
             latest = jobs.refresh(store, latest)
-        reuse = None
-        if latest is not None:
+        answered = store.answered_request(run_key, request_id) if request_id is not None else None
+        if answered is not None:
+            reuse, same_request = jobs.refresh(store, answered), True
+        elif latest is not None:
             if jobs.is_active(latest) or jobs.is_stopping(latest):
                 reuse = latest  # never a new attempt beside processes of the last one that are still alive
             elif strict:
@@ -126,19 +135,28 @@ def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: b
             elif reuse_success and latest["status"] == "SUCCEEDED":
                 reuse = latest
         if reuse is None:
+            # the unlock's reason, also as rerun_reason where orchesjob 1.1.0 keeps it
+            why = (store.run_key_info(run_key) or {}).get("unlock_reason") if override_used else None
             job = _new_job(store, run_key, command, cwd, env, timeout, strict, strict_override_used=override_used,
-                           override_reason=(store.run_key_info(run_key) or {}).get("unlock_reason")
-                           if override_used else None)
+                           override_reason=why, rerun_reason=why,
+                           rerun_of_job_id=latest["job_id"] if latest is not None else None,
+                           request_id=request_id, owner=request_id)
+        if request_id is not None and not same_request:
+            target = reuse if reuse is not None else job
+            store.record_request(run_key, request_id, target["job_id"], now())
+            target["owner"] = request_id
     if reuse is not None:
         job = reuse
         if sync and jobs.is_active(job):
             job, _ = wait_for(store, job["job_id"], None)
         out = _start_view(job, existing=True, sync=sync, strict=strict, reuse_success=reuse_success)
         out["parameters_match"] = _params_match(reuse, command, cwd, env, timeout)
+        out["same_request"] = same_request
         return out
     job = _launch(store, job["job_id"], sync, start_timeout)
     out = _start_view(job, existing=False, sync=sync, strict=strict, reuse_success=reuse_success)
     out["parameters_match"] = True
+    out["same_request"] = False
     return out
 
 
@@ -169,16 +187,18 @@ def rerun(run_key: Optional[str], job_id: Optional[str], *, sync: bool = False, 
         src, _ = jobs.lookup(store, run_key, job_id)
         src = jobs.refresh(store, src)
         if jobs.is_active(src):
-            raise InconsistentState("job %s is still %s; rerun needs a finished job" % (src["job_id"], src["status"]))
+            raise InconsistentState("Cannot rerun active job: status=%s; job %s has not finished"
+                                    % (src["status"], src["job_id"]))
         latest = jobs.refresh(store, store.latest(src["run_key"]) or src)
         if jobs.is_active(latest) or jobs.is_stopping(latest):
-            raise InconsistentState("run key %r already has an active job %s (%s)"
+            raise InconsistentState("Cannot rerun active job: run key %r already has an active job %s (%s)"
                                     % (src["run_key"], latest["job_id"], latest["status"]))
         job = _new_job(store, src["run_key"], src["command"], src.get("cwd"), src.get("env") or {},
                        src.get("timeout"), src["strict"], rerun_of_job_id=src["job_id"], rerun_reason=reason)
     job = _launch(store, job["job_id"], sync, start_timeout)
     out = _start_view(job, existing=False, sync=sync, strict=job["strict"], reuse_success=False)
     out["parameters_match"] = True
+    out["rerun"] = True  # as orchesjob 1.1.0 marks a rerun's output
     return out
 
 
@@ -193,7 +213,7 @@ def status(run_key: Optional[str], job_id: Optional[str], running: bool, all_: b
     if all_:
         history = store.history(run_key) if store is not None else []
         if not history:
-            raise NotFound("no job with run key %r" % run_key)
+            raise NotFound("No jobs found for run_key: %s (run_key not found)" % run_key)
         history[0] = jobs.refresh(store, history[0])
         return [jobs.render(jobs.refresh(store, j)) for j in history]
     job, _ = jobs.lookup(store, run_key, job_id)
@@ -259,34 +279,53 @@ def wait(run_key: Optional[str], job_id: Optional[str], timeout: float, stdout_o
 
 def logs(run_key: Optional[str], job_id: Optional[str], stream: str, offset: Optional[int], limit: Optional[int],
          tail: Optional[int], as_json: bool) -> Any:
-    """The log as bytes (for people and pipes) or, with as_json, as one chunk object for programs."""
+    """The log as Blocks of bytes that cli.main writes out as they are read (for people and pipes), or, with
+    as_json, as one chunk object for programs (at most logfiles.MAX_CHUNK bytes; read on from next_offset).
+
+    Nothing is sized by the numbers asked for: an offset past the end is an empty answer, a limit or a tail larger
+    than the log is the whole log, read in bounded blocks."""
     store = open_store(create=False)
     job, _ = jobs.lookup(store, run_key, job_id)
     job = jobs.refresh(store, job)
     path = job[stream + "_file"]
-    if tail is not None:
-        data = logfiles.tail_bytes(path, tail)
-        if not as_json:
-            return data
-        total = logfiles.size(path)
-        return {"stream": stream, "offset": total - len(data), "next_offset": total, "size": total,
-                "data": data.decode("utf-8", "replace")}
     start_at = offset or 0
+    if tail is not None:
+        start_at, end = logfiles.tail_range(path, tail)
+        limit = end - start_at
     if as_json:
         return logfiles.chunk(path, stream, start_at, limit if limit is not None else 1 << 20, not jobs.is_active(job))
-    return logfiles.read_bytes(path, start_at, limit)
+    return logfiles.blocks(path, start_at, limit)
 
 
 # -- changing -----------------------------------------------------------------------------------------------------
-def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], grace: float) -> Dict[str, Any]:
-    """Mark ABORTED first (so a strict start sees the key consumed), then stop the whole process tree."""
+def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], grace: float,
+          if_owner: Optional[str] = None) -> Dict[str, Any]:
+    """Mark ABORTED first (so a strict start sees the key consumed), then stop the whole process tree.
+
+    With `if_owner`, only a job whose owner is that request id is aborted: a caller that has since been replaced
+    (a stale Airflow try whose job a newer try reattached to) is refused, whatever order the two run in, because
+    the check and the ABORTED mark happen under the same write lock as the reattaching start's ownership change.
+    """
     store = open_store(create=False)
     job, jid = jobs.lookup(store, run_key, job_id)
     t = now()
     with store.write():
         job = jobs.refresh(store, store.get(jid) or job)
+        if if_owner is not None and job.get("owner") != if_owner:
+            raise InconsistentState(
+                ("job %s is owned by request %r, not %r: a newer request took it over; not aborted"
+                 % (jid, job["owner"], if_owner)) if job.get("owner") else
+                ("job %s has no owner request (it was started without --request-id), so it is not %r's; not aborted"
+                 % (jid, if_owner)),
+                error_type="not_owner", owner=job.get("owner"))
+        if job.get("liveness") == "unknown":
+            raise InconsistentState(
+                "job %s runs in pid namespace %s, which this process cannot see (it is in %s): abort it from there"
+                % (jid, job.get("pid_ns"), processes.pid_namespace() or "a namespace without /proc"),
+                error_type="other_pid_namespace")
         if not jobs.is_active(job):
-            raise InconsistentState("job %s is already %s; there is nothing to abort" % (jid, job["status"]))
+            raise InconsistentState("Job is not running: %s status=%s; there is nothing to abort"
+                                    % (jid, job["status"]))
         store.update(jid, {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t},
                      only_if_status=ACTIVE)
     sent = jobs.stop_tree(job, grace, include_worker=bool(job.get("target_pid")))
@@ -307,16 +346,16 @@ def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], 
 def unlock(run_key: str, reason: Optional[str], ttl: Optional[float]) -> Dict[str, Any]:
     store = open_store(create=False)
     if store is None:
-        raise NotFound("no job with run key %r" % run_key)
+        raise run_key_not_found(run_key)
     t = now()
     with store.write():
         latest = store.latest(run_key)
         if latest is None:
-            raise NotFound("no job with run key %r" % run_key)
+            raise run_key_not_found(run_key)
         latest = jobs.refresh(store, latest)
         if jobs.is_active(latest):
-            raise InconsistentState("run key %r has an active job %s (%s); unlock needs a finished one"
-                                    % (run_key, latest["job_id"], latest["status"]))
+            raise InconsistentState("Cannot unlock active job: status=%s; run key %r has the active job %s, unlock "
+                                    "needs a finished one" % (latest["status"], run_key, latest["job_id"]))
         expires = int(t + ttl) if ttl is not None else None
         store.set_unlock(run_key, reason, t, expires)
     return with_iso({"unlocked": True, "run_key": run_key, "reason": reason, "allowed_at": t, "expires_at": expires},
@@ -325,22 +364,35 @@ def unlock(run_key: str, reason: Optional[str], ttl: Optional[float]) -> Dict[st
 
 def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optional[str], run_key: Optional[str],
           dry_run: bool) -> Dict[str, Any]:
-    """Delete terminal jobs and their files; active jobs are never touched."""
+    """Delete terminal jobs and their files; never a job while anything of it is alive.
+
+    Active jobs are not selected at all. A terminal job can still have processes (an ABORTED job whose aborting
+    process died midway): deleting its row would let the next `start` run beside them, so such jobs are listed in
+    `skipped` with the reason, and deleted by a later clean once they are gone.
+    """
     store = open_store(create=False)
-    result: Dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": []}
+    result: Dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": [],
+                              "skipped": []}
     if store is None:
         if job_id is not None:
-            raise NotFound("no job with job id %r" % job_id)
+            raise job_not_found(job_id)
         return result
     if job_id is not None:
         job, _ = jobs.lookup(store, None, job_id)
-        if jobs.is_active(jobs.refresh(store, job)):
+        job = jobs.refresh(store, job)
+        if jobs.is_active(job):
             raise InconsistentState("job %s is %s; only finished jobs can be cleaned" % (job_id, job["status"]))
+        if jobs.is_stopping(job) or jobs.still_alive(job, processes.snapshot()):
+            raise InconsistentState("job %s is %s but processes of it are still alive; it can be cleaned once they "
+                                    "are gone" % (job_id, job["status"]))
+    skipped: List[Dict[str, Any]] = []
     if dry_run:  # a preview writes nothing, so it takes no write lock either
-        selected = store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id)
+        selected = _cleanable(store, store.select_terminal(before=before, after=after, run_key=run_key,
+                                                           job_id=job_id), skipped)
     else:
         with store.write():
-            selected = store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id)
+            selected = _cleanable(store, store.select_terminal(before=before, after=after, run_key=run_key,
+                                                               job_id=job_id), skipped)
             store.delete([j["job_id"] for j in selected])
     items: List[Dict[str, Any]] = []
     errors = 0
@@ -356,8 +408,26 @@ def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optio
                 pass
             except OSError:
                 errors += 1
-    result.update(deleted=0 if dry_run else len(selected), matched=len(selected), errors=errors, items=items)
+    result.update(deleted=len(selected), matched=len(selected), errors=errors, items=items, skipped=skipped)
     return result
+
+
+def _cleanable(store: Store, selected: List[Dict[str, Any]], skipped: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The selected jobs nothing of which is alive; the others go to `skipped` with the reason."""
+    snap = processes.snapshot() if selected else []
+    keep = []
+    for j in selected:
+        if jobs.is_stopping(j):
+            j = jobs.refresh(store, j)  # closes the abort's record if nothing of it is left
+        if jobs.is_stopping(j):
+            why = "its abort has not finished: processes of the job may still be alive"
+        elif jobs.still_alive(j, snap):
+            why = "processes of the job are still alive"
+        else:
+            keep.append(j)
+            continue
+        skipped.append({"job_id": j["job_id"], "run_key": j["run_key"], "status": j["status"], "reason": why})
+    return keep
 
 
 def version() -> Dict[str, Any]:

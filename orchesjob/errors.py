@@ -47,6 +47,16 @@ class NotFound(OrchesjobError):
     error_type = "not_found"
 
 
+def run_key_not_found(run_key: Optional[str]) -> NotFound:
+    """Unknown run key. Starts with orchesjob 1.1.0's words, so scripts that grep its messages still match."""
+    return NotFound("run_key not found: no job with run key %r" % run_key)
+
+
+def job_not_found(job_id: Optional[str]) -> NotFound:
+    """Unknown job id, worded as orchesjob 1.1.0 begins it ("Job not found")."""
+    return NotFound("Job not found: no job with job id %r" % job_id)
+
+
 class InconsistentState(OrchesjobError):
     exit_code = EXIT_INCONSISTENT
     error_type = "inconsistent_state"

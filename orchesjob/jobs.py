@@ -18,7 +18,7 @@ from .timeutil import iso, now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Tuple
 
 _REFERENCE_FIELDS = (
     "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",
@@ -59,6 +59,10 @@ def render(job: Dict[str, Any]) -> Dict[str, Any]:
         signal_name=processes.signal_name(job.get("signal")),
         end_reason=job.get("end_reason"),
         active=is_active(job),
+        liveness=job.get("liveness") or ("verified" if is_active(job) or is_stopping(job) else None),
+        request_id=job.get("request_id"),
+        owner=job.get("owner"),
+        pid_namespace=job.get("pid_ns"),
     )
     return out
 
@@ -94,11 +98,12 @@ def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
     No fsync: the database itself runs with synchronous=NORMAL, so a power cut can lose the last commit either way;
     what this file guards against is a locked or unwritable database and a supervisor killed mid-write.
     """
+    from .home import open_new_private
     from .jsonout import dumps
 
     path = result_path(job)
     tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = open_new_private(tmp, os.O_WRONLY)  # O_EXCL, O_NOFOLLOW: never through a file or link already there
     with os.fdopen(fd, "w") as f:
         f.write(dumps(result))
     os.replace(tmp, path)
@@ -164,9 +169,10 @@ def supervisor_alive(job: Dict[str, Any]) -> bool:
 def refresh(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     """Settle an active job's real state; terminal jobs are returned as they are.
 
-    Order matters: a pending result file wins; then a different boot id means dead; then a live supervisor means
-    alive; then any live process of the job means alive (a supervisor killed by OOM does not make a running
-    command LOST); only when nothing is left is the job LOST.
+    Order matters: a pending result file wins; then a different boot id means dead; then a reader that cannot see
+    the job's pid namespace stops (absence of a pid proves nothing there); then a live supervisor or any live
+    process of the job means alive (a supervisor killed by OOM does not make a running command LOST); only when
+    nothing is left is the job LOST, and that verdict is taken again under the write lock (`_mark_lost`).
     """
     if is_stopping(job):
         return _settle_abort(store, job)
@@ -178,19 +184,51 @@ def refresh(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     current_boot = processes.boot_id()
     if job.get("boot_id") and current_boot and job["boot_id"] != current_boot:
         return _mark_lost(store, job, "the host rebooted after the job started")
-    if supervisor_alive(job) or job_pids(job):
+    if not processes.can_judge(job.get("pid_ns")):
+        return dict(job, liveness="unknown")
+    if _anything_alive(job):
         return job
-    pending = read_result_file(job)
-    if pending is not None:
-        return _apply_pending(store, job, pending)
-    fresh = store.get(job["job_id"])
-    if fresh is not None and not is_active(fresh):
-        return fresh
+    processes.pause_point("lost-verdict")
+    return _mark_lost(store, job, None)
+
+
+def _anything_alive(job: Dict[str, Any]) -> bool:
+    return supervisor_alive(job) or bool(job_pids(job))
+
+
+def _lost_reason(job: Dict[str, Any]) -> str:
     if job["status"] == "STARTING" and not job.get("target_pid"):
-        reason = "the job's start was interrupted before its command was launched"
-    else:
-        reason = "the supervisor and every process of the job disappeared without recording a result"
-    return _mark_lost(store, job, reason)
+        return "the job's start was interrupted before its command was launched"
+    return "the supervisor and every process of the job disappeared without recording a result"
+
+
+_IDENTITY = ("status", "worker_pid", "worker_start", "target_pid", "target_start", "pgid")
+
+
+def still_alive(job: Dict[str, Any], snap: List[Tuple[int, int, int, Optional[str]]]) -> bool:
+    """Whether a process snapshot (processes.snapshot) holds the job's supervisor or any process of its tree.
+
+    The same identity rules as job_pids, for many jobs against one /proc pass; a job in a pid namespace this
+    process cannot see counts as alive until its record says it ended.
+    """
+    if not processes.can_judge(job.get("pid_ns")):
+        return not job.get("finished_at")
+    floor = int(job["target_start"]) if job.get("target_start") else None
+    worker, worker_start = job.get("worker_pid"), job.get("worker_start")
+    pgid = job.get("pgid")
+    jid = job["job_id"]
+    for pid, start, pgrp, marker in snap:
+        if worker and pid == worker and (not worker_start or str(start) == worker_start):
+            return True
+        if floor is not None and start < floor:
+            continue
+        if marker == jid:
+            return True
+        if pgid and pgrp == pgid:
+            if floor is None or any(p == pgid and s != floor for p, s, _, _ in snap):
+                continue  # an unverifiable or recycled group id
+            return True
+    return False
 
 
 def _settle_abort(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
@@ -198,7 +236,9 @@ def _settle_abort(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     pending = read_result_file(job)
     if pending is not None:
         return _apply_pending(store, job, pending)
-    if supervisor_alive(job) or job_pids(job):
+    if not processes.can_judge(job.get("pid_ns")):
+        return dict(job, liveness="unknown")
+    if _anything_alive(job):
         return job
     t = now()
     fields = {"finished_at": t, "updated_at": t, "end_reason": job.get("end_reason") or "aborted"
@@ -232,35 +272,58 @@ def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -
     return store.get(job["job_id"]) or job
 
 
-def _mark_lost(store: Store, job: Dict[str, Any], reason: str) -> Dict[str, Any]:
+def _mark_lost(store: Store, job: Dict[str, Any], reason: Optional[str]) -> Dict[str, Any]:
+    """Declare LOST what was seen dead, as a compare-and-set under the write lock.
+
+    The verdict outside the lock came from a read that may be stale: the supervisor may have recorded itself, the
+    command may have started or ended since. So under the lock the row is read again; if any of its process
+    identity changed, or a result file appeared, or anything of it is alive now, the verdict is dropped. Only a row
+    still exactly as observed, with nothing of it alive, becomes LOST (and the UPDATE itself repeats the identity
+    as its condition). A reader that cannot get the lock shows the verdict without recording it.
+    """
     t = now()
-    fields = {"status": "LOST", "end_reason": reason, "finished_at": t, "updated_at": t}
+    why = reason or _lost_reason(job)
+    fields = {"status": "LOST", "end_reason": why, "finished_at": t, "updated_at": t}
     try:
         with store.write(wait=_settle_wait()):
-            store.update(job["job_id"], fields, only_if_status=ACTIVE)
+            fresh = store.get(job["job_id"])
+            if fresh is None or not is_active(fresh):
+                return fresh or job
+            if any(fresh.get(k) != job.get(k) for k in _IDENTITY):
+                return fresh  # it moved on since we looked; the next reader judges the new state
+            if read_result_file(fresh) is not None:
+                return fresh
+            if reason is None and _anything_alive(fresh):
+                return fresh
+            store.update(job["job_id"], fields, only_if_status=ACTIVE,
+                         only_if={k: fresh.get(k) for k in _IDENTITY if k != "status"})
     except LockTimeout:
-        return dict(job, **fields)  # the verdict stands; a later reader records it
+        return dict(job, **fields)  # shown, not recorded; a later reader decides again
     return store.get(job["job_id"]) or job
 
 
 # -- stopping -----------------------------------------------------------------------------------------------------
 def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[str, bool]:
-    """SIGTERM the job's whole tree (and its supervisor), wait `grace` seconds, SIGKILL whatever is left."""
+    """SIGTERM the job's whole tree (and its supervisor), wait `grace` seconds, SIGKILL whatever is left.
+
+    Only processes verified as the job's are signalled; the recorded process group is signalled as a group only
+    while one of those verified processes is in it, never on the strength of the number alone.
+    """
     from .processes import _sig as signal
 
     worker = job.get("worker_pid") if include_worker and supervisor_alive(job) else None
-    pgid = job.get("pgid")
+    members = _members(job)
     sent = {
-        "sent_term_target": processes.send(job_pids(job), signal.SIGTERM, pgid),
+        "sent_term_target": processes.send(members, signal.SIGTERM, processes.job_group(members, job.get("pgid"))),
         "sent_term_worker": bool(worker) and processes.send([worker], signal.SIGTERM),
         "sent_kill_target": False,
         "sent_kill_worker": False,
     }
     deadline = time.monotonic() + grace
     processes.wait_gone(lambda: job_pids(job), deadline)
-    left = job_pids(job)
+    left = _members(job)
     if left:
-        sent["sent_kill_target"] = processes.send(left, signal.SIGKILL, pgid)
+        sent["sent_kill_target"] = processes.send(left, signal.SIGKILL, processes.job_group(left, job.get("pgid")))
     if worker:
         # The supervisor outlives the target only to record how it ended; give it a moment, then stop it too.
         processes.wait_gone(lambda: supervisor_alive(job), max(deadline, time.monotonic() + 1.0))
@@ -270,14 +333,17 @@ def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[s
     return sent
 
 
+def _members(job: Dict[str, Any]) -> Dict[int, int]:
+    return processes.job_members(job["job_id"], job.get("pgid"), job.get("target_start"))
+
+
 def lookup(store: Optional[Store], run_key: Optional[str], job_id: Optional[str]) -> Tuple[Dict[str, Any], str]:
     """The job a command names (the latest attempt for a run key), or NotFound."""
-    from .errors import NotFound
+    from .errors import job_not_found, run_key_not_found
 
     job = None
     if store is not None:
         job = store.get(job_id) if job_id is not None else store.latest(run_key or "")
     if job is None:
-        what = "job id %r" % job_id if job_id is not None else "run key %r" % run_key
-        raise NotFound("no job with %s" % what)
+        raise job_not_found(job_id) if job_id is not None else run_key_not_found(run_key)
     return job, job["job_id"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List
+    from typing import Any, Callable, Iterator, List
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
@@ -33,7 +33,23 @@ def _string(s: str) -> str:
     return "".join(out)
 
 
-def _write(value: Any, indent: str, out: List[str]) -> None:
+_SLICE = 1 << 16
+
+
+def _slices(s: str) -> Iterator[str]:
+    """The JSON text of a long string (a log chunk), escaped a slice at a time as it is written: the whole escaped
+    text (up to six times the string) is never held, nor a list item per character."""
+    try:
+        from _json import encode_basestring_ascii as escape  # the same text as _string, in C
+    except ImportError:  # pragma: no cover - an interpreter without the C accelerator
+        escape = _string
+    yield '"'
+    for i in range(0, len(s), _SLICE):
+        yield escape(s[i:i + _SLICE])[1:-1]
+    yield '"'
+
+
+def _write(value: Any, indent: str, out: List[Any]) -> None:
     if value is None:
         out.append("null")
     elif value is True:
@@ -41,7 +57,7 @@ def _write(value: Any, indent: str, out: List[str]) -> None:
     elif value is False:
         out.append("false")
     elif isinstance(value, str):
-        out.append(_string(value))
+        out.append(_string(value) if len(value) <= _SLICE else _slices(value))
     elif isinstance(value, int):
         out.append(str(int(value)))
     elif isinstance(value, float):
@@ -78,6 +94,20 @@ def _write(value: Any, indent: str, out: List[str]) -> None:
 
 def dumps(value: Any) -> str:
     """JSON text of `value`, indented by two spaces, non-ASCII escaped (safe for any terminal or SSH locale)."""
-    out: List[str] = []
+    out: List[Any] = []
     _write(value, "", out)
-    return "".join(out)
+    return "".join(p if isinstance(p, str) else "".join(p) for p in out)
+
+
+def dump(value: Any, write: Callable[[str], Any]) -> None:
+    """The text of dumps(value), handed to `write` piece by piece, so a long string is never held escaped whole."""
+    out: List[Any] = []
+    _write(value, "", out)
+    done = 0
+    for i, piece in enumerate(out):
+        if not isinstance(piece, str):
+            write("".join(out[done:i]))
+            for part in piece:
+                write(part)
+            done = i + 1
+    write("".join(out[done:]))

@@ -10,7 +10,10 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, Optional
+    from typing import Any, BinaryIO, Dict, Iterator, Optional
+
+BLOCK = 1 << 20  # raw output is read and written in blocks of this size
+MAX_CHUNK = 16 << 20  # a JSON chunk holds at most this many bytes, whatever the limit (read on from next_offset)
 
 
 def size(path: str) -> int:
@@ -20,13 +23,62 @@ def size(path: str) -> int:
         return 0
 
 
-def read_bytes(path: str, offset: int, limit: Optional[int]) -> bytes:
+def _open(path: str) -> "tuple[Optional[BinaryIO], int]":
+    """The log opened for reading and its size now; (None, 0) when it does not exist (yet)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read() if limit is None else f.read(limit)
+        f = open(path, "rb")
     except FileNotFoundError:
+        return None, 0
+    return f, os.fstat(f.fileno()).st_size
+
+
+def read_bytes(path: str, offset: int, limit: Optional[int]) -> bytes:
+    """At most `limit` bytes from `offset` (all there is when None). The read is sized by what the file holds, not
+    by what was asked, and an offset at or past the end reads nothing without seeking there (a seek far past the
+    end can fail with EINVAL)."""
+    f, end = _open(path)
+    if f is None:
         return b""
+    with f:
+        n = end - offset if limit is None else min(limit, end - offset)
+        if n <= 0:
+            return b""
+        f.seek(offset)
+        return f.read(n)
+
+
+class Blocks:
+    """Bytes `start..end` of an open log, read in blocks of at most BLOCK bytes while the caller writes them out
+    (cli.main is the only writer of stdout), so printing a log of any size, or any range of it, costs one block."""
+
+    def __init__(self, f: Optional[BinaryIO], start: int, end: int) -> None:
+        self.f, self.start, self.end = f, start, end
+
+    def __iter__(self) -> Iterator[bytes]:
+        f = self.f
+        if f is None:
+            return
+        try:
+            pos = self.start
+            if pos < self.end:
+                f.seek(pos)
+            while pos < self.end:
+                data = f.read(min(BLOCK, self.end - pos))
+                if not data:
+                    break  # the file shrank meanwhile
+                pos += len(data)
+                yield data
+        finally:
+            f.close()
+
+
+def blocks(path: str, offset: int, limit: Optional[int]) -> Blocks:
+    """The log from `offset`, at most `limit` bytes (to its current end when None), as Blocks. The file is opened
+    here, so a log that cannot be opened fails before anything is printed."""
+    f, end = _open(path)
+    if limit is not None:
+        end = min(end, offset + limit)
+    return Blocks(f, offset, end)
 
 
 def _complete_utf8(data: bytes) -> int:
@@ -49,42 +101,49 @@ def chunk(path: str, stream: str, offset: int, limit: int, final: bool) -> Dict[
     `final` says the job has ended, so a trailing partial character will never be completed and is included.
     """
     total = size(path)
-    data = read_bytes(path, offset, limit) if offset < total else b""
+    data = read_bytes(path, offset, min(limit, MAX_CHUNK)) if offset < total else b""
     keep = len(data) if final and offset + len(data) >= total else _complete_utf8(data)
     if keep == 0 and data and len(data) >= 4:
         keep = len(data)  # not UTF-8 at all: move on rather than stall
-    data = data[:keep]
+    text = (data if keep == len(data) else data[:keep]).decode("utf-8", "replace")
+    del data
     return {
         "stream": stream,
         "offset": offset,
-        "next_offset": offset + len(data),
+        "next_offset": offset + keep,
         "size": total,
-        "data": data.decode("utf-8", "replace"),
+        "data": text,
     }
 
 
-def tail_bytes(path: str, lines: int) -> bytes:
-    """The last `lines` lines of a file, read backwards in blocks so a huge log costs no more than a small one."""
-    if lines <= 0:
-        return b""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return b""
+def tail_range(path: str, lines: int) -> "tuple[int, int]":
+    """(start, end): the last `lines` lines of a file are its bytes start..end (end is its size now).
+
+    Found by counting newlines backwards in blocks that are not kept, so a huge log, or a count of lines larger than
+    the log has, costs no more memory than a small one.
+    """
+    f, end = _open(path)
+    if f is None:
+        return 0, 0
     with f:
-        end = f.seek(0, os.SEEK_END)
-        pos, buf = end, b""
-        wanted = lines + 1 if end and _last_byte(f, end) == b"\n" else lines
-        while pos > 0 and buf.count(b"\n") < wanted:
+        if lines <= 0 or end == 0:
+            return end, end
+        pos = end - 1 if _last_byte(f, end) == b"\n" else end  # a final newline ends the last line, starts none
+        need = lines
+        while pos > 0:
             step = min(65536, pos)
             pos -= step
             f.seek(pos)
-            buf = f.read(step) + buf
-        parts = buf.split(b"\n")
-        if buf.endswith(b"\n"):
-            parts = parts[:-1]
-            return b"\n".join(parts[-lines:]) + b"\n"
-        return b"\n".join(parts[-lines:])
+            block = f.read(step)
+            found = block.count(b"\n")
+            if found < need:
+                need -= found
+                continue
+            i = len(block)
+            for _ in range(need):
+                i = block.rindex(b"\n", 0, i)
+            return pos + i + 1, end
+        return 0, end
 
 
 def _last_byte(f, end: int) -> bytes:

@@ -13,7 +13,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Dict, Iterable, List, Optional, Set
+    from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 MARKER_VAR = "ORCHESJOB_JOB_ID"
 _PROC = "/proc"
@@ -27,6 +27,53 @@ def boot_id() -> Optional[str]:
             return f.read().strip()
     except OSError:
         return None
+
+
+def pid_namespace() -> Optional[str]:
+    """The pid namespace this process lives in (e.g. "pid:[4026531836]"); None without /proc.
+
+    Pids mean something only inside one pid namespace: a reader in another container, or under `unshare --pid`,
+    sees none of the job's pids, or other processes under the same numbers.
+    """
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def proc_is_ours() -> bool:
+    """Whether /proc shows our own pid namespace (after `unshare --pid` without a new /proc mount it does not, and
+    every pid read there names some other process)."""
+    try:
+        return int(os.readlink("/proc/self")) == os.getpid()
+    except (OSError, ValueError):
+        return False
+
+
+def can_judge(recorded_ns: Optional[str]) -> bool:
+    """Whether this process may conclude from /proc that a job recorded in `recorded_ns` is dead, or signal it.
+
+    Absence proves death only where the job's pids would be visible under the same numbers: the same pid namespace,
+    with a /proc that shows it. Without /proc at all (not Linux) the kill(pid, 0) fallback is all there is.
+    """
+    if not _HAVE_PROC:
+        return True
+    mine = pid_namespace()
+    if mine is None or not proc_is_ours():
+        return False
+    return not recorded_ns or recorded_ns == mine
+
+
+def pause_point(name: str) -> None:
+    """Stop this process with SIGSTOP at a named moment when ORCHESJOB_PAUSE_AT names it (comma-separated).
+
+    A test hook: races that need a process delayed at one precise step (a reader between its liveness check and
+    its write, a supervisor between recording itself and launching) are reproduced by stopping it there and
+    resuming it with SIGCONT. Costs one environment lookup when unset.
+    """
+    wanted = os.environ.get("ORCHESJOB_PAUSE_AT")
+    if wanted and name in wanted.split(","):
+        os.kill(os.getpid(), _sig.SIGSTOP)
 
 
 def _stat_fields(pid: int) -> Optional[List[str]]:
@@ -89,10 +136,17 @@ def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None)
     `not_before` is the target's (the group leader's) start time: it tells a recycled group id from the job's own,
     and a process started before it cannot belong to the job.
     """
-    found: Set[int] = set()
+    return set(job_members(job_id, pgid, not_before))
+
+
+def job_members(job_id: str, pgid: Optional[int], not_before: Optional[str] = None) -> Dict[int, int]:
+    """job_pids with each process's group id: {pid: pgrp}, so a caller can tell whether a group is the job's."""
+    found: Dict[int, int] = {}
+    if _HAVE_PROC and not proc_is_ours():
+        return found  # these pids would name other processes; see can_judge
     if not _HAVE_PROC:
         if pgid and _group_exists(pgid):
-            found.add(pgid)
+            found[pgid] = pgid
         return found
     marker = ("%s=%s" % (MARKER_VAR, job_id)).encode()
     me = os.getpid()
@@ -115,8 +169,37 @@ def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None)
         if floor is not None and int(fields[19]) < floor:
             continue
         if (pgid and _pgrp(fields) == pgid) or _has_marker(pid, marker):
-            found.add(pid)
+            found[pid] = _pgrp(fields)
     return found
+
+
+def snapshot() -> List[Tuple[int, int, int, Optional[str]]]:
+    """Every live process once: (pid, start ticks, process group, the job id of its marker or None).
+
+    One /proc pass for questions about many jobs at once (`clean`), instead of one pass per job.
+    """
+    out: List[Tuple[int, int, int, Optional[str]]] = []
+    if not _HAVE_PROC:
+        return out
+    prefix = MARKER_VAR.encode() + b"="
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        fields = _stat_fields(pid)
+        if not fields or fields[0] in ("Z", "X"):
+            continue
+        marker = None
+        try:
+            with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
+                for item in f.read().split(b"\0"):
+                    if item.startswith(prefix):
+                        marker = item[len(prefix):].decode("utf-8", "replace")
+                        break
+        except OSError:
+            pass
+        out.append((pid, int(fields[19]), _pgrp(fields), marker))
+    return out
 
 
 def _group_exists(pgid: int) -> bool:
@@ -130,7 +213,11 @@ def _group_exists(pgid: int) -> bool:
 
 
 def send(pids: Iterable[int], sig: int, pgid: Optional[int] = None) -> bool:
-    """Signal a process group and a set of pids; True when anything was signalled."""
+    """Signal a set of verified pids and, with `pgid`, that whole process group; True when anything was signalled.
+
+    Pass a group only when a verified member of the job is in it (see `job_group`): a group id alone can belong
+    to an unrelated session once the job's group is empty.
+    """
     sent = False
     if pgid:
         try:
@@ -145,6 +232,13 @@ def send(pids: Iterable[int], sig: int, pgid: Optional[int] = None) -> bool:
         except (ProcessLookupError, PermissionError):
             pass
     return sent
+
+
+def job_group(members: Dict[int, int], pgid: Optional[int]) -> Optional[int]:
+    """The recorded group id, if one of the job's verified processes is in it now; else None (signal pids only)."""
+    if pgid and pgid in members.values():
+        return pgid
+    return None
 
 
 def wait_gone(check, deadline: float, step: float = 0.02) -> bool:

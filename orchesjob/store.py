@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any, Dict, List, Optional, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ACTIVE = ("STARTING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
 
@@ -53,6 +53,9 @@ CREATE TABLE jobs (
     target_start TEXT,
     pgid INTEGER,
     boot_id TEXT,
+    pid_ns TEXT,
+    request_id TEXT,
+    owner TEXT,
     stdout_file TEXT NOT NULL,
     stderr_file TEXT NOT NULL,
     started_at INTEGER NOT NULL,
@@ -72,6 +75,14 @@ CREATE TABLE run_keys (
     unlock_expires_at INTEGER,
     unlock_pending INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE start_requests (
+    run_key TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    answered_at INTEGER NOT NULL,
+    PRIMARY KEY (run_key, request_id)
+);
+CREATE INDEX start_requests_job ON start_requests (job_id);
 """
 
 
@@ -136,16 +147,26 @@ class Store:
                 % (self.path, version, SCHEMA_VERSION),
                 error_type="database",
             )
-        self._refuse_foreign()  # before anything writes, even the journal mode
+        if version == 0:
+            self._refuse_foreign()  # before anything writes, even the journal mode
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         with self.write():
-            if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            current = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if current == 0:
                 self._refuse_foreign()
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
+                self.executescript(_SCHEMA)
                 self.conn.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
+            elif current < SCHEMA_VERSION:
+                from . import migrations
+
+                migrations.upgrade(self, current, SCHEMA_VERSION)
+
+    def executescript(self, script: str) -> None:
+        """Run `;`-separated statements inside the open transaction (sqlite3's executescript would commit it)."""
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
 
     def _refuse_foreign(self) -> None:
         if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
@@ -192,6 +213,22 @@ class Store:
         return self._many(
             "SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ()
         )
+
+    def answered_request(self, run_key: str, request_id: str) -> Optional[Dict[str, Any]]:
+        """The job a start with this request id already answered with, if any (a retry of that same request)."""
+        return self._one(
+            "SELECT jobs.* FROM start_requests JOIN jobs USING (job_id) "
+            "WHERE start_requests.run_key = ? AND start_requests.request_id = ?",
+            (run_key, request_id),
+        )
+
+    def record_request(self, run_key: str, request_id: str, job_id: str, at: int) -> None:
+        """Remember which job answered a request (call inside write()); the job becomes that caller's."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO start_requests (run_key, request_id, job_id, answered_at) VALUES (?, ?, ?, ?)",
+            (run_key, request_id, job_id, at),
+        )
+        self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
 
     def run_key_info(self, run_key: str) -> Optional[Dict[str, Any]]:
         try:
@@ -243,8 +280,10 @@ class Store:
         except sqlite3.IntegrityError:
             raise InconsistentState("run key %r already has an active job" % job["run_key"]) from None
 
-    def update(self, job_id: str, fields: Dict[str, Any], only_if_status: Sequence[str] = ()) -> bool:
-        """Update a job; with `only_if_status`, only while it is in one of those states. True when a row changed."""
+    def update(self, job_id: str, fields: Dict[str, Any], only_if_status: Sequence[str] = (),
+               only_if: Optional[Dict[str, Any]] = None) -> bool:
+        """Update a job; with `only_if_status`, only while it is in one of those states, and with `only_if`, only
+        while those columns still hold those values (a compare-and-set). True when a row changed."""
         row = _encode(fields)
         sets = ", ".join("%s = ?" % c for c in row)
         sql = "UPDATE jobs SET %s WHERE job_id = ?" % sets
@@ -252,6 +291,9 @@ class Store:
         if only_if_status:
             sql += " AND status IN (%s)" % ", ".join("?" for _ in only_if_status)
             args.extend(only_if_status)
+        for column, value in (only_if or {}).items():
+            sql += " AND %s IS ?" % column
+            args.append(value)
         return self.conn.execute(sql, args).rowcount > 0
 
     def set_unlock(self, run_key: str, reason: Optional[str], allowed_at: int, expires_at: Optional[int]) -> None:
@@ -265,7 +307,9 @@ class Store:
         self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
 
     def delete(self, job_ids: Sequence[str]) -> None:
-        self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", [(j,) for j in job_ids])
+        ids = [(j,) for j in job_ids]
+        self.conn.executemany("DELETE FROM start_requests WHERE job_id = ?", ids)
+        self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
 
 
 class _Transaction:
@@ -300,14 +344,24 @@ class _Transaction:
             return False
         conn = self.store.conn
         if exc_type is not None:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             return False
         try:
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as e:
-            conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError as e:
+            _rollback(conn)
             raise database_error(e, self.store.path) from None
         return False
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends it by itself on some errors (a full disk), and a
+    failing ROLLBACK must not hide the error that caused it."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.DatabaseError:
+            pass
 
 
 _BOOL_COLUMNS = ("strict", "strict_override_used")
@@ -341,7 +395,8 @@ _INT_COLUMNS = ("attempt_no", "strict", "strict_override_used", "exit_code", "si
                 "pgid")
 _TIME_COLUMNS = ("started_at", "finished_at", "updated_at", "aborted_at")
 _TEXT_COLUMNS = ("job_id", "run_key", "status", "cwd", "override_reason", "rerun_of_job_id", "rerun_reason",
-                 "abort_reason", "end_reason", "worker_start", "target_start", "boot_id", "stdout_file", "stderr_file")
+                 "abort_reason", "end_reason", "worker_start", "target_start", "boot_id", "stdout_file", "stderr_file",
+                 "pid_ns", "request_id", "owner")
 _MAX_TS = 253402300799  # 9999-12-31
 
 
@@ -395,8 +450,6 @@ def open_store(create: bool) -> Optional[Store]:
     path = home.prepare(create)
     if path is None:
         return None
-    if not os.path.exists(path):
-        if not create:
-            return None
-        home.create_private_file(path)
+    if not home.database_file(path, create):  # a plain file of ours, not a link (nor are its -wal and -shm)
+        return None
     return Store(path)

@@ -61,9 +61,9 @@ def parse_datetime(text: str, flag: str) -> int:
         try:
             value = float(s[1:])
         except ValueError:
-            raise InvalidArgument("%s: %r is not a Unix time after '@'" % (flag, text)) from None
+            raise InvalidArgument("Invalid %s: %r is not a Unix time after '@'" % (flag, text)) from None
         if not _MIN_TS <= value <= _MAX_TS:
-            raise InvalidArgument("%s: %r is outside the years 1 to 9999" % (flag, text))
+            raise InvalidArgument("Invalid %s: %r is outside the years 1 to 9999" % (flag, text))
         return int(value)
     candidate = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
     try:
@@ -73,7 +73,7 @@ def parse_datetime(text: str, flag: str) -> int:
             value = dt.datetime.combine(dt.date.fromisoformat(candidate), dt.time())
         except ValueError:
             raise InvalidArgument(
-                "%s: %r is not a datetime; use ISO 8601 such as 2026-01-31, 2026-01-31T14:00 or "
+                "Invalid %s: %r is not a datetime; use ISO 8601 such as 2026-01-31, 2026-01-31T14:00 or "
                 "2026-01-31T14:00:00+09:00" % (flag, text)
             ) from None
     if value.tzinfo is None:

@@ -1,0 +1,54 @@
+"""The schema's history: one function per step from version N to N+1, applied in order under the write lock.
+
+A database records its schema version in `PRAGMA user_version`. Store opens it, sees an older version and calls
+`upgrade`, inside the same BEGIN IMMEDIATE transaction that re-read the version: concurrent CLIs queue on the lock,
+the first one upgrades, the others find the new version. Either every step commits or none does, so a crash during
+an upgrade leaves the old database as it was. A fresh database gets the newest schema directly (store._SCHEMA);
+the test suite upgrades a stored database of every released version and checks it field by field against it.
+
+Rules for a new step: only additive changes SQLite can do in place (ADD COLUMN, new tables and indexes), or a
+table rebuild that copies every row; never a change that needs the old code to still run.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict
+
+    from .store import Store
+
+
+def _v1_to_v2(store: Store) -> None:
+    """Version 2: the pid namespace a job lives in, the caller's request id and owner, and answered requests."""
+    store.executescript("""
+        ALTER TABLE jobs ADD COLUMN pid_ns TEXT;
+        ALTER TABLE jobs ADD COLUMN request_id TEXT;
+        ALTER TABLE jobs ADD COLUMN owner TEXT;
+        CREATE TABLE start_requests (
+            run_key TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            answered_at INTEGER NOT NULL,
+            PRIMARY KEY (run_key, request_id)
+        );
+        CREATE INDEX start_requests_job ON start_requests (job_id);
+    """)
+
+
+# from-version -> the step that brings a database of that version to the next one
+STEPS: Dict[int, Callable[[Store], None]] = {
+    1: _v1_to_v2,
+}
+
+
+def upgrade(store: Store, current: int, target: int) -> None:
+    """Apply every step from `current` to `target` (call inside the write transaction that read `current`)."""
+    for version in range(current, target):
+        step = STEPS.get(version)
+        if step is None:  # pragma: no cover - a gap in the ladder is a packaging bug
+            from .errors import OrchesjobError
+
+            raise OrchesjobError("no upgrade from schema %d to %d" % (version, version + 1), error_type="database")
+        step(store)
+        store.conn.execute("PRAGMA user_version=%d" % (version + 1))

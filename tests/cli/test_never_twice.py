@@ -1,0 +1,365 @@
+"""Holes in "never twice, never lost" found by adversarial testing, each reproduced with real processes.
+
+Races are made deterministic with the CLI's pause points (ORCHESJOB_PAUSE_AT=NAME makes the process SIGSTOP itself
+at that step): a test stops one process exactly inside the window, lets another act, and resumes the first with
+SIGCONT. Every command the jobs run appends a line to a file outside the state directory, so "how many times did
+it run" is counted from evidence the CLI cannot fake.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import (
+    check_error, check_ok, cli_argv, cli_env, pid_alive, run_cli, stat_state, wait_pids_gone, wait_until,
+)
+
+UNSHARE = shutil.which("unshare")
+
+
+def counting(marker: Path, *then: str) -> list:
+    """A command that records one line per execution in `marker`, then runs `then` (a shell snippet)."""
+    script = 'echo "$$" >> %s; %s' % (marker, " ".join(then) or "true")
+    return ["sh", "-c", script]
+
+
+def runs(marker: Path) -> int:
+    try:
+        return len(marker.read_text().split())
+    except FileNotFoundError:
+        return 0
+
+
+def popen_cli(home: Path, *args: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def stopped(pid: int) -> bool:
+    return stat_state(pid) == "T"
+
+
+def procs_of_home(home: Path):
+    """Pids of processes that carry this test's ORCHESJOB_HOME (CLI calls, supervisors, job commands)."""
+    needle = ("ORCHESJOB_HOME=%s" % home).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/environ" % name, "rb") as f:
+                if needle in f.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
+def stopped_supervisor(home: Path, caller: int) -> int:
+    """The supervisor (a fork of the start caller, so an orchesjob process) that stopped itself at a pause point."""
+    def find():
+        for pid in procs_of_home(home):
+            if pid != caller and stopped(pid):
+                return pid
+        return None
+    return wait_until(find, 30, what="the supervisor to stop at its pause point")
+
+
+def db_row(home: Path, job_id: str) -> dict:
+    import sqlite3
+
+    c = sqlite3.connect(str(home / "orchesjob.db"), timeout=30)
+    c.row_factory = sqlite3.Row
+    try:
+        return dict(c.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone())
+    finally:
+        c.close()
+
+
+def only_job_id(home: Path) -> str:
+    import sqlite3
+
+    c = sqlite3.connect(str(home / "orchesjob.db"), timeout=30)
+    try:
+        rows = c.execute("SELECT job_id FROM jobs").fetchall()
+    finally:
+        c.close()
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+# -- 1. a racing reader must not declare a live job LOST ------------------------------------------------------------
+def test_reader_delayed_before_its_lost_verdict_does_not_overwrite_a_job_that_came_alive(home, tmp_path):
+    marker = tmp_path / "runs"
+    caller = popen_cli(home, "start", "--run-key", "race", "--", *counting(marker, "sleep 20"),
+                       env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"})
+    sup = stopped_supervisor(home, caller.pid)
+    caller.kill()  # the caller vouched for the job until its supervisor recorded itself; now nobody does
+    caller.wait()
+    job_id = only_job_id(home)
+    assert db_row(home, job_id)["status"] == "STARTING"
+
+    reader = popen_cli(home, "status", "--job-id", job_id, env={"ORCHESJOB_PAUSE_AT": "lost-verdict"})
+    wait_until(lambda: stopped(reader.pid), 30, what="the reader to stop before writing its LOST verdict")
+    os.kill(sup, signal.SIGCONT)  # meanwhile the supervisor records itself and launches the command
+    wait_until(lambda: db_row(home, job_id)["status"] == "RUNNING", 30, what="the job to be RUNNING")
+    wait_until(lambda: runs(marker) == 1, 30, what="the command to start")
+    os.kill(reader.pid, signal.SIGCONT)
+    out, err = reader.communicate(timeout=60)
+    shown = json.loads(out)
+    assert shown["status"] == "RUNNING", (shown, err)
+    assert db_row(home, job_id)["status"] == "RUNNING"
+
+    again = check_ok(run_cli(home, "start", "--run-key", "race", "--", *counting(marker)))
+    assert again["existing"] is True and again["job_id"] == job_id
+    time.sleep(0.5)
+    assert runs(marker) == 1
+
+
+def test_a_job_whose_caller_died_before_its_supervisor_came_up_is_lost_and_never_launched(home, tmp_path):
+    """The other side of the compare-and-set: a LOST verdict taken first makes the late supervisor launch nothing."""
+    marker = tmp_path / "runs"
+    caller = popen_cli(home, "start", "--run-key", "late", "--", *counting(marker),
+                       env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"})
+    sup = stopped_supervisor(home, caller.pid)
+    caller.kill()
+    caller.wait()
+    job_id = only_job_id(home)
+    lost = check_ok(run_cli(home, "status", "--job-id", job_id))
+    assert lost["status"] == "LOST"
+    os.kill(sup, signal.SIGCONT)
+    wait_pids_gone([sup])
+    assert runs(marker) == 0
+    assert db_row(home, job_id)["status"] == "LOST"
+
+
+# -- 2. a reader in another pid namespace -------------------------------------------------------------------------
+def _in_new_pid_ns(home: Path, *args: str, mount_proc: bool = True):
+    cmd = [UNSHARE, "--pid", "--fork"] + (["--mount-proc"] if mount_proc else []) + cli_argv(*args)
+    p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    return p.returncode, json.loads(p.stdout.decode() or "null"), p.stderr.decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="unshare --pid needs root")
+@pytest.mark.parametrize("mount_proc", [True, False], ids=["own-proc", "parent-proc"])
+def test_a_reader_in_another_pid_namespace_never_concludes_dead(home, tmp_path, mount_proc):
+    assert UNSHARE, "unshare (util-linux) is needed"
+    marker = tmp_path / "runs"
+    job = check_ok(run_cli(home, "start", "--run-key", "ns", "--", *counting(marker, "sleep 30")))
+    assert job["status"] == "RUNNING"
+    assert job["pid_namespace"] and job["pid_namespace"].startswith("pid:[")
+
+    code, shown, err = _in_new_pid_ns(home, "status", "--run-key", "ns", mount_proc=mount_proc)
+    assert code == 0, err
+    assert shown["status"] == "RUNNING" and shown["liveness"] == "unknown"
+    code, again, err = _in_new_pid_ns(home, "start", "--run-key", "ns", "--reuse-success", "--",
+                                      *counting(marker), mount_proc=mount_proc)
+    assert code == 0, err
+    assert again["existing"] is True and again["job_id"] == job["job_id"]
+    code, refused, err = _in_new_pid_ns(home, "abort", "--run-key", "ns", mount_proc=mount_proc)
+    assert code == 4 and refused["error"] == "other_pid_namespace", (refused, err)
+    code, cleaned, err = _in_new_pid_ns(home, "clean", "--all", mount_proc=mount_proc)
+    assert code == 0 and cleaned["deleted"] == 0, (cleaned, err)
+
+    time.sleep(0.3)
+    assert runs(marker) == 1
+    here = check_ok(run_cli(home, "status", "--run-key", "ns"))
+    assert here["status"] == "RUNNING" and here["liveness"] == "verified"
+    aborted = check_ok(run_cli(home, "abort", "--run-key", "ns", "--grace-seconds", "1"))
+    assert aborted["status"] == "ABORTED"
+
+
+# -- 3. clean never deletes a job that is still alive -------------------------------------------------------------
+def test_clean_skips_an_aborted_job_whose_abort_died_midway(home, tmp_path):
+    marker = tmp_path / "runs"
+    job = check_ok(run_cli(home, "start", "--run-key", "dying", "--",
+                           *counting(marker, "trap '' TERM; sleep 30")))
+    aborter = popen_cli(home, "abort", "--run-key", "dying", "--grace-seconds", "20")
+    wait_until(lambda: db_row(home, job["job_id"])["status"] == "ABORTED", 30, what="ABORTED to be recorded")
+    time.sleep(0.3)  # the SIGTERM is sent; the command ignores it and the aborter waits out its grace
+    aborter.kill()
+    aborter.wait()
+    assert pid_alive(job["target_pid"])
+
+    for args in (("clean", "--all"), ("clean", "--run-key", "dying", "--all"), ("clean", "--all", "--dry-run")):
+        cleaned = check_ok(run_cli(home, *args))
+        assert cleaned["deleted"] == 0 and cleaned["items"] == [], cleaned
+        assert [s["job_id"] for s in cleaned["skipped"]] == [job["job_id"]]
+        assert "alive" in cleaned["skipped"][0]["reason"]
+    # an abort that never finished has no finish time, so a time range does not even select it
+    assert check_ok(run_cli(home, "clean", "--before", "2999-01-01T00:00:00"))["deleted"] == 0
+    assert db_row(home, job["job_id"])["status"] == "ABORTED"
+    check_error(run_cli(home, "clean", "--job-id", job["job_id"]), 4, "inconsistent_state")
+    again = check_ok(run_cli(home, "start", "--run-key", "dying", "--", *counting(marker)))
+    assert again["job_id"] == job["job_id"] and again["existing"] is True
+    assert runs(marker) == 1
+
+    os.killpg(job["target_pid"], signal.SIGKILL)
+    wait_pids_gone([job["target_pid"], job["worker_pid"]])
+    cleaned = check_ok(run_cli(home, "clean", "--all"))
+    assert cleaned["deleted"] == 1 and cleaned["skipped"] == [], cleaned
+
+
+def test_clean_skips_a_finished_job_with_a_live_process(home, tmp_path, db):
+    """A record that says finished while a process of the job lives (a stop that failed): never deleted."""
+    job = check_ok(run_cli(home, "start", "--run-key", "left", "--", "sleep", "30"))
+    db().execute("UPDATE jobs SET status = 'FAILED', finished_at = 1, exit_code = 1 WHERE job_id = ?",
+                 (job["job_id"],))
+    cleaned = check_ok(run_cli(home, "clean", "--all"))
+    assert cleaned["deleted"] == 0 and cleaned["skipped"][0]["job_id"] == job["job_id"]
+    os.kill(job["target_pid"], signal.SIGKILL)
+
+
+# -- 4. a full state directory: the result waits, nothing reruns ---------------------------------------------------
+FULL_DISK_SCRIPT = r'''
+set -eu
+mount -t tmpfs -o size=4m,mode=0700 tmpfs "$ORCHESJOB_HOME"
+oj() { "$PY" -m orchesjob "$@"; }
+oj start --run-key fill --reuse-success -- sh -c 'echo "$$" >> "$MARKER"; head -c 8M /dev/zero > "$ORCHESJOB_HOME/filler" 2>/dev/null || true; exit 7' > "$OUT/start.json"
+# the command has run and ended; its result cannot be written anywhere in the state directory
+i=0; while [ "$(wc -l < "$MARKER")" -lt 1 ] || [ ! -s "$ORCHESJOB_HOME/filler" ]; do sleep 0.1; i=$((i+1)); [ $i -lt 300 ]; done
+sleep 2
+oj status --run-key fill > "$OUT/status_full.json"
+oj start --run-key fill --reuse-success -- sh -c 'echo "$$" >> "$MARKER"' > "$OUT/retry_full.json" || echo "retry exit $?" >> "$OUT/notes"
+df -k "$ORCHESJOB_HOME" > "$OUT/df.txt"
+rm -f "$ORCHESJOB_HOME/filler"
+oj wait --run-key fill --timeout 60 > "$OUT/after.json"
+oj start --run-key fill --reuse-success --sync -- sh -c 'echo "$$" >> "$MARKER"' > "$OUT/next.json"
+'''
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting a tmpfs needs root")
+def test_a_full_state_directory_keeps_the_job_alive_until_its_result_is_recorded(home, tmp_path):
+    assert UNSHARE, "unshare (util-linux) is needed"
+    marker = tmp_path / "runs"
+    marker.touch()
+    out = tmp_path / "out"
+    out.mkdir()
+    home.mkdir(mode=0o700)
+    env = cli_env(home, {"MARKER": str(marker), "OUT": str(out), "PY": sys.executable})
+    p = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c", FULL_DISK_SCRIPT], env=env,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=240)
+    assert p.returncode == 0, (p.stdout, p.stderr, [(f.name, f.read_text()) for f in out.iterdir()])
+    first = json.loads((out / "start.json").read_text())
+    during = json.loads((out / "status_full.json").read_text())
+    assert during["job_id"] == first["job_id"]
+    assert during["status"] == "RUNNING", during  # the supervisor lives and keeps trying: never LOST
+    retry = json.loads((out / "retry_full.json").read_text() or "null")
+    assert retry is not None and retry["job_id"] == first["job_id"] and retry["existing"] is True, retry
+    after = json.loads((out / "after.json").read_text())
+    assert after["status"] == "FAILED" and after["exit_code"] == 7, after
+    nxt = json.loads((out / "next.json").read_text())
+    assert nxt["attempt_no"] == 2 and nxt["accepted"] is True  # a real failure is retried, exactly once more
+    assert runs(marker) == 2
+
+
+# -- 5. a repeated request returns what it answered, whatever happened since --------------------------------------
+@pytest.mark.parametrize("mode", [(), ("--reuse-success",), ("--sync",)])
+def test_a_repeated_request_id_never_starts_a_second_execution(home, tmp_path, mode):
+    marker = tmp_path / "runs"
+    first = check_ok(run_cli(home, "start", "--run-key", "req", "--request-id", "try-1", *mode, "--",
+                             *counting(marker, "exit 3")))
+    job_id = first["job_id"]
+    wait_until(lambda: check_ok(run_cli(home, "status", "--job-id", job_id))["status"] == "FAILED", 30,
+               what="the job to fail")
+    again = check_ok(run_cli(home, "start", "--run-key", "req", "--request-id", "try-1", *mode, "--",
+                             *counting(marker, "exit 3")))
+    assert again["job_id"] == job_id and again["existing"] is True and again["same_request"] is True
+    assert again["status"] == "FAILED" and again["exit_code"] == 3
+    assert runs(marker) == 1
+    other = check_ok(run_cli(home, "start", "--run-key", "req", "--request-id", "try-2", *mode, "--",
+                             *counting(marker, "exit 0")))
+    assert other["accepted"] is True and other["attempt_no"] == 2 and other["rerun_of_job_id"] == job_id
+    assert other["owner"] == "try-2" and other["request_id"] == "try-2"
+
+
+def test_a_request_id_that_reattached_keeps_answering_with_that_job(home, tmp_path):
+    marker = tmp_path / "runs"
+    first = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "a", "--",
+                             *counting(marker, "sleep 1; exit 4")))
+    reattach = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *counting(marker)))
+    assert reattach["job_id"] == first["job_id"] and reattach["owner"] == "b"
+    wait_until(lambda: check_ok(run_cli(home, "status", "--run-key", "re"))["status"] == "FAILED", 30, what="fail")
+    repeat = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *counting(marker)))
+    assert repeat["job_id"] == first["job_id"] and repeat["same_request"] is True
+    assert runs(marker) == 1
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "tab\there", "new\nline"])
+def test_bad_request_ids_are_refused(home, bad):
+    check_error(run_cli(home, "start", "--run-key", "k", "--request-id", bad, "--", "true"), 2, "invalid_argument")
+    check_error(run_cli(home, "abort", "--run-key", "k", "--if-owner", bad), 2, "invalid_argument")
+    assert not (home / "orchesjob.db").exists()  # a refused call creates nothing
+
+
+# -- 6. an abort that lands between the supervisor's record and its launch ------------------------------------------
+def test_an_abort_just_before_launch_means_the_command_never_starts(home, tmp_path):
+    marker = tmp_path / "runs"
+    caller = popen_cli(home, "start", "--run-key", "gate", "--start-timeout", "0.5", "--", *counting(marker),
+                       env={"ORCHESJOB_PAUSE_AT": "supervisor-before-launch"})
+    sup = stopped_supervisor(home, caller.pid)
+    caller.communicate(timeout=60)
+    job_id = only_job_id(home)
+    aborted = check_ok(run_cli(home, "abort", "--job-id", job_id, "--grace-seconds", "1"))
+    assert aborted["status"] == "ABORTED"
+    os.kill(sup, signal.SIGCONT)
+    wait_pids_gone([sup])
+    time.sleep(0.3)
+    assert runs(marker) == 0
+    row = db_row(home, job_id)
+    assert row["status"] == "ABORTED" and row["target_pid"] is None
+    nxt = check_ok(run_cli(home, "start", "--run-key", "gate", "--sync", "--", *counting(marker)))
+    assert nxt["attempt_no"] == 2 and nxt["status"] == "SUCCEEDED"
+    assert runs(marker) == 1
+
+
+# -- 8. abort never signals a process group that is not the job's ---------------------------------------------------
+def test_abort_does_not_signal_a_recycled_process_group(home, db, spawn):
+    job = check_ok(run_cli(home, "start", "--run-key", "grp", "--", "sleep", "30"))
+    stranger = spawn(["setsid", "sleep", "60"])  # a session and group of its own: its pid is its pgid
+    wait_until(lambda: os.getpgid(stranger.pid) == stranger.pid, 10, what="the stranger's own group")
+    # the job's group id now names the stranger's group (as after the job's group emptied and the id was reused)
+    db().execute("UPDATE jobs SET pgid = ? WHERE job_id = ?", (stranger.pid, job["job_id"]))
+    aborted = check_ok(run_cli(home, "abort", "--run-key", "grp", "--grace-seconds", "1"))
+    assert aborted["status"] == "ABORTED"
+    wait_pids_gone([job["target_pid"]])  # the job's own (verified) process was still stopped
+    time.sleep(0.2)
+    assert stranger.poll() is None, "the stranger's process group was signalled"
+
+
+# -- 10. a job started from inside a job is its own job -----------------------------------------------------------
+def test_a_job_started_from_inside_a_job_survives_its_parent(home, tmp_path):
+    child_out = tmp_path / "child.json"
+    inner = " ".join(cli_argv("start", "--run-key", "child", "--", "sleep", "2"))
+    parent = check_ok(run_cli(home, "start", "--run-key", "parent", "--sync", "--",
+                              "sh", "-c", "%s > %s; exit 0" % (inner, child_out)))
+    assert parent["status"] == "SUCCEEDED", parent
+    child = json.loads(child_out.read_text())
+    assert child["status"] == "RUNNING"
+    # the parent's leftover sweep ran when it ended; the child's supervisor must not have been taken for the parent's
+    assert pid_alive(child["worker_pid"])
+    done = check_ok(run_cli(home, "wait", "--job-id", child["job_id"], "--timeout", "30"))
+    assert done["status"] == "SUCCEEDED" and done["exit_code"] == 0, done
+
+
+def test_a_nested_supervisor_carries_no_marker_of_the_parent(home, tmp_path):
+    child_out = tmp_path / "child.json"
+    inner = " ".join(cli_argv("start", "--run-key", "child", "--", "sleep", "5"))
+    check_ok(run_cli(home, "start", "--run-key", "parent", "--sync", "--",
+                     "sh", "-c", "%s > %s" % (inner, child_out)))
+    child = json.loads(child_out.read_text())
+    with open("/proc/%d/environ" % child["worker_pid"], "rb") as f:
+        env = f.read().split(b"\0")
+    assert not [e for e in env if e.startswith(b"ORCHESJOB_JOB_ID=")], env
+    with open("/proc/%d/environ" % child["target_pid"], "rb") as f:
+        env = f.read().split(b"\0")
+    assert ("ORCHESJOB_JOB_ID=%s" % child["job_id"]).encode() in env
+    check_ok(run_cli(home, "abort", "--job-id", child["job_id"], "--grace-seconds", "1"))
