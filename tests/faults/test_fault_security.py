@@ -241,18 +241,23 @@ def test_wide_state_directory_of_our_own_is_tightened_with_a_warning(tmp_path: P
 
 
 @pytest.mark.parametrize("mode", [0o777, 0o755, 0o700], ids=["0777", "0755", "0700"])
-def test_state_directory_owned_by_another_user_is_warned_about(reachable: Path, mode: int) -> None:
+def test_state_directory_owned_by_another_user_is_refused(reachable: Path, mode: int) -> None:
     """root uses an ORCHESJOB_HOME that belongs to nobody. Whatever its mode, its owner can replace the database
-    root reads (and `rerun` runs commands from it), so the CLI must say so on stderr."""
+    root reads (and `rerun` runs commands from it) or plant links there, so the CLI refuses it (`state_dir`, naming
+    the owner) and creates or changes nothing in it, for reading and writing commands alike."""
+    import pwd
+
     home = reachable / ("theirs-%o" % mode)
     home.mkdir()
     os.chown(home, NOBODY, NOBODY)
     os.chmod(home, mode)
-    r = run_cli(home, "start", "--sync", "--run-key", "k", "--", "true")
-    assert r.code == 0, r
-    warnings = [ln for ln in r.err.splitlines() if ln.startswith("orchesjob: warning:")]
-    assert any(str(home) in w for w in warnings), \
-        "no warning about a state directory owned by uid %d (mode %o): stderr %r" % (NOBODY, mode, r.err)
+    owner = "%s (uid %d)" % (pwd.getpwuid(NOBODY).pw_name, NOBODY)
+    for args in (["start", "--sync", "--run-key", "k", "--", "true"], ["status", "--running"]):
+        r = run_cli(home, *args)
+        assert r.code == 1 and r.json is not None and r.json["error"] == "state_dir", r
+        assert str(home) in r.json["message"] and owner in r.json["message"], r.json
+        assert os.listdir(home) == [], "something was created in nobody's state directory"
+        assert stat.S_IMODE(home.stat().st_mode) == mode and home.stat().st_uid == NOBODY
 
 
 def test_another_user_cannot_read_our_jobs_in_a_shared_state_directory(reachable: Path) -> None:
