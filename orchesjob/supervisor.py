@@ -121,7 +121,9 @@ def _report_crash(job_id: str) -> None:
 
         from .home import logs_dir
 
-        with open(os.path.join(logs_dir(), job_id + ".stderr"), "a") as f:
+        fd = os.open(os.path.join(logs_dir(), job_id + ".stderr"),
+                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "a") as f:
             f.write("orchesjob: internal error in the supervisor:\n")
             traceback.print_exc(file=f)
     except BaseException:
