@@ -116,6 +116,7 @@ def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: b
     with store.write():
         reuse = None
         latest = store.latest(run_key)
+        store.run_key_info(run_key)  # a damaged run key record is refused here, before anything acts or writes
         if latest is not None:
             latest = jobs.refresh(store, latest)
         answered = store.answered_request(run_key, request_id) if request_id is not None else None
@@ -214,6 +215,7 @@ def status(run_key: Optional[str], job_id: Optional[str], running: bool, all_: b
         history = store.history(run_key) if store is not None else []
         if not history:
             raise NotFound("No jobs found for run_key: %s (run_key not found)" % run_key)
+        store.run_key_info(run_key)  # checked like every value read, before a refresh may write
         history[0] = jobs.refresh(store, history[0])
         return [jobs.render(jobs.refresh(store, j)) for j in history]
     job, _ = jobs.lookup(store, run_key, job_id)
@@ -352,6 +354,7 @@ def unlock(run_key: str, reason: Optional[str], ttl: Optional[float]) -> Dict[st
         latest = store.latest(run_key)
         if latest is None:
             raise run_key_not_found(run_key)
+        store.run_key_info(run_key)  # a damaged run key record is refused here, before anything writes
         latest = jobs.refresh(store, latest)
         if jobs.is_active(latest):
             raise InconsistentState("Cannot unlock active job: status=%s; run key %r has the active job %s, unlock "

@@ -346,4 +346,5 @@ def lookup(store: Optional[Store], run_key: Optional[str], job_id: Optional[str]
         job = store.get(job_id) if job_id is not None else store.latest(run_key or "")
     if job is None:
         raise job_not_found(job_id) if job_id is not None else run_key_not_found(run_key)
+    store.run_key_info(job["run_key"])  # its run key record is checked too, before anything acts on the job
     return job, job["job_id"]

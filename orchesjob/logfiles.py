@@ -13,7 +13,8 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any, BinaryIO, Dict, Iterator, Optional
 
 BLOCK = 1 << 20  # raw output is read and written in blocks of this size
-MAX_CHUNK = 16 << 20  # a JSON chunk holds at most this many bytes, whatever the limit (read on from next_offset)
+MAX_CHUNK = 4 << 20  # a JSON chunk holds at most this many bytes, whatever the limit (read on from next_offset):
+# decoded and escaped, a chunk costs several times its size in memory
 
 
 def size(path: str) -> int:

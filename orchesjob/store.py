@@ -101,6 +101,11 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
     """Translate an SQLite failure into the CLI's error types, with the file named."""
+    if str(exc).startswith(_UNDECODABLE):  # a TEXT value that is not UTF-8 (its text could say anything, even "locked")
+        return OrchesjobError(
+            "the database %s is corrupt (%s); it was left untouched: move it aside to start afresh" % (path, exc),
+            error_type="corrupt_database",
+        )
     if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
         return LockTimeout(
             "the database %s stayed locked for more than %gs (ORCHESJOB_LOCK_TIMEOUT); try again" % (path, lock_timeout())
@@ -116,13 +121,39 @@ def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
     return OrchesjobError("database error on %s: %s" % (path, text), error_type="database")
 
 
+_UNDECODABLE = "Could not decode to UTF-8"  # sqlite3's message for a TEXT value that is not UTF-8
+
+
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection, except that an SQLite message that is not UTF-8 (the damaged name of a schema entry,
+    quoted in an error) raises the DatabaseError it stands for, not the UnicodeDecodeError sqlite3 meets while
+    building it, so every handler of database errors sees it and it is reported as corrupt_database."""
+
+    def execute(self, *args: Any) -> Any:
+        try:
+            return super().execute(*args)
+        except UnicodeDecodeError as e:
+            raise _undecodable(e) from None
+
+    def executemany(self, *args: Any) -> Any:
+        try:
+            return super().executemany(*args)
+        except UnicodeDecodeError as e:
+            raise _undecodable(e) from None
+
+
+def _undecodable(e: UnicodeError) -> sqlite3.DatabaseError:
+    return sqlite3.DatabaseError("database disk image is malformed (SQLite reported an error in bytes that are not "
+                                 "UTF-8: %s)" % e)
+
+
 class Store:
     """One connection to the state database."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None)
+            self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None, factory=_Connection)
             self.conn.row_factory = sqlite3.Row
             self._ensure_schema()
         except sqlite3.DatabaseError as e:
@@ -185,18 +216,21 @@ class Store:
         return _Transaction(self, wait)
 
     # -- reads --------------------------------------------------------------------------------------------------
-    def _one(self, sql: str, args: Sequence[Any]) -> Optional[Dict[str, Any]]:
-        rows = self._many(sql, args)
+    def _one(self, sql: str, args: Sequence[Any], decode: Any = None) -> Optional[Dict[str, Any]]:
+        rows = self._many(sql, args, decode)
         return rows[0] if rows else None
 
-    def _many(self, sql: str, args: Sequence[Any]) -> List[Dict[str, Any]]:
+    def _many(self, sql: str, args: Sequence[Any], decode: Any = None) -> List[Dict[str, Any]]:
+        """Rows as dicts, each checked (by `decode`, a job row's by default) before anything can use a value of it."""
+        decode = decode or _decode
         try:
-            return [_decode(r) for r in self.conn.execute(sql, args).fetchall()]
+            return [decode(r) for r in self.conn.execute(sql, args).fetchall()]
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
-        except (ValueError, TypeError, UnicodeError) as e:  # a row our own code could not have written
+        except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # a row our code could not have written
             raise OrchesjobError(
-                "the database %s holds a damaged job record (%s); it was left untouched" % (self.path, e),
+                "the database %s holds a damaged %s record (%s); it was left untouched"
+                % (self.path, "run key" if decode is _decode_run_key else "job", e),
                 error_type="corrupt_database",
             ) from None
 
@@ -231,11 +265,9 @@ class Store:
         self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
 
     def run_key_info(self, run_key: str) -> Optional[Dict[str, Any]]:
-        try:
-            row = self.conn.execute("SELECT * FROM run_keys WHERE run_key = ?", (run_key,)).fetchone()
-        except sqlite3.DatabaseError as e:
-            raise database_error(e, self.path) from None
-        return dict(row) if row is not None else None
+        """The run key's record (attempt counter, unlock), checked: a damaged one is corrupt_database, so calling
+        this before acting on a run key also guards whatever would be written after it."""
+        return self._one("SELECT * FROM run_keys WHERE run_key = ?", (run_key,), _decode_run_key)
 
     def select_terminal(
         self,
@@ -259,17 +291,25 @@ class Store:
         if after is not None:
             where.append("finished_at >= ?")
             args.append(after)
-        return self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % " AND ".join(where), args)
+        rows = self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % " AND ".join(where), args)
+        for key in {j["run_key"] for j in rows}:
+            self.run_key_info(key)  # deletes nothing under a damaged run key record
+        return rows
 
     # -- writes (call inside write()) ---------------------------------------------------------------------------
     def next_attempt(self, run_key: str) -> int:
-        """Reserve the next attempt number of a run key; numbers are never reused, even after `clean`."""
-        self.conn.execute(
-            "INSERT INTO run_keys (run_key, last_attempt) VALUES (?, 1) "
-            "ON CONFLICT (run_key) DO UPDATE SET last_attempt = last_attempt + 1",
-            (run_key,),
-        )
-        return self.conn.execute("SELECT last_attempt FROM run_keys WHERE run_key = ?", (run_key,)).fetchone()[0]
+        """Reserve the next attempt number of a run key; numbers are never reused, even after `clean`.
+
+        The record is read and checked first and the new number written explicitly (never `last_attempt + 1` in
+        SQL, which would carry a damaged value into a job row): a damaged record is refused before anything is
+        written."""
+        info = self.run_key_info(run_key)
+        if info is None:
+            self.conn.execute("INSERT INTO run_keys (run_key, last_attempt) VALUES (?, 1)", (run_key,))
+            return 1
+        n = info["last_attempt"] + 1
+        self.conn.execute("UPDATE run_keys SET last_attempt = ? WHERE run_key = ?", (n, run_key))
+        return n
 
     def insert(self, job: Dict[str, Any]) -> None:
         row = _encode(job)
@@ -414,8 +454,42 @@ def _check_types(d: Dict[str, Any]) -> None:
         v = d.get(c)
         if v is not None and not isinstance(v, str):
             raise ValueError("column %s holds %s, not text" % (c, type(v).__name__))
+    for c in ("worker_start", "target_start"):  # a start time in clock ticks (processes.start_time), or ""
+        v = d.get(c)
+        if v and not (v.isascii() and v.isdigit()):
+            raise ValueError("column %s holds %r, not a process start time" % (c, v[:40]))
     if d.get("timeout") is not None and not isinstance(d["timeout"], (int, float)):
         raise ValueError("column timeout holds %s" % type(d["timeout"]).__name__)
+
+
+_MAX_ATTEMPT = (1 << 63) - 2  # so that the next number still fits SQLite's INTEGER
+
+
+def _decode_run_key(row: sqlite3.Row) -> Dict[str, Any]:
+    """A run_keys row, refused unless our own code could have written it: last_attempt a positive whole number,
+    unlock times whole numbers or NULL, unlock_pending 0 or 1, unlock_reason text or NULL."""
+    d = dict(row)
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(d.get("run_key"), str):
+        raise ValueError("column run_key holds %s, not text" % type(d.get("run_key")).__name__)
+    v = d.get("last_attempt")
+    if not whole(v) or not 0 < v <= _MAX_ATTEMPT:
+        raise ValueError("column last_attempt holds %s, not a positive whole number"
+                         % (v if whole(v) else type(v).__name__))
+    for c in ("unlock_allowed_at", "unlock_expires_at"):
+        v = d.get(c)
+        if v is not None and (not whole(v) or not -_MAX_TS <= v <= _MAX_TS):
+            raise ValueError("column %s holds %s, not a time" % (c, v if whole(v) else type(v).__name__))
+    v = d.get("unlock_pending")
+    if not whole(v) or v not in (0, 1):
+        raise ValueError("column unlock_pending holds %s, not 0 or 1" % (v if whole(v) else type(v).__name__))
+    v = d.get("unlock_reason")
+    if v is not None and not isinstance(v, str):
+        raise ValueError("column unlock_reason holds %s, not text" % type(v).__name__)
+    return d
 
 
 def _decode(row: sqlite3.Row) -> Dict[str, Any]:

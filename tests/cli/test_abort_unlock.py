@@ -147,6 +147,9 @@ def test_unlock_allows_one_strict_rerun_and_is_consumed(start_job, ok):
     assert second["accepted"] is True and second["existing"] is False
     assert second["job_id"] != first["job_id"] and second["attempt_no"] == 2
     assert second["strict_override_used"] is True
+    # the unlock's reason, in our field and where orchesjob 1.1.0 puts it; the attempt it follows
+    assert second["override_reason"] == "data fix" and second["rerun_reason"] == "data fix"
+    assert second["rerun_of_job_id"] == first["job_id"]
     third = start_job("uk", "true", opts=("--sync", "--strict"))
     assert third["existing"] is True and third["job_id"] == second["job_id"]
     assert third["strict_override_used"] is False

@@ -174,7 +174,7 @@ def test_home_not_writable(tmp_path):
 def test_version_works_whatever_the_home(tmp_path):
     h = tmp_path / "file"
     h.write_text("x")
-    assert check_ok(run_cli(h, "version"))["contract"] == 1
+    assert check_ok(run_cli(h, "version"))["contract"] == 2
 
 
 # -- a database that is not ours ------------------------------------------------------------------------------------

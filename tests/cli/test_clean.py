@@ -73,6 +73,7 @@ def test_clean_dry_run_changes_nothing(start_job, ok, home):
     out = ok("clean", "--all", "--dry-run")
     _check_shape(out, dry_run=True)
     assert [i["job_id"] for i in out["items"]] == [a["job_id"]]
+    assert out["deleted"] == 1 and out["matched"] == 1  # what would be deleted, as orchesjob 1.1.0 reports it
     assert ok("status", "--job-id", a["job_id"])["status"] == "SUCCEEDED"
     for f in _files(a):
         assert os.path.exists(f)

@@ -30,7 +30,7 @@ def test_zipapp_builds_and_runs_a_job(tmp_path):
     env["ORCHESJOB_HOME"] = str(tmp_path / "home")
     version = json.loads(subprocess.run([python, str(target), "version"], env=env, capture_output=True,
                                         check=True, cwd=str(tmp_path)).stdout)
-    assert version["contract"] == 1
+    assert version["contract"] == 2
     job = json.loads(subprocess.run([python, str(target), "start", "--sync", "--run-key", "pyz", "--", "echo", "from pyz"],
                                     env=env, capture_output=True, check=True, cwd=str(tmp_path)).stdout)
     assert job["status"] == "SUCCEEDED" and job["exit_code"] == 0

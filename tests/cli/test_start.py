@@ -16,7 +16,7 @@ def test_version_command_and_flag(ok):
     for args in (("version",), ("--version",)):
         v = ok(*args)
         assert re.match(r"^\d+\.\d+\.\d+", v["version"]), v
-        assert v["contract"] == 1
+        assert v["contract"] == 2
         assert v["python"] == sys.version.split()[0]
 
 
