@@ -13,7 +13,7 @@ STAMP_AF2 := $(VENV_AF2)/.installed
 VENV_AF210 ?= .venv-airflow210
 STAMP_AF210 := $(VENV_AF210)/.installed
 
-.PHONY: all venv test test-cli test-airflow2 test-airflow210 test-pythons demo pyz bench faults clean
+.PHONY: all venv lint test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults clean
 
 all: test
 
@@ -32,11 +32,18 @@ $(STAMP_AF2): pyproject.toml constraints/airflow-2.11.txt
 	touch $(STAMP_AF2)
 
 ## The whole suite: CLI, provider and faults on Airflow 3 with real sshd; the provider again on Airflow 2.11;
-## then the CLI under the oldest and newest Python.
+## then the CLI under the oldest and newest Python, and orchesjob 1.1.0's own tests against this CLI.
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	$(MAKE) --no-print-directory test-airflow2
 	$(MAKE) --no-print-directory test-pythons
+	$(MAKE) --no-print-directory test-reference
+
+## ruff (lint) and mypy (types; strict for orchesjob/), as configured in pyproject.toml. `make test` runs it first.
+lint: $(STAMP)
+	$(PY) -m ruff check orchesjob orchesjob_provider tests bench tools dags_examples
+	$(PY) -m mypy
 
 test-airflow2: $(STAMP_AF2)
 	$(VENV_AF2)/bin/python -m pytest -q -p no:cacheprovider tests/provider
@@ -52,6 +59,11 @@ test-airflow210: $(STAMP_AF210)
 
 test-cli: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/cli
+
+## orchesjob 1.1.0's own CLI tests (its sdist, fetched with pip into a temp dir) against this CLI; the deliberate
+## differences are skipped with their reasons from tests/reference/divergences.txt.
+test-reference: $(STAMP)
+	PY=$(PY) bash tools/test_reference.sh
 
 ## The CLI tests under other interpreters (pyenv's oldest 3.9 and newest 3.13 here); says what it skipped.
 test-pythons:
@@ -71,4 +83,4 @@ faults: $(STAMP)
 	ORCHESJOB_FAULT_TRIALS=100 $(PY) -m pytest -q -p no:cacheprovider tests/faults
 
 clean:
-	rm -rf $(VENV) $(VENV_AF2) $(VENV_AF210) .venv-3.* build dist *.egg-info orchesjob.pyz .pytest_cache .demo
+	rm -rf $(VENV) $(VENV_AF2) $(VENV_AF210) .venv-3.* build dist *.egg-info orchesjob.pyz .pytest_cache .mypy_cache .ruff_cache .demo

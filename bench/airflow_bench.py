@@ -11,10 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,8 +40,8 @@ def _task_end(db: Path) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def measure(job_seconds: float = 5.0, long_job_seconds: float = 60.0) -> Dict[str, float]:
-    figures: Dict[str, float] = {}
+def measure(job_seconds: float = 5.0, long_job_seconds: float = 60.0) -> dict[str, float]:
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="orchesjob-airflow-bench-") as tmp:
         base = Path(tmp)
         server = SshServer(base / "sshd").start()

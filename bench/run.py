@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-def install_cli(into: str) -> "tuple[List[str], str]":
+def install_cli(into: str) -> "tuple[list[str], str]":
     """A plain (non-editable) install of the working tree's CLI, as pip or pipx would leave it on a host: a venv
     with the package in site-packages and a console script. Returns (argv of the CLI, that venv's python)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", into], check=True)
@@ -41,31 +42,32 @@ def install_cli(into: str) -> "tuple[List[str], str]":
     return [script], python
 
 
-CLI: List[str] = []
+CLI: list[str] = []
 PYTHON = sys.executable
 
 
-def env_for(home: str) -> Dict[str, str]:
+def env_for(home: str) -> dict[str, str]:
     env = dict(os.environ)
     env["ORCHESJOB_HOME"] = home
     env.pop("PYTHONPATH", None)
     return env
 
 
-def timed(argv: Sequence[str], env: Optional[Dict[str, str]] = None) -> "tuple[float, int, bytes]":
+def timed(argv: Sequence[str], env: Optional[dict[str, str]] = None) -> "tuple[float, int, bytes]":
     """Wall time of one whole process, its peak RSS in KiB, and its stdout."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert p.stdout is not None  # stdout=PIPE
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
     dt = time.perf_counter() - t0
     if p.returncode != 0:
-        raise RuntimeError("%s exited %s: %s" % (" ".join(argv), p.returncode, out[:500]))
+        raise RuntimeError("%s exited %s: %s" % (" ".join(argv), p.returncode, out[:500].decode(errors="replace")))
     return dt, usage.ru_maxrss, out
 
 
-def median_time(make_argv: Callable[[int], Sequence[str]], env: Optional[Dict[str, str]], runs: int) -> float:
+def median_time(make_argv: Callable[[int], Sequence[str]], env: Optional[dict[str, str]], runs: int) -> float:
     times = [timed(make_argv(i), env)[0] for i in range(runs)]
     return statistics.median(times)
 
@@ -76,6 +78,8 @@ def seed(home: str, jobs: int, keys: int) -> None:
     from orchesjob import store as store_mod
 
     st = store_mod.open_store(create=True)
+    if st is None:
+        raise RuntimeError("open_store(create=True) made no store in %s" % home)
     logs = os.path.join(home, "logs")
     t = int(time.time()) - 86400 * 365
     batch = 50000
@@ -89,7 +93,8 @@ def seed(home: str, jobs: int, keys: int) -> None:
                     "job_id": jid, "run_key": key, "attempt_no": st.next_attempt(key), "status": "SUCCEEDED",
                     "command": ["true"], "cwd": None, "env": {}, "timeout": None, "strict": False,
                     "exit_code": 0, "end_reason": "exited with code 0",
-                    "stdout_file": os.path.join(logs, jid + ".stdout"), "stderr_file": os.path.join(logs, jid + ".stderr"),
+                    "stdout_file": os.path.join(logs, jid + ".stdout"),
+                    "stderr_file": os.path.join(logs, jid + ".stderr"),
                     "started_at": t + i, "finished_at": t + i + 1, "updated_at": t + i + 1,
                 })
         done = min(jobs, done + batch)
@@ -98,7 +103,7 @@ def seed(home: str, jobs: int, keys: int) -> None:
     del os.environ["ORCHESJOB_HOME"]
 
 
-def start_job(env: Dict[str, str], key: str, *cmd: str) -> Dict[str, Any]:
+def start_job(env: dict[str, str], key: str, *cmd: str) -> dict[str, Any]:
     out = subprocess.run(CLI + ["start", "--run-key", key, "--"] + list(cmd), env=env, capture_output=True, check=True)
     return json.loads(out.stdout)
 
@@ -111,7 +116,7 @@ def main() -> int:
     a = ap.parse_args()
     runs = 9 if a.quick else 21
     tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
-    fig: Dict[str, Any] = {}
+    fig: dict[str, Any] = {}
     global CLI, PYTHON
     CLI, PYTHON = install_cli(os.path.join(tmp, "venv"))
     try:
@@ -138,8 +143,10 @@ def main() -> int:
 
         env = env_for(os.path.join(tmp, "starts"))
         subprocess.run(CLI + ["version"], env=env, capture_output=True)
-        fig["start_async_ratio"] = median_time(lambda i: CLI + ["start", "--run-key", "a%d" % i, "--", "true"], env, runs) / base
-        fig["start_sync_ratio"] = median_time(lambda i: CLI + ["start", "--sync", "--run-key", "s%d" % i, "--", "true"], env, runs) / base
+        fig["start_async_ratio"] = median_time(
+            lambda i: CLI + ["start", "--run-key", "a%d" % i, "--", "true"], env, runs) / base
+        fig["start_sync_ratio"] = median_time(
+            lambda i: CLI + ["start", "--sync", "--run-key", "s%d" % i, "--", "true"], env, runs) / base
         fig["rerun_sync_ratio"] = median_time(lambda i: CLI + ["rerun", "--sync", "--run-key", "s0"], env, runs) / base
 
         fig["wait_reaction_ms"] = wait_reaction(env, 5 if a.quick else 9)
@@ -150,7 +157,8 @@ def main() -> int:
             fig.update(provider_figures())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    fig["machine"] = "%s, %d cores, %s" % (platform.platform(), os.cpu_count() or 0, platform.processor() or platform.machine())
+    fig["machine"] = "%s, %d cores, %s" % (
+        platform.platform(), os.cpu_count() or 0, platform.processor() or platform.machine())
     fig["python"] = platform.python_version()
     fig["cli"] = " ".join(CLI)
     fig["quick"] = a.quick
@@ -161,9 +169,9 @@ def main() -> int:
     return 0
 
 
-def wait_reaction(env: Dict[str, str], runs: int) -> float:
+def wait_reaction(env: dict[str, str], runs: int) -> float:
     """Milliseconds from the job's last instruction to `wait` returning, median of `runs` jobs."""
-    samples: List[float] = []
+    samples: list[float] = []
     script = "import time; time.sleep(1.0); print(repr(time.time()), flush=True)"
     for i in range(runs):
         job = start_job(env, "w%d" % i, PYTHON, "-c", script)
@@ -177,11 +185,11 @@ def wait_reaction(env: Dict[str, str], runs: int) -> float:
     return statistics.median(samples)
 
 
-def concurrency(home: str) -> Dict[str, Any]:
+def concurrency(home: str) -> dict[str, Any]:
     env = env_for(home)
     marker = os.path.join(home + "-marker")
     os.makedirs(os.path.dirname(marker), exist_ok=True)
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for label, n, distinct in (("same_key", 50, False), ("distinct", 200, True)):
         if os.path.exists(marker):
             os.unlink(marker)
@@ -205,7 +213,7 @@ def concurrency(home: str) -> Dict[str, Any]:
     return out
 
 
-def memory(env: Dict[str, str]) -> Dict[str, float]:
+def memory(env: dict[str, str]) -> dict[str, float]:
     job = start_job(env, "rss", "sleep", "3")
     time.sleep(0.3)
     with open("/proc/%d/status" % job["worker_pid"]) as f:
@@ -215,7 +223,7 @@ def memory(env: Dict[str, str]) -> Dict[str, float]:
     return {"supervisor_rss_mb": rss / 1024, "status_rss_mb": status_rss / 1024}
 
 
-def provider_figures() -> Dict[str, Any]:
+def provider_figures() -> dict[str, Any]:
     """From the job's end to the Airflow task's end (deferrable and polling), and SSH calls per minute."""
     try:
         import airflow  # noqa: F401
@@ -239,7 +247,7 @@ GOALS = {
 }
 
 
-def report(fig: Dict[str, Any]) -> None:
+def report(fig: dict[str, Any]) -> None:
     print("%-34s %12s  %s" % ("figure", "value", "goal"))
     for k, v in fig.items():
         goal = GOALS.get(k)

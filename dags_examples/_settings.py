@@ -14,6 +14,6 @@ ORCHESJOB_HOME = os.environ.get("ORCHESJOB_REMOTE_HOME") or None
 WORKDIR = os.environ.get("ORCHESJOB_EXAMPLE_WORKDIR", "/tmp/orchesjob-examples")
 
 try:  # Airflow 3
-    from airflow.sdk import DAG  # noqa: F401
+    from airflow.sdk import DAG
 except ImportError:  # Airflow 2
     from airflow import DAG  # noqa: F401

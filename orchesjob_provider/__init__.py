@@ -6,7 +6,7 @@ must stay cheap: no Airflow import here, only the metadata dict.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any
 
 from orchesjob import __version__
 
@@ -15,7 +15,7 @@ __all__ = ["__version__", "get_provider_info"]
 INTEGRATION_NAME = "Orchesjob"
 
 
-def get_provider_info() -> Dict[str, Any]:
+def get_provider_info() -> dict[str, Any]:
     """Provider metadata in the shape of Airflow's ``provider_info.schema.json`` (checked on 2.11 and 3.3).
 
     ``connection-types`` and ``hook-class-names`` are empty on purpose: the hook reuses the SSH provider's ``ssh``

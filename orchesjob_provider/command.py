@@ -15,13 +15,15 @@ import datetime as _dt
 import json
 import math
 import shlex
-from typing import Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn, Union
 
-CONTRACT_VERSION = 1
+from orchesjob import CONTRACT_VERSION  # one definition for both sides (the same distribution ships both)
+from orchesjob.store import ACTIVE, TERMINAL
 
 START_MODES = ("reuse_success", "default", "strict")
-TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED"})
-ACTIVE_STATUSES = frozenset({"STARTING", "RUNNING"})
+TERMINAL_STATUSES = frozenset(TERMINAL)
+ACTIVE_STATUSES = frozenset(ACTIVE)
 STREAMS = ("stdout", "stderr")
 
 # What a shell or launcher prints when the program it was asked to run does not exist or cannot run.
@@ -68,14 +70,14 @@ def quote_path(path: str, what: str = "path") -> str:
     return shlex.quote(path)
 
 
-def cli_prefix(orchesjob_bin: Binary = "orchesjob", orchesjob_home: Optional[str] = None) -> List[str]:
+def cli_prefix(orchesjob_bin: Binary = "orchesjob", orchesjob_home: str | None = None) -> list[str]:
     """Already-quoted leading words: the optional ``ORCHESJOB_HOME=...`` assignment and the program.
 
     ``orchesjob_bin`` is one program path (a string), or an argv prefix (a list, e.g.
     ``["/opt/venv/bin/python", "-m", "orchesjob"]``) whose elements are quoted one by one. A string is never split:
     a path with spaces stays one word.
     """
-    words: List[str] = []
+    words: list[str] = []
     if orchesjob_home is not None and str(orchesjob_home) != "":
         words.append("ORCHESJOB_HOME=" + quote_path(str(orchesjob_home), "orchesjob_home"))
     if isinstance(orchesjob_bin, str):
@@ -92,7 +94,7 @@ def cli_prefix(orchesjob_bin: Binary = "orchesjob", orchesjob_home: Optional[str
 
 
 def build_command_line(
-    args: Sequence[Any], *, orchesjob_bin: Binary = "orchesjob", orchesjob_home: Optional[str] = None
+    args: Sequence[Any], *, orchesjob_bin: Binary = "orchesjob", orchesjob_home: str | None = None
 ) -> str:
     """The full remote command line: prefix words, then every CLI argument quoted on its own."""
     return " ".join(cli_prefix(orchesjob_bin, orchesjob_home) + [quote(a) for a in args])
@@ -138,13 +140,13 @@ def _non_negative_int(value: Any, what: str) -> str:
     return str(number)
 
 
-def _moment(value: Union[str, _dt.datetime, _dt.date], what: str) -> str:
+def _moment(value: str | _dt.datetime | _dt.date, what: str) -> str:
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat()
     return _check_text(str(value), what)
 
 
-def normalize_command(command: Union[str, Sequence[Any]]) -> List[str]:
+def normalize_command(command: str | Sequence[Any]) -> list[str]:
     """The job's argv. A string is a shell snippet run by ``/bin/sh -c`` on the host; a list is an argv as is.
 
     The CLI never runs jobs through a shell, so a string must be given one explicitly; doing it here (rather than
@@ -165,7 +167,7 @@ def _opt(name: str, value: str) -> str:
     return f"{name}={value}"
 
 
-def _selector(run_key: Optional[str], job_id: Optional[str]) -> List[str]:
+def _selector(run_key: str | None, job_id: str | None) -> list[str]:
     """``--run-key K`` or ``--job-id ID``: exactly one, because the CLI requires exactly one."""
     if (run_key is None) == (job_id is None):
         raise ValueError("give exactly one of run_key or job_id")
@@ -179,21 +181,21 @@ def _selector(run_key: Optional[str], job_id: Optional[str]) -> List[str]:
 
 def start_args(
     run_key: str,
-    command: Union[str, Sequence[Any]],
+    command: str | Sequence[Any],
     *,
     mode: str = "reuse_success",
-    cwd: Optional[str] = None,
-    env: Optional[Mapping[str, Any]] = None,
-    timeout: Optional[Number] = None,
-    start_timeout: Optional[Number] = None,
+    cwd: str | None = None,
+    env: Mapping[str, Any] | None = None,
+    timeout: Number | None = None,
+    start_timeout: Number | None = None,
     sync: bool = False,
-) -> List[str]:
+) -> list[str]:
     """Arguments of ``start``. ``mode``: ``reuse_success`` (adopt an active or SUCCEEDED job, the Airflow-retry
     default), ``default`` (the reference CLI's: new job after any terminal one) or ``strict`` (never a second
     execution for this run key)."""
     if mode not in START_MODES:
         raise ValueError(f"mode must be one of {', '.join(START_MODES)}; got {mode!r}")
-    args: List[str] = ["start", _opt("--run-key", _check_text(str(run_key), "run_key"))]
+    args: list[str] = ["start", _opt("--run-key", _check_text(str(run_key), "run_key"))]
     if sync:
         args.append("--sync")
     if mode == "strict":
@@ -217,8 +219,8 @@ def start_args(
 
 
 def status_args(
-    *, run_key: Optional[str] = None, job_id: Optional[str] = None, running: bool = False, all_attempts: bool = False
-) -> List[str]:
+    *, run_key: str | None = None, job_id: str | None = None, running: bool = False, all_attempts: bool = False
+) -> list[str]:
     """Arguments of ``status``: one job by run key or id, every attempt of a run key, or all active jobs."""
     if running:
         if run_key is not None or job_id is not None:
@@ -235,13 +237,13 @@ def status_args(
 
 def wait_args(
     *,
-    run_key: Optional[str] = None,
-    job_id: Optional[str] = None,
-    timeout: Optional[Number] = None,
-    stdout_offset: Optional[int] = None,
-    stderr_offset: Optional[int] = None,
-    max_bytes: Optional[int] = None,
-) -> List[str]:
+    run_key: str | None = None,
+    job_id: str | None = None,
+    timeout: Number | None = None,
+    stdout_offset: int | None = None,
+    stderr_offset: int | None = None,
+    max_bytes: int | None = None,
+) -> list[str]:
     """Arguments of ``wait``: a long poll that also returns log chunks when an offset is given."""
     args = ["wait", *_selector(run_key, job_id)]
     if timeout is not None:
@@ -257,13 +259,13 @@ def wait_args(
 
 def logs_args(
     *,
-    run_key: Optional[str] = None,
-    job_id: Optional[str] = None,
+    run_key: str | None = None,
+    job_id: str | None = None,
     stream: str = "stdout",
-    offset: Optional[int] = None,
-    limit: Optional[int] = None,
-    tail: Optional[int] = None,
-) -> List[str]:
+    offset: int | None = None,
+    limit: int | None = None,
+    tail: int | None = None,
+) -> list[str]:
     """Arguments of ``logs --json``: one CHUNK object (text plus the offset to read on from)."""
     if stream not in STREAMS:
         raise ValueError(f"stream must be 'stdout' or 'stderr', got {stream!r}")
@@ -280,11 +282,11 @@ def logs_args(
 
 def abort_args(
     *,
-    run_key: Optional[str] = None,
-    job_id: Optional[str] = None,
-    reason: Optional[str] = None,
-    grace_seconds: Optional[Number] = None,
-) -> List[str]:
+    run_key: str | None = None,
+    job_id: str | None = None,
+    reason: str | None = None,
+    grace_seconds: Number | None = None,
+) -> list[str]:
     """Arguments of ``abort`` (SIGTERM to the job's process group, then SIGKILL after the grace period)."""
     args = ["abort", *_selector(run_key, job_id)]
     if reason is not None:
@@ -296,12 +298,12 @@ def abort_args(
 
 def rerun_args(
     *,
-    run_key: Optional[str] = None,
-    job_id: Optional[str] = None,
-    reason: Optional[str] = None,
-    start_timeout: Optional[Number] = None,
+    run_key: str | None = None,
+    job_id: str | None = None,
+    reason: str | None = None,
+    start_timeout: Number | None = None,
     sync: bool = False,
-) -> List[str]:
+) -> list[str]:
     """Arguments of ``rerun`` (always a new execution of a finished job's command)."""
     args = ["rerun", *_selector(run_key, job_id)]
     if sync:
@@ -313,7 +315,7 @@ def rerun_args(
     return args
 
 
-def unlock_args(run_key: str, *, reason: Optional[str] = None, ttl: Optional[Union[int, str]] = None) -> List[str]:
+def unlock_args(run_key: str, *, reason: str | None = None, ttl: int | str | None = None) -> list[str]:
     """Arguments of ``unlock`` (one more strict execution for a finished run key)."""
     args = ["unlock", _opt("--run-key", _check_text(str(run_key), "run_key"))]
     if reason is not None:
@@ -325,13 +327,13 @@ def unlock_args(run_key: str, *, reason: Optional[str] = None, ttl: Optional[Uni
 
 def clean_args(
     *,
-    before: Optional[Union[str, _dt.datetime, _dt.date]] = None,
-    after: Optional[Union[str, _dt.datetime, _dt.date]] = None,
+    before: str | _dt.datetime | _dt.date | None = None,
+    after: str | _dt.datetime | _dt.date | None = None,
     all_jobs: bool = False,
-    job_id: Optional[str] = None,
-    run_key: Optional[str] = None,
+    job_id: str | None = None,
+    run_key: str | None = None,
     dry_run: bool = False,
-) -> List[str]:
+) -> list[str]:
     """Arguments of ``clean`` (delete finished jobs and their logs; active jobs are never touched)."""
     args = ["clean"]
     if job_id is not None:
@@ -354,7 +356,7 @@ def clean_args(
     return args
 
 
-def version_args() -> List[str]:
+def version_args() -> list[str]:
     """Arguments of ``version``."""
     return ["version"]
 
@@ -362,7 +364,7 @@ def version_args() -> List[str]:
 # --------------------------------------------------------------------------- parsing
 
 
-def _decode(data: Union[str, bytes, None]) -> str:
+def _decode(data: str | bytes | None) -> str:
     if data is None:
         return ""
     if isinstance(data, bytes):
@@ -399,7 +401,7 @@ def extract_json(text: str) -> Any:
     return None
 
 
-def looks_like_missing_cli(exit_code: Optional[int], stderr: str) -> bool:
+def looks_like_missing_cli(exit_code: int | None, stderr: str) -> bool:
     """True when the shell could not run the CLI at all (not installed, wrong path, not executable)."""
     if exit_code in (126, 127):
         return True
@@ -408,9 +410,9 @@ def looks_like_missing_cli(exit_code: Optional[int], stderr: str) -> bool:
 
 
 def parse_output(
-    stdout: Union[str, bytes, None],
-    exit_code: Optional[int],
-    stderr: Union[str, bytes, None] = "",
+    stdout: str | bytes | None,
+    exit_code: int | None,
+    stderr: str | bytes | None = "",
     *,
     command: str = "",
 ) -> Any:
@@ -429,7 +431,7 @@ def parse_output(
     _raise_failure(out, exit_code, err, payload, command)
 
 
-def _raise_failure(out: str, exit_code: Optional[int], err: str, payload: Any, command: str) -> NoReturn:
+def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, command: str) -> NoReturn:
     from orchesjob_provider.exceptions import (
         OrchesjobIncompatibleCli,
         OrchesjobTransportError,
@@ -465,7 +467,7 @@ def _raise_failure(out: str, exit_code: Optional[int], err: str, payload: Any, c
     )
 
 
-def check_version(payload: Any) -> Dict[str, Any]:
+def check_version(payload: Any) -> dict[str, Any]:
     """Accept a ``version`` answer of our contract, or raise ``OrchesjobIncompatibleCli`` saying what differs."""
     from orchesjob_provider.exceptions import OrchesjobIncompatibleCli
 

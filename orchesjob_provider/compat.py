@@ -9,12 +9,11 @@ so an Airflow move means one edit in this file.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any
 
-import airflow
-from packaging.version import Version
-
-try:
+if TYPE_CHECKING:
+    # Type-check against the common-compat layer, which re-exports whichever Airflow is installed. The 2.x fallback
+    # below names modules that Airflow 3 no longer has, so a checker running on Airflow 3 could not follow it.
     from airflow.providers.common.compat.sdk import (
         AirflowException,
         AirflowFailException,
@@ -25,31 +24,37 @@ try:
         BaseSensorOperator,
         Context,
         TaskDeferred,
-        conf,
     )
-except ImportError:  # pragma: no cover - only without a recent apache-airflow-providers-common-compat
-    from airflow.configuration import conf  # type: ignore[no-redef]
-    from airflow.exceptions import (  # type: ignore[no-redef]
-        AirflowException,
-        AirflowFailException,
-        AirflowSensorTimeout,
-        AirflowSkipException,
-        TaskDeferred,
-    )
-    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
-    from airflow.models.baseoperator import BaseOperator  # type: ignore[no-redef]
-    from airflow.sensors.base import BaseSensorOperator  # type: ignore[no-redef]
-    from airflow.utils.context import Context  # type: ignore[no-redef]
+else:
+    try:
+        from airflow.providers.common.compat.sdk import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+            BaseHook,
+            BaseOperator,
+            BaseSensorOperator,
+            Context,
+            TaskDeferred,
+        )
+    except ImportError:  # pragma: no cover - only without a recent apache-airflow-providers-common-compat
+        from airflow.exceptions import (
+            AirflowException,
+            AirflowFailException,
+            AirflowSensorTimeout,
+            AirflowSkipException,
+            TaskDeferred,
+        )
+        from airflow.hooks.base import BaseHook
+        from airflow.models.baseoperator import BaseOperator
+        from airflow.sensors.base import BaseSensorOperator
+        from airflow.utils.context import Context
 
 # Triggers live in core on every version we support (the triggerer is a core component).
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-AIRFLOW_VERSION = Version(Version(airflow.__version__).base_version)
-AIRFLOW_V_3_0_PLUS = AIRFLOW_VERSION >= Version("3.0.0")
-
 __all__ = [
-    "AIRFLOW_VERSION",
-    "AIRFLOW_V_3_0_PLUS",
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",
@@ -63,15 +68,8 @@ __all__ = [
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",
-    "conf",
     "default_deferrable",
-    "get_connection",
 ]
-
-
-def get_connection(conn_id: str) -> Any:
-    """Look up an Airflow connection synchronously (a worker or a test); same call on every version."""
-    return BaseHook.get_connection(conn_id)
 
 
 async def aget_connection(conn_id: str) -> Any:
@@ -84,25 +82,21 @@ async def aget_connection(conn_id: str) -> Any:
     try:
         from airflow.providers.common.compat.connection import get_async_connection
     except ImportError:  # pragma: no cover - old common-compat
-        get_async_connection = None
-    if get_async_connection is not None:
-        return await get_async_connection(conn_id)
-    from asgiref.sync import sync_to_async
+        from asgiref.sync import sync_to_async
 
-    return await sync_to_async(BaseHook.get_connection)(conn_id)
+        return await sync_to_async(BaseHook.get_connection)(conn_id)
+    return await get_async_connection(conn_id)
 
 
-async def aget_extra_dejson(conn: Any) -> Dict[str, Any]:
+async def aget_extra_dejson(conn: Any) -> dict[str, Any]:
     """The connection's extras as a dict, read without blocking the event loop (same reasons as above)."""
     try:
         from airflow.providers.common.compat.connection import get_async_extra_dejson
     except ImportError:  # pragma: no cover - old common-compat
-        get_async_extra_dejson = None
-    if get_async_extra_dejson is not None:
-        return dict(await get_async_extra_dejson(conn))
-    from asgiref.sync import sync_to_async
+        from asgiref.sync import sync_to_async
 
-    return dict(await sync_to_async(lambda: conn.extra_dejson)())
+        return dict(await sync_to_async(lambda: conn.extra_dejson)())
+    return dict(await get_async_extra_dejson(conn))
 
 
 def default_deferrable() -> bool:

@@ -9,7 +9,8 @@ handling treats them like any other task error.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Type
+from collections.abc import Mapping
+from typing import Any
 
 from orchesjob_provider.compat import AirflowException
 
@@ -23,15 +24,15 @@ class OrchesjobError(AirflowException):
     """
 
     error_type: str = "error"
-    default_exit_code: Optional[int] = 1
+    default_exit_code: int | None = 1
 
     def __init__(
         self,
         message: str,
         *,
-        error_type: Optional[str] = None,
-        exit_code: Optional[int] = None,
-        payload: Optional[Mapping[str, Any]] = None,
+        error_type: str | None = None,
+        exit_code: int | None = None,
+        payload: Mapping[str, Any] | None = None,
         stderr: str = "",
         command: str = "",
     ) -> None:
@@ -40,7 +41,7 @@ class OrchesjobError(AirflowException):
         if error_type:
             self.error_type = error_type
         self.exit_code = self.default_exit_code if exit_code is None else exit_code
-        self.payload: Dict[str, Any] = dict(payload or {})
+        self.payload: dict[str, Any] = dict(payload or {})
         self.stderr = stderr
         self.command = command
 
@@ -52,8 +53,8 @@ class OrchesjobError(AirflowException):
         )
 
 
-def _rebuild(cls: Type[OrchesjobError], message: str, error_type: str, exit_code: Optional[int],
-             payload: Dict[str, Any], stderr: str, command: str) -> OrchesjobError:
+def _rebuild(cls: type[OrchesjobError], message: str, error_type: str, exit_code: int | None,
+             payload: dict[str, Any], stderr: str, command: str) -> OrchesjobError:
     return cls(message, error_type=error_type, exit_code=exit_code, payload=payload, stderr=stderr, command=command)
 
 
@@ -103,20 +104,20 @@ class OrchesjobIncompatibleCli(OrchesjobError):
     default_exit_code = None
 
 
-ERROR_TYPES: Dict[str, Type[OrchesjobError]] = {
+ERROR_TYPES: dict[str, type[OrchesjobError]] = {
     "invalid_argument": OrchesjobInvalidArgument,
     "not_found": OrchesjobNotFound,
     "inconsistent_state": OrchesjobConflict,
     "lock_timeout": OrchesjobLockTimeout,
 }
 
-EXIT_CODES: Dict[int, Type[OrchesjobError]] = {
+EXIT_CODES: dict[int, type[OrchesjobError]] = {
     cls.default_exit_code: cls for cls in ERROR_TYPES.values() if cls.default_exit_code is not None
 }
 
 
 def error_from_payload(
-    payload: Mapping[str, Any], exit_code: Optional[int], *, stderr: str = "", command: str = ""
+    payload: Mapping[str, Any], exit_code: int | None, *, stderr: str = "", command: str = ""
 ) -> OrchesjobError:
     """Build the typed exception for one CLI error JSON.
 

@@ -7,7 +7,8 @@ triggerer restart, `execute_complete`) neither repeats nor skips a line.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Callable
 
 STREAMS = ("stdout", "stderr")
 
@@ -23,18 +24,18 @@ class LogRelay:
                  max_line: int = 65536) -> None:
         self.emit = emit
         self.max_line = max_line
-        self.read: Dict[str, int] = {"stdout": int(stdout_offset), "stderr": int(stderr_offset)}
-        self.carry: Dict[str, str] = {"stdout": "", "stderr": ""}
+        self.read: dict[str, int] = {"stdout": int(stdout_offset), "stderr": int(stderr_offset)}
+        self.carry: dict[str, str] = {"stdout": "", "stderr": ""}
 
     def offset(self, stream: str) -> int:
         """Bytes of `stream` written out so far: where a successor must resume."""
         return self.read[stream] - len(self.carry[stream].encode("utf-8"))
 
     @property
-    def offsets(self) -> Dict[str, int]:
+    def offsets(self) -> dict[str, int]:
         return {s: self.offset(s) for s in STREAMS}
 
-    def take(self, logs: Optional[Mapping[str, Any]], flush: bool = False) -> bool:
+    def take(self, logs: Mapping[str, Any] | None, flush: bool = False) -> bool:
         """Write out the complete lines of a `wait`/`logs` answer's chunks; True when a log has more to read.
 
         `flush` also writes a partial last line (the job ended, or went quiet for a whole poll).

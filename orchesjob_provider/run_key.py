@@ -8,9 +8,10 @@ on purpose.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-MAX_RUN_KEY = 256
+from orchesjob.cli import MAX_RUN_KEY  # the CLI's own limit, defined once
 
 
 def for_task_instance(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:

@@ -9,13 +9,18 @@ Usage: python tools/dag_run.py DAG_ID YYYY-MM-DD   (AIRFLOW_HOME and the dags fo
 
 import sys
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 
-def load_dag(dag_id: str):
-    try:
-        from airflow.dag_processing.dagbag import DagBag  # Airflow 3
-    except ImportError:
-        from airflow.models.dagbag import DagBag  # Airflow 2
+def load_dag(dag_id: str) -> Any:
+    """The DAG object (Airflow 2's DAG or Airflow 3's SerializedDAG: what each ``dag.test`` needs)."""
+    if TYPE_CHECKING:
+        from airflow.dag_processing.dagbag import DagBag
+    else:
+        try:
+            from airflow.dag_processing.dagbag import DagBag  # Airflow 3
+        except ImportError:
+            from airflow.models.dagbag import DagBag  # Airflow 2
     from airflow.configuration import conf
 
     folder = conf.get("core", "dags_folder")

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,7 +38,7 @@ def say(text: str) -> None:
     print("\n\033[1m==> %s\033[0m" % text if sys.stdout.isatty() else "\n==> %s" % text, flush=True)
 
 
-def cli(launcher: str, home: Path, *args: str) -> dict:
+def cli(launcher: str, home: Path, *args: str) -> Any:
     out = subprocess.run([launcher, *args], env=dict(os.environ, ORCHESJOB_HOME=str(home)),
                          capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -131,14 +132,16 @@ def main() -> int:
         say("Result")
         print("    attempts recorded for the run key: %d (%s)"
               % (len(history), ", ".join("%s %s" % (h["job_id"][:8], h["status"]) for h in history)))
-        print("    physical executions (lines the job wrote to %s): %d" % (runs_file.relative_to(ROOT), len(executions)))
+        print("    physical executions (lines the job wrote to %s): %d"
+              % (runs_file.relative_to(ROOT), len(executions)))
         ok = (second.returncode == 0 and third.returncode == 0 and len(executions) == 1 and len(history) == 1
               and history[0]["status"] == "SUCCEEDED" and "Reattached" in second.output and "Adopted" in third.output)
         if ok:
             print("\n    The job ran exactly once: Airflow died mid-job, the retry reattached to the running job, and a"
                   "\n    later retry adopted its result. Everything is under .demo/ (Airflow home, sshd, host state).")
             return 0
-        print("\n    UNEXPECTED: see the output above (try 2 exit %s, try 3 exit %s)." % (second.returncode, third.returncode))
+        print("\n    UNEXPECTED: see the output above (try 2 exit %s, try 3 exit %s)."
+              % (second.returncode, third.returncode))
         print(second.output[-3000:])
         return 1
     finally:

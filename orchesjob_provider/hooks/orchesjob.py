@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import logging
 import os
 import select
 import time
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Union
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider.compat import BaseHook, aget_connection, aget_extra_dejson
@@ -37,10 +37,6 @@ from orchesjob_provider.exceptions import (
     OrchesjobLockTimeout,
     OrchesjobTransportError,
 )
-
-# asyncssh logs every connection and channel at INFO; in a triggerer that polls every few seconds this drowns the
-# task log. Our own messages say what matters.
-logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 Binary = Union[str, Sequence[str]]
 
@@ -90,7 +86,7 @@ def _transport_error(message: str, *, command: str, sent: bool, transient: bool 
     return exc
 
 
-def _parse_sent(out: bytes, exit_code: Optional[int], err: bytes, line: str) -> Any:
+def _parse_sent(out: bytes, exit_code: int | None, err: bytes, line: str) -> Any:
     """Parse an answer; a transport failure found here happened after the command reached the host."""
     try:
         return cmd.parse_output(out, exit_code, err, command=line)
@@ -105,7 +101,7 @@ class _CliSettings:
     def __init__(
         self,
         orchesjob_bin: Binary,
-        orchesjob_home: Optional[str],
+        orchesjob_home: str | None,
         command_timeout: float,
         retries: int,
         retry_backoff: float,
@@ -121,7 +117,7 @@ class _CliSettings:
         self.retry_backoff = max(0.0, float(retry_backoff))
         self.max_backoff = max(0.0, float(max_backoff))
         self.check_version = check_version
-        self.cli_version: Optional[Dict[str, Any]] = None
+        self.cli_version: dict[str, Any] | None = None
 
     def command_line(self, args: Sequence[Any]) -> str:
         return cmd.build_command_line(args, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home)
@@ -131,7 +127,7 @@ class _CliSettings:
         return min(self.retry_backoff * (2 ** (attempt - 1)), self.max_backoff)
 
     @staticmethod
-    def wait_exec_timeout(timeout: Optional[float], command_timeout: float) -> float:
+    def wait_exec_timeout(timeout: float | None, command_timeout: float) -> float:
         """A ``wait`` legitimately runs for its own timeout; give the SSH call that long plus the usual budget."""
         return (DEFAULT_WAIT_TIMEOUT if timeout is None else float(timeout)) + command_timeout
 
@@ -175,14 +171,14 @@ class OrchesjobHook(BaseHook):
         self,
         ssh_conn_id: str = default_conn_name,
         orchesjob_bin: Binary = "orchesjob",
-        orchesjob_home: Optional[str] = None,
+        orchesjob_home: str | None = None,
         *,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         retries: int = 3,
         retry_backoff: float = 1.0,
         max_backoff: float = 30.0,
         check_version: bool = True,
-        ssh_hook_kwargs: Optional[Mapping[str, Any]] = None,
+        ssh_hook_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -228,13 +224,13 @@ class OrchesjobHook(BaseHook):
             except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
                 pass
 
-    def __enter__(self) -> "OrchesjobHook":
+    def __enter__(self) -> OrchesjobHook:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
-    def test_connection(self) -> Tuple[bool, str]:
+    def test_connection(self) -> tuple[bool, str]:
         """For the Airflow UI's "Test" button: can we log in and does the remote CLI speak our contract?"""
         try:
             info = self.version()
@@ -244,7 +240,7 @@ class OrchesjobHook(BaseHook):
 
     # ------------------------------------------------------------------ low level
 
-    def _exec(self, command_line: str, timeout: Optional[float]) -> Tuple[Optional[int], bytes, bytes]:
+    def _exec(self, command_line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
         """Run one command line; return (exit status or None, stdout, stderr). Raises transport errors only."""
         import paramiko
 
@@ -317,13 +313,13 @@ class OrchesjobHook(BaseHook):
             watchdog.cancel()
 
     @staticmethod
-    def _collect(channel: Any, command_line: str, timeout: Optional[float]) -> Tuple[Optional[int], bytes, bytes]:
+    def _collect(channel: Any, command_line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
         """Read stdout and stderr together until EOF (so neither fills its window and blocks the remote CLI)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        out: List[bytes] = []
-        err: List[bytes] = []
+        out: list[bytes] = []
+        err: list[bytes] = []
 
-        def remaining() -> Optional[float]:
+        def remaining() -> float | None:
             return None if deadline is None else deadline - time.monotonic()
 
         while True:
@@ -350,7 +346,7 @@ class OrchesjobHook(BaseHook):
         status = channel.exit_status
         return (None if status == -1 else status), b"".join(out), b"".join(err)
 
-    def _run_once(self, args: Sequence[Any], timeout: Optional[float]) -> Any:
+    def _run_once(self, args: Sequence[Any], timeout: float | None) -> Any:
         line = self.settings.command_line(args)
         exit_code, out, err = self._exec(line, timeout)
         return _parse_sent(out, exit_code, err, line)
@@ -359,13 +355,13 @@ class OrchesjobHook(BaseHook):
         if self.settings.check_version and self.settings.cli_version is None:
             self.version()
 
-    def run_cli(self, args: Sequence[Any], *, timeout: Optional[float] = None, retry: str = RETRY_NEVER) -> Any:
+    def run_cli(self, args: Sequence[Any], *, timeout: float | None = None, retry: str = RETRY_NEVER) -> Any:
         """Run ``orchesjob ARGS...`` (every element quoted) and return its parsed JSON; the escape hatch for verbs
         or flags this hook does not wrap. ``retry`` is ``"never"``, ``"before_send"`` or ``"always"``."""
         self._ensure_compatible()
         return self._with_retries(args, timeout, retry)
 
-    def _with_retries(self, args: Sequence[Any], timeout: Optional[float], policy: str) -> Any:
+    def _with_retries(self, args: Sequence[Any], timeout: float | None, policy: str) -> Any:
         attempt = 0
         sent_before = False
         while True:
@@ -385,7 +381,7 @@ class OrchesjobHook(BaseHook):
 
     # ------------------------------------------------------------------ verbs
 
-    def version(self) -> Dict[str, Any]:
+    def version(self) -> dict[str, Any]:
         """The remote CLI's ``version`` JSON, checked against our contract (cached after the first success)."""
         if self.settings.cli_version is not None:
             return self.settings.cli_version
@@ -399,16 +395,16 @@ class OrchesjobHook(BaseHook):
     def start(
         self,
         run_key: str,
-        command: Union[str, Sequence[Any]],
+        command: str | Sequence[Any],
         *,
         mode: str = "reuse_success",
-        cwd: Optional[str] = None,
-        env: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
-        start_timeout: Optional[float] = None,
+        cwd: str | None = None,
+        env: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+        start_timeout: float | None = None,
         sync: bool = False,
-        exec_timeout: Optional[float] = None,
-    ) -> Dict[str, Any]:
+        exec_timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Start (or, by run key, reattach to / adopt) a job; returns the job plus ``existing``,
         ``parameters_match`` and friends. A string ``command`` runs through ``/bin/sh -c`` on the host.
 
@@ -426,8 +422,8 @@ class OrchesjobHook(BaseHook):
     def status(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
+        run_key: str | None = None,
+        job_id: str | None = None,
         running: bool = False,
         all_attempts: bool = False,
     ) -> Any:
@@ -439,13 +435,13 @@ class OrchesjobHook(BaseHook):
     def wait(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-        timeout: Optional[float] = DEFAULT_WAIT_TIMEOUT,
-        stdout_offset: Optional[int] = None,
-        stderr_offset: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-    ) -> Dict[str, Any]:
+        run_key: str | None = None,
+        job_id: str | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        stdout_offset: int | None = None,
+        stderr_offset: int | None = None,
+        max_bytes: int | None = None,
+    ) -> dict[str, Any]:
         """Long-poll until the job is terminal, ``timeout`` passes, or (given offsets) a log grows; returns the job
         plus ``timed_out`` and, with offsets, ``logs`` chunks."""
         args = cmd.wait_args(
@@ -462,13 +458,13 @@ class OrchesjobHook(BaseHook):
     def logs(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
+        run_key: str | None = None,
+        job_id: str | None = None,
         stream: str = "stdout",
-        offset: Optional[int] = None,
-        limit: Optional[int] = None,
-        tail: Optional[int] = None,
-    ) -> Dict[str, Any]:
+        offset: int | None = None,
+        limit: int | None = None,
+        tail: int | None = None,
+    ) -> dict[str, Any]:
         """One CHUNK of a job's log (``data``, ``offset``, ``next_offset``, ``size``); read on from ``next_offset``."""
         args = cmd.logs_args(run_key=run_key, job_id=job_id, stream=stream, offset=offset, limit=limit, tail=tail)
         return self.run_cli(args, retry=RETRY_ALWAYS)
@@ -476,11 +472,11 @@ class OrchesjobHook(BaseHook):
     def abort(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-        reason: Optional[str] = None,
-        grace_seconds: Optional[float] = None,
-    ) -> Dict[str, Any]:
+        run_key: str | None = None,
+        job_id: str | None = None,
+        reason: str | None = None,
+        grace_seconds: float | None = None,
+    ) -> dict[str, Any]:
         """Abort an active job (SIGTERM, then SIGKILL after ``grace_seconds``). Raises ``OrchesjobConflict`` when
         the job already finished."""
         args = cmd.abort_args(run_key=run_key, job_id=job_id, reason=reason, grace_seconds=grace_seconds)
@@ -490,13 +486,13 @@ class OrchesjobHook(BaseHook):
     def rerun(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-        reason: Optional[str] = None,
-        start_timeout: Optional[float] = None,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        reason: str | None = None,
+        start_timeout: float | None = None,
         sync: bool = False,
-        exec_timeout: Optional[float] = None,
-    ) -> Dict[str, Any]:
+        exec_timeout: float | None = None,
+    ) -> dict[str, Any]:
         """Start a new execution of a finished job's command (never retried once sent: it is not idempotent)."""
         args = cmd.rerun_args(run_key=run_key, job_id=job_id, reason=reason, start_timeout=start_timeout, sync=sync)
         if exec_timeout is None and not sync:
@@ -505,21 +501,21 @@ class OrchesjobHook(BaseHook):
         return self._with_retries(args, exec_timeout, RETRY_BEFORE_SEND)
 
     def unlock(
-        self, run_key: str, *, reason: Optional[str] = None, ttl: Optional[Union[int, str]] = None
-    ) -> Dict[str, Any]:
+        self, run_key: str, *, reason: str | None = None, ttl: int | str | None = None
+    ) -> dict[str, Any]:
         """Allow one more ``strict`` execution of a finished run key (optionally expiring after ``ttl``)."""
         return self.run_cli(cmd.unlock_args(run_key, reason=reason, ttl=ttl), retry=RETRY_BEFORE_SEND)
 
     def clean(
         self,
         *,
-        before: Optional[Any] = None,
-        after: Optional[Any] = None,
+        before: Any | None = None,
+        after: Any | None = None,
         all_jobs: bool = False,
-        job_id: Optional[str] = None,
-        run_key: Optional[str] = None,
+        job_id: str | None = None,
+        run_key: str | None = None,
         dry_run: bool = False,
-    ) -> Dict[str, Any]:
+    ) -> dict[str, Any]:
         """Delete finished jobs and their logs on the host (active jobs are never touched)."""
         args = cmd.clean_args(
             before=before, after=after, all_jobs=all_jobs, job_id=job_id, run_key=run_key, dry_run=dry_run
@@ -530,7 +526,7 @@ class OrchesjobHook(BaseHook):
 # ====================================================================== async
 
 
-def asyncssh_connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> Dict[str, Any]:
+def asyncssh_connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> dict[str, Any]:
     """``asyncssh.connect`` keyword arguments from an Airflow SSH connection's fields and extras.
 
     Mirrors the SSH provider's sync hook so one connection works for both: ``key_file``, ``private_key`` (+
@@ -543,7 +539,7 @@ def asyncssh_connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> Dict[str, A
     host = conn.host
     if not host:
         raise OrchesjobInvalidArgument(f"SSH connection {getattr(conn, 'conn_id', '?')!r} has no host")
-    kwargs: Dict[str, Any] = {
+    kwargs: dict[str, Any] = {
         "host": host,
         "port": int(conn.port) if conn.port else 22,
         "username": conn.login or getpass.getuser(),
@@ -592,7 +588,7 @@ class OrchesjobAsyncHook(BaseHook):
         self,
         ssh_conn_id: str = default_conn_name,
         orchesjob_bin: Binary = "orchesjob",
-        orchesjob_home: Optional[str] = None,
+        orchesjob_home: str | None = None,
         *,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
         connect_timeout: float = 30.0,
@@ -608,7 +604,7 @@ class OrchesjobAsyncHook(BaseHook):
         )
         self.connect_timeout = float(connect_timeout)
         self._conn: Any = None
-        self._connect_kwargs: Optional[Dict[str, Any]] = None
+        self._connect_kwargs: dict[str, Any] | None = None
 
     async def get_conn(self) -> Any:
         """A connected asyncssh ``SSHClientConnection``, reused while it is open."""
@@ -636,7 +632,7 @@ class OrchesjobAsyncHook(BaseHook):
         except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
             pass
 
-    async def _exec(self, command_line: str, timeout: Optional[float]) -> Tuple[Optional[int], bytes, bytes]:
+    async def _exec(self, command_line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
         import asyncssh
 
         try:
@@ -673,12 +669,12 @@ class OrchesjobAsyncHook(BaseHook):
         # None: the channel closed without an exit status; -1: killed by a signal. Both are transport failures.
         return result.exit_status, out, err
 
-    async def _run_once(self, args: Sequence[Any], timeout: Optional[float]) -> Any:
+    async def _run_once(self, args: Sequence[Any], timeout: float | None) -> Any:
         line = self.settings.command_line(args)
         exit_code, out, err = await self._exec(line, timeout)
         return _parse_sent(out, exit_code, err, line)
 
-    async def _with_retries(self, args: Sequence[Any], timeout: Optional[float], policy: str) -> Any:
+    async def _with_retries(self, args: Sequence[Any], timeout: float | None, policy: str) -> Any:
         attempt = 0
         sent_before = False
         while True:
@@ -691,13 +687,13 @@ class OrchesjobAsyncHook(BaseHook):
                 attempt += 1
                 await asyncio.sleep(self.settings.backoff(attempt))
 
-    async def run_cli(self, args: Sequence[Any], *, timeout: Optional[float] = None, retry: str = RETRY_NEVER) -> Any:
+    async def run_cli(self, args: Sequence[Any], *, timeout: float | None = None, retry: str = RETRY_NEVER) -> Any:
         """Run ``orchesjob ARGS...`` over asyncssh and return the parsed JSON (see ``OrchesjobHook.run_cli``)."""
         if self.settings.check_version and self.settings.cli_version is None:
             await self.version()
         return await self._with_retries(args, timeout, retry)
 
-    async def version(self) -> Dict[str, Any]:
+    async def version(self) -> dict[str, Any]:
         """The remote CLI's ``version`` JSON, checked against our contract (cached after the first success)."""
         if self.settings.cli_version is not None:
             return self.settings.cli_version
@@ -708,20 +704,20 @@ class OrchesjobAsyncHook(BaseHook):
         self.settings.cli_version = cmd.check_version(payload)
         return self.settings.cli_version
 
-    async def status(self, *, run_key: Optional[str] = None, job_id: Optional[str] = None) -> Dict[str, Any]:
+    async def status(self, *, run_key: str | None = None, job_id: str | None = None) -> dict[str, Any]:
         """The latest job of a run key, or one job by id."""
         return await self.run_cli(cmd.status_args(run_key=run_key, job_id=job_id), retry=RETRY_ALWAYS)
 
     async def wait(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-        timeout: Optional[float] = DEFAULT_WAIT_TIMEOUT,
-        stdout_offset: Optional[int] = None,
-        stderr_offset: Optional[int] = None,
-        max_bytes: Optional[int] = None,
-    ) -> Dict[str, Any]:
+        run_key: str | None = None,
+        job_id: str | None = None,
+        timeout: float | None = DEFAULT_WAIT_TIMEOUT,
+        stdout_offset: int | None = None,
+        stderr_offset: int | None = None,
+        max_bytes: int | None = None,
+    ) -> dict[str, Any]:
         """Long-poll ``wait`` (see ``OrchesjobHook.wait``)."""
         args = cmd.wait_args(
             run_key=run_key,
@@ -737,13 +733,13 @@ class OrchesjobAsyncHook(BaseHook):
     async def logs(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
+        run_key: str | None = None,
+        job_id: str | None = None,
         stream: str = "stdout",
-        offset: Optional[int] = None,
-        limit: Optional[int] = None,
-        tail: Optional[int] = None,
-    ) -> Dict[str, Any]:
+        offset: int | None = None,
+        limit: int | None = None,
+        tail: int | None = None,
+    ) -> dict[str, Any]:
         """One CHUNK of a job's log (see ``OrchesjobHook.logs``)."""
         args = cmd.logs_args(run_key=run_key, job_id=job_id, stream=stream, offset=offset, limit=limit, tail=tail)
         return await self.run_cli(args, retry=RETRY_ALWAYS)
@@ -751,11 +747,11 @@ class OrchesjobAsyncHook(BaseHook):
     async def abort(
         self,
         *,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-        reason: Optional[str] = None,
-        grace_seconds: Optional[float] = None,
-    ) -> Dict[str, Any]:
+        run_key: str | None = None,
+        job_id: str | None = None,
+        reason: str | None = None,
+        grace_seconds: float | None = None,
+    ) -> dict[str, Any]:
         """Abort an active job (see ``OrchesjobHook.abort``)."""
         args = cmd.abort_args(run_key=run_key, job_id=job_id, reason=reason, grace_seconds=grace_seconds)
         timeout = self.settings.command_timeout + float(grace_seconds if grace_seconds is not None else 5)

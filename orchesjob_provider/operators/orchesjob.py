@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider import run_key as run_keys
@@ -85,24 +86,24 @@ class OrchesjobOperator(BaseOperator):
     def __init__(
         self,
         *,
-        command: Union[str, Sequence[str]],
+        command: str | Sequence[str],
         ssh_conn_id: str = "ssh_default",
-        run_key: Optional[str] = None,
+        run_key: str | None = None,
         idempotency: str = "reuse_success",
-        cwd: Optional[str] = None,
-        env: Optional[Mapping[str, str]] = None,
-        timeout: Optional[float] = None,
-        skip_on_exit_code: Optional[Union[int, Iterable[int]]] = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        skip_on_exit_code: int | Iterable[int] | None = None,
         poll_interval: float = 30.0,
-        deferrable: Optional[bool] = None,
+        deferrable: bool | None = None,
         abort_on_kill: bool = True,
         allow_parameter_mismatch: bool = False,
-        orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
-        orchesjob_home: Optional[str] = None,
+        orchesjob_bin: str | Sequence[str] = "orchesjob",
+        orchesjob_home: str | None = None,
         start_timeout: float = 10.0,
         abort_grace_seconds: float = 5.0,
         stderr_tail_lines: int = 20,
-        hook_kwargs: Optional[Mapping[str, Any]] = None,
+        hook_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -118,7 +119,7 @@ class OrchesjobOperator(BaseOperator):
         self.env = dict(env) if env is not None else None
         self.timeout = timeout
         if skip_on_exit_code is None:
-            self.skip_on_exit_code: List[int] = []
+            self.skip_on_exit_code: list[int] = []
         elif isinstance(skip_on_exit_code, int):
             self.skip_on_exit_code = [skip_on_exit_code]
         else:
@@ -133,8 +134,8 @@ class OrchesjobOperator(BaseOperator):
         self.abort_grace_seconds = abort_grace_seconds
         self.stderr_tail_lines = stderr_tail_lines
         self.hook_kwargs = dict(hook_kwargs or {})
-        self._job_id: Optional[str] = None
-        self._hook: Optional[OrchesjobHook] = None
+        self._job_id: str | None = None
+        self._hook: OrchesjobHook | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -174,7 +175,7 @@ class OrchesjobOperator(BaseOperator):
                 raise AirflowFailException(message)
             self.log.warning("Adopting it anyway (allow_parameter_mismatch=True): %s", message)
 
-    def _deadline(self, context: Context) -> Optional[float]:
+    def _deadline(self, context: Context) -> float | None:
         """When the trigger must give up: a little before Airflow's own execution_timeout, so that the task can
         abort the remote job itself rather than be cut off."""
         if not self.execution_timeout:
@@ -186,7 +187,7 @@ class OrchesjobOperator(BaseOperator):
 
     # ------------------------------------------------------------------ Airflow entry points
 
-    def execute(self, context: Context) -> Dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         run_key = self.run_key or run_keys.from_context(context)
         job = self.hook.start(
             run_key,
@@ -222,7 +223,7 @@ class OrchesjobOperator(BaseOperator):
             )
         return self._finish(self._poll(job, relay), relay)
 
-    def _poll(self, job: Dict[str, Any], relay: LogRelay) -> Dict[str, Any]:
+    def _poll(self, job: dict[str, Any], relay: LogRelay) -> dict[str, Any]:
         """Wait in the worker (deferrable=False): long polls that also bring the new log output."""
         while True:
             # Ask from what has been *read* (relay.read), not what has been written out (relay.offsets): a partial
@@ -237,7 +238,7 @@ class OrchesjobOperator(BaseOperator):
                 relay.flush()
                 return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
 
-    def _drain(self, job: Dict[str, Any], relay: LogRelay) -> Dict[str, Any]:
+    def _drain(self, job: dict[str, Any], relay: LogRelay) -> dict[str, Any]:
         """Show what a finished job wrote from the relay's offsets on (its whole output for an adopted job)."""
         while True:
             offsets = relay.read
@@ -249,7 +250,7 @@ class OrchesjobOperator(BaseOperator):
                 relay.flush()
                 return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
 
-    def execute_complete(self, context: Context, event: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: show any output it had not, then turn the job's end into the task's.
 
         Without an event (a deferred task instance run again before its trigger fired: the process running the
@@ -277,14 +278,16 @@ class OrchesjobOperator(BaseOperator):
             "this task reattaches to it by run key."
         )
 
-    def _finish(self, job: Mapping[str, Any], relay: LogRelay) -> Dict[str, Any]:
+    def _finish(self, job: Mapping[str, Any], relay: LogRelay) -> dict[str, Any]:
         status = job.get("status")
         if status == "SUCCEEDED":
             self.log.info("%s SUCCEEDED.", self._describe(job))
             return dict(job)
         exit_code = job.get("exit_code")
         if exit_code is not None and exit_code in self.skip_on_exit_code:
-            raise AirflowSkipException(f"{self._describe(job)} exited with code {exit_code}, listed in skip_on_exit_code")
+            raise AirflowSkipException(
+                f"{self._describe(job)} exited with code {exit_code}, listed in skip_on_exit_code"
+            )
         how = describe_end(job)
         tail = self._stderr_tail(job)
         message = f"{self._describe(job)} ended {status}: {how}"

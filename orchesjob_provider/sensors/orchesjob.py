@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import time
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider.compat import (
@@ -43,13 +44,13 @@ class OrchesjobSensor(BaseSensorOperator):
         self,
         *,
         ssh_conn_id: str = "ssh_default",
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-        deferrable: Optional[bool] = None,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        deferrable: bool | None = None,
         poll_timeout: float = 30.0,
-        orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
-        orchesjob_home: Optional[str] = None,
-        hook_kwargs: Optional[Mapping[str, Any]] = None,
+        orchesjob_bin: str | Sequence[str] = "orchesjob",
+        orchesjob_home: str | None = None,
+        hook_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -63,8 +64,8 @@ class OrchesjobSensor(BaseSensorOperator):
         self.orchesjob_bin = orchesjob_bin
         self.orchesjob_home = orchesjob_home
         self.hook_kwargs = dict(hook_kwargs or {})
-        self._job: Optional[Dict[str, Any]] = None
-        self._hook: Optional[OrchesjobHook] = None
+        self._job: dict[str, Any] | None = None
+        self._hook: OrchesjobHook | None = None
 
     @property
     def hook(self) -> OrchesjobHook:
@@ -76,7 +77,7 @@ class OrchesjobSensor(BaseSensorOperator):
             )
         return self._hook
 
-    def _lookup(self) -> Optional[Dict[str, Any]]:
+    def _lookup(self) -> dict[str, Any] | None:
         try:
             return self.hook.status(run_key=self.run_key, job_id=self.job_id)
         except OrchesjobNotFound:
@@ -145,7 +146,7 @@ class OrchesjobSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Context, event: Optional[Mapping[str, Any]] = None) -> Any:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
         if event is None:  # resumed before the trigger fired (see OrchesjobOperator.execute_complete): look again
             return self.execute(context)
         status = event.get("status")

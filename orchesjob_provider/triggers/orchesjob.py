@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Dict, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider.compat import BaseTrigger, TriggerEvent
@@ -37,7 +38,7 @@ from orchesjob_provider.log_relay import LogRelay
 JOB_EXTRA_KEYS = ("logs", "timed_out")
 
 
-def _job_only(result: Mapping[str, Any]) -> Dict[str, Any]:
+def _job_only(result: Mapping[str, Any]) -> dict[str, Any]:
     """The job object of a ``wait`` answer, without the per-call fields (log chunks, ``timed_out``)."""
     return {k: v for k, v in result.items() if k not in JOB_EXTRA_KEYS}
 
@@ -76,10 +77,10 @@ class OrchesjobTrigger(BaseTrigger):
     def __init__(
         self,
         ssh_conn_id: str,
-        job_id: Optional[str],
-        run_key: Optional[str] = None,
-        orchesjob_bin: Union[str, Sequence[str]] = "orchesjob",
-        orchesjob_home: Optional[str] = None,
+        job_id: str | None,
+        run_key: str | None = None,
+        orchesjob_bin: str | Sequence[str] = "orchesjob",
+        orchesjob_home: str | None = None,
         stdout_offset: int = 0,
         stderr_offset: int = 0,
         poll_timeout: float = 30.0,
@@ -88,11 +89,11 @@ class OrchesjobTrigger(BaseTrigger):
         retry_backoff: float = 2.0,
         max_backoff: float = 60.0,
         command_timeout: float = 60.0,
-        deadline: Optional[float] = None,
+        deadline: float | None = None,
         stream_logs: bool = True,
         abort_on_kill: bool = False,
-        abort_reason: Optional[str] = None,
-        abort_grace_seconds: Optional[float] = None,
+        abort_reason: str | None = None,
+        abort_grace_seconds: float | None = None,
         wait_for_key_interval: float = 5.0,
     ) -> None:
         super().__init__()
@@ -118,7 +119,7 @@ class OrchesjobTrigger(BaseTrigger):
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
-    def serialize(self) -> Tuple[str, Dict[str, Any]]:
+    def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and kwargs; the offsets are those of the log text already written out."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
@@ -155,7 +156,7 @@ class OrchesjobTrigger(BaseTrigger):
         )
 
     def _event(self, status: str, **fields: Any) -> TriggerEvent:
-        payload: Dict[str, Any] = {
+        payload: dict[str, Any] = {
             "status": status,
             "job_id": self.job_id,
             "run_key": self.run_key,
@@ -181,7 +182,7 @@ class OrchesjobTrigger(BaseTrigger):
 
     # ------------------------------------------------------------------ main loop
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         """Long-poll ``wait`` until the job is terminal, logging output as it comes; then fire one event."""
         hook = self._make_hook()
         relay = LogRelay(self.log_line, self.stdout_offset, self.stderr_offset, max_line=self.max_bytes)

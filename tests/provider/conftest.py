@@ -8,11 +8,12 @@ When ``CI`` is set, a missing sshd or Airflow is a failure, never a skip: a gree
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,11 +22,15 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
-from tests.support.sshd import SshServer  # noqa: E402
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs  # noqa: E402
+from tests.support.sshd import SshServer  # noqa: E402
 
 IN_CI = bool(os.environ.get("CI"))
 CONN_ID = "orchesjob_test"
+
+# asyncssh logs every connection and channel at INFO, which buries a failing test's captured log. The provider
+# leaves asyncssh's logger to whoever configures logging (Airflow, the deployment); these tests are that here.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 # Airflow writes airflow.cfg and friends into AIRFLOW_HOME on import; keep that out of the user's home.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="orchesjob-airflow-home-"))

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, List
+from typing import Any
 
 import pytest
 
@@ -32,7 +32,7 @@ def ok(run: Any) -> None:
     assert run.returncode == 0, run.describe()
 
 
-def texts(output: str, stream: str = "stdout") -> List[str]:
+def texts(output: str, stream: str = "stdout") -> list[str]:
     return [line for _, line in job_log_lines(output, stream)]
 
 
@@ -40,13 +40,13 @@ def first_time(output: str, stream: str, text: str) -> float:
     return next(t for t, line in job_log_lines(output, stream) if line == text)
 
 
-def tree_job(directory: str) -> List[str]:
+def tree_job(directory: str) -> list[str]:
     """A job with a child process, both recording their pids, so a test can check the whole tree is gone."""
-    return ["sh", "-c", f"mkdir -p {directory}; echo $$ > {directory}/main.pid; "
-                        f"sleep 300 & echo $! > {directory}/child.pid; echo started; wait"]
+    return ["sh", "-c", (f"mkdir -p {directory}; echo $$ > {directory}/main.pid; "
+                         f"sleep 300 & echo $! > {directory}/child.pid; echo started; wait")]
 
 
-def pids_of(directory: Path) -> List[int]:
+def pids_of(directory: Path) -> list[int]:
     return [int((directory / name).read_text()) for name in ("main.pid", "child.pid")]
 
 
@@ -131,10 +131,10 @@ def test_example_mapped_runs_one_job_per_partition(af: AirflowCase) -> None:
 
 
 def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2(af: AirflowCase) -> None:
-    def flaky(name: str) -> List[str]:
+    def flaky(name: str) -> list[str]:
         flag, runs = af.path(f"{name}.failed-once"), af.path(f"{name}.runs")
-        return ["sh", "-c", f"echo run >> {runs}; if [ ! -e {flag} ]; then touch {flag}; "
-                            f"for i in 1 2 3 4; do echo \"{name} complaint $i\" >&2; done; exit 3; fi; echo fine"]
+        return ["sh", "-c", (f"echo run >> {runs}; if [ ! -e {flag} ]; then touch {flag}; "
+                             f"for i in 1 2 3 4; do echo \"{name} complaint $i\" >&2; done; exit 3; fi; echo fine")]
 
     retry_now = {"retries": 1, "retry_delay": 0}
     spec = {"dag_id": "t_outcomes", "tasks": [
@@ -157,8 +157,8 @@ def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2
         assert [(j["attempt_no"], j["status"], j["exit_code"]) for j in attempts] == [(1, "FAILED", 3),
                                                                                      (2, "SUCCEEDED", 0)]
     # Try 1's failure names the code and quotes the end of stderr (stderr_tail_lines=2 for "flaky").
-    assert "attempt 1) ended FAILED: exited with code 3\nLast lines of its stderr:\nflaky complaint 3\n" \
-           "flaky complaint 4" in run.output
+    assert ("attempt 1) ended FAILED: exited with code 3\nLast lines of its stderr:\nflaky complaint 3\n"
+            "flaky complaint 4") in run.output
     assert "Last lines of its stderr:\nflaky complaint 2" not in run.output
     assert "polling complaint 1\npolling complaint 2\npolling complaint 3\npolling complaint 4" in run.output
     assert "exited with code 99, listed in skip_on_exit_code" in run.output
@@ -230,8 +230,8 @@ def test_injection_strings_given_to_the_operator_arrive_literally(af: AirflowCas
 
 
 def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: AirflowCase) -> None:
-    command = ["sh", "-c", "echo \"alpha $T 'q' \\$(x) ✓\"; echo \"warn $T\" >&2; sleep 3; echo \"beta $T\"; "
-                           "sleep 1; printf \"tail $T\""]
+    command = ["sh", "-c", ("echo \"alpha $T 'q' \\$(x) ✓\"; echo \"warn $T\" >&2; sleep 3; echo \"beta $T\"; "
+                            "sleep 1; printf \"tail $T\"")]
     spec = {"dag_id": "t_logs", "tasks": [
         {"task_id": "deferred", "kwargs": {"command": command, "env": {"T": "D"}, "poll_interval": 10}},
         {"task_id": "polling", "kwargs": {"command": command, "env": {"T": "P"}, "poll_interval": 10,

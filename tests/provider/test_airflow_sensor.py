@@ -5,6 +5,7 @@ producer/sensor DAGs as shipped, and every outcome in both modes (deferrable and
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_example_sensor_waits_for_the_job_the_producer_dag_starts(af: AirflowCas
 def test_sensor_outcomes_in_deferrable_and_poke_mode(af: AirflowCase) -> None:
     af.cli("start", "--run-key", "ok", "--sync", "--", "true")
     af.cli("start", "--run-key", "bad", "--sync", "--", "sh", "-c", "exit 3")
-    modes = {"def": {"deferrable": True}, "poke": {"deferrable": False, "mode": "poke"}}
+    modes: dict[str, dict[str, Any]] = {"def": {"deferrable": True}, "poke": {"deferrable": False, "mode": "poke"}}
     tasks = []
     for name, mode in modes.items():
         common = dict(mode, poke_interval=1, timeout=60, poll_timeout=5)

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_every_argument_arrives_literally_through_sh() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))), max_size=5))
+@given(st.lists(st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"])), max_size=5))
 def test_generated_arguments_arrive_literally(args: list) -> None:
     line = cmd.build_command_line(args, orchesjob_bin=ECHO_ARGV)
     argv, _ = run_through_shell(line)
@@ -163,7 +164,8 @@ def test_selectors_need_exactly_one() -> None:
     assert cmd.status_args(job_id="j") == ["status", "--job-id=j"]
     assert cmd.status_args(run_key="k", all_attempts=True) == ["status", "--run-key=k", "--all"]
     assert cmd.status_args(running=True) == ["status", "--running"]
-    for bad in ({}, {"run_key": "k", "job_id": "j"}):
+    bads: list[dict[str, Any]] = [{}, {"run_key": "k", "job_id": "j"}]
+    for bad in bads:
         with pytest.raises(ValueError):
             cmd.status_args(**bad)
     with pytest.raises(ValueError):
@@ -283,9 +285,11 @@ def test_no_status_or_no_json_is_a_transport_error(out, code) -> None:
 
 
 def test_check_version() -> None:
-    assert cmd.check_version({"version": "1.2.3", "contract": 1})["contract"] == 1
-    with pytest.raises(OrchesjobIncompatibleCli, match="contract 2"):
-        cmd.check_version({"version": "9.0.0", "contract": 2})
+    assert cmd.check_version({"version": "1.2.3", "contract": 2})["contract"] == 2
+    with pytest.raises(OrchesjobIncompatibleCli, match="contract 1"):
+        cmd.check_version({"version": "0.1.0", "contract": 1})  # predates --request-id
+    with pytest.raises(OrchesjobIncompatibleCli, match="contract 3"):
+        cmd.check_version({"version": "9.0.0", "contract": 3})
     with pytest.raises(OrchesjobIncompatibleCli, match="did not report"):
         cmd.check_version({"version": "1.1.0"})
     with pytest.raises(OrchesjobIncompatibleCli):

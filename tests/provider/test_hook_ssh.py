@@ -62,7 +62,7 @@ def read_all(hook: OrchesjobHook, job_id: str, stream: str = "stdout") -> str:
 
 def test_version_is_checked_and_cached(hook: OrchesjobHook) -> None:
     info = hook.version()
-    assert info["contract"] == 1
+    assert info["contract"] == 2
     assert hook.version() is info
 
 
@@ -188,9 +188,9 @@ def _script(path: Path, body: str) -> str:
 
 
 def test_incompatible_contract_is_refused(ssh_conn_id: str, orchesjob_home: str, tmp_path: Path) -> None:
-    fake = _script(tmp_path / "orchesjob", 'echo \'{"version": "9.0.0", "contract": 2}\'\n')
+    fake = _script(tmp_path / "orchesjob", 'echo \'{"version": "9.0.0", "contract": 3}\'\n')
     with OrchesjobHook(ssh_conn_id, orchesjob_bin=fake, orchesjob_home=orchesjob_home) as h:
-        with pytest.raises(OrchesjobIncompatibleCli, match="contract 2"):
+        with pytest.raises(OrchesjobIncompatibleCli, match="contract 3"):
             h.status(run_key="k")
 
 

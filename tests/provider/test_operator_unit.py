@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 
@@ -59,11 +59,11 @@ def cli(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
     hook.close()
 
 
-def lines(path: Path) -> List[str]:
+def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def wait_status(hook: OrchesjobHook, job_id: str, statuses: tuple, timeout: float = 30) -> Dict[str, Any]:
+def wait_status(hook: OrchesjobHook, job_id: str, statuses: tuple, timeout: float = 30) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job = hook.status(job_id=job_id)
@@ -73,7 +73,7 @@ def wait_status(hook: OrchesjobHook, job_id: str, statuses: tuple, timeout: floa
         time.sleep(0.2)
 
 
-def read_pids(tmp_path: Path, *names: str, timeout: float = 20) -> List[int]:
+def read_pids(tmp_path: Path, *names: str, timeout: float = 20) -> list[int]:
     deadline = time.monotonic() + timeout
     pids = []
     for name in names:
@@ -85,7 +85,7 @@ def read_pids(tmp_path: Path, *names: str, timeout: float = 20) -> List[int]:
     return pids
 
 
-def tree_job(tmp_path: Path, seconds: int = 300) -> List[str]:
+def tree_job(tmp_path: Path, seconds: int = 300) -> list[str]:
     """A job with a child process, both recording their pids, so a test can check the whole tree is gone."""
     return sh_job(
         f'echo $$ > {tmp_path}/main.pid; sleep {seconds} & echo $! > {tmp_path}/child.pid; '
@@ -151,7 +151,7 @@ def test_try_after_failure_runs_attempt_2_and_the_message_quotes_stderr(
     )
     ctx = context()
 
-    def attempt() -> Dict[str, Any]:
+    def attempt() -> dict[str, Any]:
         op = make_op(command=command, deferrable=deferrable, stderr_tail_lines=3)
         if not deferrable:
             return op.execute(ctx)
@@ -257,7 +257,7 @@ def test_injection_strings_arrive_literally(make_op, tmp_path: Path, deferrable:
         f"json.dump({{'argv': sys.argv[1:], 'cwd': os.getcwd(), "
         f"'env': {{k: os.environ.get(k) for k in ('H1', 'H2', 'H3')}}}}, open({str(report)!r}, 'w'))"
     )
-    run_key = "key 'q' \"dq\" $(touch {0}) `touch {0}` ; touch {0} & | \\".format(pwned)
+    run_key = f"key 'q' \"dq\" $(touch {pwned}) `touch {pwned}` ; touch {pwned} & | \\"
     op = make_op(
         command=[sys.executable, "-c", script, *hostile],
         env={"H1": hostile[0], "H2": hostile[1] + hostile[4], "H3": hostile[3]},
@@ -358,7 +358,7 @@ def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op) -
 
 def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path) -> None:
     op = make_op(command=tree_job(tmp_path), deferrable=False, poll_interval=2, abort_grace_seconds=2)
-    seen: Dict[str, Any] = {}
+    seen: dict[str, Any] = {}
 
     def killer() -> None:
         # What Airflow does when the task is marked failed/success, cleared, or times out: call on_kill while

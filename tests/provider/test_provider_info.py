@@ -27,8 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_provider_info_matches_airflows_schema() -> None:
-    import jsonschema
     from importlib.resources import files
+
+    import jsonschema
 
     schema = json.loads(files("airflow").joinpath("provider_info.schema.json").read_text())
     info = get_provider_info()

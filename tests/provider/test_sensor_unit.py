@@ -16,7 +16,13 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
-from orchesjob_provider.compat import AirflowException, AirflowSensorTimeout, AirflowSkipException, TaskDeferred
+from orchesjob_provider.compat import (
+    AirflowException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    Context,
+    TaskDeferred,
+)
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
@@ -51,7 +57,7 @@ def finished(host: OrchesjobHook, run_key: str, code: int) -> dict:
     return host.start(run_key, ["sh", "-c", f"exit {code}"], sync=True)
 
 
-def run_sensor(sensor: OrchesjobSensor, ctx: dict, max_deferrals: int = 10) -> Any:
+def run_sensor(sensor: OrchesjobSensor, ctx: Context, max_deferrals: int = 10) -> Any:
     """execute, then follow deferrals (each trigger to its event) until the sensor returns or raises."""
     try:
         return sensor.execute(ctx)

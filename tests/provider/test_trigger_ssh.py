@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
-import logging
 import os
 import shlex
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 
 import pytest
 
@@ -19,7 +19,7 @@ if not os.environ.get("CI"):
 
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, asyncssh_connect_kwargs
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
-from tests.support.operator_unit import Recorder
+from tests.support.operator_unit import Recorder, record_log
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -28,16 +28,10 @@ LINES = [f"line {i} 'q' $(x) ✓" for i in range(1, 11)]
 
 def attach_recorder(trigger: OrchesjobTrigger) -> Recorder:
     """Give the trigger a real stdlib logger we can read (Airflow 3 hands triggers a structlog logger)."""
-    recorder = Recorder()
-    logger = logging.getLogger(f"orchesjob-test-trigger-{id(trigger)}")
-    logger.handlers = [recorder]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    trigger._log = logger
-    return recorder
+    return record_log(trigger)
 
 
-async def first_event(trigger: OrchesjobTrigger, timeout: float = 60) -> Tuple[Any, bool]:
+async def first_event(trigger: OrchesjobTrigger, timeout: float = 60) -> tuple[Any, bool]:
     """The first event and whether the generator ended right after it (a trigger fires once)."""
     gen = trigger.run()
     try:
@@ -68,7 +62,7 @@ def rebuild(trigger: OrchesjobTrigger) -> OrchesjobTrigger:
     return cls(**kwargs)
 
 
-def gated_job(gate: Path) -> List[str]:
+def gated_job(gate: Path) -> list[str]:
     """Prints the first half of LINES, waits for ``gate`` to exist, prints the rest and one stderr line.
 
     The gate makes "logged while the job was still running" deterministic: the job cannot end before the test has
@@ -91,7 +85,7 @@ def gate(tmp_path: Path) -> Iterator[Path]:
     path.touch()
 
 
-async def wait_for_lines(recorder: Recorder, count: int, task: "asyncio.Future[Any]", timeout: float = 60) -> None:
+async def wait_for_lines(recorder: Recorder, count: int, task: asyncio.Future[Any], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while len(recorder.lines("stdout")) < count:
         assert not task.done(), "the trigger finished before the gate was opened"
@@ -106,16 +100,16 @@ def test_streams_logs_once_and_fires_one_terminal_event(hook: OrchesjobHook, ssh
     trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"])
     recorder = attach_recorder(trigger)
 
-    async def scenario() -> Tuple[Any, bool]:
+    async def scenario() -> tuple[Any, bool]:
         task = asyncio.ensure_future(first_event(trigger))
         # The job is blocked at the gate, so these lines reached the log while it was running.
         await wait_for_lines(recorder, len(LINES) // 2, task)
-        gate.touch()
+        await asyncio.to_thread(gate.touch)
         return await task
 
     event, ended = asyncio.run(scenario())
     assert ended, "a trigger must fire exactly once"
-    payload: Dict[str, Any] = event.payload
+    payload: dict[str, Any] = event.payload
     assert payload["status"] == "terminal"
     assert payload["job"]["status"] == "SUCCEEDED" and payload["job"]["job_id"] == job["job_id"]
     assert "logs" not in payload["job"]
@@ -234,7 +228,7 @@ def test_async_hook_matches_the_sync_hook(hook: OrchesjobHook, ssh_conn_id: str,
     job = hook.start("async-hook", ["printf", "x"])
     hook.wait(job_id=job["job_id"], timeout=20)
 
-    async def go() -> Tuple[dict, dict, dict]:
+    async def go() -> tuple[dict, dict, dict]:
         ahook = OrchesjobAsyncHook(ssh_conn_id, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home)
         try:
             return (await ahook.version(), await ahook.status(run_key="async-hook"),
@@ -243,7 +237,7 @@ def test_async_hook_matches_the_sync_hook(hook: OrchesjobHook, ssh_conn_id: str,
             await ahook.close()
 
     version, status, logs = asyncio.run(go())
-    assert version["contract"] == 1
+    assert version["contract"] == 2
     assert status["job_id"] == job["job_id"] and status["status"] == "SUCCEEDED"
     assert logs["data"] == "x"
 
@@ -275,7 +269,7 @@ def test_async_hook_checks_a_real_host_key(sshd: Any, orchesjob_launcher: str, o
         finally:
             await ahook.close()
 
-    assert asyncio.run(go())["contract"] == 1
+    assert asyncio.run(go())["contract"] == 2
 
 
 def test_serialize_names_every_constructor_argument() -> None:

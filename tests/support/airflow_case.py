@@ -11,9 +11,10 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 from tests.support.airflow_sandbox import AirflowRun, AirflowSandbox, BackgroundAirflow
 
@@ -27,7 +28,7 @@ _AF2_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\+0000\] \{[^}]
 _AF3_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z \[[a-z]+\s*\] (.*?)\s+\[[\w.]+\] loc=\S+$")
 
 
-def log_records(output: str) -> List[Tuple[float, str]]:
+def log_records(output: str) -> list[tuple[float, str]]:
     """(unix time, message) of every log record in an Airflow command's output, each record once."""
     records = []
     for line in output.splitlines():
@@ -38,7 +39,7 @@ def log_records(output: str) -> List[Tuple[float, str]]:
     return records
 
 
-def job_log_lines(output: str, stream: str = "stdout") -> List[Tuple[float, str]]:
+def job_log_lines(output: str, stream: str = "stdout") -> list[tuple[float, str]]:
     """(unix time, line) of every line of the job's ``stream`` relayed into the task log, in order."""
     prefix = f"[{stream}] "
     return [(t, m[len(prefix):]) for t, m in log_records(output) if m.startswith(prefix)]
@@ -53,13 +54,13 @@ class AirflowCase:
         self.remote_home = Path(remote_home)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.runs: List[AirflowRun] = []
-        self.extra_env: Dict[str, Optional[str]] = {}  # more environment for this test's Airflow runs
+        self.runs: list[AirflowRun] = []
+        self.extra_env: dict[str, str | None] = {}  # more environment for this test's Airflow runs
 
     # ------------------------------------------------------------------ Airflow
 
-    def env(self, spec: Optional[Mapping[str, Any]] = None, **extra: Optional[str]) -> Dict[str, Optional[str]]:
-        env: Dict[str, Optional[str]] = {
+    def env(self, spec: Mapping[str, Any] | None = None, **extra: str | None) -> dict[str, str | None]:
+        env: dict[str, str | None] = {
             "ORCHESJOB_REMOTE_HOME": str(self.remote_home),
             "ORCHESJOB_EXAMPLE_WORKDIR": str(self.workdir),
             SPEC_VAR: json.dumps(spec) if spec is not None else None,
@@ -68,16 +69,16 @@ class AirflowCase:
         env.update(extra)
         return env
 
-    def dags_test(self, dag_id: Optional[str] = None, *, spec: Optional[Mapping[str, Any]] = None,
+    def dags_test(self, dag_id: str | None = None, *, spec: Mapping[str, Any] | None = None,
                   date: str = DATE, timeout: float = 240) -> AirflowRun:
         dag_id = dag_id or (spec or {})["dag_id"]
         return self.keep(self.sandbox.dags_test(dag_id, date, env=self.env(spec), timeout=timeout))
 
-    def tasks_test(self, dag_id: str, task_id: str, run_id: str, *, spec: Optional[Mapping[str, Any]] = None,
+    def tasks_test(self, dag_id: str, task_id: str, run_id: str, *, spec: Mapping[str, Any] | None = None,
                    timeout: float = 240) -> AirflowRun:
         return self.keep(self.sandbox.tasks_test(dag_id, task_id, run_id, env=self.env(spec), timeout=timeout))
 
-    def run_task_again(self, dag_id: str, task_id: str, *, spec: Optional[Mapping[str, Any]] = None,
+    def run_task_again(self, dag_id: str, task_id: str, *, spec: Mapping[str, Any] | None = None,
                        timeout: float = 240) -> AirflowRun:
         """Run the latest DAG run's task instance again (same run id, so the same default run key), the way that
         keeps its XCom in the database on this Airflow version:
@@ -98,7 +99,7 @@ class AirflowCase:
         (self.workdir.parent / f"airflow-run-{len(self.runs)}.log").write_text(run.describe(tail=10**6))
         return run
 
-    def start_dags_test(self, dag_id: Optional[str] = None, *, spec: Optional[Mapping[str, Any]] = None,
+    def start_dags_test(self, dag_id: str | None = None, *, spec: Mapping[str, Any] | None = None,
                         date: str = DATE) -> BackgroundAirflow:
         dag_id = dag_id or (spec or {})["dag_id"]
         return self.sandbox.start_dags_test(dag_id, date, env=self.env(spec))
@@ -114,16 +115,16 @@ class AirflowCase:
             raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
         return json.loads(proc.stdout) if proc.stdout.strip() else None
 
-    def jobs(self, run_key: str) -> List[Dict[str, Any]]:
+    def jobs(self, run_key: str) -> list[dict[str, Any]]:
         """Every attempt of a run key, oldest first."""
         return list(reversed(self.cli("status", "--run-key", run_key, "--all")))
 
-    def running_jobs(self) -> List[Dict[str, Any]]:
+    def running_jobs(self) -> list[dict[str, Any]]:
         if not self.remote_home.exists():
             return []
         return list(self.cli("status", "--running"))
 
-    def wait_running(self, timeout: float = 120, what: Optional[BackgroundAirflow] = None) -> Dict[str, Any]:
+    def wait_running(self, timeout: float = 120, what: BackgroundAirflow | None = None) -> dict[str, Any]:
         """Wait until a job of this test is RUNNING per ``orchesjob status`` (fails early if ``what`` ended)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -142,7 +143,7 @@ class AirflowCase:
                 raise AssertionError(f"jobs still active after {timeout}s: {self.running_jobs()}")
             time.sleep(0.3)
 
-    def marker(self, name: str) -> List[str]:
+    def marker(self, name: str) -> list[str]:
         """The lines of a marker file in the work directory (one line per physical execution, by convention)."""
         path = self.workdir / name
         return path.read_text().splitlines() if path.exists() else []
@@ -161,7 +162,7 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_dead(pids: List[int], timeout: float = 20) -> List[int]:
+def wait_dead(pids: list[int], timeout: float = 20) -> list[int]:
     """Wait for the processes to be gone; return those still alive at the end."""
     deadline = time.monotonic() + timeout
     alive = [p for p in pids if pid_alive(p)]

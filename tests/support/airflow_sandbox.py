@@ -28,8 +28,9 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "dags_examples"
@@ -59,7 +60,7 @@ def write_cli_launcher(path: PathLike, python: str = sys.executable, repo_root: 
 class AirflowRun:
     """The outcome of one Airflow command: exit code, combined stdout+stderr, and how long it took."""
 
-    def __init__(self, argv: Sequence[str], returncode: Optional[int], output: str, seconds: float) -> None:
+    def __init__(self, argv: Sequence[str], returncode: int | None, output: str, seconds: float) -> None:
         self.argv = list(argv)
         self.returncode = returncode
         self.output = output
@@ -77,7 +78,7 @@ class AirflowRun:
 class BackgroundAirflow:
     """An Airflow command running in its own process group, its output going to a file (read it while it runs)."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Optional[str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: str | None) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self.started = time.monotonic()
@@ -159,12 +160,12 @@ class AirflowSandbox:
         directory: PathLike,
         *,
         python: str = sys.executable,
-        dags_folder: Optional[PathLike] = None,
-        connections: Optional[Mapping[str, Mapping[str, Any]]] = None,
-        remote_bin: Optional[str] = None,
-        remote_home: Optional[str] = None,
-        example_workdir: Optional[str] = None,
-        extra_env: Optional[Mapping[str, str]] = None,
+        dags_folder: PathLike | None = None,
+        connections: Mapping[str, Mapping[str, Any]] | None = None,
+        remote_bin: str | None = None,
+        remote_home: str | None = None,
+        example_workdir: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.home = self.directory / "airflow"
@@ -183,7 +184,7 @@ class AirflowSandbox:
     def db_path(self) -> Path:
         return self.home / "airflow.db"
 
-    def env(self, **overrides: Optional[str]) -> Dict[str, str]:
+    def env(self, **overrides: str | None) -> dict[str, str]:
         """The environment of an Airflow command: ours minus any AIRFLOW_* of the caller, plus the sandbox's.
 
         ``overrides`` win; a value of None removes the variable.
@@ -218,12 +219,12 @@ class AirflowSandbox:
                 env[key] = str(value)
         return env
 
-    def argv(self, *args: str) -> List[str]:
+    def argv(self, *args: str) -> list[str]:
         return [self.python, "-m", "airflow", *args]
 
     # ------------------------------------------------------------------ commands
 
-    def setup(self, timeout: float = 300) -> "AirflowSandbox":
+    def setup(self, timeout: float = 300) -> AirflowSandbox:
         """Create AIRFLOW_HOME and migrate its SQLite database (once; about 3 s)."""
         self.home.mkdir(parents=True, exist_ok=True)
         run = self.airflow("db", "migrate", timeout=timeout)
@@ -231,7 +232,7 @@ class AirflowSandbox:
             raise RuntimeError("airflow db migrate failed:\n" + run.describe())
         return self
 
-    def airflow(self, *args: str, env: Optional[Mapping[str, Optional[str]]] = None, timeout: float = 300) -> AirflowRun:
+    def airflow(self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 300) -> AirflowRun:
         """Run ``airflow ARGS...`` to the end; returns exit code and combined output (a hung run is killed)."""
         argv = self.argv(*args)
         started = time.monotonic()
@@ -255,38 +256,38 @@ class AirflowSandbox:
             out += f"\n[sandbox: killed after {timeout:g}s]\n".encode()
         return AirflowRun(argv, proc.returncode, out.decode(errors="replace"), time.monotonic() - started)
 
-    def dags_test(self, dag_id: str, logical_date: str, *, env: Optional[Mapping[str, Optional[str]]] = None,
+    def dags_test(self, dag_id: str, logical_date: str, *, env: Mapping[str, str | None] | None = None,
                   timeout: float = 300) -> AirflowRun:
         """``airflow dags test DAG DATE``: one DAG run with every task, deferral included, in one process."""
         return self.airflow("dags", "test", dag_id, logical_date, env=env, timeout=timeout)
 
     def tasks_test(self, dag_id: str, task_id: str, logical_date: str, *,
-                   env: Optional[Mapping[str, Optional[str]]] = None, timeout: float = 300) -> AirflowRun:
+                   env: Mapping[str, str | None] | None = None, timeout: float = 300) -> AirflowRun:
         """``airflow tasks test DAG TASK DATE``: one task, no dependencies checked. On Airflow 3 the DAG must be
         in the database first (``reserialize``, or an earlier ``dags test`` of it)."""
         return self.airflow("tasks", "test", dag_id, task_id, logical_date, env=env, timeout=timeout)
 
-    def reserialize(self, env: Optional[Mapping[str, Optional[str]]] = None, timeout: float = 300) -> AirflowRun:
+    def reserialize(self, env: Mapping[str, str | None] | None = None, timeout: float = 300) -> AirflowRun:
         """Write every DAG of the dags folder to the database (what ``tasks test`` needs on Airflow 3)."""
         return self.airflow("dags", "reserialize", env=env, timeout=timeout)
 
-    def start(self, *args: str, env: Optional[Mapping[str, Optional[str]]] = None) -> BackgroundAirflow:
+    def start(self, *args: str, env: Mapping[str, str | None] | None = None) -> BackgroundAirflow:
         """Start ``airflow ARGS...`` in the background (own process group, output in a file)."""
         self._background += 1
         log = self.directory / f"background-{self._background}.log"
         return BackgroundAirflow(self.argv(*args), self.env(**dict(env or {})), log, str(self.directory))
 
     def start_dags_test(self, dag_id: str, logical_date: str, *,
-                        env: Optional[Mapping[str, Optional[str]]] = None) -> BackgroundAirflow:
+                        env: Mapping[str, str | None] | None = None) -> BackgroundAirflow:
         return self.start("dags", "test", dag_id, logical_date, env=env)
 
     # ------------------------------------------------------------------ reading the metadata database
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30) as db:
             return list(db.execute(sql, params))
 
-    def task_states(self, dag_id: str) -> Dict[str, Optional[str]]:
+    def task_states(self, dag_id: str) -> dict[str, str | None]:
         """``{task_id: state}`` (``task_id[i]`` for mapped instances) of the DAG's latest run."""
         rows = self._query(
             "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = "
@@ -295,7 +296,7 @@ class AirflowSandbox:
         )
         return {(t if m < 0 else f"{t}[{m}]"): s for t, m, s in rows}
 
-    def try_numbers(self, dag_id: str) -> Dict[str, int]:
+    def try_numbers(self, dag_id: str) -> dict[str, int]:
         """``{task_id: try_number}`` of the DAG's latest run."""
         rows = self._query(
             "SELECT task_id, map_index, try_number FROM task_instance WHERE dag_id = ? AND run_id = "
@@ -304,7 +305,7 @@ class AirflowSandbox:
         )
         return {(t if m < 0 else f"{t}[{m}]"): n for t, m, n in rows}
 
-    def run_id(self, dag_id: str) -> Optional[str]:
+    def run_id(self, dag_id: str) -> str | None:
         rows = self._query("SELECT run_id FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,))
         return rows[0][0] if rows else None
 

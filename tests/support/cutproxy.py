@@ -25,7 +25,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Optional
 
 C2S = "c2s"
 S2C = "s2c"
@@ -54,14 +54,14 @@ class ConnRecord:
     """What happened on one proxied connection."""
 
     index: int
-    cut: Optional[Cut]
+    cut: Cut | None
     c2s: int = 0
     s2c: int = 0
     cut_done: bool = False
-    cut_at: Optional[Tuple[str, int]] = None
+    cut_at: tuple[str, int] | None = None
     closed: bool = False
     # (monotonic time, direction, bytes forwarded) for every forwarded piece
-    timeline: List[Tuple[float, str, int]] = dataclasses.field(default_factory=list)
+    timeline: list[tuple[float, str, int]] = dataclasses.field(default_factory=list)
 
 
 Plan = Callable[[int], Optional[Cut]]
@@ -73,22 +73,22 @@ class CutProxy:
     ``plan(index)`` is called once per accepted connection (index 0, 1, 2, ...) and returns a ``Cut`` or None.
     """
 
-    def __init__(self, target_host: str, target_port: int, plan: Optional[Plan] = None, *,
+    def __init__(self, target_host: str, target_port: int, plan: Plan | None = None, *,
                  host: str = "127.0.0.1", blackhole_hold: float = 120.0) -> None:
         self.target = (target_host, target_port)
         self.plan: Plan = plan or (lambda index: None)
         self.host = host
         self.blackhole_hold = blackhole_hold
         self.port = 0
-        self.connections: List[ConnRecord] = []
+        self.connections: list[ConnRecord] = []
         self._lock = threading.Lock()
-        self._listener: Optional[socket.socket] = None
+        self._listener: socket.socket | None = None
         self._stopping = threading.Event()
-        self._threads: List[threading.Thread] = []
-        self._open: List[Tuple[socket.socket, socket.socket]] = []
+        self._threads: list[threading.Thread] = []
+        self._open: list[tuple[socket.socket, socket.socket]] = []
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "CutProxy":
+    def start(self) -> CutProxy:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
@@ -109,7 +109,7 @@ class CutProxy:
         for t in self._threads:
             t.join(timeout=5)
 
-    def __enter__(self) -> "CutProxy":
+    def __enter__(self) -> CutProxy:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -14,9 +14,10 @@ import datetime as dt
 import logging
 import time
 from types import SimpleNamespace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, cast
 
-logging.getLogger("asyncssh").setLevel(logging.WARNING)
+if TYPE_CHECKING:
+    from orchesjob_provider.compat import Context
 
 
 class Recorder(logging.Handler):
@@ -24,20 +25,20 @@ class Recorder(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self.records: List[Tuple[float, str]] = []
+        self.records: list[tuple[float, str]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append((time.monotonic(), record.getMessage()))
 
-    def lines(self, stream: str) -> List[str]:
+    def lines(self, stream: str) -> list[str]:
         prefix = f"[{stream}] "
         return [m[len(prefix):] for _, m in self.records if m.startswith(prefix)]
 
-    def timed(self, stream: str) -> List[Tuple[float, str]]:
+    def timed(self, stream: str) -> list[tuple[float, str]]:
         prefix = f"[{stream}] "
         return [(t, m[len(prefix):]) for t, m in self.records if m.startswith(prefix)]
 
-    def messages(self) -> List[str]:
+    def messages(self) -> list[str]:
         return [m for _, m in self.records]
 
 
@@ -54,8 +55,9 @@ def record_log(obj: Any) -> Recorder:
 
 
 def context(dag_id: str = "unit_dag", task_id: str = "unit_task", run_id: str = "manual__unit",
-            map_index: int = -1, started: Optional[dt.datetime] = None, try_number: int = 1) -> Dict[str, Any]:
-    """The part of an Airflow context the operator and sensor read: the task instance's identity and start."""
+            map_index: int = -1, started: dt.datetime | None = None, try_number: int = 1) -> Context:
+    """The part of an Airflow context the operator and sensor read: the task instance's identity and start (a
+    stand-in task instance, so the dict is only cast to Airflow's ``Context``)."""
     ti = SimpleNamespace(
         dag_id=dag_id,
         task_id=task_id,
@@ -64,7 +66,7 @@ def context(dag_id: str = "unit_dag", task_id: str = "unit_task", run_id: str = 
         try_number=try_number,
         start_date=started or dt.datetime.now(dt.timezone.utc),
     )
-    return {"ti": ti, "task_instance": ti, "run_id": run_id}
+    return cast("Context", {"ti": ti, "task_instance": ti, "run_id": run_id})
 
 
 async def _first_event(trigger: Any, timeout: float) -> Any:
@@ -75,19 +77,19 @@ async def _first_event(trigger: Any, timeout: float) -> Any:
         await gen.aclose()
 
 
-def run_trigger(trigger: Any, timeout: float = 60) -> Dict[str, Any]:
+def run_trigger(trigger: Any, timeout: float = 60) -> dict[str, Any]:
     """Run a trigger until its first event (as the triggerer would) and return the event's payload."""
     event = asyncio.run(_first_event(trigger, timeout))
     return event.payload
 
 
-def drive(op: Any, ctx: Dict[str, Any], deferred: Any, timeout: float = 60) -> Any:
+def drive(op: Any, ctx: Context, deferred: Any, timeout: float = 60) -> Any:
     """Finish a deferred try: run its trigger, then call the method it named with the event."""
     payload = run_trigger(deferred.trigger, timeout)
     method = getattr(op, deferred.method_name)
     return method(ctx, event=payload, **(deferred.kwargs or {}))
 
 
-def sh_job(script: str) -> List[str]:
+def sh_job(script: str) -> list[str]:
     """A job as an argv: ``sh -c SCRIPT`` (no remote shell parses SCRIPT; the job's own sh does)."""
     return ["sh", "-c", script]

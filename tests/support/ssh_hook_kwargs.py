@@ -5,10 +5,10 @@ connection several times by default, which only slows a test that expects the fa
 """
 
 import inspect
-from typing import Any, Dict
+from typing import Any
 
 
-def fast_ssh_hook_kwargs(**extra: Any) -> Dict[str, Any]:
+def fast_ssh_hook_kwargs(**extra: Any) -> dict[str, Any]:
     from airflow.providers.ssh.hooks.ssh import SSHHook
 
     accepted = inspect.signature(SSHHook.__init__).parameters

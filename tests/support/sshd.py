@@ -22,8 +22,9 @@ import shlex
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any
 
 SSHD_PATH = "/usr/sbin/sshd"
 SSH_KEYGEN = "ssh-keygen"
@@ -71,11 +72,11 @@ class SshServer:
 
     def __init__(
         self,
-        directory: Union[str, "os.PathLike[str]"],
+        directory: str | os.PathLike[str],
         *,
         host: str = "127.0.0.1",
-        port: Optional[int] = None,
-        user: Optional[str] = None,
+        port: int | None = None,
+        user: str | None = None,
         sshd_path: str = SSHD_PATH,
         start_timeout: float = 20.0,
         extra_config: Sequence[str] = (),
@@ -94,7 +95,7 @@ class SshServer:
         self.config_path = self.directory / "sshd_config"
         self.pid_path = self.directory / "sshd.pid"
         self.log_path = self.directory / "sshd.log"
-        self.process: Optional[subprocess.Popen] = None
+        self.process: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -109,7 +110,7 @@ class SshServer:
         parts = (self.directory / "ssh_host_ed25519_key.pub").read_text().split()
         return " ".join(parts[:2])
 
-    def start(self) -> "SshServer":
+    def start(self) -> SshServer:
         """Create keys and config, start sshd, and wait until a real ``ssh`` login works.
 
         Raises RuntimeError (with the install command) when sshd is missing, and SshServerError with sshd's stderr
@@ -128,7 +129,7 @@ class SshServer:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
 
         attempts = 1 if self._fixed_port else 5
-        last_error: Optional[Exception] = None
+        last_error: Exception | None = None
         for _ in range(attempts):
             if not self._fixed_port:
                 self.port = free_port(self.host)
@@ -159,13 +160,13 @@ class SshServer:
         else:
             proc.wait()
 
-    def __enter__(self) -> "SshServer":
+    def __enter__(self) -> SshServer:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
         self.stop()
 
-    def ssh_options(self) -> List[str]:
+    def ssh_options(self) -> list[str]:
         """Client options that make ``ssh`` non-interactive and independent of the user's ~/.ssh config."""
         return [
             "-F", "/dev/null",
@@ -179,7 +180,7 @@ class SshServer:
             "-o", "ConnectTimeout=10",
         ]
 
-    def ssh_argv(self, remote_cmd: Union[str, Sequence[str]]) -> List[str]:
+    def ssh_argv(self, remote_cmd: str | Sequence[str]) -> list[str]:
         """argv for the ``ssh`` client running ``remote_cmd`` through the server.
 
         A string is passed as is (the remote shell parses it); a sequence is quoted element by element so each
@@ -189,12 +190,12 @@ class SshServer:
             remote_cmd = " ".join(shlex.quote(str(part)) for part in remote_cmd)
         return [SSH_CLIENT, *self.ssh_options(), f"{self.user}@{self.host}", remote_cmd]
 
-    def airflow_connection(self, **extra: Any) -> Dict[str, Any]:
+    def airflow_connection(self, **extra: Any) -> dict[str, Any]:
         """The server as an Airflow SSH connection dict (conn_type ssh, key_file, no host key check).
 
         Plain data, no Airflow import: a test or the demo serialises it into ``AIRFLOW_CONN_<ID>``.
         """
-        extras: Dict[str, Any] = {"key_file": str(self.client_key_path), "no_host_key_check": True}
+        extras: dict[str, Any] = {"key_file": str(self.client_key_path), "no_host_key_check": True}
         extras.update(extra)
         return {
             "conn_type": "ssh",
@@ -286,8 +287,7 @@ class SshServer:
                     result = subprocess.run(
                         self.ssh_argv("true"),
                         stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
+                        capture_output=True,
                         timeout=max(1.0, deadline - time.monotonic()) + 5,
                     )
                 except subprocess.TimeoutExpired:

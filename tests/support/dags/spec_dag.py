@@ -15,6 +15,7 @@ Without the variable (any other Airflow command) this file defines no DAG.
 import json
 import os
 from datetime import timedelta
+from typing import Any, Union
 
 import pendulum
 
@@ -23,7 +24,7 @@ from _settings import DAG, ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID
 SECONDS = ("execution_timeout", "retry_delay")
 
 
-def _kwargs(raw):
+def _kwargs(raw: dict[str, Any]) -> dict[str, Any]:
     kwargs = dict(raw)
     for key in SECONDS:
         if kwargs.get(key) is not None:
@@ -31,11 +32,14 @@ def _kwargs(raw):
     return kwargs
 
 
-def build(spec):
+def build(spec: dict[str, Any]) -> Any:
     from orchesjob_provider.operators.orchesjob import OrchesjobOperator
     from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 
-    classes = {"operator": OrchesjobOperator, "sensor": OrchesjobSensor}
+    classes: dict[str, Union[type[OrchesjobOperator], type[OrchesjobSensor]]] = {
+        "operator": OrchesjobOperator,
+        "sensor": OrchesjobSensor,
+    }
     with DAG(
         dag_id=spec["dag_id"],
         schedule=None,
@@ -44,10 +48,12 @@ def build(spec):
         default_args=_kwargs(spec.get("default_args", {})),
         tags=["orchesjob", "test"],
     ) as dag:
-        tasks = {}
+        tasks: dict[str, Any] = {}
         for item in spec["tasks"]:
             cls = classes[item.get("kind", "operator")]
-            kwargs = {"ssh_conn_id": SSH_CONN_ID, "orchesjob_bin": ORCHESJOB_BIN, "orchesjob_home": ORCHESJOB_HOME}
+            kwargs: dict[str, Any] = {
+                "ssh_conn_id": SSH_CONN_ID, "orchesjob_bin": ORCHESJOB_BIN, "orchesjob_home": ORCHESJOB_HOME,
+            }
             kwargs.update(_kwargs(item.get("kwargs", {})))
             if item.get("expand") is not None:
                 tasks[item["task_id"]] = cls.partial(task_id=item["task_id"], **kwargs).expand_kwargs(item["expand"])
