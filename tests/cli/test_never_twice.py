@@ -363,3 +363,47 @@ def test_a_nested_supervisor_carries_no_marker_of_the_parent(home, tmp_path):
         env = f.read().split(b"\0")
     assert ("ORCHESJOB_JOB_ID=%s" % child["job_id"]).encode() in env
     check_ok(run_cli(home, "abort", "--job-id", child["job_id"], "--grace-seconds", "1"))
+
+
+# -- ownership: a replaced caller never aborts the job of the caller that replaced it --------------------------------
+def test_abort_if_owner_is_refused_for_a_stale_owner_and_allowed_for_the_current_one(home, tmp_path):
+    marker = tmp_path / "runs"
+    first = check_ok(run_cli(home, "start", "--run-key", "own", "--request-id", "try-1", "--",
+                             *counting(marker, "sleep 30")))
+    assert first["owner"] == "try-1"
+    second = check_ok(run_cli(home, "start", "--run-key", "own", "--request-id", "try-2", "--", *counting(marker)))
+    assert second["job_id"] == first["job_id"] and second["owner"] == "try-2"
+    refused = check_error(run_cli(home, "abort", "--run-key", "own", "--if-owner", "try-1"), 4, "not_owner")
+    assert refused["owner"] == "try-2" and "try-1" in refused["message"]
+    assert check_ok(run_cli(home, "status", "--run-key", "own"))["status"] == "RUNNING"
+    done = check_ok(run_cli(home, "abort", "--run-key", "own", "--if-owner", "try-2", "--grace-seconds", "1"))
+    assert done["status"] == "ABORTED"
+    assert runs(marker) == 1
+
+
+def test_stale_aborts_racing_reattaching_starts_never_abort_the_new_owner(home, tmp_path):
+    """Whatever order a stale try's abort and a new try's reattach run in, the outcome is one of two consistent
+    ones: the abort came first (the job is ABORTED, and the new try's start got the aborted job or a new attempt),
+    or the reattach came first (the abort is refused and the job runs on). Never: the new owner's job aborted."""
+    marker = tmp_path / "runs"
+    for round_no in range(6):
+        key = "race-%d" % round_no
+        check_ok(run_cli(home, "start", "--run-key", key, "--request-id", "old", "--", *counting(marker, "sleep 30")))
+        aborter = popen_cli(home, "abort", "--run-key", key, "--if-owner", "old", "--grace-seconds", "1")
+        starter = popen_cli(home, "start", "--run-key", key, "--request-id", "new", "--",
+                            *counting(marker, "sleep 30"))
+        pairs = [(aborter, aborter.communicate(timeout=60)), (starter, starter.communicate(timeout=60))]
+        (_, (abort_raw, _)), (_, (start_raw, start_err)) = pairs
+        abort_code, abort_out = aborter.returncode, json.loads(abort_raw)
+        assert starter.returncode == 0, start_err
+        start_out = json.loads(start_raw)
+        if abort_code == 0:  # the abort won the lock first: the old owner's job was aborted before the reattach
+            assert abort_out["status"] == "ABORTED"
+            assert start_out["job_id"] == abort_out["job_id"] or start_out["accepted"] is True
+        else:
+            assert abort_code == 4 and abort_out["error"] == "not_owner", abort_out
+            latest = check_ok(run_cli(home, "status", "--run-key", key))
+            assert latest["status"] == "RUNNING" and latest["owner"] == "new"
+            assert start_out["job_id"] == latest["job_id"]
+        if check_ok(run_cli(home, "status", "--run-key", key))["active"]:
+            check_ok(run_cli(home, "abort", "--run-key", key, "--grace-seconds", "1"))
