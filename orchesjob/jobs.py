@@ -18,7 +18,7 @@ from .timeutil import iso, now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, List, Optional, Set, Tuple
 
 _REFERENCE_FIELDS = (
     "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",
@@ -63,6 +63,7 @@ def render(job: Dict[str, Any]) -> Dict[str, Any]:
         request_id=job.get("request_id"),
         owner=job.get("owner"),
         pid_namespace=job.get("pid_ns"),
+        imported_from=job.get("imported_from"),
     )
     return out
 
@@ -75,7 +76,7 @@ def _number(value: Optional[float]) -> Optional[float]:
 # -- results ----------------------------------------------------------------------------------------------------
 def result_path(job: Dict[str, Any]) -> str:
     """Where the supervisor leaves the result until it is in the database (next to the logs)."""
-    base = job["stdout_file"]
+    base: str = job["stdout_file"]
     if base.endswith(".stdout"):
         base = base[: -len(".stdout")]
     return base + ".result"
@@ -118,9 +119,27 @@ def read_result_file(job: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
     try:
         with f:
-            return json.load(f)
+            data = json.load(f)
     except (OSError, ValueError):
         return None
+    if not _valid_result(data):
+        return None
+    result: Dict[str, Any] = data
+    return result
+
+
+def _valid_result(data: Any) -> bool:
+    """A result file as the supervisor writes it; anything else (damaged, planted) is not a result."""
+    if not isinstance(data, dict):
+        return False
+    for key in ("exit_code", "signal", "finished_at"):
+        v = data.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
+            return False
+    reason = data.get("end_reason")
+    if reason is not None and not isinstance(reason, str):
+        return False
+    return True
 
 
 def remove_result_file(job: Dict[str, Any]) -> None:
@@ -157,12 +176,24 @@ def finish(store: Store, job_id: str, result: Dict[str, Any]) -> bool:
 
 
 # -- liveness -----------------------------------------------------------------------------------------------------
-def job_pids(job: Dict[str, Any]) -> set:
+def imported(job: Dict[str, Any]) -> bool:
+    """A job orchesjob 1.1.0 launched (its record came over in the upgrade): its pids carry no start time, so its
+    processes are recognised by their command lines (processes.legacy_*)."""
+    return bool(job.get("imported_from"))
+
+
+def job_pids(job: Dict[str, Any]) -> Set[int]:
     """Every live process of the job's target tree (not the supervisor)."""
+    if imported(job):
+        return set(_members(job))
     return processes.job_pids(job["job_id"], job.get("pgid"), job.get("target_start"))
 
 
 def supervisor_alive(job: Dict[str, Any]) -> bool:
+    if imported(job):
+        if job.get("worker_pid") is None:  # its `start` died before recording the worker: look for it
+            return is_active(job) and processes.find_legacy_worker(job["job_id"]) is not None
+        return processes.legacy_worker_alive(job["worker_pid"], job["job_id"])
     return processes.is_alive(job.get("worker_pid"), job.get("worker_start"))
 
 
@@ -197,6 +228,8 @@ def _anything_alive(job: Dict[str, Any]) -> bool:
 
 
 def _lost_reason(job: Dict[str, Any]) -> str:
+    if imported(job):
+        return "its orchesjob 1.1.0 worker and command disappeared without recording a result"
     if job["status"] == "STARTING" and not job.get("target_pid"):
         return "the job's start was interrupted before its command was launched"
     return "the supervisor and every process of the job disappeared without recording a result"
@@ -213,6 +246,8 @@ def still_alive(job: Dict[str, Any], snap: List[Tuple[int, int, int, Optional[st
     """
     if not processes.can_judge(job.get("pid_ns")):
         return not job.get("finished_at")
+    if imported(job):
+        return _anything_alive(job)
     floor = int(job["target_start"]) if job.get("target_start") else None
     worker, worker_start = job.get("worker_pid"), job.get("worker_start")
     pgid = job.get("pgid")
@@ -309,13 +344,13 @@ def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[s
     Only processes verified as the job's are signalled; the recorded process group is signalled as a group only
     while one of those verified processes is in it, never on the strength of the number alone.
     """
-    from .processes import _sig as signal
+    from .processes import signals as signal
 
     worker = job.get("worker_pid") if include_worker and supervisor_alive(job) else None
     members = _members(job)
     sent = {
-        "sent_term_target": processes.send(members, signal.SIGTERM, processes.job_group(members, job.get("pgid"))),
-        "sent_term_worker": bool(worker) and processes.send([worker], signal.SIGTERM),
+        "sent_term_target": processes.send(members, signal.SIGTERM, processes.job_group(members, _pgid(job))),
+        "sent_term_worker": worker is not None and processes.send([worker], signal.SIGTERM),
         "sent_kill_target": False,
         "sent_kill_worker": False,
     }
@@ -323,7 +358,7 @@ def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[s
     processes.wait_gone(lambda: job_pids(job), deadline)
     left = _members(job)
     if left:
-        sent["sent_kill_target"] = processes.send(left, signal.SIGKILL, processes.job_group(left, job.get("pgid")))
+        sent["sent_kill_target"] = processes.send(left, signal.SIGKILL, processes.job_group(left, _pgid(job)))
     if worker:
         # The supervisor outlives the target only to record how it ended; give it a moment, then stop it too.
         processes.wait_gone(lambda: supervisor_alive(job), max(deadline, time.monotonic() + 1.0))
@@ -334,7 +369,15 @@ def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[s
 
 
 def _members(job: Dict[str, Any]) -> Dict[int, int]:
+    if imported(job):
+        return processes.legacy_target_members(job.get("target_pid"), job["command"])
     return processes.job_members(job["job_id"], job.get("pgid"), job.get("target_start"))
+
+
+def _pgid(job: Dict[str, Any]) -> Optional[int]:
+    """The job's process group: orchesjob 1.1.0 made its target a group leader (pgid = target pid)."""
+    pgid: Optional[int] = job.get("pgid") or (job.get("target_pid") if imported(job) else None)
+    return pgid
 
 
 def lookup(store: Optional[Store], run_key: Optional[str], job_id: Optional[str]) -> Tuple[Dict[str, Any], str]:
@@ -344,7 +387,8 @@ def lookup(store: Optional[Store], run_key: Optional[str], job_id: Optional[str]
     job = None
     if store is not None:
         job = store.get(job_id) if job_id is not None else store.latest(run_key or "")
+        if job is not None:
+            store.run_key_info(job["run_key"])  # its run key record is checked too, before anything acts on the job
     if job is None:
         raise job_not_found(job_id) if job_id is not None else run_key_not_found(run_key)
-    store.run_key_info(job["run_key"])  # its run key record is checked too, before anything acts on the job
     return job, job["job_id"]

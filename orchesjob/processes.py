@@ -13,7 +13,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Dict, Iterable, List, Optional, Set, Tuple
+    from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 MARKER_VAR = "ORCHESJOB_JOB_ID"
 _PROC = "/proc"
@@ -173,6 +173,78 @@ def job_members(job_id: str, pgid: Optional[int], not_before: Optional[str] = No
     return found
 
 
+# -- jobs orchesjob 1.1.0 launched ----------------------------------------------------------------------------------
+# 1.1.0 recorded bare pids, no start time or boot id. A pid is taken for its process only when the process also
+# shows what 1.1.0 ran there: its worker is `<python> -m orchesjob _worker --job-id <id>`, its target the job's exact
+# argv as a session and group leader (1.1.0 launched it with start_new_session). A recycled pid fails both.
+LEGACY_WORKER_ARGV = (b"-m", b"orchesjob", b"_worker", b"--job-id")
+
+
+def _cmdline(pid: int) -> Optional[List[bytes]]:
+    """The argv a live process was started with (None when it is gone, a zombie, or a kernel thread)."""
+    try:
+        with open("%s/%d/cmdline" % (_PROC, pid), "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
+        return None
+    if not data:
+        return None
+    return (data[:-1] if data.endswith(b"\0") else data).split(b"\0")
+
+
+def _legacy_judgeable(pid: Optional[int]) -> bool:
+    return bool(pid) and (not _HAVE_PROC or proc_is_ours())
+
+
+def legacy_worker_alive(pid: Optional[int], job_id: str) -> bool:
+    """Whether `pid` is the orchesjob 1.1.0 worker of `job_id`, alive (not a zombie)."""
+    if pid is None or not _legacy_judgeable(pid):
+        return False
+    if not _HAVE_PROC:
+        return _exists(pid)  # nothing to verify with: alive counts, so nothing runs beside it
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return False
+    argv = _cmdline(pid)
+    tail = list(LEGACY_WORKER_ARGV) + [job_id.encode("utf-8", "surrogateescape")]
+    return argv is not None and len(argv) > len(tail) and argv[-len(tail):] == tail
+
+
+def find_legacy_worker(job_id: str) -> Optional[int]:
+    """The live orchesjob 1.1.0 worker of `job_id`, searched in /proc (a job whose `start` died before it recorded
+    the worker's pid)."""
+    if not _HAVE_PROC or not proc_is_ours():
+        return None
+    for name in os.listdir(_PROC):
+        if name.isdigit() and legacy_worker_alive(int(name), job_id):
+            return int(name)
+    return None
+
+
+def legacy_target_members(pid: Optional[int], argv: List[str]) -> Dict[int, int]:
+    """{pid: pgrp} of the target orchesjob 1.1.0 launched as `pid` and of every process in its group, when `pid`
+    is verified as that target (alive, session and group leader, running exactly `argv`); else {}.
+
+    While the verified leader lives its group id cannot be anyone else's, so the whole group is the job's."""
+    if pid is None or not _legacy_judgeable(pid):
+        return {}
+    if not _HAVE_PROC:
+        return {pid: pid} if _exists(pid) else {}
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X") or not (int(fields[2]) == pid and int(fields[3]) == pid):
+        return {}
+    if _cmdline(pid) != [os.fsencode(a) for a in argv]:
+        return {}
+    found = {pid: pid}
+    for name in os.listdir(_PROC):
+        if not name.isdigit():
+            continue
+        other = _stat_fields(int(name))
+        if other and other[0] not in ("Z", "X") and _pgrp(other) == pid:
+            found[int(name)] = pid
+    return found
+
+
 def snapshot() -> List[Tuple[int, int, int, Optional[str]]]:
     """Every live process once: (pid, start ticks, process group, the job id of its marker or None).
 
@@ -241,7 +313,7 @@ def job_group(members: Dict[int, int], pgid: Optional[int]) -> Optional[int]:
     return None
 
 
-def wait_gone(check, deadline: float, step: float = 0.02) -> bool:
+def wait_gone(check: Callable[[], object], deadline: float, step: float = 0.02) -> bool:
     """Poll `check()` (which returns the still-alive set) until it is empty or the deadline passes."""
     while True:
         if not check():
@@ -269,16 +341,22 @@ def pidfd(pid: Optional[int]) -> Optional[int]:
     if not pid or opener is None:
         return None
     try:
-        return opener(pid)
+        fd: int = opener(pid)
     except OSError:
         return None
+    return fd
 
 
 # -- launching the target -------------------------------------------------------------------------------------------
-try:
-    import _signal as _sig  # the C module: the `signal` wrapper imports enum, which the hot path does not need
-except ImportError:  # pragma: no cover
-    import signal as _sig  # type: ignore[no-redef]
+if TYPE_CHECKING:
+    import signal as _sig
+else:
+    try:
+        import _signal as _sig  # the C module: the `signal` wrapper imports enum, which the hot path does not need
+    except ImportError:  # pragma: no cover
+        import signal as _sig
+# The signal module for the rest of the package (same functions and constants as `signal`, without its import cost).
+signals = _sig
 
 # Signals the target gets back at their default disposition, whatever the supervisor ignores or handles.
 _DEFAULT_SIGNALS = tuple(getattr(_sig, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT")

@@ -17,12 +17,14 @@ try:
 except ImportError:  # pragma: no cover - an interpreter without the split module
     import sqlite3  # type: ignore[no-redef]
 
+DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
+
 from . import home
 from .errors import InconsistentState, LockTimeout, OrchesjobError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, List, Optional, Sequence
+    from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 SCHEMA_VERSION = 2
 ACTIVE = ("STARTING", "RUNNING")
@@ -67,6 +69,8 @@ CREATE UNIQUE INDEX jobs_run_key_attempt ON jobs (run_key, attempt_no);
 CREATE UNIQUE INDEX jobs_one_active_per_key ON jobs (run_key) WHERE status IN ('STARTING', 'RUNNING');
 CREATE INDEX jobs_active ON jobs (status) WHERE status IN ('STARTING', 'RUNNING');
 CREATE INDEX jobs_finished_at ON jobs (finished_at);
+CREATE INDEX jobs_started_at ON jobs (started_at);
+CREATE INDEX jobs_status_finished_at ON jobs (status, finished_at);
 CREATE TABLE run_keys (
     run_key TEXT PRIMARY KEY,
     last_attempt INTEGER NOT NULL,
@@ -100,21 +104,19 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
 
 
 def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
-    """Translate an SQLite failure into the CLI's error types, with the file named."""
-    if str(exc).startswith(_UNDECODABLE):  # a TEXT value that is not UTF-8 (its text could say anything, even "locked")
+    """Translate an SQLite failure into the CLI's error types, with the file named.
+
+    Damage is recognised first: its message can quote damaged text (a value that is not UTF-8, a schema entry's
+    name), which could say anything, even "locked"."""
+    text = str(exc)
+    if text.startswith(_UNDECODABLE) or "not a database" in text or "malformed" in text or "corrupt" in text:
         return OrchesjobError(
-            "the database %s is corrupt (%s); it was left untouched: move it aside to start afresh" % (path, exc),
+            "the database %s is corrupt (%s); it was left untouched: move it aside to start afresh" % (path, text),
             error_type="corrupt_database",
         )
     if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
         return LockTimeout(
             "the database %s stayed locked for more than %gs (ORCHESJOB_LOCK_TIMEOUT); try again" % (path, lock_timeout())
-        )
-    text = str(exc)
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return OrchesjobError(
-            "the database %s is corrupt (%s); it was left untouched: move it aside to start afresh" % (path, text),
-            error_type="corrupt_database",
         )
     if "readonly" in text or "read-only" in text or "unable to open" in text:
         return OrchesjobError("cannot write the database %s: %s" % (path, text), error_type="state_dir")
@@ -200,6 +202,19 @@ class Store:
                 self.conn.execute(statement)
 
     def _refuse_foreign(self) -> None:
+        # A file cut below one page (SQLite's smallest is 512 bytes) reads as a database without any page, so
+        # SQLite would let the schema be created over it: damage, not a fresh start (a new database is 0 bytes).
+        try:
+            with open(self.path, "rb") as f:
+                size, head = os.fstat(f.fileno()).st_size, f.read(16)
+        except OSError:
+            size, head = 0, b""
+        if size and (size < 512 or head != b"SQLite format 3\0"):
+            raise OrchesjobError(
+                "the database %s is corrupt (%d bytes, %s); it was left untouched: move it aside to start afresh"
+                % (self.path, size, "cut short" if size < 512 else "not an SQLite header"),
+                error_type="corrupt_database",
+            )
         if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
             raise OrchesjobError(
                 "the database %s holds tables that are not orchesjob's; it was left untouched" % self.path,
@@ -222,7 +237,7 @@ class Store:
 
     def _many(self, sql: str, args: Sequence[Any], decode: Any = None) -> List[Dict[str, Any]]:
         """Rows as dicts, each checked (by `decode`, a job row's by default) before anything can use a value of it."""
-        decode = decode or _decode
+        decode = decode or _decode_job
         try:
             return [decode(r) for r in self.conn.execute(sql, args).fetchall()]
         except sqlite3.DatabaseError as e:
@@ -307,7 +322,7 @@ class Store:
         if info is None:
             self.conn.execute("INSERT INTO run_keys (run_key, last_attempt) VALUES (?, 1)", (run_key,))
             return 1
-        n = info["last_attempt"] + 1
+        n: int = info["last_attempt"] + 1
         self.conn.execute("UPDATE run_keys SET last_attempt = ? WHERE run_key = ?", (n, run_key))
         return n
 
@@ -350,6 +365,109 @@ class Store:
         ids = [(j,) for j in job_ids]
         self.conn.executemany("DELETE FROM start_requests WHERE job_id = ?", ids)
         self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
+
+    # -- host tools: ls, doctor, metrics (tests/cli/test_host_tools.py checks each plan uses an index) -------------
+    def _iter(self, sql: str, args: Sequence[Any], decode: Any) -> Iterator[Dict[str, Any]]:
+        """Rows as _many gives them (each checked by `decode`), read one at a time, so a caller can stop early."""
+        try:
+            for row in self.conn.execute(sql, args):
+                yield decode(row)
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+        except (ValueError, TypeError, UnicodeError, OverflowError) as e:
+            raise OrchesjobError("the database %s holds a damaged job record (%s); it was left untouched"
+                                 % (self.path, e), error_type="corrupt_database") from None
+
+    def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        try:
+            row = self.conn.execute(sql, args).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+        return row[0] if row is not None else None
+
+    def recent(self, limit: int, run_key: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The `limit` latest jobs by start time, newest first (index jobs_started_at; rowid, the insertion order,
+        breaks ties within a second), or with `run_key` that key's latest attempts (index jobs_run_key_attempt)."""
+        if run_key is not None:
+            return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
+        return self._many("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
+
+    def stopping(self) -> List[Dict[str, Any]]:
+        """ABORTED jobs whose abort has not finished (no finish time yet): index jobs_status_finished_at."""
+        return self._many("SELECT * FROM jobs WHERE status = 'ABORTED' AND finished_at IS NULL", ())
+
+    def count_by_status(self) -> Dict[str, int]:
+        """Jobs per status, without reading the history row by row.
+
+        The total is SQLite's count of a b-tree (it sums page headers); every status but SUCCEEDED is counted on its
+        range of jobs_status_finished_at; SUCCEEDED, nearly all of a long history, is what is left. So the cost
+        grows with the jobs that did not succeed, not with the history. (A status value no orchesjob writes would be
+        counted as SUCCEEDED.)"""
+        total = self._scalar("SELECT count(*) FROM jobs")
+        counts = {s: self._scalar("SELECT count(*) FROM jobs WHERE status = ?", (s,))
+                  for s in ACTIVE + TERMINAL if s != "SUCCEEDED"}
+        counts["SUCCEEDED"] = max(0, total - sum(counts.values()))
+        return {s: counts[s] for s in ACTIVE + TERMINAL}
+
+    def count_finished_since(self, since: int) -> Dict[str, int]:
+        """Jobs of each terminal status that finished at or after `since` (ranges of jobs_status_finished_at)."""
+        return {s: self._scalar("SELECT count(*) FROM jobs WHERE status = ? AND finished_at >= ?", (s, since))
+                for s in TERMINAL}
+
+    def finished_since(self, since: int) -> Iterator[Dict[str, Any]]:
+        """Jobs that finished at or after `since`, latest first, read lazily (a range of jobs_finished_at): the
+        columns metrics needs, checked like every row."""
+        return self._iter(
+            "SELECT job_id, run_key, attempt_no, status, exit_code, signal, started_at, finished_at FROM jobs "
+            "WHERE finished_at >= ? ORDER BY finished_at DESC, rowid DESC", (since,), _decode)
+
+    def count_keys_finished_since(self, since: int) -> int:
+        """Distinct run keys with a job finished at or after `since` (the same range)."""
+        return int(self._scalar("SELECT count(DISTINCT run_key) FROM jobs WHERE finished_at >= ?", (since,)))
+
+    def job_ids(self) -> Iterator[str]:
+        """Every job id, streamed from the primary key's index alone (a covering scan, no table row is read)."""
+        try:
+            for (job_id,) in self.conn.execute("SELECT job_id FROM jobs"):
+                yield str(job_id)
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+
+    def launched(self, job_ids: Optional[Sequence[str]] = None) -> Iterator[str]:
+        """The ids among `job_ids` (primary key lookups, in batches) of jobs whose command was launched; without
+        `job_ids`, of every job (a scan of the table: doctor uses it only when thousands of jobs lack logs)."""
+        try:
+            if job_ids is None:
+                for (job_id,) in self.conn.execute("SELECT job_id FROM jobs WHERE target_pid IS NOT NULL"):
+                    yield str(job_id)
+                return
+            for i in range(0, len(job_ids), 500):
+                batch = list(job_ids[i:i + 500])
+                sql = "SELECT job_id FROM jobs WHERE job_id IN (%s) AND target_pid IS NOT NULL" % ", ".join(
+                    "?" for _ in batch)
+                for (job_id,) in self.conn.execute(sql, batch):
+                    yield str(job_id)
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+
+    def schema_version(self) -> int:
+        return int(self._scalar("PRAGMA user_version"))
+
+    def quick_check(self) -> List[str]:
+        """SQLite's PRAGMA quick_check: ["ok"], or the problems it found (at most 20)."""
+        try:
+            return [str(r[0]) for r in self.conn.execute("PRAGMA quick_check(20)").fetchall()]
+        except sqlite3.DatabaseError as e:
+            return [str(e)]
+
+    def checkpoint(self) -> bool:
+        """Copy the write-ahead log into the database and truncate it (loses nothing); False while a reader still
+        needs the log, which PRAGMA wal_checkpoint then leaves partly in place."""
+        try:
+            busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+        return not busy
 
 
 class _Transaction:
@@ -463,29 +581,49 @@ def _check_types(d: Dict[str, Any]) -> None:
 
 
 _MAX_ATTEMPT = (1 << 63) - 2  # so that the next number still fits SQLite's INTEGER
+_JOB_COLUMNS = frozenset(_INT_COLUMNS + _TIME_COLUMNS + _TEXT_COLUMNS + ("command", "env", "timeout"))
+_RUN_KEY_COLUMNS = frozenset(("run_key", "last_attempt", "unlock_reason", "unlock_allowed_at", "unlock_expires_at",
+                              "unlock_pending"))
+
+
+def _check_columns(d: Dict[str, Any], table: str, columns: "frozenset[str]") -> None:
+    """A whole row must be there: damage to the schema's text can rename a column, and its value would be missing."""
+    missing = columns.difference(d)
+    if missing:
+        raise ValueError("the %s table has no column %s" % (table, ", ".join(sorted(missing))))
+
+
+def _decode_job(row: sqlite3.Row) -> Dict[str, Any]:
+    """A whole jobs row (SELECT *), every column present and checked."""
+    d = _decode(row)
+    _check_columns(d, "jobs", _JOB_COLUMNS)
+    return d
 
 
 def _decode_run_key(row: sqlite3.Row) -> Dict[str, Any]:
     """A run_keys row, refused unless our own code could have written it: last_attempt a positive whole number,
     unlock times whole numbers or NULL, unlock_pending 0 or 1, unlock_reason text or NULL."""
     d = dict(row)
+    _check_columns(d, "run_keys", _RUN_KEY_COLUMNS)
 
     def whole(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
+    def what(v: Any) -> str:
+        return str(v) if whole(v) else type(v).__name__
+
     if not isinstance(d.get("run_key"), str):
         raise ValueError("column run_key holds %s, not text" % type(d.get("run_key")).__name__)
     v = d.get("last_attempt")
-    if not whole(v) or not 0 < v <= _MAX_ATTEMPT:
-        raise ValueError("column last_attempt holds %s, not a positive whole number"
-                         % (v if whole(v) else type(v).__name__))
+    if not (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= _MAX_ATTEMPT):
+        raise ValueError("column last_attempt holds %s, not a positive whole number" % what(v))
     for c in ("unlock_allowed_at", "unlock_expires_at"):
         v = d.get(c)
-        if v is not None and (not whole(v) or not -_MAX_TS <= v <= _MAX_TS):
-            raise ValueError("column %s holds %s, not a time" % (c, v if whole(v) else type(v).__name__))
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and -_MAX_TS <= v <= _MAX_TS):
+            raise ValueError("column %s holds %s, not a time" % (c, what(v)))
     v = d.get("unlock_pending")
-    if not whole(v) or v not in (0, 1):
-        raise ValueError("column unlock_pending holds %s, not 0 or 1" % (v if whole(v) else type(v).__name__))
+    if not (whole(v) and v in (0, 1)):
+        raise ValueError("column unlock_pending holds %s, not 0 or 1" % what(v))
     v = d.get("unlock_reason")
     if v is not None and not isinstance(v, str):
         raise ValueError("column unlock_reason holds %s, not text" % type(v).__name__)
@@ -527,3 +665,19 @@ def open_store(create: bool) -> Optional[Store]:
     if not home.database_file(path, create):  # a plain file of ours, not a link (nor are its -wal and -shm)
         return None
     return Store(path)
+
+
+def open_readonly(path: str) -> Store:
+    """The database at `path` read-only and as found (doctor): no schema upgrade, nothing created, and closing it
+    does not checkpoint the WAL into the file. The caller has checked the file (owner, no link) first."""
+    from urllib.parse import quote
+
+    st = Store.__new__(Store)
+    st.path = path
+    try:
+        st.conn = sqlite3.connect("file:%s?mode=ro" % quote(path), uri=True, timeout=lock_timeout(),
+                                  isolation_level=None, factory=_Connection)
+        st.conn.row_factory = sqlite3.Row
+    except sqlite3.DatabaseError as e:
+        raise database_error(e, path) from None
+    return st

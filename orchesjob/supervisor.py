@@ -15,14 +15,14 @@ import sys
 import time
 
 from . import home, jobs, processes
-from .processes import _sig as signal
+from .processes import signals as signal
 from .errors import OrchesjobError
-from .store import ACTIVE, database_error, open_store, sqlite3
+from .store import ACTIVE, DatabaseError, Store, database_error, open_store
 from .timeutil import now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, Optional
+    from typing import Any, Callable, Dict, Optional
 
 MSG_RECORDED = b"S"
 MSG_RUNNING = b"R"
@@ -134,7 +134,9 @@ class Supervisor:
     def __init__(self, job_id: str, notify: int) -> None:
         self.job_id = job_id
         self.notify: Optional[int] = notify
-        self.store = open_store(create=True)
+        store = open_store(create=True)
+        assert store is not None  # create=True: it exists or open_store raised
+        self.store: Store = store
         self.target: Optional[int] = None
         self.term_requested = False
 
@@ -146,7 +148,7 @@ class Supervisor:
         except OSError:  # the caller went away; the job goes on
             pass
 
-    def _write(self, fn, seconds: float = RESULT_RETRY_SECONDS) -> Any:
+    def _write(self, fn: Callable[[], Any], seconds: float = RESULT_RETRY_SECONDS) -> Any:
         """Run fn inside a write transaction, retrying with backoff while the database cannot be written.
 
         A locked database, a full disk and a failing disk are all worth waiting out: the job's result matters more
@@ -161,7 +163,7 @@ class Supervisor:
             except OrchesjobError as e:
                 if e.error_type == "corrupt_database" or time.monotonic() >= deadline:
                     raise
-            except sqlite3.DatabaseError as e:
+            except DatabaseError as e:
                 err = database_error(e, self.store.path)
                 if err.error_type == "corrupt_database" or time.monotonic() >= deadline:
                     raise err from None
@@ -243,7 +245,7 @@ class Supervisor:
         if not launched:
             self._tell(MSG_RUNNING)
             return None  # aborted (or declared lost) before launch: the command never started
-        pid = launched["target_pid"]
+        pid: int = launched["target_pid"]
         self.target = pid
         if not running:
             # aborted in the instant between the launch and its record (possible only after a failed commit):
@@ -287,7 +289,7 @@ class Supervisor:
         timeout = job.get("timeout")
         rc = processes.wait_exit(pid, timeout) if timeout else processes.wait_exit(pid)
         if rc is None:
-            self._timeout(job, timeout)
+            self._timeout(job, float(timeout or 0))
             rc = processes.wait_exit(pid)
         job = self.store.get(self.job_id) or job
         # One-shot jobs end with their command: what it left running in the background is stopped too.

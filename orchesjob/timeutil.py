@@ -67,18 +67,18 @@ def parse_datetime(text: str, flag: str) -> int:
         return int(value)
     candidate = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
     try:
-        value = dt.datetime.fromisoformat(candidate)
+        moment = dt.datetime.fromisoformat(candidate)
     except ValueError:
         try:
-            value = dt.datetime.combine(dt.date.fromisoformat(candidate), dt.time())
+            moment = dt.datetime.combine(dt.date.fromisoformat(candidate), dt.time())
         except ValueError:
             raise InvalidArgument(
                 "Invalid %s: %r is not a datetime; use ISO 8601 such as 2026-01-31, 2026-01-31T14:00 or "
                 "2026-01-31T14:00:00+09:00" % (flag, text)
             ) from None
-    if value.tzinfo is None:
-        return int(time.mktime(value.timetuple()))
-    return int(value.timestamp())
+    if moment.tzinfo is None:
+        return int(time.mktime(moment.timetuple()))
+    return int(moment.timestamp())
 
 
 def parse_duration(text: str, flag: str, allow_zero: bool = True) -> float:
