@@ -53,6 +53,7 @@ COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
         "--limit": (VALUE, "BYTES", "print at most this many bytes"),
         "--tail": (VALUE, "LINES", "print only the last LINES lines"),
         "--json": (SWITCH, "", "print a JSON chunk with offsets instead of raw bytes"),
+        "--follow": (SWITCH, "", "print the log as it grows until the job ends; exit 0 if it SUCCEEDED, else 6"),
     }, False),
     "abort": ("stop a running job (SIGTERM, then SIGKILL after the grace period)", {
         "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
@@ -81,8 +82,24 @@ COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
         "--run-key": (VALUE, "KEY", "only this run key (with --before, --after or --all)"),
         "--dry-run": (SWITCH, "", "show what would be deleted"),
     }, False),
+    "ls": ("list jobs as a table for people: the running ones, the latest, or a run key's", {
+        "--last": (VALUE, "N", "the latest N jobs by start time instead of the running ones"),
+        "--run-key": (VALUE, "KEY", "the attempts of this run key, newest first (with --last: the latest N)"),
+        "--json": (SWITCH, "", "the same rows as JSON"),
+    }, False),
+    "doctor": ("check the state directory, database, jobs and logs; say what to do", {
+        "--fix": (SWITCH, "", "apply the fixes that cannot lose anything, and report each"),
+        "--format": (VALUE, "auto|json|text", "JSON, or a summary for people (default: text on a terminal)"),
+    }, False),
+    "metrics": ("print the jobs' state in the Prometheus text format (textfile collector)", {
+        "--recent-hours": (VALUE, "HOURS", "per-key series for keys with a job finished this recently (default 24)"),
+        "--max-keys": (VALUE, "N", "at most N run keys get per-key series (default 500)"),
+    }, False),
     "version": ("print the version and the JSON contract number", {}, False),
 }
+
+# short forms: command -> {short: long}
+SHORT: "Dict[str, Dict[str, str]]" = {"logs": {"-f": "--follow"}}
 
 
 class Help(Exception):
@@ -130,6 +147,7 @@ def parse(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
             rest.extend(argv[i - 1 :])  # the command to run starts here; its own flags are its own
             break
         name, eq, inline = tok.partition("=")
+        name = SHORT.get(head, {}).get(name, name)
         if name not in spec:
             raise InvalidArgument("%s: unknown option %s (see orchesjob %s --help)" % (head, name, head))
         kind = spec[name][0]
@@ -161,7 +179,8 @@ def parse(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
 def usage(command: Optional[str] = None) -> str:
     if command is None:
         lines = ["usage: orchesjob COMMAND [OPTIONS]", "",
-                 "Run a command exactly once per run key, as a detached job. Every command prints JSON.", "",
+                 "Run a command exactly once per run key, as a detached job. Every command prints JSON,",
+                 "except what is for people or other formats: logs, ls, metrics, doctor on a terminal.", "",
                  "commands:"]
         lines += ["  %-9s %s" % (name, COMMANDS[name][0]) for name in COMMANDS]
         lines += ["", "orchesjob COMMAND --help shows a command's options."]
@@ -169,7 +188,10 @@ def usage(command: Optional[str] = None) -> str:
     summary, spec, takes_command = COMMANDS[command]
     lines = ["usage: orchesjob %s [OPTIONS]%s" % (command, " [--] COMMAND [ARGS...]" if takes_command else ""), "",
              summary, ""]
+    short = {long: s for s, long in SHORT.get(command, {}).items()}
     for flag, (kind, metavar, text) in spec.items():
         left = flag if kind == SWITCH else "%s %s" % (flag, metavar)
+        if flag in short:
+            left = "%s, %s" % (short[flag], left)
         lines.append("  %-28s %s" % (left, text))
     return "\n".join(lines) + "\n"

@@ -103,6 +103,29 @@ def env_pairs(values: Optional[List[str]]) -> Dict[str, str]:
     return env
 
 
+def hours(value: Optional[str], flag: str) -> Optional[float]:
+    """A positive number of hours (fractions allowed), at most 100 years; returned in seconds."""
+    if value is None:
+        return None
+    from .timeutil import MAX_SECONDS
+
+    try:
+        n = float(value)
+    except ValueError:
+        raise InvalidArgument("%s: %r is not a number of hours" % (flag, value)) from None
+    if not 0 < n <= MAX_SECONDS / 3600:  # also refuses nan and inf
+        raise InvalidArgument("%s must be more than 0 and at most 100 years (got %s)" % (flag, value))
+    return n * 3600
+
+
+def choice(value: Optional[str], flag: str, allowed: Sequence[str], default: str) -> str:
+    if value is None:
+        return default
+    if value not in allowed:
+        raise InvalidArgument("%s must be %s (got %r)" % (flag, " or ".join(allowed), value))
+    return value
+
+
 def command_argv(cmd: Sequence[str]) -> List[str]:
     if not cmd:
         raise InvalidArgument(
@@ -161,6 +184,8 @@ def dispatch(argv: List[str]) -> Any:
         return commands.unlock(run_key(a["run_key"]), text(a["reason"], "--reason"), ttl)
     if c == "clean":
         return _clean(a)
+    if c in ("ls", "doctor", "metrics"):
+        return _host_tool(c, a)
     _one_of(a, "run_key", "job_id")
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":
@@ -175,8 +200,10 @@ def dispatch(argv: List[str]) -> Any:
             raise InvalidArgument("--stream must be stdout or stderr (got %r)" % stream)
         if a["tail"] is not None and (a["offset"] is not None or a["limit"] is not None):
             raise InvalidArgument("logs --tail cannot be combined with --offset or --limit")
+        if a["follow"] and (a["json"] or a["limit"] is not None):
+            raise InvalidArgument("logs --follow cannot be combined with --json or --limit")
         return commands.logs(key, jid, stream, count(a["offset"], "--offset"), count(a["limit"], "--limit", 0),
-                             count(a["tail"], "--tail"), a["json"])
+                             count(a["tail"], "--tail"), a["json"], follow=a["follow"])
     if c == "abort":
         grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
         return commands.abort(key, jid, text(a["reason"], "--reason"), seconds(grace, "--grace-seconds"),
@@ -208,6 +235,23 @@ def _clean(a: Dict[str, Any]) -> Any:
     return commands.clean(before, after, a["all"], job_id(a["job_id"]), run_key(a["run_key"]), a["dry_run"])
 
 
+def _host_tool(c: str, a: Dict[str, Any]) -> Any:
+    """ls, doctor and metrics: for a person at the terminal or for the monitoring stack (text unless asked)."""
+    from . import commands
+    from .textout import Terminal
+
+    if c == "ls":
+        return commands.ls(count(a["last"], "--last", 1, 100000), run_key(a["run_key"]), a["json"],
+                           Terminal.detect(sys.stdout))
+    if c == "doctor":
+        fmt = choice(a["format"], "--format", ("auto", "json", "text"), "auto")
+        term = Terminal.detect(sys.stdout)
+        return commands.doctor(a["fix"], fmt == "text" or (fmt == "auto" and sys.stdout.isatty()), term)
+    recent = hours(a["recent_hours"], "--recent-hours")
+    max_keys = count(a["max_keys"], "--max-keys", 0, 100000)
+    return commands.metrics(24 * 3600.0 if recent is None else recent, 500 if max_keys is None else max_keys)
+
+
 def _emit_error(err: OrchesjobError) -> int:
     _write_json(err.to_json())
     try:
@@ -235,14 +279,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         result = dispatch(args)
         from .logfiles import Blocks
 
-        if isinstance(result, (bytes, Blocks)):
+        emit = getattr(result, "emit", None)
+        if emit is not None:
+            # text for people or another format, or a followed log (textout.Output): it writes itself and says
+            # the exit status
+            code = emit(sys.stdout)
+        elif isinstance(result, (bytes, Blocks)):
             # a log (commands.logs): written block by block as it is read, so any size costs one block of memory
             for block in (result,) if isinstance(result, bytes) else result:
                 sys.stdout.buffer.write(block)
             sys.stdout.flush()
+            code = EXIT_OK
         else:
             _write_json(result)
-        code = EXIT_OK
+            code = EXIT_OK
     except OrchesjobError as e:
         code = _emit_error(e)
         if e.error_type in ("corrupt_database", "database"):

@@ -280,9 +280,10 @@ def wait(run_key: Optional[str], job_id: Optional[str], timeout: float, stdout_o
 
 
 def logs(run_key: Optional[str], job_id: Optional[str], stream: str, offset: Optional[int], limit: Optional[int],
-         tail: Optional[int], as_json: bool) -> Any:
+         tail: Optional[int], as_json: bool, follow: bool = False) -> Any:
     """The log as Blocks of bytes that cli.main writes out as they are read (for people and pipes), or, with
-    as_json, as one chunk object for programs (at most logfiles.MAX_CHUNK bytes; read on from next_offset).
+    as_json, as one chunk object for programs (at most logfiles.MAX_CHUNK bytes; read on from next_offset), or, with
+    follow, a follow.Follow that prints it as it grows until the job has ended (`logs --follow`).
 
     Nothing is sized by the numbers asked for: an offset past the end is an empty answer, a limit or a tail larger
     than the log is the whole log, read in bounded blocks."""
@@ -294,6 +295,11 @@ def logs(run_key: Optional[str], job_id: Optional[str], stream: str, offset: Opt
     if tail is not None:
         start_at, end = logfiles.tail_range(path, tail)
         limit = end - start_at
+    if follow:
+        from .follow import Follow
+
+        assert store is not None  # lookup found the job
+        return Follow(store, job, stream, start_at, by_run_key=run_key is not None)
     if as_json:
         return logfiles.chunk(path, stream, start_at, limit if limit is not None else 1 << 20, not jobs.is_active(job))
     return logfiles.blocks(path, start_at, limit)
@@ -431,6 +437,40 @@ def _cleanable(store: Store, selected: List[Dict[str, Any]], skipped: List[Dict[
             continue
         skipped.append({"job_id": j["job_id"], "run_key": j["run_key"], "status": j["status"], "reason": why})
     return keep
+
+
+# -- for people at the host and for monitoring (modules of their own, imported only by these commands) ----------
+def ls(last: Optional[int], run_key: Optional[str], as_json: bool, term: Any) -> Any:
+    """Running jobs (default), the latest `last` jobs, or a run key's attempts: rows as JSON, or a table.Text."""
+    from . import table
+
+    rows = table.select(open_store(create=False), last, run_key)
+    if as_json:
+        return rows
+    if run_key is not None:
+        empty = "no jobs for run key %r" % run_key
+    elif last is not None:
+        empty = "no jobs yet"
+    else:
+        empty = "no running jobs (orchesjob ls --last 20 lists the latest jobs)"
+    return table.render(rows, term, empty)
+
+
+def doctor(fix: bool, text: bool, term: Any) -> Any:
+    """Checks of the state directory, the database and the jobs' processes and files (doctor.py)."""
+    from . import doctor as doctor_mod
+
+    return doctor_mod.run(fix, text, term)
+
+
+def metrics(recent_seconds: float, max_keys: int) -> Any:
+    """The Prometheus text exposition of the jobs (metrics.py)."""
+    from . import metrics as metrics_mod
+    from .home import DB_NAME, state_dir
+
+    store = open_store(create=False)
+    return metrics_mod.collect(store, store.path if store is not None else os.path.join(state_dir(), DB_NAME),
+                               recent_seconds, max_keys)
 
 
 def version() -> Dict[str, Any]:

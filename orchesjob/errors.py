@@ -16,6 +16,10 @@ EXIT_INVALID = 2
 EXIT_NOT_FOUND = 3
 EXIT_INCONSISTENT = 4
 EXIT_LOCK = 5
+# Only `logs --follow`, `doctor` and their like, which report something other than their own failure:
+EXIT_FINDINGS = 1  # doctor: something on the host needs doing (its JSON says what)
+EXIT_JOB_DID_NOT_SUCCEED = 6  # logs --follow: the followed job ended FAILED, ABORTED, LOST or CANCELLED
+EXIT_INTERRUPTED = 130  # logs --follow ended by Ctrl-C (SIGINT), as a shell reports 128 + 2
 
 
 class OrchesjobError(Exception):

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def _v1_to_v2(store: Store) -> None:
-    """Version 2: the pid namespace a job lives in, the caller's request id and owner, and answered requests."""
+    """Version 2: the pid namespace a job lives in, the caller's request id and owner, and answered requests; the
+    indexes behind `ls --last` (start time) and `metrics` (status and finish time)."""
     store.executescript("""
         ALTER TABLE jobs ADD COLUMN pid_ns TEXT;
         ALTER TABLE jobs ADD COLUMN request_id TEXT;
@@ -33,6 +34,8 @@ def _v1_to_v2(store: Store) -> None:
             PRIMARY KEY (run_key, request_id)
         );
         CREATE INDEX start_requests_job ON start_requests (job_id);
+        CREATE INDEX jobs_started_at ON jobs (started_at);
+        CREATE INDEX jobs_status_finished_at ON jobs (status, finished_at);
     """)
 
 

@@ -21,8 +21,10 @@ for want in 3.9 3.13; do
     continue
   fi
   venv=".venv-$want"
-  if [ ! -x "$venv/bin/python" ]; then
-    "$py" -m venv "$venv" && "$venv/bin/python" -m pip install -q pytest pytest-timeout hypothesis \
+  # the test dependencies of tests/cli (a venv made before one was added gets it too)
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; then
+    { [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"; } \
+      && "$venv/bin/python" -m pip install -q pytest pytest-timeout hypothesis prometheus-client \
       || { echo "test-other-pythons: could not make a venv for $py"; status=1; continue; }
   fi
   echo "test-other-pythons: CLI tests under $("$venv/bin/python" --version)"
