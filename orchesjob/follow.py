@@ -95,13 +95,14 @@ class Follow(Output):
         watched: Any = None
         pause = MIN_PAUSE
         check_at = 0.0
+        printed = 0
         try:
             while True:
                 if log is None:
                     log = _open(path)
                 grew = False
                 if log is not None:
-                    pos, grew = _copy(log, pos, out)
+                    pos, printed, grew = _copy(log, pos, printed, out)
                 if time.monotonic() >= check_at:
                     fresh = self.store.get(job["job_id"])
                     if fresh is None:
@@ -112,7 +113,7 @@ class Follow(Output):
                         if log is None:
                             log = _open(path)
                         if log is not None:
-                            pos, _ = _copy(log, pos, out)
+                            pos, printed, _ = _copy(log, pos, printed, out)
                         return job, pos, False
                     if job.get("worker_pid") != watched:
                         if fd is not None:
@@ -143,12 +144,14 @@ def _open(path: str) -> BinaryIO | None:
     return os.fdopen(fd, "rb")
 
 
-def _copy(log: BinaryIO, pos: int, out: BinaryIO) -> tuple[int, bool]:
-    """Write what the log holds past `pos` to `out`, a block at a time; (new offset, whether anything was new)."""
+def _copy(log: BinaryIO, pos: int, printed: int, out: BinaryIO) -> tuple[int, int, bool]:
+    """Write what the log holds past `pos` to `out`, a block at a time: (new offset, the offset printed up to, whether
+    anything was new). A log now shorter than what was printed of it was truncated: it is followed from its start.
+    (An --offset past the end is no truncation: it waits for the log to grow there.)"""
     size = os.fstat(log.fileno()).st_size
-    if size < pos:
+    if size < printed:
         _say("the log was truncated; following it from its start")
-        pos = 0
+        pos = printed = 0
     grew = False
     while pos < size:
         log.seek(pos)
@@ -160,4 +163,5 @@ def _copy(log: BinaryIO, pos: int, out: BinaryIO) -> tuple[int, bool]:
         grew = True
     if grew:
         out.flush()
-    return pos, grew
+        printed = pos
+    return pos, printed, grew

@@ -59,7 +59,7 @@ def row(job: dict[str, Any], at: int | None = None) -> dict[str, Any]:
     t = now() if at is None else at
     started, finished = job.get("started_at"), job.get("finished_at")
     end = finished if finished is not None else (t if jobs.is_active(job) or jobs.is_stopping(job) else None)
-    view = jobs.render(job)
+    pid, kind = (job["target_pid"], "target") if job.get("target_pid") else (job.get("worker_pid"), "worker")
     return {
         "job_id": job["job_id"],
         "run_key": job["run_key"],
@@ -73,9 +73,9 @@ def row(job: dict[str, Any], at: int | None = None) -> dict[str, Any]:
         "duration_seconds": max(0, end - started) if end is not None and started is not None else None,
         "exit_code": job.get("exit_code"),
         "signal": job.get("signal"),
-        "signal_name": view["signal_name"],
-        "pid": view["pid"],
-        "pid_kind": view["pid_kind"],
+        "signal_name": processes.signal_name(job.get("signal")),
+        "pid": pid or None,
+        "pid_kind": kind if pid else None,  # as the job object has them (jobs.render)
     }
 
 

@@ -266,6 +266,26 @@ def test_follow_with_tail_and_stream_stderr(home, start_job, tmp_path):
     assert out == b"l4\nl5\nend\n"
 
 
+def test_follow_from_an_offset_past_the_end_waits_there_and_a_truncated_log_is_followed_from_its_start(
+        home, start_job, tmp_path):
+    job, gate = gate_job(start_job, tmp_path, "offset", "abc\n", "defgh\n")
+    wait_until(lambda: os.path.getsize(job["stdout_file"]) == 4, what="the first line")
+    p = follow(home, "--job-id", job["job_id"], "--offset", "6")
+    time.sleep(0.5)
+    gate.touch()
+    assert read_to_end(fd_of(p.stdout)) == b"fgh\n"
+    assert p.wait(30) == 0 and read_of(p.stderr) == b""
+
+    job, gate = gate_job(start_job, tmp_path, "truncated", "before\n", "after\n")
+    p = follow(home, "--job-id", job["job_id"])
+    out = read_until(fd_of(p.stdout), b"before\n")
+    os.truncate(job["stdout_file"], 0)  # as a log rotation by copy and truncate would
+    read_until(fd_of(p.stderr), b"orchesjob: the log was truncated; following it from its start\n")
+    gate.touch()
+    assert read_to_end(fd_of(p.stdout), buf=out) == b"before\nafter\n"
+    assert p.wait(30) == 0
+
+
 def test_follow_by_run_key_goes_on_into_a_new_attempt_and_says_so(home, start_job, tmp_path):
     """A new attempt can only start once the followed one has ended; the follow is stopped right there (a pause
     point, as the other race tests use), the next attempt is started, and the follow is let go."""
