@@ -5,26 +5,39 @@ commands, environment values) into a string that a remote login shell will parse
 functions means it can be tested exhaustively with hostile strings, without SSH or Airflow. Every word that reaches
 the shell goes through ``shlex.quote``; there is no code path that formats a user value into the line unquoted.
 
+It is also where each verb of the CLI is defined, once, for both hooks: ``Verbs`` has one method per verb that
+builds a ``Call`` (the verb's arguments, how long the SSH call may take, how far a repeat of it is safe); the sync
+and the async hook each run such a ``Call`` over their own transport in their one ``call()`` method.
+
 Nothing here imports Airflow at module level. Raising the typed exceptions (which are ``AirflowException``
 subclasses) imports them lazily, only on the failure path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
 import shlex
+import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn, Union
+from typing import Any, Generic, NoReturn, TypeVar, Union
 
 from orchesjob import CONTRACT_VERSION  # one definition for both sides (the same distribution ships both)
+from orchesjob.cli import MAX_REQUEST_ID
 from orchesjob.store import ACTIVE, TERMINAL
+from orchesjob_provider.retry import ALWAYS, BEFORE_SEND, KINDS, NEVER
 
 START_MODES = ("reuse_success", "default", "strict")
 TERMINAL_STATUSES = frozenset(TERMINAL)
 ACTIVE_STATUSES = frozenset(ACTIVE)
 STREAMS = ("stdout", "stderr")
+
+DEFAULT_COMMAND_TIMEOUT = 60.0  # seconds one CLI call may take over SSH, login and channel included
+DEFAULT_WAIT_TIMEOUT = 30.0  # the CLI's own default for `wait --timeout`
+DEFAULT_START_TIMEOUT = 10.0  # the CLI's own default for `start --start-timeout`
+DEFAULT_ABORT_GRACE = 5.0  # the CLI's own default for `abort --grace-seconds`
 
 # What a shell or launcher prints when the program it was asked to run does not exist or cannot run.
 _MISSING_CLI_MARKERS = (
@@ -38,6 +51,7 @@ _MISSING_CLI_MARKERS = (
 
 Number = Union[int, float, str]
 Binary = Union[str, Sequence[str]]
+Moment = Union[str, _dt.datetime, _dt.date]
 
 
 # --------------------------------------------------------------------------- quoting
@@ -140,7 +154,7 @@ def _non_negative_int(value: Any, what: str) -> str:
     return str(number)
 
 
-def _moment(value: str | _dt.datetime | _dt.date, what: str) -> str:
+def _moment(value: Moment, what: str) -> str:
     if isinstance(value, (_dt.datetime, _dt.date)):
         return value.isoformat()
     return _check_text(str(value), what)
@@ -176,189 +190,272 @@ def _selector(run_key: str | None, job_id: str | None) -> list[str]:
     return [_opt("--run-key", _check_text(str(run_key), "run_key"))]
 
 
-# --------------------------------------------------------------------------- argument lists per verb
+def check_request_id(value: Any, what: str = "request_id") -> str:
+    """A request id as the CLI accepts it (1-128 printable characters), refused here before anything is sent."""
+    text = str(value)
+    if not text or len(text) > MAX_REQUEST_ID or not text.isprintable():
+        raise ValueError(f"{what} must be 1-{MAX_REQUEST_ID} printable characters, got {text[:80]!r}")
+    return text
 
 
-def start_args(
-    run_key: str,
-    command: str | Sequence[Any],
-    *,
-    mode: str = "reuse_success",
-    cwd: str | None = None,
-    env: Mapping[str, Any] | None = None,
-    timeout: Number | None = None,
-    start_timeout: Number | None = None,
-    sync: bool = False,
-) -> list[str]:
-    """Arguments of ``start``. ``mode``: ``reuse_success`` (adopt an active or SUCCEEDED job, the Airflow-retry
-    default), ``default`` (the reference CLI's: new job after any terminal one) or ``strict`` (never a second
-    execution for this run key)."""
-    if mode not in START_MODES:
-        raise ValueError(f"mode must be one of {', '.join(START_MODES)}; got {mode!r}")
-    args: list[str] = ["start", _opt("--run-key", _check_text(str(run_key), "run_key"))]
-    if sync:
-        args.append("--sync")
-    if mode == "strict":
-        args.append("--strict")
-    elif mode == "reuse_success":
-        args.append("--reuse-success")
-    if start_timeout is not None:
-        args += [_opt("--start-timeout", _number(start_timeout, "start_timeout"))]
-    if cwd is not None:
-        args += [_opt("--cwd", _check_text(str(cwd), "cwd"))]
-    for key, value in (env or {}).items():
-        key = _check_text(str(key), "env name")
-        if not key or "=" in key:
-            raise ValueError(f"invalid environment variable name {key!r}")
-        args += [_opt("--env", f"{key}={_check_text(str(value), 'env value')}")]
-    if timeout is not None:
-        args += [_opt("--timeout", _number(timeout, "timeout"))]
-    args.append("--")
-    args += normalize_command(command)
-    return args
+def new_request_id(prefix: str = "orchesjob-hook") -> str:
+    """A fresh request id, ``PREFIX:<32 random hex digits>``: two calls never share one."""
+    return check_request_id(f"{prefix[: MAX_REQUEST_ID - 33]}:{uuid.uuid4().hex}")
 
 
-def status_args(
-    *, run_key: str | None = None, job_id: str | None = None, running: bool = False, all_attempts: bool = False
-) -> list[str]:
-    """Arguments of ``status``: one job by run key or id, every attempt of a run key, or all active jobs."""
-    if running:
-        if run_key is not None or job_id is not None:
-            raise ValueError("running=True cannot be combined with run_key or job_id")
-        args = ["status", "--running"]
-    else:
-        args = ["status", *_selector(run_key, job_id)]
-    if all_attempts:
-        if run_key is None:
-            raise ValueError("all_attempts=True needs run_key")
-        args.append("--all")
-    return args
+# --------------------------------------------------------------------------- the verbs, each defined once
+
+T = TypeVar("T")
 
 
-def wait_args(
-    *,
-    run_key: str | None = None,
-    job_id: str | None = None,
-    timeout: Number | None = None,
-    stdout_offset: int | None = None,
-    stderr_offset: int | None = None,
-    max_bytes: int | None = None,
-) -> list[str]:
-    """Arguments of ``wait``: a long poll that also returns log chunks when an offset is given."""
-    args = ["wait", *_selector(run_key, job_id)]
-    if timeout is not None:
-        args += [_opt("--timeout", _number(timeout, "timeout"))]
-    if stdout_offset is not None:
-        args += [_opt("--stdout-offset", _non_negative_int(stdout_offset, "stdout_offset"))]
-    if stderr_offset is not None:
-        args += [_opt("--stderr-offset", _non_negative_int(stderr_offset, "stderr_offset"))]
-    if max_bytes is not None:
-        args += [_opt("--max-bytes", _non_negative_int(max_bytes, "max_bytes"))]
-    return args
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One CLI call, fully defined: the verb, its arguments, how long the SSH call may take, how far a repeat of
+    it is safe.
+
+    :param verb: the CLI command (``args[0]``), for messages.
+    :param args: the CLI arguments, quoted one by one when the command line is built.
+    :param retry: ``"always"``, ``"before_send"`` or ``"never"`` (see ``orchesjob_provider.retry``).
+    :param extra_time: seconds the call may take on top of the hook's ``command_timeout`` (a ``wait`` blocks for
+        its own timeout, an ``abort`` for its grace period); None: no bound at all (``start --sync``).
+    :param bound: an explicit bound in seconds instead of the two above.
+    """
+
+    verb: str
+    args: tuple[Any, ...]
+    retry: str = NEVER
+    extra_time: float | None = 0.0
+    bound: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.retry not in KINDS:
+            raise ValueError(f"retry must be one of {', '.join(KINDS)}; got {self.retry!r}")
+
+    def exec_timeout(self, command_timeout: float) -> float | None:
+        """Seconds the SSH call may take (None: unbounded)."""
+        if self.bound is not None:
+            return float(self.bound)
+        if self.extra_time is None:
+            return None
+        return float(command_timeout) + self.extra_time
 
 
-def logs_args(
-    *,
-    run_key: str | None = None,
-    job_id: str | None = None,
-    stream: str = "stdout",
-    offset: int | None = None,
-    limit: int | None = None,
-    tail: int | None = None,
-) -> list[str]:
-    """Arguments of ``logs --json``: one CHUNK object (text plus the offset to read on from)."""
-    if stream not in STREAMS:
-        raise ValueError(f"stream must be 'stdout' or 'stderr', got {stream!r}")
-    args = ["logs", *_selector(run_key, job_id), _opt("--stream", stream)]
-    if offset is not None:
-        args += [_opt("--offset", _non_negative_int(offset, "offset"))]
-    if limit is not None:
-        args += [_opt("--limit", _non_negative_int(limit, "limit"))]
-    if tail is not None:
-        args += [_opt("--tail", _non_negative_int(tail, "tail"))]
-    args.append("--json")
-    return args
+def _seconds(value: Number | None, default: float, what: str) -> float:
+    """A duration the CLI will wait for (a start timeout, a grace period, a wait), for the call's time bound."""
+    return default if value is None else max(0.0, float(_number(value, what)))
 
 
-def abort_args(
-    *,
-    run_key: str | None = None,
-    job_id: str | None = None,
-    reason: str | None = None,
-    grace_seconds: Number | None = None,
-) -> list[str]:
-    """Arguments of ``abort`` (SIGTERM to the job's process group, then SIGKILL after the grace period)."""
-    args = ["abort", *_selector(run_key, job_id)]
-    if reason is not None:
-        args += [_opt("--reason", _check_text(str(reason), "reason"))]
-    if grace_seconds is not None:
-        args += [_opt("--grace-seconds", _number(grace_seconds, "grace_seconds"))]
-    return args
+class Verbs(Generic[T]):
+    """The CLI's verbs as Python methods, for both hooks. Each method defines its verb completely, once: the
+    arguments (every value checked here, before anything is sent), how long the SSH call may take, and its retry
+    kind. It hands that ``Call`` to ``call``, which a hook implements over its transport: the sync hook returns the
+    parsed JSON (``T`` is the value), the async hook a coroutine of it (``T`` is an awaitable). ``Definitions``
+    returns the ``Call`` itself.
+    """
 
+    def call(self, call: Call) -> T:
+        """Run ``call`` and return the CLI's parsed JSON (or raise the typed exception of its failure)."""
+        raise NotImplementedError
 
-def rerun_args(
-    *,
-    run_key: str | None = None,
-    job_id: str | None = None,
-    reason: str | None = None,
-    start_timeout: Number | None = None,
-    sync: bool = False,
-) -> list[str]:
-    """Arguments of ``rerun`` (always a new execution of a finished job's command)."""
-    args = ["rerun", *_selector(run_key, job_id)]
-    if sync:
-        args.append("--sync")
-    if reason is not None:
-        args += [_opt("--reason", _check_text(str(reason), "reason"))]
-    if start_timeout is not None:
-        args += [_opt("--start-timeout", _number(start_timeout, "start_timeout"))]
-    return args
+    def run_cli(self, args: Sequence[Any], *, timeout: float | None = None, retry: str = NEVER) -> T:
+        """Run ``orchesjob ARGS...`` (every element quoted) and return its parsed JSON: the escape hatch for verbs or
+        flags the hook does not wrap. ``timeout``: seconds (default ``command_timeout``); ``retry``: ``"never"``,
+        ``"before_send"`` or ``"always"`` (only for calls that are safe to repeat; see ``orchesjob_provider.retry``).
+        """
+        if not args:
+            raise ValueError("run_cli needs at least the verb")
+        return self.call(Call(str(args[0]), tuple(args), retry=retry, bound=timeout))
 
+    def version(self) -> T:
+        """The remote CLI's ``version`` JSON, checked against our contract (cached after the first success)."""
+        return self.call(Call("version", ("version",), retry=ALWAYS))
 
-def unlock_args(run_key: str, *, reason: str | None = None, ttl: int | str | None = None) -> list[str]:
-    """Arguments of ``unlock`` (one more strict execution for a finished run key)."""
-    args = ["unlock", _opt("--run-key", _check_text(str(run_key), "run_key"))]
-    if reason is not None:
-        args += [_opt("--reason", _check_text(str(reason), "reason"))]
-    if ttl is not None:
-        args += [_opt("--ttl", _check_text(str(ttl), "ttl"))]
-    return args
+    def start(
+        self,
+        run_key: str,
+        command: str | Sequence[Any],
+        *,
+        mode: str = "reuse_success",
+        cwd: str | None = None,
+        env: Mapping[str, Any] | None = None,
+        timeout: Number | None = None,
+        start_timeout: Number | None = None,
+        sync: bool = False,
+        exec_timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> T:
+        """Start (or, by run key, reattach to / adopt) a job; returns the job plus ``accepted``, ``existing``,
+        ``parameters_match``, ``same_request`` and friends. A string ``command`` runs through ``/bin/sh -c``.
 
+        ``mode``: ``reuse_success`` (adopt an active or SUCCEEDED job, the Airflow-retry default), ``default`` (the
+        reference CLI's: new job after any terminal one) or ``strict`` (never a second execution for this run key).
 
-def clean_args(
-    *,
-    before: str | _dt.datetime | _dt.date | None = None,
-    after: str | _dt.datetime | _dt.date | None = None,
-    all_jobs: bool = False,
-    job_id: str | None = None,
-    run_key: str | None = None,
-    dry_run: bool = False,
-) -> list[str]:
-    """Arguments of ``clean`` (delete finished jobs and their logs; active jobs are never touched)."""
-    args = ["clean"]
-    if job_id is not None:
-        if before is not None or after is not None or all_jobs or run_key is not None:
-            raise ValueError("job_id cannot be combined with other selections")
-        args += [_opt("--job-id", _check_text(str(job_id), "job_id"))]
-    else:
-        if before is None and after is None and not all_jobs:
-            raise ValueError("give before, after, all_jobs=True or job_id")
-        if before is not None:
-            args += [_opt("--before", _moment(before, "before"))]
-        if after is not None:
-            args += [_opt("--after", _moment(after, "after"))]
-        if all_jobs:
+        ``request_id`` names this request on the host; None makes a fresh one for this call. Every transport retry
+        of the call repeats the same id, and the host answers a repeated id with the job it answered first, whatever
+        its status since (``same_request: true``): so ``start`` is retried after any transport failure in every
+        mode, and a start whose first attempt launched a job that FAILED before the retry arrived returns that
+        FAILED job instead of running it again. Give the same id only to what is the same request (one Airflow try).
+
+        ``exec_timeout`` bounds the SSH call; it defaults to ``command_timeout`` plus ``start_timeout`` (and is
+        unbounded for ``sync=True``, which waits for the job itself).
+        """
+        if mode not in START_MODES:
+            raise ValueError(f"mode must be one of {', '.join(START_MODES)}; got {mode!r}")
+        rid = new_request_id() if request_id is None else check_request_id(request_id)
+        args: list[str] = ["start", _opt("--run-key", _check_text(str(run_key), "run_key"))]
+        args.append(_opt("--request-id", rid))
+        if sync:
+            args.append("--sync")
+        if mode == "strict":
+            args.append("--strict")
+        elif mode == "reuse_success":
+            args.append("--reuse-success")
+        if start_timeout is not None:
+            args += [_opt("--start-timeout", _number(start_timeout, "start_timeout"))]
+        if cwd is not None:
+            args += [_opt("--cwd", _check_text(str(cwd), "cwd"))]
+        for key, value in (env or {}).items():
+            key = _check_text(str(key), "env name")
+            if not key or "=" in key:
+                raise ValueError(f"invalid environment variable name {key!r}")
+            args += [_opt("--env", f"{key}={_check_text(str(value), 'env value')}")]
+        if timeout is not None:
+            args += [_opt("--timeout", _number(timeout, "timeout"))]
+        args.append("--")
+        args += normalize_command(command)
+        extra = None if sync else _seconds(start_timeout, DEFAULT_START_TIMEOUT, "start_timeout")
+        return self.call(Call("start", tuple(args), retry=ALWAYS, extra_time=extra, bound=exec_timeout))
+
+    def status(
+        self, *, run_key: str | None = None, job_id: str | None = None, running: bool = False,
+        all_attempts: bool = False,
+    ) -> T:
+        """The latest job of a run key, or one job by id (a dict); every attempt (``all_attempts``) or every
+        active job (``running``) as a list."""
+        if running:
+            if run_key is not None or job_id is not None:
+                raise ValueError("running=True cannot be combined with run_key or job_id")
+            args = ["status", "--running"]
+        else:
+            args = ["status", *_selector(run_key, job_id)]
+        if all_attempts:
+            if run_key is None:
+                raise ValueError("all_attempts=True needs run_key")
             args.append("--all")
-        if run_key is not None:
-            args += [_opt("--run-key", _check_text(str(run_key), "run_key"))]
-    if dry_run:
-        args.append("--dry-run")
-    return args
+        return self.call(Call("status", tuple(args), retry=ALWAYS))
+
+    def wait(
+        self, *, run_key: str | None = None, job_id: str | None = None, timeout: Number | None = DEFAULT_WAIT_TIMEOUT,
+        stdout_offset: int | None = None, stderr_offset: int | None = None, max_bytes: int | None = None,
+    ) -> T:
+        """Long-poll until the job is terminal, ``timeout`` passes, or (given offsets) a log grows; returns the job
+        plus ``timed_out`` and, with offsets, ``logs`` chunks. The SSH call may take ``timeout`` plus
+        ``command_timeout``."""
+        args = ["wait", *_selector(run_key, job_id)]
+        if timeout is not None:
+            args += [_opt("--timeout", _number(timeout, "timeout"))]
+        if stdout_offset is not None:
+            args += [_opt("--stdout-offset", _non_negative_int(stdout_offset, "stdout_offset"))]
+        if stderr_offset is not None:
+            args += [_opt("--stderr-offset", _non_negative_int(stderr_offset, "stderr_offset"))]
+        if max_bytes is not None:
+            args += [_opt("--max-bytes", _non_negative_int(max_bytes, "max_bytes"))]
+        blocks = _seconds(timeout, DEFAULT_WAIT_TIMEOUT, "timeout")
+        return self.call(Call("wait", tuple(args), retry=ALWAYS, extra_time=blocks))
+
+    def logs(
+        self, *, run_key: str | None = None, job_id: str | None = None, stream: str = "stdout",
+        offset: int | None = None, limit: int | None = None, tail: int | None = None,
+    ) -> T:
+        """One CHUNK of a job's log (``data``, ``offset``, ``next_offset``, ``size``); read on from ``next_offset``."""
+        if stream not in STREAMS:
+            raise ValueError(f"stream must be 'stdout' or 'stderr', got {stream!r}")
+        args = ["logs", *_selector(run_key, job_id), _opt("--stream", stream)]
+        if offset is not None:
+            args += [_opt("--offset", _non_negative_int(offset, "offset"))]
+        if limit is not None:
+            args += [_opt("--limit", _non_negative_int(limit, "limit"))]
+        if tail is not None:
+            args += [_opt("--tail", _non_negative_int(tail, "tail"))]
+        args.append("--json")
+        return self.call(Call("logs", tuple(args), retry=ALWAYS))
+
+    def abort(
+        self, *, run_key: str | None = None, job_id: str | None = None, reason: str | None = None,
+        grace_seconds: Number | None = None, if_owner: str | None = None,
+    ) -> T:
+        """Abort an active job (SIGTERM to its process group, then SIGKILL after ``grace_seconds``). Raises
+        ``OrchesjobConflict`` when the job already finished; with ``if_owner`` (a request id), ``OrchesjobNotOwner``
+        when the job's owner is another request (a newer try took it over). Repeated only when the failure happened
+        before the command was sent."""
+        args = ["abort", *_selector(run_key, job_id)]
+        if if_owner is not None:
+            args.append(_opt("--if-owner", check_request_id(if_owner, "if_owner")))
+        if reason is not None:
+            args += [_opt("--reason", _check_text(str(reason), "reason"))]
+        if grace_seconds is not None:
+            args += [_opt("--grace-seconds", _number(grace_seconds, "grace_seconds"))]
+        grace = _seconds(grace_seconds, DEFAULT_ABORT_GRACE, "grace_seconds")
+        return self.call(Call("abort", tuple(args), retry=BEFORE_SEND, extra_time=grace))
+
+    def rerun(
+        self, *, run_key: str | None = None, job_id: str | None = None, reason: str | None = None,
+        start_timeout: Number | None = None, sync: bool = False, exec_timeout: float | None = None,
+    ) -> T:
+        """Start a new execution of a finished job's command (never repeated once sent: it is not idempotent)."""
+        args = ["rerun", *_selector(run_key, job_id)]
+        if sync:
+            args.append("--sync")
+        if reason is not None:
+            args += [_opt("--reason", _check_text(str(reason), "reason"))]
+        if start_timeout is not None:
+            args += [_opt("--start-timeout", _number(start_timeout, "start_timeout"))]
+        extra = None if sync else _seconds(start_timeout, DEFAULT_START_TIMEOUT, "start_timeout")
+        return self.call(Call("rerun", tuple(args), retry=BEFORE_SEND, extra_time=extra, bound=exec_timeout))
+
+    def unlock(self, run_key: str, *, reason: str | None = None, ttl: int | str | None = None) -> T:
+        """Allow one more ``strict`` execution of a finished run key (optionally expiring after ``ttl``)."""
+        args = ["unlock", _opt("--run-key", _check_text(str(run_key), "run_key"))]
+        if reason is not None:
+            args += [_opt("--reason", _check_text(str(reason), "reason"))]
+        if ttl is not None:
+            args += [_opt("--ttl", _check_text(str(ttl), "ttl"))]
+        return self.call(Call("unlock", tuple(args), retry=BEFORE_SEND))
+
+    def clean(
+        self, *, before: Moment | None = None, after: Moment | None = None,
+        all_jobs: bool = False, job_id: str | None = None, run_key: str | None = None, dry_run: bool = False,
+    ) -> T:
+        """Delete finished jobs and their logs on the host (active jobs are never touched)."""
+        args = ["clean"]
+        if job_id is not None:
+            if before is not None or after is not None or all_jobs or run_key is not None:
+                raise ValueError("job_id cannot be combined with other selections")
+            args += [_opt("--job-id", _check_text(str(job_id), "job_id"))]
+        else:
+            if before is None and after is None and not all_jobs:
+                raise ValueError("give before, after, all_jobs=True or job_id")
+            if before is not None:
+                args += [_opt("--before", _moment(before, "before"))]
+            if after is not None:
+                args += [_opt("--after", _moment(after, "after"))]
+            if all_jobs:
+                args.append("--all")
+            if run_key is not None:
+                args += [_opt("--run-key", _check_text(str(run_key), "run_key"))]
+        if dry_run:
+            args.append("--dry-run")
+        return self.call(Call("clean", tuple(args), retry=BEFORE_SEND))
 
 
-def version_args() -> list[str]:
-    """Arguments of ``version``."""
-    return ["version"]
+class Definitions(Verbs[Call]):
+    """The verbs' definitions without running them: ``define.start(...)`` is the ``Call`` a hook would run."""
+
+    def call(self, call: Call) -> Call:
+        return call
+
+
+define = Definitions()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -421,7 +518,8 @@ def parse_output(
     - exit 0 with JSON: the parsed value (a dict, or a list for ``status --all/--running``);
     - a CLI error JSON: ``OrchesjobInvalidArgument`` / ``NotFound`` / ``Conflict`` / ``LockTimeout`` / ``Error``;
     - exit 126/127 or "not found" from the shell: ``OrchesjobIncompatibleCli``;
-    - no exit status (channel closed) or no JSON: ``OrchesjobTransportError``.
+    - no exit status (channel closed) or no JSON: ``OrchesjobTransportError`` with ``sent=True`` (whatever came
+      back came from the host, so the command reached it).
     """
     out = _decode(stdout)
     err = _decode(stderr)
@@ -446,6 +544,7 @@ def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, comm
             exit_code=exit_code,
             stderr=err,
             command=command,
+            sent=True,
         )
     if isinstance(payload, dict) and "error" in payload:
         raise error_from_payload(payload, exit_code, stderr=err, command=command)
@@ -463,7 +562,7 @@ def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, comm
     else:
         reason = f"orchesjob exited {exit_code} without an error JSON"
     raise OrchesjobTransportError(
-        reason + (f": {detail}" if detail else ""), exit_code=exit_code, stderr=err, command=command
+        reason + (f": {detail}" if detail else ""), exit_code=exit_code, stderr=err, command=command, sent=True
     )
 
 

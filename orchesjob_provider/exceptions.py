@@ -45,17 +45,23 @@ class OrchesjobError(AirflowException):
         self.stderr = stderr
         self.command = command
 
+    def _state(self) -> dict[str, Any]:
+        """The keyword arguments that rebuild this exception (subclasses with fields of their own add them)."""
+        return {
+            "error_type": self.error_type,
+            "exit_code": self.exit_code,
+            "payload": self.payload,
+            "stderr": self.stderr,
+            "command": self.command,
+        }
+
     def __reduce__(self) -> Any:
         """Keep the typed fields when pickled (Airflow may ship exceptions between processes)."""
-        return (
-            _rebuild,
-            (type(self), self.message, self.error_type, self.exit_code, self.payload, self.stderr, self.command),
-        )
+        return (_rebuild, (type(self), self.message, self._state()))
 
 
-def _rebuild(cls: type[OrchesjobError], message: str, error_type: str, exit_code: int | None,
-             payload: dict[str, Any], stderr: str, command: str) -> OrchesjobError:
-    return cls(message, error_type=error_type, exit_code=exit_code, payload=payload, stderr=stderr, command=command)
+def _rebuild(cls: type[OrchesjobError], message: str, state: dict[str, Any]) -> OrchesjobError:
+    return cls(message, **state)
 
 
 class OrchesjobInvalidArgument(OrchesjobError):
@@ -79,6 +85,22 @@ class OrchesjobConflict(OrchesjobError):
     default_exit_code = 4
 
 
+class OrchesjobNotOwner(OrchesjobConflict):
+    """Exit 4, ``not_owner``: ``abort --if-owner ID`` refused because the job's ``owner`` is another request.
+
+    Every ``start`` answered with a job makes its request id the job's owner, so this means a newer request (a newer
+    Airflow try that reattached) has taken the job over, or that the job was started without a request id. The
+    caller that asked is stale: the job is not its to stop. ``owner`` is the job's current owner (None: none).
+    """
+
+    error_type = "not_owner"
+
+    @property
+    def owner(self) -> str | None:
+        owner = self.payload.get("owner")
+        return None if owner is None else str(owner)
+
+
 class OrchesjobLockTimeout(OrchesjobError):
     """Exit 5: the host's database stayed locked past the busy timeout; retrying later is safe."""
 
@@ -89,12 +111,25 @@ class OrchesjobLockTimeout(OrchesjobError):
 class OrchesjobTransportError(OrchesjobError):
     """The answer never arrived intact: SSH failed, the channel closed without an exit status, or no JSON came back.
 
-    For ``start`` this is the ambiguous case (the job may or may not have been started), which is why the hook
-    retries it with the same run key rather than giving up.
+    ``sent``: whether the command may have reached the host (True unless the failure certainly happened before the
+    exec request went out: connecting, logging in). Once any attempt of a call was sent, the error the caller gets
+    says so, even if a later attempt failed earlier. ``transient``: whether trying again can help (False for a
+    refused login or host key). Both are constructor fields and survive pickling.
+
+    For ``start`` a sent failure is the ambiguous case (the job may or may not have been started); the hook repeats
+    it with the same request id, which the host answers with the job the first attempt started, never a second one.
     """
 
     error_type = "transport"
     default_exit_code = None
+
+    def __init__(self, message: str, *, sent: bool = True, transient: bool = True, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.sent = bool(sent)
+        self.transient = bool(transient)
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "sent": self.sent, "transient": self.transient}
 
 
 class OrchesjobIncompatibleCli(OrchesjobError):
@@ -108,11 +143,16 @@ ERROR_TYPES: dict[str, type[OrchesjobError]] = {
     "invalid_argument": OrchesjobInvalidArgument,
     "not_found": OrchesjobNotFound,
     "inconsistent_state": OrchesjobConflict,
+    "not_owner": OrchesjobNotOwner,
     "lock_timeout": OrchesjobLockTimeout,
 }
 
+# For error types this provider does not know (a newer CLI's), the documented exit code decides.
 EXIT_CODES: dict[int, type[OrchesjobError]] = {
-    cls.default_exit_code: cls for cls in ERROR_TYPES.values() if cls.default_exit_code is not None
+    2: OrchesjobInvalidArgument,
+    3: OrchesjobNotFound,
+    4: OrchesjobConflict,
+    5: OrchesjobLockTimeout,
 }
 
 

@@ -22,7 +22,7 @@ from orchesjob_provider.compat import (
     Context,
     default_deferrable,
 )
-from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, OrchesjobNotFound
+from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, OrchesjobNotFound, OrchesjobNotOwner
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.log_relay import LogRelay
 
@@ -77,6 +77,12 @@ class OrchesjobOperator(BaseOperator):
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook` (``command_timeout``, ``retries`` ...).
 
     Returns (XCom) the final job JSON: ``job_id``, ``status``, ``exit_code``, ``attempt_no``, timestamps, ...
+
+    Each try makes one request id (``airflow:<dag>:<task>:<run>:<map index>:try<N>:<random>``) and starts the job
+    with it: the hook repeats that id on every transport retry of the start, so one try never launches two
+    executions (a job that FAILED before a retry arrived is that try's result), while the next try, with its own
+    id, decides afresh. The id travels with the trigger, and aborting on kill is limited to a job this try still
+    owns: a stale try never aborts the job a newer try has reattached to.
     """
 
     template_fields: Sequence[str] = ("command", "run_key", "cwd", "env", "orchesjob_home")
@@ -135,6 +141,7 @@ class OrchesjobOperator(BaseOperator):
         self.stderr_tail_lines = stderr_tail_lines
         self.hook_kwargs = dict(hook_kwargs or {})
         self._job_id: str | None = None
+        self._request_id: str | None = None
         self._hook: OrchesjobHook | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -160,6 +167,10 @@ class OrchesjobOperator(BaseOperator):
         what = self._describe(job)
         if not job.get("existing"):
             self.log.info("Started %s on the host: %s", what, job.get("command"))
+        elif job.get("same_request"):
+            # An SSH retry of this try's own start: the first attempt launched this job, nothing ran twice.
+            self.log.info("Started %s on the host (its answer was lost in transit and asked for again; it is %s): "
+                          "%s", what, job.get("status"), job.get("command"))
         elif cmd.is_terminal(job):
             self.log.info("Adopted the result of %s, which already ended as %s: nothing was run again.", what,
                           job.get("status"))
@@ -189,6 +200,7 @@ class OrchesjobOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         run_key = self.run_key or run_keys.from_context(context)
+        self._request_id = run_keys.request_id_from_context(context)  # one per try; every SSH retry repeats it
         job = self.hook.start(
             run_key,
             self.command,
@@ -197,6 +209,7 @@ class OrchesjobOperator(BaseOperator):
             env=self.env,
             timeout=self.timeout,
             start_timeout=self.start_timeout,
+            request_id=self._request_id,
         )
         self._announce(job)  # raises on a parameter mismatch: that job is not ours to abort in on_kill
         self._job_id = job["job_id"]
@@ -218,6 +231,7 @@ class OrchesjobOperator(BaseOperator):
                     abort_on_kill=self.abort_on_kill,
                     abort_reason=KILL_REASON,
                     abort_grace_seconds=self.abort_grace_seconds,
+                    request_id=self._request_id,
                 ),
                 method_name="execute_complete",
             )
@@ -261,6 +275,7 @@ class OrchesjobOperator(BaseOperator):
             self.log.info("Resumed without a trigger event; looking the job up again by its run key.")
             return self.execute(context)
         self._job_id = event.get("job_id")
+        self._request_id = event.get("request_id")
         status = event.get("status")
         if status == "terminal":
             relay = LogRelay(self._emit, event.get("stdout_offset", 0), event.get("stderr_offset", 0))
@@ -306,11 +321,13 @@ class OrchesjobOperator(BaseOperator):
         return str(chunk.get("data") or "").rstrip("\n")
 
     def _abort(self, reason: str) -> None:
-        """Abort our job over a connection of its own.
+        """Abort our job over a connection of its own, if it is still ours.
 
         ``on_kill`` runs while ``execute`` is still inside a ``wait`` on the task's connection (Airflow calls it from
         a signal handler that interrupted that very call, or from another thread): sharing that SSH client could
-        hang on its half-read channel, so the abort never touches it.
+        hang on its half-read channel, so the abort never touches it. The abort names this try's request id
+        (``abort --if-owner``): when a newer try has reattached to the job, the host refuses and the job is left
+        to that try.
         """
         if not (self.abort_on_kill and self._job_id):
             return
@@ -321,8 +338,14 @@ class OrchesjobOperator(BaseOperator):
             **self.hook_kwargs,
         )
         try:
-            hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds)
+            hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds,
+                       if_owner=self._request_id)
             self.log.info("Aborted job %s on the host.", self._job_id)
+        except OrchesjobNotOwner as exc:
+            self.log.warning(
+                "Not aborting job %s: it now belongs to request %r, not to this try's %r. A newer try took it over, "
+                "so it is left running for that one.", self._job_id, exc.owner, self._request_id,
+            )
         except (OrchesjobConflict, OrchesjobNotFound):
             pass  # it had already ended (or been cleaned): nothing to stop
         except OrchesjobError as exc:

@@ -30,10 +30,12 @@ from orchesjob_provider.exceptions import (
     OrchesjobError,
     OrchesjobLockTimeout,
     OrchesjobNotFound,
+    OrchesjobNotOwner,
     OrchesjobTransportError,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
+from orchesjob_provider.retry import RetryPolicy
 
 JOB_EXTRA_KEYS = ("logs", "timed_out")
 
@@ -69,6 +71,9 @@ class OrchesjobTrigger(BaseTrigger):
         never call it, so there the job keeps running until the task's next try reattaches to it.
     :param abort_reason: the reason recorded with such an abort.
     :param abort_grace_seconds: seconds between SIGTERM and SIGKILL for such an abort (the CLI's default if None).
+    :param request_id: the request id of the ``start`` of the try that deferred (the operator's). ``on_kill`` then
+        aborts only while the job's owner is still that request (``abort --if-owner``): once a newer try has
+        reattached to the job, killing this stale one leaves the job alone. None: abort whoever owns it.
     :param wait_for_key_interval: with ``job_id=None``, the trigger watches the latest job of ``run_key`` and, while
         that key has no job yet, looks again every this many seconds (a sensor waiting for a job someone else will
         start). Once a job is found it is watched by its id.
@@ -95,6 +100,7 @@ class OrchesjobTrigger(BaseTrigger):
         abort_reason: str | None = None,
         abort_grace_seconds: float | None = None,
         wait_for_key_interval: float = 5.0,
+        request_id: str | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -116,6 +122,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.abort_reason = abort_reason
         self.abort_grace_seconds = None if abort_grace_seconds is None else float(abort_grace_seconds)
         self.wait_for_key_interval = float(wait_for_key_interval)
+        self.request_id = request_id
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -143,6 +150,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "abort_reason": self.abort_reason,
                 "abort_grace_seconds": self.abort_grace_seconds,
                 "wait_for_key_interval": self.wait_for_key_interval,
+                "request_id": self.request_id,
             },
         )
 
@@ -162,12 +170,13 @@ class OrchesjobTrigger(BaseTrigger):
             "run_key": self.run_key,
             "stdout_offset": self.stdout_offset,
             "stderr_offset": self.stderr_offset,
+            "request_id": self.request_id,
         }
         payload.update(fields)
         return TriggerEvent(payload)
 
     def _backoff(self, failures: int) -> float:
-        return min(self.retry_backoff * (2 ** (failures - 1)), self.max_backoff)
+        return RetryPolicy(self.max_connection_errors, self.retry_backoff, self.max_backoff).delay(failures)
 
     # ------------------------------------------------------------------ log streaming
 
@@ -215,7 +224,8 @@ class OrchesjobTrigger(BaseTrigger):
                         result = await hook.wait(**selector, timeout=poll)
                 except (OrchesjobTransportError, OrchesjobLockTimeout) as exc:
                     failures += 1
-                    if not getattr(exc, "transient", True) or failures > self.max_connection_errors:
+                    hopeless = isinstance(exc, OrchesjobTransportError) and not exc.transient
+                    if hopeless or failures > self.max_connection_errors:
                         relay.flush()
                         self._sync_offsets(relay)
                         yield self._event(
@@ -266,17 +276,24 @@ class OrchesjobTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """Abort the remote job when a user kills the deferred task (Airflow 3.3+; see ``abort_on_kill``).
 
-        A job that already ended is not an error here, and nothing is raised: Airflow only logs what ``on_kill``
-        raises, so a clear log line is more useful.
+        A job that already ended is not an error here, nor a job that a newer try has taken over (its owner is no
+        longer this trigger's ``request_id``: it is left running for that try), and nothing is raised: Airflow only
+        logs what ``on_kill`` raises, so a clear log line is more useful.
         """
         if not self.abort_on_kill:
             return
         hook = self._make_hook()
         try:
             aborted = await hook.abort(
-                job_id=self.job_id, reason=self.abort_reason, grace_seconds=self.abort_grace_seconds
+                job_id=self.job_id, reason=self.abort_reason, grace_seconds=self.abort_grace_seconds,
+                if_owner=self.request_id,
             )
             self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
+        except OrchesjobNotOwner as exc:
+            self.log.warning(
+                "not aborting job %s (run key %s): it now belongs to request %r, not to this try's %r; a newer try "
+                "took it over, so it is left to that one", self.job_id, self.run_key, exc.owner, self.request_id,
+            )
         except OrchesjobConflict:
             self.log.info("job %s had already ended; nothing to abort", self.job_id)
         except OrchesjobError as exc:

@@ -19,6 +19,11 @@ fault_job.py), the caller learned that job's id (or, when the hook gave up, a la
 task's retry does - returns it, and still only one ran), a hook that says the command was not sent is right about
 it, and the hook never hangs past its timeouts.
 
+A second kind of trial aims at "never twice", hole 5: the job fails at once, the first connection is cut at a random
+point after the command was sent, and the hook's retries come a second later, when the job has already FAILED.
+The retries repeat the call's request id, so the host answers them with that FAILED job instead of starting attempt 2:
+one execution, in every mode.
+
 The trigger's long poll gets the same treatment: random cuts on its asyncssh connections and random triggerer
 restarts (a rebuild from ``serialize()``); every log line arrives exactly once, in order, and one terminal event
 fires.
@@ -43,7 +48,7 @@ import pytest
 
 from tests.faults.conftest import trials
 from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, wait_terminal
-from tests.support.cutproxy import C2S, S2C, ConnRecord, Cut, CutProxy
+from tests.support.cutproxy import C2S, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
 
 pytestmark = [pytest.mark.timeout(1800), pytest.mark.sshd, pytest.mark.airflow,
               pytest.mark.usefixtures("airflow_available")]
@@ -78,40 +83,6 @@ def make_hook(launcher: str, home: Path) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- calibration
-@dataclasses.dataclass(frozen=True)
-class Phases:
-    """Byte offsets of one `start` session, as seen by the proxy."""
-
-    c_login: int  # client bytes before the channel-open request (handshake + authentication)
-    s_login: int  # server bytes by then
-    c_exec: Tuple[int, int]  # client bytes before / after the exec request
-    s_exec: int  # server bytes forwarded when the exec request went through (its acknowledgement comes next)
-    s_reply: int  # server bytes before the CLI's answer starts
-    c_total: int
-    s_total: int
-
-
-def phases_of(rec: ConnRecord) -> Phases:
-    """Find the phases in an uncut session from its shape, not its timing. The client's packets end with
-    channel-open, the exec request, EOF (sent once the request is acknowledged) and, not always, a channel close
-    after the answer; EOF is the client's last packet that the server still answers (with the CLI's output)."""
-    c = s = 0
-    client = []  # (client bytes before, server bytes before, client bytes after) per client packet
-    last_server = -1
-    for i, (_, direction, n) in enumerate(rec.timeline):
-        if direction == C2S:
-            client.append((c, s, c + n, i))
-            c += n
-        else:
-            s += n
-            last_server = i
-    answered = [p for p in client if p[3] < last_server]
-    assert len(answered) >= 5, "calibration: unexpected session shape %r" % rec.timeline
-    chan_open, exec_req, eof = answered[-3], answered[-2], answered[-1]
-    return Phases(c_login=chan_open[0], s_login=chan_open[1], c_exec=(exec_req[0], exec_req[2]), s_exec=exec_req[1],
-                  s_reply=eof[1], c_total=rec.c2s, s_total=rec.s2c)
-
-
 def start_command(marker: Path, lock: Path, duration: str) -> List[str]:
     """fault_job.py with fixed-width arguments, so every trial's exec request has the same length."""
     return [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--duration", duration]
@@ -220,7 +191,7 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             if hung is not None:
                 problems.append("hook.start did not return for %.0fs (hung until the proxy reset it): %s"
                                 % (hung, ctx))
-            sent_claim = getattr(error, "command_sent", None) if error is not None else None
+            sent_claim = error.sent if isinstance(error, OrchesjobTransportError) else None
             if error is not None and not isinstance(error, OrchesjobTransportError):
                 problems.append("hook.start raised %r: %s" % (error, ctx))
             if job is not None and job.get("run_key") != key:
@@ -275,16 +246,101 @@ def _phase_name(p: Phases, rec: ConnRecord) -> str:
     return "reply"
 
 
+def fails_fast_command(marker: Path, lock: Path) -> List[str]:
+    """fault_job.py exiting 3 at once; `--exit=00000003` has the length of `--duration 0.00`, so the exec request
+    is as long as the calibrated one."""
+    return [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--exit=00000003"]
+
+
+def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_once(
+    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+) -> None:
+    """The second kind of the explorer ("never twice", hole 5): the job exits 3 at once; the first connection is cut
+    at a random point after the command was sent (its acknowledgement, the reply, the client's last packets; reset,
+    close or blackhole) and 0-3 later ones anywhere; the hook retries a second later, when the job has FAILED.
+    A retry without the call's request id would start attempt 2 in the default and reuse_success modes.
+
+    Asserted: one job and one physical execution, FAILED with exit 3; the hook returns it, or when it gives up it
+    says the command was sent, and the same request repeated without cuts (the hook's next retry) returns that
+    FAILED job and runs nothing."""
+    from orchesjob_provider import command as cmd
+    from orchesjob_provider.exceptions import OrchesjobTransportError
+
+    hook = make_hook(orchesjob_launcher, home)
+    hook.settings.retry.backoff = 1.0  # the job has failed by the time any retry arrives
+    try:
+        hook.version()
+        phases = calibrate(proxy, hook, tmp_path, home)
+        tally: Dict[str, int] = collections.Counter()
+        problems: List[str] = []
+        n_trials = trials(6)
+        for n in range(n_trials):
+            key = "fff-%05d" % n  # as long as the calibration's keys
+            marker, lock = tmp_path / ("f%05d" % n), tmp_path / ("g%05d" % n)
+            mode = rng.choice(["reuse_success", "default", "strict"])
+            request_id = cmd.new_request_id()  # what the hook makes itself, kept to repeat the request below
+            cuts = [choose_cut(rng, phases, rng.choice(["exec-ack", "reply", "reply", "after-send"]))]
+            cuts += [choose_cut(rng, phases, rng.choice(PHASES)) for _ in range(rng.choice([0, 0, 1, 2, 3]))]
+            hook.close()
+            first = len(proxy.connections)
+            proxy.set_plan(lambda index, first=first, cuts=cuts: cuts[index - first] if index - first < len(cuts)
+                           else None)
+            job, error, hung = run_with_watchdog(proxy, lambda key=key, marker=marker, lock=lock, mode=mode,
+                                                 request_id=request_id: hook.start(
+                key, fails_fast_command(marker, lock), mode=mode, exec_timeout=EXEC_TIMEOUT, request_id=request_id))
+            proxy.set_plan(lambda index: None)
+            hook.close()
+            conns = proxy.connections[first:]
+            ctx = "trial %d (%s): cuts %s; connections %s" % (
+                n, mode, [(c.direction, c.after, c.style) for c in cuts],
+                [(c.cut.direction if c.cut else None, c.cut_at, c.c2s, c.s2c) for c in conns])
+            if hung is not None:
+                problems.append("hook.start did not return for %.0fs: %s" % (hung, ctx))
+            if error is not None and not (isinstance(error, OrchesjobTransportError) and error.sent):
+                problems.append("hook.start raised %r (it should be a transport error that was sent): %s"
+                                % (error, ctx))
+            if job is None:
+                job, error2, _ = run_with_watchdog(proxy, lambda key=key, marker=marker, lock=lock, mode=mode,
+                                                   request_id=request_id: hook.start(
+                    key, fails_fast_command(marker, lock), mode=mode, exec_timeout=30, request_id=request_id))
+                assert error2 is None, "repeating the request failed: %r; %s" % (error2, ctx)
+                if not job.get("same_request"):
+                    problems.append("the repeated request was not answered as the same request: %s" % ctx)
+                outcome = "gave up, the repeat returned it"
+            else:
+                outcome = "returned it" + (" (FAILED, as the same request)" if job.get("same_request")
+                                           and job.get("status") == "FAILED" else "")
+            for j in history(home, key):
+                wait_terminal(home, j["job_id"])
+            jobs = history(home, key)
+            runs = Evidence(marker).executions()
+            if [j["job_id"] for j in jobs] != [job["job_id"]] or dict(runs) != {job["job_id"]: 1}:
+                problems.append("expected one job %s run once; jobs %s, executions %s: %s" % (
+                    job["job_id"], [(j["job_id"], j["status"]) for j in jobs], dict(runs), ctx))
+            elif (jobs[0]["status"], jobs[0]["exit_code"]) != ("FAILED", 3):
+                problems.append("the job ended %s (exit %s), not FAILED 3: %s"
+                                % (jobs[0]["status"], jobs[0]["exit_code"], ctx))
+            tally["%s: %s" % (mode, outcome)] += 1
+            for c in conns:
+                if c.cut is not None and c.cut_done:
+                    tally["cut %s %s" % (c.cut.style, _phase_name(phases, c))] += 1
+        print("fail-fast SSH cut trials: %d; %s" % (n_trials, dict(sorted(tally.items()))))
+        assert not problems, "%d problem(s) in %d trials:\n%s" % (len(problems), n_trials, "\n".join(problems))
+    finally:
+        hook.close()
+
+
 def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
     proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
 ) -> None:
     """The one cut that matters most, made deterministic: the server receives the exec request (so the command
-    runs) but the connection drops before its acknowledgement reaches the client. The command was sent, so a
-    default-mode start must not be repeated; the job is quick, so a repeat would run it a second time."""
+    runs) but the connection drops before its acknowledgement reaches the client. The command may have been sent,
+    and the job is quick, so a default-mode repeat without the call's request id would run it a second time; with
+    it, the host answers the repeat with the job the first attempt started."""
     from orchesjob_provider.exceptions import OrchesjobTransportError
 
     hook = make_hook(orchesjob_launcher, home)
-    hook.settings.retry_backoff = 1.0  # give the quick job time to finish before any retry
+    hook.settings.retry.backoff = 1.0  # give the quick job time to finish before any retry
     try:
         hook.version()
         phases = calibrate(proxy, hook, tmp_path, home)
@@ -306,10 +362,9 @@ def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
         assert sum(runs.values()) == 1 and len(jobs) == 1, (
             "a default-mode start whose exec acknowledgement was lost ran %d time(s) (jobs %s); the hook %s"
             % (sum(runs.values()), [(j["job_id"], j["status"]) for j in jobs],
-               "returned job %s" % job["job_id"] if job else "raised %r (command_sent=%r)"
-               % (error, getattr(error, "command_sent", None))))
+               "returned job %s" % job["job_id"] if job else "raised %r (sent=%r)" % (error, error and error.sent)))
         if error is not None:
-            assert getattr(error, "command_sent", None) is True, "the hook says the command was never sent"
+            assert error.sent is True, "the hook says the command was never sent"
     finally:
         hook.close()
 
@@ -375,7 +430,7 @@ def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
 def test_a_hook_that_gives_up_reports_the_command_as_sent_when_an_earlier_attempt_sent_it(
     proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
 ) -> None:
-    """reuse_success retries after any failure. The first attempt reaches the host (the job starts) and loses its
+    """start retries after any failure. The first attempt reaches the host (the job starts) and loses its
     answer; the three retries all fail during login. The exception the caller gets must not say "never sent": the
     command did reach the host, and a caller trusting that flag would start the job again."""
     from orchesjob_provider.exceptions import OrchesjobTransportError
@@ -394,8 +449,8 @@ def test_a_hook_that_gives_up_reports_the_command_as_sent_when_an_earlier_attemp
             hook.start("claim", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT)
         proxy.set_plan(lambda index: None)
         assert len(history(home, "claim")) == 1, "the first attempt should have started the job"
-        assert getattr(info.value, "command_sent", None) is not False, (
-            "the hook gave up with command_sent=False (its last attempt's view) although its first attempt "
+        assert info.value.sent is True, (
+            "the hook gave up with sent=False (its last attempt's view) although its first attempt "
             "started job %s" % history(home, "claim")[0]["job_id"])
     finally:
         hook.close()

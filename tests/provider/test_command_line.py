@@ -70,6 +70,16 @@ ECHO_ARGV = [
 ]
 
 
+class Args(cmd.Verbs[list[Any]]):
+    """The verbs' argument lists, as their definitions build them."""
+
+    def call(self, call: cmd.Call) -> list[Any]:
+        return list(call.args)
+
+
+A = Args()
+
+
 def run_through_shell(line: str, home: str = "/nonexistent-home") -> tuple:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
     proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, env=env, timeout=30)
@@ -126,30 +136,30 @@ def test_nul_bytes_are_refused_before_sending() -> None:
     with pytest.raises(ValueError, match="NUL"):
         cmd.build_command_line(["a\x00b"])
     with pytest.raises(ValueError, match="NUL"):
-        cmd.start_args("k", ["echo", "a\x00"])
+        A.start("k", ["echo", "a\x00"])
     with pytest.raises(ValueError, match="NUL"):
-        cmd.start_args("k\x00", ["echo"])
+        A.start("k\x00", ["echo"])
 
 
 def test_start_args_modes_and_options() -> None:
-    args = cmd.start_args(
+    args = A.start(
         "-key", ["prog", "--flag", "x y"], mode="reuse_success", cwd="/w d", env={"A": "1=2", "B": "$x"},
-        timeout=2.5, start_timeout=10,
+        timeout=2.5, start_timeout=10, request_id="-rid",
     )
     assert args == [
-        "start", "--run-key=-key", "--reuse-success", "--start-timeout=10", "--cwd=/w d", "--env=A=1=2",
-        "--env=B=$x", "--timeout=2.5", "--", "prog", "--flag", "x y",
+        "start", "--run-key=-key", "--request-id=-rid", "--reuse-success", "--start-timeout=10", "--cwd=/w d",
+        "--env=A=1=2", "--env=B=$x", "--timeout=2.5", "--", "prog", "--flag", "x y",
     ]
-    assert "--strict" in cmd.start_args("k", ["p"], mode="strict")
-    default = cmd.start_args("k", ["p"], mode="default")
+    assert "--strict" in A.start("k", ["p"], mode="strict")
+    default = A.start("k", ["p"], mode="default")
     assert "--strict" not in default and "--reuse-success" not in default
-    assert "--sync" in cmd.start_args("k", ["p"], sync=True)
+    assert "--sync" in A.start("k", ["p"], sync=True)
     with pytest.raises(ValueError):
-        cmd.start_args("k", ["p"], mode="bogus")
+        A.start("k", ["p"], mode="bogus")
     with pytest.raises(ValueError):
-        cmd.start_args("k", [])
+        A.start("k", [])
     with pytest.raises(ValueError):
-        cmd.start_args("k", ["p"], env={"A=B": "x"})
+        A.start("k", ["p"], env={"A=B": "x"})
 
 
 def test_string_command_runs_through_sh() -> None:
@@ -160,40 +170,40 @@ def test_string_command_runs_through_sh() -> None:
 
 
 def test_selectors_need_exactly_one() -> None:
-    assert cmd.status_args(run_key="k") == ["status", "--run-key=k"]
-    assert cmd.status_args(job_id="j") == ["status", "--job-id=j"]
-    assert cmd.status_args(run_key="k", all_attempts=True) == ["status", "--run-key=k", "--all"]
-    assert cmd.status_args(running=True) == ["status", "--running"]
+    assert A.status(run_key="k") == ["status", "--run-key=k"]
+    assert A.status(job_id="j") == ["status", "--job-id=j"]
+    assert A.status(run_key="k", all_attempts=True) == ["status", "--run-key=k", "--all"]
+    assert A.status(running=True) == ["status", "--running"]
     bads: list[dict[str, Any]] = [{}, {"run_key": "k", "job_id": "j"}]
     for bad in bads:
         with pytest.raises(ValueError):
-            cmd.status_args(**bad)
+            A.status(**bad)
     with pytest.raises(ValueError):
-        cmd.status_args(job_id="j", all_attempts=True)
+        A.status(job_id="j", all_attempts=True)
 
 
 def test_wait_logs_abort_rerun_unlock_clean_args() -> None:
-    assert cmd.wait_args(job_id="j", timeout=30, stdout_offset=0, stderr_offset=12, max_bytes=100) == [
+    assert A.wait(job_id="j", timeout=30, stdout_offset=0, stderr_offset=12, max_bytes=100) == [
         "wait", "--job-id=j", "--timeout=30", "--stdout-offset=0", "--stderr-offset=12", "--max-bytes=100",
     ]
-    assert cmd.logs_args(run_key="k", stream="stderr", offset=5, limit=7) == [
+    assert A.logs(run_key="k", stream="stderr", offset=5, limit=7) == [
         "logs", "--run-key=k", "--stream=stderr", "--offset=5", "--limit=7", "--json",
     ]
-    assert cmd.abort_args(job_id="j", reason="why; not", grace_seconds=0.5) == [
+    assert A.abort(job_id="j", reason="why; not", grace_seconds=0.5) == [
         "abort", "--job-id=j", "--reason=why; not", "--grace-seconds=0.5",
     ]
-    assert cmd.rerun_args(run_key="k", reason="r") == ["rerun", "--run-key=k", "--reason=r"]
-    assert cmd.unlock_args("k", reason="r", ttl="30m") == ["unlock", "--run-key=k", "--reason=r", "--ttl=30m"]
-    assert cmd.clean_args(all_jobs=True, run_key="k", dry_run=True) == ["clean", "--all", "--run-key=k", "--dry-run"]
-    assert cmd.clean_args(job_id="j") == ["clean", "--job-id=j"]
+    assert A.rerun(run_key="k", reason="r") == ["rerun", "--run-key=k", "--reason=r"]
+    assert A.unlock("k", reason="r", ttl="30m") == ["unlock", "--run-key=k", "--reason=r", "--ttl=30m"]
+    assert A.clean(all_jobs=True, run_key="k", dry_run=True) == ["clean", "--all", "--run-key=k", "--dry-run"]
+    assert A.clean(job_id="j") == ["clean", "--job-id=j"]
     with pytest.raises(ValueError):
-        cmd.clean_args()
+        A.clean()
     with pytest.raises(ValueError):
-        cmd.clean_args(job_id="j", all_jobs=True)
+        A.clean(job_id="j", all_jobs=True)
     with pytest.raises(ValueError):
-        cmd.logs_args(job_id="j", stream="both")
+        A.logs(job_id="j", stream="both")
     with pytest.raises(ValueError):
-        cmd.wait_args(job_id="j", stdout_offset=-1)
+        A.wait(job_id="j", stdout_offset=-1)
 
 
 @pytest.mark.parametrize(
@@ -201,13 +211,13 @@ def test_wait_logs_abort_rerun_unlock_clean_args() -> None:
     [(30, "30"), (2.5, "2.5"), (3.0, "3"), ("45", "45"), ("1.25", "1.25"), (0.1, "0.1"), (1e-7, "1e-07")],
 )
 def test_numbers_render_plainly(value, text) -> None:
-    assert cmd.wait_args(job_id="j", timeout=value)[2] == f"--timeout={text}"
+    assert A.wait(job_id="j", timeout=value)[2] == f"--timeout={text}"
 
 
 @pytest.mark.parametrize("value", [True, float("nan"), float("inf"), "soon", [1]])
 def test_bad_numbers_are_refused(value) -> None:
     with pytest.raises(ValueError):
-        cmd.wait_args(job_id="j", timeout=value)
+        A.wait(job_id="j", timeout=value)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +21,12 @@ from orchesjob_provider.exceptions import (
     OrchesjobIncompatibleCli,
     OrchesjobInvalidArgument,
     OrchesjobNotFound,
+    OrchesjobNotOwner,
     OrchesjobTransportError,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from tests.support.cutproxy import S2C, Cut, CutProxy, phases_of
+from tests.support.operator_unit import record_log
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.sshd, pytest.mark.airflow]
@@ -198,7 +204,7 @@ def test_start_is_retried_after_the_connection_dies_mid_call(
     ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path
 ) -> None:
     """The first start reaches the host, starts the job, then the SSH session is killed before the answer comes
-    back. The hook retries with the same run key and gets the same job: one execution."""
+    back. The hook retries with the same request id and gets the same job: one execution."""
     marker = tmp_path / "cut-once"
     executions = tmp_path / "executions"
     wrapper = _script(
@@ -217,36 +223,89 @@ def test_start_is_retried_after_the_connection_dies_mid_call(
     ) as h:
         job = h.start("cut", ["/bin/sh", "-c", f"echo x >> {shlex.quote(str(executions))}"])
         assert marker.exists()
-        assert job["existing"] is True
+        assert job["existing"] is True and job["same_request"] is True
         wait_terminal(h, job["job_id"])
         assert executions.read_text() == "x\n"
         assert len(h.status(run_key="cut", all_attempts=True)) == 1
 
 
-def test_default_mode_start_is_not_retried_once_sent(
-    ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path
+CUT_CONN_ID = "orchesjob_cut"
+
+
+@pytest.fixture
+def cut_proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
+    """The fault suite's cutting proxy in front of the real sshd, and an Airflow connection that goes through it."""
+    proxy = CutProxy(sshd.host, sshd.port).start()
+    conn = sshd.airflow_connection()
+    conn["port"] = proxy.port
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CUT_CONN_ID.upper()}", json.dumps(conn))
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("mode", ["default", "strict", "reuse_success"])
+def test_a_start_whose_job_failed_before_the_retry_arrived_runs_once_and_returns_that_failure(
+    cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path, mode: str
 ) -> None:
-    """In the reference CLI's default mode a repeated start after a fast job ended would run it again, so a start
-    whose answer was lost is reported, not repeated."""
-    marker = tmp_path / "cut-once"
-    wrapper = _script(
-        tmp_path / "cutting-orchesjob",
-        f'if [ "$1" = start ] && [ ! -e {shlex.quote(str(marker))} ]; then\n'
-        f"  touch {shlex.quote(str(marker))}\n"
-        "  kill -9 $PPID\n"
-        "  sleep 5\n"
-        "fi\n"
-        f'exec {shlex.quote(orchesjob_launcher)} "$@"\n',
+    """"Never twice", hole 5: the first start reaches the host and launches the job, which fails at once; the SSH
+    link is cut in the middle of the answer. The hook must retry (the answer is lost) and the retry, a second
+    later, must not start attempt 2 of a job that already FAILED: it repeats the call's request id, and the host
+    answers it with the job it answered first. One execution, and the hook returns that FAILED job."""
+    hook = OrchesjobHook(
+        CUT_CONN_ID, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home, retry_backoff=1.0,
+        command_timeout=10, ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5),
     )
-    with OrchesjobHook(
-        ssh_conn_id, orchesjob_bin=wrapper, orchesjob_home=orchesjob_home, retry_backoff=0.1,
-        ssh_hook_kwargs=fast_ssh_hook_kwargs(),
-    ) as h:
-        with pytest.raises(OrchesjobTransportError) as info:
-            h.start("cut-default", ["true"], mode="default")
-        assert getattr(info.value, "command_sent", None) is True
-        with pytest.raises(OrchesjobNotFound):
-            h.status(run_key="cut-default")
+    log = record_log(hook)
+
+    def fails_fast(name: str) -> list[str]:  # the same length for every name of 3 characters
+        return ["/bin/sh", "-c", f"echo x >> {shlex.quote(str(tmp_path / name))}; exit 3"]
+
+    with hook:
+        hook.version()
+        hook.close()
+        # calibration: one uncut start of the same shape on a connection of its own gives the session's offsets
+        before = len(cut_proxy.connections)
+        calibration = hook.start(f"cal-{mode}", fails_fast("cal"), mode=mode)
+        hook.close()
+        wait_terminal(hook, calibration["job_id"])
+        hook.close()
+        phases = phases_of(cut_proxy.connections[before])
+        first = len(cut_proxy.connections)
+        cut_proxy.set_plan(lambda index: Cut(S2C, phases.s_reply + 10, "rst") if index == first else None)
+        job = hook.start(f"cut-{mode}", fails_fast("cut"), mode=mode)
+        cut_proxy.set_plan(lambda index: None)
+        assert cut_proxy.connections[first].cut_done, "the cut did not happen"
+        assert job["status"] == "FAILED" and job["exit_code"] == 3, job
+        assert job["existing"] is True and job["same_request"] is True and job["attempt_no"] == 1
+        assert [j["job_id"] for j in hook.status(run_key=f"cut-{mode}", all_attempts=True)] == [job["job_id"]]
+        assert (tmp_path / "cut").read_text() == "x\n"
+        assert any("orchesjob start: attempt 1 of 4 failed" in m and "retry 1 of 3" in m for m in log.messages())
+
+
+def test_a_new_request_id_decides_afresh_and_the_same_one_gets_its_answer_back(hook: OrchesjobHook) -> None:
+    """What the operator relies on: the same try (same id) gets its FAILED job back; the next try (new id) starts
+    attempt 2 under reuse_success."""
+    first = hook.start("per-try", ["false"], request_id="airflow:d:t:r:-1:try1:00000001")
+    wait_terminal(hook, first["job_id"])
+    again = hook.start("per-try", ["false"], request_id="airflow:d:t:r:-1:try1:00000001")
+    assert again["job_id"] == first["job_id"] and again["same_request"] is True and again["status"] == "FAILED"
+    retry = hook.start("per-try", ["false"], request_id="airflow:d:t:r:-1:try2:00000002")
+    assert retry["same_request"] is False and retry["attempt_no"] == 2 and retry["job_id"] != first["job_id"]
+
+
+def test_abort_if_owner_from_a_stale_request_is_refused(hook: OrchesjobHook) -> None:
+    first = hook.start("owned", ["sleep", "60"], request_id="try-1")
+    assert first["owner"] == "try-1"
+    newer = hook.start("owned", ["sleep", "60"], request_id="try-2")  # a newer try reattaches: it owns the job now
+    assert newer["job_id"] == first["job_id"] and newer["owner"] == "try-2"
+    with pytest.raises(OrchesjobNotOwner) as info:
+        hook.abort(job_id=first["job_id"], if_owner="try-1", grace_seconds=1)
+    assert isinstance(info.value, OrchesjobConflict) and info.value.exit_code == 4
+    assert info.value.error_type == "not_owner" and info.value.owner == "try-2"
+    assert hook.status(job_id=first["job_id"])["status"] == "RUNNING"
+    assert hook.abort(job_id=first["job_id"], if_owner="try-2", grace_seconds=1)["status"] == "ABORTED"
 
 
 def test_unreachable_host_is_a_transport_error(orchesjob_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,4 +322,4 @@ def test_unreachable_host_is_a_transport_error(orchesjob_home: str, monkeypatch:
     ) as h:
         with pytest.raises(OrchesjobTransportError) as info:
             h.status(run_key="k")
-        assert getattr(info.value, "command_sent", None) is False
+        assert info.value.sent is False

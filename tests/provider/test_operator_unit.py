@@ -131,7 +131,9 @@ def test_second_try_after_success_adopts_the_result(make_op, tmp_path: Path) -> 
     second = again.execute(ctx)  # no TaskDeferred: the job already SUCCEEDED
 
     assert lines(marker) == ["run"]
-    assert second == first
+    # the same job; adopting it made this try's request its owner (contract 2), the rest is as try 1 saw it
+    assert second["owner"] == again._request_id != first["owner"]
+    assert {k: v for k, v in second.items() if k != "owner"} == {k: v for k, v in first.items() if k != "owner"}
     assert (second["status"], second["exit_code"], second["attempt_no"]) == ("SUCCEEDED", 0, 1)
     assert any("Adopted" in m and "nothing was run again" in m for m in log.messages())
     # The adopted job's output is shown once in the new try's log.
@@ -399,6 +401,42 @@ def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: 
     asyncio.run(run_then_kill())
     assert wait_dead(pids) == []
     assert cli.status(job_id=trigger.job_id)["status"] == "ABORTED"
+
+
+def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli, tmp_path: Path) -> None:
+    """Try 1 deferred; try 2 (a new request id) reattached to the same job and so became its owner. Killing try 1
+    afterwards (its trigger's on_kill, or the operator's on_kill) names try 1's request id, which the host refuses:
+    a warning names the job and its owner, and the job keeps running for try 2. Try 2's own kill aborts it."""
+    command = tree_job(tmp_path)
+    op1 = make_op(command=command, abort_grace_seconds=1)
+    with pytest.raises(TaskDeferred) as first:
+        op1.execute(context(try_number=1))
+    stale = first.value.trigger
+    assert stale.request_id and ":try1:" in stale.request_id
+    assert stale.serialize()[1]["request_id"] == stale.request_id  # it travels with the trigger
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+
+    op2 = make_op(command=command, abort_grace_seconds=1)
+    with pytest.raises(TaskDeferred) as second:
+        op2.execute(context(try_number=2))
+    current = second.value.trigger
+    job_id = current.job_id
+    assert job_id == stale.job_id and ":try2:" in current.request_id
+    assert cli.status(job_id=job_id)["owner"] == current.request_id
+
+    trigger_log = record_log(stale)
+    asyncio.run(stale.on_kill())
+    op_log = record_log(op1)
+    op1.on_kill()
+    job = cli.status(job_id=job_id)
+    assert job["status"] == "RUNNING" and job["owner"] == current.request_id
+    for log in (trigger_log, op_log):
+        warnings = [m for m in log.messages() if "ot aborting" in m]
+        assert len(warnings) == 1 and job_id in warnings[0] and current.request_id in warnings[0], log.messages()
+
+    asyncio.run(current.on_kill())
+    assert wait_dead(pids) == []
+    assert cli.status(job_id=job_id)["status"] == "ABORTED"
 
 
 async def _drain(trigger: OrchesjobTrigger) -> None:

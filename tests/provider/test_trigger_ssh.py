@@ -225,21 +225,42 @@ def test_deadline_fires_a_timeout_event(hook: OrchesjobHook, ssh_conn_id: str, o
 
 def test_async_hook_matches_the_sync_hook(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
                                           orchesjob_home: str) -> None:
+    """Every read verb of the sync hook, and abort (with and without --if-owner), through the async hook."""
+    from orchesjob_provider.exceptions import OrchesjobNotOwner
+
     job = hook.start("async-hook", ["printf", "x"])
     hook.wait(job_id=job["job_id"], timeout=20)
+    sleeper = hook.start("async-sleeper", ["sleep", "60"], request_id="async-owner")
 
-    async def go() -> tuple[dict, dict, dict]:
+    async def go() -> dict[str, Any]:
         ahook = OrchesjobAsyncHook(ssh_conn_id, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home)
         try:
-            return (await ahook.version(), await ahook.status(run_key="async-hook"),
-                    await ahook.logs(job_id=job["job_id"]))
+            seen: dict[str, Any] = {
+                "version": await ahook.version(),
+                "status": await ahook.status(run_key="async-hook"),
+                "all": await ahook.status(run_key="async-hook", all_attempts=True),
+                "running": await ahook.status(running=True),
+                "wait": await ahook.wait(job_id=job["job_id"], timeout=5, stdout_offset=0, stderr_offset=0),
+                "logs": await ahook.logs(job_id=job["job_id"]),
+            }
+            try:
+                await ahook.abort(job_id=sleeper["job_id"], if_owner="someone-else", grace_seconds=1)
+            except OrchesjobNotOwner as exc:
+                seen["not_owner"] = exc.owner
+            seen["abort"] = await ahook.abort(job_id=sleeper["job_id"], if_owner="async-owner", grace_seconds=1)
+            return seen
         finally:
             await ahook.close()
 
-    version, status, logs = asyncio.run(go())
-    assert version["contract"] == 2
-    assert status["job_id"] == job["job_id"] and status["status"] == "SUCCEEDED"
-    assert logs["data"] == "x"
+    seen = asyncio.run(go())
+    assert seen["version"]["contract"] == 2
+    assert seen["status"]["job_id"] == job["job_id"] and seen["status"]["status"] == "SUCCEEDED"
+    assert [j["job_id"] for j in seen["all"]] == [job["job_id"]]
+    assert [j["job_id"] for j in seen["running"]] == [sleeper["job_id"]]
+    assert seen["wait"]["timed_out"] is False and seen["wait"]["logs"]["stdout"]["data"] == "x"
+    assert seen["logs"]["data"] == "x"
+    assert seen["not_owner"] == "async-owner"
+    assert seen["abort"]["status"] == "ABORTED"
 
 
 def test_asyncssh_kwargs_from_connection_fields(sshd: Any) -> None:

@@ -251,6 +251,43 @@ class CutProxy:
         _reset(server)
 
 
+@dataclasses.dataclass(frozen=True)
+class Phases:
+    """Byte offsets of one SSH session that runs one command, as seen by the proxy (see ``phases_of``)."""
+
+    c_login: int  # client bytes before the channel-open request (handshake + authentication)
+    s_login: int  # server bytes by then
+    c_exec: tuple[int, int]  # client bytes before / after the exec request
+    s_exec: int  # server bytes forwarded when the exec request went through (its acknowledgement comes next)
+    s_reply: int  # server bytes before the command's answer starts
+    c_total: int
+    s_total: int
+
+
+def phases_of(rec: ConnRecord) -> Phases:
+    """Find the phases in an uncut session from its shape, not its timing. The client's packets end with
+    channel-open, the exec request, EOF (sent once the request is acknowledged) and, not always, a channel close
+    after the answer; EOF is the client's last packet that the server still answers (with the command's output).
+    The SSH packets of a session are the same every time for command lines of the same length, so cuts of later
+    sessions can be aimed at these offsets."""
+    c = s = 0
+    client = []  # (client bytes before, server bytes before, client bytes after, index) per client packet
+    last_server = -1
+    for i, (_, direction, n) in enumerate(rec.timeline):
+        if direction == C2S:
+            client.append((c, s, c + n, i))
+            c += n
+        else:
+            s += n
+            last_server = i
+    answered = [p for p in client if p[3] < last_server]
+    if len(answered) < 5:
+        raise ValueError("calibration: unexpected session shape %r" % rec.timeline)
+    chan_open, exec_req, eof = answered[-3], answered[-2], answered[-1]
+    return Phases(c_login=chan_open[0], s_login=chan_open[1], c_exec=(exec_req[0], exec_req[2]), s_exec=exec_req[1],
+                  s_reply=eof[1], c_total=rec.c2s, s_total=rec.s2c)
+
+
 def _send(sock: socket.socket, data: bytes) -> bool:
     try:
         sock.sendall(data)
