@@ -297,13 +297,15 @@ def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -
     try:
         with store.write(wait=_settle_wait()):
             finish(store, job["job_id"], pending)
+            # Only once the result is committed: inside a larger transaction (start, rerun) that could still roll
+            # back, deleting the file now would lose the result.
+            store.after_commit(lambda: remove_result_file(job))
     except LockTimeout:
         # The result is safe in its file; show it now and let a later reader persist it.
         shown = dict(job)
         shown.update({k: pending.get(k) for k in ("exit_code", "signal", "end_reason", "finished_at")})
         shown["status"] = "SUCCEEDED" if pending.get("exit_code") == 0 and not pending.get("signal") else "FAILED"
         return shown
-    remove_result_file(job)
     return store.get(job["job_id"]) or job
 
 
@@ -333,7 +335,13 @@ def _mark_lost(store: Store, job: Dict[str, Any], reason: Optional[str]) -> Dict
             store.update(job["job_id"], fields, only_if_status=ACTIVE,
                          only_if={k: fresh.get(k) for k in _IDENTITY if k != "status"})
     except LockTimeout:
-        return dict(job, **fields)  # shown, not recorded; a later reader decides again
+        # Not recorded; a later reader decides again. What to show meanwhile: a STARTING job may have a supervisor
+        # that is alive but not yet recorded (it may be the one waiting for this lock), so absence proves nothing
+        # yet; a job whose processes were all recorded cannot come back, so its verdict can be shown, checked again.
+        if job["status"] == "STARTING" or read_result_file(job) is not None or (reason is None and
+                                                                               _anything_alive(job)):
+            return dict(job, liveness="unknown")
+        return dict(job, **fields)
     return store.get(job["job_id"]) or job
 
 

@@ -24,9 +24,11 @@ from .errors import InconsistentState, LockTimeout, OrchesjobError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, Iterator, List, Optional, Sequence
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 SCHEMA_VERSION = 2
+# Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
+UPGRADED: List[Dict[str, str]] = []
 ACTIVE = ("STARTING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
 
@@ -63,7 +65,8 @@ CREATE TABLE jobs (
     started_at INTEGER NOT NULL,
     finished_at INTEGER,
     updated_at INTEGER NOT NULL,
-    aborted_at INTEGER
+    aborted_at INTEGER,
+    imported_from TEXT
 );
 CREATE UNIQUE INDEX jobs_run_key_attempt ON jobs (run_key, attempt_no);
 CREATE UNIQUE INDEX jobs_one_active_per_key ON jobs (run_key) WHERE status IN ('STARTING', 'RUNNING');
@@ -131,11 +134,20 @@ class _Connection(sqlite3.Connection):
     quoted in an error) raises the DatabaseError it stands for, not the UnicodeDecodeError sqlite3 meets while
     building it, so every handler of database errors sees it and it is reported as corrupt_database."""
 
+    # Set while the database is read as orchesjob 1.1.0's (Store.legacy): called when a statement fails, it says
+    # whether another CLI upgraded the database meanwhile (the statement is then run again, on our own tables).
+    schema_moved: Optional[Callable[[], bool]] = None
+
     def execute(self, *args: Any) -> Any:
         try:
             return super().execute(*args)
         except UnicodeDecodeError as e:
             raise _undecodable(e) from None
+        except sqlite3.DatabaseError:
+            moved = self.schema_moved
+            if moved is None or not moved():
+                raise
+        return self.execute(*args)
 
     def executemany(self, *args: Any) -> Any:
         try:
@@ -154,6 +166,9 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._after: List[Callable[[], None]] = []  # actions waiting for the open transaction to commit
+        # "1.1.0" while the database is still orchesjob 1.1.0's: read through views, upgraded by the first write()
+        self.legacy: Optional[str] = None
         try:
             self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None, factory=_Connection)
             self.conn.row_factory = sqlite3.Row
@@ -181,6 +196,8 @@ class Store:
                 error_type="database",
             )
         if version == 0:
+            if self._legacy_layout() is not None:
+                return  # read as it is; the first write() upgrades it
             self._refuse_foreign()  # before anything writes, even the journal mode
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -194,6 +211,89 @@ class Store:
                 from . import migrations
 
                 migrations.upgrade(self, current, SCHEMA_VERSION)
+
+    def _legacy_layout(self) -> Optional[str]:
+        """At user_version 0: when the tables are orchesjob 1.1.0's, present them as ours (migrations.present_1_1_0,
+        TEMP views: nothing is written) and return "1.1.0"; None for a new file or a foreign one."""
+        from . import migrations
+
+        try:
+            found = migrations.recognise(self)
+        except sqlite3.DatabaseError:
+            return None  # not a readable database at all: _refuse_foreign says what is wrong with it
+        if found is None:
+            return None
+        migrations.present_1_1_0(self)
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.legacy = found
+        self.conn.schema_moved = self._legacy_moved
+        return found
+
+    def _legacy_moved(self) -> bool:
+        """A statement on the 1.1.0 views failed: if another CLI upgraded the database since, drop the views and say
+        so (the statement is run again on our tables); else it is a real error."""
+        self.conn.schema_moved = None
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            self.conn.schema_moved = self._legacy_moved
+            return False
+        from . import migrations
+
+        migrations.drop_presentation(self)
+        self.legacy = None
+        self._ensure_schema()
+        return True
+
+    def _upgrade_legacy(self) -> None:
+        """Upgrade the orchesjob 1.1.0 database in one transaction of its own, committed before the writing command
+        goes on (a command that then fails keeps the upgrade). Concurrent CLIs queue on the lock; the first one
+        upgrades, the others find user_version 2 and go on with our tables."""
+        from . import migrations, processes
+
+        conn = self.conn
+        conn.schema_moved = None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            conn.schema_moved = self._legacy_moved
+            raise database_error(e, self.path) from None
+        info: Optional[Dict[str, str]] = None
+        try:
+            migrations.drop_presentation(self)
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                info = migrations.from_1_1_0(self)
+                conn.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
+                processes.pause_point("upgrade-1.1.0-commit")
+            conn.execute("COMMIT")
+        except BaseException as e:
+            _rollback(conn)
+            if info is not None:
+                migrations.discard_backup(info)
+            if isinstance(e, sqlite3.DatabaseError):
+                raise database_error(e, self.path) from None
+            raise
+        self.legacy = None
+        if info is not None:
+            UPGRADED.append(info)
+            home.warn("upgraded the orchesjob %s database %s to this orchesjob's schema; the original is kept as %s "
+                      "(to go back, see \"Upgrading from orchesjob 1.1.0\" in the README)"
+                      % (info["version"], self.path, info["backup"]))
+        self._ensure_schema()
+
+    def copy_to(self, path: str) -> None:
+        """Copy the database, as committed now, into the empty file at `path` (SQLite's backup API).
+
+        Called by the upgrade while this connection holds the write lock, so nothing can commit during the copy; the
+        copy is read through a second connection, since the backup API refuses a source connection that writes."""
+        src = sqlite3.connect(self.path, timeout=lock_timeout(), isolation_level=None)
+        try:
+            dst = sqlite3.connect(path, isolation_level=None)
+            try:
+                dst.execute("PRAGMA journal_mode=OFF")
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
 
     def executescript(self, script: str) -> None:
         """Run `;`-separated statements inside the open transaction (sqlite3's executescript would commit it)."""
@@ -215,11 +315,22 @@ class Store:
                 % (self.path, size, "cut short" if size < 512 else "not an SQLite header"),
                 error_type="corrupt_database",
             )
-        if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-            raise OrchesjobError(
-                "the database %s holds tables that are not orchesjob's; it was left untouched" % self.path,
-                error_type="corrupt_database",
-            )
+        # Tables and version read in one snapshot: a concurrent CLI may have created our schema since this one read
+        # user_version 0, and then the tables are ours (the caller goes on and finds the version under the lock).
+        own = not self.conn.in_transaction
+        if own:
+            self.conn.execute("BEGIN")
+        try:
+            if own and self.conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+                return
+            if self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise OrchesjobError(
+                    "the database %s holds tables that are not orchesjob's; it was left untouched" % self.path,
+                    error_type="corrupt_database",
+                )
+        finally:
+            if own:
+                _rollback(self.conn)  # a read transaction: nothing to commit
 
     # -- transactions -------------------------------------------------------------------------------------------
     def write(self, wait: Optional[float] = None) -> "_Transaction":
@@ -319,12 +430,19 @@ class Store:
         SQL, which would carry a damaged value into a job row): a damaged record is refused before anything is
         written."""
         info = self.run_key_info(run_key)
+        highest = self._highest_attempt(run_key)  # a record that fell behind its jobs never hands out a used number
         if info is None:
-            self.conn.execute("INSERT INTO run_keys (run_key, last_attempt) VALUES (?, 1)", (run_key,))
-            return 1
-        n: int = info["last_attempt"] + 1
+            n = highest + 1
+            self.conn.execute("INSERT INTO run_keys (run_key, last_attempt) VALUES (?, ?)", (run_key, n))
+            return n
+        n = max(int(info["last_attempt"]), highest) + 1
         self.conn.execute("UPDATE run_keys SET last_attempt = ? WHERE run_key = ?", (n, run_key))
         return n
+
+    def _highest_attempt(self, run_key: str) -> int:
+        """The highest attempt number among the key's jobs (0 without any), served by (run_key, attempt_no)."""
+        row = self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
+        return int(row["attempt_no"]) if row is not None else 0
 
     def insert(self, job: Dict[str, Any]) -> None:
         row = _encode(job)
@@ -352,11 +470,25 @@ class Store:
         return self.conn.execute(sql, args).rowcount > 0
 
     def set_unlock(self, run_key: str, reason: Optional[str], allowed_at: int, expires_at: Optional[int]) -> None:
+        """Record a pending unlock; a key whose record is missing (an imported history) gets one, so an unlock that
+        answers `unlocked: true` is always stored."""
         self.conn.execute(
-            "UPDATE run_keys SET unlock_reason = ?, unlock_allowed_at = ?, unlock_expires_at = ?, unlock_pending = 1 "
-            "WHERE run_key = ?",
-            (reason, allowed_at, expires_at, run_key),
+            "INSERT INTO run_keys (run_key, last_attempt, unlock_reason, unlock_allowed_at, unlock_expires_at, "
+            "unlock_pending) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (run_key) DO UPDATE SET "
+            "unlock_reason = excluded.unlock_reason, unlock_allowed_at = excluded.unlock_allowed_at, "
+            "unlock_expires_at = excluded.unlock_expires_at, unlock_pending = 1",
+            (run_key, self._highest_attempt(run_key), reason, allowed_at, expires_at),
         )
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once the open write transaction commits (at once outside one; never if it rolls back).
+
+        For side effects outside the database that must not happen before the database holds what replaces them,
+        such as deleting a result file once the result is committed."""
+        if self.conn.in_transaction:
+            self._after.append(action)
+        else:
+            action()
 
     def consume_unlock(self, run_key: str) -> None:
         self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
@@ -485,6 +617,13 @@ class _Transaction:
         conn = self.store.conn
         if conn.in_transaction:
             return self.store
+        if self.store.legacy is not None:
+            if self.wait is not None:
+                # A reader recording what it found out (a LOST verdict): reading commands never upgrade, so it shows
+                # what it found without recording it, as when the lock is busy.
+                raise LockTimeout("the database %s is still orchesjob %s's; only a command that writes upgrades it"
+                                  % (self.store.path, self.store.legacy))
+            self.store._upgrade_legacy()
         if self.wait is not None:
             self._busy(self.wait)
         try:
@@ -501,6 +640,7 @@ class _Transaction:
         if not self.outer:
             return False
         conn = self.store.conn
+        after, self.store._after = self.store._after, []
         if exc_type is not None:
             _rollback(conn)
             return False
@@ -509,6 +649,8 @@ class _Transaction:
         except sqlite3.DatabaseError as e:
             _rollback(conn)
             raise database_error(e, self.store.path) from None
+        for action in after:
+            action()
         return False
 
 
@@ -554,7 +696,7 @@ _INT_COLUMNS = ("attempt_no", "strict", "strict_override_used", "exit_code", "si
 _TIME_COLUMNS = ("started_at", "finished_at", "updated_at", "aborted_at")
 _TEXT_COLUMNS = ("job_id", "run_key", "status", "cwd", "override_reason", "rerun_of_job_id", "rerun_reason",
                  "abort_reason", "end_reason", "worker_start", "target_start", "boot_id", "stdout_file", "stderr_file",
-                 "pid_ns", "request_id", "owner")
+                 "pid_ns", "request_id", "owner", "imported_from")
 _MAX_TS = 253402300799  # 9999-12-31
 
 
@@ -642,6 +784,10 @@ def _decode(row: sqlite3.Row) -> Dict[str, Any]:
     for c in _BOOL_COLUMNS:
         if c in d:
             d[c] = bool(d[c])
+    if d.get("imported_from"):
+        from .migrations import present_row
+
+        present_row(d)  # a row orchesjob 1.1.0 wrote, maybe after the upgrade (its worker's result)
     return d
 
 
