@@ -252,8 +252,17 @@ def _host_tool(c: str, a: Dict[str, Any]) -> Any:
     return commands.metrics(24 * 3600.0 if recent is None else recent, 500 if max_keys is None else max_keys)
 
 
+def _with_upgrade(result: Any) -> Any:
+    """A JSON object answer says when this command upgraded the database of orchesjob 1.1.0 it found."""
+    store = sys.modules.get(__name__.rpartition(".")[0] + ".store")  # loaded by any command that opened it
+    upgraded = getattr(store, "UPGRADED", None)
+    if upgraded and isinstance(result, dict):
+        result = dict(result, migrated_from=upgraded[0])
+    return result
+
+
 def _emit_error(err: OrchesjobError) -> int:
-    _write_json(err.to_json())
+    _write_json(_with_upgrade(err.to_json()))
     try:
         sys.stderr.write("orchesjob: %s\n" % err.message.replace("\n", " "))
         sys.stderr.flush()
@@ -291,7 +300,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             sys.stdout.flush()
             code = EXIT_OK
         else:
-            _write_json(result)
+            _write_json(_with_upgrade(result))
             code = EXIT_OK
     except OrchesjobError as e:
         code = _emit_error(e)

@@ -15,21 +15,54 @@ from .errors import OrchesjobError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Optional
+    from typing import Callable, Optional
 
 DB_NAME = "orchesjob.db"
 LOGS = "logs"
 
 
+SYSTEM_HOME = "/var/lib/orchesjob"  # root's default; orchesjob 1.1.0's default for every user
+_chosen: Optional[str] = None
+
+
 def state_dir() -> str:
-    """ORCHESJOB_HOME, else /var/lib/orchesjob for root, else $XDG_STATE_HOME/orchesjob (~/.local/state/orchesjob)."""
+    """ORCHESJOB_HOME, else /var/lib/orchesjob for root, else for another user /var/lib/orchesjob when it holds a
+    database of that user's (orchesjob 1.1.0 kept everyone's state there), else $XDG_STATE_HOME/orchesjob
+    (~/.local/state/orchesjob)."""
     home = os.environ.get("ORCHESJOB_HOME")
     if home:
         return os.path.abspath(os.path.expanduser(home))
     if os.geteuid() == 0:
-        return "/var/lib/orchesjob"
-    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(xdg, "orchesjob")
+        return SYSTEM_HOME
+    global _chosen
+    if _chosen is None:
+        xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        _chosen = _user_default(os.path.join(xdg, "orchesjob"))
+    return _chosen
+
+
+def _user_default(xdg: str) -> str:
+    """/var/lib/orchesjob when the directory and its database exist and are the caller's own (anything else there
+    would be refused anyway), else the XDG directory. Decided once per process; when both hold a database, the
+    other one is named in a warning, since its jobs are not seen from here."""
+    if not (_owned(SYSTEM_HOME, stat.S_ISDIR) and _owned(os.path.join(SYSTEM_HOME, DB_NAME), stat.S_ISREG)):
+        return xdg
+    try:
+        os.lstat(os.path.join(xdg, DB_NAME))
+    except OSError:
+        pass
+    else:
+        warn("using the state directory %s (it holds your orchesjob database, as orchesjob 1.1.0 left it); %s also "
+             "holds one, whose jobs this command does not see: set ORCHESJOB_HOME to choose" % (SYSTEM_HOME, xdg))
+    return SYSTEM_HOME
+
+
+def _owned(path: str, kind: Callable[[int], bool]) -> bool:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return kind(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _state_error(message: str) -> OrchesjobError:
