@@ -396,7 +396,8 @@ class Doctor:
                 jobs.remove_result_file(fresh)
                 after = store.get(fresh["job_id"]) or fresh
             else:
-                after = jobs.refresh(store, fresh)
+                jobs.refresh(store, fresh)
+                after = store.get(fresh["job_id"]) or fresh  # what was recorded, not what was shown
         except OrchesjobError as e:
             self._fixed(f, False, e.message)
             return
@@ -436,13 +437,15 @@ class Doctor:
     def _settle(self, f: dict[str, Any], job: dict[str, Any]) -> None:
         store = self._writable()
         try:
-            after = jobs.refresh(store, store.get(job["job_id"]) or job)
+            jobs.refresh(store, store.get(job["job_id"]) or job)
+            after = store.get(job["job_id"]) or job  # what was recorded (a reader that cannot lock only shows it)
         except OrchesjobError as e:
             self._fixed(f, False, e.message)
             return
         done = not jobs.is_active(after) and not jobs.is_stopping(after)
         self._fixed(f, done, "now %s: %s" % (after["status"], after.get("end_reason")) if done
-                    else "it is %s after all" % after["status"])
+                    else "still %s in the database (another process holds its lock, or the job came back to life); "
+                    "try again" % after["status"])
 
     def check_log_files(self) -> None:
         """Files in logs/ that belong to no job, and jobs that launched their command but have no log files."""

@@ -643,6 +643,21 @@ def test_doctor_settles_jobs_whose_processes_are_gone_only_with_fix(home, run, s
     assert db_row(home, job["job_id"])["status"] == "LOST"
 
 
+def test_doctor_fix_while_another_process_holds_the_lock_says_it_could_not(home, run, start_job):
+    job = start_job("dead", "sleep", "60")
+    kill_job_processes(job)
+    holder = sqlite3.connect(str(home / "orchesjob.db"), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        code, report = doctor(run, "--fix", env={"ORCHESJOB_LOCK_TIMEOUT": "0.5"})
+        (f,) = report["findings"]
+        assert code == 1 and f["fixable"] and f["fixed"] is False and "try again" in f["fix_result"]
+    finally:
+        holder.close()
+    assert db_row(home, job["job_id"])["status"] == "RUNNING"
+    assert doctor(run, "--fix")[0] == 0
+
+
 def test_doctor_settles_jobs_from_an_earlier_boot(home, run, start_job):
     job = start_job("old-boot", "sleep", "60")
     db_exec(home, "UPDATE jobs SET boot_id = 'an-earlier-boot' WHERE job_id = ?", job["job_id"])
