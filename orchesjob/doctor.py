@@ -312,8 +312,7 @@ class Doctor:
                        % (version, SCHEMA_VERSION), "upgrade orchesjob on this host")
             return False
         if version == 0:
-            c["message"] = "an empty database (the next start creates the schema)"
-            return False
+            return self._unversioned(c)
         f = self._find(c, "the database has schema %d; this orchesjob uses %d" % (version, SCHEMA_VERSION),
                        "nothing to do: the next command upgrades it (orchesjob doctor --fix does it now)",
                        fixable=True)
@@ -327,6 +326,40 @@ class Doctor:
             return False
         c["version"] = SCHEMA_VERSION
         self.ro = self.rw  # read on from the upgraded database
+        return True
+
+    def _unversioned(self, c: dict[str, Any]) -> bool:
+        """user_version 0: a file no command has given a schema yet, orchesjob 1.1.0's database, or someone else's."""
+        from . import migrations, store
+
+        assert self.ro is not None
+        try:
+            legacy = migrations.recognise(self.ro)
+            if legacy is None:
+                self.ro._refuse_foreign()
+        except OrchesjobError as e:
+            self._find(c, e.message, "point ORCHESJOB_HOME at another directory, or move the file aside")
+            return False
+        if legacy is None:
+            c["message"] = "an empty database (the next start creates the schema)"
+            return False
+        c["message"] = "orchesjob %s's database" % legacy
+        f = self._find(c, "the database is orchesjob %s's: commands read it as it is, and the first command that "
+                       "writes upgrades it in place, keeping the original as a backup" % legacy,
+                       "nothing to do (orchesjob doctor --fix upgrades it now)", fixable=True)
+        if not self.fix:
+            return False
+        try:
+            with self._writable().write():
+                pass  # the first write upgrades it (Store._upgrade_legacy)
+        except OrchesjobError as e:
+            self._fixed(f, False, e.message)
+            return False
+        backup = store.UPGRADED[-1].get("backup") if store.UPGRADED else None
+        self._fixed(f, True, "upgraded to schema %d%s" % (SCHEMA_VERSION, "; the original is kept as %s" % backup
+                                                          if backup else ""))
+        c["version"] = SCHEMA_VERSION
+        self.ro = self.rw
         return True
 
     def check_wal(self) -> None:

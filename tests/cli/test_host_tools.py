@@ -534,6 +534,44 @@ def test_doctor_on_an_older_schema_upgrades_it_only_with_fix(home, run):
     assert all(f["check"] in ("schema", "log_files") for f in report["findings"])
 
 
+V110_SCHEMA = """
+CREATE TABLE jobs (job_id TEXT PRIMARY KEY, run_key TEXT, worker_pid INTEGER, target_pid INTEGER, command TEXT,
+    status TEXT, exit_code INTEGER, stdout_file TEXT, stderr_file TEXT, started_at TEXT, finished_at TEXT,
+    updated_at TEXT, aborted_at TEXT, abort_reason TEXT, rerun_of_job_id TEXT, attempt_no INTEGER,
+    rerun_reason TEXT, strict INTEGER);
+CREATE TABLE run_keys (run_key TEXT PRIMARY KEY, job_id TEXT, created_at TEXT);
+CREATE TABLE strict_overrides (run_key TEXT PRIMARY KEY, allowed_at TEXT, used_at TEXT, reason TEXT, expires_at TEXT);
+CREATE TABLE schema_meta (key TEXT PRIMARY KEY, value TEXT);
+INSERT INTO schema_meta VALUES ('schema_version', '2');
+"""
+
+
+def test_doctor_on_an_orchesjob_1_1_0_database_upgrades_it_only_with_fix(home, run):
+    """(The layout of 1.1.0's tables, empty; test_upgrade_from_1_1_0.py upgrades real 1.1.0 histories.)"""
+    home.mkdir(mode=0o700)
+    (home / "logs").mkdir(mode=0o700)
+    c = sqlite3.connect(str(home / "orchesjob.db"))
+    c.executescript(V110_SCHEMA)
+    c.close()
+    os.chmod(home / "orchesjob.db", 0o600)
+    version = lambda: sqlite3.connect(str(home / "orchesjob.db")).execute("PRAGMA user_version").fetchone()[0]  # noqa: E731
+    code, report = doctor(run)
+    (f,) = report["findings"]
+    assert code == 1 and f["check"] == "schema" and f["fixable"] and "1.1.0" in f["problem"]
+    assert version() == 0
+    code, report = doctor(run, "--fix")
+    assert code == 0 and report["findings"][0]["fixed"] is True, report
+    assert version() == 2 and (home / "orchesjob.db.1.1.0-backup").exists()
+    # a database of someone else is no orchesjob's: said, and left alone
+    c = sqlite3.connect(str(home / "orchesjob.db"))
+    c.executescript("DROP TABLE jobs; DROP TABLE run_keys; DROP TABLE start_requests; CREATE TABLE other (x);"
+                    "PRAGMA user_version = 0;")
+    c.close()
+    code, report = doctor(run, "--fix")
+    (f,) = report["findings"]
+    assert code == 1 and f["check"] == "schema" and "not orchesjob's" in f["problem"] and not f["fixable"]
+
+
 def test_doctor_on_a_newer_schema_says_to_upgrade_orchesjob(home, run, start_job):
     start_job("fine", "true", opts=("--sync",))
     db_exec(home, "PRAGMA user_version = 99")
