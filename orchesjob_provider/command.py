@@ -595,3 +595,26 @@ def is_terminal(job: Mapping[str, Any]) -> bool:
 
 def _shorten(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+REDACTED = "***"
+
+
+def redact_env(payload: Any) -> Any:
+    """A CLI answer with the values of every job's ``env`` replaced by ``"***"`` (the names stay, so one can see
+    which variables a job got). The provider never hands a value on: not in XCom, not in trigger events, not in
+    logs. A job object is a dict with an ``env``; answers holding jobs are lists of them or dicts around one."""
+    if isinstance(payload, list):
+        return [redact_env(item) for item in payload]
+    if not isinstance(payload, dict):
+        return payload
+    out = {}
+    for key, value in payload.items():
+        if key == "env" and isinstance(value, dict):
+            out[key] = {str(name): REDACTED for name in value}
+        elif isinstance(value, (dict, list)):
+            out[key] = redact_env(value)
+        else:
+            out[key] = value
+    return out
+

@@ -69,7 +69,23 @@ __all__ = [
     "aget_connection",
     "aget_extra_dejson",
     "default_deferrable",
+    "mask_secret",
 ]
+
+
+def mask_secret(value: str) -> None:
+    """Register a value with Airflow's secrets masker, so the task log shows ``***`` in its place (Airflow 3:
+    ``airflow.sdk.log``; 2.x: ``airflow.utils.log.secrets_masker``)."""
+    try:
+        from airflow.sdk.log import mask_secret as _mask
+    except ImportError:
+        try:
+            from airflow.sdk import mask_secret as _mask  # type: ignore[attr-defined,no-redef,unused-ignore]
+        except ImportError:
+            from airflow.utils.log.secrets_masker import (  # type: ignore[no-redef,import-not-found,unused-ignore]
+                mask_secret as _mask,
+            )
+    _mask(value)
 
 
 async def aget_connection(conn_id: str) -> Any:

@@ -16,22 +16,15 @@ from typing import Any
 
 from orchesjob_provider.compat import aget_connection, aget_extra_dejson
 from orchesjob_provider.exceptions import OrchesjobInvalidArgument, OrchesjobTransportError
-
-
-def _truthy(value: Any) -> bool:
-    """Connection extras arrive as JSON booleans or as strings ("true", "True") depending on how they were made."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
+from orchesjob_provider.host_keys import HostKeyRule, host_key_rule
 
 
 def connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> dict[str, Any]:
     """``asyncssh.connect`` keyword arguments from an Airflow SSH connection's fields and extras.
 
     Mirrors the SSH provider's sync hook so one connection works for both: ``key_file``, ``private_key`` (+
-    ``private_key_passphrase``), password, ``no_host_key_check``, ``host_key`` (with or without its type prefix; a bare
-    key is RSA, as in the provider), ``known_hosts`` (a path), ``conn_timeout``. Without host key settings asyncssh
-    checks ``~/.ssh/known_hosts`` and refuses unknown hosts, like OpenSSH.
+    ``private_key_passphrase``), password, ``conn_timeout``; the host key is checked by the one rule of
+    ``orchesjob_provider.host_keys`` (``no_host_key_check``, ``host_key``, ``known_hosts``, ``~/.ssh/known_hosts``).
     """
     import asyncssh
 
@@ -53,18 +46,8 @@ def connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> dict[str, Any]:
         kwargs["client_keys"] = [os.path.expanduser(str(extras["key_file"]))]
         if passphrase:
             kwargs["passphrase"] = passphrase
-    no_host_key_check = _truthy(extras.get("no_host_key_check", False))
-    host_key = extras.get("host_key")
-    if no_host_key_check and host_key:
-        raise OrchesjobInvalidArgument("the SSH connection sets both no_host_key_check and host_key")
-    if no_host_key_check:
-        kwargs["known_hosts"] = None
-    elif host_key:
-        parts = str(host_key).split()
-        text = " ".join(parts[:2]) if len(parts) >= 2 else f"ssh-rsa {parts[0]}"
-        kwargs["known_hosts"] = ([asyncssh.import_public_key(text)], [], [])
-    elif extras.get("known_hosts"):
-        kwargs["known_hosts"] = os.path.expanduser(str(extras["known_hosts"]))
+    rule = host_key_rule(getattr(conn, "conn_id", None) or "?", host, kwargs["port"], extras)
+    kwargs["known_hosts"] = rule.asyncssh_known_hosts()
     if extras.get("conn_timeout"):
         kwargs["connect_timeout"] = float(extras["conn_timeout"])
     return kwargs
@@ -82,6 +65,7 @@ class AsyncsshTransport:
         self.connect_timeout = float(connect_timeout)
         self._conn: Any = None
         self._connect_kwargs: dict[str, Any] | None = None
+        self._rule: HostKeyRule | None = None
 
     async def connect(self) -> Any:
         """A connected asyncssh ``SSHClientConnection``, reused while it is open."""
@@ -94,6 +78,7 @@ class AsyncsshTransport:
             conn = await aget_connection(self.ssh_conn_id)
             extras = await aget_extra_dejson(conn)
             self._connect_kwargs = connect_kwargs(conn, extras)
+            self._rule = host_key_rule(self.ssh_conn_id, conn.host, self._connect_kwargs["port"], extras)
             self._connect_kwargs.setdefault("connect_timeout", self.connect_timeout)
         self._conn = await asyncssh.connect(**self._connect_kwargs)
         return self._conn
@@ -115,7 +100,15 @@ class AsyncsshTransport:
 
         try:
             conn = await asyncio.wait_for(self.connect(), timeout=self.connect_timeout + 5)
-        except (asyncssh.PermissionDenied, asyncssh.HostKeyNotVerifiable) as exc:
+        except OrchesjobInvalidArgument as exc:  # the connection's settings, not the CLI: no use retrying
+            raise OrchesjobTransportError(
+                f"SSH connection {self.ssh_conn_id!r}: {exc}", command=line, sent=False, transient=False
+            ) from exc
+        except asyncssh.HostKeyNotVerifiable as exc:
+            await self.close()
+            message = self._rule.refusal(str(exc)) if self._rule else f"host key refused: {exc}"
+            raise OrchesjobTransportError(message, command=line, sent=False, transient=False) from exc
+        except asyncssh.PermissionDenied as exc:
             await self.close()
             raise OrchesjobTransportError(
                 f"SSH login to connection {self.ssh_conn_id!r} refused: {exc}", command=line, sent=False,

@@ -13,7 +13,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from orchesjob_provider.exceptions import OrchesjobTransportError
+from orchesjob_provider.exceptions import OrchesjobInvalidArgument, OrchesjobTransportError
+from orchesjob_provider.host_keys import HostKeyRefused, HostKeyRule, host_key_rule
 
 _CHUNK = 65536
 
@@ -32,6 +33,7 @@ class ParamikoTransport:
         self.command_timeout = float(command_timeout)
         self._ssh_hook: Any = None
         self._client: Any = None
+        self._rule: HostKeyRule | None = None
 
     @property
     def ssh_hook(self) -> Any:
@@ -43,23 +45,71 @@ class ParamikoTransport:
         return self._ssh_hook
 
     def connect(self) -> Any:
-        """A connected paramiko ``SSHClient``, reused across calls while its transport is alive."""
+        """A connected paramiko ``SSHClient``, reused across calls while its transport is alive.
+
+        The login settings (host, port, user, password, ``key_file``, ``private_key``, timeouts, proxy command ...)
+        are the SSH provider's reading of the connection, but the client is made here, so that its host-key check is
+        ``orchesjob_provider.host_keys``' rule on every SSH provider version (4.x accepts unknown hosts by default).
+        """
+        import paramiko
+
         client = self._client
         if client is not None:
             transport = client.get_transport()
             if transport is not None and transport.is_active():
                 return client
             self.close()
+        rule = self.host_key_rule()  # first: its errors are clearer than the SSH provider's
         hook = self.ssh_hook
-        hook.client = None  # never hand back a client we closed
-        self._client = hook.get_conn()
-        return self._client
+        client = paramiko.SSHClient()
+        rule.apply_to_paramiko(client)
+        kwargs: dict[str, Any] = {
+            "hostname": hook.remote_host,
+            "port": rule.port,
+            "username": hook.username,
+            "timeout": getattr(hook, "conn_timeout", None),
+            "compress": getattr(hook, "compress", True),
+            "sock": getattr(hook, "host_proxy", None),
+            "look_for_keys": getattr(hook, "look_for_keys", True),
+            "banner_timeout": getattr(hook, "banner_timeout", 30.0),
+        }
+        for name in ("auth_timeout", "disabled_algorithms"):
+            if getattr(hook, name, None):
+                kwargs[name] = getattr(hook, name)
+        if hook.password:
+            kwargs["password"] = hook.password.strip()
+        if getattr(hook, "pkey", None):
+            kwargs["pkey"] = hook.pkey
+        if getattr(hook, "key_file", None):
+            kwargs["key_filename"] = hook.key_file
+        try:
+            client.connect(**kwargs)
+        except Exception:
+            client.close()
+            raise
+        transport = client.get_transport()
+        if transport is not None:
+            if getattr(hook, "keepalive_interval", None):
+                transport.set_keepalive(hook.keepalive_interval)
+            if getattr(hook, "ciphers", None):
+                transport.get_security_options().ciphers = hook.ciphers
+        self._client = client
+        return client
+
+    def host_key_rule(self) -> HostKeyRule:
+        """The connection's host-key rule (read once per transport)."""
+        if self._rule is None:
+            from orchesjob_provider.compat import BaseHook
+
+            conn = BaseHook.get_connection(self.ssh_conn_id)
+            host = self.ssh_hook_kwargs.get("remote_host") or conn.host
+            port = self.ssh_hook_kwargs.get("port") or conn.port
+            self._rule = host_key_rule(self.ssh_conn_id, host, port, conn.extra_dejson)
+        return self._rule
 
     def close(self) -> None:
         """Close the SSH connection (the next call reconnects). Never raises."""
         client, self._client = self._client, None
-        if self._ssh_hook is not None:
-            self._ssh_hook.client = None
         if client is not None:
             try:
                 client.close()
@@ -72,7 +122,20 @@ class ParamikoTransport:
 
         try:
             client = self.connect()
-        except (paramiko.AuthenticationException, paramiko.BadHostKeyException) as exc:
+        except OrchesjobInvalidArgument as exc:  # the connection's settings, not the CLI: no use retrying
+            raise OrchesjobTransportError(
+                f"SSH connection {self.ssh_conn_id!r}: {exc}", command=line, sent=False, transient=False
+            ) from exc
+        except paramiko.BadHostKeyException as exc:
+            self.close()
+            raise OrchesjobTransportError(
+                self.host_key_rule().refusal(f"the host offered a different key than the trusted one ({exc})"),
+                command=line, sent=False, transient=False,
+            ) from exc
+        except HostKeyRefused as exc:
+            self.close()
+            raise OrchesjobTransportError(str(exc), command=line, sent=False, transient=False) from exc
+        except paramiko.AuthenticationException as exc:
             raise OrchesjobTransportError(
                 f"SSH login to connection {self.ssh_conn_id!r} refused: {exc}", command=line, sent=False,
                 transient=False,

@@ -45,6 +45,7 @@ __all__ = [
     "OrchesjobAsyncHook",
     "OrchesjobHook",
     "asyncssh_connect_kwargs",
+    "cli_settings_from_connection",
 ]
 
 Binary = Union[str, Sequence[str]]
@@ -55,6 +56,22 @@ RETRY_ALWAYS = ALWAYS
 
 DEFAULT_COMMAND_TIMEOUT = cmd.DEFAULT_COMMAND_TIMEOUT
 DEFAULT_WAIT_TIMEOUT = cmd.DEFAULT_WAIT_TIMEOUT
+
+
+def cli_settings_from_connection(
+    ssh_conn_id: str, orchesjob_bin: Binary | None, orchesjob_home: str | None
+) -> tuple[Binary, str | None]:
+    """The CLI path and state directory a task uses: its own values, or else the SSH connection's ``orchesjob_bin``
+    / ``orchesjob_home`` extras, or else ``orchesjob`` and the host's default. The task's value always wins; the
+    connection is read only when the task leaves one unset."""
+    if orchesjob_bin is not None and orchesjob_home is not None:
+        return orchesjob_bin, orchesjob_home
+    extras = BaseHook.get_connection(ssh_conn_id).extra_dejson
+    if orchesjob_bin is None:
+        orchesjob_bin = extras.get("orchesjob_bin") or "orchesjob"
+    if orchesjob_home is None:
+        orchesjob_home = extras.get("orchesjob_home") or None
+    return orchesjob_bin, orchesjob_home
 
 
 class CliSettings:
@@ -125,6 +142,8 @@ class CallRun:
         payload = cmd.parse_output(out, exit_code, err, command=self.line)
         if self.call.verb == "version":
             payload = self.settings.cli_version = cmd.check_version(payload)
+        else:
+            payload = cmd.redact_env(payload)  # env values never leave the hook (XCom, trigger events, logs)
         self.result, self.done = payload, True
 
     def pause(self, exc: OrchesjobError) -> float:
@@ -168,11 +187,14 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
     """Synchronous access to a remote orchesjob CLI through an Airflow SSH connection.
 
     :param ssh_conn_id: an Airflow connection of the SSH provider's type (host, port, login, password, extras
-        ``key_file`` / ``private_key`` / ``no_host_key_check`` / ``host_key`` ...).
+        ``key_file`` / ``private_key`` ...). Its host key is checked by ``orchesjob_provider.host_keys`` (extras
+        ``no_host_key_check`` / ``host_key`` / ``known_hosts``, else ``~/.ssh/known_hosts``): unknown hosts are refused.
     :param orchesjob_bin: the remote CLI: a path (``~/`` allowed) or an argv prefix such as
         ``["/opt/venv/bin/python", "-m", "orchesjob"]``. Non-login SSH commands have a short PATH, so an absolute
         path is the safe choice.
-    :param orchesjob_home: the remote ``ORCHESJOB_HOME`` (state directory); None leaves the host's default.
+    :param orchesjob_home: the remote ``ORCHESJOB_HOME`` (state directory); None leaves the host's default. (The hooks
+        take both as given; the operator and sensor fall back on the connection's ``orchesjob_bin`` /
+        ``orchesjob_home`` extras, see ``cli_settings_from_connection``.)
     :param command_timeout: seconds one CLI call may take over SSH (``wait`` gets its own timeout on top).
     :param retries: how many times a call is repeated after a failure that its verb allows repeating (3).
     :param retry_backoff: first pause between retries in seconds; doubles each time up to ``max_backoff``.
@@ -181,7 +203,8 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         ``keepalive_interval``, ``banner_timeout`` ...).
 
     The verbs (``start``, ``status``, ``wait``, ``logs``, ``abort``, ``rerun``, ``unlock``, ``clean``, ``version``,
-    ``run_cli``) are documented on ``orchesjob_provider.command.Verbs``; here they return the parsed JSON.
+    ``run_cli``) are documented on ``orchesjob_provider.command.Verbs``; here they return the parsed JSON, each
+    job's ``env`` with its values replaced by ``"***"`` (names only: no value reaches XCom, a trigger event or a log).
     """
 
     hook_name = "Orchesjob"

@@ -7,6 +7,7 @@ how a job's end becomes a task state, and aborting the remote job when the task 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,13 +22,15 @@ from orchesjob_provider.compat import (
     BaseOperator,
     Context,
     default_deferrable,
+    mask_secret,
 )
 from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, OrchesjobNotFound, OrchesjobNotOwner
-from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.log_relay import LogRelay
 
 IDEMPOTENCY_MODES = ("reuse_success", "strict", "active_only")
 _CLI_MODE = {"reuse_success": "reuse_success", "strict": "strict", "active_only": "default"}
+MIN_MASKED_LENGTH = 5  # Airflow 3's default [logging] min_length_masked_secret
 KILL_REASON = "the Airflow task was killed (marked failed or success, cleared, or timed out)"
 
 
@@ -60,7 +63,9 @@ class OrchesjobOperator(BaseOperator):
         a failure; ``strict`` never starts a second execution (a failed job stays failed until ``orchesjob unlock``);
         ``active_only`` reattaches to an active job and starts anew after any finished one.
     :param cwd: working directory on the host. Templated.
-    :param env: environment variables for the job. Templated.
+    :param env: environment variables for the job. Templated. The values are registered with Airflow's secrets
+        masker and never leave the task: the job the operator returns (XCom) and passes to its trigger lists the
+        names only, each value replaced by ``"***"``.
     :param timeout: seconds after which the host aborts the job (kept with the job, so it holds without Airflow).
     :param skip_on_exit_code: exit code(s) that mark the task skipped instead of failed.
     :param poll_interval: seconds one long poll (``orchesjob wait``) may block; the end of the job is noticed at once
@@ -70,7 +75,9 @@ class OrchesjobOperator(BaseOperator):
     :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout
         differ from this task's (default False: the task fails and says why).
     :param orchesjob_bin: the CLI on the host (an absolute path is safest; a list for e.g. ``python -m orchesjob``).
-    :param orchesjob_home: ``ORCHESJOB_HOME`` on the host.
+        None (default): the SSH connection's ``orchesjob_bin`` extra, else ``orchesjob``.
+    :param orchesjob_home: ``ORCHESJOB_HOME`` on the host. None (default): the connection's ``orchesjob_home``
+        extra, else the host's default.
     :param start_timeout: seconds ``start`` waits for the command to be running.
     :param abort_grace_seconds: SIGTERM-to-SIGKILL grace when the task aborts the job.
     :param stderr_tail_lines: lines of stderr quoted in the failure message.
@@ -104,7 +111,7 @@ class OrchesjobOperator(BaseOperator):
         deferrable: bool | None = None,
         abort_on_kill: bool = True,
         allow_parameter_mismatch: bool = False,
-        orchesjob_bin: str | Sequence[str] = "orchesjob",
+        orchesjob_bin: str | Sequence[str] | None = None,
         orchesjob_home: str | None = None,
         start_timeout: float = 10.0,
         abort_grace_seconds: float = 5.0,
@@ -146,16 +153,56 @@ class OrchesjobOperator(BaseOperator):
 
     # ------------------------------------------------------------------ helpers
 
+    def _cli(self) -> tuple[str | Sequence[str], str | None]:
+        """The CLI path and state directory: the task's, else the connection's extras (see the parameters)."""
+        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home)
+
+    def _new_hook(self) -> OrchesjobHook:
+        orchesjob_bin, orchesjob_home = self._cli()
+        return OrchesjobHook(
+            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
+            **self.hook_kwargs,
+        )
+
     @property
     def hook(self) -> OrchesjobHook:
         if self._hook is None:
-            self._hook = OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id,
-                orchesjob_bin=self.orchesjob_bin,
-                orchesjob_home=self.orchesjob_home,
-                **self.hook_kwargs,
-            )
+            self._hook = self._new_hook()
         return self._hook
+
+    def _check_watch_path(self) -> None:
+        """Before starting anything: can the path that will watch the job reach the host and its CLI? Deferred,
+        that is the triggerer's (asyncssh, with its own host-key check); otherwise this worker's. A task must never
+        start a job it cannot watch. Checked afresh on every try (a fixed connection takes effect at once)."""
+        if not self.deferrable:
+            try:
+                self.hook.version()
+            except OrchesjobError as exc:
+                raise AirflowException(
+                    f"cannot reach the orchesjob CLI through SSH connection {self.ssh_conn_id!r}, so no job was "
+                    f"started: {exc}"
+                ) from exc
+            return
+        orchesjob_bin, orchesjob_home = self._cli()
+        command_timeout = self.hook_kwargs.get("command_timeout")
+        probe = OrchesjobAsyncHook(
+            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
+            **({"command_timeout": command_timeout} if command_timeout is not None else {}),
+        )
+
+        async def version() -> Any:
+            try:
+                return await probe.version()
+            finally:
+                await probe.close()
+
+        try:
+            asyncio.run(version())
+        except OrchesjobError as exc:
+            raise AirflowException(
+                f"the triggerer could not watch a job through SSH connection {self.ssh_conn_id!r} (the deferred "
+                f"path, asyncssh), so no job was started: {exc}"
+            ) from exc
 
     def _emit(self, stream: str, line: str) -> None:
         self.log.info("[%s] %s", stream, line)
@@ -198,8 +245,24 @@ class OrchesjobOperator(BaseOperator):
 
     # ------------------------------------------------------------------ Airflow entry points
 
+    def _mask_env(self) -> None:
+        """Register the env values with Airflow's secrets masker (values shorter than ``MIN_MASKED_LENGTH`` are
+        not: masking "D" would garble every log line; they still never reach XCom or the trigger)."""
+        for value in (self.env or {}).values() if isinstance(self.env, Mapping) else ():
+            if len(str(value)) >= MIN_MASKED_LENGTH:
+                mask_secret(str(value))
+
+    def render_template_fields(self, *args: Any, **kwargs: Any) -> Any:
+        """Render as usual, then mask the env values at once: Airflow stores the rendered fields (redacted by the
+        masker) right after this, before ``execute``."""
+        result = super().render_template_fields(*args, **kwargs)
+        self._mask_env()
+        return result
+
     def execute(self, context: Context) -> dict[str, Any]:
+        self._mask_env()
         run_key = self.run_key or run_keys.from_context(context)
+        self._check_watch_path()
         self._request_id = run_keys.request_id_from_context(context)  # one per try; every SSH retry repeats it
         job = self.hook.start(
             run_key,
@@ -219,13 +282,14 @@ class OrchesjobOperator(BaseOperator):
         if self.deferrable:
             from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
+            orchesjob_bin, orchesjob_home = self._cli()
             self.defer(
                 trigger=OrchesjobTrigger(
                     ssh_conn_id=self.ssh_conn_id,
                     job_id=job["job_id"],
                     run_key=job["run_key"],
-                    orchesjob_bin=self.orchesjob_bin,
-                    orchesjob_home=self.orchesjob_home,
+                    orchesjob_bin=orchesjob_bin,
+                    orchesjob_home=orchesjob_home,
                     poll_timeout=self.poll_interval,
                     deadline=self._deadline(context),
                     abort_on_kill=self.abort_on_kill,
@@ -331,12 +395,7 @@ class OrchesjobOperator(BaseOperator):
         """
         if not (self.abort_on_kill and self._job_id):
             return
-        hook = OrchesjobHook(
-            ssh_conn_id=self.ssh_conn_id,
-            orchesjob_bin=self.orchesjob_bin,
-            orchesjob_home=self.orchesjob_home,
-            **self.hook_kwargs,
-        )
+        hook = self._new_hook()
         try:
             hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds,
                        if_owner=self._request_id)

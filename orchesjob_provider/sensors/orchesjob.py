@@ -17,7 +17,7 @@ from orchesjob_provider.compat import (
     default_deferrable,
 )
 from orchesjob_provider.exceptions import OrchesjobNotFound
-from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.operators.orchesjob import describe_end
 
 
@@ -29,8 +29,10 @@ class OrchesjobSensor(BaseSensorOperator):
     :param job_id: or one job by id. Templated.
     :param deferrable: wait in the triggerer (default True, or ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when set).
     :param poll_timeout: seconds one long poll may block on the host while deferred.
-    :param orchesjob_bin: the CLI on the host.
-    :param orchesjob_home: ``ORCHESJOB_HOME`` on the host.
+    :param orchesjob_bin: the CLI on the host; None (default): the connection's ``orchesjob_bin`` extra, else
+        ``orchesjob``.
+    :param orchesjob_home: ``ORCHESJOB_HOME`` on the host; None (default): the connection's ``orchesjob_home``
+        extra, else the host's default.
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook`.
 
     ``timeout``, ``poke_interval``, ``mode``, ``soft_fail`` and ``exponential_backoff`` behave as on any sensor.
@@ -48,7 +50,7 @@ class OrchesjobSensor(BaseSensorOperator):
         job_id: str | None = None,
         deferrable: bool | None = None,
         poll_timeout: float = 30.0,
-        orchesjob_bin: str | Sequence[str] = "orchesjob",
+        orchesjob_bin: str | Sequence[str] | None = None,
         orchesjob_home: str | None = None,
         hook_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
@@ -71,11 +73,16 @@ class OrchesjobSensor(BaseSensorOperator):
     def hook(self) -> OrchesjobHook:
         """One hook (one SSH connection, one version check) for all the pokes of this try."""
         if self._hook is None:
+            orchesjob_bin, orchesjob_home = self._cli()
             self._hook = OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home,
+                ssh_conn_id=self.ssh_conn_id, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
                 **self.hook_kwargs,
             )
         return self._hook
+
+    def _cli(self) -> tuple[str | Sequence[str], str | None]:
+        """The CLI path and state directory: the task's, else the connection's extras (see the parameters)."""
+        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home)
 
     def _lookup(self) -> dict[str, Any] | None:
         try:
@@ -128,6 +135,8 @@ class OrchesjobSensor(BaseSensorOperator):
             self._timed_out()
         from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
+        orchesjob_bin, orchesjob_home = self._cli()
+
         # One deferral until the end: with no job yet, the trigger looks for the run key every poke_interval,
         # then watches the job it finds. The deadline is in the trigger, so it holds across triggerer restarts
         # and in `airflow dags test`, which hands a resumed task only the trigger's event.
@@ -136,8 +145,8 @@ class OrchesjobSensor(BaseSensorOperator):
                 ssh_conn_id=self.ssh_conn_id,
                 job_id=job["job_id"] if job is not None else None,
                 run_key=self.run_key if job is None else job.get("run_key"),
-                orchesjob_bin=self.orchesjob_bin,
-                orchesjob_home=self.orchesjob_home,
+                orchesjob_bin=orchesjob_bin,
+                orchesjob_home=orchesjob_home,
                 poll_timeout=self.poll_timeout,
                 deadline=deadline,
                 stream_logs=False,
