@@ -87,7 +87,15 @@ def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> Dict
     if sync:
         job, _ = wait_for(store, job_id, None)
         return job
-    return jobs.refresh(store, store.get(job_id) or {})
+    return jobs.refresh(store, _still_there(store, job_id))
+
+
+def _still_there(store: Store, job_id: str) -> Dict[str, Any]:
+    """The job's row, or not_found: `clean` may delete a finished job while a caller still waits on it."""
+    job = store.get(job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return job
 
 
 def _params_match(job: Dict[str, Any], command: Sequence[str], cwd: Optional[str], env: Dict[str, str],
@@ -215,7 +223,8 @@ def status(run_key: Optional[str], job_id: Optional[str], running: bool, all_: b
         history = store.history(run_key) if store is not None else []
         if not history:
             raise NotFound("No jobs found for run_key: %s (run_key not found)" % run_key)
-        store.run_key_info(run_key)  # checked like every value read, before a refresh may write
+        if store is not None:  # (always, when there is history)
+            store.run_key_info(history[0]["run_key"])  # checked like every value read, before a refresh may write
         history[0] = jobs.refresh(store, history[0])
         return [jobs.render(jobs.refresh(store, j)) for j in history]
     job, _ = jobs.lookup(store, run_key, job_id)
@@ -233,7 +242,7 @@ def wait_for(store: Store, job_id: str, timeout: Optional[float],
     watched_pid, fd = None, None
     try:
         while True:
-            job = jobs.refresh(store, store.get(job_id) or {})
+            job = jobs.refresh(store, _still_there(store, job_id))
             if not job or not (jobs.is_active(job) or jobs.is_stopping(job)):
                 return job, False  # an abort in progress is not an end yet: wait for the record to be closed
             if offsets and any(logfiles.size(job[s + "_file"]) > offsets.get(s, 0) for s in ("stdout", "stderr")):

@@ -105,9 +105,18 @@ def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
     path = result_path(job)
     tmp = "%s.tmp.%d" % (path, os.getpid())
     fd = open_new_private(tmp, os.O_WRONLY)  # O_EXCL, O_NOFOLLOW: never through a file or link already there
-    with os.fdopen(fd, "w") as f:
-        f.write(dumps(result))
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(dumps(result))
+        os.replace(tmp, path)
+    except BaseException:
+        # A write that failed (a full disk) must not leave its half-written file behind: it would block every
+        # later try under the same name, and the result would never reach a file.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def read_result_file(job: Dict[str, Any]) -> Optional[Dict[str, Any]]:

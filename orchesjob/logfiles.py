@@ -147,6 +147,6 @@ def tail_range(path: str, lines: int) -> "tuple[int, int]":
         return 0, end
 
 
-def _last_byte(f, end: int) -> bytes:
+def _last_byte(f: BinaryIO, end: int) -> bytes:
     f.seek(end - 1)
     return f.read(1)

@@ -196,9 +196,17 @@ class Store:
                 error_type="database",
             )
         if version == 0:
-            if self._legacy_layout() is not None:
-                return  # read as it is; the first write() upgrades it
-            self._refuse_foreign()  # before anything writes, even the journal mode
+            try:
+                if self._legacy_layout() is not None:
+                    return  # read as it is; the first write() upgrades it
+                self._refuse_foreign()  # before anything writes, even the journal mode
+            except OrchesjobError:
+                # The version and the tables were read in two snapshots: another CLI may have created (or upgraded)
+                # the database in between. Then its version says so now, and it is read as what it has become.
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+                    self._ensure_schema()
+                    return
+                raise
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         with self.write():

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-
 from cli_helpers import check_error, check_ok, run_cli
 
 RUN_KEY_DAMAGE = [
@@ -141,6 +140,7 @@ TEXT_DAMAGE = [
     ("a job's run key", "UPDATE jobs SET run_key = CAST(X'6BFF' AS TEXT)"),
     ("a job's stdout file", "UPDATE jobs SET stdout_file = CAST(X'2FF1' AS TEXT)"),
     ("a job's end reason", "UPDATE jobs SET end_reason = CAST(X'C0' AS TEXT)"),
+    ("a job's status that says locked", "UPDATE jobs SET status = CAST(X'6C6F636B6564FF' AS TEXT)"),  # not busy
 ]
 
 
@@ -165,6 +165,30 @@ def test_a_schema_name_that_is_not_utf8_is_corrupt_database(home, tmp_path, pris
     for args in _commands(pristine["job_id"]) + [["status", "--running"], ["start", "--run-key", "new", "--", "true"],
                                                  ["logs", "--run-key", "k", "--json"]]:
         _assert_refused_untouched(h, args, "a schema entry named in bytes that are not UTF-8")
+
+
+@pytest.mark.parametrize("table,column,renamed", [("jobs", "stdout_file", "stdout_fime"),
+                                                  ("jobs", "attempt_no", "attempt_nO"),
+                                                  ("run_keys", "unlock_expires_at", "unlock_expirEs_at"),
+                                                  ("run_keys", "last_attempt", "last_attemp")])
+def test_a_column_renamed_by_damage_to_the_schema_is_corrupt_database(home, tmp_path, pristine, table, column,
+                                                                      renamed):
+    """A flipped byte in the schema's text renames a column: its value is simply missing from the row."""
+    h = _damaged_copy(home, tmp_path, "renamed", "UPDATE sqlite_master SET sql = replace(sql, '%s', '%s') "
+                      "WHERE name = '%s'" % (column, renamed, table), writable_schema=True)
+    for args in _commands(pristine["job_id"]):
+        _assert_refused_untouched(h, args, "%s.%s renamed" % (table, column))
+
+
+@pytest.mark.parametrize("size", [1, 16, 50, 99, 100, 511])
+def test_a_database_cut_below_one_page_is_not_taken_for_a_new_one(home, tmp_path, pristine, size):
+    """SQLite reads a file shorter than a page as a database without pages, so the schema could be created over
+    what is left of it (a read-only `status` once did): it is corrupt_database, and the file stays as it is."""
+    h = _damaged_copy(home, tmp_path, "cut")
+    db = h / "orchesjob.db"
+    db.write_bytes(db.read_bytes()[:size])
+    for args in _commands(pristine["job_id"]) + [["status", "--running"], ["start", "--run-key", "new", "--", "true"]]:
+        _assert_refused_untouched(h, args, "a database cut to %d bytes" % size)
 
 
 def test_a_sound_database_still_answers(home, tmp_path, pristine):

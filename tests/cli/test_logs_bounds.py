@@ -7,18 +7,16 @@ the whole log fails these tests.
 """
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import REPO_ROOT, cli_argv, cli_env
 
 sys.path.insert(0, REPO_ROOT)
 
-from orchesjob import logfiles  # noqa: E402
+from orchesjob import logfiles
 
 HUGE_OFFSET = str(1 << 62)  # the largest offset the CLI accepts
 HUGE_LIMIT = str(10 ** 11)

@@ -23,7 +23,7 @@ ERROR_TYPES = {
     1: {"error", "state_dir", "corrupt_database", "database", "os_error"},
     2: {"invalid_argument"},
     3: {"not_found"},
-    4: {"inconsistent_state"},
+    4: {"inconsistent_state", "other_pid_namespace", "not_owner"},
     5: {"lock_timeout"},
 }
 ACTIVE = ("STARTING", "RUNNING")
