@@ -14,17 +14,19 @@ from .errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Tuple
+    from collections.abc import Sequence
+    from typing import Any
 
 SWITCH, VALUE, MULTI = "switch", "value", "multi"
 
 # command -> (summary, {flag: (kind, metavar, help)}, takes the command to run)
-COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
+COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
     "start": ("start a job, or return the one that answers for the run key", {
         "--run-key": (VALUE, "KEY", "the idempotency key (required)"),
         "--sync": (SWITCH, "", "wait until the job ends"),
         "--strict": (SWITCH, "", "one execution per run key, ever (see unlock)"),
-        "--reuse-success": (SWITCH, "", "also return the latest job when it SUCCEEDED; start anew only after a failure"),
+        "--reuse-success": (SWITCH, "",
+                            "also return the latest job when it SUCCEEDED; start anew only after a failure"),
         "--start-timeout": (VALUE, "SECS", "seconds to wait for the command to be running (default 10)"),
         "--cwd": (VALUE, "DIR", "working directory of the command"),
         "--env": (MULTI, "KEY=VALUE", "a variable for the command (repeatable)"),
@@ -99,7 +101,7 @@ COMMANDS: "Dict[str, Tuple[str, Dict[str, Tuple[str, str, str]], bool]]" = {
 }
 
 # short forms: command -> {short: long}
-SHORT: "Dict[str, Dict[str, str]]" = {"logs": {"-f": "--follow"}}
+SHORT: dict[str, dict[str, str]] = {"logs": {"-f": "--follow"}}
 
 
 class Help(Exception):
@@ -114,7 +116,7 @@ def dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
-def parse(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
+def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
     """Return (command, values); values has every flag of the command (None / False / [] when absent) and, for
     start, `command` (the argv to run, possibly empty)."""
     if not argv:
@@ -127,10 +129,10 @@ def parse(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
     if head not in COMMANDS:
         raise InvalidArgument("unknown command %r; the commands are %s" % (head, ", ".join(COMMANDS)))
     _, spec, takes_command = COMMANDS[head]
-    values: Dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for flag, (kind, _, _) in spec.items():
         values[dest(flag)] = False if kind == SWITCH else [] if kind == MULTI else None
-    rest: List[str] = []
+    rest: list[str] = []
     seen = set()
     i, n = 1, len(argv)
     while i < n:
@@ -176,7 +178,7 @@ def parse(argv: Sequence[str]) -> Tuple[str, Dict[str, Any]]:
     return head, values
 
 
-def usage(command: Optional[str] = None) -> str:
+def usage(command: str | None = None) -> str:
     if command is None:
         lines = ["usage: orchesjob COMMAND [OPTIONS]", "",
                  "Run a command exactly once per run key, as a detached job. Every command prints JSON,",

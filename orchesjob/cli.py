@@ -14,7 +14,10 @@ from .errors import EXIT_OK, InvalidArgument, OrchesjobError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence
+    from collections.abc import Sequence
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 MAX_RUN_KEY = 256
 MAX_REQUEST_ID = 128
@@ -24,7 +27,7 @@ MAX_OFFSET = 1 << 62  # byte offsets and counts: far beyond any log, still a val
 
 
 # -- value rules (one place each) ---------------------------------------------------------------------------------
-def run_key(value: Optional[str]) -> Optional[str]:
+def run_key(value: str | None) -> str | None:
     """Run keys are non-empty, printable, at most 256 characters: they appear in logs, JSON and SSH command lines."""
     if value is None:
         return None
@@ -37,7 +40,7 @@ def run_key(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def request_id(value: Optional[str], flag: str) -> Optional[str]:
+def request_id(value: str | None, flag: str) -> str | None:
     """A caller's request id: non-empty, printable, at most 128 characters (it travels in SSH command lines)."""
     if value is None:
         return None
@@ -46,7 +49,7 @@ def request_id(value: Optional[str], flag: str) -> Optional[str]:
     return value
 
 
-def job_id(value: Optional[str]) -> Optional[str]:
+def job_id(value: str | None) -> str | None:
     if value is None:
         return None
     if not value or len(value) > 64 or not value.isprintable():
@@ -54,7 +57,7 @@ def job_id(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def text(value: Optional[str], flag: str) -> Optional[str]:
+def text(value: str | None, flag: str) -> str | None:
     """Free text kept in the job record (reasons, cwd): bounded, and storable as UTF-8."""
     if value is None:
         return None
@@ -69,7 +72,7 @@ def text(value: Optional[str], flag: str) -> Optional[str]:
     return value
 
 
-def count(value: Optional[str], flag: str, minimum: int = 0, maximum: int = MAX_OFFSET) -> Optional[int]:
+def count(value: str | None, flag: str, minimum: int = 0, maximum: int = MAX_OFFSET) -> int | None:
     if value is None:
         return None
     try:
@@ -83,7 +86,7 @@ def count(value: Optional[str], flag: str, minimum: int = 0, maximum: int = MAX_
     return n
 
 
-def seconds(value: Optional[str], flag: str, allow_zero: bool = True) -> Optional[float]:
+def seconds(value: str | None, flag: str, allow_zero: bool = True) -> float | None:
     if value is None:
         return None
     from .timeutil import parse_seconds
@@ -91,8 +94,8 @@ def seconds(value: Optional[str], flag: str, allow_zero: bool = True) -> Optiona
     return parse_seconds(value, flag, allow_zero)
 
 
-def env_pairs(values: Optional[List[str]]) -> Dict[str, str]:
-    env: Dict[str, str] = {}
+def env_pairs(values: list[str] | None) -> dict[str, str]:
+    env: dict[str, str] = {}
     for item in values or []:
         key, sep, val = item.partition("=")
         if not sep or not key:
@@ -103,7 +106,7 @@ def env_pairs(values: Optional[List[str]]) -> Dict[str, str]:
     return env
 
 
-def hours(value: Optional[str], flag: str) -> Optional[float]:
+def hours(value: str | None, flag: str) -> float | None:
     """A positive number of hours (fractions allowed), at most 100 years; returned in seconds."""
     if value is None:
         return None
@@ -118,7 +121,7 @@ def hours(value: Optional[str], flag: str) -> Optional[float]:
     return n * 3600
 
 
-def choice(value: Optional[str], flag: str, allowed: Sequence[str], default: str) -> str:
+def choice(value: str | None, flag: str, allowed: Sequence[str], default: str) -> str:
     if value is None:
         return default
     if value not in allowed:
@@ -126,7 +129,7 @@ def choice(value: Optional[str], flag: str, allowed: Sequence[str], default: str
     return value
 
 
-def command_argv(cmd: Sequence[str]) -> List[str]:
+def command_argv(cmd: Sequence[str]) -> list[str]:
     if not cmd:
         raise InvalidArgument(
             "command is required (provide it after --): orchesjob start --run-key KEY -- COMMAND [ARGS...]")
@@ -136,14 +139,20 @@ def command_argv(cmd: Sequence[str]) -> List[str]:
 
 
 # -- dispatch -------------------------------------------------------------------------------------------------------
-def _one_of(a: Dict[str, Any], *names: str) -> None:
+def _given(value: T | None) -> T:
+    """A value the checks before it guarantee (a required flag, or one with a default)."""
+    assert value is not None
+    return value
+
+
+def _one_of(a: dict[str, Any], *names: str) -> None:
     given = [n for n in names if a.get(n) is not None]
     if len(given) != 1:
         flags = " or ".join("--" + n.replace("_", "-") for n in names)
         raise InvalidArgument(("give only one of %s" if given else "one of %s is required") % flags)
 
 
-def dispatch(argv: List[str]) -> Any:
+def dispatch(argv: list[str]) -> Any:
     from . import argv as argv_mod
     from . import commands
 
@@ -157,10 +166,10 @@ def dispatch(argv: List[str]) -> Any:
             raise InvalidArgument("--strict and --reuse-success cannot be combined")
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
         return commands.start(
-            run_key(a["run_key"]), command_argv(a["command"]), sync=a["sync"], strict=a["strict"],
+            _given(run_key(a["run_key"])), command_argv(a["command"]), sync=a["sync"], strict=a["strict"],
             reuse_success=a["reuse_success"],
             start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
-            cwd=os.path.abspath(text(a["cwd"], "--cwd")) if a["cwd"] else None, env=env_pairs(a["env"]),
+            cwd=os.path.abspath(_given(text(a["cwd"], "--cwd"))) if a["cwd"] else None, env=env_pairs(a["env"]),
             timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
             request_id=request_id(a["request_id"], "--request-id"),
         )
@@ -181,7 +190,7 @@ def dispatch(argv: List[str]) -> Any:
         from .timeutil import parse_duration
 
         ttl = parse_duration(a["ttl"], "--ttl", allow_zero=False) if a["ttl"] is not None else None
-        return commands.unlock(run_key(a["run_key"]), text(a["reason"], "--reason"), ttl)
+        return commands.unlock(_given(run_key(a["run_key"])), text(a["reason"], "--reason"), ttl)
     if c == "clean":
         return _clean(a)
     if c in ("ls", "doctor", "metrics"):
@@ -190,9 +199,9 @@ def dispatch(argv: List[str]) -> Any:
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":
         return commands.wait(
-            key, jid, seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout"),
+            key, jid, _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
             count(a["stdout_offset"], "--stdout-offset"), count(a["stderr_offset"], "--stderr-offset"),
-            count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK),
+            _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
         )
     if c == "logs":
         stream = a["stream"] or "stdout"
@@ -206,7 +215,7 @@ def dispatch(argv: List[str]) -> Any:
                              count(a["tail"], "--tail"), a["json"], follow=a["follow"])
     if c == "abort":
         grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
-        return commands.abort(key, jid, text(a["reason"], "--reason"), seconds(grace, "--grace-seconds"),
+        return commands.abort(key, jid, text(a["reason"], "--reason"), _given(seconds(grace, "--grace-seconds")),
                               if_owner=request_id(a["if_owner"], "--if-owner"))
     if c == "rerun":
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
@@ -217,7 +226,7 @@ def dispatch(argv: List[str]) -> Any:
     raise InvalidArgument("unknown command %r" % c)  # pragma: no cover - argv.parse rejects it first
 
 
-def _clean(a: Dict[str, Any]) -> Any:
+def _clean(a: dict[str, Any]) -> Any:
     from . import commands
     from .timeutil import parse_datetime
 
@@ -235,7 +244,7 @@ def _clean(a: Dict[str, Any]) -> Any:
     return commands.clean(before, after, a["all"], job_id(a["job_id"]), run_key(a["run_key"]), a["dry_run"])
 
 
-def _host_tool(c: str, a: Dict[str, Any]) -> Any:
+def _host_tool(c: str, a: dict[str, Any]) -> Any:
     """ls, doctor and metrics: for a person at the terminal or for the monitoring stack (text unless asked)."""
     from . import commands
     from .textout import Terminal
@@ -279,7 +288,7 @@ def _write_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; exits with the documented code."""
     from .argv import Help
 
@@ -318,7 +327,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         code = EXIT_OK
     except KeyboardInterrupt:
         code = _emit_error(OrchesjobError("interrupted", error_type="interrupted"))
-    except Exception as e:  # a bug or an environment we did not foresee: still one JSON object, no traceback
+    except Exception as e:  # noqa: BLE001 - a bug or an environment we did not foresee: still one JSON object
         err = _unexpected(e)
         code = _emit_error(err)
         if err.error_type in ("corrupt_database", "database"):
@@ -338,15 +347,16 @@ def _leave_database_untouched(code: int) -> None:
 
 
 def _unexpected(e: Exception) -> OrchesjobError:
-    from .store import sqlite3
+    from .store import DatabaseError
 
-    if isinstance(e, sqlite3.DatabaseError):
+    if isinstance(e, DatabaseError):
         from .home import DB_NAME, state_dir
         from .store import database_error
 
         return database_error(e, os.path.join(state_dir(), DB_NAME))
     if isinstance(e, OSError):
-        return OrchesjobError("%s%s" % (e.strerror or e, ": %s" % e.filename if e.filename else ""), error_type="os_error")
+        where = ": %s" % e.filename if e.filename else ""
+        return OrchesjobError("%s%s" % (e.strerror or e, where), error_type="os_error")
     if os.environ.get("ORCHESJOB_DEBUG"):
         import traceback
 

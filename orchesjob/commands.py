@@ -9,22 +9,23 @@ import os
 import select
 import time
 
-from . import __version__, CONTRACT_VERSION, jobs, logfiles, processes
+from . import CONTRACT_VERSION, __version__, jobs, logfiles, processes
 from .errors import InconsistentState, NotFound, job_not_found, run_key_not_found
 from .store import ACTIVE, Store, open_store
 from .timeutil import now, with_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, List, Optional, Sequence
+    from collections.abc import Sequence
+    from typing import Any
 
 DEFAULT_START_TIMEOUT = 10.0
 SUPERVISOR_UP_TIMEOUT = 60.0
 
 
 # -- start and rerun ----------------------------------------------------------------------------------------------
-def _new_job(store: Store, run_key: str, command: Sequence[str], cwd: Optional[str], env: Dict[str, str],
-             timeout: Optional[float], strict: bool, **extra: Any) -> Dict[str, Any]:
+def _new_job(store: Store, run_key: str, command: Sequence[str], cwd: str | None, env: dict[str, str],
+             timeout: float | None, strict: bool, **extra: Any) -> dict[str, Any]:
     """Insert a STARTING job (call inside a write transaction). The caller is its worker until the supervisor
     records itself, so a caller that dies before that leaves a job any reader can declare LOST."""
     job_id = _job_id()
@@ -53,7 +54,7 @@ def _job_id() -> str:
     return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
-def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> Dict[str, Any]:
+def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> dict[str, Any]:
     """Spawn the supervisor and wait for it as asked: until the target runs (async) or the job ends (sync)."""
     from . import supervisor
 
@@ -71,7 +72,7 @@ def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> Dict
             # job. Then async waits up to start_timeout for the target; sync waits for the pipe to close, which
             # happens once the result is recorded.
             if supervisor.MSG_RECORDED not in seen:
-                deadline: Optional[float] = max(up_deadline, run_deadline)
+                deadline: float | None = max(up_deadline, run_deadline)
             else:
                 deadline = None if sync else run_deadline
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -90,7 +91,7 @@ def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> Dict
     return jobs.refresh(store, _still_there(store, job_id))
 
 
-def _still_there(store: Store, job_id: str) -> Dict[str, Any]:
+def _still_there(store: Store, job_id: str) -> dict[str, Any]:
     """The job's row, or not_found: `clean` may delete a finished job while a caller still waits on it."""
     job = store.get(job_id)
     if job is None:
@@ -98,16 +99,16 @@ def _still_there(store: Store, job_id: str) -> Dict[str, Any]:
     return job
 
 
-def _params_match(job: Dict[str, Any], command: Sequence[str], cwd: Optional[str], env: Dict[str, str],
-                  timeout: Optional[float]) -> bool:
+def _params_match(job: dict[str, Any], command: Sequence[str], cwd: str | None, env: dict[str, str],
+                  timeout: float | None) -> bool:
     return (job["command"] == list(command) and (job.get("cwd") or None) == (cwd or None)
             and (job.get("env") or {}) == env and job.get("timeout") == timeout)
 
 
 def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: bool = False,
-          reuse_success: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT, cwd: Optional[str] = None,
-          env: Optional[Dict[str, str]] = None, timeout: Optional[float] = None,
-          request_id: Optional[str] = None) -> Dict[str, Any]:
+          reuse_success: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT, cwd: str | None = None,
+          env: dict[str, str] | None = None, timeout: float | None = None,
+          request_id: str | None = None) -> dict[str, Any]:
     """Start `command` under `run_key`, or return the job that already answers for that key.
 
     The decision and the insert share one BEGIN IMMEDIATE transaction, and the partial unique index on active
@@ -169,8 +170,8 @@ def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: b
     return out
 
 
-def _start_view(job: Dict[str, Any], existing: bool, sync: bool, strict: bool, reuse_success: bool) -> Dict[str, Any]:
-    out: Dict[str, Any] = {
+def _start_view(job: dict[str, Any], existing: bool, sync: bool, strict: bool, reuse_success: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "accepted": not existing,
         "existing": existing,
         "mode": "sync" if sync else "async",
@@ -186,14 +187,16 @@ def _start_view(job: Dict[str, Any], existing: bool, sync: bool, strict: bool, r
     return out
 
 
-def rerun(run_key: Optional[str], job_id: Optional[str], *, sync: bool = False, reason: Optional[str] = None,
-          start_timeout: float = DEFAULT_START_TIMEOUT) -> Dict[str, Any]:
+def rerun(run_key: str | None, job_id: str | None, *, sync: bool = False, reason: str | None = None,
+          start_timeout: float = DEFAULT_START_TIMEOUT) -> dict[str, Any]:
     """A new execution of a finished job's command, cwd, env and timeout, whatever strict mode says."""
     store = open_store(create=False)
     if store is None:
         jobs.lookup(None, run_key, job_id)  # raises NotFound: a fresh host has nothing to rerun
+    assert store is not None
     with store.write():
         src, _ = jobs.lookup(store, run_key, job_id)
+        assert store is not None  # lookup raised NotFound otherwise
         src = jobs.refresh(store, src)
         if jobs.is_active(src):
             raise InconsistentState("Cannot rerun active job: status=%s; job %s has not finished"
@@ -212,7 +215,7 @@ def rerun(run_key: Optional[str], job_id: Optional[str], *, sync: bool = False, 
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
-def status(run_key: Optional[str], job_id: Optional[str], running: bool, all_: bool) -> Any:
+def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -> Any:
     store = open_store(create=False)
     if running:
         if store is None:
@@ -220,19 +223,19 @@ def status(run_key: Optional[str], job_id: Optional[str], running: bool, all_: b
         active = [jobs.refresh(store, j) for j in store.active()]
         return [jobs.render(j) for j in active if jobs.is_active(j)]
     if all_:
-        history = store.history(run_key) if store is not None else []
-        if not history:
+        history = store.history(run_key) if store is not None and run_key is not None else []
+        if store is None or not history:
             raise NotFound("No jobs found for run_key: %s (run_key not found)" % run_key)
-        if store is not None:  # (always, when there is history)
-            store.run_key_info(history[0]["run_key"])  # checked like every value read, before a refresh may write
+        store.run_key_info(history[0]["run_key"])  # checked like every value read, before a refresh may write
         history[0] = jobs.refresh(store, history[0])
         return [jobs.render(jobs.refresh(store, j)) for j in history]
     job, _ = jobs.lookup(store, run_key, job_id)
+    assert store is not None  # lookup raised NotFound otherwise
     return jobs.render(jobs.refresh(store, job))
 
 
-def wait_for(store: Store, job_id: str, timeout: Optional[float],
-             offsets: Optional[Dict[str, int]] = None) -> "tuple[Dict[str, Any], bool]":
+def wait_for(store: Store, job_id: str, timeout: float | None,
+             offsets: dict[str, int] | None = None) -> tuple[dict[str, Any], bool]:
     """Block until the job is terminal, a log grows past `offsets`, or `timeout` passes; returns (job, timed_out).
 
     While the supervisor lives, its exit is watched through a pidfd, so the end of a job is noticed at once; the
@@ -272,10 +275,11 @@ def wait_for(store: Store, job_id: str, timeout: Optional[float],
             os.close(fd)
 
 
-def wait(run_key: Optional[str], job_id: Optional[str], timeout: float, stdout_offset: Optional[int],
-         stderr_offset: Optional[int], max_bytes: int) -> Dict[str, Any]:
+def wait(run_key: str | None, job_id: str | None, timeout: float, stdout_offset: int | None,
+         stderr_offset: int | None, max_bytes: int) -> dict[str, Any]:
     store = open_store(create=False)
     job, jid = jobs.lookup(store, run_key, job_id)
+    assert store is not None  # lookup raised NotFound otherwise
     offsets = None
     if stdout_offset is not None or stderr_offset is not None:
         offsets = {"stdout": stdout_offset or 0, "stderr": stderr_offset or 0}
@@ -284,12 +288,13 @@ def wait(run_key: Optional[str], job_id: Optional[str], timeout: float, stdout_o
     out["timed_out"] = timed_out
     if offsets is not None:
         final = not jobs.is_active(job)
-        out["logs"] = {s: logfiles.chunk(job[s + "_file"], s, offsets[s], max_bytes, final) for s in ("stdout", "stderr")}
+        out["logs"] = {s: logfiles.chunk(job[s + "_file"], s, offsets[s], max_bytes, final)
+                       for s in ("stdout", "stderr")}
     return out
 
 
-def logs(run_key: Optional[str], job_id: Optional[str], stream: str, offset: Optional[int], limit: Optional[int],
-         tail: Optional[int], as_json: bool, follow: bool = False) -> Any:
+def logs(run_key: str | None, job_id: str | None, stream: str, offset: int | None, limit: int | None,
+         tail: int | None, as_json: bool, follow: bool = False) -> Any:
     """The log as Blocks of bytes that cli.main writes out as they are read (for people and pipes), or, with
     as_json, as one chunk object for programs (at most logfiles.MAX_CHUNK bytes; read on from next_offset), or, with
     follow, a follow.Follow that prints it as it grows until the job has ended (`logs --follow`).
@@ -298,6 +303,7 @@ def logs(run_key: Optional[str], job_id: Optional[str], stream: str, offset: Opt
     than the log is the whole log, read in bounded blocks."""
     store = open_store(create=False)
     job, _ = jobs.lookup(store, run_key, job_id)
+    assert store is not None  # lookup raised NotFound otherwise
     job = jobs.refresh(store, job)
     path = job[stream + "_file"]
     start_at = offset or 0
@@ -315,8 +321,8 @@ def logs(run_key: Optional[str], job_id: Optional[str], stream: str, offset: Opt
 
 
 # -- changing -----------------------------------------------------------------------------------------------------
-def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], grace: float,
-          if_owner: Optional[str] = None) -> Dict[str, Any]:
+def abort(run_key: str | None, job_id: str | None, reason: str | None, grace: float,
+          if_owner: str | None = None) -> dict[str, Any]:
     """Mark ABORTED first (so a strict start sees the key consumed), then stop the whole process tree.
 
     With `if_owner`, only a job whose owner is that request id is aborted: a caller that has since been replaced
@@ -325,6 +331,7 @@ def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], 
     """
     store = open_store(create=False)
     job, jid = jobs.lookup(store, run_key, job_id)
+    assert store is not None  # lookup raised NotFound otherwise
     t = now()
     with store.write():
         job = jobs.refresh(store, store.get(jid) or job)
@@ -350,7 +357,7 @@ def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], 
         final = store.get(jid) or job
         if not final.get("finished_at"):
             # The supervisor could not record the end (it was gone or was killed): close the record here.
-            fields = {"finished_at": now(), "updated_at": now()}
+            fields: dict[str, Any] = {"finished_at": now(), "updated_at": now()}
             if not final.get("end_reason"):
                 fields["end_reason"] = "aborted" + (": %s" % reason if reason else "")
             store.update(jid, fields, only_if_status=("ABORTED",))
@@ -360,7 +367,7 @@ def abort(run_key: Optional[str], job_id: Optional[str], reason: Optional[str], 
     return out
 
 
-def unlock(run_key: str, reason: Optional[str], ttl: Optional[float]) -> Dict[str, Any]:
+def unlock(run_key: str, reason: str | None, ttl: float | None) -> dict[str, Any]:
     store = open_store(create=False)
     if store is None:
         raise run_key_not_found(run_key)
@@ -380,8 +387,8 @@ def unlock(run_key: str, reason: Optional[str], ttl: Optional[float]) -> Dict[st
                     "allowed_at", "expires_at")
 
 
-def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optional[str], run_key: Optional[str],
-          dry_run: bool) -> Dict[str, Any]:
+def clean(before: int | None, after: int | None, all_: bool, job_id: str | None, run_key: str | None,
+          dry_run: bool) -> dict[str, Any]:
     """Delete terminal jobs and their files; never a job while anything of it is alive.
 
     Active jobs are not selected at all. A terminal job can still have processes (an ABORTED job whose aborting
@@ -389,7 +396,7 @@ def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optio
     `skipped` with the reason, and deleted by a later clean once they are gone.
     """
     store = open_store(create=False)
-    result: Dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": [],
+    result: dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": [],
                               "skipped": []}
     if store is None:
         if job_id is not None:
@@ -397,13 +404,14 @@ def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optio
         return result
     if job_id is not None:
         job, _ = jobs.lookup(store, None, job_id)
+        assert store is not None  # lookup raised NotFound otherwise
         job = jobs.refresh(store, job)
         if jobs.is_active(job):
             raise InconsistentState("job %s is %s; only finished jobs can be cleaned" % (job_id, job["status"]))
         if jobs.is_stopping(job) or jobs.still_alive(job, processes.snapshot()):
             raise InconsistentState("job %s is %s but processes of it are still alive; it can be cleaned once they "
                                     "are gone" % (job_id, job["status"]))
-    skipped: List[Dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
     if dry_run:  # a preview writes nothing, so it takes no write lock either
         selected = _cleanable(store, store.select_terminal(before=before, after=after, run_key=run_key,
                                                            job_id=job_id), skipped)
@@ -412,7 +420,7 @@ def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optio
             selected = _cleanable(store, store.select_terminal(before=before, after=after, run_key=run_key,
                                                                job_id=job_id), skipped)
             store.delete([j["job_id"] for j in selected])
-    items: List[Dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
     errors = 0
     for j in selected:
         items.append(with_iso({"job_id": j["job_id"], "run_key": j["run_key"], "status": j["status"],
@@ -430,7 +438,7 @@ def clean(before: Optional[int], after: Optional[int], all_: bool, job_id: Optio
     return result
 
 
-def _cleanable(store: Store, selected: List[Dict[str, Any]], skipped: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def _cleanable(store: Store, selected: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The selected jobs nothing of which is alive; the others go to `skipped` with the reason."""
     snap = processes.snapshot() if selected else []
     keep = []
@@ -449,7 +457,7 @@ def _cleanable(store: Store, selected: List[Dict[str, Any]], skipped: List[Dict[
 
 
 # -- for people at the host and for monitoring (modules of their own, imported only by these commands) ----------
-def ls(last: Optional[int], run_key: Optional[str], as_json: bool, term: Any) -> Any:
+def ls(last: int | None, run_key: str | None, as_json: bool, term: Any) -> Any:
     """Running jobs (default), the latest `last` jobs, or a run key's attempts: rows as JSON, or a table.Text."""
     from . import table
 
@@ -482,7 +490,7 @@ def metrics(recent_seconds: float, max_keys: int) -> Any:
                                recent_seconds, max_keys)
 
 
-def version() -> Dict[str, Any]:
+def version() -> dict[str, Any]:
     import sys
 
     return {"version": __version__, "contract": CONTRACT_VERSION, "python": sys.version.split()[0]}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, Optional
+    from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -28,15 +28,15 @@ class OrchesjobError(Exception):
     exit_code = EXIT_ERROR
     error_type = "error"
 
-    def __init__(self, message: str, error_type: Optional[str] = None, **details: Any) -> None:
+    def __init__(self, message: str, error_type: str | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         if error_type:
             self.error_type = error_type
         self.details = details
 
-    def to_json(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"error": self.error_type, "message": self.message, "exit_code": self.exit_code}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.error_type, "message": self.message, "exit_code": self.exit_code}
         out.update(self.details)
         return out
 
@@ -51,12 +51,12 @@ class NotFound(OrchesjobError):
     error_type = "not_found"
 
 
-def run_key_not_found(run_key: Optional[str]) -> NotFound:
+def run_key_not_found(run_key: str | None) -> NotFound:
     """Unknown run key. Starts with orchesjob 1.1.0's words, so scripts that grep its messages still match."""
     return NotFound("run_key not found: no job with run key %r" % run_key)
 
 
-def job_not_found(job_id: Optional[str]) -> NotFound:
+def job_not_found(job_id: str | None) -> NotFound:
     """Unknown job id, worded as orchesjob 1.1.0 begins it ("Job not found")."""
     return NotFound("Job not found: no job with job id %r" % job_id)
 

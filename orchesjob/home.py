@@ -15,14 +15,14 @@ from .errors import OrchesjobError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Callable, Optional
+    from typing import Callable
 
 DB_NAME = "orchesjob.db"
 LOGS = "logs"
 
 
 SYSTEM_HOME = "/var/lib/orchesjob"  # root's default; orchesjob 1.1.0's default for every user
-_chosen: Optional[str] = None
+_chosen: str | None = None
 
 
 def state_dir() -> str:
@@ -184,7 +184,7 @@ def _private_file(path: str, st: os.stat_result) -> None:
             warn("%s is readable by other users (mode %o); it holds job commands" % (path, mode))
 
 
-def prepare(create: bool) -> Optional[str]:
+def prepare(create: bool) -> str | None:
     """Return the database path, creating the state directory (and logs/) when `create` is set.
 
     Read-only commands pass create=False: they answer "not found" on a host that never ran a job rather than

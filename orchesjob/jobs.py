@@ -18,7 +18,7 @@ from .timeutil import iso, now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, List, Optional, Set, Tuple
+    from typing import Any
 
 _REFERENCE_FIELDS = (
     "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",
@@ -28,11 +28,11 @@ _REFERENCE_FIELDS = (
 )
 
 
-def is_active(job: Dict[str, Any]) -> bool:
+def is_active(job: dict[str, Any]) -> bool:
     return job["status"] in ACTIVE
 
 
-def is_stopping(job: Dict[str, Any]) -> bool:
+def is_stopping(job: dict[str, Any]) -> bool:
     """ABORTED, but its process tree is still being stopped (abort or timeout has not finished yet).
 
     Such a job is terminal for its caller, yet `start` must not launch the next attempt beside its last processes.
@@ -40,7 +40,7 @@ def is_stopping(job: Dict[str, Any]) -> bool:
     return job["status"] == "ABORTED" and not job.get("finished_at")
 
 
-def render(job: Dict[str, Any]) -> Dict[str, Any]:
+def render(job: dict[str, Any]) -> dict[str, Any]:
     """The job as the CLI prints it: the reference's fields in its order, then ours."""
     pid, kind = (job["target_pid"], "target") if job.get("target_pid") else (job.get("worker_pid"), "worker")
     view = dict(job)
@@ -68,13 +68,13 @@ def render(job: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _number(value: Optional[float]) -> Optional[float]:
+def _number(value: float | None) -> float | None:
     """Seconds as given: 3600, not 3600.0."""
     return int(value) if value is not None and float(value).is_integer() else value
 
 
 # -- results ----------------------------------------------------------------------------------------------------
-def result_path(job: Dict[str, Any]) -> str:
+def result_path(job: dict[str, Any]) -> str:
     """Where the supervisor leaves the result until it is in the database (next to the logs)."""
     base: str = job["stdout_file"]
     if base.endswith(".stdout"):
@@ -82,7 +82,7 @@ def result_path(job: Dict[str, Any]) -> str:
     return base + ".result"
 
 
-def outcome(returncode: Optional[int], reason: Optional[str] = None) -> Dict[str, Any]:
+def outcome(returncode: int | None, reason: str | None = None) -> dict[str, Any]:
     """Exit code, signal and a one-line reason from a returncode as subprocess reports it (negative = signal)."""
     if returncode is None:
         return {"exit_code": None, "signal": None, "end_reason": reason}
@@ -93,7 +93,7 @@ def outcome(returncode: Optional[int], reason: Optional[str] = None) -> Dict[str
     return {"exit_code": returncode, "signal": None, "end_reason": reason or "exited with code %d" % returncode}
 
 
-def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
+def write_result_file(job: dict[str, Any], result: dict[str, Any]) -> None:
     """Atomically write the result beside the logs, so it survives a database that cannot be written now.
 
     No fsync: the database itself runs with synchronous=NORMAL, so a power cut can lose the last commit either way;
@@ -119,7 +119,7 @@ def write_result_file(job: Dict[str, Any], result: Dict[str, Any]) -> None:
         raise
 
 
-def read_result_file(job: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def read_result_file(job: dict[str, Any]) -> dict[str, Any] | None:
     try:
         f = open(result_path(job))
     except OSError:
@@ -133,7 +133,7 @@ def read_result_file(job: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         return None
     if not _valid_result(data):
         return None
-    result: Dict[str, Any] = data
+    result: dict[str, Any] = data
     return result
 
 
@@ -151,14 +151,14 @@ def _valid_result(data: Any) -> bool:
     return True
 
 
-def remove_result_file(job: Dict[str, Any]) -> None:
+def remove_result_file(job: dict[str, Any]) -> None:
     try:
         os.unlink(result_path(job))
     except OSError:
         pass
 
 
-def finish(store: Store, job_id: str, result: Dict[str, Any]) -> bool:
+def finish(store: Store, job_id: str, result: dict[str, Any]) -> bool:
     """Record how a job ended. Call inside a write transaction.
 
     An active or LOST job becomes SUCCEEDED (exit 0) or FAILED; an ABORTED job keeps its status and gains the
@@ -185,20 +185,20 @@ def finish(store: Store, job_id: str, result: Dict[str, Any]) -> bool:
 
 
 # -- liveness -----------------------------------------------------------------------------------------------------
-def imported(job: Dict[str, Any]) -> bool:
+def imported(job: dict[str, Any]) -> bool:
     """A job orchesjob 1.1.0 launched (its record came over in the upgrade): its pids carry no start time, so its
     processes are recognised by their command lines (processes.legacy_*)."""
     return bool(job.get("imported_from"))
 
 
-def job_pids(job: Dict[str, Any]) -> Set[int]:
+def job_pids(job: dict[str, Any]) -> set[int]:
     """Every live process of the job's target tree (not the supervisor)."""
     if imported(job):
         return set(_members(job))
     return processes.job_pids(job["job_id"], job.get("pgid"), job.get("target_start"))
 
 
-def supervisor_alive(job: Dict[str, Any]) -> bool:
+def supervisor_alive(job: dict[str, Any]) -> bool:
     if imported(job):
         if job.get("worker_pid") is None:  # its `start` died before recording the worker: look for it
             return is_active(job) and processes.find_legacy_worker(job["job_id"]) is not None
@@ -206,7 +206,7 @@ def supervisor_alive(job: Dict[str, Any]) -> bool:
     return processes.is_alive(job.get("worker_pid"), job.get("worker_start"))
 
 
-def refresh(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
+def refresh(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     """Settle an active job's real state; terminal jobs are returned as they are.
 
     Order matters: a pending result file wins; then a different boot id means dead; then a reader that cannot see
@@ -232,11 +232,11 @@ def refresh(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
     return _mark_lost(store, job, None)
 
 
-def _anything_alive(job: Dict[str, Any]) -> bool:
+def _anything_alive(job: dict[str, Any]) -> bool:
     return supervisor_alive(job) or bool(job_pids(job))
 
 
-def _lost_reason(job: Dict[str, Any]) -> str:
+def _lost_reason(job: dict[str, Any]) -> str:
     if imported(job):
         return "its orchesjob 1.1.0 worker and command disappeared without recording a result"
     if job["status"] == "STARTING" and not job.get("target_pid"):
@@ -247,7 +247,7 @@ def _lost_reason(job: Dict[str, Any]) -> str:
 _IDENTITY = ("status", "worker_pid", "worker_start", "target_pid", "target_start", "pgid")
 
 
-def still_alive(job: Dict[str, Any], snap: List[Tuple[int, int, int, Optional[str]]]) -> bool:
+def still_alive(job: dict[str, Any], snap: list[tuple[int, int, int, str | None]]) -> bool:
     """Whether a process snapshot (processes.snapshot) holds the job's supervisor or any process of its tree.
 
     The same identity rules as job_pids, for many jobs against one /proc pass; a job in a pid namespace this
@@ -275,7 +275,7 @@ def still_alive(job: Dict[str, Any], snap: List[Tuple[int, int, int, Optional[st
     return False
 
 
-def _settle_abort(store: Store, job: Dict[str, Any]) -> Dict[str, Any]:
+def _settle_abort(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     """Close an ABORTED record whose abort never finished (the aborting process died), once nothing is alive."""
     pending = read_result_file(job)
     if pending is not None:
@@ -302,7 +302,7 @@ def _settle_wait() -> float:
     return min(2.0, lock_timeout())
 
 
-def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -> Dict[str, Any]:
+def _apply_pending(store: Store, job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:
     try:
         with store.write(wait=_settle_wait()):
             finish(store, job["job_id"], pending)
@@ -318,7 +318,7 @@ def _apply_pending(store: Store, job: Dict[str, Any], pending: Dict[str, Any]) -
     return store.get(job["job_id"]) or job
 
 
-def _mark_lost(store: Store, job: Dict[str, Any], reason: Optional[str]) -> Dict[str, Any]:
+def _mark_lost(store: Store, job: dict[str, Any], reason: str | None) -> dict[str, Any]:
     """Declare LOST what was seen dead, as a compare-and-set under the write lock.
 
     The verdict outside the lock came from a read that may be stale: the supervisor may have recorded itself, the
@@ -355,7 +355,7 @@ def _mark_lost(store: Store, job: Dict[str, Any], reason: Optional[str]) -> Dict
 
 
 # -- stopping -----------------------------------------------------------------------------------------------------
-def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[str, bool]:
+def stop_tree(job: dict[str, Any], grace: float, include_worker: bool) -> dict[str, bool]:
     """SIGTERM the job's whole tree (and its supervisor), wait `grace` seconds, SIGKILL whatever is left.
 
     Only processes verified as the job's are signalled; the recorded process group is signalled as a group only
@@ -385,19 +385,19 @@ def stop_tree(job: Dict[str, Any], grace: float, include_worker: bool) -> Dict[s
     return sent
 
 
-def _members(job: Dict[str, Any]) -> Dict[int, int]:
+def _members(job: dict[str, Any]) -> dict[int, int]:
     if imported(job):
         return processes.legacy_target_members(job.get("target_pid"), job["command"])
     return processes.job_members(job["job_id"], job.get("pgid"), job.get("target_start"))
 
 
-def _pgid(job: Dict[str, Any]) -> Optional[int]:
+def _pgid(job: dict[str, Any]) -> int | None:
     """The job's process group: orchesjob 1.1.0 made its target a group leader (pgid = target pid)."""
-    pgid: Optional[int] = job.get("pgid") or (job.get("target_pid") if imported(job) else None)
+    pgid: int | None = job.get("pgid") or (job.get("target_pid") if imported(job) else None)
     return pgid
 
 
-def lookup(store: Optional[Store], run_key: Optional[str], job_id: Optional[str]) -> Tuple[Dict[str, Any], str]:
+def lookup(store: Store | None, run_key: str | None, job_id: str | None) -> tuple[dict[str, Any], str]:
     """The job a command names (the latest attempt for a run key), or NotFound."""
     from .errors import job_not_found, run_key_not_found
 

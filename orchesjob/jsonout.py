@@ -9,7 +9,8 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterator, List
+    from collections.abc import Iterator
+    from typing import Any, Callable
 
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
@@ -49,7 +50,7 @@ def _slices(s: str) -> Iterator[str]:
     yield '"'
 
 
-def _write(value: Any, indent: str, out: List[Any]) -> None:
+def _write(value: Any, indent: str, out: list[Any]) -> None:
     if value is None:
         out.append("null")
     elif value is True:
@@ -94,14 +95,14 @@ def _write(value: Any, indent: str, out: List[Any]) -> None:
 
 def dumps(value: Any) -> str:
     """JSON text of `value`, indented by two spaces, non-ASCII escaped (safe for any terminal or SSH locale)."""
-    out: List[Any] = []
+    out: list[Any] = []
     _write(value, "", out)
     return "".join(p if isinstance(p, str) else "".join(p) for p in out)
 
 
 def dump(value: Any, write: Callable[[str], Any]) -> None:
     """The text of dumps(value), handed to `write` piece by piece, so a long string is never held escaped whole."""
-    out: List[Any] = []
+    out: list[Any] = []
     _write(value, "", out)
     done = 0
     for i, piece in enumerate(out):

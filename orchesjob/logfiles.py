@@ -10,7 +10,8 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, BinaryIO, Dict, Iterator, Optional
+    from collections.abc import Iterator
+    from typing import Any, BinaryIO
 
 BLOCK = 1 << 20  # raw output is read and written in blocks of this size
 MAX_CHUNK = 4 << 20  # a JSON chunk holds at most this many bytes, whatever the limit (read on from next_offset):
@@ -24,7 +25,7 @@ def size(path: str) -> int:
         return 0
 
 
-def _open(path: str) -> "tuple[Optional[BinaryIO], int]":
+def _open(path: str) -> tuple[BinaryIO | None, int]:
     """The log opened for reading and its size now; (None, 0) when it does not exist (yet)."""
     try:
         f = open(path, "rb")
@@ -33,7 +34,7 @@ def _open(path: str) -> "tuple[Optional[BinaryIO], int]":
     return f, os.fstat(f.fileno()).st_size
 
 
-def read_bytes(path: str, offset: int, limit: Optional[int]) -> bytes:
+def read_bytes(path: str, offset: int, limit: int | None) -> bytes:
     """At most `limit` bytes from `offset` (all there is when None). The read is sized by what the file holds, not
     by what was asked, and an offset at or past the end reads nothing without seeking there (a seek far past the
     end can fail with EINVAL)."""
@@ -52,7 +53,7 @@ class Blocks:
     """Bytes `start..end` of an open log, read in blocks of at most BLOCK bytes while the caller writes them out
     (cli.main is the only writer of stdout), so printing a log of any size, or any range of it, costs one block."""
 
-    def __init__(self, f: Optional[BinaryIO], start: int, end: int) -> None:
+    def __init__(self, f: BinaryIO | None, start: int, end: int) -> None:
         self.f, self.start, self.end = f, start, end
 
     def __iter__(self) -> Iterator[bytes]:
@@ -73,7 +74,7 @@ class Blocks:
             f.close()
 
 
-def blocks(path: str, offset: int, limit: Optional[int]) -> Blocks:
+def blocks(path: str, offset: int, limit: int | None) -> Blocks:
     """The log from `offset`, at most `limit` bytes (to its current end when None), as Blocks. The file is opened
     here, so a log that cannot be opened fails before anything is printed."""
     f, end = _open(path)
@@ -96,7 +97,7 @@ def _complete_utf8(data: bytes) -> int:
     return n
 
 
-def chunk(path: str, stream: str, offset: int, limit: int, final: bool) -> Dict[str, Any]:
+def chunk(path: str, stream: str, offset: int, limit: int, final: bool) -> dict[str, Any]:
     """A JSON-ready piece of a log from `offset`: at most `limit` bytes, cut at a character boundary.
 
     `final` says the job has ended, so a trailing partial character will never be completed and is included.
@@ -117,7 +118,7 @@ def chunk(path: str, stream: str, offset: int, limit: int, final: bool) -> Dict[
     }
 
 
-def tail_range(path: str, lines: int) -> "tuple[int, int]":
+def tail_range(path: str, lines: int) -> tuple[int, int]:
     """(start, end): the last `lines` lines of a file are its bytes start..end (end is its size now).
 
     Found by counting newlines backwards in blocks that are not kept, so a huge log, or a count of lines larger than

@@ -18,7 +18,7 @@ import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable
 
     from .store import Store
 
@@ -45,7 +45,7 @@ def _v1_to_v2(store: Store) -> None:
 
 
 # from-version -> the step that brings a database of that version to the next one
-STEPS: Dict[int, Callable[[Store], None]] = {
+STEPS: dict[int, Callable[[Store], None]] = {
     1: _v1_to_v2,
 }
 
@@ -85,7 +85,7 @@ _VIEWS = ("jobs", "run_keys", "start_requests")
 _NOW = "CAST(strftime('%s', 'now') AS INTEGER)"
 
 
-def recognise(store: Store) -> Optional[str]:
+def recognise(store: Store) -> str | None:
     """LEGACY_VERSION when the database (at user_version 0) is orchesjob 1.1.0's; None when it holds no table of
     any orchesjob (a new file, or someone else's database). Another orchesjob 1.x layout is refused here, untouched."""
     conn = store.conn
@@ -99,7 +99,7 @@ def recognise(store: Store) -> Optional[str]:
             conn.execute("ROLLBACK")  # a read transaction: nothing to commit
 
 
-def _recognise(store: Store) -> Optional[str]:
+def _recognise(store: Store) -> str | None:
     from .errors import OrchesjobError
 
     conn = store.conn
@@ -130,7 +130,7 @@ def _recognise(store: Store) -> Optional[str]:
         "it was left untouched" % (store.path, why), error_type="database")
 
 
-def _coerce_ts(value: Any) -> Optional[int]:
+def _coerce_ts(value: Any) -> int | None:
     """A 1.1.0 time as 1.1.0 reads it (its `_coerce_ts`): whole seconds, digits, or ISO 8601 (naive = UTC)."""
     if value is None or isinstance(value, bytes):
         return None
@@ -166,7 +166,7 @@ def _register_functions(store: Store) -> None:
 
     logs = os.path.join(os.path.dirname(store.path), "logs")
 
-    def argv(value: Any, job_id: Any) -> Optional[bytes]:
+    def argv(value: Any, job_id: Any) -> bytes | None:
         """1.1.0's JSON argv as ours (NUL-separated bytes, exact for any argument); NULL when it is no argv."""
         if isinstance(value, bytes):
             raise _SchemaMoved("an upgraded jobs table")
@@ -194,7 +194,7 @@ def _register_functions(store: Store) -> None:
             return path
         return here
 
-    def ts(*values: Any) -> Optional[int]:
+    def ts(*values: Any) -> int | None:
         for v in values:
             t = _coerce_ts(v)
             if t is not None:
@@ -253,7 +253,7 @@ def drop_presentation(store: Store) -> None:
         store.conn.execute("DROP VIEW IF EXISTS temp.%s" % view)
 
 
-def present_row(job: Dict[str, Any]) -> None:
+def present_row(job: dict[str, Any]) -> None:
     """A job row 1.1.0 wrote (before the upgrade, or after it, by a 1.1.0 worker that was still running) in our
     terms: 1.1.0's exit code -N (killed by signal N) is signal N; its -1 (the command or the worker could not be
     launched) is no exit code; a finished job without an end reason gets one."""
@@ -287,7 +287,7 @@ def _error(store: Store, message: str, error_type: str = "database") -> Exceptio
                           % (store.path, message), error_type=error_type)
 
 
-def _lost_but_running(store: Store, double: List[str]) -> List[str]:
+def _lost_but_running(store: Store, double: list[str]) -> list[str]:
     """LOST jobs whose command is still running: 1.1.0 declared a job LOST as soon as its worker was gone, even with
     its command alive, and then ran the key again beside it. Such a job that is its key's latest, with no active job
     of the key, is RUNNING again after the upgrade, so the key stays busy until the command really ends (it is LOST
@@ -304,17 +304,17 @@ def _lost_but_running(store: Store, double: List[str]) -> List[str]:
     return out
 
 
-def _double_runs(store: Store) -> List[str]:
+def _double_runs(store: Store) -> list[str]:
     """Jobs to record as LOST before the upgrade: our schema allows one active job per run key, and 1.1.0's `rerun`
     could start a second beside the first. Extra active jobs of a key with nothing alive are LOST; two of a key that
     are both alive stop the upgrade (nothing is changed; it is tried again by the next command that writes)."""
     from . import jobs as jobs_mod
 
-    by_key: Dict[str, List[Dict[str, Any]]] = {}
+    by_key: dict[str, list[dict[str, Any]]] = {}
     for job in store._many("SELECT * FROM (%s) WHERE status IN ('STARTING', 'RUNNING')" % _jobs_select("main.jobs"),
                            ()):
         by_key.setdefault(job["run_key"], []).append(job)
-    dead: List[str] = []
+    dead: list[str] = []
     for key, active in by_key.items():
         if len(active) < 2:
             continue
@@ -327,12 +327,12 @@ def _double_runs(store: Store) -> List[str]:
     return dead
 
 
-def _renumbered(store: Store) -> List[Tuple[int, str]]:
+def _renumbered(store: Store) -> list[tuple[int, str]]:
     """New attempt numbers for jobs that share a run key and attempt number with another (a crash or race in an
     older orchesjob): later ones move above the key's highest number. Every other attempt number is kept."""
-    out: List[Tuple[int, str]] = []
-    seen: Dict[str, Dict[Any, int]] = {}
-    highest: Dict[str, int] = {}
+    out: list[tuple[int, str]] = []
+    seen: dict[str, dict[Any, int]] = {}
+    highest: dict[str, int] = {}
     rows = store.conn.execute("SELECT job_id, COALESCE(run_key, ''), attempt_no FROM jobs "
                               "ORDER BY 2, 3, _oj110_ts(started_at), rowid").fetchall()
     for _, key, attempt in rows:
@@ -396,7 +396,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def discard_backup(info: Dict[str, str]) -> None:
+def discard_backup(info: dict[str, str]) -> None:
     """Remove the backup of an upgrade that did not commit (the database is still the one it copied)."""
     try:
         os.unlink(info["backup"])
@@ -413,7 +413,7 @@ _RUN_KEY_COLUMNS = ("run_key", "last_attempt", "unlock_reason", "unlock_allowed_
                     "unlock_pending")
 
 
-def from_1_1_0(store: Store) -> Dict[str, str]:
+def from_1_1_0(store: Store) -> dict[str, str]:
     """Upgrade an orchesjob 1.1.0 database to our schema (call inside the write transaction that found it at
     user_version 0; the caller sets the version and commits). Returns {"version", "backup"}.
 

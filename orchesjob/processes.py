@@ -13,14 +13,15 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+    from collections.abc import Iterable
+    from typing import Callable
 
 MARKER_VAR = "ORCHESJOB_JOB_ID"
 _PROC = "/proc"
 _HAVE_PROC = os.path.isdir("/proc/self")
 
 
-def boot_id() -> Optional[str]:
+def boot_id() -> str | None:
     """The kernel's id of this boot; a job recorded under another boot id cannot be alive."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
@@ -29,7 +30,7 @@ def boot_id() -> Optional[str]:
         return None
 
 
-def pid_namespace() -> Optional[str]:
+def pid_namespace() -> str | None:
     """The pid namespace this process lives in (e.g. "pid:[4026531836]"); None without /proc.
 
     Pids mean something only inside one pid namespace: a reader in another container, or under `unshare --pid`,
@@ -50,7 +51,7 @@ def proc_is_ours() -> bool:
         return False
 
 
-def can_judge(recorded_ns: Optional[str]) -> bool:
+def can_judge(recorded_ns: str | None) -> bool:
     """Whether this process may conclude from /proc that a job recorded in `recorded_ns` is dead, or signal it.
 
     Absence proves death only where the job's pids would be visible under the same numbers: the same pid namespace,
@@ -76,7 +77,7 @@ def pause_point(name: str) -> None:
         os.kill(os.getpid(), _sig.SIGSTOP)
 
 
-def _stat_fields(pid: int) -> Optional[List[str]]:
+def _stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (field 3, the state, is index 0)."""
     try:
         with open("%s/%d/stat" % (_PROC, pid), "rb") as f:
@@ -86,7 +87,7 @@ def _stat_fields(pid: int) -> Optional[List[str]]:
     return data[data.rfind(b")") + 2 :].decode("ascii", "replace").split()
 
 
-def start_time(pid: Optional[int]) -> Optional[str]:
+def start_time(pid: int | None) -> str | None:
     """The process's start time in clock ticks since boot, or None when it does not exist (or is a zombie)."""
     if not pid:
         return None
@@ -108,7 +109,7 @@ def _exists(pid: int) -> bool:
     return True
 
 
-def is_alive(pid: Optional[int], recorded_start: Optional[str]) -> bool:
+def is_alive(pid: int | None, recorded_start: str | None) -> bool:
     """True when the process with this pid is the very one that was recorded (same start time)."""
     current = start_time(pid)
     if current is None:
@@ -118,7 +119,7 @@ def is_alive(pid: Optional[int], recorded_start: Optional[str]) -> bool:
     return True
 
 
-def _pgrp(fields: List[str]) -> int:
+def _pgrp(fields: list[str]) -> int:
     return int(fields[2])
 
 
@@ -130,7 +131,7 @@ def _has_marker(pid: int, marker: bytes) -> bool:
         return False
 
 
-def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None) -> Set[int]:
+def job_pids(job_id: str, pgid: int | None, not_before: str | None = None) -> set[int]:
     """Live (non-zombie) processes of a job: members of its process group and carriers of its marker.
 
     `not_before` is the target's (the group leader's) start time: it tells a recycled group id from the job's own,
@@ -139,9 +140,9 @@ def job_pids(job_id: str, pgid: Optional[int], not_before: Optional[str] = None)
     return set(job_members(job_id, pgid, not_before))
 
 
-def job_members(job_id: str, pgid: Optional[int], not_before: Optional[str] = None) -> Dict[int, int]:
+def job_members(job_id: str, pgid: int | None, not_before: str | None = None) -> dict[int, int]:
     """job_pids with each process's group id: {pid: pgrp}, so a caller can tell whether a group is the job's."""
-    found: Dict[int, int] = {}
+    found: dict[int, int] = {}
     if _HAVE_PROC and not proc_is_ours():
         return found  # these pids would name other processes; see can_judge
     if not _HAVE_PROC:
@@ -180,7 +181,7 @@ def job_members(job_id: str, pgid: Optional[int], not_before: Optional[str] = No
 LEGACY_WORKER_ARGV = (b"-m", b"orchesjob", b"_worker", b"--job-id")
 
 
-def _cmdline(pid: int) -> Optional[List[bytes]]:
+def _cmdline(pid: int) -> list[bytes] | None:
     """The argv a live process was started with (None when it is gone, a zombie, or a kernel thread)."""
     try:
         with open("%s/%d/cmdline" % (_PROC, pid), "rb") as f:
@@ -192,11 +193,11 @@ def _cmdline(pid: int) -> Optional[List[bytes]]:
     return (data[:-1] if data.endswith(b"\0") else data).split(b"\0")
 
 
-def _legacy_judgeable(pid: Optional[int]) -> bool:
+def _legacy_judgeable(pid: int | None) -> bool:
     return bool(pid) and (not _HAVE_PROC or proc_is_ours())
 
 
-def legacy_worker_alive(pid: Optional[int], job_id: str) -> bool:
+def legacy_worker_alive(pid: int | None, job_id: str) -> bool:
     """Whether `pid` is the orchesjob 1.1.0 worker of `job_id`, alive (not a zombie)."""
     if pid is None or not _legacy_judgeable(pid):
         return False
@@ -210,7 +211,7 @@ def legacy_worker_alive(pid: Optional[int], job_id: str) -> bool:
     return argv is not None and len(argv) > len(tail) and argv[-len(tail):] == tail
 
 
-def find_legacy_worker(job_id: str) -> Optional[int]:
+def find_legacy_worker(job_id: str) -> int | None:
     """The live orchesjob 1.1.0 worker of `job_id`, searched in /proc (a job whose `start` died before it recorded
     the worker's pid)."""
     if not _HAVE_PROC or not proc_is_ours():
@@ -221,7 +222,7 @@ def find_legacy_worker(job_id: str) -> Optional[int]:
     return None
 
 
-def legacy_target_members(pid: Optional[int], argv: List[str]) -> Dict[int, int]:
+def legacy_target_members(pid: int | None, argv: list[str]) -> dict[int, int]:
     """{pid: pgrp} of the target orchesjob 1.1.0 launched as `pid` and of every process in its group, when `pid`
     is verified as that target (alive, session and group leader, running exactly `argv`); else {}.
 
@@ -245,12 +246,12 @@ def legacy_target_members(pid: Optional[int], argv: List[str]) -> Dict[int, int]
     return found
 
 
-def snapshot() -> List[Tuple[int, int, int, Optional[str]]]:
+def snapshot() -> list[tuple[int, int, int, str | None]]:
     """Every live process once: (pid, start ticks, process group, the job id of its marker or None).
 
     One /proc pass for questions about many jobs at once (`clean`), instead of one pass per job.
     """
-    out: List[Tuple[int, int, int, Optional[str]]] = []
+    out: list[tuple[int, int, int, str | None]] = []
     if not _HAVE_PROC:
         return out
     prefix = MARKER_VAR.encode() + b"="
@@ -284,7 +285,7 @@ def _group_exists(pgid: int) -> bool:
     return True
 
 
-def send(pids: Iterable[int], sig: int, pgid: Optional[int] = None) -> bool:
+def send(pids: Iterable[int], sig: int, pgid: int | None = None) -> bool:
     """Signal a set of verified pids and, with `pgid`, that whole process group; True when anything was signalled.
 
     Pass a group only when a verified member of the job is in it (see `job_group`): a group id alone can belong
@@ -306,7 +307,7 @@ def send(pids: Iterable[int], sig: int, pgid: Optional[int] = None) -> bool:
     return sent
 
 
-def job_group(members: Dict[int, int], pgid: Optional[int]) -> Optional[int]:
+def job_group(members: dict[int, int], pgid: int | None) -> int | None:
     """The recorded group id, if one of the job's verified processes is in it now; else None (signal pids only)."""
     if pgid and pgid in members.values():
         return pgid
@@ -323,7 +324,7 @@ def wait_gone(check: Callable[[], object], deadline: float, step: float = 0.02) 
         time.sleep(step)
 
 
-def signal_name(signum: Optional[int]) -> Optional[str]:
+def signal_name(signum: int | None) -> str | None:
     """SIGKILL for 9, and so on; None when there was no signal."""
     if signum is None:
         return None
@@ -335,7 +336,7 @@ def signal_name(signum: Optional[int]) -> Optional[str]:
         return "SIG%d" % signum
 
 
-def pidfd(pid: Optional[int]) -> Optional[int]:
+def pidfd(pid: int | None) -> int | None:
     """A file descriptor that becomes readable when the process exits (Linux 5.3+), else None."""
     opener = getattr(os, "pidfd_open", None)
     if not pid or opener is None:
@@ -363,7 +364,7 @@ _DEFAULT_SIGNALS = tuple(getattr(_sig, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGHU
                          if hasattr(_sig, n))
 
 
-def find_program(name: str, path: Optional[str]) -> str:
+def find_program(name: str, path: str | None) -> str:
     """Resolve argv[0] on the job's own PATH, the way a shell would; raise the OSError exec would give."""
     import errno
 
@@ -381,7 +382,7 @@ def find_program(name: str, path: Optional[str]) -> str:
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
-def launch(argv: List[str], cwd: Optional[str], env: Dict[str, str], stdout_fd: int, stderr_fd: int) -> int:
+def launch(argv: list[str], cwd: str | None, env: dict[str, str], stdout_fd: int, stderr_fd: int) -> int:
     """Start the target in a process group of its own (its pid is the group id) and return its pid.
 
     posix_spawn instead of subprocess: importing subprocess costs more than everything else the supervisor does for
@@ -400,7 +401,7 @@ def launch(argv: List[str], cwd: Optional[str], env: Dict[str, str], stdout_fd: 
         os.close(devnull)
 
 
-def wait_exit(pid: int, timeout: Optional[float] = None) -> Optional[int]:
+def wait_exit(pid: int, timeout: float | None = None) -> int | None:
     """Reap the target: its returncode (negative for a signal, as subprocess reports it), or None on timeout."""
     if timeout is None:
         _, status = os.waitpid(pid, 0)

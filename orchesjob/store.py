@@ -17,18 +17,19 @@ try:
 except ImportError:  # pragma: no cover - an interpreter without the split module
     import sqlite3  # type: ignore[no-redef]
 
-DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
-
 from . import home
 from .errors import InconsistentState, LockTimeout, OrchesjobError
 
+DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+    from collections.abc import Iterator, Sequence
+    from typing import Any, Callable, Literal
 
 SCHEMA_VERSION = 2
 # Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
-UPGRADED: List[Dict[str, str]] = []
+UPGRADED: list[dict[str, str]] = []
 ACTIVE = ("STARTING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
 
@@ -119,7 +120,8 @@ def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
         )
     if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
         return LockTimeout(
-            "the database %s stayed locked for more than %gs (ORCHESJOB_LOCK_TIMEOUT); try again" % (path, lock_timeout())
+            "the database %s stayed locked for more than %gs (ORCHESJOB_LOCK_TIMEOUT); try again"
+            % (path, lock_timeout())
         )
     if "readonly" in text or "read-only" in text or "unable to open" in text:
         return OrchesjobError("cannot write the database %s: %s" % (path, text), error_type="state_dir")
@@ -136,7 +138,7 @@ class _Connection(sqlite3.Connection):
 
     # Set while the database is read as orchesjob 1.1.0's (Store.legacy): called when a statement fails, it says
     # whether another CLI upgraded the database meanwhile (the statement is then run again, on our own tables).
-    schema_moved: Optional[Callable[[], bool]] = None
+    schema_moved: Callable[[], bool] | None = None
 
     def execute(self, *args: Any) -> Any:
         try:
@@ -166,9 +168,9 @@ class Store:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._after: List[Callable[[], None]] = []  # actions waiting for the open transaction to commit
+        self._after: list[Callable[[], None]] = []  # actions waiting for the open transaction to commit
         # "1.1.0" while the database is still orchesjob 1.1.0's: read through views, upgraded by the first write()
-        self.legacy: Optional[str] = None
+        self.legacy: str | None = None
         try:
             self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None, factory=_Connection)
             self.conn.row_factory = sqlite3.Row
@@ -220,7 +222,7 @@ class Store:
 
                 migrations.upgrade(self, current, SCHEMA_VERSION)
 
-    def _legacy_layout(self) -> Optional[str]:
+    def _legacy_layout(self) -> str | None:
         """At user_version 0: when the tables are orchesjob 1.1.0's, present them as ours (migrations.present_1_1_0,
         TEMP views: nothing is written) and return "1.1.0"; None for a new file or a foreign one."""
         from . import migrations
@@ -264,7 +266,7 @@ class Store:
         except sqlite3.OperationalError as e:
             conn.schema_moved = self._legacy_moved
             raise database_error(e, self.path) from None
-        info: Optional[Dict[str, str]] = None
+        info: dict[str, str] | None = None
         try:
             migrations.drop_presentation(self)
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
@@ -341,7 +343,7 @@ class Store:
                 _rollback(self.conn)  # a read transaction: nothing to commit
 
     # -- transactions -------------------------------------------------------------------------------------------
-    def write(self, wait: Optional[float] = None) -> "_Transaction":
+    def write(self, wait: float | None = None) -> _Transaction:
         """A write transaction that takes the lock up front, so a decision and its insert cannot interleave.
 
         Nested use joins the open transaction, so helpers that write can be called inside a larger decision.
@@ -350,11 +352,11 @@ class Store:
         return _Transaction(self, wait)
 
     # -- reads --------------------------------------------------------------------------------------------------
-    def _one(self, sql: str, args: Sequence[Any], decode: Any = None) -> Optional[Dict[str, Any]]:
+    def _one(self, sql: str, args: Sequence[Any], decode: Any = None) -> dict[str, Any] | None:
         rows = self._many(sql, args, decode)
         return rows[0] if rows else None
 
-    def _many(self, sql: str, args: Sequence[Any], decode: Any = None) -> List[Dict[str, Any]]:
+    def _many(self, sql: str, args: Sequence[Any], decode: Any = None) -> list[dict[str, Any]]:
         """Rows as dicts, each checked (by `decode`, a job row's by default) before anything can use a value of it."""
         decode = decode or _decode_job
         try:
@@ -368,21 +370,21 @@ class Store:
                 error_type="corrupt_database",
             ) from None
 
-    def get(self, job_id: str) -> Optional[Dict[str, Any]]:
+    def get(self, job_id: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
 
-    def latest(self, run_key: str) -> Optional[Dict[str, Any]]:
+    def latest(self, run_key: str) -> dict[str, Any] | None:
         return self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
 
-    def history(self, run_key: str) -> List[Dict[str, Any]]:
+    def history(self, run_key: str) -> list[dict[str, Any]]:
         return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
 
-    def active(self) -> List[Dict[str, Any]]:
+    def active(self) -> list[dict[str, Any]]:
         return self._many(
             "SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ()
         )
 
-    def answered_request(self, run_key: str, request_id: str) -> Optional[Dict[str, Any]]:
+    def answered_request(self, run_key: str, request_id: str) -> dict[str, Any] | None:
         """The job a start with this request id already answered with, if any (a retry of that same request)."""
         return self._one(
             "SELECT jobs.* FROM start_requests JOIN jobs USING (job_id) "
@@ -398,21 +400,21 @@ class Store:
         )
         self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
 
-    def run_key_info(self, run_key: str) -> Optional[Dict[str, Any]]:
+    def run_key_info(self, run_key: str) -> dict[str, Any] | None:
         """The run key's record (attempt counter, unlock), checked: a damaged one is corrupt_database, so calling
         this before acting on a run key also guards whatever would be written after it."""
         return self._one("SELECT * FROM run_keys WHERE run_key = ?", (run_key,), _decode_run_key)
 
     def select_terminal(
         self,
-        before: Optional[int] = None,
-        after: Optional[int] = None,
-        run_key: Optional[str] = None,
-        job_id: Optional[str] = None,
-    ) -> List[Dict[str, Any]]:
+        before: int | None = None,
+        after: int | None = None,
+        run_key: str | None = None,
+        job_id: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Terminal jobs for `clean`, by finish time range, run key or id (served by the finished_at index)."""
         where = ["status NOT IN ('STARTING', 'RUNNING')"]
-        args: List[Any] = []
+        args: list[Any] = []
         if job_id is not None:
             where.append("job_id = ?")
             args.append(job_id)
@@ -452,7 +454,7 @@ class Store:
         row = self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
         return int(row["attempt_no"]) if row is not None else 0
 
-    def insert(self, job: Dict[str, Any]) -> None:
+    def insert(self, job: dict[str, Any]) -> None:
         row = _encode(job)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -461,8 +463,8 @@ class Store:
         except sqlite3.IntegrityError:
             raise InconsistentState("run key %r already has an active job" % job["run_key"]) from None
 
-    def update(self, job_id: str, fields: Dict[str, Any], only_if_status: Sequence[str] = (),
-               only_if: Optional[Dict[str, Any]] = None) -> bool:
+    def update(self, job_id: str, fields: dict[str, Any], only_if_status: Sequence[str] = (),
+               only_if: dict[str, Any] | None = None) -> bool:
         """Update a job; with `only_if_status`, only while it is in one of those states, and with `only_if`, only
         while those columns still hold those values (a compare-and-set). True when a row changed."""
         row = _encode(fields)
@@ -475,9 +477,10 @@ class Store:
         for column, value in (only_if or {}).items():
             sql += " AND %s IS ?" % column
             args.append(value)
-        return self.conn.execute(sql, args).rowcount > 0
+        changed: int = self.conn.execute(sql, args).rowcount
+        return changed > 0
 
-    def set_unlock(self, run_key: str, reason: Optional[str], allowed_at: int, expires_at: Optional[int]) -> None:
+    def set_unlock(self, run_key: str, reason: str | None, allowed_at: int, expires_at: int | None) -> None:
         """Record a pending unlock; a key whose record is missing (an imported history) gets one, so an unlock that
         answers `unlocked: true` is always stored."""
         self.conn.execute(
@@ -507,7 +510,7 @@ class Store:
         self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
 
     # -- host tools: ls, doctor, metrics (tests/cli/test_host_tools.py checks each plan uses an index) -------------
-    def _iter(self, sql: str, args: Sequence[Any], decode: Any) -> Iterator[Dict[str, Any]]:
+    def _iter(self, sql: str, args: Sequence[Any], decode: Any) -> Iterator[dict[str, Any]]:
         """Rows as _many gives them (each checked by `decode`), read one at a time, so a caller can stop early."""
         try:
             for row in self.conn.execute(sql, args):
@@ -525,18 +528,18 @@ class Store:
             raise database_error(e, self.path) from None
         return row[0] if row is not None else None
 
-    def recent(self, limit: int, run_key: Optional[str] = None) -> List[Dict[str, Any]]:
+    def recent(self, limit: int, run_key: str | None = None) -> list[dict[str, Any]]:
         """The `limit` latest jobs by start time, newest first (index jobs_started_at; rowid, the insertion order,
         breaks ties within a second), or with `run_key` that key's latest attempts (index jobs_run_key_attempt)."""
         if run_key is not None:
             return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
         return self._many("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
 
-    def stopping(self) -> List[Dict[str, Any]]:
+    def stopping(self) -> list[dict[str, Any]]:
         """ABORTED jobs whose abort has not finished (no finish time yet): index jobs_status_finished_at."""
         return self._many("SELECT * FROM jobs WHERE status = 'ABORTED' AND finished_at IS NULL", ())
 
-    def count_by_status(self) -> Dict[str, int]:
+    def count_by_status(self) -> dict[str, int]:
         """Jobs per status, without reading the history row by row.
 
         The total is SQLite's count of a b-tree (it sums page headers); every status but SUCCEEDED is counted on its
@@ -549,12 +552,12 @@ class Store:
         counts["SUCCEEDED"] = max(0, total - sum(counts.values()))
         return {s: counts[s] for s in ACTIVE + TERMINAL}
 
-    def count_finished_since(self, since: int) -> Dict[str, int]:
+    def count_finished_since(self, since: int) -> dict[str, int]:
         """Jobs of each terminal status that finished at or after `since` (ranges of jobs_status_finished_at)."""
         return {s: self._scalar("SELECT count(*) FROM jobs WHERE status = ? AND finished_at >= ?", (s, since))
                 for s in TERMINAL}
 
-    def finished_since(self, since: int) -> Iterator[Dict[str, Any]]:
+    def finished_since(self, since: int) -> Iterator[dict[str, Any]]:
         """Jobs that finished at or after `since`, latest first, read lazily (a range of jobs_finished_at): the
         columns metrics needs, checked like every row."""
         return self._iter(
@@ -573,7 +576,7 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
 
-    def launched(self, job_ids: Optional[Sequence[str]] = None) -> Iterator[str]:
+    def launched(self, job_ids: Sequence[str] | None = None) -> Iterator[str]:
         """The ids among `job_ids` (primary key lookups, in batches) of jobs whose command was launched; without
         `job_ids`, of every job (a scan of the table: doctor uses it only when thousands of jobs lack logs)."""
         try:
@@ -593,7 +596,7 @@ class Store:
     def schema_version(self) -> int:
         return int(self._scalar("PRAGMA user_version"))
 
-    def quick_check(self) -> List[str]:
+    def quick_check(self) -> list[str]:
         """SQLite's PRAGMA quick_check: ["ok"], or the problems it found (at most 20)."""
         try:
             return [str(r[0]) for r in self.conn.execute("PRAGMA quick_check(20)").fetchall()]
@@ -613,7 +616,7 @@ class Store:
 class _Transaction:
     """`with store.write():` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception (contextlib costs start-up)."""
 
-    def __init__(self, store: Store, wait: Optional[float]) -> None:
+    def __init__(self, store: Store, wait: float | None) -> None:
         self.store = store
         self.wait = wait
         self.outer = False
@@ -644,7 +647,7 @@ class _Transaction:
         self.outer = True
         return self.store
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if not self.outer:
             return False
         conn = self.store.conn
@@ -681,7 +684,7 @@ def _pack(items: Any) -> bytes:
     return b"\0".join(os.fsencode(x) for x in items)
 
 
-def _unpack(blob: Any) -> List[str]:
+def _unpack(blob: Any) -> list[str]:
     if isinstance(blob, str):
         blob = blob.encode("utf-8", "surrogateescape")
     if not isinstance(blob, bytes):
@@ -689,7 +692,7 @@ def _unpack(blob: Any) -> List[str]:
     return [os.fsdecode(x) for x in blob.split(b"\0")] if blob else []
 
 
-def _env(items: List[str]) -> Dict[str, str]:
+def _env(items: list[str]) -> dict[str, str]:
     env = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -708,7 +711,7 @@ _TEXT_COLUMNS = ("job_id", "run_key", "status", "cwd", "override_reason", "rerun
 _MAX_TS = 253402300799  # 9999-12-31
 
 
-def _check_types(d: Dict[str, Any]) -> None:
+def _check_types(d: dict[str, Any]) -> None:
     """Refuse a row our own code could not have written, before anything acts on it."""
     for c in _INT_COLUMNS + _TIME_COLUMNS:
         v = d.get(c)
@@ -736,21 +739,21 @@ _RUN_KEY_COLUMNS = frozenset(("run_key", "last_attempt", "unlock_reason", "unloc
                               "unlock_pending"))
 
 
-def _check_columns(d: Dict[str, Any], table: str, columns: "frozenset[str]") -> None:
+def _check_columns(d: dict[str, Any], table: str, columns: frozenset[str]) -> None:
     """A whole row must be there: damage to the schema's text can rename a column, and its value would be missing."""
     missing = columns.difference(d)
     if missing:
         raise ValueError("the %s table has no column %s" % (table, ", ".join(sorted(missing))))
 
 
-def _decode_job(row: sqlite3.Row) -> Dict[str, Any]:
+def _decode_job(row: sqlite3.Row) -> dict[str, Any]:
     """A whole jobs row (SELECT *), every column present and checked."""
     d = _decode(row)
     _check_columns(d, "jobs", _JOB_COLUMNS)
     return d
 
 
-def _decode_run_key(row: sqlite3.Row) -> Dict[str, Any]:
+def _decode_run_key(row: sqlite3.Row) -> dict[str, Any]:
     """A run_keys row, refused unless our own code could have written it: last_attempt a positive whole number,
     unlock times whole numbers or NULL, unlock_pending 0 or 1, unlock_reason text or NULL."""
     d = dict(row)
@@ -780,7 +783,7 @@ def _decode_run_key(row: sqlite3.Row) -> Dict[str, Any]:
     return d
 
 
-def _decode(row: sqlite3.Row) -> Dict[str, Any]:
+def _decode(row: Any) -> dict[str, Any]:
     d = dict(row)
     _check_types(d)
     if "command" in d:
@@ -799,7 +802,7 @@ def _decode(row: sqlite3.Row) -> Dict[str, Any]:
     return d
 
 
-def _encode(fields: Dict[str, Any]) -> Dict[str, Any]:
+def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     out = dict(fields)
     if out.get("command") is not None:
         out["command"] = _pack(out["command"])
@@ -811,7 +814,7 @@ def _encode(fields: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def open_store(create: bool) -> Optional[Store]:
+def open_store(create: bool) -> Store | None:
     """Open the state database; None when it does not exist and `create` is False (a read on a fresh host)."""
     path = home.prepare(create)
     if path is None:

@@ -15,14 +15,14 @@ import sys
 import time
 
 from . import home, jobs, processes
-from .processes import signals as signal
 from .errors import OrchesjobError
+from .processes import signals as signal
 from .store import ACTIVE, DatabaseError, Store, database_error, open_store
 from .timeutil import now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Callable, Dict, Optional
+    from typing import Any, Callable
 
 MSG_RECORDED = b"S"
 MSG_RUNNING = b"R"
@@ -50,7 +50,7 @@ def spawn(job_id: str) -> int:
             os.setsid()
             if os.fork() == 0:
                 _run_detached(job_id, w)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the middle child reports failure by its exit code only
             code = 1
         os._exit(code)
     os.close(w)
@@ -72,7 +72,7 @@ def _run_detached(job_id: str, notify: int) -> None:
         if any(v in os.environ for v in JOB_VARS):
             _reexec_clean(job_id, notify)  # returns only if it could not
         _supervise(job_id, notify)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - a supervisor never dies silently: report, then exit
         code = 1
         _report_crash(job_id)
     os._exit(code)
@@ -108,7 +108,7 @@ def main_exec() -> None:
     try:
         os.set_inheritable(notify, False)
         _supervise(job_id, notify)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - as in _run_detached
         code = 1
         _report_crash(job_id)
     os._exit(code)
@@ -126,18 +126,18 @@ def _report_crash(job_id: str) -> None:
         with os.fdopen(fd, "a") as f:
             f.write("orchesjob: internal error in the supervisor:\n")
             traceback.print_exc(file=f)
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the crash report is best effort
         pass
 
 
 class Supervisor:
     def __init__(self, job_id: str, notify: int) -> None:
         self.job_id = job_id
-        self.notify: Optional[int] = notify
+        self.notify: int | None = notify
         store = open_store(create=True)
         assert store is not None  # create=True: it exists or open_store raised
         self.store: Store = store
-        self.target: Optional[int] = None
+        self.target: int | None = None
         self.term_requested = False
 
     def _tell(self, msg: bytes) -> None:
@@ -195,7 +195,7 @@ class Supervisor:
         if self.target is not None:
             processes.send([], signal.SIGTERM, self.target)
 
-    def _launch(self, job: Dict[str, Any]) -> Optional[int]:
+    def _launch(self, job: dict[str, Any]) -> int | None:
         """Launch the command only while the job is still ours to launch, decided under the write lock.
 
         An abort (or a LOST verdict) that lands between recording ourselves and this point wins: the row is no
@@ -219,7 +219,7 @@ class Supervisor:
             self._cannot_launch(job, "could not create the log file %s: %s" % (job["stderr_file"], e.strerror or e))
             return None
         me = os.getpid()
-        launched: Dict[str, Any] = {}
+        launched: dict[str, Any] = {}
 
         def launch_if_still_ours() -> bool:
             if not launched:
@@ -256,12 +256,12 @@ class Supervisor:
         self._tell(MSG_RUNNING)
         return pid
 
-    def _cannot_launch(self, job: Dict[str, Any], reason: str) -> None:
+    def _cannot_launch(self, job: dict[str, Any], reason: str) -> None:
         """The command was not started (and never will be by this job): record FAILED with the reason."""
         self._record(job, dict(jobs.outcome(None, reason), finished_at=now(), launch_failed=True))
         self._tell(MSG_RUNNING)
 
-    def _launch_failed(self, job: Dict[str, Any], err_fd: int, exc: BaseException) -> None:
+    def _launch_failed(self, job: dict[str, Any], err_fd: int, exc: BaseException) -> None:
         path = getattr(exc, "filename", None)
         if isinstance(exc, PermissionError):
             code = 126
@@ -283,7 +283,7 @@ class Supervisor:
         self._record(job, result)
         self._tell(MSG_RUNNING)
 
-    def _wait(self, job: Dict[str, Any]) -> None:
+    def _wait(self, job: dict[str, Any]) -> None:
         pid = self.target
         assert pid is not None
         timeout = job.get("timeout")
@@ -297,7 +297,7 @@ class Supervisor:
             jobs.stop_tree(job, LEFTOVER_GRACE, include_worker=False)
         self._record(job, dict(jobs.outcome(rc), finished_at=now()))
 
-    def _timeout(self, job: Dict[str, Any], timeout: float) -> None:
+    def _timeout(self, job: dict[str, Any], timeout: float) -> None:
         reason = "timed out: the job ran longer than its --timeout of %gs" % timeout
         t = now()
         self._write(lambda: self.store.update(
@@ -306,7 +306,7 @@ class Supervisor:
         ))
         jobs.stop_tree(self.store.get(self.job_id) or job, TIMEOUT_GRACE, include_worker=False)
 
-    def _record(self, job: Dict[str, Any], result: Dict[str, Any]) -> None:
+    def _record(self, job: dict[str, Any], result: dict[str, Any]) -> None:
         """File first, then database, then drop the file: a result is never only in memory.
 
         Both are retried with backoff (RESULT_RETRY_SECONDS) while they fail, e.g. on a full disk; this process

@@ -12,7 +12,7 @@ from .errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any, Dict, Optional
+    from typing import Any
 
 _DURATION = r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$"
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -27,7 +27,7 @@ def now() -> int:
     return int(time.time())
 
 
-def iso(ts: Optional[float]) -> Optional[str]:
+def iso(ts: float | None) -> str | None:
     """Render Unix seconds as ISO 8601 in the host's local offset, e.g. 2026-05-01T02:00:00+09:00."""
     if ts is None:
         return None
@@ -38,9 +38,9 @@ def iso(ts: Optional[float]) -> Optional[str]:
     return "%s%s%02d:%02d" % (time.strftime("%Y-%m-%dT%H:%M:%S", lt), sign, off // 3600, (off % 3600) // 60)
 
 
-def with_iso(obj: Dict[str, Any], *fields: str) -> Dict[str, Any]:
+def with_iso(obj: dict[str, Any], *fields: str) -> dict[str, Any]:
     """A copy of `obj` with a `<field>_iso` twin right after each Unix-seconds field, the reference's convention."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in obj.items():
         out[key] = value
         if key in fields:

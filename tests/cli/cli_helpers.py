@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -29,11 +29,11 @@ Result = collections.namedtuple("Result", "code json out err")
 
 
 # -- plain helpers (usable from fixtures and tests) ---------------------------------------------------------------
-def cli_argv(*args: str) -> List[str]:
+def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchesjob"] + [str(a) for a in args]
 
 
-def cli_env(home: Path, env: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def cli_env(home: Path, env: Optional[dict[str, str]] = None) -> dict[str, str]:
     e = dict(os.environ)
     e.pop("ORCHESJOB_DEBUG", None)
     e.pop("ORCHESJOB_LOCK_TIMEOUT", None)
@@ -56,10 +56,10 @@ def parse_json(out: str) -> Any:
         return None
 
 
-def run_cli(home: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Result:
+def run_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None, timeout: float = 60) -> Result:
     p = subprocess.run(
-        cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, timeout=timeout, cwd=REPO_ROOT,
+        cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL, capture_output=True,
+        timeout=timeout, cwd=REPO_ROOT,
     )
     out = p.stdout.decode("utf-8", "replace")
     err = p.stderr.decode("utf-8", "replace")
@@ -73,7 +73,7 @@ def check_ok(r: Result) -> Any:
     return r.json
 
 
-def check_error(r: Result, code: int, error_type: Optional[str] = None) -> Dict[str, Any]:
+def check_error(r: Result, code: int, error_type: Optional[str] = None) -> dict[str, Any]:
     """A failure: the exit code, one JSON object {error, message, exit_code}, one `orchesjob: ...` stderr line."""
     ctx = "\nstdout: %s\nstderr: %s" % (r.out, r.err)
     assert "Traceback" not in r.out and "Traceback" not in r.err, ctx
@@ -135,16 +135,16 @@ def wait_pids_gone(pids, timeout: float = 30.0) -> None:
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout, what="pids %s to be gone" % list(pids))
 
 
-def read_pids(path: Path) -> List[int]:
+def read_pids(path: Path) -> list[int]:
     try:
         return [int(x) for x in path.read_text().split()]
     except FileNotFoundError:
         return []
 
 
-def snapshot(home: Path) -> Dict[str, Any]:
+def snapshot(home: Path) -> dict[str, Any]:
     """Every file under the state directory with its mode, mtime and content hash."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     if not home.exists():
         return out
     if home.is_file():

@@ -12,14 +12,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import pytest
 
 # the helper module lives next to this file; make it importable whatever pytest's import mode is
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cli_helpers import TERMINAL, Result, _kill_leftovers, check_error, check_ok, run_cli  # noqa: E402
+from cli_helpers import TERMINAL, Result, _kill_leftovers, check_error, check_ok, run_cli
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ def home(tmp_path: Path):
 def run(home: Path):
     """run(*args, env=None, timeout=60) -> Result(code, json, stdout, stderr) with ORCHESJOB_HOME=home."""
 
-    def _run(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Result:
+    def _run(*args: str, env: Optional[dict[str, str]] = None, timeout: float = 60) -> Result:
         return run_cli(home, *args, env=env, timeout=timeout)
 
     return _run
@@ -47,7 +47,7 @@ def run(home: Path):
 def ok(run):
     """ok(*args) -> the parsed JSON of a command that must exit 0."""
 
-    def _ok(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60) -> Any:
+    def _ok(*args: str, env: Optional[dict[str, str]] = None, timeout: float = 60) -> Any:
         return check_ok(run(*args, env=env, timeout=timeout))
 
     return _ok
@@ -63,7 +63,7 @@ def assert_error():
 def wait_terminal(run):
     """wait_terminal(job_id, timeout=60) -> the job once it is terminal (uses `orchesjob wait`)."""
 
-    def _wait(job_id: str, timeout: float = 60) -> Dict[str, Any]:
+    def _wait(job_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             left = max(1.0, deadline - time.monotonic())
@@ -82,7 +82,7 @@ def wait_terminal(run):
 def start_job(ok):
     """start_job(run_key, *command, opts=()) -> start JSON (async unless opts has --sync)."""
 
-    def _start(run_key: str, *command: str, opts=(), env=None) -> Dict[str, Any]:
+    def _start(run_key: str, *command: str, opts=(), env=None) -> dict[str, Any]:
         return ok("start", "--run-key", run_key, *opts, "--", *command, env=env)
 
     return _start
@@ -103,7 +103,7 @@ def db(home: Path):
     for c in conns:
         try:
             c.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - teardown: a connection the test already broke
             pass
 
 

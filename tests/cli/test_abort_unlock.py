@@ -4,7 +4,6 @@ import sys
 import time
 
 import pytest
-
 from cli_helpers import pid_alive, read_pids, wait_pids_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)

@@ -3,11 +3,9 @@
 import os
 import shutil
 import sqlite3
-
-import pytest
-
 import subprocess
 
+import pytest
 from cli_helpers import Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, snapshot, wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)
@@ -107,7 +105,7 @@ def test_not_found_writes_nothing(populated, argv):
     check_error(run_cli(populated, *argv), 3, "not_found")
     after = snapshot(populated)
     # a read may open the database (its -wal/-shm come and go with the connection); nothing else changes
-    strip = lambda s: {k: v for k, v in s.items() if k not in (".", "orchesjob.db-wal", "orchesjob.db-shm")}  # noqa
+    strip = lambda s: {k: v for k, v in s.items() if k not in (".", "orchesjob.db-wal", "orchesjob.db-shm")}  # noqa: E731
     assert strip(after) == strip(before)
 
 

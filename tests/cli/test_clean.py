@@ -4,7 +4,6 @@ import os
 import time
 
 import pytest
-
 from cli_helpers import snapshot
 
 pytestmark = pytest.mark.timeout(120)
@@ -128,7 +127,7 @@ def _fmt_local(ts, tz_env):
     import subprocess
     import sys
 
-    code = "import time; print(time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime({})))".format(ts)
+    code = f"import time; print(time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime({ts})))"
     return subprocess.check_output([sys.executable, "-c", code], env=dict(os.environ, TZ=tz_env)).decode().strip()
 
 

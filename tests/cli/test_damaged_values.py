@@ -11,7 +11,6 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import List
 
 import pytest
 from cli_helpers import check_error, check_ok, run_cli
@@ -32,7 +31,7 @@ RUN_KEY_DAMAGE = [
 ]
 
 
-def _commands(job_id: str) -> List[List[str]]:
+def _commands(job_id: str) -> list[list[str]]:
     return [
         ["start", "--run-key", "k", "--", "true"],
         ["start", "--strict", "--run-key", "k", "--", "true"],
@@ -96,7 +95,7 @@ def _damaged_copy(home: Path, tmp_path: Path, name: str, *statements: str, writa
     return h
 
 
-def _assert_refused_untouched(h: Path, args: List[str], what: str) -> None:
+def _assert_refused_untouched(h: Path, args: list[str], what: str) -> None:
     before = _state(h)
     r = run_cli(h, *args)
     err = check_error(r, 1, "corrupt_database")

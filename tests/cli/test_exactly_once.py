@@ -6,9 +6,18 @@ import signal
 import subprocess
 
 import pytest
-
-from cli_helpers import (check_error, check_ok, cli_argv, cli_env, parse_json, pid_alive, proc_start_time,
-                         read_pids, wait_pids_gone, wait_until)
+from cli_helpers import (
+    check_error,
+    check_ok,
+    cli_argv,
+    cli_env,
+    parse_json,
+    pid_alive,
+    proc_start_time,
+    read_pids,
+    wait_pids_gone,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

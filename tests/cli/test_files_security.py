@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import REPO_ROOT, Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)

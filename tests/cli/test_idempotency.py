@@ -5,7 +5,6 @@ import signal
 import time
 
 import pytest
-
 from cli_helpers import wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)

@@ -6,7 +6,6 @@ import signal
 import subprocess
 
 import pytest
-
 from cli_helpers import cli_argv, cli_env, parse_json, wait_until
 
 pytestmark = pytest.mark.timeout(120)

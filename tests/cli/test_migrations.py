@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import check_error, check_ok, cli_argv, cli_env, run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data"

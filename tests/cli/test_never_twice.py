@@ -16,9 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import (
-    check_error, check_ok, cli_argv, cli_env, pid_alive, run_cli, stat_state, wait_pids_gone, wait_until,
+    check_error,
+    check_ok,
+    cli_argv,
+    cli_env,
+    pid_alive,
+    run_cli,
+    stat_state,
+    wait_pids_gone,
+    wait_until,
 )
 
 UNSHARE = shutil.which("unshare")
@@ -143,8 +150,8 @@ def test_a_job_whose_caller_died_before_its_supervisor_came_up_is_lost_and_never
 # -- 2. a reader in another pid namespace -------------------------------------------------------------------------
 def _in_new_pid_ns(home: Path, *args: str, mount_proc: bool = True):
     cmd = [UNSHARE, "--pid", "--fork"] + (["--mount-proc"] if mount_proc else []) + cli_argv(*args)
-    p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=60)
+    p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=60)
     return p.returncode, json.loads(p.stdout.decode() or "null"), p.stderr.decode()
 
 
@@ -246,7 +253,7 @@ def test_a_full_state_directory_keeps_the_job_alive_until_its_result_is_recorded
     home.mkdir(mode=0o700)
     env = cli_env(home, {"MARKER": str(marker), "OUT": str(out), "PY": sys.executable})
     p = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c", FULL_DISK_SCRIPT], env=env,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=240)
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
     assert p.returncode == 0, (p.stdout, p.stderr, [(f.name, f.read_text()) for f in out.iterdir()])
     first = json.loads((out / "start.json").read_text())
     during = json.loads((out / "status_full.json").read_text())

@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from cli_helpers import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(120)
@@ -16,7 +15,8 @@ pytestmark = pytest.mark.timeout(120)
 
 def _oldest_python():
     found = [p for p in glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python")) if os.access(p, os.X_OK)]
-    found += [shutil.which("python3.9")] if shutil.which("python3.9") else []
+    which = shutil.which("python3.9")
+    found += [which] if which else []
     return found[0] if found else sys.executable
 
 
@@ -31,7 +31,8 @@ def test_zipapp_builds_and_runs_a_job(tmp_path):
     version = json.loads(subprocess.run([python, str(target), "version"], env=env, capture_output=True,
                                         check=True, cwd=str(tmp_path)).stdout)
     assert version["contract"] == 2
-    job = json.loads(subprocess.run([python, str(target), "start", "--sync", "--run-key", "pyz", "--", "echo", "from pyz"],
+    job = json.loads(subprocess.run([python, str(target), "start", "--sync", "--run-key", "pyz", "--",
+                                     "echo", "from pyz"],
                                     env=env, capture_output=True, check=True, cwd=str(tmp_path)).stdout)
     assert job["status"] == "SUCCEEDED" and job["exit_code"] == 0
     with open(job["stdout_file"]) as f:

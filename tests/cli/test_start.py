@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-
 from cli_helpers import OUR_JOB_FIELDS, REFERENCE_JOB_FIELDS, START_FIELDS, pid_alive, read_pids, wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)

@@ -235,6 +235,7 @@ def test_logs_into_a_closed_pipe_is_quiet(start_job, home, tmp_path):
         reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         writer = subprocess.Popen(cli_argv("logs", "--run-key", "big"), env=cli_env(home), stdout=reader.stdin,
                                   stderr=ef)
+        assert reader.stdin is not None and reader.stdout is not None  # both are pipes
         reader.stdin.close()
         out = reader.stdout.read()
         reader.stdout.close()

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from orchesjob import argv, jsonout, logfiles, store  # noqa: E402
-from orchesjob.errors import InvalidArgument  # noqa: E402
+import pytest
 
-import pytest  # noqa: E402
+from orchesjob import argv, jsonout, logfiles, store
+from orchesjob.errors import InvalidArgument
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),

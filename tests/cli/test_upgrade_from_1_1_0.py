@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Optional
 
 import pytest
 from cli_helpers import (
@@ -95,7 +96,7 @@ class V110:
         self.base_prefix = subprocess.run([self.python, "-c", "import sys; print(sys.base_prefix)"],
                                           capture_output=True, text=True, check=True).stdout.strip()
 
-    def env(self, home: Path, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    def env(self, home: Path, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("ORCHESJOB_")}
         env["ORCHESJOB_HOME"] = str(home)
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -142,7 +143,7 @@ def v110() -> Iterator[V110]:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-def counting(marker: Path, then: str = "true") -> List[str]:
+def counting(marker: Path, then: str = "true") -> list[str]:
     """A command that records one line per execution in `marker`, then runs `then` (a shell snippet)."""
     return ["sh", "-c", 'echo "$$" >> %s; %s' % (marker, then)]
 
@@ -154,7 +155,7 @@ def runs(marker: Path) -> int:
         return 0
 
 
-def popen_cli(home: Path, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+def popen_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
     return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
 
@@ -180,7 +181,7 @@ def user_version(path: Path) -> int:
         c.close()
 
 
-def dump(path: Path) -> List[str]:
+def dump(path: Path) -> list[str]:
     """The database's whole logical content (schema and rows), to compare two files."""
     c = sqlite3.connect(str(path))
     try:
@@ -189,7 +190,7 @@ def dump(path: Path) -> List[str]:
         c.close()
 
 
-def tables(path: Path, *names: str) -> Dict[str, List[Tuple[Any, ...]]]:
+def tables(path: Path, *names: str) -> dict[str, list[tuple[Any, ...]]]:
     c = sqlite3.connect(str(path))
     try:
         return {n: sorted(tuple(r) for r in c.execute("SELECT * FROM %s" % n)) for n in names}
@@ -197,18 +198,18 @@ def tables(path: Path, *names: str) -> Dict[str, List[Tuple[Any, ...]]]:
         c.close()
 
 
-def file_digests(home: Path) -> Dict[str, Any]:
+def file_digests(home: Path) -> dict[str, Any]:
     """Every file of the state directory with its content; the -shm index (which readers touch) by name only."""
     import hashlib
 
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for p in sorted(home.rglob("*")):
         rel = str(p.relative_to(home))
         out[rel] = None if rel.endswith("-shm") or not p.is_file() else hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
-def shape(path: Path) -> Tuple[Dict[str, List[Tuple[Any, ...]]], List[str]]:
+def shape(path: Path) -> tuple[dict[str, list[tuple[Any, ...]]], list[str]]:
     c = sqlite3.connect(str(path))
     try:
         cols = {}
@@ -220,7 +221,7 @@ def shape(path: Path) -> Tuple[Dict[str, List[Tuple[Any, ...]]], List[str]]:
         c.close()
 
 
-def as_110_sees_it(job: Dict[str, Any]) -> Dict[str, Any]:
+def as_110_sees_it(job: dict[str, Any]) -> dict[str, Any]:
     """Our job's reference fields as 1.1.0 recorded them: it stored a kill by signal N as exit code -N, and a
     command it could not launch as -1 (here: no exit code, the signal or the reason in their own fields)."""
     out = {f: job[f] for f in REFERENCE_JOB_FIELDS}
@@ -460,7 +461,7 @@ def test_a_recycled_pid_is_never_taken_for_a_1_1_0_job(v110, home, spawn, run, o
 
 
 # -- kill -9 during the upgrade, and concurrent CLIs ------------------------------------------------------------------
-def _our_tables(path: Path) -> Dict[str, List[Tuple[Any, ...]]]:
+def _our_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Our tables' rows, with the state directory in the log paths written as <home> (each try is a copy)."""
     home = str(path.parent)
 
@@ -479,7 +480,7 @@ def test_kill_9_at_any_moment_of_the_upgrade_leaves_the_old_database_or_the_new_
     upgraded = _our_tables(db_path(reference))
     seed = int(os.environ.get("ORCHESJOB_TEST_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    moments: List[Any] = list(UPGRADE_POINTS) + [rng.uniform(0.0, 0.4) for _ in range(8)]
+    moments: list[Any] = list(UPGRADE_POINTS) + [rng.uniform(0.0, 0.4) for _ in range(8)]
     outcomes = []
     for i, moment in enumerate(moments):
         home = copy_state(pristine, tmp_path / ("try%d" % i))
@@ -522,7 +523,7 @@ def test_concurrent_clis_during_the_upgrade_queue_and_then_see_the_upgraded_stat
     wait_until(lambda: runs(marker) == 1)
     upgrader = popen_cli(home, "start", "--run-key", "running", "--", *counting(marker),
                          env={"ORCHESJOB_PAUSE_AT": "upgrade-1.1.0-copy"})
-    others: List[Tuple[str, subprocess.Popen]] = []
+    others: list[tuple[str, subprocess.Popen]] = []
     try:
         wait_until(lambda: stopped(upgrader.pid), what="the upgrade to pause")
         for _ in range(4):
@@ -557,7 +558,7 @@ USER = "ojupgrade110"
 
 
 @pytest.fixture
-def other_user(tmp_path: Path) -> Iterator[Tuple[int, int, Path]]:
+def other_user(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     """A user account made for the test (useradd), with a home of its own; removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("needs root to create a user and a private mount namespace")
@@ -623,7 +624,7 @@ class AsUser:
                 _unavailable("the test user cannot reach %s" % needed)
         self.blocker = blocker
 
-    def argv(self, argv: List[str]) -> List[str]:
+    def argv(self, argv: list[str]) -> list[str]:
         script = ['set -e', 'mount --bind "%s" /var/lib' % self.var_lib]
         if self.blocker:
             script += ['mount --bind "%s" "%s"' % (self.v.base_prefix, self.stage),
@@ -633,13 +634,13 @@ class AsUser:
         script.append('exec "%s" --reuid=%d --regid=%d --clear-groups -- "$@"' % (SETPRIV, self.uid, self.gid))
         return [str(UNSHARE), "--mount", "--propagation", "private", "sh", "-c", "\n".join(script), "sh"] + argv
 
-    def env(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    def env(self, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
                "OJ110_TEST": str(self.base), "PYTHONDONTWRITEBYTECODE": "1"}
         env.update(extra or {})
         return env
 
-    def _run(self, argv: List[str], env: Dict[str, str]) -> Result:
+    def _run(self, argv: list[str], env: dict[str, str]) -> Result:
         p = subprocess.run(self.argv(argv), env=env, cwd=str(self.home), stdin=subprocess.DEVNULL,
                            capture_output=True, timeout=120)
         out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
@@ -648,7 +649,7 @@ class AsUser:
     def v110(self, *args: str) -> Result:
         return self._run([self.v.python, "-m", "orchesjob"] + list(args), self.env())
 
-    def ours(self, *args: str, env: Optional[Dict[str, str]] = None) -> Result:
+    def ours(self, *args: str, env: Optional[dict[str, str]] = None) -> Result:
         return self._run([self.v.python, "-m", "orchesjob"] + list(args), self.env(dict(env or {},
                                                                                        PYTHONPATH=REPO_ROOT)))
 

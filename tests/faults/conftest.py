@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
 
 import pytest
 
@@ -31,7 +31,7 @@ SEED = int(_seed_text) if _seed_text else random.SystemRandom().randrange(1, 2**
 FULL = bool(os.environ.get("ORCHESJOB_FAULT_TRIALS"))
 
 
-def trials(ci: int, full: Optional[int] = None) -> int:
+def trials(ci: int, full: int | None = None) -> int:
     """The number of trials of a test: its CI size, or in the full run (ORCHESJOB_FAULT_TRIALS set) that number,
     or ``full`` for the few tests whose one trial is itself large (hundreds of processes)."""
     value = os.environ.get("ORCHESJOB_FAULT_TRIALS")
@@ -45,7 +45,7 @@ def pytest_report_header(config: pytest.Config) -> str:
         SEED, SEED, os.environ.get("ORCHESJOB_FAULT_TRIALS") or "CI defaults")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     terminalreporter.write_line("orchesjob faults: seed %d (replay with ORCHESJOB_FAULT_SEED=%d)" % (SEED, SEED))
 
 

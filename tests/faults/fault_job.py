@@ -89,7 +89,7 @@ def main() -> int:
                 n = os.write(1, block[: min(left, len(block))])
                 left -= n
         except OSError as e:
-            outcome = "write-error %s" % errno.errorcode.get(e.errno, e.errno)
+            outcome = "write-error %s" % errno.errorcode.get(e.errno or 0, e.errno)
         note(a.marker, "write %s %s %d" % (job, outcome, a.write_bytes - left))
         if outcome != "wrote-all":
             note(a.marker, "end %s %d" % (job, a.exit + 1))

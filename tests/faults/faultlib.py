@@ -12,8 +12,9 @@ import os
 import sqlite3
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any
 
 from tests.cli.cli_helpers import Result, run_cli, wait_until
 
@@ -31,7 +32,7 @@ TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
 
 
 # -- the CLI's output contract ------------------------------------------------------------------------------------
-def contract_problems(r: Result, raw_ok: bool = False) -> List[str]:
+def contract_problems(r: Result, raw_ok: bool = False) -> list[str]:
     """Everything wrong with one CLI answer, as sentences (empty when it keeps the contract).
 
     The contract: never a traceback; an exit code from the table; stdout is exactly one JSON value (``raw_ok``:
@@ -76,7 +77,7 @@ def assert_contract(r: Result, what: str = "", raw_ok: bool = False) -> Result:
     return r
 
 
-def cli(home: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120) -> Result:
+def cli(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
     """One CLI call that must keep the output contract, whatever its exit code."""
     r = run_cli(home, *args, env=env, timeout=timeout)
     return assert_contract(r, "orchesjob %s" % " ".join(str(a) for a in args[:4]), raw_ok=prints_raw(args))
@@ -87,17 +88,17 @@ def prints_raw(args) -> bool:
     return bool(args) and args[0] == "logs" and "--json" not in args
 
 
-def ok(home: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120) -> Any:
+def ok(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
     r = cli(home, *args, env=env, timeout=timeout)
     assert r.code == 0, "orchesjob %s: exit %d\nstdout: %s\nstderr: %s" % (" ".join(args[:4]), r.code, r.out, r.err)
     return r.json
 
 
-def status(home: Path, job_id: str, env: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+def status(home: Path, job_id: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return ok(home, "status", "--job-id", job_id, env=env)
 
 
-def history(home: Path, run_key: str) -> List[Dict[str, Any]]:
+def history(home: Path, run_key: str) -> list[dict[str, Any]]:
     r = cli(home, "status", "--run-key", run_key, "--all")
     if r.code == 3:
         return []
@@ -105,7 +106,7 @@ def history(home: Path, run_key: str) -> List[Dict[str, Any]]:
     return r.json
 
 
-def wait_terminal(home: Path, job_id: str, timeout: float = 120) -> Dict[str, Any]:
+def wait_terminal(home: Path, job_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job = ok(home, "wait", "--job-id", job_id, "--timeout", "10")
@@ -116,8 +117,8 @@ def wait_terminal(home: Path, job_id: str, timeout: float = 120) -> Dict[str, An
 
 # -- evidence from fault_job.py -----------------------------------------------------------------------------------
 def job_argv(marker: Path, lock: Path, duration: float = 0.0, exit: int = 0, children: int = 0, daemons: int = 0,
-             linger: float = 30.0, ignore_term: bool = False, gate: Optional[Path] = None,
-             write_bytes: int = 0) -> List[str]:
+             linger: float = 30.0, ignore_term: bool = False, gate: Path | None = None,
+             write_bytes: int = 0) -> list[str]:
     argv = [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--duration", "%g" % duration,
             "--exit", str(exit), "--linger", "%g" % linger]
     if children:
@@ -143,13 +144,13 @@ class Evidence:
             text = ""
         self.lines = [ln.split() for ln in text.splitlines() if ln.strip()]
 
-    def begins(self, job_id: Optional[str] = None) -> List[List[str]]:
+    def begins(self, job_id: str | None = None) -> list[list[str]]:
         return [ln for ln in self.lines if ln[0] == "begin" and (job_id is None or ln[1] == job_id)]
 
-    def ends(self, job_id: str) -> List[int]:
+    def ends(self, job_id: str) -> list[int]:
         return [int(ln[2]) for ln in self.lines if ln[0] == "end" and ln[1] == job_id]
 
-    def overlaps(self) -> List[List[str]]:
+    def overlaps(self) -> list[list[str]]:
         return [ln for ln in self.begins() if ln[3] == "OVERLAP"]
 
     def executions(self) -> collections.Counter:
@@ -157,7 +158,7 @@ class Evidence:
 
 
 # -- /proc ----------------------------------------------------------------------------------------------------------
-def _stat(pid: int) -> Optional[List[str]]:
+def _stat(pid: int) -> list[str] | None:
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
             data = f.read()
@@ -166,7 +167,7 @@ def _stat(pid: int) -> Optional[List[str]]:
     return data[data.rfind(b")") + 2:].decode("ascii", "replace").split()
 
 
-def _environ(pid: int) -> List[bytes]:
+def _environ(pid: int) -> list[bytes]:
     try:
         with open("/proc/%d/environ" % pid, "rb") as f:
             return f.read().split(b"\0")
@@ -174,7 +175,7 @@ def _environ(pid: int) -> List[bytes]:
         return []
 
 
-def _cmdline(pid: int) -> List[bytes]:
+def _cmdline(pid: int) -> list[bytes]:
     try:
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             return f.read().split(b"\0")
@@ -191,7 +192,7 @@ def live_pids() -> Iterable[int]:
                 yield int(name)
 
 
-def job_processes(job_id: str, pgid: Optional[int] = None) -> Set[int]:
+def job_processes(job_id: str, pgid: int | None = None) -> set[int]:
     """Live processes carrying the job's ORCHESJOB_JOB_ID, or in its process group."""
     needle = ("ORCHESJOB_JOB_ID=%s" % job_id).encode()
     found = set()
@@ -204,12 +205,12 @@ def job_processes(job_id: str, pgid: Optional[int] = None) -> Set[int]:
     return found
 
 
-def processes_of_home(home: Path) -> Set[int]:
+def processes_of_home(home: Path) -> set[int]:
     needle = ("ORCHESJOB_HOME=%s" % home).encode()
     return {pid for pid in live_pids() if needle in _environ(pid)}
 
 
-def supervisor_pids(home: Path, start_pid: int) -> Set[int]:
+def supervisor_pids(home: Path, start_pid: int) -> set[int]:
     """Supervisors spawned from `start_pid`'s session: same home, an `orchesjob start` command line, in a session
     of their own that they do not lead (the double fork's grandchild)."""
     st0 = _stat(start_pid)
@@ -234,7 +235,7 @@ def wait_gone(pids_fn, timeout: float, what: str) -> None:
 
 
 # -- the database, read from outside ----------------------------------------------------------------------------------
-def db_rows(db: Path) -> List[Any]:
+def db_rows(db: Path) -> list[Any]:
     """Every row of every table, in a stable order (a read-only look that changes nothing)."""
     if not db.exists():
         return []

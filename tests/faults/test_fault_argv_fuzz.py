@@ -28,8 +28,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -58,9 +59,9 @@ LITERALS = ["", " ", "0", "1", "-1", "-0", "007", "1.5", "-1.5", "1e3", "1e309",
             "--", "-x", ".", "..", "/", "/nonexistent", "~", "$(id)", "`id`", "a;b", "*"]
 SAFE_COMMANDS = [["true"], ["false"], ["echo", "fuzz"], ["/nonexistent/orchesjob-fuzz-cmd"], ["echo"]]
 
-KNOWN_IDS: List[str] = []
+KNOWN_IDS: list[str] = []
 
-_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+_text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)
 _controls = st.text(st.characters(min_codepoint=1, max_codepoint=31)
                     | st.sampled_from("\x7f\x85\u2028\u2029\u202e\ufeff\u200b"), min_size=1, max_size=8)
 # bytes that are not UTF-8 reach the CLI as raw argv bytes (surrogate-escaped here, encoded back by os.fsencode)
@@ -134,7 +135,7 @@ SELECTORS = {
 
 
 @st.composite
-def near_valid_argv(draw) -> List[str]:
+def near_valid_argv(draw) -> list[str]:
     command = draw(st.sampled_from(sorted(VALID_FLAGS)))
     spec = dict(VALID_FLAGS[command])
     chosen = []
@@ -174,7 +175,9 @@ class Sandbox:
         self.bin = self.base / "bin"
         self.bin.mkdir()
         for name in ("true", "false", "echo"):
-            os.symlink(shutil.which(name, path="/usr/bin:/bin"), self.bin / name)
+            found = shutil.which(name, path="/usr/bin:/bin")
+            assert found, name
+            os.symlink(found, self.bin / name)
         os.chmod(self.bin, 0o755)
         if os.geteuid() == 0:
             os.chown(self.home, NOBODY, NOBODY)
@@ -182,16 +185,18 @@ class Sandbox:
             setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
             if not python or not setpriv:
                 _unavailable("running as root: setpriv and /usr/bin/python3 are needed to run the CLI as nobody")
-            self.prefix = [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", python,
+            assert python and setpriv  # _unavailable raised otherwise
+            self.prefix: list[str] = [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", python,
                            "-m", "orchesjob"]
         else:
             self.prefix = [sys.executable, "-m", "orchesjob"]
         self.env = cli_env(self.home, {"PATH": str(self.bin)})
         self.db = self.home / "orchesjob.db"
 
-    def run(self, argv: List[str], timeout: float = 120) -> Result:
-        p = subprocess.run(self.prefix + [os.fsencode(a) for a in argv], env=self.env, cwd="/",
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    def run(self, argv: list[str], timeout: float = 120) -> Result:
+        full: list[str | bytes] = [*self.prefix, *(os.fsencode(a) for a in argv)]
+        p = subprocess.run(full, env=self.env, cwd="/",
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         out = p.stdout.decode("utf-8", "replace")
         return Result(p.returncode, parse_json(out), out, p.stderr.decode("utf-8", "replace"))
 
@@ -236,7 +241,7 @@ class Sandbox:
             if os.geteuid() == 0:
                 os.chown(dst, NOBODY, NOBODY)
 
-    def snapshot(self) -> Dict[str, Any]:
+    def snapshot(self) -> dict[str, Any]:
         checkpoint(self.db)
         return {
             "rows": db_rows(self.db),
@@ -267,7 +272,7 @@ def sandbox() -> Iterator[Sandbox]:
         shutil.rmtree(box.base, ignore_errors=True)
 
 
-STATS: Dict[str, Dict[str, int]] = {}
+STATS: dict[str, dict[str, int]] = {}
 
 # What the generated runs above found, pinned down: numbers at the edges of every numeric flag, and bytes that are
 # not UTF-8 in the free-text flags. Each must be accepted or rejected cleanly (exit 2), never an internal error,
@@ -293,13 +298,13 @@ EDGE_CASES = [
 ]
 
 
-def _edge_id(argv: List[str]) -> str:
+def _edge_id(argv: list[str]) -> str:
     flag = [a for a in argv[1:] if a.startswith("--") and a not in ("--", "--run-key")][-1]
     return "%s %s=%s" % (argv[0], flag, ascii(argv[argv.index(flag) + 1])[1:-1])
 
 
 @pytest.mark.parametrize("argv", EDGE_CASES, ids=[_edge_id(a) for a in EDGE_CASES])
-def test_edge_values_are_accepted_or_rejected_cleanly(sandbox: "Sandbox", argv: List[str]) -> None:
+def test_edge_values_are_accepted_or_rejected_cleanly(sandbox: Sandbox, argv: list[str]) -> None:
     sandbox.restore()
     before = sandbox.snapshot()
     r = sandbox.run(argv)
@@ -318,7 +323,7 @@ FUZZ_SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 
-def check_call(sandbox: Sandbox, argv: List[str], family: str) -> None:
+def check_call(sandbox: Sandbox, argv: list[str], family: str) -> None:
     sandbox.restore()
     before = sandbox.snapshot()
     r = sandbox.run(argv)
@@ -345,7 +350,7 @@ def check_call(sandbox: Sandbox, argv: List[str], family: str) -> None:
 @seed(SEED)
 @FUZZ_SETTINGS
 @given(argv=JUNK_ARGV)
-def test_generated_junk_argv_keeps_the_output_contract(sandbox: Sandbox, argv: List[str]) -> None:
+def test_generated_junk_argv_keeps_the_output_contract(sandbox: Sandbox, argv: list[str]) -> None:
     """Anything at all: mostly rejected, and a rejected call changes nothing."""
     check_call(sandbox, argv, "junk")
 
@@ -353,7 +358,7 @@ def test_generated_junk_argv_keeps_the_output_contract(sandbox: Sandbox, argv: L
 @seed(SEED)
 @FUZZ_SETTINGS
 @given(argv=near_valid_argv())
-def test_generated_nearly_valid_argv_keeps_the_output_contract(sandbox: Sandbox, argv: List[str]) -> None:
+def test_generated_nearly_valid_argv_keeps_the_output_contract(sandbox: Sandbox, argv: list[str]) -> None:
     """A command's own flags with plausible values, sometimes one of them bad: many calls do real work (start,
     abort, rerun, unlock, clean), the rest are rejected without a trace."""
     check_call(sandbox, argv, "nearly valid")

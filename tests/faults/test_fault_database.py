@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import pytest
 
@@ -30,11 +30,11 @@ from tests.faults.faultlib import (
     checkpoint,
     cli,
     contract_problems,
-    prints_raw,
     history,
     job_argv,
     job_processes,
     ok,
+    prints_raw,
     processes_of_home,
     wait_gone,
     wait_terminal,
@@ -69,13 +69,14 @@ print("holds", holds, flush=True)
 class Holder:
     """The lock-holding process, started and stopped by the test (by its pid)."""
 
-    def __init__(self, db: Path, tmp: Path, hold: "tuple[float, float]", gap: float, seed: str) -> None:
+    def __init__(self, db: Path, tmp: Path, hold: tuple[float, float], gap: float, seed: str) -> None:
         self.stop_file = tmp / ("stop-holder-%d" % time.monotonic_ns())
         self.proc = subprocess.Popen(
             [sys.executable, "-c", HOLDER, str(db), str(self.stop_file), str(hold[0]), str(hold[1]), str(gap), seed],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def wait_held(self) -> None:
+        assert self.proc.stdout is not None and self.proc.stderr is not None  # both are pipes
         line = self.proc.stdout.readline().decode()
         assert line.startswith("held"), "lock holder failed: %r %r" % (line, self.proc.stderr.read())
 
@@ -90,7 +91,7 @@ class Holder:
         return out.decode()
 
 
-def _popen_cli(home: Path, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+def _popen_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
 
@@ -122,7 +123,7 @@ def test_concurrent_starts_while_another_process_holds_long_write_transactions(h
         gate = tmp_path / ("gate-%d" % rnd)
         env = {"ORCHESJOB_LOCK_TIMEOUT": "1"}
         holder = Holder(h / "orchesjob.db", tmp_path, (1.5, 3.0), 0.4, "%s-%d" % (rng.random(), rnd))
-        calls: List[Any] = []
+        calls: list[Any] = []
         try:
             order = ["d%03d" % i for i in range(200)] + ["shared"] * 50
             rng.shuffle(order)
@@ -137,7 +138,7 @@ def test_concurrent_starts_while_another_process_holds_long_write_transactions(h
                     p.wait()
             holds = holder.stop()
         gate.touch()
-        codes: Dict[int, int] = {}
+        codes: dict[int, int] = {}
         for key, r in results:
             assert_contract(r, "start --run-key %s under lock contention" % key)
             assert r.code in (0, 5), "start %s: exit %d %s %s" % (key, r.code, r.out, r.err)
@@ -152,7 +153,7 @@ def test_concurrent_starts_while_another_process_holds_long_write_transactions(h
         ev = Evidence(marker)
         assert not ev.overlaps()
         assert all(n == 1 for n in ev.executions().values()), ev.executions()
-        by_key: Dict[str, List[Result]] = {}
+        by_key: dict[str, list[Result]] = {}
         for key, r in results:
             by_key.setdefault(key, []).append(r)
         for key, rs in by_key.items():
@@ -169,7 +170,7 @@ def test_concurrent_starts_while_another_process_holds_long_write_transactions(h
         assert sum(ev.executions().values()) == len([k for k, rs in by_key.items() if any(r.code == 0 for r in rs)])
 
 
-def _gated_job(home: Path, key: str, tmp: Path, exit: int = 0) -> "tuple[Dict[str, Any], Path, Path]":
+def _gated_job(home: Path, key: str, tmp: Path, exit: int = 0) -> tuple[dict[str, Any], Path, Path]:
     gate = tmp / ("gate-" + key)
     marker = tmp / ("marker-" + key)
     job = ok(home, "start", "--run-key", key, "--", *job_argv(marker, tmp / ("lock-" + key), exit=exit, gate=gate))
@@ -245,7 +246,7 @@ def test_a_dead_job_is_reported_while_a_writer_holds_the_lock(home: Path, tmp_pa
 
 
 # ------------------------------------------------------------------------------------------- corrupt / truncated
-def _populated_home(home: Path, tmp: Path) -> List[str]:
+def _populated_home(home: Path, tmp: Path) -> list[str]:
     keys = []
     for i, code in enumerate([0, 3, 0, 1]):
         key = "k%d" % i
@@ -258,7 +259,7 @@ def _populated_home(home: Path, tmp: Path) -> List[str]:
     return keys
 
 
-def _corrupt(data: bytes, rng) -> "tuple[bytes, str]":
+def _corrupt(data: bytes, rng) -> tuple[bytes, str]:
     page = 4096
     size = len(data)
     kind = rng.choice(["truncate", "truncate-page", "truncate-header", "bytes", "header-bytes", "zero-page",
@@ -293,7 +294,7 @@ def _quiesce(home: Path) -> None:
     wait_gone(lambda: processes_of_home(home), 120, "the jobs of %s to end" % home)
 
 
-def _digest(path: Path) -> Optional[str]:
+def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
@@ -318,8 +319,8 @@ def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_
         ["rerun", "--run-key", "k1"], ["unlock", "--run-key", "k3"], ["clean", "--all", "--dry-run"],
         ["clean", "--all"],
     ]
-    kinds: Dict[str, Dict[int, int]] = {}
-    violations: List[str] = []
+    kinds: dict[str, dict[int, int]] = {}
+    violations: list[str] = []
     runs = 0
     for n in range(trials(12)):
         h = tmp_path / ("corrupt-%03d" % n)
@@ -363,7 +364,7 @@ def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_
                 violations.append("%s: %s" % (p, ctx))
         _kill_jobs(h)
     print("exit codes by damage (%d commands):" % runs, kinds)
-    by_problem: Dict[str, List[str]] = {}
+    by_problem: dict[str, list[str]] = {}
     for v in violations:
         by_problem.setdefault(v.split(":")[0], []).append(v)
     assert not violations, "%d of %d commands on a damaged database broke a rule:\n%s" % (
@@ -394,7 +395,7 @@ def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
     commands = [["status", "--run-key", "k"], ["status", "--running"], ["status", "--run-key", "k", "--all"],
                 ["logs", "--run-key", "k", "--json"], ["start", "--run-key", "k", "--", "true"],
                 ["rerun", "--run-key", "k"], ["clean", "--all", "--dry-run"]]
-    violations: List[str] = []
+    violations: list[str] = []
     tried = 0
     for n, (column, (what, value)) in enumerate(combos):
         h = home.parent / ("rows-%03d" % n)
@@ -424,7 +425,7 @@ def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
     print("damaged rows: %d combinations, %d commands, %d violations" % (len(combos), tried, len(violations)))
     for v in violations:
         print("  " + v)
-    by_problem: Dict[str, List[str]] = {}
+    by_problem: dict[str, list[str]] = {}
     for v in violations:
         by_problem.setdefault(v.split(":")[0], []).append(v)
     assert not violations, "%d of %d commands on damaged rows broke a rule:\n%s" % (
@@ -432,7 +433,7 @@ def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
                                           for k, vs in by_problem.items()))
 
 
-def _final_or_error(home: Path, job_id: str) -> Optional[Dict[str, Any]]:
+def _final_or_error(home: Path, job_id: str) -> dict[str, Any] | None:
     """The job once terminal, or None when the damaged database cannot tell (a clean error is fine there)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -466,7 +467,7 @@ def test_file_size_limit_while_the_job_writes_its_log(home: Path, tmp_path: Path
     writer is killed by SIGXFSZ. The database is small, but its WAL can reach the limit too, so sometimes the
     database itself cannot be written. Whatever happens: every CLI answer keeps the contract, the log never exceeds
     the limit, and once read without the limit a command that began has its real end recorded, never LOST."""
-    seen: Dict[str, int] = {}
+    seen: dict[str, int] = {}
     for n in range(trials(8)):
         h = tmp_path / ("fsize-%03d" % n)
         marker = tmp_path / ("marker-%03d" % n)

@@ -22,7 +22,7 @@ import subprocess
 import termios
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any
 
 import pytest
 
@@ -60,13 +60,15 @@ class Trial:
         self.lock = d / "lock"
         self.duration = rng.choice([0.0, 0.05, 0.3, 0.8])
         self.exit = rng.choice([0, 0, 3])
+        self.children: int
+        self.daemons: int
         self.children, self.daemons = rng.choice([(0, 0), (0, 0), (1, 1), (2, 0), (0, 2)]) if forks else (0, 0)
         self.ignore_term = bool(self.children or self.daemons) and rng.random() < 0.3
-        self.aborted: Set[str] = set()
-        self.notes: List[str] = []
+        self.aborted: set[str] = set()
+        self.notes: list[str] = []
 
     @property
-    def command(self) -> List[str]:
+    def command(self) -> list[str]:
         return job_argv(self.marker, self.lock, duration=self.duration, exit=self.exit, children=self.children,
                         daemons=self.daemons, linger=LINGER, ignore_term=self.ignore_term)
 
@@ -80,7 +82,7 @@ class Trial:
             cli_argv("start", "--run-key", self.key, *opts, "--", *self.command), env=cli_env(self.home),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, **kw)
 
-    def retry_start(self) -> Dict[str, Any]:
+    def retry_start(self) -> dict[str, Any]:
         """What a retry does right after the fault: start the same key again (default mode)."""
         job = ok(self.home, "start", "--run-key", self.key, "--", *self.command)
         self.notes.append("retry start -> %s %s existing=%s" % (job["job_id"][:8], job["status"], job["existing"]))
@@ -97,7 +99,7 @@ class Trial:
             assert not left, "abort left processes of job %s alive: %s\n%s" % (job_id, _ps(left), self.describe())
         self.notes.append("abort %s -> exit %d" % (job_id[:8], r.code))
 
-    def settle_and_check(self, supervisor_may_be_dead: Set[str]) -> List[Dict[str, Any]]:
+    def settle_and_check(self, supervisor_may_be_dead: set[str]) -> list[dict[str, Any]]:
         """Wait until every job of the key is terminal or nothing of it (command tree, supervisor) is alive, then
         check the allowed end states."""
         deadline = time.monotonic() + SETTLE
@@ -124,8 +126,9 @@ class Trial:
             assert job["status"] in TERMINAL, "job %s is %s with nothing of it alive\n%s" % (jid, job["status"], ctx)
             if job["status"] in ("SUCCEEDED", "FAILED"):
                 assert begins, "job %s is %s but its command never began\n%s" % (jid, job["status"], ctx)
-                assert job["exit_code"] == self.exit and ev.ends(jid) == [self.exit], \
-                    "job %s recorded exit %r, its command ended with %r\n%s" % (jid, job["exit_code"], ev.ends(jid), ctx)
+                assert job["exit_code"] == self.exit and ev.ends(jid) == [self.exit], (
+                    "job %s recorded exit %r, its command ended with %r\n%s"
+                    % (jid, job["exit_code"], ev.ends(jid), ctx))
                 assert (job["status"] == "SUCCEEDED") == (self.exit == 0), ctx
             elif job["status"] == "LOST":
                 assert jid in supervisor_may_be_dead or not begins, \
@@ -168,13 +171,13 @@ def test_kill_9_of_the_supervisor_at_random_moments(home: Path, tmp_path: Path, 
     command's leftovers and writing the result. A retry right after must not run a second copy while anything of
     the first is alive; the end state must be allowed; abort must leave nothing."""
     moments = {"before-target": 0, "while-running": 0, "at-the-end": 0, "missed": 0}
-    outcomes: Dict[str, int] = {}
+    outcomes: dict[str, int] = {}
     for n in range(trials(8)):
         t = Trial(home, tmp_path, "sup-%03d" % n, rng)
         moment = rng.choice(["before-target", "while-running", "at-the-end"])
         proc = t.popen_start()
-        killed: Optional[int] = None
-        seen: Set[int] = set()
+        killed: int | None = None
+        seen: set[int] = set()
         deadline = time.monotonic() + 60
         while killed is None and time.monotonic() < deadline:
             seen |= supervisor_pids(home, proc.pid)
@@ -225,7 +228,7 @@ def test_kill_9_of_start_at_random_moments(home: Path, tmp_path: Path, rng) -> N
     """kill -9 of the `start` process (async or --sync) at a random moment of its life. The supervisor is not
     touched, so a command that began must end with its real exit code recorded, never LOST; a retry right after
     never runs a second copy while the first lives."""
-    outcomes: Dict[str, int] = {}
+    outcomes: dict[str, int] = {}
     for n in range(trials(8)):
         t = Trial(home, tmp_path, "kst-%03d" % n, rng)
         moment = rng.choice(["early", "supervisor-up", "command-began", "sync-waiting"])
@@ -258,7 +261,7 @@ def test_kill_9_of_start_at_random_moments(home: Path, tmp_path: Path, rng) -> N
 def test_sighup_of_the_callers_session(home: Path, tmp_path: Path, rng) -> None:
     """The caller runs `start` from a shell on a terminal (as over `ssh -t`); the terminal hangs up (or the session
     gets SIGHUP) at a random moment. The job must not notice: a command that began ends with its real result."""
-    outcomes: Dict[str, int] = {}
+    outcomes: dict[str, int] = {}
     for n in range(trials(8)):
         t = Trial(home, tmp_path, "hup-%03d" % n, rng)
         out = tmp_path / t.key / "start.out"

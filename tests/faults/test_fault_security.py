@@ -18,8 +18,9 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 
@@ -50,7 +51,9 @@ REPORT = ("import json, os, sys; out = sys.argv[1]; names = json.loads(os.enviro
 
 
 @pytest.fixture
-def sec(sshd: Any, orchesjob_launcher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, Any]]:
+def sec(
+    sshd: Any, orchesjob_launcher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
     """A hook whose CLI path and state directory themselves hold metacharacters, and a canary path."""
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
@@ -69,7 +72,7 @@ def sec(sshd: Any, orchesjob_launcher: str, tmp_path: Path, monkeypatch: pytest.
         assert not canary.exists(), "an injected command ran"
 
 
-def _wait(hook: Any, job_id: str, timeout: float = 60) -> Dict[str, Any]:
+def _wait(hook: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         job = hook.wait(job_id=job_id, timeout=5)
@@ -78,8 +81,8 @@ def _wait(hook: Any, job_id: str, timeout: float = 60) -> Dict[str, Any]:
         assert time.monotonic() < deadline, job
 
 
-def _report_job(hook: Any, key: str, out: Path, args: List[str], env: Dict[str, str], cwd: str = None
-                ) -> Dict[str, Any]:
+def _report_job(hook: Any, key: str, out: Path, args: list[str], env: dict[str, str], cwd: str | None = None
+                ) -> dict[str, Any]:
     command = [sys.executable, "-c", REPORT, str(out), *args]
     names = sorted(env)
     env = dict(env, OJ_NAMES=json.dumps(names))
@@ -95,7 +98,7 @@ def _report_job(hook: Any, key: str, out: Path, args: List[str], env: Dict[str, 
     return got
 
 
-def test_hostile_arguments_and_environment_arrive_verbatim(sec: Dict[str, Any]) -> None:
+def test_hostile_arguments_and_environment_arrive_verbatim(sec: dict[str, Any]) -> None:
     hook, corpus, weird = sec["hook"], sec["corpus"], sec["dir"]
     out = weird / "report $(x).json"
     _report_job(hook, "args", out, corpus, {})
@@ -105,7 +108,7 @@ def test_hostile_arguments_and_environment_arrive_verbatim(sec: Dict[str, Any]) 
     _report_job(hook, "env", weird / "report-env.json", [], env)
 
 
-def test_hostile_run_keys_are_just_keys(sec: Dict[str, Any]) -> None:
+def test_hostile_run_keys_are_just_keys(sec: dict[str, Any]) -> None:
     from orchesjob_provider.exceptions import OrchesjobInvalidArgument
 
     hook = sec["hook"]
@@ -126,7 +129,7 @@ def test_hostile_run_keys_are_just_keys(sec: Dict[str, Any]) -> None:
     print("run keys accepted %d, rejected as invalid %d" % (accepted, rejected))
 
 
-def test_hostile_working_directories_arrive_verbatim(sec: Dict[str, Any]) -> None:
+def test_hostile_working_directories_arrive_verbatim(sec: dict[str, Any]) -> None:
     hook, weird = sec["hook"], sec["dir"]
     names = [s for s in sec["corpus"] if s and "/" not in s and s not in (".", "..") and len(s.encode()) <= 255]
     # components of a few deep paths (PATH_MAX is 4096), every usable corpus string once
@@ -143,7 +146,7 @@ def test_hostile_working_directories_arrive_verbatim(sec: Dict[str, Any]) -> Non
         assert got["cwd"] == str(path)
 
 
-def test_hostile_reasons_are_recorded_verbatim(sec: Dict[str, Any]) -> None:
+def test_hostile_reasons_are_recorded_verbatim(sec: dict[str, Any]) -> None:
     hook = sec["hook"]
     reasons = [s for s in sec["corpus"] if len(s) <= 4096] + ["".join(sec["corpus"])[:4096]]
     for i, reason in enumerate(reasons[::4]):  # a quarter of them through abort, the rest below
@@ -164,14 +167,14 @@ def test_hostile_reasons_are_recorded_verbatim(sec: Dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- file modes
-def _modes(home: Path) -> Dict[str, int]:
+def _modes(home: Path) -> dict[str, int]:
     out = {".": stat.S_IMODE(home.stat().st_mode)}
     for p in home.rglob("*"):
         out[str(p.relative_to(home))] = stat.S_IMODE(p.lstat().st_mode)
     return out
 
 
-def test_state_files_are_private_after_real_use_whatever_the_umask(sec: Dict[str, Any], tmp_path: Path) -> None:
+def test_state_files_are_private_after_real_use_whatever_the_umask(sec: dict[str, Any], tmp_path: Path) -> None:
     """Over SSH, with a remote umask of 000: the state directory and logs/ are 0700, the database (and its WAL
     and shared-memory files) and every log are 0600, after successes, failures, aborts and running jobs."""
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
@@ -206,11 +209,12 @@ def _q(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ shared state directory
-def _as_nobody(argv: List[str]) -> List[str]:
+def _as_nobody(argv: list[str]) -> list[str]:
     python = shutil.which("python3", path="/usr/bin:/bin")
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
     if not python or not setpriv:
         _unavailable("setpriv and /usr/bin/python3 are needed to act as another user")
+    assert python and setpriv  # _unavailable raised otherwise
     return [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", python] + argv[1:]
 
 

@@ -41,8 +41,9 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any
 
 import pytest
 
@@ -83,7 +84,7 @@ def make_hook(launcher: str, home: Path) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- calibration
-def start_command(marker: Path, lock: Path, duration: str) -> List[str]:
+def start_command(marker: Path, lock: Path, duration: str) -> list[str]:
     """fault_job.py with fixed-width arguments, so every trial's exec request has the same length."""
     return [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--duration", duration]
 
@@ -133,10 +134,10 @@ def choose_cut(rng, p: Phases, phase: str) -> Cut:
 
 
 def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT
-                      ) -> Tuple[Any, Optional[BaseException], Optional[float]]:
+                      ) -> tuple[Any, BaseException | None, float | None]:
     """Run a hook call; if it has not returned after `limit` seconds, report it as hung and reset every
     connection so the thread can finish. Returns (result, exception, seconds it hung or None)."""
-    box: Dict[str, Any] = {}
+    box: dict[str, Any] = {}
 
     def target() -> None:
         try:
@@ -167,8 +168,8 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
     try:
         hook.version()  # the contract check is cached; every trial's connections carry only `start`
         phases = calibrate(proxy, hook, tmp_path, home)
-        tally: Dict[str, int] = collections.Counter()
-        problems: List[str] = []
+        tally: dict[str, int] = collections.Counter()
+        problems: list[str] = []
         n_trials = trials(20)
         for n in range(n_trials):
             key = "cut-%05d" % n
@@ -178,8 +179,7 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             cuts = [choose_cut(rng, phases, rng.choice(PHASES)) for _ in range(rng.choice([1, 1, 2, 3, 4]))]
             hook.close()
             first = len(proxy.connections)
-            proxy.set_plan(lambda index, first=first, cuts=cuts: cuts[index - first] if index - first < len(cuts)
-                           else None)
+            proxy.set_plan(plan_of(cuts, first))
             job, error, hung = run_with_watchdog(proxy, lambda: hook.start(
                 key, start_command(marker, lock, duration), mode=mode, exec_timeout=EXEC_TIMEOUT))
             proxy.set_plan(lambda index: None)
@@ -229,7 +229,15 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
         hook.close()
 
 
+def plan_of(cuts: list[Cut], first: int) -> Callable[[int], Cut | None]:
+    """A proxy plan: the n-th connection from `first` on gets cuts[n], later ones none."""
+    def plan(index: int) -> Cut | None:
+        return cuts[index - first] if 0 <= index - first < len(cuts) else None
+    return plan
+
+
 def _phase_name(p: Phases, rec: ConnRecord) -> str:
+    assert rec.cut_at is not None  # only cut connections are named
     direction, at = rec.cut_at
     if direction == C2S:
         if at < p.c_login:
@@ -246,7 +254,7 @@ def _phase_name(p: Phases, rec: ConnRecord) -> str:
     return "reply"
 
 
-def fails_fast_command(marker: Path, lock: Path) -> List[str]:
+def fails_fast_command(marker: Path, lock: Path) -> list[str]:
     """fault_job.py exiting 3 at once; `--exit=00000003` has the length of `--duration 0.00`, so the exec request
     is as long as the calibrated one."""
     return [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--exit=00000003"]
@@ -271,8 +279,8 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
     try:
         hook.version()
         phases = calibrate(proxy, hook, tmp_path, home)
-        tally: Dict[str, int] = collections.Counter()
-        problems: List[str] = []
+        tally: dict[str, int] = collections.Counter()
+        problems: list[str] = []
         n_trials = trials(6)
         for n in range(n_trials):
             key = "fff-%05d" % n  # as long as the calibration's keys
@@ -283,8 +291,7 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
             cuts += [choose_cut(rng, phases, rng.choice(PHASES)) for _ in range(rng.choice([0, 0, 1, 2, 3]))]
             hook.close()
             first = len(proxy.connections)
-            proxy.set_plan(lambda index, first=first, cuts=cuts: cuts[index - first] if index - first < len(cuts)
-                           else None)
+            proxy.set_plan(plan_of(cuts, first))
             job, error, hung = run_with_watchdog(proxy, lambda key=key, marker=marker, lock=lock, mode=mode,
                                                  request_id=request_id: hook.start(
                 key, fails_fast_command(marker, lock), mode=mode, exec_timeout=EXEC_TIMEOUT, request_id=request_id))
@@ -412,7 +419,7 @@ def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
         for i, at in enumerate(range(phases.s_total - 112, phases.s_total, 8)):
             hook.close()
             first = len(proxy.connections)
-            proxy.set_plan(lambda index, first=first, at=at: Cut(S2C, at, "rst") if index == first else None)
+            proxy.set_plan(plan_of([Cut(S2C, at, "rst")], first))
             marker, lock = tmp_path / ("m-close-%d" % i), tmp_path / ("l-close-%d" % i)
             try:
                 hook.start("close-%05d" % i, start_command(marker, lock, "0.00"), mode="reuse_success",
@@ -471,7 +478,7 @@ ALPHABET = "abcdefghij klmnopqrstuvwxyz0123456789 $()'\"`;|&*?~\\ é€✓日本
 class Recorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
-        self.lines: Dict[str, List[str]] = {"stdout": [], "stderr": []}
+        self.lines: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
     def emit(self, record: logging.LogRecord) -> None:
         msg = record.getMessage()
@@ -497,7 +504,7 @@ def rebuild(trigger: Any) -> Any:
     return getattr(importlib.import_module(module), name)(**kwargs)
 
 
-async def drive(trigger: Any, recorder: Recorder, restarts: List[int], timeout: float) -> Tuple[Any, bool, int]:
+async def drive(trigger: Any, recorder: Recorder, restarts: list[int], timeout: float) -> tuple[Any, bool, int]:
     """Run the trigger to its event, restarting it (rebuild from serialize) whenever the number of stdout lines
     logged reaches the next entry of `restarts`. Returns (event, generator ended after it, restarts done)."""
     deadline = time.monotonic() + timeout
@@ -537,7 +544,7 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
 
     # each trial is a whole job watched through dozens of polls: a quarter of the full count is plenty
     n_trials = trials(4, full=max(4, int(os.environ.get("ORCHESJOB_FAULT_TRIALS") or 0) // 4))
-    tally: Dict[str, int] = collections.Counter()
+    tally: dict[str, int] = collections.Counter()
     for n in range(n_trials):
         script = []
         for i in range(rng.randint(30, 80)):
@@ -551,7 +558,7 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
         consecutive = [0]
         blackholes = [0]
 
-        def plan(index: int) -> Optional[Cut]:
+        def plan(index: int) -> Cut | None:
             if consecutive[0] >= 3 or rng.random() < 0.25:
                 consecutive[0] = 0
                 return None
