@@ -22,14 +22,15 @@ import math
 import shlex
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Generic, NoReturn, TypeVar, Union
+from typing import Any, Generic, Literal, NoReturn, TypeVar, Union
 
 from orchesjob import CONTRACT_VERSION  # one definition for both sides (the same distribution ships both)
 from orchesjob.cli import MAX_REQUEST_ID
 from orchesjob.store import ACTIVE, TERMINAL
 from orchesjob_provider.retry import ALWAYS, BEFORE_SEND, KINDS, NEVER
 
-START_MODES = ("reuse_success", "default", "strict")
+StartMode = Literal["reuse_success", "default", "strict"]
+START_MODES: tuple[StartMode, ...] = ("reuse_success", "default", "strict")
 TERMINAL_STATUSES = frozenset(TERMINAL)
 ACTIVE_STATUSES = frozenset(ACTIVE)
 STREAMS = ("stdout", "stderr")
@@ -275,7 +276,7 @@ class Verbs(Generic[T]):
         run_key: str,
         command: str | Sequence[Any],
         *,
-        mode: str = "reuse_success",
+        mode: StartMode = "reuse_success",
         cwd: str | None = None,
         env: Mapping[str, Any] | None = None,
         timeout: Number | None = None,

@@ -11,7 +11,7 @@ import asyncio
 import datetime as _dt
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider import run_key as run_keys
@@ -28,8 +28,9 @@ from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, Orc
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.log_relay import LogRelay
 
-IDEMPOTENCY_MODES = ("reuse_success", "strict", "active_only")
-_CLI_MODE = {"reuse_success": "reuse_success", "strict": "strict", "active_only": "default"}
+Idempotency = Literal["reuse_success", "strict", "active_only"]
+IDEMPOTENCY_MODES: tuple[Idempotency, ...] = ("reuse_success", "strict", "active_only")
+_CLI_MODE: dict[str, cmd.StartMode] = {"reuse_success": "reuse_success", "strict": "strict", "active_only": "default"}
 MIN_MASKED_LENGTH = 5  # Airflow 3's default [logging] min_length_masked_secret
 KILL_REASON = "the Airflow task was killed (marked failed or success, cleared, or timed out)"
 
@@ -102,7 +103,7 @@ class OrchesjobOperator(BaseOperator):
         command: str | Sequence[str],
         ssh_conn_id: str = "ssh_default",
         run_key: str | None = None,
-        idempotency: str = "reuse_success",
+        idempotency: Idempotency = "reuse_success",
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,

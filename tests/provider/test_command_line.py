@@ -155,7 +155,7 @@ def test_start_args_modes_and_options() -> None:
     assert "--strict" not in default and "--reuse-success" not in default
     assert "--sync" in A.start("k", ["p"], sync=True)
     with pytest.raises(ValueError):
-        A.start("k", ["p"], mode="bogus")
+        A.start("k", ["p"], mode="bogus")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         A.start("k", [])
     with pytest.raises(ValueError):

@@ -16,6 +16,7 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
+from orchesjob_provider.command import StartMode
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
     OrchesjobIncompatibleCli,
@@ -248,7 +249,7 @@ def cut_proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
 
 @pytest.mark.parametrize("mode", ["default", "strict", "reuse_success"])
 def test_a_start_whose_job_failed_before_the_retry_arrived_runs_once_and_returns_that_failure(
-    cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path, mode: str
+    cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path, mode: StartMode
 ) -> None:
     """"Never twice", hole 5: the first start reaches the host and launches the job, which fails at once; the SSH
     link is cut in the middle of the answer. The hook must retry (the answer is lost) and the retry, a second
