@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Union
 
 from orchesjob import CONTRACT_VERSION
+from orchesjob_provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
 from orchesjob_provider import command as cmd
 from orchesjob_provider.compat import BaseHook
 from orchesjob_provider.exceptions import OrchesjobError, OrchesjobIncompatibleCli, OrchesjobInvalidArgument
@@ -163,7 +164,10 @@ class _OrchesjobHookBase(BaseHook):
 
     conn_name_attr = "ssh_conn_id"
     default_conn_name = "ssh_default"
-    conn_type = "ssh"
+    # The provider's own connection type (an SSH connection plus orchesjob_bin / orchesjob_home), so that the UI's
+    # "Test" button reaches ``OrchesjobHook.test_connection``. Plain ``ssh`` connections work as well: nothing here
+    # or in the SSH provider's ``SSHHook`` looks at the type, only at the fields and extras.
+    conn_type = CONN_TYPE
 
     def __init__(
         self,
@@ -207,7 +211,45 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
     job's ``env`` with its values replaced by ``"***"`` (names only: no value reaches XCom, a trigger event or a log).
     """
 
-    hook_name = "Orchesjob"
+    hook_name = HOOK_NAME
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form's standard fields (Airflow 2; Airflow 3.2+ reads the provider info instead)."""
+        return {key: (list(value) if isinstance(value, list) else dict(value))
+                for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields (Airflow 2's Flask UI; Airflow 3.2+ reads the provider info's
+        ``conn-fields`` instead and never calls this). Imported lazily: only the webserver has these packages."""
+        import importlib
+
+        fab = importlib.import_module("flask_appbuilder.fieldwidgets")
+        lazy_gettext = importlib.import_module("flask_babel").lazy_gettext
+        wtforms = importlib.import_module("wtforms")
+        optional = importlib.import_module("wtforms.validators").Optional
+        widgets: dict[str, Any] = {}
+        for name, (label, description, schema) in CONN_FIELDS.items():
+            kinds = schema.get("type")
+            kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+            if "boolean" in kinds:
+                field = wtforms.BooleanField(lazy_gettext(label), description=description, default=False)
+            elif "integer" in kinds:
+                field = wtforms.IntegerField(
+                    lazy_gettext(label), description=description, widget=fab.BS3TextFieldWidget(),
+                    validators=[optional(strip_whitespace=True)],
+                )
+            elif schema.get("format") == "password":
+                field = wtforms.PasswordField(
+                    lazy_gettext(label), description=description, widget=fab.BS3PasswordFieldWidget()
+                )
+            else:
+                field = wtforms.StringField(
+                    lazy_gettext(label), description=description, widget=fab.BS3TextFieldWidget()
+                )
+            widgets[name] = field
+        return widgets
 
     def __init__(self, *args: Any, ssh_hook_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -245,12 +287,35 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         self.close()
 
     def test_connection(self) -> tuple[bool, str]:
-        """For the Airflow UI's "Test" button: can we log in and does the remote CLI speak our contract?"""
+        """For the Airflow UI's "Test" button (and ``POST /api/v2/connections/test``) on an ``orchesjob_ssh``
+        connection: log in, run ``orchesjob version`` and check its contract, once, without retries.
+
+        Answers ``(True, "orchesjob 0.1.0 (contract 2) at HOST:PORT")`` or ``(False, why)``. The CLI path and state
+        directory are this hook's when it was given them, else the connection's ``orchesjob_bin`` /
+        ``orchesjob_home`` extras (Airflow makes the hook with the connection id only).
+        """
+        where = "?"
         try:
-            info = self.version()
+            settings = self.settings
+            orchesjob_bin, orchesjob_home = cli_settings_from_connection(
+                self.ssh_conn_id,
+                None if settings.orchesjob_bin == "orchesjob" else settings.orchesjob_bin,
+                settings.orchesjob_home,
+            )
+            conn = BaseHook.get_connection(self.ssh_conn_id)
+            where = f"{conn.host}:{conn.port or 22}"
+            probe = OrchesjobHook(
+                self.ssh_conn_id, orchesjob_bin, orchesjob_home, command_timeout=settings.command_timeout,
+                retries=0, ssh_hook_kwargs=self.transport.ssh_hook_kwargs,
+            )
+            try:
+                info = probe.version()
+            finally:
+                probe.close()
         except Exception as exc:  # noqa: BLE001 - the UI wants a message, not a traceback
-            return False, str(exc)
-        return True, f"orchesjob {info.get('version')} (contract {info.get('contract')})"
+            message = getattr(exc, "message", None) or str(exc) or repr(exc)
+            return False, f"orchesjob at {where}: {type(exc).__name__}: {message}"
+        return True, f"orchesjob {info.get('version')} (contract {info.get('contract')}) at {where}"
 
 
 class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):

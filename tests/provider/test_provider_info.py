@@ -36,7 +36,9 @@ def test_provider_info_matches_airflows_schema() -> None:
     jsonschema.validate(info, schema)
     assert info["package-name"] == "orchesjob"
     assert info["versions"] == [orchesjob.__version__]
-    assert info["connection-types"] == [] and info["hook-class-names"] == []
+    # Our own connection type (see test_connection_type.py); the deprecated hook-class-names list is not used.
+    assert [c["connection-type"] for c in info["connection-types"]] == ["orchesjob_ssh"]
+    assert "hook-class-names" not in info
     names = {i["integration-name"] for i in info["integrations"]}
     for key in ("hooks", "operators", "sensors", "triggers"):
         assert {e["integration-name"] for e in info[key]} <= names
