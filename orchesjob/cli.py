@@ -152,6 +152,24 @@ def _one_of(a: dict[str, Any], *names: str) -> None:
         raise InvalidArgument(("give only one of %s" if given else "one of %s is required") % flags)
 
 
+def _watch(a: dict[str, Any]) -> Any:
+    """`wait --watch ...`: many jobs in one call (watch.py); the single-job flags do not mix with it."""
+    from . import watch
+
+    mixed = [f for f in ("run_key", "job_id", "stdout_offset", "stderr_offset") if a[f] is not None]
+    if mixed:
+        raise InvalidArgument("wait --watch cannot be combined with %s (each --watch names its job and offsets)"
+                              % ", ".join("--" + f.replace("_", "-") for f in mixed))
+    entries = [watch.parse_entry(spec, job_id, count, lambda v: request_id(v, "--watch cursor")) for spec in a["watch"]]
+    return watch.watch(
+        entries,
+        _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
+        _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
+        _given(count(a["max_total_bytes"] if a["max_total_bytes"] is not None else str(watch.DEFAULT_TOTAL_BYTES),
+                     "--max-total-bytes", watch.MIN_TOTAL_BYTES, MAX_CHUNK)),
+    )
+
+
 def dispatch(argv: list[str]) -> Any:
     from . import argv as argv_mod
     from . import commands
@@ -195,6 +213,8 @@ def dispatch(argv: list[str]) -> Any:
         return _clean(a)
     if c in ("ls", "doctor", "metrics"):
         return _host_tool(c, a)
+    if c == "wait" and a["watch"]:
+        return _watch(a)
     _one_of(a, "run_key", "job_id")
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 
 def _v1_to_v2(store: Store) -> None:
-    """Version 2: the pid namespace a job lives in, the caller's request id and owner, and answered requests; the
-    indexes behind `ls --last` (start time) and `metrics` (status and finish time)."""
+    """Version 2: the pid namespace a job lives in, the caller's request id and owner, answered requests, the
+    watchers' delivered log offsets (`wait --watch ...:CURSOR`); the indexes behind `ls --last` (start time) and
+    `metrics` (status and finish time)."""
     store.executescript("""
         ALTER TABLE jobs ADD COLUMN pid_ns TEXT;
         ALTER TABLE jobs ADD COLUMN request_id TEXT;
@@ -41,6 +42,14 @@ def _v1_to_v2(store: Store) -> None:
         CREATE INDEX start_requests_job ON start_requests (job_id);
         CREATE INDEX jobs_started_at ON jobs (started_at);
         CREATE INDEX jobs_status_finished_at ON jobs (status, finished_at);
+        CREATE TABLE watch_cursors (
+            job_id TEXT NOT NULL,
+            cursor TEXT NOT NULL,
+            stdout_offset INTEGER NOT NULL,
+            stderr_offset INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            PRIMARY KEY (job_id, cursor)
+        );
     """)
 
 

@@ -91,6 +91,14 @@ CREATE TABLE start_requests (
     PRIMARY KEY (run_key, request_id)
 );
 CREATE INDEX start_requests_job ON start_requests (job_id);
+CREATE TABLE watch_cursors (
+    job_id TEXT NOT NULL,
+    cursor TEXT NOT NULL,
+    stdout_offset INTEGER NOT NULL,
+    stderr_offset INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (job_id, cursor)
+);
 """
 
 
@@ -366,7 +374,7 @@ class Store:
         except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # a row our code could not have written
             raise OrchesjobError(
                 "the database %s holds a damaged %s record (%s); it was left untouched"
-                % (self.path, "run key" if decode is _decode_run_key else "job", e),
+                % (self.path, _RECORD_KINDS.get(decode, "job"), e),
                 error_type="corrupt_database",
             ) from None
 
@@ -399,6 +407,36 @@ class Store:
             (run_key, request_id, job_id, at),
         )
         self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
+
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The jobs among `job_ids` that exist, by id (primary key lookups in batches: one query per 500 ids)."""
+        found: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(job_ids), 500):
+            batch = list(job_ids[i:i + 500])
+            sql = "SELECT * FROM jobs WHERE job_id IN (%s)" % ", ".join("?" for _ in batch)
+            found.update((j["job_id"], j) for j in self._many(sql, batch))
+        return found
+
+    def cursors(self, job_ids: Sequence[str]) -> dict[tuple[str, str], tuple[int, int]]:
+        """The delivered offsets (stdout, stderr) recorded for the jobs among `job_ids`, by (job id, cursor name).
+        (Plain IN lists and no upsert: the SQL stays within what old SQLite builds on job hosts understand.)"""
+        found: dict[tuple[str, str], tuple[int, int]] = {}
+        for i in range(0, len(job_ids), 500):
+            batch = list(job_ids[i:i + 500])
+            sql = ("SELECT job_id, cursor, stdout_offset, stderr_offset FROM watch_cursors WHERE job_id IN (%s)"
+                   % ", ".join("?" for _ in batch))
+            for row in self._many(sql, batch, _decode_cursor):
+                found[(row["job_id"], row["cursor"])] = (row["stdout_offset"], row["stderr_offset"])
+        return found
+
+    def record_cursors(self, rows: Sequence[tuple[str, str, int, int]], at: int) -> None:
+        """Record (job id, cursor, stdout offset, stderr offset) as delivered (call inside write(), after reading
+        the current values with `cursors` in the same transaction, so that an offset only ever moves forward)."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO watch_cursors (job_id, cursor, stdout_offset, stderr_offset, updated_at) "
+            "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM jobs WHERE job_id = ?)",
+            [(job_id, cursor, out, err, at, job_id) for job_id, cursor, out, err in rows],
+        )
 
     def run_key_info(self, run_key: str) -> dict[str, Any] | None:
         """The run key's record (attempt counter, unlock), checked: a damaged one is corrupt_database, so calling
@@ -507,6 +545,7 @@ class Store:
     def delete(self, job_ids: Sequence[str]) -> None:
         ids = [(j,) for j in job_ids]
         self.conn.executemany("DELETE FROM start_requests WHERE job_id = ?", ids)
+        self.conn.executemany("DELETE FROM watch_cursors WHERE job_id = ?", ids)
         self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
 
     # -- host tools: ls, doctor, metrics (tests/cli/test_host_tools.py checks each plan uses an index) -------------
@@ -781,6 +820,22 @@ def _decode_run_key(row: sqlite3.Row) -> dict[str, Any]:
     if v is not None and not isinstance(v, str):
         raise ValueError("column unlock_reason holds %s, not text" % type(v).__name__)
     return d
+
+
+def _decode_cursor(row: sqlite3.Row) -> dict[str, Any]:
+    """A watch_cursors row: text ids and offsets that are whole numbers a log could have (0 .. 2**62)."""
+    d = dict(row)
+    for c in ("job_id", "cursor"):
+        if not isinstance(d.get(c), str):
+            raise ValueError("column %s holds %s, not text" % (c, type(d.get(c)).__name__))
+    for c in ("stdout_offset", "stderr_offset"):
+        v = d.get(c)
+        if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 62):
+            raise ValueError("column %s holds %r, not a log offset" % (c, v if isinstance(v, int) else type(v)))
+    return d
+
+
+_RECORD_KINDS = {_decode_run_key: "run key", _decode_cursor: "watch cursor"}
 
 
 def _decode(row: Any) -> dict[str, Any]:

@@ -1,0 +1,229 @@
+"""`wait --watch`: many jobs in one call, each answered on its own, with fair log budgets and delivered cursors."""
+
+import sqlite3
+import time
+
+import pytest
+
+from orchesjob.watch import share
+
+
+def _by_id(answer):
+    return {j["job_id"]: j for j in answer["jobs"]}
+
+
+
+def test_one_call_answers_each_job_and_returns_on_the_first_news(start_job, ok, tmp_path):
+    go = tmp_path / "go"
+    quiet = start_job("quiet", "sleep", "60")
+    talker = start_job("talker", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; echo hello; sleep 60',
+                       str(go))
+    ender = start_job("ender", "sh", "-c", "sleep 60")
+    # nothing new anywhere: the call runs into its timeout and answers every job briefly, in the order asked
+    w = ok("wait", "--watch", quiet["job_id"] + ":0:0", "--watch", talker["job_id"] + ":0:0",
+           "--watch", ender["job_id"], "--timeout", "1")
+    assert w["timed_out"] is True
+    assert [j["job_id"] for j in w["jobs"]] == [quiet["job_id"], talker["job_id"], ender["job_id"]]
+    assert all(j["news"] is False and j["status"] == "RUNNING" and j["active"] is True for j in w["jobs"])
+    assert all("logs" not in j and "command" not in j for j in w["jobs"])
+    # one job writes: the call returns with its bytes; the others are answered as unchanged
+    go.touch()
+    t0 = time.monotonic()
+    w = ok("wait", "--watch", quiet["job_id"] + ":0:0", "--watch", talker["job_id"] + ":0:0",
+           "--watch", ender["job_id"], "--timeout", "60")
+    assert time.monotonic() - t0 < 45 and w["timed_out"] is False
+    got = _by_id(w)
+    assert got[talker["job_id"]]["news"] is True
+    assert got[talker["job_id"]]["logs"]["stdout"]["data"] == "hello\n"
+    assert got[talker["job_id"]]["logs"]["stdout"]["next_offset"] == 6
+    assert got[talker["job_id"]]["run_key"] == "talker"  # a job with news is answered whole
+    assert got[quiet["job_id"]]["news"] is False and got[ender["job_id"]]["news"] is False
+
+
+def test_the_end_of_any_job_wakes_the_call(start_job, ok, run, tmp_path):
+    go = tmp_path / "go"
+    long = start_job("long", "sleep", "60")
+    short = start_job("short", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; exit 7', str(go))
+    go.touch()
+    t0 = time.monotonic()
+    w = ok("wait", "--watch", long["job_id"], "--watch", short["job_id"], "--timeout", "60")
+    assert time.monotonic() - t0 < 45 and w["timed_out"] is False
+    got = _by_id(w)
+    assert got[short["job_id"]]["status"] == "FAILED" and got[short["job_id"]]["exit_code"] == 7
+    assert got[short["job_id"]]["news"] is True and got[long["job_id"]]["news"] is False
+    # an aborted job ends the call too, with its record
+    ok("abort", "--job-id", long["job_id"])
+    w = ok("wait", "--watch", long["job_id"], "--timeout", "60")
+    assert w["jobs"][0]["status"] == "ABORTED" and w["jobs"][0]["news"] is True
+
+
+def test_an_unknown_or_cleaned_job_does_not_spoil_the_others(start_job, ok, run):
+    live = start_job("live", "sh", "-c", "echo up; sleep 60")
+    done = start_job("done", "true", opts=("--sync",))
+    ok("clean", "--job-id", done["job_id"])
+    w = ok("wait", "--watch", "no-such-job", "--watch", done["job_id"] + ":0:0:c",
+           "--watch", live["job_id"] + ":0:0", "--timeout", "30")
+    assert w["timed_out"] is False
+    got = _by_id(w)
+    for gone in ("no-such-job", done["job_id"]):
+        assert got[gone]["news"] is True and got[gone]["error"] == "not_found" and got[gone]["exit_code"] == 3
+        assert "not found" in got[gone]["message"]
+    assert got[live["job_id"]]["status"] == "RUNNING"
+    # the live job is answered as usual in the same call (its output was already there)
+    assert got[live["job_id"]]["logs"]["stdout"]["data"] == "up\n"
+
+
+def test_log_bytes_are_bounded_per_stream_and_in_total_and_shared_fairly(start_job, ok):
+    big = "head -c 300000 /dev/zero | tr '\\0' x; sleep 60"
+    a = start_job("big-a", "sh", "-c", big)
+    b = start_job("big-b", "sh", "-c", big)
+    small = start_job("small", "sh", "-c", "echo tiny; sleep 60")
+    for j in (a, b):  # both have written everything before the call
+        deadline = time.monotonic() + 30
+        while ok("logs", "--job-id", j["job_id"], "--json", "--limit", "1")["size"] < 300000:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    w = ok("wait", "--watch", a["job_id"] + ":0:0", "--watch", b["job_id"] + ":0:0",
+           "--watch", small["job_id"] + ":0:0", "--max-bytes", "100000", "--max-total-bytes", "65536")
+    got = _by_id(w)
+    sizes = {k: len(got[k]["logs"]["stdout"]["data"]) for k in got}
+    assert sum(sizes.values()) <= 65536
+    assert sizes[small["job_id"]] == 5  # the small one gets all of its line
+    assert abs(sizes[a["job_id"]] - sizes[b["job_id"]]) <= 1 and sizes[a["job_id"]] > 30000  # the rest, halved
+    for k in got:
+        assert got[k]["logs"]["stdout"]["next_offset"] == sizes[k]
+    # the per-stream bound holds when the total would allow more
+    w = ok("wait", "--watch", a["job_id"] + ":0:0", "--max-bytes", "1000")
+    assert len(w["jobs"][0]["logs"]["stdout"]["data"]) == 1000
+
+
+def test_a_cursor_records_what_was_delivered_and_never_moves_back(start_job, ok, db):
+    j = start_job("cur", "sh", "-c", "echo one; echo two; sleep 60")
+    jid = j["job_id"]
+    deadline = time.monotonic() + 30
+    while ok("logs", "--job-id", jid, "--json")["size"] < 8:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    first = ok("wait", "--watch", "%s:0:0:try-1" % jid)["jobs"][0]
+    assert first["logs"]["stdout"]["data"] == "one\ntwo\n" and first["cursor"] == "try-1"
+    # the next call says it has delivered bytes 0..4 (the caller handled "one\n" only, say)
+    nxt = ok("wait", "--watch", "%s:4:0:try-1" % jid)["jobs"][0]
+    assert nxt["logs"]["stdout"]["offset"] == 4 and nxt["logs"]["stdout"]["data"] == "two\n"
+    # a caller rebuilt with older offsets (a trigger after a triggerer crash) is answered from the cursor
+    again = ok("wait", "--watch", "%s:0:0:try-1" % jid)["jobs"][0]
+    assert again["logs"]["stdout"]["offset"] == 4 and again["logs"]["stdout"]["data"] == "two\n"
+    row = db().execute("SELECT stdout_offset, stderr_offset FROM watch_cursors WHERE job_id = ? AND cursor = ?",
+                       (jid, "try-1")).fetchone()
+    assert tuple(row) == (4, 0)
+    # another cursor (another try) starts where it says; a cursor name may hold colons
+    other = ok("wait", "--watch", "%s:0:0:dag:task:2" % jid)["jobs"][0]
+    assert other["logs"]["stdout"]["offset"] == 0 and other["cursor"] == "dag:task:2"
+    # without a cursor nothing is recorded and the offsets are taken as given
+    plain = ok("wait", "--watch", "%s:0:0" % jid)["jobs"][0]
+    assert plain["logs"]["stdout"]["offset"] == 0 and "cursor" not in plain
+    assert db().execute("SELECT count(*) FROM watch_cursors").fetchone()[0] == 2
+    # clean removes a job's cursors with it
+    ok("abort", "--job-id", jid)
+    ok("clean", "--job-id", jid)
+    assert db().execute("SELECT count(*) FROM watch_cursors").fetchone()[0] == 0
+
+
+def test_a_damaged_cursor_is_refused_and_the_file_left_unchanged(start_job, ok, run, assert_error, db, home):
+    j = start_job("dmg", "sh", "-c", "echo x; sleep 60")
+    ok("wait", "--watch", "%s:0:0:c" % j["job_id"])
+    db().execute("UPDATE watch_cursors SET stdout_offset = 'lots'")
+    before = (home / "orchesjob.db").read_bytes()
+    err = assert_error(run("wait", "--watch", "%s:2:0:c" % j["job_id"]), 1, "corrupt_database")
+    assert "watch cursor" in err["message"]
+    assert db().execute("SELECT stdout_offset FROM watch_cursors").fetchone()[0] == "lots"
+    assert (home / "orchesjob.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--watch", "x", "--job-id", "x"), "--job-id"),
+    (("--watch", "x", "--stdout-offset", "3"), "--stdout-offset"),
+    (("--watch", "x:3"), "ID:STDOUT_OFFSET"),
+    (("--watch", "x:-1:0"), "--watch stdout offset"),
+    (("--watch", "x:0:zero"), "--watch stderr offset"),
+    (("--watch", "x:0:0:"), "--watch cursor"),
+    (("--watch", "x:0:0:bad\ncursor"), "--watch cursor"),
+    (("--watch", "x", "--watch", "x"), "named twice"),
+    (("--watch", ":0:0"), "--job-id"),
+    (("--watch", "x", "--max-total-bytes", "100"), "--max-total-bytes"),
+])
+def test_bad_watch_requests_are_refused_clearly(run, assert_error, args, words):
+    err = assert_error(run("wait", *args, "--timeout", "1"), 2, "invalid_argument")
+    assert words in err["message"]
+
+
+def test_too_many_jobs_in_one_call_are_refused(run, assert_error):
+    args = [a for i in range(1001) for a in ("--watch", "j%d" % i)]
+    err = assert_error(run("wait", *args, "--timeout", "1"), 2, "invalid_argument")
+    assert "at most 1000" in err["message"]
+
+
+def test_a_fresh_host_answers_not_found_for_every_job_and_creates_nothing(ok, home):
+    w = ok("wait", "--watch", "a:0:0:c", "--watch", "b", "--timeout", "5")
+    assert [j["error"] for j in w["jobs"]] == ["not_found", "not_found"] and w["timed_out"] is False
+    assert not home.exists()
+
+
+def test_share_is_fair_and_bounded():
+    assert share([], 10, 100) == []
+    assert share([5, 0, 7], 10, 100) == [5, 0, 7]
+    assert share([50, 50], 100, 60) == [30, 30]
+    assert share([10, 100, 100], 1000, 90) == [10, 40, 40]  # the small want leaves its slice to the others
+    assert share([100, 100], 30, 1000) == [30, 30]  # the per-stream cap
+    got = share([1000] * 7, 1000, 100)
+    assert sum(got) == 100 and max(got) - min(got) <= 1
+    assert sum(share([3] * 5, 10, 2)) == 2  # a budget smaller than the streams is never overspent
+
+
+def test_many_jobs_cost_one_process(start_job, ok, run, tmp_path):
+    """Thirty jobs watched by one call: every end is reported once the caller asks again, none is missed."""
+    gates = [tmp_path / ("g%d" % i) for i in range(30)]
+    started = [start_job("many-%d" % i, "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; echo "$1"',
+                         str(g), "line-%d" % i) for i, g in enumerate(gates)]
+    offsets = {j["job_id"]: 0 for j in started}
+    seen: dict[str, str] = {}
+    ended: set[str] = set()
+    for g in gates[::3]:
+        g.touch()
+    for g in gates:
+        g.touch()
+    deadline = time.monotonic() + 60
+    while len(ended) < len(started):
+        assert time.monotonic() < deadline, (len(ended), len(started))
+        specs = [a for jid in offsets if jid not in ended for a in ("--watch", "%s:%d:0" % (jid, offsets[jid]))]
+        w = ok("wait", *specs, "--timeout", "10")
+        for j in w["jobs"]:
+            if not j["news"]:
+                continue
+            out = j["logs"]["stdout"]
+            seen[j["job_id"]] = seen.get(j["job_id"], "") + out["data"]
+            offsets[j["job_id"]] = out["next_offset"]
+            if not j["active"] and out["next_offset"] >= out["size"]:
+                ended.add(j["job_id"])
+    for i, j in enumerate(started):
+        assert seen[j["job_id"]] == "line-%d\n" % i  # each line exactly once
+
+
+def test_a_watch_with_cursors_on_a_version_1_database_upgrades_it(home, ok):
+    """The watch_cursors table arrives with schema 2: an upgraded version-1 database records cursors too."""
+    import shutil
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    home.mkdir(mode=0o700)
+    shutil.copy(data / "schema-v1.db", home / "orchesjob.db")
+    (home / "orchesjob.db").chmod(0o600)
+    (home / "logs").mkdir(mode=0o700)
+    some = ok("status", "--all", "--run-key", "billing")[0]
+    w = ok("wait", "--watch", "%s:0:0:c" % some["job_id"], "--timeout", "5")
+    assert w["jobs"][0]["news"] is True and w["jobs"][0]["cursor"] == "c"
+    c = sqlite3.connect(str(home / "orchesjob.db"))
+    try:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert c.execute("SELECT cursor FROM watch_cursors").fetchall() == [("c",)]
+    finally:
+        c.close()
