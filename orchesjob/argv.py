@@ -46,9 +46,10 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
         "--stdout-offset": (VALUE, "BYTES", "also return when stdout grows past BYTES, with the new part"),
         "--stderr-offset": (VALUE, "BYTES", "also return when stderr grows past BYTES, with the new part"),
         "--max-bytes": (VALUE, "BYTES", "most log bytes per stream (default 65536)"),
-        "--watch": (MULTI, "ID[:OUT:ERR[:CURSOR]]",
+        "--watch": (MULTI, "ID[:OUT:ERR[:DONE_OUT:DONE_ERR:CURSOR]]",
                     "watch this job (repeatable; instead of --run-key/--job-id): return when any has news"),
         "--max-total-bytes": (VALUE, "BYTES", "with --watch: most log bytes in all (default 1 MiB), shared fairly"),
+        "--wake-on-eof": (SWITCH, "", "with --watch: also answer at once when stdin ends (the caller hung up)"),
     }, False),
     "logs": ("print a job's stdout or stderr", {
         "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),

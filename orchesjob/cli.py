@@ -167,6 +167,7 @@ def _watch(a: dict[str, Any]) -> Any:
         _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
         _given(count(a["max_total_bytes"] if a["max_total_bytes"] is not None else str(watch.DEFAULT_TOTAL_BYTES),
                      "--max-total-bytes", watch.MIN_TOTAL_BYTES, MAX_CHUNK)),
+        wake_on_eof=a["wake_on_eof"],
     )
 
 
@@ -215,6 +216,8 @@ def dispatch(argv: list[str]) -> Any:
         return _host_tool(c, a)
     if c == "wait" and a["watch"]:
         return _watch(a)
+    if c == "wait" and (a["max_total_bytes"] is not None or a["wake_on_eof"]):
+        raise InvalidArgument("--max-total-bytes and --wake-on-eof go with wait --watch")
     _one_of(a, "run_key", "job_id")
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":

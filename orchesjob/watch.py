@@ -4,13 +4,17 @@ A triggerer that watches 300 jobs on one host would otherwise keep 300 `wait` pr
 Here one process follows them all: it re-reads their rows in one query per step, sleeps in poll(2) on the pidfds of
 their supervisors (so the end of any job wakes it at once), looks at the log sizes, and returns as soon as any
 watched job has news: it ended, its log grew past the offsets the caller holds, or it is not (or no longer) there.
-Each job is answered on its own, so one unknown or cleaned job does not spoil the others' answers.
+Each entry is answered on its own, so one unknown or cleaned job does not spoil the others' answers.
 
-Cursors make a watcher's progress survive the watcher. An entry may name a cursor: the offsets it sends are what
-its caller has already delivered (it only asks for more once it has handled the previous answer), so they are
-recorded under that name, and a later call with the same name and older offsets (a trigger rebuilt from the
-kwargs it deferred with, after a triggerer crash) is answered from the recorded offsets. The most a crash repeats
-is the one answer that was in flight.
+Cursors make a watcher's progress survive the watcher. An entry may carry, besides the offsets it has read up to,
+the offsets it has *delivered* (written to its log) and a cursor name: the delivered offsets are recorded under
+that name, and a later call with the same name whose offsets are behind the record (a trigger rebuilt from the
+kwargs it deferred with, after a triggerer crash) is answered from the recorded offsets. A crash therefore repeats
+at most what was delivered after the last call, never the whole log, and skips nothing.
+
+`--wake-on-eof` lets a long poll be cut short by its caller: the end of stdin (the SSH client closing the channel's
+input, or the connection dropping) makes the call answer at once with what it has. A watcher whose set of jobs
+changed gets its poll back without waiting for the timeout, and nothing lingers on the host after the caller is gone.
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
 
     class Entry(NamedTuple):
         job_id: str
-        offsets: tuple[int, int] | None
+        offsets: tuple[int, int] | None  # read up to: the answer's chunks start here
+        delivered: tuple[int, int] | None  # with a cursor: written out by the caller, recorded under the cursor
         cursor: str | None
 else:
     from collections import namedtuple
 
-    Entry = namedtuple("Entry", "job_id offsets cursor")
+    Entry = namedtuple("Entry", "job_id offsets delivered cursor")
 
 MAX_ENTRIES = 1000
 MIN_TOTAL_BYTES = 65536
@@ -48,28 +53,26 @@ _FULL_REFRESH = 1.0  # seconds between liveness checks of jobs whose supervisor 
 
 
 def parse_entry(spec: str, check_job_id: Any, check_offset: Any, check_cursor: Any) -> Entry:
-    """`ID`, `ID:STDOUT_OFFSET:STDERR_OFFSET` or `ID:STDOUT_OFFSET:STDERR_OFFSET:CURSOR` (the cursor is the rest
-    of the value, so it may hold colons itself). The checks are the CLI's value rules, passed in (cli.py)."""
-    parts = spec.split(":", 3)
+    """`ID`, `ID:OUT:ERR` (offsets read up to) or `ID:OUT:ERR:DONE_OUT:DONE_ERR:CURSOR` (plus the offsets delivered;
+    the cursor is the rest of the value, so it may hold colons). The checks are the CLI's value rules (cli.py)."""
+    parts = spec.split(":", 5)
     job_id = check_job_id(parts[0])
     if len(parts) == 1:
-        return Entry(job_id, None, None)
-    if len(parts) == 2:
-        raise InvalidArgument("--watch %r: give ID, ID:STDOUT_OFFSET:STDERR_OFFSET or "
-                              "ID:STDOUT_OFFSET:STDERR_OFFSET:CURSOR" % spec[:200])
-    out, err = (check_offset(text, "--watch %s offset" % name) for name, text in zip(STREAMS, parts[1:3]))
-    cursor = check_cursor(parts[3]) if len(parts) == 4 else None
-    return Entry(job_id, (out, err), cursor)
+        return Entry(job_id, None, None, None)
+    if len(parts) not in (3, 6):
+        raise InvalidArgument("--watch %r: give ID, ID:OUT:ERR or ID:OUT:ERR:DONE_OUT:DONE_ERR:CURSOR" % spec[:200])
+    names = ("stdout offset", "stderr offset", "delivered stdout offset", "delivered stderr offset")
+    numbers = [check_offset(text, "--watch %s" % name) for name, text in zip(names, parts[1:5])]
+    if len(parts) == 3:
+        return Entry(job_id, (numbers[0], numbers[1]), None, None)
+    if numbers[2] > numbers[0] or numbers[3] > numbers[1]:
+        raise InvalidArgument("--watch %r: a delivered offset cannot be past the offset read up to" % spec[:200])
+    return Entry(job_id, (numbers[0], numbers[1]), (numbers[2], numbers[3]), check_cursor(parts[5]))
 
 
 def check_entries(entries: Sequence[Entry]) -> None:
     if len(entries) > MAX_ENTRIES:
         raise InvalidArgument("--watch: at most %d jobs per call (got %d)" % (MAX_ENTRIES, len(entries)))
-    seen: set[str] = set()
-    for e in entries:
-        if e.job_id in seen:
-            raise InvalidArgument("--watch: job %s is named twice" % e.job_id)
-        seen.add(e.job_id)
 
 
 def share(wants: Sequence[int], cap: int, total: int) -> list[int]:
@@ -96,37 +99,44 @@ def share(wants: Sequence[int], cap: int, total: int) -> list[int]:
     return grant
 
 
-def _effective_offsets(store: Store, entries: Sequence[Entry]) -> dict[str, tuple[int, int]]:
-    """The offsets to answer from: the caller's, or its cursor's recorded ones when those are further on. The
-    caller's offsets are recorded as delivered in the same transaction (they only ever move a cursor forward)."""
-    offsets = {e.job_id: e.offsets for e in entries if e.offsets is not None}
-    with_cursor = [e for e in entries if e.cursor is not None and e.offsets is not None]
-    if not with_cursor:
-        return offsets
+def _start_offsets(store: Store, entries: Sequence[Entry]) -> list[tuple[int, int] | None]:
+    """Where each entry's answer starts: at its offsets, or at its cursor's record where that is further on (the
+    caller is a rebuilt copy that does not know how far its predecessor got). The delivered offsets are recorded in
+    the same transaction, and a record only ever moves forward."""
+    starts: list[tuple[int, int] | None] = [e.offsets for e in entries]
+    tracked = [i for i, e in enumerate(entries) if e.cursor is not None]
+    if not tracked:
+        return starts
     with store.write():
-        recorded = store.cursors([e.job_id for e in with_cursor])
-        ack = []
-        for e in with_cursor:
-            assert e.offsets is not None and e.cursor is not None
+        recorded = store.cursors([entries[i].job_id for i in tracked])
+        record = []
+        for i in tracked:
+            e = entries[i]
+            assert e.offsets is not None and e.delivered is not None and e.cursor is not None
             had = recorded.get((e.job_id, e.cursor))
-            if had is None or e.offsets[0] > had[0] or e.offsets[1] > had[1]:
-                best = e.offsets if had is None else (max(e.offsets[0], had[0]), max(e.offsets[1], had[1]))
-                ack.append((e.job_id, e.cursor, best[0], best[1]))
-                offsets[e.job_id] = best
-            else:
-                offsets[e.job_id] = had
-        if ack:
-            store.record_cursors(ack, now())
-    return offsets
+            if had is not None:
+                starts[i] = (max(e.offsets[0], had[0]), max(e.offsets[1], had[1]))
+            if had is None or e.delivered[0] > had[0] or e.delivered[1] > had[1]:
+                best = e.delivered if had is None else (max(e.delivered[0], had[0]), max(e.delivered[1], had[1]))
+                record.append((e.job_id, e.cursor, best[0], best[1]))
+        if record:
+            store.record_cursors(record, now())
+    return starts
 
 
-class _Supervisors:
-    """pidfds of the watched jobs' supervisors, polled together: the exit of any of them ends a step at once."""
+class _Sleeper:
+    """pidfds of the watched jobs' supervisors (and stdin, with wake-on-eof), polled together: the exit of any of
+    them, or the end of stdin, ends a step at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, wake_on_eof: bool) -> None:
         self.fds: dict[str, tuple[int | None, int | None]] = {}  # job id -> (watched pid, fd)
         self.poller = select.poll()
         self.fired: set[str] = set()
+        self.woken = False
+        self.stdin = -1
+        if wake_on_eof:
+            self.stdin = 0
+            self.poller.register(0, select.POLLIN)
 
     def watch(self, job: dict[str, Any]) -> bool:
         """Keep a pidfd on the job's live supervisor; False when there is none to watch (judge it by polling)."""
@@ -150,91 +160,109 @@ class _Supervisors:
     def sleep(self, seconds: float) -> None:
         by_fd = {fd: job_id for job_id, (_, fd) in self.fds.items() if fd is not None}
         for fd, _ in self.poller.poll(max(0.0, seconds) * 1000):
+            if fd == self.stdin:
+                self._read_stdin()
+                continue
             job_id = by_fd.get(fd)
             if job_id is not None:
                 self.fired.add(job_id)
                 self.forget(job_id)
+
+    def _read_stdin(self) -> None:
+        """Whatever the caller writes is ignored; only the end of its input counts (or a broken one)."""
+        try:
+            data = os.read(self.stdin, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.woken = True
+            self.poller.unregister(self.stdin)
+            self.stdin = -1
 
     def close(self) -> None:
         for job_id in list(self.fds):
             self.forget(job_id)
 
 
-def _grown(job: dict[str, Any], offsets: tuple[int, int] | None) -> bool:
-    return offsets is not None and any(
-        logfiles.size(job[s + "_file"]) > offsets[i] for i, s in enumerate(STREAMS))
+def _grown(job: dict[str, Any], start: tuple[int, int] | None) -> bool:
+    return start is not None and any(logfiles.size(job[s + "_file"]) > start[i] for i, s in enumerate(STREAMS))
 
 
 def _ended(job: dict[str, Any]) -> bool:
     return not (jobs.is_active(job) or jobs.is_stopping(job))
 
 
-def watch(entries: Sequence[Entry], timeout: float, max_bytes: int, max_total: int) -> dict[str, Any]:
-    """Block until a watched job has news or `timeout` passes; answer every entry, in the order given."""
+def watch(entries: Sequence[Entry], timeout: float, max_bytes: int, max_total: int,
+          wake_on_eof: bool = False) -> dict[str, Any]:
+    """Block until a watched job has news, `timeout` passes or (wake_on_eof) stdin ends; answer every entry, in the
+    order given."""
     check_entries(entries)
     store = open_store(create=False)
     if store is None:  # no database yet: nothing of what was asked for exists
-        return _answer(entries, {}, {}, set(), max_bytes, max_total, timed_out=False)
-    offsets = _effective_offsets(store, entries)
-    ids = [e.job_id for e in entries]
+        return _answer(entries, {}, [e.offsets for e in entries], set(), max_bytes, max_total, False, False)
+    starts = _start_offsets(store, entries)
+    ids = list(dict.fromkeys(e.job_id for e in entries))
     deadline = time.monotonic() + timeout
-    step = 0.05 if offsets else 0.25
-    sup = _Supervisors()
+    step = 0.05 if any(s is not None for s in starts) else 0.25
+    sleeper = _Sleeper(wake_on_eof)
     last_full = 0.0
     try:
         while True:
             rows = store.get_many(ids)
             t = time.monotonic()
-            full, news = t - last_full >= _FULL_REFRESH, set()
+            full = t - last_full >= _FULL_REFRESH
             if full:
                 last_full = t
+            settled: set[str] = set()  # job ids that are gone or ended
             for job_id in ids:
                 job = rows.get(job_id)
                 if job is None:
-                    news.add(job_id)
-                    sup.forget(job_id)
+                    sleeper.forget(job_id)
+                    settled.add(job_id)
                     continue
-                if not _ended(job) and (full or job_id in sup.fired or not sup.watch(job)):
+                if not _ended(job) and (full or job_id in sleeper.fired or not sleeper.watch(job)):
                     job = rows[job_id] = jobs.refresh(store, job)
-                    sup.fired.discard(job_id)
+                    sleeper.fired.discard(job_id)
                 if _ended(job):
-                    sup.forget(job_id)
-                    news.add(job_id)
-                elif _grown(job, offsets.get(job_id)):
-                    news.add(job_id)
+                    sleeper.forget(job_id)
+                    settled.add(job_id)
+            news = {i for i, e in enumerate(entries)
+                    if e.job_id in settled or _grown(rows[e.job_id], starts[i])}
             remaining = deadline - time.monotonic()
-            if news or remaining <= 0:
-                return _answer(entries, rows, offsets, news, max_bytes, max_total, timed_out=not news)
-            sup.sleep(min(step, remaining))
+            if news or remaining <= 0 or sleeper.woken:
+                return _answer(entries, rows, starts, news, max_bytes, max_total,
+                               timed_out=not news and not sleeper.woken, woken=sleeper.woken)
+            sleeper.sleep(min(step, remaining))
     finally:
-        sup.close()
+        sleeper.close()
 
 
-def _answer(entries: Sequence[Entry], rows: dict[str, dict[str, Any]], offsets: dict[str, tuple[int, int]],
-            news: set[str], max_bytes: int, max_total: int, timed_out: bool) -> dict[str, Any]:
+def _answer(entries: Sequence[Entry], rows: dict[str, dict[str, Any]], starts: Sequence[tuple[int, int] | None],
+            news: set[int], max_bytes: int, max_total: int, timed_out: bool, woken: bool) -> dict[str, Any]:
     """Every entry's answer: a whole job (with its new log bytes) where there is news, a short line otherwise."""
-    readers = [(e.job_id, i, s) for e in entries if e.job_id in news and e.job_id in rows
-               and offsets.get(e.job_id) is not None for i, s in enumerate(STREAMS)]
-    wants = [logfiles.size(rows[j][s + "_file"]) - offsets[j][i] for j, i, s in readers]
-    grants = {(j, s): g for (j, _, s), g in zip(readers, share(wants, max_bytes, max_total))}
+    readers = [(i, k, s) for i, e in enumerate(entries) if i in news and e.job_id in rows and starts[i] is not None
+               for k, s in enumerate(STREAMS)]
+    wants = [logfiles.size(rows[entries[i].job_id][s + "_file"]) - starts[i][k]  # type: ignore[index]
+             for i, k, s in readers]
+    grants = {(i, s): g for (i, _, s), g in zip(readers, share(wants, max_bytes, max_total))}
     out = []
-    for e in entries:
+    for i, e in enumerate(entries):
         job = rows.get(e.job_id)
         if job is None:
-            # the CLI's error object for this one job (as `status --job-id` would print it), the others go on
+            # the CLI's error object for this one job (as `status --job-id` would print it); the others go on
             out.append(dict(job_not_found(e.job_id).to_json(), job_id=e.job_id, news=True))
             continue
-        if e.job_id not in news:
+        if i not in news:
             out.append({"job_id": e.job_id, "news": False, "status": job["status"], "active": jobs.is_active(job)})
             continue
         view = jobs.render(job)
         view["news"] = True
-        at = offsets.get(e.job_id)
+        at = starts[i]
         if at is not None:
             final = not jobs.is_active(job)
-            view["logs"] = {s: logfiles.chunk(job[s + "_file"], s, at[i], grants.get((e.job_id, s), 0), final)
-                            for i, s in enumerate(STREAMS)}
+            view["logs"] = {s: logfiles.chunk(job[s + "_file"], s, at[k], grants.get((i, s), 0), final)
+                            for k, s in enumerate(STREAMS)}
         if e.cursor is not None:
             view["cursor"] = e.cursor
         out.append(view)
-    return {"jobs": out, "timed_out": timed_out}
+    return {"jobs": out, "timed_out": timed_out, "woken": woken}

@@ -1,9 +1,12 @@
 """`wait --watch`: many jobs in one call, each answered on its own, with fair log budgets and delivered cursors."""
 
+import json
 import sqlite3
+import subprocess
 import time
 
 import pytest
+from cli_helpers import cli_argv, cli_env
 
 from orchesjob.watch import share
 
@@ -61,7 +64,7 @@ def test_an_unknown_or_cleaned_job_does_not_spoil_the_others(start_job, ok, run)
     live = start_job("live", "sh", "-c", "echo up; sleep 60")
     done = start_job("done", "true", opts=("--sync",))
     ok("clean", "--job-id", done["job_id"])
-    w = ok("wait", "--watch", "no-such-job", "--watch", done["job_id"] + ":0:0:c",
+    w = ok("wait", "--watch", "no-such-job", "--watch", done["job_id"] + ":0:0:0:0:c",
            "--watch", live["job_id"] + ":0:0", "--timeout", "30")
     assert w["timed_out"] is False
     got = _by_id(w)
@@ -104,36 +107,64 @@ def test_a_cursor_records_what_was_delivered_and_never_moves_back(start_job, ok,
     while ok("logs", "--job-id", jid, "--json")["size"] < 8:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    first = ok("wait", "--watch", "%s:0:0:try-1" % jid)["jobs"][0]
+    first = ok("wait", "--watch", "%s:0:0:0:0:try-1" % jid)["jobs"][0]
     assert first["logs"]["stdout"]["data"] == "one\ntwo\n" and first["cursor"] == "try-1"
-    # the next call says it has delivered bytes 0..4 (the caller handled "one\n" only, say)
-    nxt = ok("wait", "--watch", "%s:4:0:try-1" % jid)["jobs"][0]
-    assert nxt["logs"]["stdout"]["offset"] == 4 and nxt["logs"]["stdout"]["data"] == "two\n"
-    # a caller rebuilt with older offsets (a trigger after a triggerer crash) is answered from the cursor
-    again = ok("wait", "--watch", "%s:0:0:try-1" % jid)["jobs"][0]
-    assert again["logs"]["stdout"]["offset"] == 4 and again["logs"]["stdout"]["data"] == "two\n"
+    # the caller read everything but wrote out only "one\n" (it holds "two" back, say): it says so next time
+    nxt = ok("wait", "--watch", "%s:8:0:4:0:try-1" % jid, "--timeout", "1")["jobs"][0]
+    assert nxt["news"] is False
     row = db().execute("SELECT stdout_offset, stderr_offset FROM watch_cursors WHERE job_id = ? AND cursor = ?",
                        (jid, "try-1")).fetchone()
     assert tuple(row) == (4, 0)
+    # a caller rebuilt with older offsets (a trigger after a triggerer crash) is answered from what was delivered:
+    # "two" comes again (it was never written out), "one" does not
+    again = ok("wait", "--watch", "%s:0:0:0:0:try-1" % jid)["jobs"][0]
+    assert again["logs"]["stdout"]["offset"] == 4 and again["logs"]["stdout"]["data"] == "two\n"
+    assert tuple(db().execute("SELECT stdout_offset FROM watch_cursors WHERE cursor = 'try-1'").fetchone()) == (4,)
     # another cursor (another try) starts where it says; a cursor name may hold colons
-    other = ok("wait", "--watch", "%s:0:0:dag:task:2" % jid)["jobs"][0]
+    other = ok("wait", "--watch", "%s:0:0:0:0:dag:task:2" % jid)["jobs"][0]
     assert other["logs"]["stdout"]["offset"] == 0 and other["cursor"] == "dag:task:2"
     # without a cursor nothing is recorded and the offsets are taken as given
     plain = ok("wait", "--watch", "%s:0:0" % jid)["jobs"][0]
     assert plain["logs"]["stdout"]["offset"] == 0 and "cursor" not in plain
     assert db().execute("SELECT count(*) FROM watch_cursors").fetchone()[0] == 2
+    # the same job may be watched twice in one call (two watchers of it), each answered from its own offsets
+    both = ok("wait", "--watch", "%s:0:0" % jid, "--watch", "%s:4:0" % jid)["jobs"]
+    assert [b["logs"]["stdout"]["data"] for b in both] == ["one\ntwo\n", "two\n"]
     # clean removes a job's cursors with it
     ok("abort", "--job-id", jid)
     ok("clean", "--job-id", jid)
     assert db().execute("SELECT count(*) FROM watch_cursors").fetchone()[0] == 0
 
 
+def test_a_caller_can_cut_its_long_poll_short_by_closing_stdin(start_job, home):
+    j = start_job("eof", "sleep", "60")
+    p = subprocess.Popen(cli_argv("wait", "--watch", j["job_id"], "--timeout", "60", "--wake-on-eof"),
+                         env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    assert p.poll() is None, "the call returned before its caller hung up"
+    t0 = time.monotonic()
+    p.stdin.write("anything written is ignored\n")
+    p.stdin.flush()
+    time.sleep(0.3)
+    assert p.poll() is None
+    p.stdin.close()
+    assert p.wait(timeout=30) == 0 and time.monotonic() - t0 < 10
+    out = p.stdout.read()
+    answer = json.loads(out)
+    assert answer["woken"] is True and answer["timed_out"] is False
+    assert answer["jobs"][0]["news"] is False and answer["jobs"][0]["status"] == "RUNNING"
+    # without the switch, the end of stdin means nothing (cron and shells give /dev/null)
+    r = subprocess.run(cli_argv("wait", "--watch", j["job_id"], "--timeout", "1"), env=cli_env(home),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert json.loads(r.stdout)["timed_out"] is True
+
+
 def test_a_damaged_cursor_is_refused_and_the_file_left_unchanged(start_job, ok, run, assert_error, db, home):
     j = start_job("dmg", "sh", "-c", "echo x; sleep 60")
-    ok("wait", "--watch", "%s:0:0:c" % j["job_id"])
+    ok("wait", "--watch", "%s:2:0:2:0:c" % j["job_id"])
     db().execute("UPDATE watch_cursors SET stdout_offset = 'lots'")
     before = (home / "orchesjob.db").read_bytes()
-    err = assert_error(run("wait", "--watch", "%s:2:0:c" % j["job_id"]), 1, "corrupt_database")
+    err = assert_error(run("wait", "--watch", "%s:2:0:2:0:c" % j["job_id"]), 1, "corrupt_database")
     assert "watch cursor" in err["message"]
     assert db().execute("SELECT stdout_offset FROM watch_cursors").fetchone()[0] == "lots"
     assert (home / "orchesjob.db").read_bytes() == before
@@ -142,14 +173,17 @@ def test_a_damaged_cursor_is_refused_and_the_file_left_unchanged(start_job, ok, 
 @pytest.mark.parametrize("args, words", [
     (("--watch", "x", "--job-id", "x"), "--job-id"),
     (("--watch", "x", "--stdout-offset", "3"), "--stdout-offset"),
-    (("--watch", "x:3"), "ID:STDOUT_OFFSET"),
+    (("--watch", "x:3"), "ID:OUT:ERR"),
+    (("--watch", "x:0:0:c"), "ID:OUT:ERR"),
     (("--watch", "x:-1:0"), "--watch stdout offset"),
     (("--watch", "x:0:zero"), "--watch stderr offset"),
-    (("--watch", "x:0:0:"), "--watch cursor"),
-    (("--watch", "x:0:0:bad\ncursor"), "--watch cursor"),
-    (("--watch", "x", "--watch", "x"), "named twice"),
+    (("--watch", "x:0:0:1:0:c"), "past the offset read"),
+    (("--watch", "x:5:5:1:x:c"), "--watch delivered stderr offset"),
+    (("--watch", "x:0:0:0:0:"), "--watch cursor"),
+    (("--watch", "x:0:0:0:0:bad\ncursor"), "--watch cursor"),
     (("--watch", ":0:0"), "--job-id"),
     (("--watch", "x", "--max-total-bytes", "100"), "--max-total-bytes"),
+    (("--job-id", "x", "--wake-on-eof"), "go with wait --watch"),
 ])
 def test_bad_watch_requests_are_refused_clearly(run, assert_error, args, words):
     err = assert_error(run("wait", *args, "--timeout", "1"), 2, "invalid_argument")
@@ -163,7 +197,7 @@ def test_too_many_jobs_in_one_call_are_refused(run, assert_error):
 
 
 def test_a_fresh_host_answers_not_found_for_every_job_and_creates_nothing(ok, home):
-    w = ok("wait", "--watch", "a:0:0:c", "--watch", "b", "--timeout", "5")
+    w = ok("wait", "--watch", "a:0:0:0:0:c", "--watch", "b", "--timeout", "5")
     assert [j["error"] for j in w["jobs"]] == ["not_found", "not_found"] and w["timed_out"] is False
     assert not home.exists()
 
@@ -219,7 +253,7 @@ def test_a_watch_with_cursors_on_a_version_1_database_upgrades_it(home, ok):
     (home / "orchesjob.db").chmod(0o600)
     (home / "logs").mkdir(mode=0o700)
     some = ok("status", "--all", "--run-key", "billing")[0]
-    w = ok("wait", "--watch", "%s:0:0:c" % some["job_id"], "--timeout", "5")
+    w = ok("wait", "--watch", "%s:0:0:0:0:c" % some["job_id"], "--timeout", "5")
     assert w["jobs"][0]["news"] is True and w["jobs"][0]["cursor"] == "c"
     c = sqlite3.connect(str(home / "orchesjob.db"))
     try:
