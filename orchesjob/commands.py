@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any
 
 DEFAULT_START_TIMEOUT = 10.0
-SUPERVISOR_UP_TIMEOUT = 60.0
 
 
 # -- start and rerun ----------------------------------------------------------------------------------------------
@@ -64,15 +63,15 @@ def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> dict
     finally:
         store.reopen()
     try:
-        up_deadline = time.monotonic() + SUPERVISOR_UP_TIMEOUT
         run_deadline = time.monotonic() + start_timeout
         seen = b""
         while sync or supervisor.MSG_RUNNING not in seen:
-            # Always wait until the supervisor has recorded itself: before that, only this process vouches for the
-            # job. Then async waits up to start_timeout for the target; sync waits for the pipe to close, which
-            # happens once the result is recorded.
+            # Always wait until the supervisor has recorded itself (or died: the pipe closes), however long others
+            # hold the database lock: before that, only this process vouches for the job, and leaving would let any
+            # reader declare it LOST while its supervisor still waits to record itself and launch. Then async waits
+            # up to start_timeout for the target; sync waits for the pipe to close, once the result is recorded.
             if supervisor.MSG_RECORDED not in seen:
-                deadline: float | None = max(up_deadline, run_deadline)
+                deadline: float | None = None
             else:
                 deadline = None if sync else run_deadline
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
