@@ -220,6 +220,8 @@ class Call:
     :param extra_time: seconds the call may take on top of the hook's ``command_timeout`` (a ``wait`` blocks for
         its own timeout, an ``abort`` for its grace period); None: no bound at all (``start --sync``).
     :param bound: an explicit bound in seconds instead of the two above.
+    :param wakeable: the CLI answers at once when its stdin ends (``wait --watch --wake-on-eof``), so a hook that
+        can keep stdin open lets its caller cut the call short (``OrchesjobAsyncHook.wake``).
     """
 
     verb: str
@@ -227,6 +229,7 @@ class Call:
     retry: str = NEVER
     extra_time: float | None = 0.0
     bound: float | None = None
+    wakeable: bool = False
 
     def __post_init__(self) -> None:
         if self.retry not in KINDS:
@@ -239,6 +242,63 @@ class Call:
         if self.extra_time is None:
             return None
         return float(command_timeout) + self.extra_time
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEntry:
+    """One job of a ``watch`` call (``wait --watch``).
+
+    :param job_id: the job.
+    :param stdout_offset: bytes of stdout already read (the answer's chunk starts here); None with ``stderr_offset``
+        None: no log, only the job's state.
+    :param stderr_offset: the same for stderr.
+    :param delivered: with ``cursor``: bytes of (stdout, stderr) already written out by the caller, at most the
+        offsets read; the host records them under ``cursor`` and answers a later entry of the same cursor whose
+        offsets are behind that record from the record (a trigger rebuilt after a triggerer crash).
+    :param cursor: the name of the caller's delivery record for this job (1-128 printable characters).
+    """
+
+    job_id: str
+    stdout_offset: int | None = None
+    stderr_offset: int | None = None
+    delivered: tuple[int, int] | None = None
+    cursor: str | None = None
+
+    def spec(self) -> str:
+        """The ``--watch`` value, every part checked here before anything is sent."""
+        job_id = _check_text(str(self.job_id), "job_id")
+        if ":" in job_id:
+            raise ValueError(f"job_id {job_id!r} cannot be watched: it contains ':'")
+        if self.stdout_offset is None and self.stderr_offset is None:
+            if self.cursor is not None:
+                raise ValueError("a watch cursor needs the log offsets")
+            return job_id
+        read = (int(_non_negative_int(self.stdout_offset or 0, "stdout_offset")),
+                int(_non_negative_int(self.stderr_offset or 0, "stderr_offset")))
+        if self.cursor is None:
+            return f"{job_id}:{read[0]}:{read[1]}"
+        given = self.delivered if self.delivered is not None else read
+        done = (int(_non_negative_int(given[0], "delivered stdout")),
+                int(_non_negative_int(given[1], "delivered stderr")))
+        if done[0] > read[0] or done[1] > read[1]:
+            raise ValueError(f"delivered offsets {done} are past the offsets read {read}")
+        return f"{job_id}:{read[0]}:{read[1]}:{done[0]}:{done[1]}:{check_request_id(self.cursor, 'cursor')}"
+
+
+def check_watch_answer(payload: Any, entries: Sequence[WatchEntry]) -> list[dict[str, Any]]:
+    """The per-entry answers of a ``watch`` call, checked to be one object per entry for the job it names (an
+    answer of another shape is a CLI this provider does not understand, never something to guess around)."""
+    answers = payload.get("jobs") if isinstance(payload, dict) else None
+    if (not isinstance(answers, list) or len(answers) != len(entries)
+            or any(not isinstance(a, dict) or a.get("job_id") != e.job_id for a, e in zip(answers, entries))):
+        from orchesjob_provider.exceptions import OrchesjobIncompatibleCli
+
+        raise OrchesjobIncompatibleCli(
+            f"the remote orchesjob answered `wait --watch` for {len(entries)} job(s) with "
+            f"{_shorten(repr(payload), 300)}; this provider needs JSON contract {CONTRACT_VERSION}",
+            payload=payload if isinstance(payload, dict) else None,
+        )
+    return answers
 
 
 def _seconds(value: Number | None, default: float, what: str) -> float:
@@ -363,6 +423,28 @@ class Verbs(Generic[T]):
             args += [_opt("--max-bytes", _non_negative_int(max_bytes, "max_bytes"))]
         blocks = _seconds(timeout, DEFAULT_WAIT_TIMEOUT, "timeout")
         return self.call(Call("wait", tuple(args), retry=ALWAYS, extra_time=blocks))
+
+    def watch(
+        self, entries: Sequence[WatchEntry], *, timeout: Number | None = DEFAULT_WAIT_TIMEOUT,
+        max_bytes: int | None = None, max_total_bytes: int | None = None, wake_on_eof: bool = False,
+    ) -> T:
+        """Long-poll many jobs in one call (``wait --watch``): returns ``{"jobs": [one answer per entry, in order],
+        "timed_out", "woken"}`` as soon as any entry has news (its job ended, wrote past its offsets, or is not
+        there). ``max_total_bytes`` bounds the log bytes of the whole answer (shared fairly); ``wake_on_eof`` makes
+        the call wakeable (see ``Call.wakeable``). Check the answer with ``check_watch_answer``."""
+        if not entries:
+            raise ValueError("watch needs at least one entry")
+        args = ["wait", *(_opt("--watch", e.spec()) for e in entries)]
+        if timeout is not None:
+            args += [_opt("--timeout", _number(timeout, "timeout"))]
+        if max_bytes is not None:
+            args += [_opt("--max-bytes", _non_negative_int(max_bytes, "max_bytes"))]
+        if max_total_bytes is not None:
+            args += [_opt("--max-total-bytes", _non_negative_int(max_total_bytes, "max_total_bytes"))]
+        if wake_on_eof:
+            args.append("--wake-on-eof")
+        blocks = _seconds(timeout, DEFAULT_WAIT_TIMEOUT, "timeout")
+        return self.call(Call("wait", tuple(args), retry=ALWAYS, extra_time=blocks, wakeable=wake_on_eof))
 
     def logs(
         self, *, run_key: str | None = None, job_id: str | None = None, stream: str = "stdout",

@@ -49,6 +49,14 @@ class LogRelay:
                 self._take(stream, {"data": "", "next_offset": self.read[stream]}, True)
         return more
 
+    def resume_at(self, stream: str, offset: int) -> None:
+        """Continue `stream` from `offset`, further on than what this relay has read: an earlier reader delivered
+        the bytes before it (a trigger rebuilt after a crash). What this relay held of a partial line is dropped,
+        since it lies before `offset` too."""
+        if offset > self.read[stream]:
+            self.read[stream] = offset
+            self.carry[stream] = ""
+
     def flush(self) -> None:
         self.take(None, flush=True)
 

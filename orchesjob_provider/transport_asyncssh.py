@@ -94,8 +94,12 @@ class AsyncsshTransport:
         except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
             pass
 
-    async def run(self, line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
-        """Run one command line; return (exit status or None, stdout, stderr). Raises transport errors only."""
+    async def run(self, line: str, timeout: float | None,
+                  wake: asyncio.Event | None = None) -> tuple[int | None, bytes, bytes]:
+        """Run one command line; return (exit status or None, stdout, stderr). Raises transport errors only.
+
+        With ``wake``, stdin stays open and is closed when the event is set, so a command that answers on the end
+        of its input (``wait --watch --wake-on-eof``) returns early; otherwise stdin is empty from the start."""
         import asyncssh
 
         try:
@@ -120,9 +124,12 @@ class AsyncsshTransport:
                 f"could not connect over SSH ({self.ssh_conn_id!r}): {exc!r}", command=line, sent=False
             ) from exc
         try:
-            result = await asyncio.wait_for(
-                conn.run(line, check=False, encoding=None, stdin=asyncssh.DEVNULL), timeout=timeout
-            )
+            if wake is None:
+                result = await asyncio.wait_for(
+                    conn.run(line, check=False, encoding=None, stdin=asyncssh.DEVNULL), timeout=timeout
+                )
+            else:
+                result = await asyncio.wait_for(_run_wakeable(conn, line, wake), timeout=timeout)
         except asyncio.TimeoutError as exc:
             await self.close()
             raise OrchesjobTransportError(
@@ -135,3 +142,20 @@ class AsyncsshTransport:
             ) from exc
         # None: the channel closed without an exit status; -1: killed by a signal. Both are transport failures.
         return result.exit_status, result.stdout or b"", result.stderr or b""
+
+
+async def _run_wakeable(conn: Any, line: str, wake: asyncio.Event) -> Any:
+    """Run ``line`` with stdin held open; close it (end of file) when ``wake`` is set, then collect the result."""
+    process = await conn.create_process(line, encoding=None)
+    finished = asyncio.ensure_future(process.wait(check=False))
+    woken = asyncio.ensure_future(wake.wait())
+    try:
+        await asyncio.wait({finished, woken}, return_when=asyncio.FIRST_COMPLETED)
+        if not finished.done():
+            process.stdin.write_eof()
+        return await finished
+    finally:
+        woken.cancel()
+        if not finished.done():
+            finished.cancel()
+            process.close()

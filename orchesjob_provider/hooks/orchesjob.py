@@ -332,6 +332,7 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
         kwargs.setdefault("retries", 0)
         super().__init__(*args, **kwargs)
         self.transport = AsyncsshTransport(self.ssh_conn_id, connect_timeout)
+        self._wake: asyncio.Event | None = None
 
     async def call(self, call: cmd.Call) -> Any:
         """Run one verb's definition over asyncssh and return the CLI's parsed JSON (see the module docstring)."""
@@ -339,11 +340,25 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
             await self.version()
         run = self.settings.begin(call, self.log)
         while not run.done:
+            wake = None
+            if call.wakeable:
+                wake = self._wake = asyncio.Event()
             try:
-                run.answer(await self.transport.run(run.line, run.timeout))
+                run.answer(await self.transport.run(run.line, run.timeout, wake))
             except OrchesjobError as exc:
                 await asyncio.sleep(run.pause(exc))
+            finally:
+                if wake is not None and self._wake is wake:
+                    self._wake = None
         return run.result
+
+    def wake(self) -> bool:
+        """Cut short the wakeable call in flight (``watch(..., wake_on_eof=True)``): its stdin is closed and the CLI
+        answers at once with what it has. False when no such call is in flight."""
+        if self._wake is None:
+            return False
+        self._wake.set()
+        return True
 
     async def get_conn(self) -> Any:
         """A connected asyncssh ``SSHClientConnection``, reused while it is open."""

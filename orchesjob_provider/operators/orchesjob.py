@@ -150,6 +150,7 @@ class OrchesjobOperator(BaseOperator):
         self.hook_kwargs = dict(hook_kwargs or {})
         self._job_id: str | None = None
         self._request_id: str | None = None
+        self._starting: str | None = None  # the run key of a start still in flight
         self._hook: OrchesjobHook | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -265,6 +266,7 @@ class OrchesjobOperator(BaseOperator):
         run_key = self.run_key or run_keys.from_context(context)
         self._check_watch_path()
         self._request_id = run_keys.request_id_from_context(context)  # one per try; every SSH retry repeats it
+        self._starting = run_key  # while the answer is out, on_kill can name the job by key and request id only
         job = self.hook.start(
             run_key,
             self.command,
@@ -275,6 +277,7 @@ class OrchesjobOperator(BaseOperator):
             start_timeout=self.start_timeout,
             request_id=self._request_id,
         )
+        self._starting = None  # from here on, only a job this try accepted (its id) is aborted
         self._announce(job)  # raises on a parameter mismatch: that job is not ours to abort in on_kill
         self._job_id = job["job_id"]
         relay = LogRelay(self._emit)
@@ -394,13 +397,21 @@ class OrchesjobOperator(BaseOperator):
         (``abort --if-owner``): when a newer try has reattached to the job, the host refuses and the job is left
         to that try.
         """
-        if not (self.abort_on_kill and self._job_id):
+        # A kill that lands while this try's start is still in flight (the host may have launched the job, the
+        # answer is not in yet) names the job by run key, and --if-owner makes sure it is the one this start made
+        # or took over, never an older job of the key.
+        by_key = self._starting if self._job_id is None and self._request_id else None
+        if not (self.abort_on_kill and (self._job_id or by_key)):
             return
         hook = self._new_hook()
         try:
-            hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds,
-                       if_owner=self._request_id)
-            self.log.info("Aborted job %s on the host.", self._job_id)
+            if by_key is not None:
+                aborted = hook.abort(run_key=by_key, reason=reason, grace_seconds=self.abort_grace_seconds,
+                                     if_owner=self._request_id)
+            else:
+                aborted = hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds,
+                                     if_owner=self._request_id)
+            self.log.info("Aborted job %s on the host.", aborted.get("job_id", self._job_id))
         except OrchesjobNotOwner as exc:
             self.log.warning(
                 "Not aborting job %s: it now belongs to request %r, not to this try's %r. A newer try took it over, "

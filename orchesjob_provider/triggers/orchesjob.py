@@ -2,15 +2,17 @@
 
 Why it is shaped like this:
 
-- It long-polls ``orchesjob wait`` with the job id and both log offsets, so one SSH round trip covers up to
-  ``poll_timeout`` seconds and returns early as soon as the job ends or writes output: the task learns of the end
-  within about a second without polling every second.
+- Triggers do not poll on their own: each subscribes its job to the shared watcher of its destination
+  (``orchesjob_provider.watcher``), which long-polls ``orchesjob wait --watch`` for all jobs of one host over one
+  SSH connection, so watching costs O(hosts), not O(jobs). A call returns as soon as any job ends or writes output,
+  so the task learns of its job's end within about a second.
 - A trigger fires exactly once, so log chunks are not events. Each chunk is written to the trigger's logger as it
   arrives (which Airflow routes into the task's log) and the offsets move on. Lines are logged whole: a partial last
   line waits for its newline, unless the job goes quiet for a whole poll or ends.
-- Everything it needs to resume is in its kwargs: ``serialize()`` reports the offsets of what has been logged so far,
-  so a trigger rebuilt from it (triggerer restart, or a test's round trip) continues without losing or repeating a
-  line.
+- Resuming: ``serialize()`` reports the offsets of what has been logged, and every call tells the host what has
+  been delivered under the try's request id (a cursor). Airflow rebuilds a trigger after a triggerer crash from the
+  kwargs stored when the task deferred, not from a later ``serialize()``; the host then answers from the cursor, so
+  a crash repeats at most the lines delivered after the last call (marked in the log), never the whole log.
 - SSH trouble is expected on long jobs. Transport errors are retried with a capped exponential backoff, and only
   after ``max_connection_errors`` failures in a row does it give up with an ``error`` event, which the operator turns
   into a task failure (a retry of the task then reattaches to the same job by run key).
@@ -20,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from orchesjob_provider import command as cmd
 from orchesjob_provider.compat import BaseTrigger, TriggerEvent
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
@@ -36,13 +37,7 @@ from orchesjob_provider.exceptions import (
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
 from orchesjob_provider.retry import RetryPolicy
-
-JOB_EXTRA_KEYS = ("logs", "timed_out")
-
-
-def _job_only(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The job object of a ``wait`` answer, without the per-call fields (log chunks, ``timed_out``)."""
-    return {k: v for k, v in result.items() if k not in JOB_EXTRA_KEYS}
+from orchesjob_provider.watcher import SharedWatcher, Subscription, shared_watcher
 
 
 class OrchesjobTrigger(BaseTrigger):
@@ -77,6 +72,8 @@ class OrchesjobTrigger(BaseTrigger):
     :param wait_for_key_interval: with ``job_id=None``, the trigger watches the latest job of ``run_key`` and, while
         that key has no job yet, looks again every this many seconds (a sensor waiting for a job someone else will
         start). Once a job is found it is watched by its id.
+    :param shared_watcher: watch through the triggerer's one watcher per destination (default). False gives this
+        trigger a watcher (an SSH connection and a host process) of its own, as before shared watching existed.
     """
 
     def __init__(
@@ -101,6 +98,7 @@ class OrchesjobTrigger(BaseTrigger):
         abort_grace_seconds: float | None = None,
         wait_for_key_interval: float = 5.0,
         request_id: str | None = None,
+        shared_watcher: bool = True,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -123,6 +121,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.abort_grace_seconds = None if abort_grace_seconds is None else float(abort_grace_seconds)
         self.wait_for_key_interval = float(wait_for_key_interval)
         self.request_id = request_id
+        self.shared_watcher = bool(shared_watcher)
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -151,6 +150,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "abort_grace_seconds": self.abort_grace_seconds,
                 "wait_for_key_interval": self.wait_for_key_interval,
                 "request_id": self.request_id,
+                "shared_watcher": self.shared_watcher,
             },
         )
 
@@ -191,85 +191,80 @@ class OrchesjobTrigger(BaseTrigger):
 
     # ------------------------------------------------------------------ main loop
 
+    def _watcher(self) -> SharedWatcher:
+        retry = RetryPolicy(self.max_connection_errors, self.retry_backoff, self.max_backoff)
+        if not self.shared_watcher:
+            return SharedWatcher(self._make_hook, self.poll_timeout, self.max_bytes, retry)
+        bin_key = self.orchesjob_bin if isinstance(self.orchesjob_bin, str) else tuple(self.orchesjob_bin)
+        return shared_watcher((self.ssh_conn_id, bin_key, self.orchesjob_home), self._make_hook,
+                              self.poll_timeout, self.max_bytes, retry)
+
+    def _left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
-        """Long-poll ``wait`` until the job is terminal, logging output as it comes; then fire one event."""
-        hook = self._make_hook()
+        """Find the job (by run key, if no id yet), subscribe it to the watcher, log its output as the watcher hands
+        it over, and fire one event when it has ended (or cannot be watched, or the deadline passes)."""
         relay = LogRelay(self.log_line, self.stdout_offset, self.stderr_offset, max_line=self.max_bytes)
+        if not self.job_id:
+            missing = await self._find_job()
+            if missing is not None:
+                yield missing
+                return
+        assert self.job_id is not None
+        sub = Subscription(self.job_id, relay if self.stream_logs else None, self.request_id,
+                           self.max_connection_errors, self.poll_timeout, self.log,
+                           progressed=lambda: self._sync_offsets(relay))
+        watcher = self._watcher()
+        watcher.subscribe(sub)
+        try:
+            left = self._left()
+            try:
+                kind, fields = await asyncio.wait_for(asyncio.shield(sub.done), None if left is None else max(0, left))
+            except asyncio.TimeoutError:
+                watcher.unsubscribe(sub)
+                relay.flush()
+                self._sync_offsets(relay)
+                yield self._event("timeout", message=f"the job {self.job_id} was still running at the deadline")
+                return
+            self._sync_offsets(relay)
+            yield self._event(kind, **fields)
+        finally:
+            watcher.unsubscribe(sub)
+
+    async def _find_job(self) -> TriggerEvent | None:
+        """With only a run key: look for its latest job until there is one (then ``job_id`` is set and None is
+        returned), or return the event that ends the trigger (deadline, SSH kept failing, a CLI error)."""
+        hook = self._make_hook()
         failures = 0
         try:
             while True:
-                poll = self.poll_timeout
-                if self.deadline is not None:
-                    left = self.deadline - time.time()
-                    if left <= 0:
-                        relay.flush()
-                        self._sync_offsets(relay)
-                        yield self._event("timeout", message=(
-                            f"the job {self.job_id} was still running at the deadline" if self.job_id else
-                            f"no job with run key {self.run_key!r} had started by the deadline"))
-                        return
-                    poll = max(1.0, min(poll, left))
-                # Until a job is known, the run key selects its latest job (see wait_for_key_interval).
-                selector = {"job_id": self.job_id} if self.job_id else {"run_key": self.run_key}
+                left = self._left()
+                if left is not None and left <= 0:
+                    return self._event("timeout", message=(
+                        f"no job with run key {self.run_key!r} had started by the deadline"))
                 try:
-                    if self.stream_logs:
-                        result = await hook.wait(
-                            **selector,
-                            timeout=poll,
-                            stdout_offset=relay.read["stdout"],
-                            stderr_offset=relay.read["stderr"],
-                            max_bytes=self.max_bytes,
-                        )
-                    else:
-                        result = await hook.wait(**selector, timeout=poll)
+                    job = await hook.status(run_key=self.run_key)
+                except OrchesjobNotFound:
+                    failures = 0
+                    pause = self.wait_for_key_interval if left is None else min(self.wait_for_key_interval, left)
+                    await asyncio.sleep(max(0.05, pause))
+                    continue
                 except (OrchesjobTransportError, OrchesjobLockTimeout) as exc:
                     failures += 1
                     hopeless = isinstance(exc, OrchesjobTransportError) and not exc.transient
                     if hopeless or failures > self.max_connection_errors:
-                        relay.flush()
-                        self._sync_offsets(relay)
-                        yield self._event(
-                            "error",
-                            error_type=exc.error_type,
-                            message=f"gave up watching job {self.job_id} after {failures} failed attempt(s): {exc}",
-                        )
-                        return
+                        return self._event("error", error_type=exc.error_type, message=(
+                            f"gave up looking for run key {self.run_key!r} after {failures} failed attempt(s): {exc}"))
                     pause = self._backoff(failures)
-                    self.log.warning(
-                        "watching job %s: %s; retry %d of %d in %.1fs",
-                        self.job_id, exc, failures, self.max_connection_errors, pause,
-                    )
+                    self.log.warning("looking for run key %r: %s; retry %d of %d in %.1fs",
+                                     self.run_key, exc, failures, self.max_connection_errors, pause)
                     await asyncio.sleep(pause)
                     continue
-                except OrchesjobNotFound as exc:
-                    if self.job_id:  # the job we were watching was cleaned away
-                        relay.flush()
-                        self._sync_offsets(relay)
-                        yield self._event("error", error_type=exc.error_type, message=str(exc))
-                        return
-                    failures = 0
-                    pause = self.wait_for_key_interval
-                    if self.deadline is not None:
-                        pause = min(pause, max(0.0, self.deadline - time.time()))
-                    await asyncio.sleep(max(0.05, pause))
-                    continue
                 except OrchesjobError as exc:
-                    relay.flush()
-                    self._sync_offsets(relay)
-                    yield self._event("error", error_type=exc.error_type, message=str(exc))
-                    return
-                failures = 0
-                if not self.job_id:
-                    self.job_id = result.get("job_id")
-                terminal = cmd.is_terminal(result)
-                quiet = bool(result.get("timed_out"))
-                more = relay.take(result.get("logs"), flush=quiet)
-                self._sync_offsets(relay)
-                if terminal and not more:
-                    relay.flush()
-                    self._sync_offsets(relay)
-                    yield self._event("terminal", job=_job_only(result))
-                    return
+                    return self._event("error", error_type=exc.error_type, message=str(exc))
+                self.job_id = str(job["job_id"])
+                return None
         finally:
             await hook.close()
 

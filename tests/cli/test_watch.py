@@ -140,6 +140,7 @@ def test_a_caller_can_cut_its_long_poll_short_by_closing_stdin(start_job, home):
     j = start_job("eof", "sleep", "60")
     p = subprocess.Popen(cli_argv("wait", "--watch", j["job_id"], "--timeout", "60", "--wake-on-eof"),
                          env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdin is not None and p.stdout is not None
     time.sleep(1.0)
     assert p.poll() is None, "the call returned before its caller hung up"
     t0 = time.monotonic()

@@ -383,6 +383,34 @@ def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, 
     assert "ABORTED" in str(failure.value)
 
 
+def test_a_kill_while_the_start_is_in_flight_aborts_by_run_key_only_what_this_start_made(
+        make_op, cli, tmp_path: Path) -> None:
+    """on_kill can arrive after the host launched the job but before the start's answer reached the operator (the
+    job id is not known yet). The abort then names the run key and this try's request id: the host aborts the job
+    only if this start made it or took it over, never another request's job of the key."""
+    op = make_op(command=tree_job(tmp_path), deferrable=False, abort_grace_seconds=1)
+    key, request = "in-flight", "airflow:unit:in-flight:try1"
+    # the host side of a start in flight: its job runs, owned by this try's request
+    job = cli.start(key, tree_job(tmp_path), request_id=request)
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+    op._request_id, op._starting = request, key  # what execute() holds while hook.start() has not returned
+    assert op._job_id is None
+    op.on_kill()
+    assert wait_dead(pids) == []
+    assert cli.status(job_id=job["job_id"])["status"] == "ABORTED"
+    # another request's running job of the key is left alone
+    (tmp_path / "b").mkdir()
+    other = cli.start(key, tree_job(tmp_path / "b"), request_id="airflow:unit:in-flight:try2")
+    others = read_pids(tmp_path / "b", "main.pid", "child.pid")
+    op.on_kill()
+    assert cli.status(job_id=other["job_id"])["status"] == "RUNNING" and all(pid_alive(p) for p in others)
+    # once the start has answered but its job was not accepted (a parameter mismatch), nothing is aborted
+    op._request_id, op._starting = "airflow:unit:in-flight:try2", None
+    op.on_kill()
+    assert cli.status(job_id=other["job_id"])["status"] == "RUNNING"
+    cli.abort(job_id=other["job_id"], grace_seconds=1)
+
+
 def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path) -> None:
     """Airflow 3.3's triggerer calls the trigger's on_kill when a user kills a deferred task."""
     op = make_op(command=tree_job(tmp_path), abort_grace_seconds=2)

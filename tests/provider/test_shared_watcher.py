@@ -1,0 +1,326 @@
+"""Many triggers, one watcher: real sshd, the real CLI, triggers run as the triggerer runs them (one event loop).
+
+What must hold with watching shared per destination: one SSH connection and at most one `wait` process on the host
+for all jobs of one host, each line of each job logged exactly once and in order, one terminal event per trigger,
+one trigger's end (job ended, cleaned, task killed) never disturbing the others, a transport cut retried for all,
+and a trigger rebuilt from the kwargs it deferred with (a triggerer crash) resuming where the last one delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("airflow")
+
+from orchesjob_provider import watcher as watcher_mod
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+from tests.support.cutproxy import CutProxy
+from tests.support.operator_unit import Recorder, record_log
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.sshd, pytest.mark.airflow]
+
+PROXY_CONN_ID = "orchesjob_counted"
+
+
+@pytest.fixture
+def proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
+    """A proxy in front of the real sshd that counts connections (and can cut them); a connection through it."""
+    p = CutProxy(sshd.host, sshd.port).start()
+    conn = sshd.airflow_connection()
+    conn["port"] = p.port
+    monkeypatch.setenv(f"AIRFLOW_CONN_{PROXY_CONN_ID.upper()}", json.dumps(conn))
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def numbered_job(name: str, lines: int, gate: Path | None = None, pause: float = 0.02) -> list[str]:
+    """Prints `name-1` .. `name-N` (and waits for `gate` halfway, if given), then one stderr line."""
+    wait = f'if [ "$i" = {lines // 2} ]; then while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done; fi; ' \
+        if gate else ""
+    script = (f'i=0; while [ "$i" -lt {lines} ]; do i=$((i+1)); echo {shlex.quote(name)}-$i; {wait}'
+              f"sleep {pause}; done; echo {shlex.quote(name)}-err >&2")
+    return ["/bin/sh", "-c", script]
+
+
+def expected(name: str, lines: int) -> list[str]:
+    return [f"{name}-{i}" for i in range(1, lines + 1)]
+
+
+class HostWaits:
+    """Counts, in a thread, the `wait` processes of one state directory alive at once on this (the "remote") host."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _count(self) -> int:
+        n = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    environ = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"wait" in argv and f"ORCHESJOB_HOME={self.home}".encode() in environ:
+                n += 1
+        return n
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.most = max(self.most, self._count())
+            time.sleep(0.02)
+
+    def __enter__(self) -> HostWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def trigger_for(conn_id: str, launcher: str, home: str, job_id: str, **kwargs: Any) -> OrchesjobTrigger:
+    kwargs.setdefault("poll_timeout", 20)
+    kwargs.setdefault("retry_backoff", 0.1)
+    return OrchesjobTrigger(ssh_conn_id=conn_id, job_id=job_id, run_key="rk", orchesjob_bin=launcher,
+                            orchesjob_home=home, **kwargs)
+
+
+async def fire(trigger: OrchesjobTrigger) -> Any:
+    """Run the trigger to its (single) event, as the triggerer does."""
+    gen = trigger.run()
+    try:
+        event = await gen.__anext__()
+        with pytest.raises(StopAsyncIteration):
+            await gen.__anext__()
+        return event.payload
+    finally:
+        await gen.aclose()
+
+
+def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
+    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
+    names = [f"job{i:02d}" for i in range(24)]
+    jobs = {n: hook.start(f"many-{n}", numbered_job(n, 12, pause=0.05 + 0.01 * (i % 5)))
+            for i, n in enumerate(names)}
+    triggers = {n: trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"],
+                               request_id=f"try-{n}") for n in names}
+    logs = {n: record_log(t) for n, t in triggers.items()}
+
+    async def scenario() -> list[Any]:
+        return await asyncio.wait_for(asyncio.gather(*(fire(t) for t in triggers.values())), 120)
+
+    with HostWaits(orchesjob_home) as waits:
+        events = asyncio.run(scenario())
+    for n, payload in zip(names, events):
+        assert payload["status"] == "terminal" and payload["job"]["status"] == "SUCCEEDED", payload
+        assert logs[n].lines("stdout") == expected(n, 12), n  # every line once, in order
+        assert logs[n].lines("stderr") == [f"{n}-err"]
+    assert len(proxy.connections) == 1, "all triggers of one destination share one SSH connection"
+    assert 1 <= waits.most <= 1, "one wait process on the host at a time for all of them"
+    assert not watcher_mod._WATCHERS, "the last subscriber leaving closes the watcher"
+
+
+def test_jobs_on_two_destinations_get_a_watcher_each(
+    hook: OrchesjobHook, proxy: CutProxy, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
+    a = hook.start("two-a", numbered_job("a", 6))
+    b = hook.start("two-b", numbered_job("b", 6))
+    ta = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, a["job_id"])
+    tb = trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, b["job_id"])
+    la, lb = record_log(ta), record_log(tb)
+    seen: list[int] = []
+
+    async def scenario() -> tuple[Any, Any]:
+        both = asyncio.gather(fire(ta), fire(tb))
+        await asyncio.sleep(0.3)
+        seen.append(len(watcher_mod._WATCHERS))
+        return await asyncio.wait_for(both, 60)
+
+    events = asyncio.run(scenario())
+    assert [e["status"] for e in events] == ["terminal", "terminal"]
+    assert la.lines("stdout") == expected("a", 6) and lb.lines("stdout") == expected("b", 6)
+    assert seen == [2] and len(proxy.connections) == 1
+
+
+def test_a_killed_subscriber_and_a_cleaned_job_leave_the_others_alone(
+    hook: OrchesjobHook, orchesjob_launcher: str, orchesjob_home: str, ssh_conn_id: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    keep = hook.start("keep", numbered_job("keep", 10, gate))
+    killed = hook.start("killed", numbered_job("killed", 10, gate))
+    cleaned = hook.start("cleaned", ["true"])
+    t_keep = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, keep["job_id"])
+    t_killed = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, killed["job_id"])
+    l_keep, l_killed = record_log(t_keep), record_log(t_killed)
+
+    async def scenario() -> tuple[Any, Any]:
+        keep_task = asyncio.ensure_future(fire(t_keep))
+        killed_task = asyncio.ensure_future(fire(t_killed))
+        deadline = time.monotonic() + 60
+        while len(l_keep.lines("stdout")) < 5 or len(l_killed.lines("stdout")) < 5:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        killed_task.cancel()  # the task was killed: its trigger is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await killed_task
+        # a job cleaned away while watched: its trigger errors, the other one goes on
+        await asyncio.to_thread(lambda: _wait_ended(hook, cleaned["job_id"]))
+        t_cleaned = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, cleaned["job_id"])
+        await asyncio.to_thread(hook.clean, job_id=cleaned["job_id"])
+        cleaned_event = await asyncio.wait_for(fire(t_cleaned), 60)
+        await asyncio.to_thread(gate.touch)
+        return cleaned_event, await asyncio.wait_for(keep_task, 60)
+
+    cleaned_event, keep_event = asyncio.run(scenario())
+    assert cleaned_event["status"] == "error" and cleaned_event["error_type"] == "not_found"
+    assert keep_event["status"] == "terminal" and keep_event["job"]["status"] == "SUCCEEDED"
+    assert l_keep.lines("stdout") == expected("keep", 10)
+    assert l_killed.lines("stdout") == expected("killed", 5)  # nothing more reached the cancelled trigger
+
+
+def _wait_ended(hook: OrchesjobHook, job_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while hook.status(job_id=job_id)["active"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_transport_cut_is_retried_for_all_subscribers(
+    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    names = ["cut1", "cut2", "cut3"]
+    jobs = {n: hook.start(f"cut-{n}", numbered_job(n, 8, gate)) for n in names}
+    triggers = {n: trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"],
+                               retry_backoff=0.2, max_connection_errors=5) for n in names}
+    logs = {n: record_log(t) for n, t in triggers.items()}
+
+    async def scenario() -> list[Any]:
+        run = asyncio.gather(*(fire(t) for t in triggers.values()))
+        deadline = time.monotonic() + 60
+        while any(len(logs[n].lines("stdout")) < 4 for n in names):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.to_thread(proxy.drop_all)  # the link drops in the middle of a long poll
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(gate.touch)
+        return await asyncio.wait_for(run, 90)
+
+    events = asyncio.run(scenario())
+    assert all(e["status"] == "terminal" and e["job"]["status"] == "SUCCEEDED" for e in events)
+    for n in names:
+        assert logs[n].lines("stdout") == expected(n, 8), n
+    assert len(proxy.connections) >= 2  # it did reconnect
+    assert any("retry" in m for n in names for m in logs[n].messages()), "the cut was not noticed as one"
+
+
+def test_a_new_subscriber_does_not_wait_for_the_poll_in_flight(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
+    quiet = hook.start("quiet", ["sleep", "60"])
+    quick = hook.start("quick", ["/bin/sh", "-c", "echo fast"])
+    t_quiet = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, quiet["job_id"], poll_timeout=60)
+    t_quick = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, quick["job_id"], poll_timeout=60)
+    l_quick = record_log(t_quick)
+
+    async def scenario() -> float:
+        quiet_task = asyncio.ensure_future(fire(t_quiet))
+        await asyncio.sleep(2)  # the watcher is now in a 60 s long poll for the quiet job
+        t0 = time.monotonic()
+        event = await asyncio.wait_for(fire(t_quick), 30)
+        took = time.monotonic() - t0
+        assert event["status"] == "terminal"
+        quiet_task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await quiet_task
+        return took
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        hook.abort(job_id=quiet["job_id"], grace_seconds=1)
+    assert took < 10, f"the new trigger waited {took:.1f}s for the long poll in flight"
+    assert l_quick.lines("stdout") == ["fast"]
+
+
+def test_a_trigger_rebuilt_from_its_deferral_kwargs_resumes_where_the_last_one_delivered(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path
+) -> None:
+    """A triggerer crash: Airflow rebuilds the trigger from the kwargs stored when the task deferred (offsets 0),
+    not from a later serialize(). The try's cursor on the host makes the new trigger start where the old one had
+    delivered; only what was delivered after the old one's last call can repeat, and the log says where."""
+    gate = tmp_path / "gate"
+    job = hook.start("crash", numbered_job("crash", 20, gate, pause=0.01))
+    deferral: dict[str, Any] = {
+        "ssh_conn_id": ssh_conn_id, "job_id": job["job_id"], "run_key": "crash", "orchesjob_bin": orchesjob_launcher,
+        "orchesjob_home": orchesjob_home, "poll_timeout": 20, "request_id": "dag.task.run.1",
+    }
+    first = OrchesjobTrigger(**deferral)
+    l_first = record_log(first)
+
+    async def until_crash() -> None:
+        task = asyncio.ensure_future(fire(first))
+        deadline = time.monotonic() + 60
+        while len(l_first.lines("stdout")) < 10:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)  # a quiet poll or two: the host now knows lines 1-10 were delivered
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(until_crash())
+    assert l_first.lines("stdout") == expected("crash", 10)
+    second = OrchesjobTrigger(**json.loads(json.dumps(deferral)))  # the stored kwargs, not serialize()
+    l_second = record_log(second)
+    gate.touch()
+    event = asyncio.run(asyncio.wait_for(fire(second), 60))
+    assert event["status"] == "terminal"
+    assert l_second.lines("stdout") == expected("crash", 20)[10:], "neither the whole log again, nor a gap"
+    notes = [m for m in l_second.messages() if "resumes at byte" in m]
+    assert len(notes) == 1 and "may appear twice" in notes[0]
+    # another try (another request id) has a cursor of its own: it starts from what its kwargs say
+    third = OrchesjobTrigger(**dict(deferral, request_id="dag.task.run.2"))
+    l_third = record_log(third)
+    asyncio.run(asyncio.wait_for(fire(third), 60))
+    assert l_third.lines("stdout") == expected("crash", 20)
+
+
+def test_per_trigger_watching_is_still_available(
+    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
+    jobs = [hook.start(f"own-{i}", numbered_job(f"own{i}", 4)) for i in range(3)]
+    triggers = [trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, j["job_id"], shared_watcher=False)
+                for j in jobs]
+    logs: list[Recorder] = [record_log(t) for t in triggers]
+
+    async def scenario() -> list[Any]:
+        return await asyncio.wait_for(asyncio.gather(*(fire(t) for t in triggers)), 60)
+
+    events = asyncio.run(scenario())
+    assert all(e["status"] == "terminal" for e in events)
+    for i, rec in enumerate(logs):
+        assert rec.lines("stdout") == expected(f"own{i}", 4)
+    assert len(proxy.connections) == 3  # one connection per trigger, as before shared watching
