@@ -255,7 +255,7 @@ class SyncFake(FakeTransport):
 
 
 class AsyncFake(FakeTransport):
-    async def run(self, line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
+    async def run(self, line: str, timeout: float | None, wake: Any = None) -> tuple[int | None, bytes, bytes]:
         return self.step(line, timeout)
 
     async def close(self) -> None:
@@ -375,3 +375,40 @@ def test_the_async_hook_offers_every_verb_of_the_sync_hook() -> None:
         sync_sig = inspect.signature(getattr(OrchesjobHook, verb))
         async_sig = inspect.signature(getattr(OrchesjobAsyncHook, verb))
         assert list(sync_sig.parameters) == list(async_sig.parameters), verb
+
+
+# -- wait --watch: the entry format, the call's definition, the answer's check (pure) ------------------------------
+def test_watch_entries_are_built_and_checked_before_anything_is_sent() -> None:
+    assert cmd.WatchEntry("j1").spec() == "j1"
+    assert cmd.WatchEntry("j1", 10, 0).spec() == "j1:10:0"
+    assert cmd.WatchEntry("j1", 10, 4, delivered=(7, 4), cursor="air:flow:try1").spec() == "j1:10:4:7:4:air:flow:try1"
+    assert cmd.WatchEntry("j1", 10, 4, cursor="c").spec() == "j1:10:4:10:4:c"  # delivered defaults to read
+    for bad in (cmd.WatchEntry("a:b", 0, 0), cmd.WatchEntry("j", -1, 0), cmd.WatchEntry("j", 1, 1, (2, 0), "c"),
+                cmd.WatchEntry("j", 1, 1, cursor="bad\ncursor"), cmd.WatchEntry("j", cursor="c"),
+                cmd.WatchEntry("j", 1, 1, cursor="x" * 200)):
+        with pytest.raises(ValueError):
+            bad.spec()
+
+
+def test_the_watch_call_is_one_always_retried_wait_bounded_by_its_timeout() -> None:
+    call = cmd.define.watch([cmd.WatchEntry("a", 0, 0), cmd.WatchEntry("b")], timeout=20, max_bytes=100,
+                            max_total_bytes=65536, wake_on_eof=True)
+    assert call.args == ("wait", "--watch=a:0:0", "--watch=b", "--timeout=20", "--max-bytes=100",
+                         "--max-total-bytes=65536", "--wake-on-eof")
+    assert call.retry == "always" and call.wakeable and call.exec_timeout(60) == 80
+    assert not cmd.define.watch([cmd.WatchEntry("a")]).wakeable
+    with pytest.raises(ValueError):
+        cmd.define.watch([])
+
+
+def test_a_watch_answer_of_another_shape_is_an_incompatible_cli() -> None:
+    from orchesjob_provider.exceptions import OrchesjobIncompatibleCli
+
+    entries = [cmd.WatchEntry("a"), cmd.WatchEntry("b")]
+    answers: list[dict[str, Any]] = [{"job_id": "a", "news": False}, {"job_id": "b", "news": True}]
+    good = {"jobs": answers, "timed_out": False}
+    assert [a["job_id"] for a in cmd.check_watch_answer(good, entries)] == ["a", "b"]
+    bad: Any
+    for bad in ({"jobs": answers[:1]}, {"jobs": answers[::-1]}, {"job_id": "a"}, [], None, {"jobs": ["a", "b"]}):
+        with pytest.raises(OrchesjobIncompatibleCli):
+            cmd.check_watch_answer(bad, entries)
