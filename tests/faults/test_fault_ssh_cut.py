@@ -26,7 +26,9 @@ one execution, in every mode.
 
 The trigger's long poll gets the same treatment: random cuts on its asyncssh connections and random triggerer
 restarts (a rebuild from ``serialize()``); every log line arrives exactly once, in order, and one terminal event
-fires.
+fires. And several triggers sharing one watcher, through random cuts and random triggerer crashes (every trigger
+rebuilt from the kwargs it deferred with, as Airflow does): nothing skipped or reordered, repeats only across a
+crash.
 """
 
 from __future__ import annotations
@@ -608,3 +610,113 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
         tally["restarts"] += restarted
         tally["lines"] += len(script)
     print("trigger trials: %d; %s" % (n_trials, dict(tally)))
+
+
+def _slices(got: list[str], expected: list[str]) -> list[tuple[int, int]] | None:
+    """`got` as consecutive slices of `expected` (whose lines are all different), each starting at or before the end
+    of the one before (a restart may repeat, never skip) and the last one reaching the end; None when `got` is not
+    of that shape (a line lost, or out of order)."""
+    where = {line: i for i, line in enumerate(expected)}
+    out: list[tuple[int, int]] = []
+    i, end = 0, 0
+    while i < len(got):
+        start = where.get(got[i])
+        if start is None or start > end:
+            return None
+        j = start
+        while i < len(got) and j < len(expected) and expected[j] == got[i]:
+            i, j = i + 1, j + 1
+        out.append((start, j))
+        end = j
+    return out if end == len(expected) else None
+
+
+def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
+    proxy: CutProxy, sshd: Any, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+) -> None:
+    """Several triggers on one destination share one watcher. Their connection is cut at random byte counts, and
+    at random moments the "triggerer crashes": every trigger is cancelled and rebuilt from the kwargs it deferred
+    with (offsets 0, as Airflow stores them), not from serialize(). Each trigger must fire one terminal event, and
+    each stream's lines must arrive in order with nothing skipped; a line may repeat only across a crash, resuming
+    at most one answer back (the host's cursor holds what was delivered before the last call)."""
+    from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
+
+    n_trials = trials(2, full=max(2, int(os.environ.get("ORCHESJOB_FAULT_TRIALS") or 0) // 8))
+    tally: dict[str, int] = collections.Counter()
+    for n in range(n_trials):
+        jobs: list[tuple[str, list[tuple[str, str, float]]]] = []
+        for k in range(rng.randint(3, 6)):
+            script = []
+            for i in range(rng.randint(20, 50)):
+                stream = "stderr" if rng.random() < 0.2 else "stdout"
+                text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 30)))
+                script.append((stream, "%d.%d %s" % (k, i, text), rng.choice([0, 0, 0.02, 0.1, 0.2])))
+            path = tmp_path / ("w-%d-%d.json" % (n, k))
+            path.write_text(json.dumps(script))
+            job = ok(home, "start", "--run-key", "w-%d-%d" % (n, k), "--", sys.executable, "-c", PRINTER, str(path))
+            jobs.append((job["job_id"], script))
+
+        consecutive = [0]
+
+        def plan(index: int) -> Cut | None:
+            if consecutive[0] >= 2 or rng.random() < 0.4:
+                consecutive[0] = 0
+                return None
+            consecutive[0] += 1
+            return Cut(rng.choice([C2S, S2C]), rng.randrange(0, 20000), rng.choice(["rst", "fin"]))
+
+        proxy.set_plan(plan)
+        first_conn = len(proxy.connections)
+        poll = rng.choice([1.0, 3.0, 10.0])
+        deferred = [{"ssh_conn_id": CONN_ID, "job_id": job_id, "run_key": "w-%d-%d" % (n, k),
+                     "orchesjob_bin": orchesjob_launcher, "orchesjob_home": str(home), "poll_timeout": poll,
+                     "max_bytes": rng.choice([256, 4096, 65536]), "max_connection_errors": 10, "retry_backoff": 0.05,
+                     "max_backoff": 0.5, "command_timeout": COMMAND_TIMEOUT, "deadline": time.time() + 600,
+                     "request_id": "dag.task.run-%d.try1.%d" % (n, k)} for k, (job_id, _) in enumerate(jobs)]
+        recorders = [Recorder() for _ in jobs]
+        crashes = sorted(rng.uniform(0.3, 4.0) for _ in range(rng.choice([0, 1, 2, 3])))
+
+        async def run_all(crashes: list[float] = crashes) -> list[Any]:
+            events: list[Any] = [None] * len(deferred)
+            t0 = time.monotonic()
+            while True:
+                triggers = [with_recorder(OrchesjobTrigger(**json.loads(json.dumps(kw))), recorders[k])
+                            for k, kw in enumerate(deferred) if events[k] is None]
+                index = [k for k in range(len(deferred)) if events[k] is None]
+                gens = [t.run() for t in triggers]
+                tasks = [asyncio.ensure_future(g.__anext__()) for g in gens]
+                crash_at = crashes.pop(0) if crashes else None
+                timeout = None if crash_at is None else max(0.0, t0 + crash_at - time.monotonic())
+                await asyncio.wait(tasks, timeout=timeout if timeout is not None else 600)
+                for k, task, gen in zip(index, tasks, gens):
+                    if task.done():
+                        events[k] = task.result().payload
+                    else:
+                        task.cancel()  # the triggerer died: this trigger will be rebuilt from its deferral kwargs
+                        try:
+                            await task
+                        except (asyncio.CancelledError, StopAsyncIteration):
+                            pass
+                    await gen.aclose()
+                if all(e is not None for e in events):
+                    return events
+                assert crash_at is not None, "triggers fired nothing in 600 s"
+                tally["crashes"] += 1
+
+        events = asyncio.run(run_all())
+        proxy.set_plan(lambda index: None)
+        conns = proxy.connections[first_conn:]
+        tally["connections"] += len(conns)
+        tally["cut"] += sum(1 for c in conns if c.cut_done)
+        for k, ((job_id, script), event) in enumerate(zip(jobs, events)):
+            ctx = "trial %d job %d (%s): poll %s" % (n, k, job_id[:8], poll)
+            assert event["status"] == "terminal" and event["job"]["status"] == "SUCCEEDED", (ctx, event)
+            for stream in ("stdout", "stderr"):
+                expected = [line for s, line, _ in script if s == stream]
+                got = recorders[k].lines[stream]
+                cut = _slices(got, expected)
+                assert cut is not None, "%s: %s lines lost or out of order: got %d of %d" % (
+                    ctx, stream, len(got), len(expected))
+                tally["repeated"] += len(got) - len(expected)
+        tally["trials"] += 1
+    print("shared-watcher trials: %s" % dict(tally))
