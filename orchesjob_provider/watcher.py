@@ -169,7 +169,7 @@ class SharedWatcher:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._loop())
         elif self.hook is not None:
-            self.hook.wake()  # a long poll in flight does not know this job yet: have it answer now
+            self.hook.wake()  # the long poll in flight (or the next) does not know this job yet: have it answer now
 
     def unsubscribe(self, sub: Subscription) -> None:
         self.subs.pop(id(sub), None)

@@ -333,6 +333,7 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
         super().__init__(*args, **kwargs)
         self.transport = AsyncsshTransport(self.ssh_conn_id, connect_timeout)
         self._wake: asyncio.Event | None = None
+        self._wake_pending = False
 
     async def call(self, call: cmd.Call) -> Any:
         """Run one verb's definition over asyncssh and return the CLI's parsed JSON (see the module docstring)."""
@@ -343,6 +344,9 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
             wake = None
             if call.wakeable:
                 wake = self._wake = asyncio.Event()
+                if self._wake_pending:  # asked for while no wakeable call was out (e.g. during the version check)
+                    self._wake_pending = False
+                    wake.set()
             try:
                 run.answer(await self.transport.run(run.line, run.timeout, wake))
             except OrchesjobError as exc:
@@ -352,13 +356,14 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
                     self._wake = None
         return run.result
 
-    def wake(self) -> bool:
+    def wake(self) -> None:
         """Cut short the wakeable call in flight (``watch(..., wake_on_eof=True)``): its stdin is closed and the CLI
-        answers at once with what it has. False when no such call is in flight."""
+        answers at once with what it has. Asked while no such call is out, it cuts the next one short instead, so a
+        caller that changed what it wants to watch never waits a whole poll for it."""
         if self._wake is None:
-            return False
-        self._wake.set()
-        return True
+            self._wake_pending = True
+        else:
+            self._wake.set()
 
     async def get_conn(self) -> Any:
         """A connected asyncssh ``SSHClientConnection``, reused while it is open."""
