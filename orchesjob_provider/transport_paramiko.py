@@ -195,7 +195,7 @@ class ParamikoTransport:
             channel = sftp.get_channel()
             if channel is not None and timeout is not None:
                 channel.settimeout(timeout)
-            with sftp.open(path, "xb") as remote:
+            with sftp.open(path, "wx") as remote:  # write, create, exclusive
                 remote.set_pipelined(True)
                 remote.write(data)
                 remote.flush()

@@ -398,7 +398,8 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
             except OrchesjobCliMissing as exc:
                 if not settings.may_install():
                     raise
-                self.log.info("No orchesjob CLI on the host (%s); uploading this worker's copy (install_cli='auto').",
+                self.log.info("No orchesjob CLI on the host (%s); using this worker's copy from the host's cache, "
+                              "uploading it first if it is not there (install_cli='auto').",
                               exc.stderr.strip() or "exit 127")
         settings.use_installed(self._install())
         return self._announce(self._run(call))

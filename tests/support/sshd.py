@@ -257,6 +257,8 @@ class SshServer:
             "PrintMotd no",
             "PrintLastLog no",
             "X11Forwarding no",
+            # SFTP as a host's stock sshd has it: the provider uploads its CLI over it to hosts without one.
+            "Subsystem sftp internal-sftp",
             # No AcceptEnv and no SetEnv: the client's environment never leaks into the remote command, so tests
             # see what a real remote host would give them.
             *self.extra_config,
