@@ -66,8 +66,8 @@ def say(obj, code=0):
     sys.exit(code)
 PYV = "%d.%d.%d" % tuple(sys.version_info[:3])
 if tuple(sys.version_info[:2]) < (@MAJOR@, @MINOR@):
-    say({"too_old": sys.executable or "?", "python_version": PYV}, @TOO_OLD@)
-op, name, sha, token = sys.argv[1:5]
+    say({"too_old": sys.argv[1], "executable": sys.executable, "python_version": PYV}, @TOO_OLD@)
+op, name, sha, token = sys.argv[2:6]
 uid = os.getuid()
 parent = os.path.join(os.path.expanduser("~"), ".cache")
 cache = os.path.join(parent, "orchesjob")
@@ -126,7 +126,7 @@ if op == "prepare":
     found = ready()
     if found:
         say(dict(base, state="ready"))
-    deadline = time.time() + float(sys.argv[5])
+    deadline = time.time() + float(sys.argv[6])
     while True:
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -205,7 +205,7 @@ class Transport(Protocol):
 class InstalledCli:
     """The CLI in a host's cache, ready to run: ``argv`` is what the hooks put before the CLI's arguments."""
 
-    python: str
+    python: str  # as ``orchesjob_python`` named it, else the absolute path of the one found
     python_version: str
     path: str
     uploaded: bool  # this call uploaded it (False: a verified copy was already there)
@@ -226,7 +226,7 @@ def remote_line(op: str, args: Sequence[str], python: str | None) -> str:
     """The shell line that runs the host script with the first usable interpreter (or ``python`` alone)."""
     candidates = [python] if python else list(PYTHON_CANDIDATES)
     words = " ".join(cmd.quote_path(c, "orchesjob_python") for c in candidates)
-    script = " ".join([cmd.quote(REMOTE_SCRIPT), *(cmd.quote(a) for a in (op, *args))])
+    script = " ".join([cmd.quote(REMOTE_SCRIPT), '"$oj_py"', *(cmd.quote(a) for a in (op, *args))])
     return (
         f'for oj_py in {words}; do command -v "$oj_py" >/dev/null 2>&1 || continue; '
         f'"$oj_py" -c {script}; oj_rc=$?; [ "$oj_rc" -eq {EXIT_TOO_OLD} ] || exit "$oj_rc"; done; '
@@ -322,7 +322,8 @@ def install(
     """
     common = [packed.filename, packed.sha256, token]
     prepared = _step(transport, "prepare", [*common, f"{wait:g}"], python, timeout + wait)
-    found_python = str(prepared.get("python") or python or "python3")
+    # A named interpreter is kept as named (a wrapper may set up its environment); a found one by its real path.
+    found_python = python or str(prepared.get("python") or "python3")
     if prepared["state"] == "ready":
         return InstalledCli(found_python, str(prepared.get("python_version")), str(prepared["path"]), uploaded=False)
     from orchesjob_provider.exceptions import OrchesjobError, OrchesjobUploadFailed
