@@ -336,9 +336,9 @@ class OrchesjobOperator(BaseOperator):
                     abort_reason=KILL_REASON,
                     abort_grace_seconds=self.abort_grace_seconds,
                     request_id=self._request_id,
+                    cli=cli,
                 ),
                 method_name="execute_complete",
-                kwargs={"cli": cli},
             )
         return self._finish(self._poll(job, relay), relay)
 
@@ -369,9 +369,7 @@ class OrchesjobOperator(BaseOperator):
                 relay.flush()
                 return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
 
-    def execute_complete(
-        self, context: Context, event: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: show any output it had not, then turn the job's end into the task's.
 
         Without an event (a deferred task instance run again before its trigger fired: the process running the
@@ -381,7 +379,8 @@ class OrchesjobOperator(BaseOperator):
         if event is None:
             self.log.info("Resumed without a trigger event; looking the job up again by its run key.")
             return self.execute(context)
-        if cli and cli.get("argv"):
+        cli = event.get("cli")
+        if cli and cli.get("argv"):  # the CLI the deferring try resolved: drain and report through exactly it
             self._cli_used = dict(cli)
             self._hook = self._new_hook()
         self._job_id = event.get("job_id")

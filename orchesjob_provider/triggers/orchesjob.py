@@ -74,6 +74,9 @@ class OrchesjobTrigger(BaseTrigger):
     :param request_id: the request id of the ``start`` of the try that deferred (the operator's). ``on_kill`` then
         aborts only while the job's owner is still that request (``abort --if-owner``): once a newer try has
         reattached to the job, killing this stale one leaves the job alone. None: abort whoever owns it.
+    :param cli: which CLI the worker resolved (``OrchesjobHook.settings.cli_info()``: path, version, python, origin,
+        argv), handed back in every event so the resumed task can report it. The trigger runs ``orchesjob_bin``,
+        which is that argv: it never looks for a CLI nor uploads one.
     :param wait_for_key_interval: with ``job_id=None``, the trigger watches the latest job of ``run_key`` and, while
         that key has no job yet, looks again every this many seconds (a sensor waiting for a job someone else will
         start). Once a job is found it is watched by its id.
@@ -101,6 +104,7 @@ class OrchesjobTrigger(BaseTrigger):
         abort_grace_seconds: float | None = None,
         wait_for_key_interval: float = 5.0,
         request_id: str | None = None,
+        cli: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -123,6 +127,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.abort_grace_seconds = None if abort_grace_seconds is None else float(abort_grace_seconds)
         self.wait_for_key_interval = float(wait_for_key_interval)
         self.request_id = request_id
+        self.cli = dict(cli) if cli else None
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -151,6 +156,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "abort_grace_seconds": self.abort_grace_seconds,
                 "wait_for_key_interval": self.wait_for_key_interval,
                 "request_id": self.request_id,
+                "cli": self.cli,
             },
         )
 
@@ -172,6 +178,8 @@ class OrchesjobTrigger(BaseTrigger):
             "stderr_offset": self.stderr_offset,
             "request_id": self.request_id,
         }
+        if self.cli:
+            payload["cli"] = self.cli
         payload.update(fields)
         return TriggerEvent(payload)
 

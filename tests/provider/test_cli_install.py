@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -287,7 +288,7 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
         op.execute(ctx)
     kwargs = deferred.value.trigger.serialize()[1]
     assert kwargs["orchesjob_bin"] == ["/usr/bin/python3", cached]  # the triggerer runs exactly this
-    assert deferred.value.kwargs["cli"]["origin"] == "uploaded"
+    assert kwargs["cli"]["origin"] == "uploaded" and kwargs["cli"]["argv"] == kwargs["orchesjob_bin"]
     result = drive(op, ctx, deferred.value)
     assert result["status"] == "SUCCEEDED"
     assert result["cli"] == {"path": cached, "version": packed_cli().version, "python": "/usr/bin/python3",
@@ -297,3 +298,25 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context())
     assert deferred.value.trigger.serialize()[1]["orchesjob_bin"] == ["/usr/bin/python3", cached]
+
+
+def test_an_example_dag_runs_on_a_host_with_nothing_installed(hosts_sshd: SshServer, user: HostUser,
+                                                              tmp_path: Path) -> None:
+    """``airflow dags test`` of a shipped example, with no orchesjob_bin in the DAG, its settings or the connection:
+    the host account has no CLI, the task uploads one, and the log and XCom say which CLI ran the job."""
+    from tests.support.airflow_sandbox import AirflowSandbox
+
+    workdir = user.home / "work"
+    sandbox = AirflowSandbox(tmp_path / "airflow", python=sys.executable,
+                             connections={"orchesjob_ssh": user.connection(hosts_sshd)}, example_workdir=str(workdir))
+    sandbox.setup()
+    run = sandbox.dags_test("example_orchesjob_basic", "2026-01-01")
+    assert run.returncode == 0, run.describe()
+    assert sandbox.task_states("example_orchesjob_basic") == {"backup": "success"}, run.describe()
+    cached = str(user.cache_dir / packed_cli().filename)
+    assert f"Using orchesjob {packed_cli().version} at {cached} (uploaded by this task" in run.output
+    assert "copying part 3" in run.output  # the job's output, streamed by the trigger running the uploaded CLI
+    xcom = sandbox.xcom("example_orchesjob_basic", "backup")
+    assert xcom["status"] == "SUCCEEDED" and xcom["cli"]["origin"] == "uploaded" and xcom["cli"]["path"] == cached
+    assert (workdir / "basic.runs").read_text() == "backup ran for 2026-01-01\n"
+    assert (workdir / "basic.runs").stat().st_uid == user.uid
