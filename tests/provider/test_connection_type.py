@@ -88,7 +88,9 @@ def test_hook_works_through_an_orchesjob_ssh_connection(
     monkeypatch.setenv("AIRFLOW_CONN_OJ_TYPED", json.dumps(conn))
     ok, message = OrchesjobHook("oj_typed").test_connection()
     assert ok, message
-    assert f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at 127.0.0.1:{sshd.port}" == message
+    # ... and which CLI answered: the launcher runs this checkout's package, found on the host (not uploaded)
+    assert (f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at 127.0.0.1:{sshd.port}: "
+            f"{Path(orchesjob.__file__).parent} (host)") == message
 
     async def version() -> Any:
         hook = OrchesjobAsyncHook("oj_typed", orchesjob_bin=orchesjob_launcher)
