@@ -119,13 +119,7 @@ def main() -> int:
                     help="only the zero-install figures (first contact with a host without a CLI, upload included)")
     a = ap.parse_args()
     if a.cli_install_only:
-        only: dict[str, Any] = cli_install_figures(3 if a.quick else 7)
-        only["quick"] = a.quick
-        report(only)
-        if a.json:
-            with open(a.json, "w") as f:
-                json.dump(only, f, indent=2)
-        return 0
+        return finish(dict(cli_install_figures(3 if a.quick else 7), quick=a.quick), a.json)
     runs = 9 if a.quick else 21
     tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
     fig: dict[str, Any] = {}
@@ -184,9 +178,14 @@ def main() -> int:
     fig["python"] = platform.python_version()
     fig["cli"] = " ".join(CLI)
     fig["quick"] = a.quick
+    return finish(fig, a.json)
+
+
+def finish(fig: dict[str, Any], json_path: Optional[str]) -> int:
+    """Print the figures against their goals, and write them as JSON when asked."""
     report(fig)
-    if a.json:
-        with open(a.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(fig, f, indent=2)
     return 0
 
