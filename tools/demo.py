@@ -136,7 +136,7 @@ def main() -> int:
 
         say("Try 3: once more, now that the job has SUCCEEDED")
         third = run_dag(sandbox)
-        show_task_log(third.output, ("Adopted", "Started job", "SUCCEEDED."))
+        show_task_log(third.output, ("Using orchesjob", "Adopted", "Started job", "SUCCEEDED."))
 
         history = cli(launcher, remote_home, "status", "--run-key", job["run_key"], "--all")
         runs_file = workdir / "retry.runs"

@@ -188,9 +188,11 @@ class OrchesjobOperator(BaseOperator):
     def _new_hook(self) -> OrchesjobHook:
         """A hook on the CLI this try resolved (never a second search or upload), else on the task's settings."""
         if self._cli_used is not None:
+            # that CLI's contract was checked by this try (and by its trigger): no second handshake, whose log line
+            # would call an uploaded copy "found on the host"
+            kwargs = {"check_version": False, **self.hook_kwargs}
             return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self._cli_used["argv"],
-                                 orchesjob_home=self._cli_used.get("orchesjob_home"), install_cli="never",
-                                 **self.hook_kwargs)
+                                 orchesjob_home=self._cli_used.get("orchesjob_home"), install_cli="never", **kwargs)
         return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._cli().hook_kwargs(), **self.hook_kwargs)
 
     def _resolve_cli(self) -> dict[str, Any]:
