@@ -40,7 +40,7 @@ class OrchesjobSensor(BaseSensorOperator):
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook`.
 
     ``timeout``, ``poke_interval``, ``mode``, ``soft_fail`` and ``exponential_backoff`` behave as on any sensor.
-    Returns (XCom) the job JSON.
+    Returns (XCom) the job JSON, with ``cli``: which CLI answered (as the operator's XCom).
     """
 
     template_fields: Sequence[str] = ("run_key", "job_id", "orchesjob_home")
@@ -77,6 +77,7 @@ class OrchesjobSensor(BaseSensorOperator):
             CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.hook_kwargs = dict(hook_kwargs or {})
         self._job: dict[str, Any] | None = None
+        self._cli_used: dict[str, Any] | None = None  # which CLI answered (the hook's report, or the trigger's)
         self._hook: OrchesjobHook | None = None
 
     @property
@@ -93,7 +94,9 @@ class OrchesjobSensor(BaseSensorOperator):
 
     def _lookup(self) -> dict[str, Any] | None:
         try:
-            return self.hook.status(run_key=self.run_key, job_id=self.job_id)
+            job = self.hook.status(run_key=self.run_key, job_id=self.job_id)
+            self._cli_used = self.hook.settings.cli_info()
+            return job
         except OrchesjobNotFound:
             if self.job_id is not None:
                 raise  # a job id that does not exist will never appear
@@ -106,6 +109,8 @@ class OrchesjobSensor(BaseSensorOperator):
         if status == "SUCCEEDED":
             self.log.info("Job %s (run key %r) SUCCEEDED.", job.get("job_id"), job.get("run_key"))
             self._job = dict(job)
+            if self._cli_used:
+                self._job["cli"] = dict(self._cli_used)
             return True
         message = "job %s (run key %r, attempt %s) ended %s: %s" % (
             job.get("job_id"), job.get("run_key"), job.get("attempt_no"), status, describe_end(job))
@@ -158,6 +163,7 @@ class OrchesjobSensor(BaseSensorOperator):
                 deadline=deadline,
                 stream_logs=False,
                 wait_for_key_interval=float(self.poke_interval),
+                cli=settings.cli_info(),
             ),
             method_name="execute_complete",
         )
@@ -167,6 +173,7 @@ class OrchesjobSensor(BaseSensorOperator):
             return self.execute(context)
         status = event.get("status")
         if status == "terminal":
+            self._cli_used = event.get("cli")
             self._judge(event["job"])
             return self._job
         if status == "timeout":

@@ -297,7 +297,12 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     sensor = OrchesjobSensor(task_id="s", run_key="not-yet", ssh_conn_id=CONN_ID, timeout=60, poke_interval=1)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context())
-    assert deferred.value.trigger.serialize()[1]["orchesjob_bin"] == ["/usr/bin/python3", cached]
+    kwargs = deferred.value.trigger.serialize()[1]
+    assert kwargs["orchesjob_bin"] == ["/usr/bin/python3", cached] and kwargs["cli"]["origin"] == "cached"
+
+    done = OrchesjobSensor(task_id="s2", run_key="zero-install", ssh_conn_id=CONN_ID, timeout=60, poke_interval=1)
+    job = done.execute(context())  # that job already SUCCEEDED: no deferral, and the XCom says which CLI answered
+    assert job["job_id"] == result["job_id"] and job["cli"]["path"] == cached and job["cli"]["origin"] == "cached"
 
 
 def test_an_example_dag_runs_on_a_host_with_nothing_installed(hosts_sshd: SshServer, user: HostUser,
