@@ -55,6 +55,7 @@ STALE_LOCK = 120  # seconds after which an upload lock is taken over (its upload
 EXIT_TOO_OLD = 3
 EXIT_UNSAFE = 4
 EXIT_CORRUPT = 5
+EXIT_UNUSABLE = 6
 
 # The host side. It must PARSE on any Python 3 (and 2.7), so that an old interpreter can say it is too old: no
 # f-strings, no annotations. Exit 3: this Python is too old (the shell loop tries the next one).
@@ -91,8 +92,17 @@ def ensure_dir(path, owners):
         os.mkdir(path, 0o700)
     except OSError as e:
         if e.errno != errno.EEXIST:
-            raise
+            say(dict(base, error="cache_unusable", at=path, problem="cannot be created: " + e.strerror), @UNUSABLE@)
     check(path, os.lstat(path), "dir", owners)
+def sweep():
+    # temporary uploads of installs that died (an abandoned one is removed at once)
+    for entry in os.listdir(cache):
+        if entry.startswith(".") and entry.endswith(".part"):
+            try:
+                if time.time() - os.lstat(os.path.join(cache, entry)).st_mtime > @STALE@:
+                    os.unlink(os.path.join(cache, entry))
+            except OSError:
+                pass
 def digest(fd):
     h = hashlib.sha256()
     while True:
@@ -123,6 +133,7 @@ def release():
 if op == "prepare":
     ensure_dir(parent, (uid, 0))
     ensure_dir(cache, (uid,))
+    sweep()
     found = ready()
     if found:
         say(dict(base, state="ready"))
@@ -189,7 +200,8 @@ elif op == "abandon":
     say(dict(base, state="abandoned"))
 """
 for _name, _value in (("@MAJOR@", MIN_PYTHON[0]), ("@MINOR@", MIN_PYTHON[1]), ("@TOO_OLD@", EXIT_TOO_OLD),
-                      ("@UNSAFE@", EXIT_UNSAFE), ("@CORRUPT@", EXIT_CORRUPT), ("@STALE@", STALE_LOCK)):
+                      ("@UNSAFE@", EXIT_UNSAFE), ("@CORRUPT@", EXIT_CORRUPT), ("@STALE@", STALE_LOCK),
+                      ("@UNUSABLE@", EXIT_UNUSABLE)):
     REMOTE_SCRIPT = REMOTE_SCRIPT.replace(_name, str(_value))
 
 
@@ -252,6 +264,7 @@ def _answers(out: bytes) -> list[dict[str, Any]]:
 def parse_answer(reply: tuple[int | None, bytes, bytes], python: str | None, line: str) -> dict[str, Any]:
     """The script's answer, or the typed error of what it found wrong."""
     from orchesjob_provider.exceptions import (
+        OrchesjobCliInstallError,
         OrchesjobNoPython,
         OrchesjobTransportError,
         OrchesjobUnsafeCache,
@@ -282,6 +295,12 @@ def parse_answer(reply: tuple[int | None, bytes, bytes], python: str | None, lin
             f"refusing the CLI cache on the host: {last.get('at')} {last.get('problem')}. Whoever else can write "
             "there could make our jobs run their code. Fix its owner and mode (it must be the SSH user's, not "
             "writable by group or others, not a symbolic link), or remove it so it is made afresh",
+            command=line, payload=last,
+        )
+    if exit_code == EXIT_UNUSABLE:
+        raise OrchesjobCliInstallError(
+            f"no CLI cache on the host: {last.get('at')} {last.get('problem')}. Give the SSH user a writable home, "
+            "or install orchesjob on the host and set `orchesjob_bin` (with install_cli 'never' to make sure)",
             command=line, payload=last,
         )
     if exit_code == EXIT_CORRUPT:

@@ -191,7 +191,17 @@ class ParamikoTransport:
                                           f"{exc!r}", sent=False) from exc
         sftp = None
         try:
-            sftp = client.open_sftp()
+            try:
+                sftp = client.open_sftp()
+            except paramiko.SSHException as exc:
+                transport = client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise
+                raise OrchesjobTransportError(  # the connection is fine: the host refused the subsystem itself
+                    f"the host's sshd offers no SFTP ({exc}), so the CLI cannot be uploaded there: enable its sftp "
+                    "subsystem (`Subsystem sftp ...` in sshd_config), or install orchesjob on the host and set "
+                    "orchesjob_bin", sent=True, transient=False,
+                ) from exc
             channel = sftp.get_channel()
             if channel is not None and timeout is not None:
                 channel.settimeout(timeout)

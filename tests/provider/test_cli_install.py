@@ -25,9 +25,11 @@ if not os.environ.get("CI"):
 
 from orchesjob_provider.cli_pack import packed_cli
 from orchesjob_provider.exceptions import (
+    OrchesjobCliInstallError,
     OrchesjobCliMissing,
     OrchesjobIncompatibleCli,
     OrchesjobNoPython,
+    OrchesjobTransportError,
     OrchesjobUnsafeCache,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
@@ -170,6 +172,41 @@ def test_a_foreign_file_in_the_cache_is_refused(conn, user: HostUser) -> None:
     with new_hook() as hook:
         with pytest.raises(OrchesjobUnsafeCache, match=f"{cached} belongs to uid 65534"):
             hook.version()
+
+
+def test_a_home_without_room_for_a_cache_is_an_error_and_stale_uploads_are_swept(conn, user: HostUser) -> None:
+    os.chown(user.home, 0, 0)  # the account can no longer create ~/.cache
+    with new_hook() as hook:
+        with pytest.raises(OrchesjobCliInstallError) as failed:
+            hook.version()
+    assert f"{user.home / '.cache'} cannot be created: Permission denied" in str(failed.value)
+    assert "writable home" in str(failed.value)
+
+    user.give(user.home)
+    user.cache_dir.mkdir(parents=True)
+    stale, fresh = user.cache_dir / ".orchesjob-0.0.0-dead.pyz.abc.part", user.cache_dir / ".other.pyz.def.part"
+    stale.write_bytes(b"half an upload")
+    fresh.write_bytes(b"an upload in progress")
+    os.utime(stale, (time.time() - 600, time.time() - 600))
+    user.give(user.home / ".cache")
+    user.cache_dir.chmod(0o700)
+    with new_hook() as hook:
+        assert hook.version()["origin"] == "uploaded"
+    assert not stale.exists() and fresh.exists()  # a dead install's leftover goes, a running one's stays
+
+
+def test_a_host_without_sftp_is_told_so_without_retries(user: HostUser, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = multiuser_sshd(sftp=False)
+    try:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(user.connection(server)))
+        with new_hook(retry_backoff=5.0) as hook:
+            started = time.monotonic()
+            with pytest.raises(OrchesjobTransportError, match="offers no SFTP") as refused:
+                hook.version()
+        assert refused.value.transient is False and time.monotonic() - started < 5  # not retried
+        assert leftovers(user) == []  # the lock was given back
+    finally:
+        server.stop()
 
 
 def test_a_host_without_python_39_gets_a_clear_error(conn, user: HostUser) -> None:
