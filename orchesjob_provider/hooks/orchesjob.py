@@ -68,6 +68,9 @@ DEFAULT_COMMAND_TIMEOUT = cmd.DEFAULT_COMMAND_TIMEOUT
 DEFAULT_WAIT_TIMEOUT = cmd.DEFAULT_WAIT_TIMEOUT
 
 
+DEFAULT_BIN = "orchesjob"  # what runs when no CLI is named: the one on the SSH command's PATH
+
+
 @dataclasses.dataclass(frozen=True)
 class CliChoice:
     """Which CLI a task asks for: a named one (``orchesjob_bin``; None: none named), its state directory, whether
@@ -77,6 +80,16 @@ class CliChoice:
     orchesjob_home: str | None = None
     install_cli: InstallCli = "auto"
     orchesjob_python: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot work before anything connects (at DAG parse time for an operator or sensor)."""
+        check_install_cli(self.install_cli)
+        if self.install_cli == "always" and self.orchesjob_bin is not None:
+            raise ValueError(f"install_cli='always' runs the provider's uploaded CLI; orchesjob_bin="
+                             f"{self.orchesjob_bin!r} contradicts it: unset one of them")
+        cmd.cli_prefix(DEFAULT_BIN if self.orchesjob_bin is None else self.orchesjob_bin, self.orchesjob_home)
+        if self.orchesjob_python is not None:
+            cmd.quote_path(self.orchesjob_python, "orchesjob_python")
 
     def hook_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,9 +136,6 @@ def cli_settings_from_connection(
     return CliChoice(orchesjob_bin, orchesjob_home, check_install_cli(install_cli), orchesjob_python)
 
 
-DEFAULT_BIN = "orchesjob"  # what runs when no CLI is named: the one on the SSH command's PATH
-
-
 class CliSettings:
     """What both hooks share: where the CLI is, which state directory, the time bound, the retry policy, whether
     the provider may upload its own CLI, and the remote CLI's checked ``version`` answer once there is one.
@@ -145,14 +155,9 @@ class CliSettings:
         install_cli: InstallCli | None = None,
         orchesjob_python: str | None = None,
     ) -> None:
-        install_cli = check_install_cli("auto" if install_cli is None else install_cli)
-        if install_cli == "always" and orchesjob_bin is not None:
-            raise ValueError(f"install_cli='always' runs the provider's uploaded CLI; orchesjob_bin={orchesjob_bin!r} "
-                             "contradicts it: unset one of them")
+        install_cli = "auto" if install_cli is None else install_cli
         # Validate once, at construction, so a bad setting fails the DAG parse / task start instead of a retry.
-        cmd.cli_prefix(DEFAULT_BIN if orchesjob_bin is None else orchesjob_bin, orchesjob_home)
-        if orchesjob_python is not None:
-            cmd.quote_path(orchesjob_python, "orchesjob_python")
+        CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.named = orchesjob_bin is not None
         given = DEFAULT_BIN if orchesjob_bin is None else orchesjob_bin
         self.orchesjob_bin: Binary = given if isinstance(given, str) else list(given)

@@ -167,8 +167,8 @@ class OrchesjobOperator(BaseOperator):
         self.orchesjob_home = orchesjob_home
         self.install_cli = install_cli
         self.orchesjob_python = orchesjob_python
-        if install_cli is not None:
-            CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)  # a bad value fails the parse
+        if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
+            CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.start_timeout = start_timeout
         self.abort_grace_seconds = abort_grace_seconds
         self.stderr_tail_lines = stderr_tail_lines

@@ -73,7 +73,7 @@ class OrchesjobSensor(BaseSensorOperator):
         self.orchesjob_home = orchesjob_home
         self.install_cli = install_cli
         self.orchesjob_python = orchesjob_python
-        if install_cli is not None:
+        if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
             CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.hook_kwargs = dict(hook_kwargs or {})
         self._job: dict[str, Any] | None = None

@@ -362,3 +362,15 @@ def test_an_example_dag_runs_on_a_host_with_nothing_installed(hosts_sshd: SshSer
     assert xcom["status"] == "SUCCEEDED" and xcom["cli"]["origin"] == "uploaded" and xcom["cli"]["path"] == cached
     assert (workdir / "basic.runs").read_text() == "backup ran for 2026-01-01\n"
     assert (workdir / "basic.runs").stat().st_uid == user.uid
+
+
+def test_bad_install_settings_fail_the_dag_parse() -> None:
+    from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+    from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
+
+    with pytest.raises(ValueError, match="install_cli must be one of auto, never, always; got 'sometimes'"):
+        OrchesjobOperator(task_id="t", command=["true"], install_cli="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="contradicts it"):
+        OrchesjobSensor(task_id="s", run_key="k", install_cli="always", orchesjob_bin="/opt/orchesjob")
+    with pytest.raises(ValueError, match="NUL"):
+        OrchesjobHook(CONN_ID, orchesjob_python="/usr/bin/python3\x00")

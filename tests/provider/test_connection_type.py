@@ -45,7 +45,9 @@ def test_provider_info_registers_the_connection_type() -> None:
     assert entry["hook-name"]
     assert set(entry["conn-fields"]) >= {
         "key_file", "private_key", "host_key", "known_hosts", "no_host_key_check", "orchesjob_bin", "orchesjob_home",
+        "install_cli", "orchesjob_python",
     }
+    assert entry["conn-fields"]["install_cli"]["schema"]["enum"] == ["auto", "never", "always", None]
     assert entry["conn-fields"]["private_key"]["schema"]["format"] == "password"  # masked in the UI
     assert entry["ui-field-behaviour"]["hidden-fields"] == ["schema"]
 
@@ -72,6 +74,7 @@ def test_airflows_providers_manager_knows_the_connection_type() -> None:
     assert hook is not None and hook.hook_class_name == "orchesjob_provider.hooks.orchesjob.OrchesjobHook"
     assert hook.connection_id_attribute_name == "ssh_conn_id"
     assert f"extra__{CONN_TYPE}__orchesjob_bin" in manager.connection_form_widgets
+    assert f"extra__{CONN_TYPE}__install_cli" in manager.connection_form_widgets
     assert manager.field_behaviours[CONN_TYPE]["hidden_fields"] == ["schema"]
 
 
