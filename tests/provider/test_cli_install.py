@@ -364,6 +364,36 @@ def test_an_example_dag_runs_on_a_host_with_nothing_installed(hosts_sshd: SshSer
     assert (workdir / "basic.runs").stat().st_uid == user.uid
 
 
+def test_a_killed_worker_s_retry_reattaches_through_the_uploaded_cli(hosts_sshd: SshServer, user: HostUser,
+                                                                     tmp_path: Path) -> None:
+    """The demo's scenario on a host account with nothing installed: try 1 uploads the CLI and starts the job, Airflow
+    is killed mid-job, try 2 (same task instance, tools/dag_run.py) finds the cached CLI and reattaches: one run."""
+    from tests.support.airflow_sandbox import REPO_ROOT, AirflowSandbox, BackgroundAirflow
+
+    workdir = user.home / "work"
+    runs = workdir / "retry.runs"
+    sandbox = AirflowSandbox(tmp_path / "airflow", python=sys.executable,
+                             connections={"orchesjob_ssh": user.connection(hosts_sshd)}, example_workdir=str(workdir),
+                             extra_env={"ORCHESJOB_EXAMPLE_STEPS": "15"})
+    sandbox.setup()
+    argv = [sys.executable, str(REPO_ROOT / "tools" / "dag_run.py"), "example_orchesjob_retry", "2026-01-01"]
+    first = BackgroundAirflow(argv, sandbox.env(), tmp_path / "try1.log", str(sandbox.directory))
+    try:
+        deadline = time.monotonic() + 120
+        while not runs.exists() and first.running() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert runs.exists(), first.output()[-4000:]
+        assert "(uploaded by this task" in first.output()
+    finally:
+        first.kill_group()
+    second = BackgroundAirflow(argv, sandbox.env(), tmp_path / "try2.log", str(sandbox.directory)).wait(300)
+    assert second.returncode == 0, second.describe()
+    assert "(uploaded earlier, sha256 verified" in second.output
+    assert "Reattached to job" in second.output and "imported batch 15" in second.output
+    assert len(runs.read_text().splitlines()) == 1  # one execution, through the uploaded CLI
+    assert [p.name for p in user.cache_dir.iterdir()] == [packed_cli().filename]
+
+
 def test_bad_install_settings_fail_the_dag_parse() -> None:
     from orchesjob_provider.operators.orchesjob import OrchesjobOperator
     from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
