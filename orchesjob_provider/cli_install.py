@@ -349,17 +349,14 @@ def install(
 
     try:
         transport.upload(packed.data, str(prepared["tmp"]), timeout)
-    except OrchesjobError:
-        try:
+    except (OrchesjobError, OSError) as exc:
+        try:  # give the lock back at once, so that other tasks need not wait for it to go stale
             _step(transport, "abandon", common, found_python, timeout)
         except OrchesjobError:
             pass  # the upload's own error is the one to report; a stale lock is taken over later
-        raise
-    except OSError as exc:  # an SFTP status (permission, no space) that is not about the connection
-        try:
-            _step(transport, "abandon", common, found_python, timeout)
-        except OrchesjobError:
-            pass
+        if isinstance(exc, OrchesjobError):
+            raise
+        # an SFTP status about the file (permission, no space), not about the connection
         raise OrchesjobUploadFailed(f"could not upload the CLI to {prepared['tmp']} over SFTP: {exc}") from exc
     committed = _step(transport, "commit", common, found_python, timeout)
     return InstalledCli(found_python, str(committed.get("python_version")), str(committed["path"]), uploaded=True)

@@ -13,6 +13,11 @@ the remote CLI's JSON contract once before the first real call, quotes every val
 exceptions of ``orchesjob_provider.exceptions``, and repeats a failed attempt as ``orchesjob_provider.retry`` allows,
 logging every retry with its attempt number, error and pause.
 
+Which CLI runs is settled by that first ``version`` (the handshake) in the sync hook: a CLI the host has (named by
+``orchesjob_bin``, or ``orchesjob`` on the PATH) if it speaks our contract; else, when none was named and
+``install_cli`` allows it, this worker's own CLI, uploaded to the host's cache by ``orchesjob_provider.cli_install``.
+The async hook never does that: it runs the argv the worker settled on, which the trigger carries.
+
 Retries, in short: reads and ``start`` are retried after any transient transport failure (``start`` carries a
 request id, made per call unless given, that the host answers with the job it answered the first time, so a repeat
 never launches a second execution, whatever the mode and whatever happened to the job meanwhile); ``abort``,
