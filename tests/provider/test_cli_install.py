@@ -33,7 +33,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobUnsafeCache,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
-from tests.support.host_users import HostUser, can_make_users, multiuser_sshd
+from tests.support.host_users import HostUser, can_make_users, multiuser_sshd, stop_multiuser_sshd
 from tests.support.operator_unit import context, drive
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 from tests.support.sshd import SshServer
@@ -55,7 +55,7 @@ def hosts_sshd() -> Iterator[SshServer]:
     try:
         yield server
     finally:
-        server.stop()
+        stop_multiuser_sshd(server)
 
 
 @pytest.fixture
@@ -206,7 +206,7 @@ def test_a_host_without_sftp_is_told_so_without_retries(user: HostUser, monkeypa
         assert refused.value.transient is False and time.monotonic() - started < 5  # not retried
         assert leftovers(user) == []  # the lock was given back
     finally:
-        server.stop()
+        stop_multiuser_sshd(server)
 
 
 def test_a_host_without_python_39_gets_a_clear_error(conn, user: HostUser) -> None:

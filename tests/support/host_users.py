@@ -51,6 +51,12 @@ def multiuser_sshd(**kwargs: Any) -> SshServer:
     return server
 
 
+def stop_multiuser_sshd(server: SshServer) -> None:
+    """Stop it and remove its directory (keys, config, log)."""
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
 class HostUser:
     """One account made for a test or the demo; ``remove()`` deletes it with its home and processes."""
 
