@@ -115,7 +115,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="100,000 jobs of history instead of 1,000,000; fewer runs")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as one JSON object")
     ap.add_argument("--no-airflow", action="store_true", help="skip the provider figures (they need Airflow and sshd)")
+    ap.add_argument("--cli-install-only", action="store_true",
+                    help="only the zero-install figures (first contact with a host without a CLI, upload included)")
     a = ap.parse_args()
+    if a.cli_install_only:
+        return finish(dict(cli_install_figures(3 if a.quick else 7), quick=a.quick), a.json)
     runs = 9 if a.quick else 21
     tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
     fig: dict[str, Any] = {}
@@ -166,6 +170,7 @@ def main() -> int:
         fig.update(memory(env))
         if not a.no_airflow:
             fig.update(provider_figures())
+            fig.update(cli_install_figures(3 if a.quick else 7))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fig["machine"] = "%s, %d cores, %s" % (
@@ -173,9 +178,14 @@ def main() -> int:
     fig["python"] = platform.python_version()
     fig["cli"] = " ".join(CLI)
     fig["quick"] = a.quick
+    return finish(fig, a.json)
+
+
+def finish(fig: dict[str, Any], json_path: Optional[str]) -> int:
+    """Print the figures against their goals, and write them as JSON when asked."""
     report(fig)
-    if a.json:
-        with open(a.json, "w") as f:
+    if json_path:
+        with open(json_path, "w") as f:
             json.dump(fig, f, indent=2)
     return 0
 
@@ -246,6 +256,18 @@ def provider_figures() -> dict[str, Any]:
     return measure()
 
 
+def cli_install_figures(runs: int) -> dict[str, Any]:
+    """First contact with a host that has no CLI (upload included), a later contact, and calls after either."""
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        print("bench: Airflow is not installed here; zero-install figures skipped (use `make bench`)", file=sys.stderr)
+        return {}
+    from cli_install_bench import measure
+
+    return measure(runs)
+
+
 GOALS = {
     "status_ratio_1m": ("<= 2", lambda v: v <= 2),
     "status_ratio_100k": ("<= 2", lambda v: v <= 2),
@@ -260,6 +282,8 @@ GOALS = {
     "concurrent_distinct_failures": ("0", lambda v: v == 0),
     "concurrent_same_key_executions": ("1", lambda v: v == 1),
     "concurrent_distinct_executions": ("1 per key", lambda v: v == 1),
+    "cli_install_first_contact_s": ("< 2", lambda v: v < 2),
+    "cli_install_later_over_named": ("<= 1.2", lambda v: v <= 1.2),
 }
 
 

@@ -489,7 +489,20 @@ def metrics(recent_seconds: float, max_keys: int) -> Any:
                                recent_seconds, max_keys)
 
 
+def code_path() -> str:
+    """Where this CLI's code is: the zipapp file it runs from, or its package directory. ``version`` says it, so a
+    host with several copies (a pipx install, a provider's upload in ~/.cache/orchesjob) shows which one answered."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    probe = here
+    while probe and not os.path.isdir(probe):  # inside an archive: its path runs through the archive file
+        if os.path.isfile(probe):
+            return probe
+        probe = os.path.dirname(probe)
+    return here
+
+
 def version() -> dict[str, Any]:
     import sys
 
-    return {"version": __version__, "contract": CONTRACT_VERSION, "python": sys.version.split()[0]}
+    return {"version": __version__, "contract": CONTRACT_VERSION, "python": sys.version.split()[0],
+            "executable": sys.executable, "path": code_path()}

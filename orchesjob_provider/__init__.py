@@ -48,11 +48,22 @@ CONN_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "Connect timeout", "Seconds to connect and log in.", {"type": ["integer", "null"]},
     ),
     "orchesjob_bin": (
-        "orchesjob CLI", "Absolute path of the CLI on the host (default 'orchesjob', on the SSH command's PATH).",
+        "orchesjob CLI", ("Absolute path of the CLI on the host; empty: 'orchesjob' on the SSH command's PATH, or the "
+        "provider's own copy when there is none (see Install the CLI)."),
         {"type": ["string", "null"]},
     ),
     "orchesjob_home": (
         "orchesjob state directory", "ORCHESJOB_HOME on the host; empty: the host's default.",
+        {"type": ["string", "null"]},
+    ),
+    "install_cli": (
+        "Install the CLI",
+        ("auto (default): upload the provider's CLI to ~/.cache/orchesjob when the host has none and no CLI is named; "
+        "never: do not upload; always: run the uploaded copy whatever the host has."),
+        {"type": ["string", "null"], "enum": ["auto", "never", "always", None]},
+    ),
+    "orchesjob_python": (
+        "Python on the host", "Interpreter (3.9+) that runs an uploaded CLI; empty: python3 and the usual paths.",
         {"type": ["string", "null"]},
     ),
 }

@@ -614,6 +614,7 @@ def parse_output(
 
 def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, command: str) -> NoReturn:
     from orchesjob_provider.exceptions import (
+        OrchesjobCliMissing,
         OrchesjobIncompatibleCli,
         OrchesjobTransportError,
         error_from_payload,
@@ -632,10 +633,14 @@ def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, comm
     if isinstance(payload, dict) and "error" in payload:
         raise error_from_payload(payload, exit_code, stderr=err, command=command)
     if looks_like_missing_cli(exit_code, err):
-        raise OrchesjobIncompatibleCli(
+        # 127: the shell found no such program, the one case an uploaded CLI can stand in for (a file that exists
+        # but cannot run is someone's CLI: never shadowed)
+        kind = OrchesjobCliMissing if exit_code == 127 else OrchesjobIncompatibleCli
+        raise kind(
             f"the orchesjob CLI could not be run on the remote host (exit {exit_code}): {detail or 'no output'}. "
-            "Install it there (pip/pipx install orchesjob, or copy orchesjob.pyz) and point orchesjob_bin at it; "
-            "non-login SSH commands usually have PATH=/usr/local/bin:/usr/bin:/bin, so an absolute path is safest",
+            "Install it there (pip/pipx install orchesjob, or copy orchesjob.pyz) and point orchesjob_bin at it "
+            "(non-login SSH commands usually have PATH=/usr/local/bin:/usr/bin:/bin, so an absolute path is "
+            "safest), or name no orchesjob_bin and let the provider upload its own copy (install_cli 'auto')",
             exit_code=exit_code,
             stderr=err,
             command=command,

@@ -139,6 +139,42 @@ class OrchesjobIncompatibleCli(OrchesjobError):
     default_exit_code = None
 
 
+class OrchesjobCliMissing(OrchesjobIncompatibleCli):
+    """The host's shell found no such program (exit 127): there is no CLI at that path or on the PATH.
+
+    With ``install_cli="auto"`` and no CLI named by the task or the connection, the hook answers this by uploading
+    its own copy; when a CLI was named (or ``install_cli="never"``), it is the task's error: the named CLI is missing.
+    """
+
+    error_type = "cli_missing"
+
+
+class OrchesjobCliInstallError(OrchesjobError):
+    """Putting the provider's CLI on the host failed (base of the kinds below)."""
+
+    error_type = "cli_install"
+    default_exit_code = None
+
+
+class OrchesjobNoPython(OrchesjobCliInstallError):
+    """The host has no Python 3.9+ where the provider looked (or at the ``orchesjob_python`` it was given)."""
+
+    error_type = "no_python"
+
+
+class OrchesjobUnsafeCache(OrchesjobCliInstallError):
+    """The host's CLI cache (``~/.cache/orchesjob`` or a file in it) belongs to another user, is writable by group or
+    others, or is a symbolic link: it is refused rather than trusted."""
+
+    error_type = "unsafe_cache"
+
+
+class OrchesjobUploadFailed(OrchesjobCliInstallError):
+    """The upload did not complete, or did not arrive intact (its sha256 on the host differed)."""
+
+    error_type = "upload_failed"
+
+
 ERROR_TYPES: dict[str, type[OrchesjobError]] = {
     "invalid_argument": OrchesjobInvalidArgument,
     "not_found": OrchesjobNotFound,

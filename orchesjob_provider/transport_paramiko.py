@@ -173,6 +173,57 @@ class ParamikoTransport:
                 except Exception:  # noqa: BLE001 - a link lost while closing must not hide the answer we have
                     self.close()
 
+    def upload(self, data: bytes, path: str, timeout: float | None) -> None:
+        """Write ``data`` to a NEW file ``path`` on the host over SFTP on this same connection, flushed before it
+        returns (``orchesjob_provider.cli_install`` checks it on the host and renames it into place).
+
+        The file is opened exclusively: an upload never writes into a file someone else made. Raises
+        ``OrchesjobTransportError`` when the connection fails (repeatable: the next attempt uses a fresh temporary
+        name), ``OSError`` for an SFTP status about the file itself (permission, no space).
+        """
+        import paramiko
+
+        try:
+            client = self.connect()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise OrchesjobTransportError(f"could not connect over SSH ({self.ssh_conn_id!r}) to upload the CLI: "
+                                          f"{exc!r}", sent=False) from exc
+        sftp = None
+        try:
+            try:
+                sftp = client.open_sftp()
+            except paramiko.SSHException as exc:
+                transport = client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise
+                raise OrchesjobTransportError(  # the connection is fine: the host refused the subsystem itself
+                    f"the host's sshd offers no SFTP ({exc}), so the CLI cannot be uploaded there: enable its sftp "
+                    "subsystem (`Subsystem sftp ...` in sshd_config), or install orchesjob on the host and set "
+                    "orchesjob_bin", sent=True, transient=False,
+                ) from exc
+            channel = sftp.get_channel()
+            if channel is not None and timeout is not None:
+                channel.settimeout(timeout)
+            with sftp.open(path, "wx") as remote:  # write, create, exclusive
+                remote.set_pipelined(True)
+                remote.write(data)
+                remote.flush()
+        except OSError as exc:
+            if exc.errno is not None and not isinstance(exc, ConnectionError):
+                raise  # an SFTP status for the file (paramiko maps them to OSError with an errno)
+            self.close()
+            raise OrchesjobTransportError(f"SFTP upload of the CLI to {path} failed: {exc!r}") from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise OrchesjobTransportError(f"SFTP upload of the CLI to {path} failed: {exc!r}") from exc
+        finally:
+            if sftp is not None:
+                try:
+                    sftp.close()
+                except Exception:  # noqa: BLE001 - the upload's outcome is decided; a failing close must not hide it
+                    self.close()
+
     def _exec_with_deadline(self, transport: Any, channel: Any, line: str) -> None:
         """paramiko waits for the exec request's reply without a time limit; on a link that went silent that is
         forever. A watchdog closes the transport after ``command_timeout``, which makes the wait fail."""

@@ -1,20 +1,22 @@
-"""Build orchesjob.pyz: the CLI as one file that any Python 3.9+ runs, for hosts where pip is not an option."""
+"""Build orchesjob.pyz: the CLI as one file that any Python 3.9+ runs, for hosts where pip is not an option.
+
+The bytes are the provider's (``orchesjob_provider.cli_pack``): the same checkout always gives the same file, and
+the same file the provider uploads to hosts that have no CLI.
+"""
 
 import os
-import shutil
 import sys
-import tempfile
-import zipapp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from orchesjob_provider.cli_pack import pack  # noqa: E402
 
 
 def build(target: str) -> str:
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(os.path.join(ROOT, "orchesjob"), os.path.join(tmp, "orchesjob"),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        zipapp.create_archive(tmp, target, interpreter="/usr/bin/env python3", main="orchesjob.cli:main",
-                              compressed=True)
+    packed = pack(os.path.join(ROOT, "orchesjob"))
+    with open(target, "wb") as f:
+        f.write(packed.data)
     os.chmod(target, 0o755)
     return target
 

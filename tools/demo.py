@@ -3,8 +3,10 @@
 What it does, all on this machine and as the current user (no root, nothing installed system-wide):
 
 1. starts a private OpenSSH server on a free loopback port, with its own host and client keys, in .demo/;
-2. puts the orchesjob CLI "on the host" (a launcher script; the SSH session runs it with its own state directory);
-3. makes an Airflow home with a SQLite database and the SSH connection, with dags_examples/ as its dags folder;
+2. makes its sessions a host user with NOTHING installed: a fresh home (.demo/host-home) and the bare PATH of a
+   non-login SSH command, so no orchesjob is found there and the provider uploads its own copy on first contact;
+3. makes an Airflow home with a SQLite database and the SSH connection (no orchesjob_bin anywhere), with
+   dags_examples/ as its dags folder;
 4. runs the example DAG `example_orchesjob_retry` with `airflow dags test`, and once the job is running on the host,
    kills that Airflow process with SIGKILL, as when a worker dies or the SSH call hangs and the task is retried;
 5. runs the same DAG run again: the task's run key is the same, so it reattaches to the running job and waits;
@@ -38,7 +40,11 @@ def say(text: str) -> None:
     print("\n\033[1m==> %s\033[0m" % text if sys.stdout.isatty() else "\n==> %s" % text, flush=True)
 
 
+HOST_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a non-login SSH command gets on a typical Linux host
+
+
 def cli(launcher: str, home: Path, *args: str) -> Any:
+    """Look at the host's state from here (this checkout's CLI reading the same state directory)."""
     out = subprocess.run([launcher, *args], env=dict(os.environ, ORCHESJOB_HOME=str(home)),
                          capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -79,15 +85,20 @@ def main() -> int:
     base.mkdir()
     remote_home = base / "host-state"
     workdir = base / "work"
+    host_home = base / "host-home"
+    host_home.mkdir(mode=0o700)
 
     say("Starting a private sshd on 127.0.0.1 (its own keys, in .demo/sshd)")
-    server = SshServer(base / "sshd").start()
+    # Its sessions get a fresh HOME and a bare PATH: the host user as a newcomer's host would have it, no CLI.
+    server = SshServer(base / "sshd", extra_config=[f"SetEnv HOME={host_home} PATH={HOST_PATH}"]).start()
     try:
-        print("    sshd is listening on 127.0.0.1:%d for user %s" % (server.port, server.user))
-        launcher = write_cli_launcher(base / "host-bin" / "orchesjob", python=sys.executable)
+        print("    sshd is listening on 127.0.0.1:%d for user %s, HOME=%s, PATH=%s: no orchesjob installed"
+              % (server.port, server.user, host_home.relative_to(ROOT), HOST_PATH))
+        # only for this script to look at the host's state; the tasks never use it
+        launcher = write_cli_launcher(base / "inspect-bin" / "orchesjob", python=sys.executable)
         sandbox = AirflowSandbox(
             base, python=sys.executable, connections={CONN_ID: server.airflow_connection()},
-            remote_bin=launcher, remote_home=str(remote_home), example_workdir=str(workdir),
+            remote_home=str(remote_home), example_workdir=str(workdir),
             # 25 one-second steps: long enough that the retry finds the job still running after Airflow restarts
             extra_env={"ORCHESJOB_SSH_CONN_ID": CONN_ID, "ORCHESJOB_EXAMPLE_STEPS": "25"},
         )
@@ -111,6 +122,7 @@ def main() -> int:
             print("The job did not start on the host; the Airflow output is above.")
             return 1
         print("    job %s is RUNNING on the host under run key %r" % (job["job_id"], job["run_key"]))
+        show_task_log(first.output(), ("Using orchesjob",))
         time.sleep(2)
         say("Killing the Airflow process with SIGKILL while the job runs (a dead worker, a hung SSH call...)")
         first.kill_group()
@@ -120,11 +132,11 @@ def main() -> int:
 
         say("Try 2: the same DAG run again (a retry of the same task instance)")
         second = run_dag(sandbox)
-        show_task_log(second.output, ("Reattached", "Started job", "imported batch", "SUCCEEDED"))
+        show_task_log(second.output, ("Using orchesjob", "Reattached", "Started job", "imported batch", "SUCCEEDED"))
 
         say("Try 3: once more, now that the job has SUCCEEDED")
         third = run_dag(sandbox)
-        show_task_log(third.output, ("Adopted", "Started job", "SUCCEEDED."))
+        show_task_log(third.output, ("Using orchesjob", "Adopted", "Started job", "SUCCEEDED."))
 
         history = cli(launcher, remote_home, "status", "--run-key", job["run_key"], "--all")
         runs_file = workdir / "retry.runs"
@@ -134,11 +146,16 @@ def main() -> int:
               % (len(history), ", ".join("%s %s" % (h["job_id"][:8], h["status"]) for h in history)))
         print("    physical executions (lines the job wrote to %s): %d"
               % (runs_file.relative_to(ROOT), len(executions)))
+        cache = host_home / ".cache" / "orchesjob"
+        uploaded = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+        print("    the CLI the host ran: %s" % (", ".join(str((cache / n).relative_to(ROOT)) for n in uploaded)
+                                               or "none uploaded (an orchesjob on the host's PATH answered)"))
         ok = (second.returncode == 0 and third.returncode == 0 and len(executions) == 1 and len(history) == 1
               and history[0]["status"] == "SUCCEEDED" and "Reattached" in second.output and "Adopted" in third.output)
         if ok:
             print("\n    The job ran exactly once: Airflow died mid-job, the retry reattached to the running job, and a"
-                  "\n    later retry adopted its result. Everything is under .demo/ (Airflow home, sshd, host state).")
+                  "\n    later retry adopted its result. The host had no CLI: the first task uploaded one, the others"
+                  "\n    reused it. Everything is under .demo/ (Airflow home, sshd, host home and state).")
             return 0
         print("\n    UNEXPECTED: see the output above (try 2 exit %s, try 3 exit %s)."
               % (second.returncode, third.returncode))

@@ -13,6 +13,11 @@ the remote CLI's JSON contract once before the first real call, quotes every val
 exceptions of ``orchesjob_provider.exceptions``, and repeats a failed attempt as ``orchesjob_provider.retry`` allows,
 logging every retry with its attempt number, error and pause.
 
+Which CLI runs is settled by that first ``version`` (the handshake) in the sync hook: a CLI the host has (named by
+``orchesjob_bin``, or ``orchesjob`` on the PATH) if it speaks our contract; else, when none was named and
+``install_cli`` allows it, this worker's own CLI, uploaded to the host's cache by ``orchesjob_provider.cli_install``.
+The async hook never does that: it runs the argv the worker settled on, which the trigger carries.
+
 Retries, in short: reads and ``start`` are retried after any transient transport failure (``start`` carries a
 request id, made per call unless given, that the host answers with the job it answered the first time, so a repeat
 never launches a second execution, whatever the mode and whatever happened to the job meanwhile); ``abort``,
@@ -22,15 +27,23 @@ never launches a second execution, whatever the mode and whatever happened to th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Union
 
 from orchesjob import CONTRACT_VERSION
-from orchesjob_provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR
+from orchesjob_provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR, cli_install
 from orchesjob_provider import command as cmd
+from orchesjob_provider.cli_install import InstallCli, check_install_cli
+from orchesjob_provider.cli_pack import packed_cli
 from orchesjob_provider.compat import BaseHook
-from orchesjob_provider.exceptions import OrchesjobError, OrchesjobIncompatibleCli, OrchesjobInvalidArgument
+from orchesjob_provider.exceptions import (
+    OrchesjobCliMissing,
+    OrchesjobError,
+    OrchesjobIncompatibleCli,
+    OrchesjobInvalidArgument,
+)
 from orchesjob_provider.retry import ALWAYS, BEFORE_SEND, NEVER, Attempts, RetryPolicy
 from orchesjob_provider.transport_asyncssh import AsyncsshTransport
 from orchesjob_provider.transport_asyncssh import connect_kwargs as asyncssh_connect_kwargs
@@ -42,6 +55,7 @@ __all__ = [
     "RETRY_ALWAYS",
     "RETRY_BEFORE_SEND",
     "RETRY_NEVER",
+    "CliChoice",
     "CliSettings",
     "OrchesjobAsyncHook",
     "OrchesjobHook",
@@ -59,49 +73,144 @@ DEFAULT_COMMAND_TIMEOUT = cmd.DEFAULT_COMMAND_TIMEOUT
 DEFAULT_WAIT_TIMEOUT = cmd.DEFAULT_WAIT_TIMEOUT
 
 
+DEFAULT_BIN = "orchesjob"  # what runs when no CLI is named: the one on the SSH command's PATH
+
+
+@dataclasses.dataclass(frozen=True)
+class CliChoice:
+    """Which CLI a task asks for: a named one (``orchesjob_bin``; None: none named), its state directory, whether
+    the provider may upload its own (``install_cli``) and with which interpreter (``orchesjob_python``)."""
+
+    orchesjob_bin: Binary | None = None
+    orchesjob_home: str | None = None
+    install_cli: InstallCli = "auto"
+    orchesjob_python: str | None = None
+
+    def __post_init__(self) -> None:
+        """Refuse what cannot work before anything connects (at DAG parse time for an operator or sensor)."""
+        check_install_cli(self.install_cli)
+        if self.install_cli == "always" and self.orchesjob_bin is not None:
+            raise ValueError(f"install_cli='always' runs the provider's uploaded CLI; orchesjob_bin="
+                             f"{self.orchesjob_bin!r} contradicts it: unset one of them")
+        cmd.cli_prefix(DEFAULT_BIN if self.orchesjob_bin is None else self.orchesjob_bin, self.orchesjob_home)
+        if self.orchesjob_python is not None:
+            cmd.quote_path(self.orchesjob_python, "orchesjob_python")
+
+    def hook_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def cli_settings_from_connection(
-    ssh_conn_id: str, orchesjob_bin: Binary | None, orchesjob_home: str | None
-) -> tuple[Binary, str | None]:
-    """The CLI path and state directory a task uses: its own values, or else the SSH connection's ``orchesjob_bin``
-    / ``orchesjob_home`` extras, or else ``orchesjob`` and the host's default. The task's value always wins; the
-    connection is read only when the task leaves one unset."""
-    if orchesjob_bin is not None and orchesjob_home is not None:
-        return orchesjob_bin, orchesjob_home
-    extras = BaseHook.get_connection(ssh_conn_id).extra_dejson
-    if orchesjob_bin is None:
-        orchesjob_bin = extras.get("orchesjob_bin") or "orchesjob"
+    ssh_conn_id: str,
+    orchesjob_bin: Binary | None,
+    orchesjob_home: str | None,
+    install_cli: InstallCli | None = None,
+    orchesjob_python: str | None = None,
+) -> CliChoice:
+    """The CLI settings a task uses, each its own value or else the SSH connection's extra of the same name
+    (``orchesjob_bin``, ``orchesjob_home``, ``install_cli``, ``orchesjob_python``), or else: no CLI named,
+    the host's default state directory, ``install_cli="auto"``, the interpreter found on the host. The task's value
+    always wins; the connection is read only when the task leaves one unset.
+
+    With ``install_cli="always"`` the uploaded copy is what runs, so a named ``orchesjob_bin`` contradicts it: that
+    is an error (naming where each came from), except that a task's ``always`` overrides a connection's CLI path.
+    """
+    given = (orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
+    extras: Mapping[str, Any] = {}
+    if any(value is None for value in given):
+        extras = BaseHook.get_connection(ssh_conn_id).extra_dejson
+    task_always = install_cli == "always"
+    bin_from = "the task"
+    if orchesjob_bin is None and not task_always:
+        orchesjob_bin = extras.get("orchesjob_bin") or None
+        bin_from = f"connection {ssh_conn_id!r}"
     if orchesjob_home is None:
         orchesjob_home = extras.get("orchesjob_home") or None
-    return orchesjob_bin, orchesjob_home
+    mode_from = "the task"
+    if install_cli is None:
+        install_cli = check_install_cli(extras.get("install_cli") or "auto",
+                                        f"connection {ssh_conn_id!r}'s install_cli")
+        mode_from = f"connection {ssh_conn_id!r}"
+    if orchesjob_python is None:
+        orchesjob_python = extras.get("orchesjob_python") or None
+    if install_cli == "always" and orchesjob_bin is not None:
+        raise ValueError(
+            f"install_cli='always' (from {mode_from}) runs the provider's uploaded CLI, but {bin_from} names "
+            f"orchesjob_bin={orchesjob_bin!r}: unset one of them"
+        )
+    return CliChoice(orchesjob_bin, orchesjob_home, check_install_cli(install_cli), orchesjob_python)
 
 
 class CliSettings:
-    """What both hooks share: where the CLI is, which state directory, the time bound, the retry policy, and the
-    remote CLI's checked ``version`` answer once there is one."""
+    """What both hooks share: where the CLI is, which state directory, the time bound, the retry policy, whether
+    the provider may upload its own CLI, and the remote CLI's checked ``version`` answer once there is one.
+
+    ``orchesjob_bin`` None means no CLI was named: ``orchesjob`` on the PATH is tried, and with ``install_cli``
+    ``"auto"`` the provider's own copy is uploaded when there is none (``"always"``: uploaded without looking).
+    After the handshake ``orchesjob_bin`` is the argv that answered, which is what a trigger is given.
+    """
 
     def __init__(
         self,
-        orchesjob_bin: Binary,
+        orchesjob_bin: Binary | None,
         orchesjob_home: str | None,
         command_timeout: float,
         retry: RetryPolicy,
         check_version: bool,
+        install_cli: InstallCli | None = None,
+        orchesjob_python: str | None = None,
     ) -> None:
+        install_cli = "auto" if install_cli is None else install_cli
         # Validate once, at construction, so a bad setting fails the DAG parse / task start instead of a retry.
-        cmd.cli_prefix(orchesjob_bin, orchesjob_home)
-        self.orchesjob_bin = orchesjob_bin if isinstance(orchesjob_bin, str) else list(orchesjob_bin)
+        CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
+        self.named = orchesjob_bin is not None
+        given = DEFAULT_BIN if orchesjob_bin is None else orchesjob_bin
+        self.orchesjob_bin: Binary = given if isinstance(given, str) else list(given)
         self.orchesjob_home = orchesjob_home
         self.command_timeout = float(command_timeout)
         self.retry = retry
         self.check_version = check_version
+        self.install_cli: InstallCli = install_cli
+        self.orchesjob_python = orchesjob_python
+        self.installed: cli_install.InstalledCli | None = None
         self.cli_version: dict[str, Any] | None = None
+
+    def may_install(self) -> bool:
+        """Whether a missing CLI may be replaced by an upload: only when none was named and ``install_cli`` allows."""
+        return self.install_cli == "always" or (self.install_cli == "auto" and not self.named)
+
+    def use_installed(self, installed: cli_install.InstalledCli) -> None:
+        self.installed = installed
+        self.orchesjob_bin = installed.argv
+
+    def origin(self) -> str:
+        """``host`` (a CLI the host had), ``uploaded`` (this hook uploaded it) or ``cached`` (an earlier upload)."""
+        if self.installed is None:
+            return "host"
+        return "uploaded" if self.installed.uploaded else "cached"
+
+    def cli_info(self) -> dict[str, Any] | None:
+        """Which CLI answered, for the task log and XCom: path, version, interpreter, origin and argv."""
+        info = self.cli_version
+        if info is None:
+            return None
+        argv = self.orchesjob_bin if isinstance(self.orchesjob_bin, str) else list(self.orchesjob_bin)
+        return {
+            "path": info.get("path") or (argv if isinstance(argv, str) else argv[-1]),
+            "version": info.get("version"),
+            "python": info.get("executable"),
+            "origin": self.origin(),
+            "argv": argv,
+        }
 
     def command_line(self, args: Sequence[Any]) -> str:
         return cmd.build_command_line(args, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home)
 
     def version_first(self, call: cmd.Call) -> bool:
-        """Whether the contract must be checked before ``call`` (once per hook, before the first other verb)."""
-        return call.verb != "version" and self.check_version and self.cli_version is None
+        """Whether the contract must be checked before ``call`` (once per hook, before the first other verb). An
+        ``install_cli="always"`` hook always does it: that handshake is where the upload happens."""
+        handshake = self.check_version or self.install_cli == "always"
+        return call.verb != "version" and handshake and self.cli_version is None
 
     def begin(self, call: cmd.Call, log: Any) -> CallRun:
         return CallRun(self, call, log)
@@ -142,7 +251,9 @@ class CallRun:
         exit_code, out, err = reply
         payload = cmd.parse_output(out, exit_code, err, command=self.line)
         if self.call.verb == "version":
-            payload = self.settings.cli_version = cmd.check_version(payload)
+            payload = dict(cmd.check_version(payload))
+            payload["origin"] = self.settings.origin()
+            self.settings.cli_version = payload
         else:
             payload = cmd.redact_env(payload)  # env values never leave the hook (XCom, trigger events, logs)
         self.result, self.done = payload, True
@@ -172,7 +283,7 @@ class _OrchesjobHookBase(BaseHook):
     def __init__(
         self,
         ssh_conn_id: str = default_conn_name,
-        orchesjob_bin: Binary = "orchesjob",
+        orchesjob_bin: Binary | None = None,
         orchesjob_home: str | None = None,
         *,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT,
@@ -180,11 +291,15 @@ class _OrchesjobHookBase(BaseHook):
         retry_backoff: float = 1.0,
         max_backoff: float = 30.0,
         check_version: bool = True,
+        install_cli: InstallCli | None = None,
+        orchesjob_python: str | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
+        self.cli_given = (orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         policy = RetryPolicy(retries, retry_backoff, max_backoff)
-        self.settings = CliSettings(orchesjob_bin, orchesjob_home, command_timeout, policy, check_version)
+        self.settings = CliSettings(orchesjob_bin, orchesjob_home, command_timeout, policy, check_version,
+                                    install_cli, orchesjob_python)
 
 
 class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
@@ -195,10 +310,17 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         ``no_host_key_check`` / ``host_key`` / ``known_hosts``, else ``~/.ssh/known_hosts``): unknown hosts are refused.
     :param orchesjob_bin: the remote CLI: a path (``~/`` allowed) or an argv prefix such as
         ``["/opt/venv/bin/python", "-m", "orchesjob"]``. Non-login SSH commands have a short PATH, so an absolute
-        path is the safe choice.
+        path is the safe choice. None (default): no CLI named; ``orchesjob`` on the PATH, or the uploaded copy.
+    :param install_cli: ``"auto"`` (default; None means it): when no CLI is named and the host has none on the PATH,
+        upload this worker's CLI to ``~/.cache/orchesjob`` over SFTP and run it there (``orchesjob_provider.
+        cli_install``); ``"never"``: never upload; ``"always"``: run the uploaded copy whatever the host has (then
+        ``orchesjob_bin`` must be unset). A CLI that is found but speaks another contract is an error, never
+        shadowed by an upload.
+    :param orchesjob_python: the host's interpreter for the uploaded CLI (3.9+); None: ``python3`` and the usual
+        absolute paths are tried.
     :param orchesjob_home: the remote ``ORCHESJOB_HOME`` (state directory); None leaves the host's default. (The hooks
-        take both as given; the operator and sensor fall back on the connection's ``orchesjob_bin`` /
-        ``orchesjob_home`` extras, see ``cli_settings_from_connection``.)
+        take these four as given; the operator and sensor fall back on the connection's extras of the same names,
+        see ``cli_settings_from_connection``.)
     :param command_timeout: seconds one CLI call may take over SSH (``wait`` gets its own timeout on top).
     :param retries: how many times a call is repeated after a failure that its verb allows repeating (3).
     :param retry_backoff: first pause between retries in seconds; doubles each time up to ``max_backoff``.
@@ -259,6 +381,11 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         """Run one verb's definition over SSH and return the CLI's parsed JSON (see the module docstring)."""
         if self.settings.version_first(call):
             self.version()
+        if call.verb == "version" and self.settings.cli_version is None:
+            return self._handshake(call)
+        return self._run(call)
+
+    def _run(self, call: cmd.Call) -> Any:
         run = self.settings.begin(call, self.log)
         while not run.done:
             try:
@@ -266,6 +393,52 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
             except OrchesjobError as exc:
                 time.sleep(run.pause(exc))
         return run.result
+
+    def _handshake(self, call: cmd.Call) -> Any:
+        """The first ``version``: find the CLI to use, uploading this worker's copy where ``install_cli`` says so.
+
+        A CLI the host has (named, or ``orchesjob`` on the PATH) is used when it speaks our contract and refused when
+        it does not: an upload beside it would share its state directory with another CLI. Only "no such program"
+        with no CLI named (``auto``), or ``always``, leads to the upload.
+        """
+        settings = self.settings
+        if settings.install_cli != "always":
+            try:
+                return self._announce(self._run(call))
+            except OrchesjobCliMissing as exc:
+                if not settings.may_install():
+                    raise
+                self.log.info("No orchesjob CLI on the host (%s); using this worker's copy from the host's cache, "
+                              "uploading it first if it is not there (install_cli='auto').",
+                              exc.stderr.strip() or "exit 127")
+        settings.use_installed(self._install())
+        return self._announce(self._run(call))
+
+    def _install(self) -> cli_install.InstalledCli:
+        """Put the packed CLI into the host's cache (repeated after transient SSH failures, with one token, so a
+        repeat finds its own lock)."""
+        packed = packed_cli()
+        token = cli_install.new_token()
+        attempts = Attempts(self.settings.retry, ALWAYS, "install")
+        timeout = self.settings.command_timeout
+        while True:
+            try:
+                return cli_install.install(self.transport, packed, self.settings.orchesjob_python, token=token,
+                                           timeout=timeout, wait=min(30.0, timeout))
+            except OrchesjobError as exc:
+                delay = attempts.failed(exc)
+                if delay is None:
+                    raise
+                self.log.warning("%s", attempts.describe(exc, delay))
+                time.sleep(delay)
+
+    def _announce(self, info: Any) -> Any:
+        cli = self.settings.cli_info() or {}
+        how = {"host": "found on the host", "uploaded": "uploaded by this task",
+               "cached": "uploaded earlier, sha256 verified"}[cli.get("origin", "host")]
+        self.log.info("Using orchesjob %s at %s (%s; python %s).", cli.get("version"), cli.get("path"), how,
+                      cli.get("python"))
+        return info
 
     @property
     def ssh_hook(self) -> Any:
@@ -297,15 +470,11 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         where = "?"
         try:
             settings = self.settings
-            orchesjob_bin, orchesjob_home = cli_settings_from_connection(
-                self.ssh_conn_id,
-                None if settings.orchesjob_bin == "orchesjob" else settings.orchesjob_bin,
-                settings.orchesjob_home,
-            )
+            choice = cli_settings_from_connection(self.ssh_conn_id, *self.cli_given)
             conn = BaseHook.get_connection(self.ssh_conn_id)
             where = f"{conn.host}:{conn.port or 22}"
             probe = OrchesjobHook(
-                self.ssh_conn_id, orchesjob_bin, orchesjob_home, command_timeout=settings.command_timeout,
+                self.ssh_conn_id, **choice.hook_kwargs(), command_timeout=settings.command_timeout,
                 retries=0, ssh_hook_kwargs=self.transport.ssh_hook_kwargs,
             )
             try:
@@ -315,12 +484,15 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         except Exception as exc:  # noqa: BLE001 - the UI wants a message, not a traceback
             message = getattr(exc, "message", None) or str(exc) or repr(exc)
             return False, f"orchesjob at {where}: {type(exc).__name__}: {message}"
-        return True, f"orchesjob {info.get('version')} (contract {info.get('contract')}) at {where}"
+        cli = probe.settings.cli_info() or {}
+        return True, (f"orchesjob {info.get('version')} (contract {info.get('contract')}) at {where}: "
+                      f"{cli.get('path')} ({cli.get('origin')})")
 
 
 class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
     """The asyncio counterpart of ``OrchesjobHook`` for triggers: the same settings and verbs (as coroutines), over
-    one reused asyncssh connection.
+    one reused asyncssh connection. It never uploads a CLI (``install_cli`` is ``"never"``) nor guesses one: a
+    trigger runs the argv its worker resolved, which travels in the trigger's kwargs.
 
     :param connect_timeout: seconds to connect and log in (unless the connection's ``conn_timeout`` extra says).
     :param retries: as on ``OrchesjobHook``, but 0 by default: the trigger does its own, longer, retrying.
@@ -330,6 +502,10 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
 
     def __init__(self, *args: Any, connect_timeout: float = 30.0, **kwargs: Any) -> None:
         kwargs.setdefault("retries", 0)
+        if kwargs.get("install_cli") not in (None, "never"):
+            raise ValueError("the async hook never uploads a CLI: give it the argv a worker's hook resolved "
+                             "(OrchesjobHook.settings.orchesjob_bin), as the trigger does")
+        kwargs["install_cli"] = "never"
         super().__init__(*args, **kwargs)
         self.transport = AsyncsshTransport(self.ssh_conn_id, connect_timeout)
         self._wake: asyncio.Event | None = None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider import run_key as run_keys
+from orchesjob_provider.cli_install import InstallCli
 from orchesjob_provider.compat import (
     AirflowException,
     AirflowFailException,
@@ -24,8 +25,19 @@ from orchesjob_provider.compat import (
     default_deferrable,
     mask_secret,
 )
-from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, OrchesjobNotFound, OrchesjobNotOwner
-from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
+from orchesjob_provider.exceptions import (
+    OrchesjobConflict,
+    OrchesjobError,
+    OrchesjobNotFound,
+    OrchesjobNotOwner,
+    OrchesjobTransportError,
+)
+from orchesjob_provider.hooks.orchesjob import (
+    CliChoice,
+    OrchesjobAsyncHook,
+    OrchesjobHook,
+    cli_settings_from_connection,
+)
 from orchesjob_provider.log_relay import LogRelay
 
 Idempotency = Literal["reuse_success", "strict", "active_only"]
@@ -76,7 +88,12 @@ class OrchesjobOperator(BaseOperator):
     :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout
         differ from this task's (default False: the task fails and says why).
     :param orchesjob_bin: the CLI on the host (an absolute path is safest; a list for e.g. ``python -m orchesjob``).
-        None (default): the SSH connection's ``orchesjob_bin`` extra, else ``orchesjob``.
+        None (default): the SSH connection's ``orchesjob_bin`` extra, else none named: ``orchesjob`` on the PATH, or
+        (``install_cli="auto"``) the provider's own copy, uploaded when the host has none.
+    :param install_cli: ``"auto"``, ``"never"`` or ``"always"`` (see ``OrchesjobHook``). None (default): the
+        connection's ``install_cli`` extra, else ``"auto"``.
+    :param orchesjob_python: the host's Python 3.9+ for an uploaded CLI. None (default): the connection's
+        ``orchesjob_python`` extra, else ``python3`` and the usual absolute paths.
     :param orchesjob_home: ``ORCHESJOB_HOME`` on the host. None (default): the connection's ``orchesjob_home``
         extra, else the host's default.
     :param start_timeout: seconds ``start`` waits for the command to be running.
@@ -84,7 +101,9 @@ class OrchesjobOperator(BaseOperator):
     :param stderr_tail_lines: lines of stderr quoted in the failure message.
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook` (``command_timeout``, ``retries`` ...).
 
-    Returns (XCom) the final job JSON: ``job_id``, ``status``, ``exit_code``, ``attempt_no``, timestamps, ...
+    Returns (XCom) the final job JSON: ``job_id``, ``status``, ``exit_code``, ``attempt_no``, timestamps, ...,
+    plus ``cli``: which CLI ran it (``path``, ``version``, ``python``, ``origin``: ``host``, ``uploaded`` or
+    ``cached``, and ``argv``).
 
     Each try makes one request id (``airflow:<dag>:<task>:<run>:<map index>:try<N>:<random>``) and starts the job
     with it: the hook repeats that id on every transport retry of the start, so one try never launches two
@@ -114,6 +133,8 @@ class OrchesjobOperator(BaseOperator):
         allow_parameter_mismatch: bool = False,
         orchesjob_bin: str | Sequence[str] | None = None,
         orchesjob_home: str | None = None,
+        install_cli: InstallCli | None = None,
+        orchesjob_python: str | None = None,
         start_timeout: float = 10.0,
         abort_grace_seconds: float = 5.0,
         stderr_tail_lines: int = 20,
@@ -144,6 +165,10 @@ class OrchesjobOperator(BaseOperator):
         self.allow_parameter_mismatch = allow_parameter_mismatch
         self.orchesjob_bin = orchesjob_bin
         self.orchesjob_home = orchesjob_home
+        self.install_cli = install_cli
+        self.orchesjob_python = orchesjob_python
+        if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
+            CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.start_timeout = start_timeout
         self.abort_grace_seconds = abort_grace_seconds
         self.stderr_tail_lines = stderr_tail_lines
@@ -152,19 +177,33 @@ class OrchesjobOperator(BaseOperator):
         self._request_id: str | None = None
         self._starting: str | None = None  # the run key of a start still in flight
         self._hook: OrchesjobHook | None = None
+        self._cli_used: dict[str, Any] | None = None  # which CLI answered (after the handshake, or from the trigger)
 
     # ------------------------------------------------------------------ helpers
 
-    def _cli(self) -> tuple[str | Sequence[str], str | None]:
-        """The CLI path and state directory: the task's, else the connection's extras (see the parameters)."""
-        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home)
+    def _cli(self) -> CliChoice:
+        """The CLI settings: the task's, else the connection's extras (see the parameters)."""
+        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home,
+                                            self.install_cli, self.orchesjob_python)
 
     def _new_hook(self) -> OrchesjobHook:
-        orchesjob_bin, orchesjob_home = self._cli()
-        return OrchesjobHook(
-            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
-            **self.hook_kwargs,
-        )
+        """A hook on the CLI this try resolved (never a second search or upload), else on the task's settings."""
+        if self._cli_used is not None:
+            # that CLI's contract was checked by this try (and by its trigger): no second handshake, whose log line
+            # would call an uploaded copy "found on the host"
+            kwargs = {"check_version": False, **self.hook_kwargs}
+            return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self._cli_used["argv"],
+                                 orchesjob_home=self._cli_used.get("orchesjob_home"), install_cli="never", **kwargs)
+        return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._cli().hook_kwargs(), **self.hook_kwargs)
+
+    def _resolve_cli(self) -> dict[str, Any]:
+        """Find (or upload) the CLI once per try and say in the task log which one it is; kept for XCom, the
+        trigger and the abort."""
+        self.hook.version()
+        info = dict(self.hook.settings.cli_info() or {})
+        info["orchesjob_home"] = self.hook.settings.orchesjob_home
+        self._cli_used = info
+        return info
 
     @property
     def hook(self) -> OrchesjobHook:
@@ -173,22 +212,23 @@ class OrchesjobOperator(BaseOperator):
         return self._hook
 
     def _check_watch_path(self) -> None:
-        """Before starting anything: can the path that will watch the job reach the host and its CLI? Deferred,
-        that is the triggerer's (asyncssh, with its own host-key check); otherwise this worker's. A task must never
-        start a job it cannot watch. Checked afresh on every try (a fixed connection takes effect at once)."""
+        """Before starting anything: which CLI runs (found, or uploaded per ``install_cli``), and can the path that
+        will watch the job reach the host and that CLI? Deferred, that is the triggerer's (asyncssh, with its own
+        host-key check, given the CLI resolved here); otherwise this worker's. A task must never start a job it
+        cannot watch. Checked afresh on every try (a fixed connection takes effect at once)."""
+        try:
+            cli = self._resolve_cli()
+        except OrchesjobTransportError as exc:
+            raise AirflowException(
+                f"cannot reach the orchesjob CLI through SSH connection {self.ssh_conn_id!r}, so no job was "
+                f"started: {exc}"
+            ) from exc
+        # (a missing, incompatible or uninstallable CLI raises its own typed error, which says what to do)
         if not self.deferrable:
-            try:
-                self.hook.version()
-            except OrchesjobError as exc:
-                raise AirflowException(
-                    f"cannot reach the orchesjob CLI through SSH connection {self.ssh_conn_id!r}, so no job was "
-                    f"started: {exc}"
-                ) from exc
             return
-        orchesjob_bin, orchesjob_home = self._cli()
         command_timeout = self.hook_kwargs.get("command_timeout")
         probe = OrchesjobAsyncHook(
-            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
+            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=cli["argv"], orchesjob_home=cli["orchesjob_home"],
             **({"command_timeout": command_timeout} if command_timeout is not None else {}),
         )
 
@@ -286,20 +326,22 @@ class OrchesjobOperator(BaseOperator):
         if self.deferrable:
             from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
-            orchesjob_bin, orchesjob_home = self._cli()
+            cli = self._cli_used or {}
             self.defer(
                 trigger=OrchesjobTrigger(
                     ssh_conn_id=self.ssh_conn_id,
                     job_id=job["job_id"],
                     run_key=job["run_key"],
-                    orchesjob_bin=orchesjob_bin,
-                    orchesjob_home=orchesjob_home,
+                    # the argv that answered here: the triggerer runs exactly it, never searching or uploading
+                    orchesjob_bin=self.hook.settings.orchesjob_bin,
+                    orchesjob_home=self.hook.settings.orchesjob_home,
                     poll_timeout=self.poll_interval,
                     deadline=self._deadline(context),
                     abort_on_kill=self.abort_on_kill,
                     abort_reason=KILL_REASON,
                     abort_grace_seconds=self.abort_grace_seconds,
                     request_id=self._request_id,
+                    cli=cli,
                 ),
                 method_name="execute_complete",
             )
@@ -342,6 +384,10 @@ class OrchesjobOperator(BaseOperator):
         if event is None:
             self.log.info("Resumed without a trigger event; looking the job up again by its run key.")
             return self.execute(context)
+        cli = event.get("cli")
+        if cli and cli.get("argv"):  # the CLI the deferring try resolved: drain and report through exactly it
+            self._cli_used = dict(cli)
+            self._hook = self._new_hook()
         self._job_id = event.get("job_id")
         self._request_id = event.get("request_id")
         status = event.get("status")
@@ -365,7 +411,10 @@ class OrchesjobOperator(BaseOperator):
         status = job.get("status")
         if status == "SUCCEEDED":
             self.log.info("%s SUCCEEDED.", self._describe(job))
-            return dict(job)
+            result = dict(job)
+            if self._cli_used is not None:
+                result["cli"] = {k: v for k, v in self._cli_used.items() if k != "orchesjob_home"}
+            return result
         exit_code = job.get("exit_code")
         if exit_code is not None and exit_code in self.skip_on_exit_code:
             raise AirflowSkipException(

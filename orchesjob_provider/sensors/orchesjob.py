@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchesjob_provider import command as cmd
+from orchesjob_provider.cli_install import InstallCli
 from orchesjob_provider.compat import (
     AirflowException,
     AirflowSensorTimeout,
@@ -17,7 +18,7 @@ from orchesjob_provider.compat import (
     default_deferrable,
 )
 from orchesjob_provider.exceptions import OrchesjobNotFound
-from orchesjob_provider.hooks.orchesjob import OrchesjobHook, cli_settings_from_connection
+from orchesjob_provider.hooks.orchesjob import CliChoice, OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.operators.orchesjob import describe_end
 
 
@@ -29,14 +30,17 @@ class OrchesjobSensor(BaseSensorOperator):
     :param job_id: or one job by id. Templated.
     :param deferrable: wait in the triggerer (default True, or ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when set).
     :param poll_timeout: seconds one long poll may block on the host while deferred.
-    :param orchesjob_bin: the CLI on the host; None (default): the connection's ``orchesjob_bin`` extra, else
-        ``orchesjob``.
+    :param orchesjob_bin: the CLI on the host; None (default): the connection's ``orchesjob_bin`` extra, else none
+        named (``orchesjob`` on the PATH, or the uploaded copy: see ``install_cli``).
+    :param install_cli: ``"auto"``, ``"never"`` or ``"always"`` (see ``OrchesjobHook``); None (default): the
+        connection's ``install_cli`` extra, else ``"auto"``. The trigger runs the CLI resolved here.
+    :param orchesjob_python: the host's Python 3.9+ for an uploaded CLI; None: the connection's extra, or searched.
     :param orchesjob_home: ``ORCHESJOB_HOME`` on the host; None (default): the connection's ``orchesjob_home``
         extra, else the host's default.
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook`.
 
     ``timeout``, ``poke_interval``, ``mode``, ``soft_fail`` and ``exponential_backoff`` behave as on any sensor.
-    Returns (XCom) the job JSON.
+    Returns (XCom) the job JSON, with ``cli``: which CLI answered (as the operator's XCom).
     """
 
     template_fields: Sequence[str] = ("run_key", "job_id", "orchesjob_home")
@@ -52,6 +56,8 @@ class OrchesjobSensor(BaseSensorOperator):
         poll_timeout: float = 30.0,
         orchesjob_bin: str | Sequence[str] | None = None,
         orchesjob_home: str | None = None,
+        install_cli: InstallCli | None = None,
+        orchesjob_python: str | None = None,
         hook_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -65,28 +71,32 @@ class OrchesjobSensor(BaseSensorOperator):
         self.poll_timeout = poll_timeout
         self.orchesjob_bin = orchesjob_bin
         self.orchesjob_home = orchesjob_home
+        self.install_cli = install_cli
+        self.orchesjob_python = orchesjob_python
+        if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
+            CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.hook_kwargs = dict(hook_kwargs or {})
         self._job: dict[str, Any] | None = None
+        self._cli_used: dict[str, Any] | None = None  # which CLI answered (the hook's report, or the trigger's)
         self._hook: OrchesjobHook | None = None
 
     @property
     def hook(self) -> OrchesjobHook:
         """One hook (one SSH connection, one version check) for all the pokes of this try."""
         if self._hook is None:
-            orchesjob_bin, orchesjob_home = self._cli()
-            self._hook = OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
-                **self.hook_kwargs,
-            )
+            self._hook = OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._cli().hook_kwargs(), **self.hook_kwargs)
         return self._hook
 
-    def _cli(self) -> tuple[str | Sequence[str], str | None]:
-        """The CLI path and state directory: the task's, else the connection's extras (see the parameters)."""
-        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home)
+    def _cli(self) -> CliChoice:
+        """The CLI settings: the task's, else the connection's extras (see the parameters)."""
+        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home,
+                                            self.install_cli, self.orchesjob_python)
 
     def _lookup(self) -> dict[str, Any] | None:
         try:
-            return self.hook.status(run_key=self.run_key, job_id=self.job_id)
+            job = self.hook.status(run_key=self.run_key, job_id=self.job_id)
+            self._cli_used = self.hook.settings.cli_info()
+            return job
         except OrchesjobNotFound:
             if self.job_id is not None:
                 raise  # a job id that does not exist will never appear
@@ -99,6 +109,8 @@ class OrchesjobSensor(BaseSensorOperator):
         if status == "SUCCEEDED":
             self.log.info("Job %s (run key %r) SUCCEEDED.", job.get("job_id"), job.get("run_key"))
             self._job = dict(job)
+            if self._cli_used:
+                self._job["cli"] = dict(self._cli_used)
             return True
         message = "job %s (run key %r, attempt %s) ended %s: %s" % (
             job.get("job_id"), job.get("run_key"), job.get("attempt_no"), status, describe_end(job))
@@ -135,7 +147,7 @@ class OrchesjobSensor(BaseSensorOperator):
             self._timed_out()
         from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
-        orchesjob_bin, orchesjob_home = self._cli()
+        settings = self.hook.settings  # resolved by the lookup above: the trigger runs exactly this CLI
 
         # One deferral until the end: with no job yet, the trigger looks for the run key every poke_interval,
         # then watches the job it finds. The deadline is in the trigger, so it holds across triggerer restarts
@@ -145,12 +157,13 @@ class OrchesjobSensor(BaseSensorOperator):
                 ssh_conn_id=self.ssh_conn_id,
                 job_id=job["job_id"] if job is not None else None,
                 run_key=self.run_key if job is None else job.get("run_key"),
-                orchesjob_bin=orchesjob_bin,
-                orchesjob_home=orchesjob_home,
+                orchesjob_bin=settings.orchesjob_bin,
+                orchesjob_home=settings.orchesjob_home,
                 poll_timeout=self.poll_timeout,
                 deadline=deadline,
                 stream_logs=False,
                 wait_for_key_interval=float(self.poke_interval),
+                cli=settings.cli_info(),
             ),
             method_name="execute_complete",
         )
@@ -160,6 +173,7 @@ class OrchesjobSensor(BaseSensorOperator):
             return self.execute(context)
         status = event.get("status")
         if status == "terminal":
+            self._cli_used = event.get("cli")
             self._judge(event["job"])
             return self._job
         if status == "timeout":

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from orchesjob_provider.compat import BaseTrigger, TriggerEvent
@@ -69,6 +69,9 @@ class OrchesjobTrigger(BaseTrigger):
     :param request_id: the request id of the ``start`` of the try that deferred (the operator's). ``on_kill`` then
         aborts only while the job's owner is still that request (``abort --if-owner``): once a newer try has
         reattached to the job, killing this stale one leaves the job alone. None: abort whoever owns it.
+    :param cli: which CLI the worker resolved (``OrchesjobHook.settings.cli_info()``: path, version, python, origin,
+        argv), handed back in every event so the resumed task can report it. The trigger runs ``orchesjob_bin``,
+        which is that argv: it never looks for a CLI nor uploads one.
     :param wait_for_key_interval: with ``job_id=None``, the trigger watches the latest job of ``run_key`` and, while
         that key has no job yet, looks again every this many seconds (a sensor waiting for a job someone else will
         start). Once a job is found it is watched by its id.
@@ -99,6 +102,7 @@ class OrchesjobTrigger(BaseTrigger):
         wait_for_key_interval: float = 5.0,
         request_id: str | None = None,
         shared_watcher: bool = True,
+        cli: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -122,6 +126,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.wait_for_key_interval = float(wait_for_key_interval)
         self.request_id = request_id
         self.shared_watcher = bool(shared_watcher)
+        self.cli = dict(cli) if cli else None
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -151,6 +156,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "wait_for_key_interval": self.wait_for_key_interval,
                 "request_id": self.request_id,
                 "shared_watcher": self.shared_watcher,
+                "cli": self.cli,
             },
         )
 
@@ -172,6 +178,8 @@ class OrchesjobTrigger(BaseTrigger):
             "stderr_offset": self.stderr_offset,
             "request_id": self.request_id,
         }
+        if self.cli:
+            payload["cli"] = self.cli
         payload.update(fields)
         return TriggerEvent(payload)
 

@@ -48,7 +48,9 @@ def test_provider_info_registers_the_connection_type() -> None:
     assert entry["hook-name"]
     assert set(entry["conn-fields"]) >= {
         "key_file", "private_key", "host_key", "known_hosts", "no_host_key_check", "orchesjob_bin", "orchesjob_home",
+        "install_cli", "orchesjob_python",
     }
+    assert entry["conn-fields"]["install_cli"]["schema"]["enum"] == ["auto", "never", "always", None]
     assert entry["conn-fields"]["private_key"]["schema"]["format"] == "password"  # masked in the UI
     assert entry["ui-field-behaviour"]["hidden-fields"] == ["schema"]
 
@@ -75,6 +77,7 @@ def test_airflows_providers_manager_knows_the_connection_type() -> None:
     assert hook is not None and hook.hook_class_name == "orchesjob_provider.hooks.orchesjob.OrchesjobHook"
     assert hook.connection_id_attribute_name == "ssh_conn_id"
     assert f"extra__{CONN_TYPE}__orchesjob_bin" in manager.connection_form_widgets
+    assert f"extra__{CONN_TYPE}__install_cli" in manager.connection_form_widgets
     assert manager.field_behaviours[CONN_TYPE]["hidden_fields"] == ["schema"]
 
 
@@ -91,7 +94,9 @@ def test_hook_works_through_an_orchesjob_ssh_connection(
     monkeypatch.setenv("AIRFLOW_CONN_OJ_TYPED", json.dumps(conn))
     ok, message = OrchesjobHook("oj_typed").test_connection()
     assert ok, message
-    assert f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at 127.0.0.1:{sshd.port}" == message
+    # ... and which CLI answered: the launcher runs this checkout's package, found on the host (not uploaded)
+    assert (f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at 127.0.0.1:{sshd.port}: "
+            f"{Path(orchesjob.__file__).parent} (host)") == message
 
     async def version() -> Any:
         hook = OrchesjobAsyncHook("oj_typed", orchesjob_bin=orchesjob_launcher)

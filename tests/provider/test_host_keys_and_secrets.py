@@ -161,7 +161,9 @@ def test_the_operator_starts_nothing_on_a_host_it_cannot_watch(sshd, use_connect
         op.execute(context())
     message = str(refused.value)
     assert "no job was started" in message and conn_id in message and "host_key" in message, message
-    assert ("asyncssh" in message) == deferrable
+    # Deferrable or not, the worker's path is checked first (it resolves the CLI, uploading one if needed, that the
+    # triggerer will then be given), so the refusal is the worker's: no job and no trigger.
+    assert "cannot reach the orchesjob CLI" in message, message
     assert not Path(orchesjob_home).exists()
 
 

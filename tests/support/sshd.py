@@ -80,6 +80,7 @@ class SshServer:
         sshd_path: str = SSHD_PATH,
         start_timeout: float = 20.0,
         extra_config: Sequence[str] = (),
+        sftp: bool = True,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.host = host
@@ -89,6 +90,7 @@ class SshServer:
         self.sshd_path = sshd_path
         self.start_timeout = start_timeout
         self.extra_config = list(extra_config)
+        self.sftp = sftp
         self.host_key_path = self.directory / "ssh_host_ed25519_key"
         self.client_key_path = self.directory / "id_ed25519"
         self.authorized_keys_path = self.directory / "authorized_keys"
@@ -257,6 +259,9 @@ class SshServer:
             "PrintMotd no",
             "PrintLastLog no",
             "X11Forwarding no",
+            # SFTP as a host's stock sshd has it (sftp=False: a hardened one without): the provider uploads its CLI
+            # over it to hosts without one.
+            *(["Subsystem sftp internal-sftp"] if self.sftp else []),
             # No AcceptEnv and no SetEnv: the client's environment never leaks into the remote command, so tests
             # see what a real remote host would give them.
             *self.extra_config,
