@@ -138,6 +138,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.wait_for_key_interval = float(wait_for_key_interval)
         self.request_id = request_id
         self.try_identity = dict(try_identity) if try_identity is not None else None
+        self._kill_task: asyncio.Future[None] | None = None  # on_kill's shielded work (kept: the loop holds weakly)
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -295,9 +296,17 @@ class OrchesjobTrigger(BaseTrigger):
         A job that already ended is not an error here, nor a job that a newer try has taken over (its owner is no
         longer this trigger's ``request_id``: it is left running for that try), and nothing is raised: Airflow only
         logs what ``on_kill`` raises, so a clear log line is more useful.
+
+        Airflow 3.3's triggerer repeats its cancel of a trigger until the trigger is gone, and a repeat lands inside
+        ``on_kill`` while it still waits for Airflow's answer or for the abort: the work runs shielded, so a repeat
+        ends the wait but not the decision or the abort.
         """
         if not self.abort_on_kill:
             return
+        self._kill_task = asyncio.ensure_future(self._kill())
+        await asyncio.shield(self._kill_task)
+
+    async def _kill(self) -> None:
         verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
         if not verdict.abort:
             log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)

@@ -1,0 +1,111 @@
+"""What becomes of a deferred task's job when Airflow kills, clears, hands over or times out the task, on a live
+Airflow 3 deployment (real api-server, scheduler, dag-processor, two triggerers, LocalExecutor workers) and a real
+sshd. Each test triggers its own DAG run through the REST API and counts the job's executions on the host.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.support.airflow_case import wait_dead
+from tests.support.live_airflow import TRIGGERER_HEALTH_THRESHOLD, LiveAirflow
+from tests.live.conftest import Host
+
+pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
+
+DAG = "orchesjob_live"
+TASK = "job"
+
+
+def run_key(dag_id: str, run_id: str) -> str:
+    return f"airflow/{dag_id}/{TASK}/{run_id}"
+
+
+def start_deferred(live: LiveAirflow, host: Host, name: str, seconds: int, dag_id: str = DAG) -> tuple[str, dict]:
+    """Trigger a run whose job sleeps ``seconds``; return once the task is deferred, its trigger runs in a
+    triggerer (it relayed the job's first line) and its job is RUNNING.
+
+    Waiting for the trigger matters: a task instance marked in the second between deferring and a triggerer
+    picking its trigger up has its trigger deleted unstarted, and no ``on_kill`` ever runs for it (see README).
+    """
+    run_id = live.trigger(dag_id, {"script": host.script(name, seconds)})
+    live.wait_state(dag_id, run_id, TASK, ["deferred"], timeout=120)
+    live.wait_log(dag_id, run_id, TASK, 1, "[stdout] started", timeout=60)
+    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=30)
+    return run_id, job
+
+
+@pytest.mark.timeout(420)  # the first test also pays for starting the deployment
+def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow: LiveAirflow,
+                                                                   live_host: Host) -> None:
+    live, host = live_airflow, live_host
+    run_id, job = start_deferred(live, host, "clear", 35)
+    live.clear(DAG, run_id, [TASK])
+    done = live.wait_state(DAG, run_id, TASK, ["success", "failed"], timeout=150, try_number=2)
+    assert done["state"] == "success", live.diagnostics(DAG, run_id, TASK)
+    assert host.runs("clear") == ["run"]
+    jobs = host.jobs(run_key(DAG, run_id))
+    assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
+    assert ":try2:" in jobs[0]["owner"]  # try 2 reattached and took the job over
+    assert f"Reattached to job {job['job_id']}" in live.task_log(DAG, run_id, TASK, 2)
+    first = live.task_log(DAG, run_id, TASK, 1)
+    assert "aborted job" not in first.lower()
+
+
+@pytest.mark.timeout(300)
+def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(live_airflow: LiveAirflow,
+                                                                        live_host: Host) -> None:
+    live, host = live_airflow, live_host
+    run_id, job = start_deferred(live, host, "stall", 50)
+    deadline = time.monotonic() + 30
+    holder = live.triggerer_holding(DAG, run_id, TASK)
+    while holder is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        holder = live.triggerer_holding(DAG, run_id, TASK)
+    assert holder is not None, live.diagnostics(DAG, run_id, TASK)
+    live.pause(holder)
+    try:
+        deadline = time.monotonic() + TRIGGERER_HEALTH_THRESHOLD + 60
+        taker = live.triggerer_holding(DAG, run_id, TASK)
+        while (taker is None or taker is holder) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            taker = live.triggerer_holding(DAG, run_id, TASK)
+        assert taker is not None and taker is not holder, live.diagnostics(DAG, run_id, TASK)
+    finally:
+        live.resume(holder)
+    done = live.wait_state(DAG, run_id, TASK, ["success", "failed"], timeout=150)
+    assert done["state"] == "success", live.diagnostics(DAG, run_id, TASK)
+    assert done["try_number"] == 1
+    assert host.runs("stall") == ["run"]
+    jobs = host.jobs(run_key(DAG, run_id))
+    assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("state", ["failed", "success"])
+def test_marking_a_deferred_task_aborts_its_job(live_airflow: LiveAirflow, live_host: Host, state: str) -> None:
+    live, host = live_airflow, live_host
+    name = f"mark-{state}"
+    run_id, job = start_deferred(live, host, name, 300)
+    pids = host.pids(name)
+    live.mark(DAG, run_id, TASK, state)
+    aborted = host.wait_job(run_key(DAG, run_id), {"ABORTED"}, timeout=60)
+    assert aborted["job_id"] == job["job_id"]
+    assert wait_dead(pids) == []
+    assert host.runs(name) == ["run"]
+    assert live.task_instance(DAG, run_id, TASK)["state"] == state
+
+
+@pytest.mark.timeout(240)
+def test_execution_timeout_while_deferred_aborts_the_job(live_airflow: LiveAirflow, live_host: Host) -> None:
+    live, host = live_airflow, live_host
+    dag_id = "orchesjob_live_timeout"
+    run_id, job = start_deferred(live, host, "timeout", 300, dag_id=dag_id)
+    pids = host.pids("timeout")
+    done = live.wait_state(dag_id, run_id, TASK, ["failed", "success"], timeout=120)
+    assert done["state"] == "failed"
+    aborted = host.wait_job(run_key(dag_id, run_id), {"ABORTED"}, timeout=30)
+    assert aborted["job_id"] == job["job_id"] and "execution_timeout" in aborted["abort_reason"]
+    assert wait_dead(pids) == []
