@@ -71,8 +71,17 @@ class Host:
         path = self.work / f"{name}.runs"
         return path.read_text().splitlines() if path.exists() else []
 
-    def pids(self, name: str) -> list[int]:
-        return [int((self.work / f"{name}.{part}").read_text().strip()) for part in ("main", "child")]
+    def pids(self, name: str, timeout: float = 20) -> list[int]:
+        """The job's shell and its child (waiting for the job to have written them)."""
+        deadline = time.monotonic() + timeout
+        pids = []
+        for part in ("main", "child"):
+            path = self.work / f"{name}.{part}"
+            while not (path.exists() and path.read_text().strip()):
+                assert time.monotonic() < deadline, f"the job {name} never wrote {path.name}"
+                time.sleep(0.1)
+            pids.append(int(path.read_text().strip()))
+        return pids
 
 
 @pytest.fixture(scope="session")

@@ -50,8 +50,10 @@ def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow:
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
     assert ":try2:" in jobs[0]["owner"]  # try 2 reattached and took the job over
     assert f"Reattached to job {job['job_id']}" in live.task_log(DAG, run_id, TASK, 2)
+    # The old try's trigger was cancelled "by user action"; its on_kill asked Airflow and left the job alone.
     first = live.task_log(DAG, run_id, TASK, 1)
-    assert "aborted job" not in first.lower()
+    assert "invoking on_kill" in first
+    assert f"Not aborting job {job['job_id']}" in first and "still wants the job" in first
 
 
 @pytest.mark.timeout(300)
@@ -79,6 +81,9 @@ def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(live_air
     assert done["state"] == "success", live.diagnostics(DAG, run_id, TASK)
     assert done["try_number"] == 1
     assert host.runs("stall") == ["run"]
+    # Resumed, the stalled triggerer found its trigger taken away and ran on_kill, which asked and declined.
+    stalled = live.task_log(DAG, run_id, TASK, 1, triggerer=holder)
+    assert "invoking on_kill" in stalled and "still wants the job" in stalled, stalled[-3000:]
     jobs = host.jobs(run_key(DAG, run_id))
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
 
@@ -109,3 +114,40 @@ def test_execution_timeout_while_deferred_aborts_the_job(live_airflow: LiveAirfl
     aborted = host.wait_job(run_key(dag_id, run_id), {"ABORTED"}, timeout=30)
     assert aborted["job_id"] == job["job_id"] and "execution_timeout" in aborted["abort_reason"]
     assert wait_dead(pids) == []
+
+
+@pytest.mark.timeout(240)
+def test_marking_a_task_that_waits_in_the_worker_aborts_its_job(live_airflow: LiveAirflow, live_host: Host) -> None:
+    """deferrable=False: Airflow's task supervisor SIGTERMs the worker, whose on_kill asks the Task SDK (from the
+    signal handler, through the supervisor that is terminating it) and aborts."""
+    live, host = live_airflow, live_host
+    dag_id = "orchesjob_live_polling"
+    run_id = live.trigger(dag_id, {"script": host.script("polling", 300)})
+    live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
+    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
+    pids = host.pids("polling")
+    live.mark(dag_id, run_id, TASK, "failed")
+    aborted = host.wait_job(run_key(dag_id, run_id), {"ABORTED"}, timeout=60)
+    assert aborted["job_id"] == job["job_id"]
+    assert wait_dead(pids) == []
+    log = live.wait_log(dag_id, run_id, TASK, 1, "gave the job up", timeout=30)
+    assert "state failed" in log
+
+
+@pytest.mark.timeout(240)
+def test_clearing_a_task_that_waits_in_the_worker_reattaches(live_airflow: LiveAirflow, live_host: Host) -> None:
+    """deferrable=False, cleared while running: Airflow SIGTERMs the worker with the task instance "restarting";
+    on_kill leaves the job alone and the next try reattaches to it."""
+    live, host = live_airflow, live_host
+    dag_id = "orchesjob_live_polling"
+    run_id = live.trigger(dag_id, {"script": host.script("polling-clear", 30)})
+    live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
+    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
+    live.clear(dag_id, run_id, [TASK])
+    done = live.wait_state(dag_id, run_id, TASK, ["success", "failed"], timeout=150, try_number=2)
+    assert done["state"] == "success", live.diagnostics(dag_id, run_id, TASK)
+    assert host.runs("polling-clear") == ["run"]
+    jobs = host.jobs(run_key(dag_id, run_id))
+    assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
+    assert "still wants the job (state restarting" in live.task_log(dag_id, run_id, TASK, 1)
+    assert f"Reattached to job {job['job_id']}" in live.task_log(dag_id, run_id, TASK, 2)

@@ -127,7 +127,7 @@ class LiveAirflow:
             self._spawn("scheduler", "scheduler", "-s")
             self.start_triggerer(deadline - time.monotonic())
             self.start_triggerer(deadline - time.monotonic())
-            self._until(deadline, "the live DAGs parsed", lambda: self._dag_known("orchesjob_live_timeout"),
+            self._until(deadline, "the live DAGs parsed", lambda: self._dag_known("orchesjob_live_polling"),
                         ["dag-processor", "scheduler"])
         except BaseException:
             self.stop()
@@ -311,10 +311,15 @@ class LiveAirflow:
 
     # ------------------------------------------------------------------ logs
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
-        """The task's log of one try and every triggerer's log of that try's trigger, concatenated."""
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int,
+                 triggerer: Component | None = None) -> str:
+        """The task's log of one try and every triggerer's log of that try's trigger, concatenated; with
+        ``triggerer``, only what that triggerer wrote about the try's trigger."""
         folder = self.sandbox.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-        parts = sorted(folder.glob(f"attempt={try_number}.log*")) if folder.exists() else []
+        pattern = f"attempt={try_number}.log*"
+        if triggerer is not None:
+            pattern = f"attempt={try_number}.log.trigger.{triggerer.job_id}.log"
+        parts = sorted(folder.glob(pattern)) if folder.exists() else []
         return "\n".join(p.read_text(errors="replace") for p in parts)
 
     def wait_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, text: str,
