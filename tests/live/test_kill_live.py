@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.airflow_case import wait_dead
 from tests.support.live_airflow import TRIGGERER_HEALTH_THRESHOLD, LiveAirflow
-from tests.live.conftest import Host
+from tests.support.live_host import Host
 
 pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
 

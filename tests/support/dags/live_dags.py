@@ -7,6 +7,7 @@ CLI's path and state directory in its extras (``orchesjob_bin``, ``orchesjob_hom
 """
 
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 from airflow.sdk import DAG
@@ -14,7 +15,7 @@ from airflow.sdk import DAG
 from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 
 CONN_ID = "orchesjob_live"
-COMMON = {
+COMMON: dict[str, Any] = {
     "ssh_conn_id": CONN_ID,
     "command": "{{ dag_run.conf['script'] }}",
     "poll_interval": 5,
