@@ -4,8 +4,9 @@ Airflow calls a task's (or its trigger's) ``on_kill`` in situations a user does 
 a deferred task (the new try reattaches to the same job a moment later), or cancelling a trigger on a triggerer that
 stalled while another one took the trigger over. Aborting then kills a healthy job that the task still wants. So
 before aborting, the kill path asks Airflow about the task instance and aborts only when the try that started (or
-reattached to) the job really gave it up: its try number is unchanged and its state says it no longer waits for the
-job. When Airflow cannot say, the job is left running and the log says how a person would abort it.
+reattached to) the job really gave it up: its try number is unchanged (where Airflow tells it) and its state says
+it no longer waits for the job. When Airflow cannot say, the job is left running and the log says how a person
+would abort it.
 
 ``abort --if-owner`` stays the second lock: even when this rule answers yes, the host refuses an abort from a try
 that a newer try replaced as the job's owner.
@@ -138,7 +139,11 @@ def decide(identity: TryIdentity | None, lookup: Any) -> Verdict:
     return Verdict(False, f"{identity.describe()} still wants the job ({shown}): it was not killed for good")
 
 
-ASK_TIMEOUT = 10.0  # seconds: a worker killed by Airflow has 5 s of SIGTERM grace per step, a trigger 30 s
+# How long the kill path waits for Airflow's answer before calling it unknown. A trigger's on_kill may take 30 s
+# ([triggerer] on_kill_timeout); a worker's has Airflow's 5 s between SIGTERM and SIGKILL for the answer *and* the
+# abort, so it asks more briefly.
+ASK_TIMEOUT = 10.0
+WORKER_ASK_TIMEOUT = 3.0
 
 
 def _lookup(identity: TryIdentity) -> tuple[Any, int | None]:

@@ -26,7 +26,7 @@ from orchesjob_provider.compat import (
     mask_secret,
 )
 from orchesjob_provider.exceptions import OrchesjobConflict, OrchesjobError, OrchesjobNotFound, OrchesjobNotOwner
-from orchesjob_provider.give_up import TryIdentity, ask, log_left_running
+from orchesjob_provider.give_up import WORKER_ASK_TIMEOUT, TryIdentity, ask, log_left_running
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.log_relay import LogRelay
 
@@ -447,7 +447,7 @@ class OrchesjobOperator(BaseOperator):
         """
         if not (self.abort_on_kill and self._job_id) or self._released:
             return
-        verdict = ask(self._try)
+        verdict = ask(self._try, timeout=WORKER_ASK_TIMEOUT)
         if not verdict.abort:
             orchesjob_bin, orchesjob_home = self._cli()
             log_left_running(self.log, self._job_id, verdict, orchesjob_bin, orchesjob_home)
