@@ -274,45 +274,6 @@ def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reat
         # interrupts its wait (Airflow's on_kill comes next, with the state still "running"). Last, because
         # Airflow 2's `dags test` does not survive a task's timeout (AirflowTaskTimeout is a BaseException and
         # escapes it, after the task is marked failed and on_kill has run).
-        {"task_id": "polling", "kwargs": {"command": command, "env": {"T": "P"}, "poll_interval": 10,
-                                          "deferrable": False}},
-    ]}
-    run = af.dags_test(spec=spec)
-    ok(run)
-    assert "Pausing task as DEFERRED" in run.output or "running trigger in line" in run.output
-    out, err = texts(run.output), texts(run.output, "stderr")
-    for t in ("D", "P"):
-        assert [line for line in out if f" {t}" in line] == [f"alpha {t} 'q' $(x) ✓", f"beta {t}", f"tail {t}"]
-        assert [line for line in err if f" {t}" in line] == [f"warn {t}"]
-        alpha = first_time(run.output, "stdout", f"alpha {t} 'q' $(x) ✓")
-        end = first_time(run.output, "stdout", f"tail {t}")
-        assert alpha < end - 2.5, (t, alpha, end)
-    assert len(out) == 6 and len(err) == 2
-    assert log_records(run.output)  # the parser understood this Airflow's log format
-
-
-# ---------------------------------------------------------------------- killing, timeouts
-
-
-def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reattached(af: AirflowCase) -> None:
-    dirs = {name: af.workdir / name for name in ("polling", "deferred", "host")}
-    # One after the other (all_done), so that a retry comes right after its failed try.
-    spec = {"dag_id": "t_timeouts", "tasks": [
-        # The job's own timeout: the host aborts it, with or without Airflow.
-        {"task_id": "host", "kwargs": {"command": tree_job(str(dirs["host"])), "timeout": 2}},
-        # Airflow's execution_timeout while deferred: the trigger's deadline (5 s before Airflow's) fires first
-        # and the task aborts the job.
-        {"task_id": "deferred", "upstream": ["host"], "kwargs": {
-            "command": tree_job(str(dirs["deferred"])), "execution_timeout": 7, "abort_grace_seconds": 2,
-            "trigger_rule": "all_done"}},
-        # abort_on_kill=False: try 1 times out (deadline at 9 s) and leaves the job running; try 2 reattaches.
-        {"task_id": "kept", "upstream": ["deferred"], "kwargs": {
-            "command": ["sh", "-c", f"echo \"$ORCHESJOB_JOB_ID\" >> {af.path('kept.runs')}; sleep 14; echo done"],
-            "execution_timeout": 14, "abort_on_kill": False, "retries": 1, "retry_delay": 0,
-            "trigger_rule": "all_done"}},
-        # Airflow's execution_timeout while waiting in the worker: the task aborts the job when the timeout
-        # interrupts its wait (Airflow's on_kill comes next, with the state still "running"). Last, because Airflow 2's `dags test` does not survive a task's timeout (AirflowTaskTimeout is a
-        # BaseException and escapes it, after the task is marked failed and on_kill has run).
         {"task_id": "polling", "upstream": ["kept"], "kwargs": {
             "command": tree_job(str(dirs["polling"])), "deferrable": False, "execution_timeout": 4,
             "poll_interval": 2, "abort_grace_seconds": 2, "trigger_rule": "all_done"}},
