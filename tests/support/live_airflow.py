@@ -212,6 +212,13 @@ class LiveAirflow:
         component.signal(signal.SIGCONT)
         component.stopped = False
 
+    def kill(self, component: Component) -> None:
+        """SIGKILL the component's process group (a crashed host) and reap it; ``start_triggerer`` starts a
+        replacement triggerer, which gets a job id of its own."""
+        component.signal(signal.SIGCONT)
+        component.process.kill_group(signal.SIGKILL)
+        component.stopped = False
+
     # ------------------------------------------------------------------ the metadata database (read only)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
