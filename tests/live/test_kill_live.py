@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.support.airflow_case import wait_dead
-from tests.support.live_airflow import TRIGGERER_HEALTH_THRESHOLD, LiveAirflow
+from tests.support.live_airflow import TRIGGERER_HEALTH_THRESHOLD, Component, LiveAirflow
 from tests.support.live_host import Host
 
 pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
@@ -21,6 +21,18 @@ TASK = "job"
 
 def run_key(dag_id: str, run_id: str) -> str:
     return f"airflow/{dag_id}/{TASK}/{run_id}"
+
+
+def wait_holder(live: LiveAirflow, run_id: str, other_than: Component | None = None,
+                timeout: float = 30) -> Component:
+    """The triggerer that holds the run's trigger (one other than ``other_than``, when given)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        holder = live.triggerer_holding(DAG, run_id, TASK)
+        if holder is not None and holder is not other_than:
+            return holder
+        assert time.monotonic() < deadline, live.diagnostics(DAG, run_id, TASK)
+        time.sleep(0.5)
 
 
 def start_deferred(live: LiveAirflow, host: Host, name: str, seconds: int, dag_id: str = DAG) -> tuple[str, dict]:
@@ -61,20 +73,10 @@ def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(live_air
                                                                         live_host: Host) -> None:
     live, host = live_airflow, live_host
     run_id, job = start_deferred(live, host, "stall", 50)
-    deadline = time.monotonic() + 30
-    holder = live.triggerer_holding(DAG, run_id, TASK)
-    while holder is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-        holder = live.triggerer_holding(DAG, run_id, TASK)
-    assert holder is not None, live.diagnostics(DAG, run_id, TASK)
+    holder = wait_holder(live, run_id)
     live.pause(holder)
     try:
-        deadline = time.monotonic() + TRIGGERER_HEALTH_THRESHOLD + 60
-        taker = live.triggerer_holding(DAG, run_id, TASK)
-        while (taker is None or taker is holder) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            taker = live.triggerer_holding(DAG, run_id, TASK)
-        assert taker is not None and taker is not holder, live.diagnostics(DAG, run_id, TASK)
+        wait_holder(live, run_id, other_than=holder, timeout=TRIGGERER_HEALTH_THRESHOLD + 60)
     finally:
         live.resume(holder)
     done = live.wait_state(DAG, run_id, TASK, ["success", "failed"], timeout=150)
@@ -151,3 +153,27 @@ def test_clearing_a_task_that_waits_in_the_worker_reattaches(live_airflow: LiveA
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
     assert "still wants the job (state restarting" in live.task_log(dag_id, run_id, TASK, 1)
     assert f"Reattached to job {job['job_id']}" in live.task_log(dag_id, run_id, TASK, 2)
+
+
+@pytest.mark.timeout(300)
+def test_a_triggerer_stopped_gracefully_hands_the_trigger_on_without_aborting(live_airflow: LiveAirflow,
+                                                                              live_host: Host) -> None:
+    """A deploy or restart: SIGTERM to the triggerer holding the trigger. It cancels its triggers without on_kill,
+    the other triggerer resumes the trigger from its saved kwargs, the task succeeds, the job ran once. A new
+    triggerer is started afterwards, so the deployment keeps two."""
+    live, host = live_airflow, live_host
+    run_id, job = start_deferred(live, host, "restart", 30)
+    holder = wait_holder(live, run_id)
+    live.terminate(holder)
+    try:
+        wait_holder(live, run_id, other_than=holder, timeout=TRIGGERER_HEALTH_THRESHOLD + 60)
+        done = live.wait_state(DAG, run_id, TASK, ["success", "failed"], timeout=150)
+    finally:
+        live.start_triggerer()
+    assert done["state"] == "success" and done["try_number"] == 1, live.diagnostics(DAG, run_id, TASK)
+    assert host.runs("restart") == ["run"]
+    jobs = host.jobs(run_key(DAG, run_id))
+    assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
+    stopped = live.task_log(DAG, run_id, TASK, 1, triggerer=holder)
+    assert "[stdout] started" in stopped  # it did run the trigger ...
+    assert "invoking on_kill" not in stopped and "aborting job" not in stopped  # ... and let it go quietly

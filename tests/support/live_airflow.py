@@ -212,6 +212,15 @@ class LiveAirflow:
         component.signal(signal.SIGCONT)
         component.stopped = False
 
+    def terminate(self, component: Component, timeout: float = 60) -> None:
+        """SIGTERM the component and wait for it to exit (a deploy, a graceful restart)."""
+        component.signal(signal.SIGCONT)
+        component.signal(signal.SIGTERM)
+        run = component.process.wait(timeout=timeout)  # SIGKILLs the group if it does not exit in time
+        if run.returncode is None or run.returncode < 0:
+            raise LiveAirflowError(f"{component.name} did not exit on SIGTERM:\n{component.tail()}")
+        component.stopped = False
+
     def kill(self, component: Component) -> None:
         """SIGKILL the component's process group (a crashed host) and reap it; ``start_triggerer`` starts a
         replacement triggerer, which gets a job id of its own."""
