@@ -62,10 +62,13 @@ def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow:
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
     assert ":try2:" in jobs[0]["owner"]  # try 2 reattached and took the job over
     assert f"Reattached to job {job['job_id']}" in live.task_log(DAG, run_id, TASK, 2)
-    # The old try's trigger was cancelled "by user action"; its on_kill asked Airflow and left the job alone.
+    # Airflow 3.3 usually cancels the old try's trigger "by user action" a few seconds after the clear; its on_kill
+    # must then ask and leave the job alone. Sometimes (a race with its trigger cleanup) the old trigger runs on
+    # and its event reaches the new try instead; then no on_kill runs at all. Either way nothing aborts the job.
     first = live.task_log(DAG, run_id, TASK, 1)
-    assert "invoking on_kill" in first
-    assert f"Not aborting job {job['job_id']}" in first and "still wants the job" in first
+    assert "aborting job" not in first
+    if "invoking on_kill" in first:
+        assert f"Not aborting job {job['job_id']}" in first and "still wants the job" in first
 
 
 @pytest.mark.timeout(300)
