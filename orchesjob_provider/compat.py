@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         AirflowFailException,
         AirflowSensorTimeout,
         AirflowSkipException,
+        AirflowTaskTimeout,
         BaseHook,
         BaseOperator,
         BaseSensorOperator,
@@ -32,6 +33,7 @@ else:
             AirflowFailException,
             AirflowSensorTimeout,
             AirflowSkipException,
+            AirflowTaskTimeout,
             BaseHook,
             BaseOperator,
             BaseSensorOperator,
@@ -44,6 +46,7 @@ else:
             AirflowFailException,
             AirflowSensorTimeout,
             AirflowSkipException,
+            AirflowTaskTimeout,
             TaskDeferred,
         )
         from airflow.hooks.base import BaseHook
@@ -59,6 +62,7 @@ __all__ = [
     "AirflowFailException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "AirflowTaskTimeout",
     "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
@@ -68,8 +72,10 @@ __all__ = [
     "TriggerEvent",
     "aget_connection",
     "aget_extra_dejson",
+    "airflow_major_version",
     "default_deferrable",
     "mask_secret",
+    "task_instance_state",
 ]
 
 
@@ -132,3 +138,47 @@ def default_deferrable() -> bool:
     if explicit is None or not explicit.strip():
         return True
     return explicit.strip().lower() in ("true", "1", "yes", "on", "t", "y")
+
+
+def airflow_major_version() -> int:
+    """The installed Airflow's major version (2 or 3)."""
+    from airflow import __version__
+
+    return int(str(__version__).split(".", 1)[0])
+
+
+def task_instance_state(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> tuple[Any, int | None]:
+    """What Airflow says about a task instance now: ``(state, try_number)``; the try number is None where Airflow
+    does not tell it. Raises (``LookupError`` or whatever the lookup raised) when Airflow cannot say.
+
+    Airflow 3 gives task and trigger code no database: the Task SDK asks the api-server through the process's
+    supervisor (a worker's task supervisor, or the triggerer's), and its ``get_task_states`` reports states only.
+    Airflow 2 lets workers and triggerers read the metadata database, which also has the try number. Blocking: call
+    it from a thread (see ``orchesjob_provider.give_up``).
+    """
+    if airflow_major_version() >= 3:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=dag_id, task_ids=[task_id], run_ids=[run_id], map_index=map_index,
+        )
+        key = task_id if map_index is None or map_index < 0 else f"{task_id}_{map_index}"
+        run_states = (states or {}).get(run_id) or {}
+        if key not in run_states:
+            raise LookupError(f"Airflow reported no task instance {dag_id}.{key} in run {run_id}")
+        return run_states[key], None
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(TaskInstance.state, TaskInstance.try_number)
+            .filter(
+                TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id, TaskInstance.run_id == run_id,
+                TaskInstance.map_index == map_index,
+            )
+            .one_or_none()
+        )
+    if row is None:
+        raise LookupError(f"no task instance {dag_id}.{task_id} (map index {map_index}) in run {run_id}")
+    return row[0], None if row[1] is None else int(row[1])

@@ -20,6 +20,7 @@ from orchesjob_provider.compat import (
     AirflowException,
     AirflowFailException,
     AirflowSkipException,
+    AirflowTaskTimeout,
     BaseOperator,
     Context,
     default_deferrable,
@@ -32,6 +33,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotOwner,
     OrchesjobTransportError,
 )
+from orchesjob_provider.give_up import WORKER_ASK_TIMEOUT, TryIdentity, ask, log_left_running
 from orchesjob_provider.hooks.orchesjob import (
     CliChoice,
     OrchesjobAsyncHook,
@@ -44,7 +46,8 @@ Idempotency = Literal["reuse_success", "strict", "active_only"]
 IDEMPOTENCY_MODES: tuple[Idempotency, ...] = ("reuse_success", "strict", "active_only")
 _CLI_MODE: dict[str, cmd.StartMode] = {"reuse_success": "reuse_success", "strict": "strict", "active_only": "default"}
 MIN_MASKED_LENGTH = 5  # Airflow 3's default [logging] min_length_masked_secret
-KILL_REASON = "the Airflow task was killed (marked failed or success, cleared, or timed out)"
+KILL_REASON = "the Airflow task was killed (marked failed or success, or it failed)"
+TIMEOUT_REASON = "the Airflow task's execution_timeout ran out while the job was still running"
 
 
 def describe_end(job: Mapping[str, Any]) -> str:
@@ -84,7 +87,12 @@ class OrchesjobOperator(BaseOperator):
     :param poll_interval: seconds one long poll (``orchesjob wait``) may block; the end of the job is noticed at once
         whatever this is.
     :param deferrable: wait in the triggerer (default True, or ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when set).
-    :param abort_on_kill: abort the remote job when the task is killed (default True).
+    :param abort_on_kill: abort the remote job when the task gives it up (default True): when its
+        ``execution_timeout`` runs out, and when it is killed while its task instance is over for good (marked
+        failed or success, failed, up_for_retry...). A kill that Airflow sends while the task instance still wants
+        the job (it was cleared and runs again, or a triggerer handed it over) leaves the job running for the try
+        that reattaches to it; so does a kill after which Airflow cannot tell the task instance's state (a WARNING
+        then names the job and the command that aborts it). See ``orchesjob_provider.give_up``.
     :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout
         differ from this task's (default False: the task fails and says why).
     :param orchesjob_bin: the CLI on the host (an absolute path is safest; a list for e.g. ``python -m orchesjob``).
@@ -176,6 +184,8 @@ class OrchesjobOperator(BaseOperator):
         self._job_id: str | None = None
         self._request_id: str | None = None
         self._starting: str | None = None  # the run key of a start still in flight
+        self._try: TryIdentity | None = None
+        self._released = False  # the job was already aborted (or left) for an execution_timeout
         self._hook: OrchesjobHook | None = None
         self._cli_used: dict[str, Any] | None = None  # which CLI answered (after the handshake, or from the trigger)
 
@@ -302,11 +312,23 @@ class OrchesjobOperator(BaseOperator):
         return result
 
     def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return self._execute(context)
+        except AirflowTaskTimeout:
+            # Airflow's execution_timeout interrupted the wait in this worker. It calls on_kill next, while the
+            # task instance is still "running", so on_kill could not tell a timeout from a clear: the task gives the
+            # job up here, itself, and on_kill then has nothing left to do.
+            self._released = True
+            self._abort(TIMEOUT_REASON)
+            raise
+
+    def _execute(self, context: Context) -> dict[str, Any]:
         self._mask_env()
         run_key = self.run_key or run_keys.from_context(context)
         self._check_watch_path()
         self._request_id = run_keys.request_id_from_context(context)  # one per try; every SSH retry repeats it
         self._starting = run_key  # while the answer is out, on_kill can name the job by key and request id only
+        self._try = TryIdentity.from_context(context)
         job = self.hook.start(
             run_key,
             self.command,
@@ -342,6 +364,7 @@ class OrchesjobOperator(BaseOperator):
                     abort_grace_seconds=self.abort_grace_seconds,
                     request_id=self._request_id,
                     cli=cli,
+                    try_identity=self._try.to_kwargs(),
                 ),
                 method_name="execute_complete",
             )
@@ -390,13 +413,14 @@ class OrchesjobOperator(BaseOperator):
             self._hook = self._new_hook()
         self._job_id = event.get("job_id")
         self._request_id = event.get("request_id")
+        self._try = TryIdentity.from_context(context)
         status = event.get("status")
         if status == "terminal":
             relay = LogRelay(self._emit, event.get("stdout_offset", 0), event.get("stderr_offset", 0))
             job = self._drain(dict(event["job"]), relay)
             return self._finish(job, relay)
         if status == "timeout":
-            self._abort("execution_timeout reached while the job was still running")
+            self._abort(TIMEOUT_REASON)
             raise AirflowException(
                 f"job {self._job_id} was still running when the task's execution_timeout ran out; it was aborted"
                 if self.abort_on_kill else
@@ -474,5 +498,19 @@ class OrchesjobOperator(BaseOperator):
             hook.close()
 
     def on_kill(self) -> None:
-        """The task was killed while waiting in the worker: stop the remote job too (abort_on_kill)."""
+        """The task was killed while waiting in the worker: abort the remote job if the task instance gave it up.
+
+        Airflow kills a worker's task for a user's "mark failed/success" (the state is then over) and for a
+        "clear" of a running task (the state is ``restarting``: the next try reattaches to the job), so the
+        state decides (see ``orchesjob_provider.give_up``). An execution_timeout never gets here with the job
+        still ours: ``execute`` aborted it already.
+        """
+        if not (self.abort_on_kill and (self._job_id or self._starting)) or self._released:
+            return
+        verdict = ask(self._try, timeout=WORKER_ASK_TIMEOUT)
+        if not verdict.abort:
+            settings = self._new_hook().settings  # the CLI this try used: the command shown must be runnable
+            log_left_running(self.log, self._job_id, verdict, settings.orchesjob_bin, settings.orchesjob_home)
+            return
+        self.log.info("%s; aborting job %s.", verdict.reason, self._job_id or f"of run key {self._starting!r}")
         self._abort(KILL_REASON)

@@ -34,6 +34,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotOwner,
     OrchesjobTransportError,
 )
+from orchesjob_provider.give_up import TryIdentity, aask, log_left_running
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
 from orchesjob_provider.retry import RetryPolicy
@@ -61,17 +62,29 @@ class OrchesjobTrigger(BaseTrigger):
         ``dag.test`` ignore the defer timeout, so this keeps them bounded).
     :param stream_logs: log the job's output as it comes (an operator running the job); False only waits for the
         end (a sensor watching a job that belongs to someone else).
-    :param abort_on_kill: abort the remote job when a user kills the deferred task (mark failed/success, clear).
-        Airflow 3.3+ calls ``on_kill`` for exactly that and never on a triggerer restart; older Airflow versions
-        never call it, so there the job keeps running until the task's next try reattaches to it.
+    :param abort_on_kill: let ``on_kill`` abort the remote job when the task instance really gave it up. Airflow 3.3
+        calls ``on_kill`` when it cancels a trigger "by user action", which is not always a kill: it also does so
+        when a deferred task is cleared (its new try reattaches to the job) and when another triggerer took the
+        trigger over after this one stalled. So ``on_kill`` first asks Airflow (the Task SDK's task-state lookup)
+        about the try in ``try_identity`` and aborts only when that try's state is over (marked failed or success,
+        failed, up_for_retry, skipped, upstream_failed, removed); a task instance that is running, deferred,
+        queued, scheduled, restarting or without a state still wants the job, and the job is left alone. When
+        Airflow cannot answer (error, timeout, no ``try_identity``), the job is left running and a WARNING names it
+        with the command that aborts it on the host. A triggerer that restarts or is stopped cancels its triggers
+        without ``on_kill``. Airflow 2 never calls a trigger's ``on_kill``: there the job keeps running until the
+        task's next try reattaches to it (see the operator for the execution_timeout case).
     :param abort_reason: the reason recorded with such an abort.
     :param abort_grace_seconds: seconds between SIGTERM and SIGKILL for such an abort (the CLI's default if None).
     :param request_id: the request id of the ``start`` of the try that deferred (the operator's). ``on_kill`` then
         aborts only while the job's owner is still that request (``abort --if-owner``): once a newer try has
-        reattached to the job, killing this stale one leaves the job alone. None: abort whoever owns it.
+        reattached to the job, killing this stale one leaves the job alone, whatever Airflow answered. None: abort
+        whoever owns it.
     :param cli: which CLI the worker resolved (``OrchesjobHook.settings.cli_info()``: path, version, python, origin,
         argv), handed back in every event so the resumed task can report it. The trigger runs ``orchesjob_bin``,
         which is that argv: it never looks for a CLI nor uploads one.
+    :param try_identity: the try that deferred (``dag_id``, ``task_id``, ``run_id``, ``map_index``,
+        ``try_number``), as :class:`~orchesjob_provider.give_up.TryIdentity` writes it: whom ``on_kill`` asks
+        Airflow about. Kwargs saved before it existed load with None, and such a trigger never aborts on kill.
     :param wait_for_key_interval: with ``job_id=None``, the trigger watches the latest job of ``run_key`` and, while
         that key has no job yet, looks again every this many seconds (a sensor waiting for a job someone else will
         start). Once a job is found it is watched by its id.
@@ -103,6 +116,7 @@ class OrchesjobTrigger(BaseTrigger):
         request_id: str | None = None,
         shared_watcher: bool = True,
         cli: Mapping[str, Any] | None = None,
+        try_identity: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
@@ -127,6 +141,8 @@ class OrchesjobTrigger(BaseTrigger):
         self.request_id = request_id
         self.shared_watcher = bool(shared_watcher)
         self.cli = dict(cli) if cli else None
+        self.try_identity = dict(try_identity) if try_identity is not None else None
+        self._kill_task: asyncio.Future[None] | None = None  # on_kill's shielded work (kept: the loop holds weakly)
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -157,6 +173,7 @@ class OrchesjobTrigger(BaseTrigger):
                 "request_id": self.request_id,
                 "shared_watcher": self.shared_watcher,
                 "cli": self.cli,
+                "try_identity": self.try_identity,
             },
         )
 
@@ -277,14 +294,27 @@ class OrchesjobTrigger(BaseTrigger):
             await hook.close()
 
     async def on_kill(self) -> None:
-        """Abort the remote job when a user kills the deferred task (Airflow 3.3+; see ``abort_on_kill``).
+        """Abort the remote job when the task instance gave it up (see ``abort_on_kill``).
 
         A job that already ended is not an error here, nor a job that a newer try has taken over (its owner is no
         longer this trigger's ``request_id``: it is left running for that try), and nothing is raised: Airflow only
         logs what ``on_kill`` raises, so a clear log line is more useful.
+
+        Airflow 3.3's triggerer repeats its cancel of a trigger until the trigger is gone, and a repeat lands inside
+        ``on_kill`` while it still waits for Airflow's answer or for the abort: the work runs shielded, so a repeat
+        ends the wait but not the decision or the abort.
         """
         if not self.abort_on_kill:
             return
+        self._kill_task = asyncio.ensure_future(self._kill())
+        await asyncio.shield(self._kill_task)
+
+    async def _kill(self) -> None:
+        verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
+        if not verdict.abort:
+            log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)
+            return
+        self.log.info("%s; aborting job %s", verdict.reason, self.job_id)
         hook = self._make_hook()
         try:
             aborted = await hook.abort(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -29,11 +30,12 @@ from orchesjob_provider.compat import (
     TaskDeferred,
 )
 from orchesjob_provider.exceptions import OrchesjobInvalidArgument
+from orchesjob_provider.give_up import TryIdentity
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 from tests.support.airflow_case import pid_alive, wait_dead
-from tests.support.operator_unit import context, drive, record_log, run_trigger, sh_job
+from tests.support.operator_unit import airflow_answers, context, drive, record_log, run_trigger, sh_job
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -358,12 +360,13 @@ def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op) -
 # ---------------------------------------------------------------------- killing and timeouts
 
 
-def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path) -> None:
+def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path, monkeypatch) -> None:
+    airflow_answers(monkeypatch, ("failed", 1))  # a user marked the task instance failed
     op = make_op(command=tree_job(tmp_path), deferrable=False, poll_interval=2, abort_grace_seconds=2)
     seen: dict[str, Any] = {}
 
     def killer() -> None:
-        # What Airflow does when the task is marked failed/success, cleared, or times out: call on_kill while
+        # What Airflow does when the task is marked failed or success: call on_kill while
         # execute() is still waiting (Airflow calls execute in the main thread, so the test does too).
         try:
             seen["pids"] = read_pids(tmp_path, "main.pid", "child.pid")
@@ -384,11 +387,13 @@ def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, 
 
 
 def test_a_kill_while_the_start_is_in_flight_aborts_by_run_key_only_what_this_start_made(
-        make_op, cli, tmp_path: Path) -> None:
+        make_op, cli, tmp_path: Path, monkeypatch) -> None:
     """on_kill can arrive after the host launched the job but before the start's answer reached the operator (the
     job id is not known yet). The abort then names the run key and this try's request id: the host aborts the job
     only if this start made it or took it over, never another request's job of the key."""
+    airflow_answers(monkeypatch, ("failed", None))  # the task was marked failed
     op = make_op(command=tree_job(tmp_path), deferrable=False, abort_grace_seconds=1)
+    op._try = TryIdentity.from_context(context())
     key, request = "in-flight", "airflow:unit:in-flight:try1"
     # the host side of a start in flight: its job runs, owned by this try's request
     job = cli.start(key, tree_job(tmp_path), request_id=request)
@@ -411,8 +416,9 @@ def test_a_kill_while_the_start_is_in_flight_aborts_by_run_key_only_what_this_st
     cli.abort(job_id=other["job_id"], grace_seconds=1)
 
 
-def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path) -> None:
-    """Airflow 3.3's triggerer calls the trigger's on_kill when a user kills a deferred task."""
+def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: Path, monkeypatch) -> None:
+    """Airflow 3.3's triggerer calls the trigger's on_kill when a user marks a deferred task failed or success."""
+    airflow_answers(monkeypatch, ("success", None))
     op = make_op(command=tree_job(tmp_path), abort_grace_seconds=2)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context())
@@ -431,10 +437,13 @@ def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: 
     assert cli.status(job_id=trigger.job_id)["status"] == "ABORTED"
 
 
-def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli, tmp_path: Path) -> None:
+def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli, tmp_path: Path,
+                                                                     monkeypatch) -> None:
     """Try 1 deferred; try 2 (a new request id) reattached to the same job and so became its owner. Killing try 1
     afterwards (its trigger's on_kill, or the operator's on_kill) names try 1's request id, which the host refuses:
-    a warning names the job and its owner, and the job keeps running for try 2. Try 2's own kill aborts it."""
+    a warning names the job and its owner, and the job keeps running for try 2. Try 2's own kill aborts it. Airflow
+    is made to answer "failed" without a try number (as Airflow 3 does), so the owner lock alone is tested here."""
+    airflow_answers(monkeypatch, ("failed", None))
     command = tree_job(tmp_path)
     op1 = make_op(command=command, abort_grace_seconds=1)
     with pytest.raises(TaskDeferred) as first:
@@ -465,6 +474,86 @@ def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli
     asyncio.run(current.on_kill())
     assert wait_dead(pids) == []
     assert cli.status(job_id=job_id)["status"] == "ABORTED"
+
+
+def test_a_kill_while_the_task_instance_still_wants_the_job_leaves_it_running(make_op, cli, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    """A cleared deferred task (Airflow: no state yet, then a new try) or a triggerer takeover (still deferred):
+    neither the trigger's nor the worker's on_kill aborts; each says so at INFO."""
+    op = make_op(command=tree_job(tmp_path), abort_grace_seconds=1)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context(try_number=3))
+    trigger = deferred.value.trigger
+    assert trigger.try_identity == {"dag_id": "unit_dag", "task_id": "unit_task", "run_id": "manual__unit",
+                                    "map_index": -1, "try_number": 3}
+    for state in ("deferred", None, "restarting"):
+        airflow_answers(monkeypatch, (state, None))
+        log = record_log(trigger)
+        asyncio.run(trigger.on_kill())
+        assert any("still wants the job" in m for m in log.messages()), log.messages()
+        log = record_log(op)
+        op.on_kill()
+        assert any("still wants the job" in m for m in log.messages()), log.messages()
+    assert cli.status(job_id=trigger.job_id)["status"] == "RUNNING"
+    airflow_answers(monkeypatch, ("failed", 3))
+    asyncio.run(trigger.on_kill())
+    assert cli.status(job_id=trigger.job_id)["status"] == "ABORTED"
+
+
+def test_when_airflow_cannot_answer_the_job_runs_on_and_a_warning_says_how_to_abort_it(
+        make_op, cli, tmp_path: Path, monkeypatch, orchesjob_launcher: str, orchesjob_home: str) -> None:
+    from orchesjob_provider.give_up import manual_abort_command
+
+    op = make_op(command=tree_job(tmp_path), abort_grace_seconds=1)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context())
+    trigger = deferred.value.trigger
+    job_id = trigger.job_id
+    command = manual_abort_command(job_id, orchesjob_launcher, orchesjob_home)
+    airflow_answers(monkeypatch, ConnectionError("the api-server did not answer"))
+    _, kwargs = trigger.serialize()
+    kwargs.pop("try_identity")  # what a provider before this field saved
+    old = OrchesjobTrigger(**kwargs)
+    logs = [record_log(trigger), record_log(old), record_log(op)]
+    asyncio.run(trigger.on_kill())
+    asyncio.run(old.on_kill())
+    op.on_kill()
+    assert cli.status(job_id=job_id)["status"] == "RUNNING"
+    warned = [m for r in logs for m in r.messages() if m.startswith("Not aborting")]
+    assert len(warned) == 3, warned
+    assert all(job_id in m and command in m for m in warned), warned
+    assert "api-server did not answer" in warned[0] and "not known" in warned[1]
+    # The command it names really aborts the job.
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert cli.status(job_id=job_id)["status"] == "ABORTED"
+
+
+def test_execution_timeout_of_a_polling_task_aborts_although_the_task_instance_still_runs(
+        make_op, cli, tmp_path: Path, monkeypatch) -> None:
+    """Airflow's own timeout (SIGALRM) interrupts execute, then Airflow calls on_kill while the state is still
+    "running": the job must be aborted all the same, by execute itself."""
+    try:
+        from airflow.sdk.execution_time.timeout import timeout
+    except ImportError:  # Airflow 2
+        from airflow.utils.timeout import timeout  # type: ignore[no-redef,import-not-found,unused-ignore]
+    from orchesjob_provider.compat import AirflowTaskTimeout
+
+    airflow_answers(monkeypatch, ("running", 1))
+    op = make_op(command=tree_job(tmp_path), deferrable=False, poll_interval=2, abort_grace_seconds=1)
+    log = record_log(op)
+    with pytest.raises(AirflowTaskTimeout):
+        try:
+            with timeout(4):
+                op.execute(context())
+        except AirflowTaskTimeout:
+            op.on_kill()  # what Airflow's task runner does next
+            raise
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+    assert wait_dead(pids) == []
+    job = cli.status(job_id=op._job_id)
+    assert job["status"] == "ABORTED" and "execution_timeout" in job["abort_reason"]
+    assert not any("still wants" in m for m in log.messages())
 
 
 async def _drain(trigger: OrchesjobTrigger) -> None:

@@ -19,7 +19,7 @@ if not os.environ.get("CI"):
 
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, asyncssh_connect_kwargs
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
-from tests.support.operator_unit import Recorder, record_log
+from tests.support.operator_unit import Recorder, airflow_answers, record_log
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -315,14 +315,17 @@ def test_without_log_streaming_only_the_end_is_reported(hook: OrchesjobHook, ssh
 
 
 def test_on_kill_aborts_the_job_only_when_asked(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
-                                                orchesjob_home: str) -> None:
+                                                orchesjob_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    airflow_answers(monkeypatch, ("failed", 1))  # the try gave the job up; whether to abort is the flag's
     job = hook.start("kill-me", ["sleep", "60"])
     keep = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"])
     asyncio.run(keep.on_kill())
     assert hook.status(job_id=job["job_id"])["status"] == "RUNNING"
 
     kill = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"], abort_on_kill=True,
-                        abort_reason="task killed 'by user'", abort_grace_seconds=1)
+                        abort_reason="task killed 'by user'", abort_grace_seconds=1,
+                        try_identity={"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1,
+                                      "try_number": 1})
     recorder = attach_recorder(kill)
     asyncio.run(kill.on_kill())
     after = hook.status(job_id=job["job_id"])

@@ -93,3 +93,16 @@ def drive(op: Any, ctx: Context, deferred: Any, timeout: float = 60) -> Any:
 def sh_job(script: str) -> list[str]:
     """A job as an argv: ``sh -c SCRIPT`` (no remote shell parses SCRIPT; the job's own sh does)."""
     return ["sh", "-c", script]
+
+
+def airflow_answers(monkeypatch: Any, answer: Any) -> None:
+    """Stand in for Airflow's task-state lookup, which needs a deployment around the process (a Task SDK
+    supervisor, or the metadata database) that an in-process test does not have. ``answer`` is what Airflow says,
+    ``(state, try_number)``, or an exception the lookup raises. The live tests (tests/live) ask a real Airflow."""
+
+    def lookup(identity: Any) -> Any:
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    monkeypatch.setattr("orchesjob_provider.give_up._lookup", lookup)

@@ -1,0 +1,82 @@
+"""The rule that decides whether a killed task gave its job up, and the question put to Airflow, without I/O."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from orchesjob_provider import give_up
+from orchesjob_provider.give_up import GAVE_UP, STILL_WANTED, TryIdentity, decide, gave_up
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.mark.parametrize("state", sorted(GAVE_UP))
+def test_a_try_that_ended_gave_the_job_up(state: str) -> None:
+    assert gave_up(state, 3, 3) is True
+    assert gave_up(state.upper(), None, 3) is True  # Airflow 3 tells no try number: the state decides
+
+
+@pytest.mark.parametrize("state", sorted(STILL_WANTED, key=str))
+def test_a_task_instance_that_still_waits_or_runs_again_keeps_the_job(state: str | None) -> None:
+    assert gave_up(state, 3, 3) is False
+
+
+@pytest.mark.parametrize("state", ["failed", "success", "running", None])
+def test_a_newer_try_means_the_old_one_gave_nothing_up(state: str | None) -> None:
+    """A cleared task that already ran again (and maybe ended) is a newer try's business."""
+    assert gave_up(state, 4, 3) is False
+
+
+def test_an_unknown_state_is_no_answer() -> None:
+    assert gave_up("some_future_state", 1, 1) is None
+
+
+def test_enum_states_are_read_by_their_value() -> None:
+    class State:
+        value = "FAILED"
+
+    assert gave_up(State(), 2, 2) is True
+
+
+def test_the_try_identity_survives_a_json_round_trip_and_old_kwargs_load_as_unknown() -> None:
+    who = TryIdentity("d", "t", "manual__1", 2, 5)
+    assert TryIdentity.from_kwargs(json.loads(json.dumps(who.to_kwargs()))) == who
+    assert TryIdentity.from_kwargs(None) is None
+    assert TryIdentity.from_kwargs({"dag_id": "d"}) is None  # damaged: no task or run
+
+
+def test_unknown_in_any_way_means_do_not_abort() -> None:
+    who = TryIdentity("d", "t", "r", -1, 1)
+    assert decide(None, ("failed", 1)) == give_up.Verdict(False, decide(None, None).reason, unknown=True)
+    broken = decide(who, ConnectionError("api-server down"))
+    assert not broken.abort and broken.unknown and "api-server down" in broken.reason
+    odd = decide(who, ("some_future_state", 1))
+    assert not odd.abort and odd.unknown
+    kept = decide(who, ("deferred", None))
+    assert not kept.abort and not kept.unknown
+    assert decide(who, ("failed", None)).abort
+
+
+def test_ask_gives_up_waiting_for_an_airflow_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup stuck behind the interrupted task's own supervisor conversation must not hold on_kill forever."""
+    monkeypatch.setattr(give_up, "_lookup", lambda identity: time.sleep(30))
+    started = time.monotonic()
+    verdict = give_up.ask(TryIdentity("d", "t", "r", -1, 1), timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert not verdict.abort and verdict.unknown and "no answer" in verdict.reason
+
+    async def slow() -> Any:
+        return await give_up.aask(TryIdentity("d", "t", "r", -1, 1), timeout=0.5)
+
+    verdict = asyncio.run(slow())
+    assert not verdict.abort and verdict.unknown
+
+
+def test_the_manual_abort_command_is_one_a_person_can_paste() -> None:
+    line = give_up.manual_abort_command("0f3c-job", "/opt/orchesjob/bin/orchesjob", "/srv/state dir")
+    assert line == "ORCHESJOB_HOME='/srv/state dir' /opt/orchesjob/bin/orchesjob abort --job-id=0f3c-job"

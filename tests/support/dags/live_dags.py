@@ -1,0 +1,54 @@
+"""DAGs for the live deployment tests (tests/live): one operator task whose job script comes from the run's conf
+(deferred; deferred with an execution_timeout; waiting in the worker).
+
+The script is a ``dag_run.conf`` value, so every test triggers its own run (its own run id, hence its own run key)
+with the job it needs, and the deployment parses this file once. The SSH connection ``orchesjob_live`` carries the
+CLI's path and state directory in its extras (``orchesjob_bin``, ``orchesjob_home``).
+"""
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG
+
+from orchesjob_provider.operators.orchesjob import OrchesjobOperator
+
+CONN_ID = "orchesjob_live"
+COMMON: dict[str, Any] = {
+    "ssh_conn_id": CONN_ID,
+    "command": "{{ dag_run.conf['script'] }}",
+    "poll_interval": 5,
+    "abort_grace_seconds": 1,
+    "deferrable": True,
+}
+
+with DAG(
+    dag_id="orchesjob_live",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 0},
+    tags=["orchesjob", "test"],
+):
+    OrchesjobOperator(task_id="job", **COMMON)
+
+with DAG(
+    dag_id="orchesjob_live_timeout",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 0},
+    tags=["orchesjob", "test"],
+):
+    OrchesjobOperator(task_id="job", execution_timeout=timedelta(seconds=25), **COMMON)
+
+with DAG(
+    dag_id="orchesjob_live_polling",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 0},
+    tags=["orchesjob", "test"],
+):
+    OrchesjobOperator(task_id="job", **{**COMMON, "deferrable": False})

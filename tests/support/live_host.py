@@ -1,0 +1,69 @@
+"""The SSH host's side of the live tests: this checkout's CLI on one state directory, and the jobs' marker files.
+
+No pytest here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+
+class Host:
+    """The SSH host's side: this checkout's CLI on one state directory, and a directory for the jobs' markers."""
+
+    def __init__(self, launcher: str, state: Path, work: Path) -> None:
+        self.launcher = launcher
+        self.state = state
+        self.work = work
+        work.mkdir(parents=True, exist_ok=True)
+
+    def cli(self, *args: str) -> Any:
+        env = dict(os.environ, ORCHESJOB_HOME=str(self.state))
+        proc = subprocess.run([self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=60)
+        if proc.returncode not in (0, 3):
+            raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
+        return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+    def jobs(self, run_key: str) -> list[dict[str, Any]]:
+        """Every attempt of the run key, oldest first (none yet: an empty list)."""
+        found = self.cli("status", "--run-key", run_key, "--all")
+        return list(reversed(found or []))
+
+    def wait_job(self, run_key: str, statuses: set[str], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        jobs: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            jobs = self.jobs(run_key)
+            if jobs and jobs[-1]["status"] in statuses:
+                return jobs[-1]
+            time.sleep(0.3)
+        raise AssertionError(f"no job of {run_key!r} became {sorted(statuses)} within {timeout:g}s: {jobs}")
+
+    def script(self, name: str, seconds: int) -> str:
+        """A job that says ``started`` (so its trigger's log shows the trigger runs), appends one line per
+        execution to ``<name>.runs``, records its own pid and its child's, and sleeps ``seconds`` in that child."""
+        w = self.work
+        return (f"echo started; echo run >> {w}/{name}.runs; echo $$ > {w}/{name}.main; sleep {seconds} & "
+                f"echo $! > {w}/{name}.child; wait; echo done")
+
+    def runs(self, name: str) -> list[str]:
+        path = self.work / f"{name}.runs"
+        return path.read_text().splitlines() if path.exists() else []
+
+    def pids(self, name: str, timeout: float = 20) -> list[int]:
+        """The job's shell and its child (waiting for the job to have written them)."""
+        deadline = time.monotonic() + timeout
+        pids = []
+        for part in ("main", "child"):
+            path = self.work / f"{name}.{part}"
+            while not (path.exists() and path.read_text().strip()):
+                assert time.monotonic() < deadline, f"the job {name} never wrote {path.name}"
+                time.sleep(0.1)
+            pids.append(int(path.read_text().strip()))
+        return pids
