@@ -13,7 +13,7 @@ STAMP_AF2 := $(VENV_AF2)/.installed
 VENV_AF210 ?= .venv-airflow210
 STAMP_AF210 := $(VENV_AF210)/.installed
 
-.PHONY: all venv lint test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults clean
+.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults clean
 
 all: test
 
@@ -40,10 +40,16 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory test-pythons
 	$(MAKE) --no-print-directory test-reference
 
-## ruff (lint) and mypy (types; strict for orchesjob/), as configured in pyproject.toml. `make test` runs it first.
+## ruff (lint and format check) and mypy (types; strict for orchesjob/), as configured in pyproject.toml.
+## `make test` runs it first; `make format` rewrites the tree in ruff's format.
+LINTED := orchesjob orchesjob_provider tests bench tools dags_examples
 lint: $(STAMP)
-	$(PY) -m ruff check orchesjob orchesjob_provider tests bench tools dags_examples
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff format $(LINTED)
 
 test-airflow2: $(STAMP_AF2)
 	$(VENV_AF2)/bin/python -m pytest -q -p no:cacheprovider tests/provider

@@ -49,27 +49,47 @@ def measure(job_seconds: float = 5.0, long_job_seconds: float = 60.0) -> dict[st
             calls = base / "calls.log"
             launcher = _counting_launcher(base / "bin" / "orchesjob", calls)
             home = base / "host-state"
-            sandbox = AirflowSandbox(base, python=sys.executable, dags_folder=ROOT / "bench" / "dags",
-                                     connections={"bench_ssh": server.airflow_connection()},
-                                     extra_env={"ORCHESJOB_REMOTE_BIN": launcher, "ORCHESJOB_REMOTE_HOME": str(home)})
+            sandbox = AirflowSandbox(
+                base,
+                python=sys.executable,
+                dags_folder=ROOT / "bench" / "dags",
+                connections={"bench_ssh": server.airflow_connection()},
+                extra_env={"ORCHESJOB_REMOTE_BIN": launcher, "ORCHESJOB_REMOTE_HOME": str(home)},
+            )
             sandbox.setup()
-            runs = [("deferrable", "1", job_seconds), ("polling", "0", job_seconds),
-                    ("rate", "1", long_job_seconds)]
+            runs = [("deferrable", "1", job_seconds), ("polling", "0", job_seconds), ("rate", "1", long_job_seconds)]
             for label, deferrable, seconds in runs:
                 if calls.exists():
                     calls.unlink()
                 env = {"BENCH_DEFERRABLE": deferrable, "BENCH_JOB_SECONDS": str(seconds), "BENCH_LABEL": label}
-                run = subprocess.run([sys.executable, str(ROOT / "tools" / "dag_run.py"), "bench_orchesjob",
-                                      "2026-01-01"], env=sandbox.env(**env), cwd=str(base), capture_output=True,
-                                     text=True, timeout=seconds + 300)
+                run = subprocess.run(
+                    [sys.executable, str(ROOT / "tools" / "dag_run.py"), "bench_orchesjob", "2026-01-01"],
+                    env=sandbox.env(**env),
+                    cwd=str(base),
+                    capture_output=True,
+                    text=True,
+                    timeout=seconds + 300,
+                )
                 if run.returncode != 0:
                     raise RuntimeError("bench DAG failed:\n" + run.stdout[-3000:] + run.stderr[-3000:])
-                jobs = json.loads(subprocess.run([launcher, "status", "--running"], capture_output=True, text=True,
-                                                 env=dict(os.environ, ORCHESJOB_HOME=str(home))).stdout or "[]")
+                jobs = json.loads(
+                    subprocess.run(
+                        [launcher, "status", "--running"],
+                        capture_output=True,
+                        text=True,
+                        env=dict(os.environ, ORCHESJOB_HOME=str(home)),
+                    ).stdout
+                    or "[]"
+                )
                 assert not jobs, "a bench job is still running"
-                job = json.loads(subprocess.run(
-                    [launcher, "status", "--run-key", "bench-manual__2026-01-01T00:00:00+00:00-%s" % label],
-                    capture_output=True, text=True, env=dict(os.environ, ORCHESJOB_HOME=str(home))).stdout)
+                job = json.loads(
+                    subprocess.run(
+                        [launcher, "status", "--run-key", "bench-manual__2026-01-01T00:00:00+00:00-%s" % label],
+                        capture_output=True,
+                        text=True,
+                        env=dict(os.environ, ORCHESJOB_HOME=str(home)),
+                    ).stdout
+                )
                 with open(job["stdout_file"]) as f:
                     ended = float(f.read().strip())
                 if label == "rate":

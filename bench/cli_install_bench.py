@@ -40,11 +40,13 @@ def measure(runs: int = 5, calls: int = 20) -> dict[str, Any]:
         base = Path(tmp)
         home = base / "host-home"
         home.mkdir(mode=0o700)
-        server = SshServer(base / "sshd", extra_config=[
-            f"SetEnv HOME={home} PATH=/usr/local/bin:/usr/bin:/bin"]).start()
+        server = SshServer(
+            base / "sshd", extra_config=[f"SetEnv HOME={home} PATH=/usr/local/bin:/usr/bin:/bin"]
+        ).start()
         os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = server.airflow_connection_json()
         state = str(base / "host-state")
         try:
+
             def contact(fresh: bool, **kwargs: Any) -> float:
                 if fresh:
                     shutil.rmtree(home / ".cache", ignore_errors=True)
@@ -75,8 +77,9 @@ def measure(runs: int = 5, calls: int = 20) -> dict[str, Any]:
 
             figures["cli_install_later_status_ms_uploaded"] = later_calls()
             figures["cli_install_later_status_ms_named"] = later_calls(orchesjob_bin=named)
-            figures["cli_install_later_over_named"] = (figures["cli_install_later_status_ms_uploaded"]
-                                                       / figures["cli_install_later_status_ms_named"])
+            figures["cli_install_later_over_named"] = (
+                figures["cli_install_later_status_ms_uploaded"] / figures["cli_install_later_status_ms_named"]
+            )
         finally:
             server.stop()
     return figures

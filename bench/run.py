@@ -21,19 +21,27 @@ from typing import Any, Callable, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+
 def install_cli(into: str) -> "tuple[list[str], str]":
     """A plain (non-editable) install of the working tree's CLI, as pip or pipx would leave it on a host: a venv
     with the package in site-packages and a console script. Returns (argv of the CLI, that venv's python)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", into], check=True)
     python = os.path.join(into, "bin", "python")
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    shutil.copytree(os.path.join(ROOT, "orchesjob"), os.path.join(site, "orchesjob"),
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    shutil.copytree(
+        os.path.join(ROOT, "orchesjob"), os.path.join(site, "orchesjob"), ignore=shutil.ignore_patterns("__pycache__")
+    )
     script = os.path.join(into, "bin", "orchesjob")
     with open(script, "w") as f:
-        f.write("#!%s\nimport sys\nfrom orchesjob.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
-                % python)
+        f.write(
+            "#!%s\nimport sys\nfrom orchesjob.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
+            % python
+        )
     os.chmod(script, 0o755)
     # pip compiles the .py files at install time; do the same (PYTHONDONTWRITEBYTECODE would otherwise make every
     # run compile them again)
@@ -53,8 +61,9 @@ def env_for(home: str) -> dict[str, str]:
     return env
 
 
-def timed(argv: Sequence[str], env: Optional[dict[str, str]] = None,
-          ok_codes: Sequence[int] = (0,)) -> "tuple[float, int, bytes]":
+def timed(
+    argv: Sequence[str], env: Optional[dict[str, str]] = None, ok_codes: Sequence[int] = (0,)
+) -> "tuple[float, int, bytes]":
     """Wall time of one whole process, its peak RSS in KiB, and its stdout."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -68,8 +77,9 @@ def timed(argv: Sequence[str], env: Optional[dict[str, str]] = None,
     return dt, usage.ru_maxrss, out
 
 
-def median_time(make_argv: Callable[[int], Sequence[str]], env: Optional[dict[str, str]], runs: int,
-                ok_codes: Sequence[int] = (0,)) -> float:
+def median_time(
+    make_argv: Callable[[int], Sequence[str]], env: Optional[dict[str, str]], runs: int, ok_codes: Sequence[int] = (0,)
+) -> float:
     times = [timed(make_argv(i), env, ok_codes)[0] for i in range(runs)]
     return statistics.median(times)
 
@@ -91,14 +101,26 @@ def seed(home: str, jobs: int, keys: int) -> None:
             for i in range(done, min(jobs, done + batch)):
                 key = "history-%d" % (i % keys)
                 jid = "%08x-0000-4000-8000-%012x" % (i, i)
-                st.insert({
-                    "job_id": jid, "run_key": key, "attempt_no": st.next_attempt(key), "status": "SUCCEEDED",
-                    "command": ["true"], "cwd": None, "env": {}, "timeout": None, "strict": False,
-                    "exit_code": 0, "end_reason": "exited with code 0",
-                    "stdout_file": os.path.join(logs, jid + ".stdout"),
-                    "stderr_file": os.path.join(logs, jid + ".stderr"),
-                    "started_at": t + i, "finished_at": t + i + 1, "updated_at": t + i + 1,
-                })
+                st.insert(
+                    {
+                        "job_id": jid,
+                        "run_key": key,
+                        "attempt_no": st.next_attempt(key),
+                        "status": "SUCCEEDED",
+                        "command": ["true"],
+                        "cwd": None,
+                        "env": {},
+                        "timeout": None,
+                        "strict": False,
+                        "exit_code": 0,
+                        "end_reason": "exited with code 0",
+                        "stdout_file": os.path.join(logs, jid + ".stdout"),
+                        "stderr_file": os.path.join(logs, jid + ".stderr"),
+                        "started_at": t + i,
+                        "finished_at": t + i + 1,
+                        "updated_at": t + i + 1,
+                    }
+                )
         done = min(jobs, done + batch)
     st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     st.close()
@@ -115,8 +137,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="100,000 jobs of history instead of 1,000,000; fewer runs")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as one JSON object")
     ap.add_argument("--no-airflow", action="store_true", help="skip the provider figures (they need Airflow and sshd)")
-    ap.add_argument("--cli-install-only", action="store_true",
-                    help="only the zero-install figures (first contact with a host without a CLI, upload included)")
+    ap.add_argument(
+        "--cli-install-only",
+        action="store_true",
+        help="only the zero-install figures (first contact with a host without a CLI, upload included)",
+    )
     a = ap.parse_args()
     if a.cli_install_only:
         return finish(dict(cli_install_figures(3 if a.quick else 7), quick=a.quick), a.json)
@@ -148,20 +173,24 @@ def main() -> int:
             # reads the whole database on purpose: quick_check; exit 1 would be a finding, still a timing)
             fig["ls_ratio_%s" % label] = median_time(lambda i: CLI + ["ls", "--last", "20"], env, runs) / base
             fig["metrics_ratio_%s" % label] = median_time(lambda i: CLI + ["metrics"], env, runs) / base
-            fig["metrics_whole_history_ratio_%s" % label] = median_time(
-                lambda i: CLI + ["metrics", "--recent-hours", str(24 * 400)], env, max(3, runs // 3)) / base
+            fig["metrics_whole_history_ratio_%s" % label] = (
+                median_time(lambda i: CLI + ["metrics", "--recent-hours", str(24 * 400)], env, max(3, runs // 3)) / base
+            )
             fig["doctor_s_%s" % label] = median_time(
-                lambda i: CLI + ["doctor", "--format", "json"], env, 3, ok_codes=(0, 1))
+                lambda i: CLI + ["doctor", "--format", "json"], env, 3, ok_codes=(0, 1)
+            )
             subprocess.run(CLI + ["abort", "--run-key", "probe", "--grace-seconds", "1"], env=env, capture_output=True)
         big = sizes[-1][0]
         fig["status_large_over_empty"] = fig["status_ratio_%s" % big] / fig["status_ratio_empty"]
 
         env = env_for(os.path.join(tmp, "starts"))
         subprocess.run(CLI + ["version"], env=env, capture_output=True)
-        fig["start_async_ratio"] = median_time(
-            lambda i: CLI + ["start", "--run-key", "a%d" % i, "--", "true"], env, runs) / base
-        fig["start_sync_ratio"] = median_time(
-            lambda i: CLI + ["start", "--sync", "--run-key", "s%d" % i, "--", "true"], env, runs) / base
+        fig["start_async_ratio"] = (
+            median_time(lambda i: CLI + ["start", "--run-key", "a%d" % i, "--", "true"], env, runs) / base
+        )
+        fig["start_sync_ratio"] = (
+            median_time(lambda i: CLI + ["start", "--sync", "--run-key", "s%d" % i, "--", "true"], env, runs) / base
+        )
         fig["rerun_sync_ratio"] = median_time(lambda i: CLI + ["rerun", "--sync", "--run-key", "s0"], env, runs) / base
 
         fig["wait_reaction_ms"] = wait_reaction(env, 5 if a.quick else 9)
@@ -174,7 +203,10 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fig["machine"] = "%s, %d cores, %s" % (
-        platform.platform(), os.cpu_count() or 0, platform.processor() or platform.machine())
+        platform.platform(),
+        os.cpu_count() or 0,
+        platform.processor() or platform.machine(),
+    )
     fig["python"] = platform.python_version()
     fig["cli"] = " ".join(CLI)
     fig["quick"] = a.quick
@@ -196,8 +228,9 @@ def wait_reaction(env: dict[str, str], runs: int) -> float:
     script = "import time; time.sleep(1.0); print(repr(time.time()), flush=True)"
     for i in range(runs):
         job = start_job(env, "w%d" % i, PYTHON, "-c", script)
-        out = subprocess.run(CLI + ["wait", "--job-id", job["job_id"], "--timeout", "30"], env=env,
-                             capture_output=True, check=True)
+        out = subprocess.run(
+            CLI + ["wait", "--job-id", job["job_id"], "--timeout", "30"], env=env, capture_output=True, check=True
+        )
         returned = time.time()
         done = json.loads(out.stdout)
         with open(done["stdout_file"]) as f:
@@ -216,8 +249,15 @@ def concurrency(home: str) -> dict[str, Any]:
             os.unlink(marker)
         cmd = ["sh", "-c", 'echo "$ORCHESJOB_RUN_KEY" >> %s; sleep 2' % marker]
         t0 = time.perf_counter()
-        procs = [subprocess.Popen(CLI + ["start", "--run-key", ("k%d" % i) if distinct else "one", "--"] + cmd,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for i in range(n)]
+        procs = [
+            subprocess.Popen(
+                CLI + ["start", "--run-key", ("k%d" % i) if distinct else "one", "--"] + cmd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(n)
+        ]
         results = [(p.communicate()[0], p.returncode) for p in procs]
         out["concurrent_%s_wall_s" % label] = time.perf_counter() - t0
         failures = sum(1 for _, rc in results if rc != 0)

@@ -25,8 +25,8 @@ with DAG(
         orchesjob_home=ORCHESJOB_HOME,
         # A string runs through /bin/sh -c on the host; a list would run as an argv.
         command=(
-            f"mkdir -p {WORKDIR} && echo \"backup ran for {{{{ ds }}}}\" >> {WORKDIR}/basic.runs && "
-            "for i in 1 2 3; do echo \"copying part $i\"; sleep 1; done; echo done"
+            f'mkdir -p {WORKDIR} && echo "backup ran for {{{{ ds }}}}" >> {WORKDIR}/basic.runs && '
+            'for i in 1 2 3; do echo "copying part $i"; sleep 1; done; echo done'
         ),
         env={"BACKUP_DATE": "{{ ds }}"},
         timeout=600,  # the host aborts the job after 10 minutes, with or without Airflow

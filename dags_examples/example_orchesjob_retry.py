@@ -35,8 +35,14 @@ with DAG(
         orchesjob_home=ORCHESJOB_HOME,
         # run_key is left to its default, airflow/<dag>/<task>/<run id>: the same for every try of this task
         # instance, different for every other one.
-        command=["sh", "-c", (f'mkdir -p {WORKDIR} && echo "import $ORCHESJOB_JOB_ID" >> {WORKDIR}/retry.runs; '
-                              'for i in $(seq 1 ${STEPS:-8}); do echo "imported batch $i"; sleep 1; done')],
+        command=[
+            "sh",
+            "-c",
+            (
+                f'mkdir -p {WORKDIR} && echo "import $ORCHESJOB_JOB_ID" >> {WORKDIR}/retry.runs; '
+                'for i in $(seq 1 ${STEPS:-8}); do echo "imported batch $i"; sleep 1; done'
+            ),
+        ],
         env={"STEPS": STEPS},
         poll_interval=5,
     )

@@ -27,6 +27,9 @@ with DAG(
         orchesjob_home=ORCHESJOB_HOME,
         run_key="daily-import-{{ ds }}",
         idempotency="strict",
-        command=["sh", "-c",
-                 f'mkdir -p {WORKDIR} && echo "import {{{{ ds }}}}" >> {WORKDIR}/strict.runs; echo imported'],
+        command=[
+            "sh",
+            "-c",
+            f'mkdir -p {WORKDIR} && echo "import {{{{ ds }}}}" >> {WORKDIR}/strict.runs; echo imported',
+        ],
     )

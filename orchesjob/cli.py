@@ -132,7 +132,8 @@ def choice(value: str | None, flag: str, allowed: Sequence[str], default: str) -
 def command_argv(cmd: Sequence[str]) -> list[str]:
     if not cmd:
         raise InvalidArgument(
-            "command is required (provide it after --): orchesjob start --run-key KEY -- COMMAND [ARGS...]")
+            "command is required (provide it after --): orchesjob start --run-key KEY -- COMMAND [ARGS...]"
+        )
     if not cmd[0]:
         raise InvalidArgument("the command must not be an empty string")
     return list(cmd)
@@ -158,15 +159,23 @@ def _watch(a: dict[str, Any]) -> Any:
 
     mixed = [f for f in ("run_key", "job_id", "stdout_offset", "stderr_offset") if a[f] is not None]
     if mixed:
-        raise InvalidArgument("wait --watch cannot be combined with %s (each --watch names its job and offsets)"
-                              % ", ".join("--" + f.replace("_", "-") for f in mixed))
+        raise InvalidArgument(
+            "wait --watch cannot be combined with %s (each --watch names its job and offsets)"
+            % ", ".join("--" + f.replace("_", "-") for f in mixed)
+        )
     entries = [watch.parse_entry(spec, job_id, count, lambda v: request_id(v, "--watch cursor")) for spec in a["watch"]]
     return watch.watch(
         entries,
         _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
         _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
-        _given(count(a["max_total_bytes"] if a["max_total_bytes"] is not None else str(watch.DEFAULT_TOTAL_BYTES),
-                     "--max-total-bytes", watch.MIN_TOTAL_BYTES, MAX_CHUNK)),
+        _given(
+            count(
+                a["max_total_bytes"] if a["max_total_bytes"] is not None else str(watch.DEFAULT_TOTAL_BYTES),
+                "--max-total-bytes",
+                watch.MIN_TOTAL_BYTES,
+                MAX_CHUNK,
+            )
+        ),
         wake_on_eof=a["wake_on_eof"],
     )
 
@@ -185,10 +194,14 @@ def dispatch(argv: list[str]) -> Any:
             raise InvalidArgument("--strict and --reuse-success cannot be combined")
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
         return commands.start(
-            _given(run_key(a["run_key"])), command_argv(a["command"]), sync=a["sync"], strict=a["strict"],
+            _given(run_key(a["run_key"])),
+            command_argv(a["command"]),
+            sync=a["sync"],
+            strict=a["strict"],
             reuse_success=a["reuse_success"],
             start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
-            cwd=os.path.abspath(_given(text(a["cwd"], "--cwd"))) if a["cwd"] else None, env=env_pairs(a["env"]),
+            cwd=os.path.abspath(_given(text(a["cwd"], "--cwd"))) if a["cwd"] else None,
+            env=env_pairs(a["env"]),
             timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
             request_id=request_id(a["request_id"], "--request-id"),
         )
@@ -222,8 +235,11 @@ def dispatch(argv: list[str]) -> Any:
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":
         return commands.wait(
-            key, jid, _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
-            count(a["stdout_offset"], "--stdout-offset"), count(a["stderr_offset"], "--stderr-offset"),
+            key,
+            jid,
+            _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
+            count(a["stdout_offset"], "--stdout-offset"),
+            count(a["stderr_offset"], "--stderr-offset"),
             _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
         )
     if c == "logs":
@@ -234,16 +250,32 @@ def dispatch(argv: list[str]) -> Any:
             raise InvalidArgument("logs --tail cannot be combined with --offset or --limit")
         if a["follow"] and (a["json"] or a["limit"] is not None):
             raise InvalidArgument("logs --follow cannot be combined with --json or --limit")
-        return commands.logs(key, jid, stream, count(a["offset"], "--offset"), count(a["limit"], "--limit", 0),
-                             count(a["tail"], "--tail"), a["json"], follow=a["follow"])
+        return commands.logs(
+            key,
+            jid,
+            stream,
+            count(a["offset"], "--offset"),
+            count(a["limit"], "--limit", 0),
+            count(a["tail"], "--tail"),
+            a["json"],
+            follow=a["follow"],
+        )
     if c == "abort":
         grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
-        return commands.abort(key, jid, text(a["reason"], "--reason"), _given(seconds(grace, "--grace-seconds")),
-                              if_owner=request_id(a["if_owner"], "--if-owner"))
+        return commands.abort(
+            key,
+            jid,
+            text(a["reason"], "--reason"),
+            _given(seconds(grace, "--grace-seconds")),
+            if_owner=request_id(a["if_owner"], "--if-owner"),
+        )
     if c == "rerun":
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
         return commands.rerun(
-            key, jid, sync=a["sync"], reason=text(a["reason"], "--reason"),
+            key,
+            jid,
+            sync=a["sync"],
+            reason=text(a["reason"], "--reason"),
             start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
         )
     raise InvalidArgument("unknown command %r" % c)  # pragma: no cover - argv.parse rejects it first
@@ -273,8 +305,9 @@ def _host_tool(c: str, a: dict[str, Any]) -> Any:
     from .textout import Terminal
 
     if c == "ls":
-        return commands.ls(count(a["last"], "--last", 1, 100000), run_key(a["run_key"]), a["json"],
-                           Terminal.detect(sys.stdout))
+        return commands.ls(
+            count(a["last"], "--last", 1, 100000), run_key(a["run_key"]), a["json"], Terminal.detect(sys.stdout)
+        )
     if c == "doctor":
         fmt = choice(a["format"], "--format", ("auto", "json", "text"), "auto")
         term = Terminal.detect(sys.stdout)

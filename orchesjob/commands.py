@@ -23,8 +23,16 @@ DEFAULT_START_TIMEOUT = 10.0
 
 
 # -- start and rerun ----------------------------------------------------------------------------------------------
-def _new_job(store: Store, run_key: str, command: Sequence[str], cwd: str | None, env: dict[str, str],
-             timeout: float | None, strict: bool, **extra: Any) -> dict[str, Any]:
+def _new_job(
+    store: Store,
+    run_key: str,
+    command: Sequence[str],
+    cwd: str | None,
+    env: dict[str, str],
+    timeout: float | None,
+    strict: bool,
+    **extra: Any,
+) -> dict[str, Any]:
     """Insert a STARTING job (call inside a write transaction). The caller is its worker until the supervisor
     records itself, so a caller that dies before that leaves a job any reader can declare LOST."""
     job_id = _job_id()
@@ -32,12 +40,23 @@ def _new_job(store: Store, run_key: str, command: Sequence[str], cwd: str | None
     t = now()
     me = os.getpid()
     job = {
-        "job_id": job_id, "run_key": run_key, "attempt_no": store.next_attempt(run_key), "status": "STARTING",
-        "command": list(command), "cwd": cwd, "env": dict(env), "timeout": timeout, "strict": strict,
-        "worker_pid": me, "worker_start": processes.start_time(me), "boot_id": processes.boot_id(),
+        "job_id": job_id,
+        "run_key": run_key,
+        "attempt_no": store.next_attempt(run_key),
+        "status": "STARTING",
+        "command": list(command),
+        "cwd": cwd,
+        "env": dict(env),
+        "timeout": timeout,
+        "strict": strict,
+        "worker_pid": me,
+        "worker_start": processes.start_time(me),
+        "boot_id": processes.boot_id(),
         "pid_ns": processes.pid_namespace(),
-        "stdout_file": os.path.join(logs, job_id + ".stdout"), "stderr_file": os.path.join(logs, job_id + ".stderr"),
-        "started_at": t, "updated_at": t,
+        "stdout_file": os.path.join(logs, job_id + ".stdout"),
+        "stderr_file": os.path.join(logs, job_id + ".stderr"),
+        "started_at": t,
+        "updated_at": t,
     }
     job.update(extra)
     store.insert(job)
@@ -98,16 +117,30 @@ def _still_there(store: Store, job_id: str) -> dict[str, Any]:
     return job
 
 
-def _params_match(job: dict[str, Any], command: Sequence[str], cwd: str | None, env: dict[str, str],
-                  timeout: float | None) -> bool:
-    return (job["command"] == list(command) and (job.get("cwd") or None) == (cwd or None)
-            and (job.get("env") or {}) == env and job.get("timeout") == timeout)
+def _params_match(
+    job: dict[str, Any], command: Sequence[str], cwd: str | None, env: dict[str, str], timeout: float | None
+) -> bool:
+    return (
+        job["command"] == list(command)
+        and (job.get("cwd") or None) == (cwd or None)
+        and (job.get("env") or {}) == env
+        and job.get("timeout") == timeout
+    )
 
 
-def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: bool = False,
-          reuse_success: bool = False, start_timeout: float = DEFAULT_START_TIMEOUT, cwd: str | None = None,
-          env: dict[str, str] | None = None, timeout: float | None = None,
-          request_id: str | None = None) -> dict[str, Any]:
+def start(
+    run_key: str,
+    command: Sequence[str],
+    *,
+    sync: bool = False,
+    strict: bool = False,
+    reuse_success: bool = False,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
     """Start `command` under `run_key`, or return the job that already answers for that key.
 
     The decision and the insert share one BEGIN IMMEDIATE transaction, and the partial unique index on active
@@ -146,10 +179,21 @@ def start(run_key: str, command: Sequence[str], *, sync: bool = False, strict: b
         if reuse is None:
             # the unlock's reason, also as rerun_reason where orchesjob 1.1.0 keeps it
             why = (store.run_key_info(run_key) or {}).get("unlock_reason") if override_used else None
-            job = _new_job(store, run_key, command, cwd, env, timeout, strict, strict_override_used=override_used,
-                           override_reason=why, rerun_reason=why,
-                           rerun_of_job_id=latest["job_id"] if latest is not None else None,
-                           request_id=request_id, owner=request_id)
+            job = _new_job(
+                store,
+                run_key,
+                command,
+                cwd,
+                env,
+                timeout,
+                strict,
+                strict_override_used=override_used,
+                override_reason=why,
+                rerun_reason=why,
+                rerun_of_job_id=latest["job_id"] if latest is not None else None,
+                request_id=request_id,
+                owner=request_id,
+            )
         if request_id is not None and not same_request:
             target = reuse if reuse is not None else job
             store.record_request(run_key, request_id, target["job_id"], now())
@@ -186,8 +230,14 @@ def _start_view(job: dict[str, Any], existing: bool, sync: bool, strict: bool, r
     return out
 
 
-def rerun(run_key: str | None, job_id: str | None, *, sync: bool = False, reason: str | None = None,
-          start_timeout: float = DEFAULT_START_TIMEOUT) -> dict[str, Any]:
+def rerun(
+    run_key: str | None,
+    job_id: str | None,
+    *,
+    sync: bool = False,
+    reason: str | None = None,
+    start_timeout: float = DEFAULT_START_TIMEOUT,
+) -> dict[str, Any]:
     """A new execution of a finished job's command, cwd, env and timeout, whatever strict mode says."""
     store = open_store(create=False)
     if store is None:
@@ -198,14 +248,26 @@ def rerun(run_key: str | None, job_id: str | None, *, sync: bool = False, reason
         assert store is not None  # lookup raised NotFound otherwise
         src = jobs.refresh(store, src)
         if jobs.is_active(src):
-            raise InconsistentState("Cannot rerun active job: status=%s; job %s has not finished"
-                                    % (src["status"], src["job_id"]))
+            raise InconsistentState(
+                "Cannot rerun active job: status=%s; job %s has not finished" % (src["status"], src["job_id"])
+            )
         latest = jobs.refresh(store, store.latest(src["run_key"]) or src)
         if jobs.is_active(latest) or jobs.is_stopping(latest):
-            raise InconsistentState("Cannot rerun active job: run key %r already has an active job %s (%s)"
-                                    % (src["run_key"], latest["job_id"], latest["status"]))
-        job = _new_job(store, src["run_key"], src["command"], src.get("cwd"), src.get("env") or {},
-                       src.get("timeout"), src["strict"], rerun_of_job_id=src["job_id"], rerun_reason=reason)
+            raise InconsistentState(
+                "Cannot rerun active job: run key %r already has an active job %s (%s)"
+                % (src["run_key"], latest["job_id"], latest["status"])
+            )
+        job = _new_job(
+            store,
+            src["run_key"],
+            src["command"],
+            src.get("cwd"),
+            src.get("env") or {},
+            src.get("timeout"),
+            src["strict"],
+            rerun_of_job_id=src["job_id"],
+            rerun_reason=reason,
+        )
     job = _launch(store, job["job_id"], sync, start_timeout)
     out = _start_view(job, existing=False, sync=sync, strict=job["strict"], reuse_success=False)
     out["parameters_match"] = True
@@ -233,8 +295,9 @@ def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -
     return jobs.render(jobs.refresh(store, job))
 
 
-def wait_for(store: Store, job_id: str, timeout: float | None,
-             offsets: dict[str, int] | None = None) -> tuple[dict[str, Any], bool]:
+def wait_for(
+    store: Store, job_id: str, timeout: float | None, offsets: dict[str, int] | None = None
+) -> tuple[dict[str, Any], bool]:
     """Block until the job is terminal, a log grows past `offsets`, or `timeout` passes; returns (job, timed_out).
 
     While the supervisor lives, its exit is watched through a pidfd, so the end of a job is noticed at once; the
@@ -274,8 +337,14 @@ def wait_for(store: Store, job_id: str, timeout: float | None,
             os.close(fd)
 
 
-def wait(run_key: str | None, job_id: str | None, timeout: float, stdout_offset: int | None,
-         stderr_offset: int | None, max_bytes: int) -> dict[str, Any]:
+def wait(
+    run_key: str | None,
+    job_id: str | None,
+    timeout: float,
+    stdout_offset: int | None,
+    stderr_offset: int | None,
+    max_bytes: int,
+) -> dict[str, Any]:
     store = open_store(create=False)
     job, jid = jobs.lookup(store, run_key, job_id)
     assert store is not None  # lookup raised NotFound otherwise
@@ -287,13 +356,22 @@ def wait(run_key: str | None, job_id: str | None, timeout: float, stdout_offset:
     out["timed_out"] = timed_out
     if offsets is not None:
         final = not jobs.is_active(job)
-        out["logs"] = {s: logfiles.chunk(job[s + "_file"], s, offsets[s], max_bytes, final)
-                       for s in ("stdout", "stderr")}
+        out["logs"] = {
+            s: logfiles.chunk(job[s + "_file"], s, offsets[s], max_bytes, final) for s in ("stdout", "stderr")
+        }
     return out
 
 
-def logs(run_key: str | None, job_id: str | None, stream: str, offset: int | None, limit: int | None,
-         tail: int | None, as_json: bool, follow: bool = False) -> Any:
+def logs(
+    run_key: str | None,
+    job_id: str | None,
+    stream: str,
+    offset: int | None,
+    limit: int | None,
+    tail: int | None,
+    as_json: bool,
+    follow: bool = False,
+) -> Any:
     """The log as Blocks of bytes that cli.main writes out as they are read (for people and pipes), or, with
     as_json, as one chunk object for programs (at most logfiles.MAX_CHUNK bytes; read on from next_offset), or, with
     follow, a follow.Follow that prints it as it grows until the job has ended (`logs --follow`).
@@ -320,8 +398,9 @@ def logs(run_key: str | None, job_id: str | None, stream: str, offset: int | Non
 
 
 # -- changing -----------------------------------------------------------------------------------------------------
-def abort(run_key: str | None, job_id: str | None, reason: str | None, grace: float,
-          if_owner: str | None = None) -> dict[str, Any]:
+def abort(
+    run_key: str | None, job_id: str | None, reason: str | None, grace: float, if_owner: str | None = None
+) -> dict[str, Any]:
     """Mark ABORTED first (so a strict start sees the key consumed), then stop the whole process tree.
 
     With `if_owner`, only a job whose owner is that request id is aborted: a caller that has since been replaced
@@ -336,21 +415,31 @@ def abort(run_key: str | None, job_id: str | None, reason: str | None, grace: fl
         job = jobs.refresh(store, store.get(jid) or job)
         if if_owner is not None and job.get("owner") != if_owner:
             raise InconsistentState(
-                ("job %s is owned by request %r, not %r: a newer request took it over; not aborted"
-                 % (jid, job["owner"], if_owner)) if job.get("owner") else
-                ("job %s has no owner request (it was started without --request-id), so it is not %r's; not aborted"
-                 % (jid, if_owner)),
-                error_type="not_owner", owner=job.get("owner"))
+                (
+                    "job %s is owned by request %r, not %r: a newer request took it over; not aborted"
+                    % (jid, job["owner"], if_owner)
+                )
+                if job.get("owner")
+                else (
+                    "job %s has no owner request (it was started without --request-id), so it is not %r's; not aborted"
+                    % (jid, if_owner)
+                ),
+                error_type="not_owner",
+                owner=job.get("owner"),
+            )
         if job.get("liveness") == "unknown":
             raise InconsistentState(
                 "job %s runs in pid namespace %s, which this process cannot see (it is in %s): abort it from there"
                 % (jid, job.get("pid_ns"), processes.pid_namespace() or "a namespace without /proc"),
-                error_type="other_pid_namespace")
+                error_type="other_pid_namespace",
+            )
         if not jobs.is_active(job):
-            raise InconsistentState("Job is not running: %s status=%s; there is nothing to abort"
-                                    % (jid, job["status"]))
-        store.update(jid, {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t},
-                     only_if_status=ACTIVE)
+            raise InconsistentState(
+                "Job is not running: %s status=%s; there is nothing to abort" % (jid, job["status"])
+            )
+        store.update(
+            jid, {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t}, only_if_status=ACTIVE
+        )
     sent = jobs.stop_tree(job, grace, include_worker=bool(job.get("target_pid")))
     with store.write():
         final = store.get(jid) or job
@@ -378,16 +467,22 @@ def unlock(run_key: str, reason: str | None, ttl: float | None) -> dict[str, Any
         store.run_key_info(run_key)  # a damaged run key record is refused here, before anything writes
         latest = jobs.refresh(store, latest)
         if jobs.is_active(latest):
-            raise InconsistentState("Cannot unlock active job: status=%s; run key %r has the active job %s, unlock "
-                                    "needs a finished one" % (latest["status"], run_key, latest["job_id"]))
+            raise InconsistentState(
+                "Cannot unlock active job: status=%s; run key %r has the active job %s, unlock "
+                "needs a finished one" % (latest["status"], run_key, latest["job_id"])
+            )
         expires = int(t + ttl) if ttl is not None else None
         store.set_unlock(run_key, reason, t, expires)
-    return with_iso({"unlocked": True, "run_key": run_key, "reason": reason, "allowed_at": t, "expires_at": expires},
-                    "allowed_at", "expires_at")
+    return with_iso(
+        {"unlocked": True, "run_key": run_key, "reason": reason, "allowed_at": t, "expires_at": expires},
+        "allowed_at",
+        "expires_at",
+    )
 
 
-def clean(before: int | None, after: int | None, all_: bool, job_id: str | None, run_key: str | None,
-          dry_run: bool) -> dict[str, Any]:
+def clean(
+    before: int | None, after: int | None, all_: bool, job_id: str | None, run_key: str | None, dry_run: bool
+) -> dict[str, Any]:
     """Delete terminal jobs and their files; never a job while anything of it is alive.
 
     Active jobs are not selected at all. A terminal job can still have processes (an ABORTED job whose aborting
@@ -395,8 +490,7 @@ def clean(before: int | None, after: int | None, all_: bool, job_id: str | None,
     `skipped` with the reason, and deleted by a later clean once they are gone.
     """
     store = open_store(create=False)
-    result: dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": [],
-                              "skipped": []}
+    result: dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": [], "skipped": []}
     if store is None:
         if job_id is not None:
             raise job_not_found(job_id)
@@ -408,22 +502,35 @@ def clean(before: int | None, after: int | None, all_: bool, job_id: str | None,
         if jobs.is_active(job):
             raise InconsistentState("job %s is %s; only finished jobs can be cleaned" % (job_id, job["status"]))
         if jobs.is_stopping(job) or jobs.still_alive(job, processes.snapshot()):
-            raise InconsistentState("job %s is %s but processes of it are still alive; it can be cleaned once they "
-                                    "are gone" % (job_id, job["status"]))
+            raise InconsistentState(
+                "job %s is %s but processes of it are still alive; it can be cleaned once they "
+                "are gone" % (job_id, job["status"])
+            )
     skipped: list[dict[str, Any]] = []
     if dry_run:  # a preview writes nothing, so it takes no write lock either
-        selected = _cleanable(store, store.select_terminal(before=before, after=after, run_key=run_key,
-                                                           job_id=job_id), skipped)
+        selected = _cleanable(
+            store, store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id), skipped
+        )
     else:
         with store.write():
-            selected = _cleanable(store, store.select_terminal(before=before, after=after, run_key=run_key,
-                                                               job_id=job_id), skipped)
+            selected = _cleanable(
+                store, store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id), skipped
+            )
             store.delete([j["job_id"] for j in selected])
     items: list[dict[str, Any]] = []
     errors = 0
     for j in selected:
-        items.append(with_iso({"job_id": j["job_id"], "run_key": j["run_key"], "status": j["status"],
-                               "selected_at": j.get("finished_at")}, "selected_at"))
+        items.append(
+            with_iso(
+                {
+                    "job_id": j["job_id"],
+                    "run_key": j["run_key"],
+                    "status": j["status"],
+                    "selected_at": j.get("finished_at"),
+                },
+                "selected_at",
+            )
+        )
         if dry_run:
             continue
         for path in (j["stdout_file"], j["stderr_file"], jobs.result_path(j)):
@@ -485,8 +592,9 @@ def metrics(recent_seconds: float, max_keys: int) -> Any:
     from .home import DB_NAME, state_dir
 
     store = open_store(create=False)
-    return metrics_mod.collect(store, store.path if store is not None else os.path.join(state_dir(), DB_NAME),
-                               recent_seconds, max_keys)
+    return metrics_mod.collect(
+        store, store.path if store is not None else os.path.join(state_dir(), DB_NAME), recent_seconds, max_keys
+    )
 
 
 def code_path() -> str:
@@ -504,5 +612,10 @@ def code_path() -> str:
 def version() -> dict[str, Any]:
     import sys
 
-    return {"version": __version__, "contract": CONTRACT_VERSION, "python": sys.version.split()[0],
-            "executable": sys.executable, "path": code_path()}
+    return {
+        "version": __version__,
+        "contract": CONTRACT_VERSION,
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "path": code_path(),
+    }

@@ -47,8 +47,7 @@ ITEMS = 20  # examples listed per finding; `count` says how many there are
 CLASSIFY_BY_ID = 10000  # up to this many jobs without logs are looked up by id; beyond, one scan of the table
 
 
-CHECKS = ("state_dir", "proc", "database", "schema", "wal", "free_space", "pending_results", "active_jobs",
-          "log_files")
+CHECKS = ("state_dir", "proc", "database", "schema", "wal", "free_space", "pending_results", "active_jobs", "log_files")
 
 
 def _n(count: int, noun: str) -> str:
@@ -75,10 +74,22 @@ class Doctor:
         self.checks.append(entry)
         return entry
 
-    def _find(self, check: dict[str, Any], problem: str, action: str, fixable: bool = False,
-              items: list[Any] | None = None, count: int | None = None) -> dict[str, Any]:
-        finding: dict[str, Any] = {"check": check["check"], "problem": problem, "action": action, "fixable": fixable,
-                                   "fixed": False}
+    def _find(
+        self,
+        check: dict[str, Any],
+        problem: str,
+        action: str,
+        fixable: bool = False,
+        items: list[Any] | None = None,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        finding: dict[str, Any] = {
+            "check": check["check"],
+            "problem": problem,
+            "action": action,
+            "fixable": fixable,
+            "fixed": False,
+        }
         if items is not None:
             finding["count"] = len(items) if count is None else count
             finding["items"] = items[:ITEMS]
@@ -124,7 +135,8 @@ class Doctor:
         self.checks.sort(key=lambda c: CHECKS.index(c["check"]))
         for entry in self.checks:
             entry["ok"] = entry.get("ok", True) and not any(
-                f["check"] == entry["check"] and not f["fixed"] for f in self.findings)
+                f["check"] == entry["check"] and not f["fixed"] for f in self.findings
+            )
         left = [f for f in self.findings if not f["fixed"]]
         return {
             "healthy": not left,
@@ -147,8 +159,11 @@ class Doctor:
             c["exists"] = False
             return False
         except OSError as e:
-            self._find(c, "cannot look at %s: %s" % (self.root, e.strerror or e),
-                       "check the permissions of its parent directories, or set ORCHESJOB_HOME")
+            self._find(
+                c,
+                "cannot look at %s: %s" % (self.root, e.strerror or e),
+                "check the permissions of its parent directories, or set ORCHESJOB_HOME",
+            )
             return False
         c["exists"] = True
         if not self._path_ok(c, self.root, st, is_dir=True, top=True):
@@ -184,8 +199,12 @@ class Doctor:
         mode = stat.S_IMODE(st.st_mode)
         want = 0o700 if is_dir else 0o600
         if mode & 0o077:
-            f = self._find(c, "%s is mode %o: other users can read what it holds (job commands, environments, logs)"
-                           % (path, mode), "orchesjob doctor --fix (or chmod %o %s)" % (want, path), fixable=True)
+            f = self._find(
+                c,
+                "%s is mode %o: other users can read what it holds (job commands, environments, logs)" % (path, mode),
+                "orchesjob doctor --fix (or chmod %o %s)" % (want, path),
+                fixable=True,
+            )
             if self.fix:
                 done = home._tighten(path, st, want)
                 self._fixed(f, done, "mode %o" % want if done else "could not change the mode")
@@ -218,13 +237,22 @@ class Doctor:
                 elif stat.S_IMODE(st.st_mode) & 0o077:
                     wide.append(name)
         if foreign:
-            self._find(c, "%d entries of %s are links, not regular files, have extra hard links or belong to another "
-                       "user; orchesjob never creates such files" % (len(foreign), self.logs),
-                       "look at them and remove them (as their owner or root); orchesjob refuses to read or write "
-                       "through them", items=sorted(foreign))
+            self._find(
+                c,
+                "%d entries of %s are links, not regular files, have extra hard links or belong to another "
+                "user; orchesjob never creates such files" % (len(foreign), self.logs),
+                "look at them and remove them (as their owner or root); orchesjob refuses to read or write "
+                "through them",
+                items=sorted(foreign),
+            )
         if wide:
-            f = self._find(c, "%s in %s: readable by other users" % (_n(len(wide), "file"), self.logs),
-                           "orchesjob doctor --fix (or chmod 600 %s/*)" % self.logs, fixable=True, items=sorted(wide))
+            f = self._find(
+                c,
+                "%s in %s: readable by other users" % (_n(len(wide), "file"), self.logs),
+                "orchesjob doctor --fix (or chmod 600 %s/*)" % self.logs,
+                fixable=True,
+                items=sorted(wide),
+            )
             if self.fix:
                 done = 0
                 for name in wide:
@@ -241,18 +269,28 @@ class Doctor:
         ns, boot = processes.pid_namespace(), processes.boot_id()
         c.update(pid_namespace=ns, boot_id=boot)
         if not processes._HAVE_PROC:
-            self._find(c, "/proc is not there: a job's processes cannot be verified (only kill(pid, 0) is left, "
-                       "which cannot tell a recycled pid from the job's own)",
-                       "mount procfs (mount -t proc proc /proc); on a host without it, jobs can be judged only by "
-                       "their supervisor's pid")
+            self._find(
+                c,
+                "/proc is not there: a job's processes cannot be verified (only kill(pid, 0) is left, "
+                "which cannot tell a recycled pid from the job's own)",
+                "mount procfs (mount -t proc proc /proc); on a host without it, jobs can be judged only by "
+                "their supervisor's pid",
+            )
         elif not processes.proc_is_ours():
-            self._find(c, "/proc shows another pid namespace than this process's: jobs cannot be judged dead or "
-                       "alive from here, and abort cannot reach them",
-                       "mount a /proc of this pid namespace (unshare --pid --fork --mount-proc, or run the container "
-                       "with its own /proc)")
+            self._find(
+                c,
+                "/proc shows another pid namespace than this process's: jobs cannot be judged dead or "
+                "alive from here, and abort cannot reach them",
+                "mount a /proc of this pid namespace (unshare --pid --fork --mount-proc, or run the container "
+                "with its own /proc)",
+            )
         elif boot is None:
-            self._find(c, "the boot id (/proc/sys/kernel/random/boot_id) cannot be read: a job from before a reboot "
-                       "cannot be told from a live one by its pid alone", "make /proc/sys readable in this container")
+            self._find(
+                c,
+                "the boot id (/proc/sys/kernel/random/boot_id) cannot be read: a job from before a reboot "
+                "cannot be told from a live one by its pid alone",
+                "make /proc/sys readable in this container",
+            )
         c["message"] = "pid namespace %s, boot id %s" % (ns or "unknown", boot or "unknown")
 
     def check_free_space(self) -> None:
@@ -264,15 +302,24 @@ class Doctor:
             return
         free, total = vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize
         c.update(free_bytes=free, total_bytes=total, free_inodes=vfs.f_favail if vfs.f_files else None)
-        c["message"] = "%.1f GiB free of %.1f GiB" % (free / 2 ** 30, total / 2 ** 30)
-        action = ("make room on that file system; `orchesjob clean --before DATE` deletes finished jobs and their "
-                  "logs (the biggest logs: ls -S %s | head)" % self.logs)
+        c["message"] = "%.1f GiB free of %.1f GiB" % (free / 2**30, total / 2**30)
+        action = (
+            "make room on that file system; `orchesjob clean --before DATE` deletes finished jobs and their "
+            "logs (the biggest logs: ls -S %s | head)" % self.logs
+        )
         if free < MIN_FREE_BYTES:
-            self._find(c, "only %d MiB free where the state directory lives: jobs cannot start, logs are cut, "
-                       "results wait in files" % (free >> 20), action)
+            self._find(
+                c,
+                "only %d MiB free where the state directory lives: jobs cannot start, logs are cut, "
+                "results wait in files" % (free >> 20),
+                action,
+            )
         if vfs.f_files and vfs.f_favail < MIN_FREE_INODES:
-            self._find(c, "only %d inodes free where the state directory lives: each job needs two log files"
-                       % vfs.f_favail, action)
+            self._find(
+                c,
+                "only %d inodes free where the state directory lives: each job needs two log files" % vfs.f_favail,
+                action,
+            )
 
     # -- database -----------------------------------------------------------------------------------------------
     def check_database(self) -> bool:
@@ -285,11 +332,15 @@ class Doctor:
             problems = [e.message]
         c["size_bytes"] = os.path.getsize(self.db_path)
         if problems != ["ok"]:
-            self._find(c, "PRAGMA quick_check: %s" % "; ".join(problems),
-                       "stop what uses this state directory, keep a copy of %s*, then try `sqlite3 %s .recover | "
-                       "sqlite3 recovered.db` and move the recovered file into place, or move the database aside to "
-                       "start afresh (the jobs it recorded are forgotten; running ones keep running)"
-                       % (self.db_path, self.db_path), items=problems)
+            self._find(
+                c,
+                "PRAGMA quick_check: %s" % "; ".join(problems),
+                "stop what uses this state directory, keep a copy of %s*, then try `sqlite3 %s .recover | "
+                "sqlite3 recovered.db` and move the recovered file into place, or move the database aside to "
+                "start afresh (the jobs it recorded are forgotten; running ones keep running)"
+                % (self.db_path, self.db_path),
+                items=problems,
+            )
             return False
         c["message"] = "quick_check ok"
         return self.check_schema()
@@ -308,14 +359,20 @@ class Doctor:
             c["message"] = "schema %d" % version
             return True
         if version > SCHEMA_VERSION:
-            self._find(c, "the database has schema %d, newer than this orchesjob understands (%d)"
-                       % (version, SCHEMA_VERSION), "upgrade orchesjob on this host")
+            self._find(
+                c,
+                "the database has schema %d, newer than this orchesjob understands (%d)" % (version, SCHEMA_VERSION),
+                "upgrade orchesjob on this host",
+            )
             return False
         if version == 0:
             return self._unversioned(c)
-        f = self._find(c, "the database has schema %d; this orchesjob uses %d" % (version, SCHEMA_VERSION),
-                       "nothing to do: the next command upgrades it (orchesjob doctor --fix does it now)",
-                       fixable=True)
+        f = self._find(
+            c,
+            "the database has schema %d; this orchesjob uses %d" % (version, SCHEMA_VERSION),
+            "nothing to do: the next command upgrades it (orchesjob doctor --fix does it now)",
+            fixable=True,
+        )
         if not self.fix:
             return False
         try:
@@ -344,9 +401,13 @@ class Doctor:
             c["message"] = "an empty database (the next start creates the schema)"
             return False
         c["message"] = "orchesjob %s's database" % legacy
-        f = self._find(c, "the database is orchesjob %s's: commands read it as it is, and the first command that "
-                       "writes upgrades it in place, keeping the original as a backup" % legacy,
-                       "nothing to do (orchesjob doctor --fix upgrades it now)", fixable=True)
+        f = self._find(
+            c,
+            "the database is orchesjob %s's: commands read it as it is, and the first command that "
+            "writes upgrades it in place, keeping the original as a backup" % legacy,
+            "nothing to do (orchesjob doctor --fix upgrades it now)",
+            fixable=True,
+        )
         if not self.fix:
             return False
         try:
@@ -356,8 +417,11 @@ class Doctor:
             self._fixed(f, False, e.message)
             return False
         backup = store.UPGRADED[-1].get("backup") if store.UPGRADED else None
-        self._fixed(f, True, "upgraded to schema %d%s" % (SCHEMA_VERSION, "; the original is kept as %s" % backup
-                                                          if backup else ""))
+        self._fixed(
+            f,
+            True,
+            "upgraded to schema %d%s" % (SCHEMA_VERSION, "; the original is kept as %s" % backup if backup else ""),
+        )
         c["version"] = SCHEMA_VERSION
         self.ro = self.rw
         return True
@@ -371,10 +435,14 @@ class Doctor:
         c["wal_bytes"] = size
         c["message"] = "write-ahead log %d KiB" % (size >> 10)
         if size > WAL_LIMIT:
-            f = self._find(c, "the write-ahead log is %d MiB: checkpoints cannot keep up, usually because a process "
-                           "keeps a read transaction open for long" % (size >> 20),
-                           "find long-lived readers of %s (fuser -v %s); orchesjob doctor --fix checkpoints it"
-                           % (self.db_path, self.db_path), fixable=True)
+            f = self._find(
+                c,
+                "the write-ahead log is %d MiB: checkpoints cannot keep up, usually because a process "
+                "keeps a read transaction open for long" % (size >> 20),
+                "find long-lived readers of %s (fuser -v %s); orchesjob doctor --fix checkpoints it"
+                % (self.db_path, self.db_path),
+                fixable=True,
+            )
             if self.fix:
                 try:
                     done = self._writable().checkpoint()
@@ -397,26 +465,41 @@ class Doctor:
                 continue  # reported with the files that belong to no job
             pending = jobs.read_result_file(job)
             if pending is None:
-                self._find(c, "the result file of %s cannot be read" % _describe(job),
-                           "look at %s; the job's record says %s" % (jobs.result_path(job), job["status"]))
+                self._find(
+                    c,
+                    "the result file of %s cannot be read" % _describe(job),
+                    "look at %s; the job's record says %s" % (jobs.result_path(job), job["status"]),
+                )
                 continue
             if jobs.is_active(job) or jobs.is_stopping(job) or job["status"] == "LOST":
-                f = self._find(c, "%s is recorded as %s, but its supervisor left a result (%s) that has not reached "
-                               "the database yet" % (_describe(job), job["status"], _outcome(pending)),
-                               "nothing to do: the next status, wait or start of it applies the result (orchesjob "
-                               "doctor --fix does it now)", fixable=True)
+                f = self._find(
+                    c,
+                    "%s is recorded as %s, but its supervisor left a result (%s) that has not reached "
+                    "the database yet" % (_describe(job), job["status"], _outcome(pending)),
+                    "nothing to do: the next status, wait or start of it applies the result (orchesjob "
+                    "doctor --fix does it now)",
+                    fixable=True,
+                )
                 if self.fix:
                     self._apply(f, job, pending)
             elif (job.get("exit_code"), job.get("signal")) == (pending.get("exit_code"), pending.get("signal")):
-                f = self._find(c, "%s is %s and its result is recorded, but the result file was left behind"
-                               % (_describe(job), job["status"]), "orchesjob doctor --fix removes it", fixable=True)
+                f = self._find(
+                    c,
+                    "%s is %s and its result is recorded, but the result file was left behind"
+                    % (_describe(job), job["status"]),
+                    "orchesjob doctor --fix removes it",
+                    fixable=True,
+                )
                 if self.fix:
                     jobs.remove_result_file(job)
                     self._fixed(f, not os.path.exists(jobs.result_path(job)), "removed")
             else:
-                self._find(c, "%s is recorded as %s (%s) but its result file says %s"
-                           % (_describe(job), job["status"], job.get("end_reason"), _outcome(pending)),
-                           "look at %s and the job's log; nothing applies it automatically" % jobs.result_path(job))
+                self._find(
+                    c,
+                    "%s is recorded as %s (%s) but its result file says %s"
+                    % (_describe(job), job["status"], job.get("end_reason"), _outcome(pending)),
+                    "look at %s and the job's log; nothing applies it automatically" % jobs.result_path(job),
+                )
 
     def _apply(self, f: dict[str, Any], job: dict[str, Any], pending: dict[str, Any]) -> None:
         """Apply a waiting result the way a reader does (jobs.refresh; a LOST verdict is overturned by finish)."""
@@ -456,10 +539,17 @@ class Doctor:
                 continue
             else:
                 shown = "ABORTED and still being stopped" if jobs.is_stopping(job) else job["status"]
-                problem = ("%s is recorded as %s but nothing of it is alive (its supervisor and every process of its "
-                           "command are gone)" % (_describe(job), shown))
-            f = self._find(c, problem, "nothing to do: the next status of it records the end (LOST, or ABORTED for "
-                           "an abort); orchesjob doctor --fix does it now", fixable=True)
+                problem = (
+                    "%s is recorded as %s but nothing of it is alive (its supervisor and every process of its "
+                    "command are gone)" % (_describe(job), shown)
+                )
+            f = self._find(
+                c,
+                problem,
+                "nothing to do: the next status of it records the end (LOST, or ABORTED for "
+                "an abort); orchesjob doctor --fix does it now",
+                fixable=True,
+            )
             if self.fix:
                 self._settle(f, job)
         c["message"] = "%s recorded as active" % _n(len(recorded), "job")
@@ -476,9 +566,14 @@ class Doctor:
             self._fixed(f, False, e.message)
             return
         done = not jobs.is_active(after) and not jobs.is_stopping(after)
-        self._fixed(f, done, "now %s: %s" % (after["status"], after.get("end_reason")) if done
-                    else "still %s in the database (another process holds its lock, or the job came back to life); "
-                    "try again" % after["status"])
+        self._fixed(
+            f,
+            done,
+            "now %s: %s" % (after["status"], after.get("end_reason"))
+            if done
+            else "still %s in the database (another process holds its lock, or the job came back to life); "
+            "try again" % after["status"],
+        )
 
     def check_log_files(self) -> None:
         """Files in logs/ that belong to no job, and jobs that launched their command but have no log files."""
@@ -506,16 +601,23 @@ class Doctor:
         c["message"] = "%s, %d with log files" % (_n(total, "job"), total - len(missing))
         c.update(jobs=total, jobs_without_logs=len(launched), files_without_job=len(names))
         if names:
-            self._find(c, "%s in %s belong to no job recorded in the database (a deleted or replaced "
-                       "database, a clean that could not remove them, a copy)" % (_n(len(names), "file"), self.logs),
-                       "keep what you need and remove the rest (rm %s/JOB-ID.*); orchesjob never reads them"
-                       % self.logs, items=names)
+            self._find(
+                c,
+                "%s in %s belong to no job recorded in the database (a deleted or replaced "
+                "database, a clean that could not remove them, a copy)" % (_n(len(names), "file"), self.logs),
+                "keep what you need and remove the rest (rm %s/JOB-ID.*); orchesjob never reads them" % self.logs,
+                items=names,
+            )
         if launched:
-            self._find(c, "%s ran a command but have no log file (removed outside orchesjob: a cleaner of old "
-                       "files in /tmp, a hand, a disk replaced)" % _n(len(launched), "job"),
-                       "the logs cannot be recovered; the records are intact. `orchesjob clean --job-id ID` removes a "
-                       "finished job that is no longer needed; keep ORCHESJOB_HOME out of directories that are "
-                       "cleaned automatically", items=launched)
+            self._find(
+                c,
+                "%s ran a command but have no log file (removed outside orchesjob: a cleaner of old "
+                "files in /tmp, a hand, a disk replaced)" % _n(len(launched), "job"),
+                "the logs cannot be recovered; the records are intact. `orchesjob clean --job-id ID` removes a "
+                "finished job that is no longer needed; keep ORCHESJOB_HOME out of directories that are "
+                "cleaned automatically",
+                items=launched,
+            )
         if self.odd_files:
             c["other_files"] = sorted(self.odd_files)[:ITEMS]
 
@@ -541,9 +643,17 @@ def run(fix: bool, text: bool, term: Terminal) -> Any:
     return Text(render(report, term), code)
 
 
-_LABELS = {"state_dir": "state directory", "proc": "/proc", "database": "database", "schema": "schema",
-           "wal": "write-ahead log", "free_space": "free space", "pending_results": "pending results",
-           "active_jobs": "active jobs", "log_files": "log files"}
+_LABELS = {
+    "state_dir": "state directory",
+    "proc": "/proc",
+    "database": "database",
+    "schema": "schema",
+    "wal": "write-ahead log",
+    "free_space": "free space",
+    "pending_results": "pending results",
+    "active_jobs": "active jobs",
+    "log_files": "log files",
+}
 
 
 def render(report: dict[str, Any], term: Terminal) -> str:

@@ -78,8 +78,10 @@ class Follow(Output):
             if self.by_run_key:
                 latest = self.store.latest(job["run_key"])
                 if latest is not None and latest["attempt_no"] > job["attempt_no"]:
-                    _say("%s %s; attempt %d started (job %s): following it"
-                         % (_describe(job), job["status"], latest["attempt_no"], latest["job_id"]))
+                    _say(
+                        "%s %s; attempt %d started (job %s): following it"
+                        % (_describe(job), job["status"], latest["attempt_no"], latest["job_id"])
+                    )
                     job, pos = latest, 0
                     continue
             if job["status"] == "SUCCEEDED":

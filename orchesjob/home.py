@@ -52,8 +52,10 @@ def _user_default(xdg: str) -> str:
     except OSError:
         pass
     else:
-        warn("using the state directory %s (it holds your orchesjob database, as orchesjob 1.1.0 left it); %s also "
-             "holds one, whose jobs this command does not see: set ORCHESJOB_HOME to choose" % (SYSTEM_HOME, xdg))
+        warn(
+            "using the state directory %s (it holds your orchesjob database, as orchesjob 1.1.0 left it); %s also "
+            "holds one, whose jobs this command does not see: set ORCHESJOB_HOME to choose" % (SYSTEM_HOME, xdg)
+        )
     return SYSTEM_HOME
 
 
@@ -91,25 +93,34 @@ def _check(path: str, st: os.stat_result, is_dir: bool, top: bool = False) -> No
         except OSError:
             to = ""
         if top:
-            raise _state_error("state directory %s is a symbolic link%s (owned by %s); orchesjob never follows links "
-                               "in its state directory: point ORCHESJOB_HOME at the real directory" % (path, to, owner))
-        raise _state_error("%s is a symbolic link%s (owned by %s); orchesjob never follows links in its state "
-                           "directory: remove the link (the state directory holds only what orchesjob created)"
-                           % (path, to, owner))
+            raise _state_error(
+                "state directory %s is a symbolic link%s (owned by %s); orchesjob never follows links "
+                "in its state directory: point ORCHESJOB_HOME at the real directory" % (path, to, owner)
+            )
+        raise _state_error(
+            "%s is a symbolic link%s (owned by %s); orchesjob never follows links in its state "
+            "directory: remove the link (the state directory holds only what orchesjob created)" % (path, to, owner)
+        )
     if is_dir and not stat.S_ISDIR(st.st_mode):
-        raise _state_error("%s exists but is not a directory (owned by %s); %s"
-                           % (path, owner, "check ORCHESJOB_HOME" if top else "remove it"))
+        raise _state_error(
+            "%s exists but is not a directory (owned by %s); %s"
+            % (path, owner, "check ORCHESJOB_HOME" if top else "remove it")
+        )
     if not is_dir and not stat.S_ISREG(st.st_mode):
         raise _state_error("%s exists but is not a regular file (owned by %s); remove it" % (path, owner))
     me = os.geteuid()
     if st.st_uid != me:
-        raise _state_error("%s%s belongs to %s, not to %s who runs orchesjob; the state directory and everything in "
-                           "it must belong to the user who runs orchesjob (root too): set ORCHESJOB_HOME to a "
-                           "directory of your own, or run orchesjob as its owner"
-                           % ("state directory " if top else "", path, owner, _who(me)))
+        raise _state_error(
+            "%s%s belongs to %s, not to %s who runs orchesjob; the state directory and everything in "
+            "it must belong to the user who runs orchesjob (root too): set ORCHESJOB_HOME to a "
+            "directory of your own, or run orchesjob as its owner"
+            % ("state directory " if top else "", path, owner, _who(me))
+        )
     if not is_dir and st.st_nlink > 1:
-        raise _state_error("%s has %d hard links (owned by %s); orchesjob only uses files it created in its state "
-                           "directory: remove the other links or the file" % (path, st.st_nlink, owner))
+        raise _state_error(
+            "%s has %d hard links (owned by %s); orchesjob only uses files it created in its state "
+            "directory: remove the other links or the file" % (path, st.st_nlink, owner)
+        )
 
 
 def _tighten(path: str, st: os.stat_result, mode: int) -> bool:

@@ -21,10 +21,29 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any
 
 _REFERENCE_FIELDS = (
-    "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",
-    "stdout_file", "stderr_file", "attempt_no", "rerun_of_job_id", "rerun_reason", "abort_reason",
-    "started_at", "started_at_iso", "finished_at", "finished_at_iso", "updated_at", "updated_at_iso",
-    "aborted_at", "aborted_at_iso",
+    "job_id",
+    "run_key",
+    "command",
+    "pid",
+    "pid_kind",
+    "worker_pid",
+    "target_pid",
+    "status",
+    "exit_code",
+    "stdout_file",
+    "stderr_file",
+    "attempt_no",
+    "rerun_of_job_id",
+    "rerun_reason",
+    "abort_reason",
+    "started_at",
+    "started_at_iso",
+    "finished_at",
+    "finished_at_iso",
+    "updated_at",
+    "updated_at_iso",
+    "aborted_at",
+    "aborted_at_iso",
 )
 
 
@@ -88,8 +107,11 @@ def outcome(returncode: int | None, reason: str | None = None) -> dict[str, Any]
         return {"exit_code": None, "signal": None, "end_reason": reason}
     if returncode < 0:
         sig = -returncode
-        return {"exit_code": None, "signal": sig,
-                "end_reason": reason or "killed by signal %s" % processes.signal_name(sig)}
+        return {
+            "exit_code": None,
+            "signal": sig,
+            "end_reason": reason or "killed by signal %s" % processes.signal_name(sig),
+        }
     return {"exit_code": returncode, "signal": None, "end_reason": reason or "exited with code %d" % returncode}
 
 
@@ -285,8 +307,12 @@ def _settle_abort(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     if _anything_alive(job):
         return job
     t = now()
-    fields = {"finished_at": t, "updated_at": t, "end_reason": job.get("end_reason") or "aborted"
-              + (": %s" % job["abort_reason"] if job.get("abort_reason") else "")}
+    fields = {
+        "finished_at": t,
+        "updated_at": t,
+        "end_reason": job.get("end_reason")
+        or "aborted" + (": %s" % job["abort_reason"] if job.get("abort_reason") else ""),
+    }
     try:
         with store.write(wait=_settle_wait()):
             fresh = store.get(job["job_id"]) or job
@@ -341,14 +367,21 @@ def _mark_lost(store: Store, job: dict[str, Any], reason: str | None) -> dict[st
                 return fresh
             if reason is None and _anything_alive(fresh):
                 return fresh
-            store.update(job["job_id"], fields, only_if_status=ACTIVE,
-                         only_if={k: fresh.get(k) for k in _IDENTITY if k != "status"})
+            store.update(
+                job["job_id"],
+                fields,
+                only_if_status=ACTIVE,
+                only_if={k: fresh.get(k) for k in _IDENTITY if k != "status"},
+            )
     except LockTimeout:
         # Not recorded; a later reader decides again. What to show meanwhile: a STARTING job may have a supervisor
         # that is alive but not yet recorded (it may be the one waiting for this lock), so absence proves nothing
         # yet; a job whose processes were all recorded cannot come back, so its verdict can be shown, checked again.
-        if job["status"] == "STARTING" or read_result_file(job) is not None or (reason is None and
-                                                                               _anything_alive(job)):
+        if (
+            job["status"] == "STARTING"
+            or read_result_file(job) is not None
+            or (reason is None and _anything_alive(job))
+        ):
             return dict(job, liveness="unknown")
         return dict(job, **fields)
     return store.get(job["job_id"]) or job

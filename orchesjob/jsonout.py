@@ -46,7 +46,7 @@ def _slices(s: str) -> Iterator[str]:
         escape = _string
     yield '"'
     for i in range(0, len(s), _SLICE):
-        yield escape(s[i:i + _SLICE])[1:-1]
+        yield escape(s[i : i + _SLICE])[1:-1]
     yield '"'
 
 

@@ -102,41 +102,74 @@ def collect(store: Store | None, db_path: str | None, recent_seconds: float, max
         else:
             omitted = store.count_keys_finished_since(since)
     out = Exposition()
-    out.gauge("orchesjob_jobs", "Jobs recorded in the orchesjob state database, by status.",
-              [((("status", s),), n) for s, n in by_status.items()])
-    out.gauge("orchesjob_running_jobs", "Jobs STARTING or RUNNING now (checked against their processes).",
-              [((), len(running))])
+    out.gauge(
+        "orchesjob_jobs",
+        "Jobs recorded in the orchesjob state database, by status.",
+        [((("status", s),), n) for s, n in by_status.items()],
+    )
+    out.gauge(
+        "orchesjob_running_jobs",
+        "Jobs STARTING or RUNNING now (checked against their processes).",
+        [((), len(running))],
+    )
     oldest = min((j["started_at"] for j in running), default=None)
-    out.gauge("orchesjob_oldest_running_job_age_seconds",
-              "Seconds since the oldest running job started; 0 when no job runs.",
-              [((), max(0, t - oldest) if oldest is not None else 0)])
-    out.gauge("orchesjob_jobs_finished_recently",
-              "Jobs that finished within the recent window (orchesjob_recent_window_seconds), by status.",
-              [((("status", s),), n) for s, n in recent.items()])
-    out.gauge("orchesjob_recent_window_seconds", "The window of the *_recently and orchesjob_run_key_* series.",
-              [((), recent_seconds)])
+    out.gauge(
+        "orchesjob_oldest_running_job_age_seconds",
+        "Seconds since the oldest running job started; 0 when no job runs.",
+        [((), max(0, t - oldest) if oldest is not None else 0)],
+    )
+    out.gauge(
+        "orchesjob_jobs_finished_recently",
+        "Jobs that finished within the recent window (orchesjob_recent_window_seconds), by status.",
+        [((("status", s),), n) for s, n in recent.items()],
+    )
+    out.gauge(
+        "orchesjob_recent_window_seconds",
+        "The window of the *_recently and orchesjob_run_key_* series.",
+        [((), recent_seconds)],
+    )
     per_key = [(("run_key", j["run_key"]),) for j in last]
-    out.gauge("orchesjob_run_key_last_success",
-              "1 if the latest job of the run key that finished within the window SUCCEEDED, else 0.",
-              [(k, 1 if j["status"] == "SUCCEEDED" else 0) for k, j in zip(per_key, last)])
-    out.gauge("orchesjob_run_key_last_status", "The status of that job (the sample with value 1).",
-              [(k + (("status", j["status"]),), 1) for k, j in zip(per_key, last)])
-    out.gauge("orchesjob_run_key_last_exit_code",
-              "The exit code of that job (absent when a signal ended it or its command never ran).",
-              [(k, j["exit_code"]) for k, j in zip(per_key, last) if j.get("exit_code") is not None])
-    out.gauge("orchesjob_run_key_last_attempt", "The attempt number of that job.",
-              [(k, j["attempt_no"]) for k, j in zip(per_key, last)])
-    out.gauge("orchesjob_run_key_last_finish_time_seconds", "When that job finished, in Unix seconds.",
-              [(k, j["finished_at"]) for k, j in zip(per_key, last)])
-    out.gauge("orchesjob_run_key_last_duration_seconds", "How long that job ran, in seconds.",
-              [(k, max(0, j["finished_at"] - j["started_at"])) for k, j in zip(per_key, last)])
-    out.gauge("orchesjob_run_keys_omitted",
-              "Run keys with a job finished within the window left out of the per-key series (--max-keys).",
-              [((), omitted)])
-    out.gauge("orchesjob_database_size_bytes", "Size of the state database file in bytes.",
-              [((), _size(db_path))])
-    out.gauge("orchesjob_database_wal_size_bytes", "Size of the state database's write-ahead log in bytes.",
-              [((), _size(db_path + "-wal") if db_path else 0)])
+    out.gauge(
+        "orchesjob_run_key_last_success",
+        "1 if the latest job of the run key that finished within the window SUCCEEDED, else 0.",
+        [(k, 1 if j["status"] == "SUCCEEDED" else 0) for k, j in zip(per_key, last)],
+    )
+    out.gauge(
+        "orchesjob_run_key_last_status",
+        "The status of that job (the sample with value 1).",
+        [(k + (("status", j["status"]),), 1) for k, j in zip(per_key, last)],
+    )
+    out.gauge(
+        "orchesjob_run_key_last_exit_code",
+        "The exit code of that job (absent when a signal ended it or its command never ran).",
+        [(k, j["exit_code"]) for k, j in zip(per_key, last) if j.get("exit_code") is not None],
+    )
+    out.gauge(
+        "orchesjob_run_key_last_attempt",
+        "The attempt number of that job.",
+        [(k, j["attempt_no"]) for k, j in zip(per_key, last)],
+    )
+    out.gauge(
+        "orchesjob_run_key_last_finish_time_seconds",
+        "When that job finished, in Unix seconds.",
+        [(k, j["finished_at"]) for k, j in zip(per_key, last)],
+    )
+    out.gauge(
+        "orchesjob_run_key_last_duration_seconds",
+        "How long that job ran, in seconds.",
+        [(k, max(0, j["finished_at"] - j["started_at"])) for k, j in zip(per_key, last)],
+    )
+    out.gauge(
+        "orchesjob_run_keys_omitted",
+        "Run keys with a job finished within the window left out of the per-key series (--max-keys).",
+        [((), omitted)],
+    )
+    out.gauge("orchesjob_database_size_bytes", "Size of the state database file in bytes.", [((), _size(db_path))])
+    out.gauge(
+        "orchesjob_database_wal_size_bytes",
+        "Size of the state database's write-ahead log in bytes.",
+        [((), _size(db_path + "-wal") if db_path else 0)],
+    )
     return Text(out.text(), encoding="utf-8")
 
 

@@ -83,9 +83,26 @@ def upgrade(store: Store, current: int, target: int) -> None:
 LEGACY_VERSION = "1.1.0"
 BACKUP_SUFFIX = ".1.1.0-backup"
 _V110_TABLES = {
-    "jobs": ("job_id", "run_key", "worker_pid", "target_pid", "command", "status", "exit_code", "stdout_file",
-             "stderr_file", "started_at", "finished_at", "updated_at", "aborted_at", "abort_reason",
-             "rerun_of_job_id", "attempt_no", "rerun_reason", "strict"),
+    "jobs": (
+        "job_id",
+        "run_key",
+        "worker_pid",
+        "target_pid",
+        "command",
+        "status",
+        "exit_code",
+        "stdout_file",
+        "stderr_file",
+        "started_at",
+        "finished_at",
+        "updated_at",
+        "aborted_at",
+        "abort_reason",
+        "rerun_of_job_id",
+        "attempt_no",
+        "rerun_reason",
+        "strict",
+    ),
     "run_keys": ("run_key", "job_id", "created_at"),
     "strict_overrides": ("run_key", "allowed_at", "used_at", "reason", "expires_at"),
     "schema_meta": ("key", "value"),
@@ -114,8 +131,11 @@ def _recognise(store: Store) -> str | None:
     conn = store.conn
     if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
         return None  # ours, created since the caller read the version
-    names = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-             if not str(r[0]).startswith("sqlite_")}
+    names = {
+        str(r[0])
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not str(r[0]).startswith("sqlite_")
+    }
     if "schema_meta" not in names and not {"jobs", "run_keys"} <= names:
         return None
     why = None
@@ -136,7 +156,9 @@ def _recognise(store: Store) -> str | None:
     raise OrchesjobError(
         "the database %s looks like orchesjob 1.x's but not 1.1.0's (%s); this orchesjob upgrades a 1.1.0 database "
         "only (an older one is brought up to 1.1.0 by running `orchesjob status --running` once with orchesjob 1.1.0); "
-        "it was left untouched" % (store.path, why), error_type="database")
+        "it was left untouched" % (store.path, why),
+        error_type="database",
+    )
 
 
 def _coerce_ts(value: Any) -> int | None:
@@ -183,8 +205,12 @@ def _register_functions(store: Store) -> None:
 
         try:
             items = json.loads(value)
-            if not (isinstance(items, list) and items and all(isinstance(x, str) and "\0" not in x for x in items)
-                    and items[0]):
+            if not (
+                isinstance(items, list)
+                and items
+                and all(isinstance(x, str) and "\0" not in x for x in items)
+                and items[0]
+            ):
                 return None
             return _pack(items)
         except (TypeError, ValueError):  # not JSON, or a lone surrogate that is no escaped byte
@@ -253,8 +279,10 @@ def present_1_1_0(store: Store) -> None:
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("CREATE TEMP VIEW jobs AS " + _jobs_select("main.jobs"))
     conn.execute("CREATE TEMP VIEW run_keys AS " + _run_keys_select("main.jobs", "main.strict_overrides"))
-    conn.execute("CREATE TEMP VIEW start_requests AS SELECT '' AS run_key, '' AS request_id, '' AS job_id, "
-                 "0 AS answered_at WHERE 0")
+    conn.execute(
+        "CREATE TEMP VIEW start_requests AS SELECT '' AS run_key, '' AS request_id, '' AS job_id, "
+        "0 AS answered_at WHERE 0"
+    )
 
 
 def drop_presentation(store: Store) -> None:
@@ -271,7 +299,8 @@ def present_row(job: dict[str, Any]) -> None:
         job["exit_code"] = None
         if code == -1:
             job["end_reason"] = job.get("end_reason") or (
-                "orchesjob 1.1.0 recorded exit code -1: the command (or its worker) could not be launched")
+                "orchesjob 1.1.0 recorded exit code -1: the command (or its worker) could not be launched"
+            )
         else:
             job["signal"] = -code
     if job.get("end_reason") or "status" not in job:
@@ -292,8 +321,10 @@ def present_row(job: dict[str, Any]) -> None:
 def _error(store: Store, message: str, error_type: str = "database") -> Exception:
     from .errors import OrchesjobError
 
-    return OrchesjobError("cannot upgrade the orchesjob 1.1.0 database %s: %s; it was left untouched"
-                          % (store.path, message), error_type=error_type)
+    return OrchesjobError(
+        "cannot upgrade the orchesjob 1.1.0 database %s: %s; it was left untouched" % (store.path, message),
+        error_type=error_type,
+    )
 
 
 def _lost_but_running(store: Store, double: list[str]) -> list[str]:
@@ -304,10 +335,13 @@ def _lost_but_running(store: Store, double: list[str]) -> list[str]:
     from . import jobs as jobs_mod
 
     out = []
-    for job in store._many("SELECT * FROM (%s) AS j WHERE status = 'LOST' AND attempt_no = (SELECT MAX(attempt_no) "
-                           "FROM main.jobs WHERE COALESCE(run_key, '') = j.run_key) AND NOT EXISTS (SELECT 1 FROM "
-                           "main.jobs WHERE COALESCE(run_key, '') = j.run_key AND status IN ('STARTING', 'RUNNING'))"
-                           % _jobs_select("main.jobs"), ()):
+    for job in store._many(
+        "SELECT * FROM (%s) AS j WHERE status = 'LOST' AND attempt_no = (SELECT MAX(attempt_no) "
+        "FROM main.jobs WHERE COALESCE(run_key, '') = j.run_key) AND NOT EXISTS (SELECT 1 FROM "
+        "main.jobs WHERE COALESCE(run_key, '') = j.run_key AND status IN ('STARTING', 'RUNNING'))"
+        % _jobs_select("main.jobs"),
+        (),
+    ):
         if job["job_id"] not in double and jobs_mod._anything_alive(job):
             out.append(job["job_id"])
     return out
@@ -320,8 +354,9 @@ def _double_runs(store: Store) -> list[str]:
     from . import jobs as jobs_mod
 
     by_key: dict[str, list[dict[str, Any]]] = {}
-    for job in store._many("SELECT * FROM (%s) WHERE status IN ('STARTING', 'RUNNING')" % _jobs_select("main.jobs"),
-                           ()):
+    for job in store._many(
+        "SELECT * FROM (%s) WHERE status IN ('STARTING', 'RUNNING')" % _jobs_select("main.jobs"), ()
+    ):
         by_key.setdefault(job["run_key"], []).append(job)
     dead: list[str] = []
     for key, active in by_key.items():
@@ -329,9 +364,12 @@ def _double_runs(store: Store) -> list[str]:
             continue
         alive = [j for j in active if jobs_mod._anything_alive(j)]
         if len(alive) > 1:
-            raise _error(store, "run key %r has %d jobs running side by side (%s), which orchesjob 1.1.0 allowed and "
-                                "this orchesjob cannot record; wait until one has ended (or stop one), then try again"
-                         % (key, len(alive), ", ".join(j["job_id"] for j in alive)))
+            raise _error(
+                store,
+                "run key %r has %d jobs running side by side (%s), which orchesjob 1.1.0 allowed and "
+                "this orchesjob cannot record; wait until one has ended (or stop one), then try again"
+                % (key, len(alive), ", ".join(j["job_id"] for j in alive)),
+            )
         dead.extend(j["job_id"] for j in active if j not in alive)
     return dead
 
@@ -342,8 +380,9 @@ def _renumbered(store: Store) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     seen: dict[str, dict[Any, int]] = {}
     highest: dict[str, int] = {}
-    rows = store.conn.execute("SELECT job_id, COALESCE(run_key, ''), attempt_no FROM jobs "
-                              "ORDER BY 2, 3, _oj110_ts(started_at), rowid").fetchall()
+    rows = store.conn.execute(
+        "SELECT job_id, COALESCE(run_key, ''), attempt_no FROM jobs ORDER BY 2, 3, _oj110_ts(started_at), rowid"
+    ).fetchall()
     for _, key, attempt in rows:
         if isinstance(attempt, int):
             highest[key] = max(highest.get(key, 0), attempt)
@@ -413,13 +452,49 @@ def discard_backup(info: dict[str, str]) -> None:
         pass
 
 
-_JOB_COLUMNS = ("job_id", "run_key", "attempt_no", "status", "command", "cwd", "env", "timeout", "strict",
-                "strict_override_used", "override_reason", "rerun_of_job_id", "rerun_reason", "abort_reason",
-                "exit_code", "signal", "end_reason", "worker_pid", "worker_start", "target_pid", "target_start", "pgid",
-                "boot_id", "pid_ns", "request_id", "owner", "stdout_file", "stderr_file", "started_at", "finished_at",
-                "updated_at", "aborted_at", "imported_from")
-_RUN_KEY_COLUMNS = ("run_key", "last_attempt", "unlock_reason", "unlock_allowed_at", "unlock_expires_at",
-                    "unlock_pending")
+_JOB_COLUMNS = (
+    "job_id",
+    "run_key",
+    "attempt_no",
+    "status",
+    "command",
+    "cwd",
+    "env",
+    "timeout",
+    "strict",
+    "strict_override_used",
+    "override_reason",
+    "rerun_of_job_id",
+    "rerun_reason",
+    "abort_reason",
+    "exit_code",
+    "signal",
+    "end_reason",
+    "worker_pid",
+    "worker_start",
+    "target_pid",
+    "target_start",
+    "pgid",
+    "boot_id",
+    "pid_ns",
+    "request_id",
+    "owner",
+    "stdout_file",
+    "stderr_file",
+    "started_at",
+    "finished_at",
+    "updated_at",
+    "aborted_at",
+    "imported_from",
+)
+_RUN_KEY_COLUMNS = (
+    "run_key",
+    "last_attempt",
+    "unlock_reason",
+    "unlock_allowed_at",
+    "unlock_expires_at",
+    "unlock_pending",
+)
 
 
 def from_1_1_0(store: Store) -> dict[str, str]:
@@ -440,11 +515,16 @@ def from_1_1_0(store: Store) -> dict[str, str]:
     _register_functions(store)
     processes.pause_point("upgrade-1.1.0-start")
     conn = store.conn
-    bad = [str(r[0]) for r in
-           conn.execute("SELECT job_id FROM jobs WHERE _oj110_argv(command, job_id) IS NULL LIMIT 5")]
+    bad = [
+        str(r[0]) for r in conn.execute("SELECT job_id FROM jobs WHERE _oj110_argv(command, job_id) IS NULL LIMIT 5")
+    ]
     if bad:
-        raise _error(store, "the command of job %s is not a JSON list of arguments as 1.1.0 writes it (a damaged "
-                            "record)" % ", ".join(bad), "corrupt_database")
+        raise _error(
+            store,
+            "the command of job %s is not a JSON list of arguments as 1.1.0 writes it (a damaged "
+            "record)" % ", ".join(bad),
+            "corrupt_database",
+        )
     lost = _double_runs(store)
     revive = _lost_but_running(store, lost)
     renumber = _renumbered(store)
@@ -455,10 +535,14 @@ def from_1_1_0(store: Store) -> dict[str, str]:
     try:
         processes.pause_point("upgrade-1.1.0-backup")
         t = int(time.time())
-        conn.executemany("UPDATE jobs SET status = 'LOST', finished_at = COALESCE(finished_at, ?), updated_at = ? "
-                         "WHERE job_id = ?", [(t, t, j) for j in lost])
-        conn.executemany("UPDATE jobs SET status = 'RUNNING', finished_at = NULL, updated_at = ? WHERE job_id = ?",
-                         [(t, j) for j in revive])
+        conn.executemany(
+            "UPDATE jobs SET status = 'LOST', finished_at = COALESCE(finished_at, ?), updated_at = ? WHERE job_id = ?",
+            [(t, t, j) for j in lost],
+        )
+        conn.executemany(
+            "UPDATE jobs SET status = 'RUNNING', finished_at = NULL, updated_at = ? WHERE job_id = ?",
+            [(t, j) for j in revive],
+        )
         conn.executemany("UPDATE jobs SET attempt_no = ? WHERE job_id = ?", renumber)
         conn.execute("ALTER TABLE jobs RENAME TO _oj110_jobs")
         conn.execute("ALTER TABLE run_keys RENAME TO _oj110_run_keys")
@@ -466,11 +550,14 @@ def from_1_1_0(store: Store) -> dict[str, str]:
         cols = ", ".join(_JOB_COLUMNS)
         conn.execute("INSERT INTO main.jobs (%s) SELECT %s FROM (%s)" % (cols, cols, _jobs_select("main._oj110_jobs")))
         cols = ", ".join(_RUN_KEY_COLUMNS)
-        conn.execute("INSERT INTO main.run_keys (%s) SELECT %s FROM (%s)"
-                     % (cols, cols, _run_keys_select("main._oj110_jobs", "main.strict_overrides")))
-        conn.executemany("UPDATE main.jobs SET end_reason = ? WHERE job_id = ?",
-                         [("found dead while upgrading from orchesjob 1.1.0, beside another job of its run key", j)
-                          for j in lost])
+        conn.execute(
+            "INSERT INTO main.run_keys (%s) SELECT %s FROM (%s)"
+            % (cols, cols, _run_keys_select("main._oj110_jobs", "main.strict_overrides"))
+        )
+        conn.executemany(
+            "UPDATE main.jobs SET end_reason = ? WHERE job_id = ?",
+            [("found dead while upgrading from orchesjob 1.1.0, beside another job of its run key", j) for j in lost],
+        )
         processes.pause_point("upgrade-1.1.0-copy")
         for table in ("_oj110_run_keys", "_oj110_jobs", "strict_overrides", "schema_meta"):
             conn.execute("DROP TABLE main.%s" % table)

@@ -208,7 +208,7 @@ def legacy_worker_alive(pid: int | None, job_id: str) -> bool:
         return False
     argv = _cmdline(pid)
     tail = list(LEGACY_WORKER_ARGV) + [job_id.encode("utf-8", "surrogateescape")]
-    return argv is not None and len(argv) > len(tail) and argv[-len(tail):] == tail
+    return argv is not None and len(argv) > len(tail) and argv[-len(tail) :] == tail
 
 
 def find_legacy_worker(job_id: str) -> int | None:
@@ -267,7 +267,7 @@ def snapshot() -> list[tuple[int, int, int, str | None]]:
             with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
                 for item in f.read().split(b"\0"):
                     if item.startswith(prefix):
-                        marker = item[len(prefix):].decode("utf-8", "replace")
+                        marker = item[len(prefix) :].decode("utf-8", "replace")
                         break
         except OSError:
             pass
@@ -360,8 +360,9 @@ else:
 signals = _sig
 
 # Signals the target gets back at their default disposition, whatever the supervisor ignores or handles.
-_DEFAULT_SIGNALS = tuple(getattr(_sig, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT")
-                         if hasattr(_sig, n))
+_DEFAULT_SIGNALS = tuple(
+    getattr(_sig, n) for n in ("SIGPIPE", "SIGXFSZ", "SIGHUP", "SIGINT", "SIGTERM", "SIGQUIT") if hasattr(_sig, n)
+)
 
 
 def find_program(name: str, path: str | None) -> str:
@@ -394,8 +395,11 @@ def launch(argv: list[str], cwd: str | None, env: dict[str, str], stdout_fd: int
     program = find_program(argv[0], env.get("PATH"))
     devnull = os.open(os.devnull, os.O_RDONLY)
     try:
-        actions = [(os.POSIX_SPAWN_DUP2, devnull, 0), (os.POSIX_SPAWN_DUP2, stdout_fd, 1),
-                   (os.POSIX_SPAWN_DUP2, stderr_fd, 2)]
+        actions = [
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, stdout_fd, 1),
+            (os.POSIX_SPAWN_DUP2, stderr_fd, 2),
+        ]
         return os.posix_spawn(program, argv, env, file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS)
     finally:
         os.close(devnull)

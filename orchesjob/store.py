@@ -167,8 +167,9 @@ class _Connection(sqlite3.Connection):
 
 
 def _undecodable(e: UnicodeError) -> sqlite3.DatabaseError:
-    return sqlite3.DatabaseError("database disk image is malformed (SQLite reported an error in bytes that are not "
-                                 "UTF-8: %s)" % e)
+    return sqlite3.DatabaseError(
+        "database disk image is malformed (SQLite reported an error in bytes that are not UTF-8: %s)" % e
+    )
 
 
 class Store:
@@ -292,9 +293,11 @@ class Store:
         self.legacy = None
         if info is not None:
             UPGRADED.append(info)
-            home.warn("upgraded the orchesjob %s database %s to this orchesjob's schema; the original is kept as %s "
-                      "(to go back, see \"Upgrading from orchesjob 1.1.0\" in the README)"
-                      % (info["version"], self.path, info["backup"]))
+            home.warn(
+                "upgraded the orchesjob %s database %s to this orchesjob's schema; the original is kept as %s "
+                '(to go back, see "Upgrading from orchesjob 1.1.0" in the README)'
+                % (info["version"], self.path, info["backup"])
+            )
         self._ensure_schema()
 
     def copy_to(self, path: str) -> None:
@@ -388,9 +391,7 @@ class Store:
         return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
 
     def active(self) -> list[dict[str, Any]]:
-        return self._many(
-            "SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ()
-        )
+        return self._many("SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ())
 
     def answered_request(self, run_key: str, request_id: str) -> dict[str, Any] | None:
         """The job a start with this request id already answered with, if any (a retry of that same request)."""
@@ -412,7 +413,7 @@ class Store:
         """The jobs among `job_ids` that exist, by id (primary key lookups in batches: one query per 500 ids)."""
         found: dict[str, dict[str, Any]] = {}
         for i in range(0, len(job_ids), 500):
-            batch = list(job_ids[i:i + 500])
+            batch = list(job_ids[i : i + 500])
             sql = "SELECT * FROM jobs WHERE job_id IN (%s)" % ", ".join("?" for _ in batch)
             found.update((j["job_id"], j) for j in self._many(sql, batch))
         return found
@@ -422,9 +423,11 @@ class Store:
         (Plain IN lists and no upsert: the SQL stays within what old SQLite builds on job hosts understand.)"""
         found: dict[tuple[str, str], tuple[int, int]] = {}
         for i in range(0, len(job_ids), 500):
-            batch = list(job_ids[i:i + 500])
-            sql = ("SELECT job_id, cursor, stdout_offset, stderr_offset FROM watch_cursors WHERE job_id IN (%s)"
-                   % ", ".join("?" for _ in batch))
+            batch = list(job_ids[i : i + 500])
+            sql = (
+                "SELECT job_id, cursor, stdout_offset, stderr_offset FROM watch_cursors WHERE job_id IN (%s)"
+                % ", ".join("?" for _ in batch)
+            )
             for row in self._many(sql, batch, _decode_cursor):
                 found[(row["job_id"], row["cursor"])] = (row["stdout_offset"], row["stderr_offset"])
         return found
@@ -501,8 +504,13 @@ class Store:
         except sqlite3.IntegrityError:
             raise InconsistentState("run key %r already has an active job" % job["run_key"]) from None
 
-    def update(self, job_id: str, fields: dict[str, Any], only_if_status: Sequence[str] = (),
-               only_if: dict[str, Any] | None = None) -> bool:
+    def update(
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        only_if_status: Sequence[str] = (),
+        only_if: dict[str, Any] | None = None,
+    ) -> bool:
         """Update a job; with `only_if_status`, only while it is in one of those states, and with `only_if`, only
         while those columns still hold those values (a compare-and-set). True when a row changed."""
         row = _encode(fields)
@@ -557,8 +565,10 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
         except (ValueError, TypeError, UnicodeError, OverflowError) as e:
-            raise OrchesjobError("the database %s holds a damaged job record (%s); it was left untouched"
-                                 % (self.path, e), error_type="corrupt_database") from None
+            raise OrchesjobError(
+                "the database %s holds a damaged job record (%s); it was left untouched" % (self.path, e),
+                error_type="corrupt_database",
+            ) from None
 
     def _scalar(self, sql: str, args: Sequence[Any] = ()) -> Any:
         try:
@@ -586,22 +596,30 @@ class Store:
         grows with the jobs that did not succeed, not with the history. (A status value no orchesjob writes would be
         counted as SUCCEEDED.)"""
         total = self._scalar("SELECT count(*) FROM jobs")
-        counts = {s: self._scalar("SELECT count(*) FROM jobs WHERE status = ?", (s,))
-                  for s in ACTIVE + TERMINAL if s != "SUCCEEDED"}
+        counts = {
+            s: self._scalar("SELECT count(*) FROM jobs WHERE status = ?", (s,))
+            for s in ACTIVE + TERMINAL
+            if s != "SUCCEEDED"
+        }
         counts["SUCCEEDED"] = max(0, total - sum(counts.values()))
         return {s: counts[s] for s in ACTIVE + TERMINAL}
 
     def count_finished_since(self, since: int) -> dict[str, int]:
         """Jobs of each terminal status that finished at or after `since` (ranges of jobs_status_finished_at)."""
-        return {s: self._scalar("SELECT count(*) FROM jobs WHERE status = ? AND finished_at >= ?", (s, since))
-                for s in TERMINAL}
+        return {
+            s: self._scalar("SELECT count(*) FROM jobs WHERE status = ? AND finished_at >= ?", (s, since))
+            for s in TERMINAL
+        }
 
     def finished_since(self, since: int) -> Iterator[dict[str, Any]]:
         """Jobs that finished at or after `since`, latest first, read lazily (a range of jobs_finished_at): the
         columns metrics needs, checked like every row."""
         return self._iter(
             "SELECT job_id, run_key, attempt_no, status, exit_code, signal, started_at, finished_at FROM jobs "
-            "WHERE finished_at >= ? ORDER BY finished_at DESC, rowid DESC", (since,), _decode)
+            "WHERE finished_at >= ? ORDER BY finished_at DESC, rowid DESC",
+            (since,),
+            _decode,
+        )
 
     def count_keys_finished_since(self, since: int) -> int:
         """Distinct run keys with a job finished at or after `since` (the same range)."""
@@ -624,9 +642,10 @@ class Store:
                     yield str(job_id)
                 return
             for i in range(0, len(job_ids), 500):
-                batch = list(job_ids[i:i + 500])
+                batch = list(job_ids[i : i + 500])
                 sql = "SELECT job_id FROM jobs WHERE job_id IN (%s) AND target_pid IS NOT NULL" % ", ".join(
-                    "?" for _ in batch)
+                    "?" for _ in batch
+                )
                 for (job_id,) in self.conn.execute(sql, batch):
                     yield str(job_id)
         except sqlite3.DatabaseError as e:
@@ -671,8 +690,10 @@ class _Transaction:
             if self.wait is not None:
                 # A reader recording what it found out (a LOST verdict): reading commands never upgrade, so it shows
                 # what it found without recording it, as when the lock is busy.
-                raise LockTimeout("the database %s is still orchesjob %s's; only a command that writes upgrades it"
-                                  % (self.store.path, self.store.legacy))
+                raise LockTimeout(
+                    "the database %s is still orchesjob %s's; only a command that writes upgrades it"
+                    % (self.store.path, self.store.legacy)
+                )
             self.store._upgrade_legacy()
         if self.wait is not None:
             self._busy(self.wait)
@@ -741,12 +762,37 @@ def _env(items: list[str]) -> dict[str, str]:
     return env
 
 
-_INT_COLUMNS = ("attempt_no", "strict", "strict_override_used", "exit_code", "signal", "worker_pid", "target_pid",
-                "pgid")
+_INT_COLUMNS = (
+    "attempt_no",
+    "strict",
+    "strict_override_used",
+    "exit_code",
+    "signal",
+    "worker_pid",
+    "target_pid",
+    "pgid",
+)
 _TIME_COLUMNS = ("started_at", "finished_at", "updated_at", "aborted_at")
-_TEXT_COLUMNS = ("job_id", "run_key", "status", "cwd", "override_reason", "rerun_of_job_id", "rerun_reason",
-                 "abort_reason", "end_reason", "worker_start", "target_start", "boot_id", "stdout_file", "stderr_file",
-                 "pid_ns", "request_id", "owner", "imported_from")
+_TEXT_COLUMNS = (
+    "job_id",
+    "run_key",
+    "status",
+    "cwd",
+    "override_reason",
+    "rerun_of_job_id",
+    "rerun_reason",
+    "abort_reason",
+    "end_reason",
+    "worker_start",
+    "target_start",
+    "boot_id",
+    "stdout_file",
+    "stderr_file",
+    "pid_ns",
+    "request_id",
+    "owner",
+    "imported_from",
+)
 _MAX_TS = 253402300799  # 9999-12-31
 
 
@@ -774,8 +820,9 @@ def _check_types(d: dict[str, Any]) -> None:
 
 _MAX_ATTEMPT = (1 << 63) - 2  # so that the next number still fits SQLite's INTEGER
 _JOB_COLUMNS = frozenset(_INT_COLUMNS + _TIME_COLUMNS + _TEXT_COLUMNS + ("command", "env", "timeout"))
-_RUN_KEY_COLUMNS = frozenset(("run_key", "last_attempt", "unlock_reason", "unlock_allowed_at", "unlock_expires_at",
-                              "unlock_pending"))
+_RUN_KEY_COLUMNS = frozenset(
+    ("run_key", "last_attempt", "unlock_reason", "unlock_allowed_at", "unlock_expires_at", "unlock_pending")
+)
 
 
 def _check_columns(d: dict[str, Any], table: str, columns: frozenset[str]) -> None:
@@ -887,8 +934,9 @@ def open_readonly(path: str) -> Store:
     st = Store.__new__(Store)
     st.path = path
     try:
-        st.conn = sqlite3.connect("file:%s?mode=ro" % quote(path), uri=True, timeout=lock_timeout(),
-                                  isolation_level=None, factory=_Connection)
+        st.conn = sqlite3.connect(
+            "file:%s?mode=ro" % quote(path), uri=True, timeout=lock_timeout(), isolation_level=None, factory=_Connection
+        )
         st.conn.row_factory = sqlite3.Row
     except sqlite3.DatabaseError as e:
         raise database_error(e, path) from None

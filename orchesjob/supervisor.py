@@ -121,8 +121,9 @@ def _report_crash(job_id: str) -> None:
 
         from .home import logs_dir
 
-        fd = os.open(os.path.join(logs_dir(), job_id + ".stderr"),
-                     os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = os.open(
+            os.path.join(logs_dir(), job_id + ".stderr"), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600
+        )
         with os.fdopen(fd, "a") as f:
             f.write("orchesjob: internal error in the supervisor:\n")
             traceback.print_exc(file=f)
@@ -174,9 +175,13 @@ class Supervisor:
         me = os.getpid()
         me_start = processes.start_time(me)
         processes.pause_point("supervisor-before-record")
-        recorded = self._write(lambda: self.store.update(
-            self.job_id, {"worker_pid": me, "worker_start": me_start, "updated_at": now()}, only_if_status=("STARTING",)
-        ))
+        recorded = self._write(
+            lambda: self.store.update(
+                self.job_id,
+                {"worker_pid": me, "worker_start": me_start, "updated_at": now()},
+                only_if_status=("STARTING",),
+            )
+        )
         if not recorded:
             return  # aborted or declared lost before we came up: launch nothing
         self._tell(MSG_RECORDED)
@@ -300,10 +305,13 @@ class Supervisor:
     def _timeout(self, job: dict[str, Any], timeout: float) -> None:
         reason = "timed out: the job ran longer than its --timeout of %gs" % timeout
         t = now()
-        self._write(lambda: self.store.update(
-            self.job_id, {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t},
-            only_if_status=ACTIVE,
-        ))
+        self._write(
+            lambda: self.store.update(
+                self.job_id,
+                {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t},
+                only_if_status=ACTIVE,
+            )
+        )
         jobs.stop_tree(self.store.get(self.job_id) or job, TIMEOUT_GRACE, include_worker=False)
 
     def _record(self, job: dict[str, Any], result: dict[str, Any]) -> None:

@@ -19,12 +19,25 @@ if TYPE_CHECKING:
     from typing import Any
 
 # status -> SGR colour on a terminal
-_COLOURS = {"STARTING": "36", "RUNNING": "36", "SUCCEEDED": "32", "FAILED": "31", "LOST": "35", "ABORTED": "33",
-            "CANCELLED": "2"}
+_COLOURS = {
+    "STARTING": "36",
+    "RUNNING": "36",
+    "SUCCEEDED": "32",
+    "FAILED": "31",
+    "LOST": "35",
+    "ABORTED": "33",
+    "CANCELLED": "2",
+}
 # (header, row field, aligned right)
-_COLUMNS = (("RUN KEY", "run_key", False), ("ATTEMPT", "attempt", True), ("STATUS", "status", False),
-            ("STARTED", "started", False), ("DURATION", "duration", True), ("EXIT", "exit", False),
-            ("PID", "pid", True))
+_COLUMNS = (
+    ("RUN KEY", "run_key", False),
+    ("ATTEMPT", "attempt", True),
+    ("STATUS", "status", False),
+    ("STARTED", "started", False),
+    ("DURATION", "duration", True),
+    ("EXIT", "exit", False),
+    ("PID", "pid", True),
+)
 _MIN_KEY = 12  # the run key column never gets narrower than this, whatever the terminal
 _GAP = "  "
 
@@ -118,7 +131,7 @@ def render(rows: list[dict[str, Any]], term: Terminal, empty: str) -> Text:
         for _, f, right in _COLUMNS:
             text = pad(c[f], widths[f], right)
             if f == "status":
-                text = term.paint(c[f], _COLOURS.get(c[f], "")) + text[len(c[f]):]
+                text = term.paint(c[f], _COLOURS.get(c[f], "")) + text[len(c[f]) :]
             parts.append(text)
         lines.append(_GAP.join(parts).rstrip())
     return Text("\n".join(lines) + "\n")

@@ -192,8 +192,9 @@ def _ended(job: dict[str, Any]) -> bool:
     return not (jobs.is_active(job) or jobs.is_stopping(job))
 
 
-def watch(entries: Sequence[Entry], timeout: float, max_bytes: int, max_total: int,
-          wake_on_eof: bool = False) -> dict[str, Any]:
+def watch(
+    entries: Sequence[Entry], timeout: float, max_bytes: int, max_total: int, wake_on_eof: bool = False
+) -> dict[str, Any]:
     """Block until a watched job has news, `timeout` passes or (wake_on_eof) stdin ends; answer every entry, in the
     order given."""
     check_entries(entries)
@@ -226,24 +227,45 @@ def watch(entries: Sequence[Entry], timeout: float, max_bytes: int, max_total: i
                 if _ended(job):
                     sleeper.forget(job_id)
                     settled.add(job_id)
-            news = {i for i, e in enumerate(entries)
-                    if e.job_id in settled or _grown(rows[e.job_id], starts[i])}
+            news = {i for i, e in enumerate(entries) if e.job_id in settled or _grown(rows[e.job_id], starts[i])}
             remaining = deadline - time.monotonic()
             if news or remaining <= 0 or sleeper.woken:
-                return _answer(entries, rows, starts, news, max_bytes, max_total,
-                               timed_out=not news and not sleeper.woken, woken=sleeper.woken)
+                return _answer(
+                    entries,
+                    rows,
+                    starts,
+                    news,
+                    max_bytes,
+                    max_total,
+                    timed_out=not news and not sleeper.woken,
+                    woken=sleeper.woken,
+                )
             sleeper.sleep(min(step, remaining))
     finally:
         sleeper.close()
 
 
-def _answer(entries: Sequence[Entry], rows: dict[str, dict[str, Any]], starts: Sequence[tuple[int, int] | None],
-            news: set[int], max_bytes: int, max_total: int, timed_out: bool, woken: bool) -> dict[str, Any]:
+def _answer(
+    entries: Sequence[Entry],
+    rows: dict[str, dict[str, Any]],
+    starts: Sequence[tuple[int, int] | None],
+    news: set[int],
+    max_bytes: int,
+    max_total: int,
+    timed_out: bool,
+    woken: bool,
+) -> dict[str, Any]:
     """Every entry's answer: a whole job (with its new log bytes) where there is news, a short line otherwise."""
-    readers = [(i, k, s) for i, e in enumerate(entries) if i in news and e.job_id in rows and starts[i] is not None
-               for k, s in enumerate(STREAMS)]
-    wants = [logfiles.size(rows[entries[i].job_id][s + "_file"]) - starts[i][k]  # type: ignore[index]
-             for i, k, s in readers]
+    readers = [
+        (i, k, s)
+        for i, e in enumerate(entries)
+        if i in news and e.job_id in rows and starts[i] is not None
+        for k, s in enumerate(STREAMS)
+    ]
+    wants = [
+        logfiles.size(rows[entries[i].job_id][s + "_file"]) - starts[i][k]  # type: ignore[index]
+        for i, k, s in readers
+    ]
     grants = {(i, s): g for (i, _, s), g in zip(readers, share(wants, max_bytes, max_total))}
     out = []
     for i, e in enumerate(entries):
@@ -260,8 +282,10 @@ def _answer(entries: Sequence[Entry], rows: dict[str, dict[str, Any]], starts: S
         at = starts[i]
         if at is not None:
             final = not jobs.is_active(job)
-            view["logs"] = {s: logfiles.chunk(job[s + "_file"], s, at[k], grants.get((i, s), 0), final)
-                            for k, s in enumerate(STREAMS)}
+            view["logs"] = {
+                s: logfiles.chunk(job[s + "_file"], s, at[k], grants.get((i, s), 0), final)
+                for k, s in enumerate(STREAMS)
+            }
         if e.cursor is not None:
             view["cursor"] = e.cursor
         out.append(view)

@@ -22,48 +22,64 @@ HOOK_NAME = "Orchesjob (SSH)"
 #: the host key ones are applied.
 CONN_FIELDS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "key_file": (
-        "Private key file", "Path of the private key on the worker/triggerer.", {"type": ["string", "null"]},
+        "Private key file",
+        "Path of the private key on the worker/triggerer.",
+        {"type": ["string", "null"]},
     ),
     "private_key": (
-        "Private key", "The private key itself (PEM/OpenSSH text); wins over the key file.",
+        "Private key",
+        "The private key itself (PEM/OpenSSH text); wins over the key file.",
         {"type": ["string", "null"], "format": "password"},
     ),
     "private_key_passphrase": (
-        "Private key passphrase", "Passphrase of the private key, if it has one.",
+        "Private key passphrase",
+        "Passphrase of the private key, if it has one.",
         {"type": ["string", "null"], "format": "password"},
     ),
     "host_key": (
-        "Host key", "The host's public key, e.g. 'ssh-ed25519 AAAA...' (ssh-keyscan prints it): only it is trusted.",
+        "Host key",
+        "The host's public key, e.g. 'ssh-ed25519 AAAA...' (ssh-keyscan prints it): only it is trusted.",
         {"type": ["string", "null"]},
     ),
     "known_hosts": (
-        "known_hosts file", "A known_hosts file to trust the host's key from (default ~/.ssh/known_hosts).",
+        "known_hosts file",
+        "A known_hosts file to trust the host's key from (default ~/.ssh/known_hosts).",
         {"type": ["string", "null"]},
     ),
     "no_host_key_check": (
-        "No host key check", "Accept any host key (trusted networks only).",
+        "No host key check",
+        "Accept any host key (trusted networks only).",
         {"type": ["boolean", "null"], "default": False},
     ),
     "conn_timeout": (
-        "Connect timeout", "Seconds to connect and log in.", {"type": ["integer", "null"]},
+        "Connect timeout",
+        "Seconds to connect and log in.",
+        {"type": ["integer", "null"]},
     ),
     "orchesjob_bin": (
-        "orchesjob CLI", ("Absolute path of the CLI on the host; empty: 'orchesjob' on the SSH command's PATH, or the "
-        "provider's own copy when there is none (see Install the CLI)."),
+        "orchesjob CLI",
+        (
+            "Absolute path of the CLI on the host; empty: 'orchesjob' on the SSH command's PATH, or the "
+            "provider's own copy when there is none (see Install the CLI)."
+        ),
         {"type": ["string", "null"]},
     ),
     "orchesjob_home": (
-        "orchesjob state directory", "ORCHESJOB_HOME on the host; empty: the host's default.",
+        "orchesjob state directory",
+        "ORCHESJOB_HOME on the host; empty: the host's default.",
         {"type": ["string", "null"]},
     ),
     "install_cli": (
         "Install the CLI",
-        ("auto (default): upload the provider's CLI to ~/.cache/orchesjob when the host has none and no CLI is named; "
-        "never: do not upload; always: run the uploaded copy whatever the host has."),
+        (
+            "auto (default): upload the provider's CLI to ~/.cache/orchesjob when the host has none and no CLI is "
+            "named; never: do not upload; always: run the uploaded copy whatever the host has."
+        ),
         {"type": ["string", "null"], "enum": ["auto", "never", "always", None]},
     ),
     "orchesjob_python": (
-        "Python on the host", "Interpreter (3.9+) that runs an uploaded CLI; empty: python3 and the usual paths.",
+        "Python on the host",
+        "Interpreter (3.9+) that runs an uploaded CLI; empty: python3 and the usual paths.",
         {"type": ["string", "null"]},
     ),
 }

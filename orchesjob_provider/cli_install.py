@@ -199,9 +199,15 @@ elif op == "abandon":
     release()
     say(dict(base, state="abandoned"))
 """
-for _name, _value in (("@MAJOR@", MIN_PYTHON[0]), ("@MINOR@", MIN_PYTHON[1]), ("@TOO_OLD@", EXIT_TOO_OLD),
-                      ("@UNSAFE@", EXIT_UNSAFE), ("@CORRUPT@", EXIT_CORRUPT), ("@STALE@", STALE_LOCK),
-                      ("@UNUSABLE@", EXIT_UNUSABLE)):
+for _name, _value in (
+    ("@MAJOR@", MIN_PYTHON[0]),
+    ("@MINOR@", MIN_PYTHON[1]),
+    ("@TOO_OLD@", EXIT_TOO_OLD),
+    ("@UNSAFE@", EXIT_UNSAFE),
+    ("@CORRUPT@", EXIT_CORRUPT),
+    ("@STALE@", STALE_LOCK),
+    ("@UNUSABLE@", EXIT_UNUSABLE),
+):
     REMOTE_SCRIPT = REMOTE_SCRIPT.replace(_name, str(_value))
 
 
@@ -242,7 +248,7 @@ def remote_line(op: str, args: Sequence[str], python: str | None) -> str:
     return (
         f'for oj_py in {words}; do command -v "$oj_py" >/dev/null 2>&1 || continue; '
         f'"$oj_py" -c {script}; oj_rc=$?; [ "$oj_rc" -eq {EXIT_TOO_OLD} ] || exit "$oj_rc"; done; '
-        f"echo '{{\"error\": \"no_python\"}}'; exit {EXIT_TOO_OLD}"
+        f'echo \'{{"error": "no_python"}}\'; exit {EXIT_TOO_OLD}'
     )
 
 
@@ -275,8 +281,9 @@ def parse_answer(reply: tuple[int | None, bytes, bytes], python: str | None, lin
     answers = _answers(out)
     detail = err.decode("utf-8", errors="replace").strip()[-1000:]
     if exit_code is None:
-        raise OrchesjobTransportError("the SSH channel closed before the CLI install step reported an exit status",
-                                      command=line, sent=True)
+        raise OrchesjobTransportError(
+            "the SSH channel closed before the CLI install step reported an exit status", command=line, sent=True
+        )
     last = answers[-1] if answers else {}
     if exit_code == 0 and last.get("state"):
         return last
@@ -295,22 +302,28 @@ def parse_answer(reply: tuple[int | None, bytes, bytes], python: str | None, lin
             f"refusing the CLI cache on the host: {last.get('at')} {last.get('problem')}. Whoever else can write "
             "there could make our jobs run their code. Fix its owner and mode (it must be the SSH user's, not "
             "writable by group or others, not a symbolic link), or remove it so it is made afresh",
-            command=line, payload=last,
+            command=line,
+            payload=last,
         )
     if exit_code == EXIT_UNUSABLE:
         raise OrchesjobCliInstallError(
             f"no CLI cache on the host: {last.get('at')} {last.get('problem')}. Give the SSH user a writable home, "
             "or install orchesjob on the host and set `orchesjob_bin` (with install_cli 'never' to make sure)",
-            command=line, payload=last,
+            command=line,
+            payload=last,
         )
     if exit_code == EXIT_CORRUPT:
         raise OrchesjobUploadFailed(
             f"the uploaded CLI did not arrive intact: {last.get('at')} {last.get('problem')} (removed; the next "
-            "try uploads it again)", command=line, payload=last,
+            "try uploads it again)",
+            command=line,
+            payload=last,
         )
     raise OrchesjobUploadFailed(
         f"the CLI install step failed on the host (exit {exit_code}): {detail or last or 'no output'}",
-        command=line, exit_code=exit_code, stderr=detail,
+        command=line,
+        exit_code=exit_code,
+        stderr=detail,
     )
 
 

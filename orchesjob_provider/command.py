@@ -273,13 +273,17 @@ class WatchEntry:
             if self.cursor is not None:
                 raise ValueError("a watch cursor needs the log offsets")
             return job_id
-        read = (int(_non_negative_int(self.stdout_offset or 0, "stdout_offset")),
-                int(_non_negative_int(self.stderr_offset or 0, "stderr_offset")))
+        read = (
+            int(_non_negative_int(self.stdout_offset or 0, "stdout_offset")),
+            int(_non_negative_int(self.stderr_offset or 0, "stderr_offset")),
+        )
         if self.cursor is None:
             return f"{job_id}:{read[0]}:{read[1]}"
         given = self.delivered if self.delivered is not None else read
-        done = (int(_non_negative_int(given[0], "delivered stdout")),
-                int(_non_negative_int(given[1], "delivered stderr")))
+        done = (
+            int(_non_negative_int(given[0], "delivered stdout")),
+            int(_non_negative_int(given[1], "delivered stderr")),
+        )
         if done[0] > read[0] or done[1] > read[1]:
             raise ValueError(f"delivered offsets {done} are past the offsets read {read}")
         return f"{job_id}:{read[0]}:{read[1]}:{done[0]}:{done[1]}:{check_request_id(self.cursor, 'cursor')}"
@@ -289,8 +293,11 @@ def check_watch_answer(payload: Any, entries: Sequence[WatchEntry]) -> list[dict
     """The per-entry answers of a ``watch`` call, checked to be one object per entry for the job it names (an
     answer of another shape is a CLI this provider does not understand, never something to guess around)."""
     answers = payload.get("jobs") if isinstance(payload, dict) else None
-    if (not isinstance(answers, list) or len(answers) != len(entries)
-            or any(not isinstance(a, dict) or a.get("job_id") != e.job_id for a, e in zip(answers, entries))):
+    if (
+        not isinstance(answers, list)
+        or len(answers) != len(entries)
+        or any(not isinstance(a, dict) or a.get("job_id") != e.job_id for a, e in zip(answers, entries))
+    ):
         from orchesjob_provider.exceptions import OrchesjobIncompatibleCli
 
         raise OrchesjobIncompatibleCli(
@@ -388,7 +395,11 @@ class Verbs(Generic[T]):
         return self.call(Call("start", tuple(args), retry=ALWAYS, extra_time=extra, bound=exec_timeout))
 
     def status(
-        self, *, run_key: str | None = None, job_id: str | None = None, running: bool = False,
+        self,
+        *,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        running: bool = False,
         all_attempts: bool = False,
     ) -> T:
         """The latest job of a run key, or one job by id (a dict); every attempt (``all_attempts``) or every
@@ -406,8 +417,14 @@ class Verbs(Generic[T]):
         return self.call(Call("status", tuple(args), retry=ALWAYS))
 
     def wait(
-        self, *, run_key: str | None = None, job_id: str | None = None, timeout: Number | None = DEFAULT_WAIT_TIMEOUT,
-        stdout_offset: int | None = None, stderr_offset: int | None = None, max_bytes: int | None = None,
+        self,
+        *,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        timeout: Number | None = DEFAULT_WAIT_TIMEOUT,
+        stdout_offset: int | None = None,
+        stderr_offset: int | None = None,
+        max_bytes: int | None = None,
     ) -> T:
         """Long-poll until the job is terminal, ``timeout`` passes, or (given offsets) a log grows; returns the job
         plus ``timed_out`` and, with offsets, ``logs`` chunks. The SSH call may take ``timeout`` plus
@@ -425,8 +442,13 @@ class Verbs(Generic[T]):
         return self.call(Call("wait", tuple(args), retry=ALWAYS, extra_time=blocks))
 
     def watch(
-        self, entries: Sequence[WatchEntry], *, timeout: Number | None = DEFAULT_WAIT_TIMEOUT,
-        max_bytes: int | None = None, max_total_bytes: int | None = None, wake_on_eof: bool = False,
+        self,
+        entries: Sequence[WatchEntry],
+        *,
+        timeout: Number | None = DEFAULT_WAIT_TIMEOUT,
+        max_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        wake_on_eof: bool = False,
     ) -> T:
         """Long-poll many jobs in one call (``wait --watch``): returns ``{"jobs": [one answer per entry, in order],
         "timed_out", "woken"}`` as soon as any entry has news (its job ended, wrote past its offsets, or is not
@@ -447,8 +469,14 @@ class Verbs(Generic[T]):
         return self.call(Call("wait", tuple(args), retry=ALWAYS, extra_time=blocks, wakeable=wake_on_eof))
 
     def logs(
-        self, *, run_key: str | None = None, job_id: str | None = None, stream: str = "stdout",
-        offset: int | None = None, limit: int | None = None, tail: int | None = None,
+        self,
+        *,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        stream: str = "stdout",
+        offset: int | None = None,
+        limit: int | None = None,
+        tail: int | None = None,
     ) -> T:
         """One CHUNK of a job's log (``data``, ``offset``, ``next_offset``, ``size``); read on from ``next_offset``."""
         if stream not in STREAMS:
@@ -464,8 +492,13 @@ class Verbs(Generic[T]):
         return self.call(Call("logs", tuple(args), retry=ALWAYS))
 
     def abort(
-        self, *, run_key: str | None = None, job_id: str | None = None, reason: str | None = None,
-        grace_seconds: Number | None = None, if_owner: str | None = None,
+        self,
+        *,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        reason: str | None = None,
+        grace_seconds: Number | None = None,
+        if_owner: str | None = None,
     ) -> T:
         """Abort an active job (SIGTERM to its process group, then SIGKILL after ``grace_seconds``). Raises
         ``OrchesjobConflict`` when the job already finished; with ``if_owner`` (a request id), ``OrchesjobNotOwner``
@@ -482,8 +515,14 @@ class Verbs(Generic[T]):
         return self.call(Call("abort", tuple(args), retry=BEFORE_SEND, extra_time=grace))
 
     def rerun(
-        self, *, run_key: str | None = None, job_id: str | None = None, reason: str | None = None,
-        start_timeout: Number | None = None, sync: bool = False, exec_timeout: float | None = None,
+        self,
+        *,
+        run_key: str | None = None,
+        job_id: str | None = None,
+        reason: str | None = None,
+        start_timeout: Number | None = None,
+        sync: bool = False,
+        exec_timeout: float | None = None,
     ) -> T:
         """Start a new execution of a finished job's command (never repeated once sent: it is not idempotent)."""
         args = ["rerun", *_selector(run_key, job_id)]
@@ -506,8 +545,14 @@ class Verbs(Generic[T]):
         return self.call(Call("unlock", tuple(args), retry=BEFORE_SEND))
 
     def clean(
-        self, *, before: Moment | None = None, after: Moment | None = None,
-        all_jobs: bool = False, job_id: str | None = None, run_key: str | None = None, dry_run: bool = False,
+        self,
+        *,
+        before: Moment | None = None,
+        after: Moment | None = None,
+        all_jobs: bool = False,
+        job_id: str | None = None,
+        run_key: str | None = None,
+        dry_run: bool = False,
     ) -> T:
         """Delete finished jobs and their logs on the host (active jobs are never touched)."""
         args = ["clean"]
@@ -705,4 +750,3 @@ def redact_env(payload: Any) -> Any:
         else:
             out[key] = value
     return out
-

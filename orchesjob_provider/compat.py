@@ -160,7 +160,10 @@ def task_instance_state(dag_id: str, task_id: str, run_id: str, map_index: int =
         from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
         states = RuntimeTaskInstance.get_task_states(
-            dag_id=dag_id, task_ids=[task_id], run_ids=[run_id], map_index=map_index,
+            dag_id=dag_id,
+            task_ids=[task_id],
+            run_ids=[run_id],
+            map_index=map_index,
         )
         key = task_id if map_index is None or map_index < 0 else f"{task_id}_{map_index}"
         run_states = (states or {}).get(run_id) or {}
@@ -174,7 +177,9 @@ def task_instance_state(dag_id: str, task_id: str, run_id: str, map_index: int =
         row = (
             session.query(TaskInstance.state, TaskInstance.try_number)
             .filter(
-                TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id, TaskInstance.run_id == run_id,
+                TaskInstance.dag_id == dag_id,
+                TaskInstance.task_id == task_id,
+                TaskInstance.run_id == run_id,
                 TaskInstance.map_index == map_index,
             )
             .one_or_none()

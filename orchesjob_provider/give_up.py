@@ -28,9 +28,19 @@ from orchesjob_provider import command as cmd
 # running in a worker, deferred to a triggerer, queued or scheduled for a run, no state at all (just cleared),
 # restarting (a running task that was cleared), up_for_reschedule (the same try comes back later) and
 # awaiting_input (Airflow 3's human-in-the-loop wait).
-STILL_WANTED: frozenset[str | None] = frozenset({
-    None, "none", "running", "deferred", "queued", "scheduled", "restarting", "up_for_reschedule", "awaiting_input",
-})
+STILL_WANTED: frozenset[str | None] = frozenset(
+    {
+        None,
+        "none",
+        "running",
+        "deferred",
+        "queued",
+        "scheduled",
+        "restarting",
+        "up_for_reschedule",
+        "awaiting_input",
+    }
+)
 # States in which the try is over: a user marked it failed or success, it failed (an execution_timeout, an error:
 # up_for_retry or failed), or it will not run (skipped, upstream_failed, removed from the DAG).
 GAVE_UP: frozenset[str] = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
@@ -79,7 +89,9 @@ class TryIdentity:
         try_number = getattr(ti, "try_number", None)
         map_index = getattr(ti, "map_index", -1)
         return cls(
-            dag_id=str(ti.dag_id), task_id=str(ti.task_id), run_id=str(ti.run_id),
+            dag_id=str(ti.dag_id),
+            task_id=str(ti.task_id),
+            run_id=str(ti.run_id),
             map_index=-1 if map_index is None else int(map_index),
             try_number=None if try_number is None else int(try_number),
         )
@@ -96,7 +108,9 @@ class TryIdentity:
         try:
             try_number = data.get("try_number")
             return cls(
-                dag_id=str(data["dag_id"]), task_id=str(data["task_id"]), run_id=str(data["run_id"]),
+                dag_id=str(data["dag_id"]),
+                task_id=str(data["task_id"]),
+                run_id=str(data["run_id"]),
                 map_index=int(data.get("map_index", -1)),
                 try_number=None if try_number is None else int(try_number),
             )
@@ -123,17 +137,18 @@ def decide(identity: TryIdentity | None, lookup: Any) -> Verdict:
     """Turn what Airflow said (``lookup``: a ``(state, try_number)`` pair, or the exception the lookup raised) into
     a verdict. Unknown in any way means "do not abort"."""
     if identity is None:
-        return Verdict(False, "the try that started the job is not known (a trigger saved by an older provider)",
-                       unknown=True)
+        return Verdict(
+            False, "the try that started the job is not known (a trigger saved by an older provider)", unknown=True
+        )
     if isinstance(lookup, BaseException):
-        return Verdict(False, f"Airflow could not say what became of {identity.describe()}: {lookup!r}",
-                       unknown=True)
+        return Verdict(False, f"Airflow could not say what became of {identity.describe()}: {lookup!r}", unknown=True)
     state, try_now = lookup
     answer = gave_up(state, try_now, identity.try_number)
     shown = f"state {_state_name(state)}, try {try_now if try_now is not None else '?'}"
     if answer is None:
-        return Verdict(False, f"{identity.describe()} is in a state this provider does not know ({shown})",
-                       unknown=True)
+        return Verdict(
+            False, f"{identity.describe()} is in a state this provider does not know ({shown})", unknown=True
+        )
     if answer:
         return Verdict(True, f"{identity.describe()} gave the job up ({shown})")
     return Verdict(False, f"{identity.describe()} still wants the job ({shown}): it was not killed for good")
@@ -211,12 +226,19 @@ async def aask(identity: TryIdentity | None, timeout: float = ASK_TIMEOUT) -> Ve
 def manual_abort_command(job_id: str, orchesjob_bin: cmd.Binary, orchesjob_home: str | None) -> str:
     """The shell command a person runs on the host to abort the job, for log lines that leave the job running."""
     return cmd.build_command_line(
-        cmd.define.abort(job_id=job_id).args, orchesjob_bin=orchesjob_bin, orchesjob_home=orchesjob_home,
+        cmd.define.abort(job_id=job_id).args,
+        orchesjob_bin=orchesjob_bin,
+        orchesjob_home=orchesjob_home,
     )
 
 
-def log_left_running(log: logging.Logger | Any, job_id: str | None, verdict: Verdict,
-                     orchesjob_bin: cmd.Binary, orchesjob_home: str | None) -> None:
+def log_left_running(
+    log: logging.Logger | Any,
+    job_id: str | None,
+    verdict: Verdict,
+    orchesjob_bin: cmd.Binary,
+    orchesjob_home: str | None,
+) -> None:
     """Say that the job was left running: at WARNING when Airflow could not tell (a person may have to act), with
     the command that aborts it; at INFO when the task instance plainly still wants the job."""
     if not job_id:
@@ -224,7 +246,9 @@ def log_left_running(log: logging.Logger | Any, job_id: str | None, verdict: Ver
     if verdict.unknown:
         log.warning(
             "Not aborting job %s: %s. If the job must stop, abort it on the host: %s",
-            job_id, verdict.reason, manual_abort_command(job_id, orchesjob_bin, orchesjob_home),
+            job_id,
+            verdict.reason,
+            manual_abort_command(job_id, orchesjob_bin, orchesjob_home),
         )
     else:
         log.info("Not aborting job %s: %s.", job_id, verdict.reason)

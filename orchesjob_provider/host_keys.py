@@ -154,5 +154,6 @@ def host_key_rule(conn_id: str, host: str | None, port: int | None, extras: Mapp
     known_hosts = None
     if not host_key:
         known_hosts = os.path.expanduser(str(extras.get("known_hosts") or DEFAULT_KNOWN_HOSTS))
-    return HostKeyRule(conn_id, str(host), int(port) if port else 22, not no_check,
-                       str(host_key) if host_key else None, known_hosts)
+    return HostKeyRule(
+        conn_id, str(host), int(port) if port else 22, not no_check, str(host_key) if host_key else None, known_hosts
+    )

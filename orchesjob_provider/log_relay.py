@@ -20,8 +20,9 @@ class LogRelay:
     :param max_line: a partial line longer than this is written out without waiting for its newline.
     """
 
-    def __init__(self, emit: Callable[[str, str], None], stdout_offset: int = 0, stderr_offset: int = 0,
-                 max_line: int = 65536) -> None:
+    def __init__(
+        self, emit: Callable[[str, str], None], stdout_offset: int = 0, stderr_offset: int = 0, max_line: int = 65536
+    ) -> None:
         self.emit = emit
         self.max_line = max_line
         self.read: dict[str, int] = {"stdout": int(stdout_offset), "stderr": int(stderr_offset)}

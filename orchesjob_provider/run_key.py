@@ -37,8 +37,9 @@ def from_context(context: Mapping[str, Any]) -> str:
     return for_task_instance(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
 
 
-def request_id_for_try(dag_id: str, task_id: str, run_id: str, map_index: int | None = -1, try_number: Any = None,
-                       nonce: str | None = None) -> str:
+def request_id_for_try(
+    dag_id: str, task_id: str, run_id: str, map_index: int | None = -1, try_number: Any = None, nonce: str | None = None
+) -> str:
     """``airflow:<dag>:<task>:<run>:<map index>:try<N>:<nonce>``, at most the CLI's 128 printable characters.
 
     The random ``nonce`` (8 hex digits unless given) keeps two tries apart even where Airflow reuses a try number
@@ -55,5 +56,6 @@ def request_id_for_try(dag_id: str, task_id: str, run_id: str, map_index: int | 
 def request_id_from_context(context: Mapping[str, Any]) -> str:
     """A new request id for the try that ``context`` runs (call it once per try and keep it)."""
     ti = context["ti"]
-    return request_id_for_try(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1),
-                              getattr(ti, "try_number", None))
+    return request_id_for_try(
+        ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1), getattr(ti, "try_number", None)
+    )

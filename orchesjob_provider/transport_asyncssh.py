@@ -94,8 +94,9 @@ class AsyncsshTransport:
         except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
             pass
 
-    async def run(self, line: str, timeout: float | None,
-                  wake: asyncio.Event | None = None) -> tuple[int | None, bytes, bytes]:
+    async def run(
+        self, line: str, timeout: float | None, wake: asyncio.Event | None = None
+    ) -> tuple[int | None, bytes, bytes]:
         """Run one command line; return (exit status or None, stdout, stderr). Raises transport errors only.
 
         With ``wake``, stdin stays open and is closed when the event is set, so a command that answers on the end
@@ -115,7 +116,9 @@ class AsyncsshTransport:
         except asyncssh.PermissionDenied as exc:
             await self.close()
             raise OrchesjobTransportError(
-                f"SSH login to connection {self.ssh_conn_id!r} refused: {exc}", command=line, sent=False,
+                f"SSH login to connection {self.ssh_conn_id!r} refused: {exc}",
+                command=line,
+                sent=False,
                 transient=False,
             ) from exc
         except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:

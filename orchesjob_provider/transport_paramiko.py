@@ -130,14 +130,18 @@ class ParamikoTransport:
             self.close()
             raise OrchesjobTransportError(
                 self.host_key_rule().refusal(f"the host offered a different key than the trusted one ({exc})"),
-                command=line, sent=False, transient=False,
+                command=line,
+                sent=False,
+                transient=False,
             ) from exc
         except HostKeyRefused as exc:
             self.close()
             raise OrchesjobTransportError(str(exc), command=line, sent=False, transient=False) from exc
         except paramiko.AuthenticationException as exc:
             raise OrchesjobTransportError(
-                f"SSH login to connection {self.ssh_conn_id!r} refused: {exc}", command=line, sent=False,
+                f"SSH login to connection {self.ssh_conn_id!r} refused: {exc}",
+                command=line,
+                sent=False,
                 transient=False,
             ) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -187,8 +191,9 @@ class ParamikoTransport:
             client = self.connect()
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
-            raise OrchesjobTransportError(f"could not connect over SSH ({self.ssh_conn_id!r}) to upload the CLI: "
-                                          f"{exc!r}", sent=False) from exc
+            raise OrchesjobTransportError(
+                f"could not connect over SSH ({self.ssh_conn_id!r}) to upload the CLI: {exc!r}", sent=False
+            ) from exc
         sftp = None
         try:
             try:
@@ -200,7 +205,9 @@ class ParamikoTransport:
                 raise OrchesjobTransportError(  # the connection is fine: the host refused the subsystem itself
                     f"the host's sshd offers no SFTP ({exc}), so the CLI cannot be uploaded there: enable its sftp "
                     "subsystem (`Subsystem sftp ...` in sshd_config), or install orchesjob on the host and set "
-                    "orchesjob_bin", sent=True, transient=False,
+                    "orchesjob_bin",
+                    sent=True,
+                    transient=False,
                 ) from exc
             channel = sftp.get_channel()
             if channel is not None and timeout is not None:

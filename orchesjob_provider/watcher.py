@@ -60,8 +60,16 @@ class Subscription:
     :param progressed: called after each answer was taken (the trigger keeps ``serialize()`` in step with it).
     """
 
-    def __init__(self, job_id: str, relay: LogRelay | None, cursor: str | None, max_connection_errors: int,
-                 quiet_after: float, log: logging.Logger | Any, progressed: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        relay: LogRelay | None,
+        cursor: str | None,
+        max_connection_errors: int,
+        quiet_after: float,
+        log: logging.Logger | Any,
+        progressed: Callable[[], None] | None = None,
+    ) -> None:
         self.job_id = job_id
         self.progressed = progressed
         self.relay = relay
@@ -76,8 +84,13 @@ class Subscription:
         relay = self.relay
         if relay is None:
             return cmd.WatchEntry(self.job_id)
-        return cmd.WatchEntry(self.job_id, relay.read["stdout"], relay.read["stderr"],
-                              delivered=(relay.offset("stdout"), relay.offset("stderr")), cursor=self.cursor)
+        return cmd.WatchEntry(
+            self.job_id,
+            relay.read["stdout"],
+            relay.read["stderr"],
+            delivered=(relay.offset("stdout"), relay.offset("stderr")),
+            cursor=self.cursor,
+        )
 
     def _finish(self, kind: str, **fields: Any) -> None:
         if not self.done.done():
@@ -125,7 +138,9 @@ class Subscription:
                 self.log.warning(
                     "[orchesjob] job %s: the %s log resumes at byte %d, where an earlier trigger of this try had "
                     "delivered it before the triggerer restarted; the lines just before this note may appear twice",
-                    self.job_id, stream, start,
+                    self.job_id,
+                    stream,
+                    start,
                 )
                 self.relay.resume_at(stream, start)
 
@@ -133,8 +148,11 @@ class Subscription:
         if hopeless or failures > self.max_connection_errors:
             if self.relay is not None:
                 self.relay.flush()
-            self._finish("error", error_type=exc.error_type,
-                         message=f"gave up watching job {self.job_id} after {failures} failed attempt(s): {exc}")
+            self._finish(
+                "error",
+                error_type=exc.error_type,
+                message=f"gave up watching job {self.job_id} after {failures} failed attempt(s): {exc}",
+            )
 
     def fail(self, exc: OrchesjobError) -> None:
         if self.relay is not None:
@@ -152,8 +170,14 @@ class SharedWatcher:
     :param on_idle: called once the last subscriber has left and the connection is closed.
     """
 
-    def __init__(self, make_hook: Callable[[], OrchesjobAsyncHook], poll_timeout: float, max_bytes: int,
-                 retry: RetryPolicy, on_idle: Callable[[SharedWatcher], None] | None = None) -> None:
+    def __init__(
+        self,
+        make_hook: Callable[[], OrchesjobAsyncHook],
+        poll_timeout: float,
+        max_bytes: int,
+        retry: RetryPolicy,
+        on_idle: Callable[[SharedWatcher], None] | None = None,
+    ) -> None:
         self.make_hook = make_hook
         self.poll_timeout = poll_timeout
         self.max_bytes = max_bytes
@@ -185,7 +209,9 @@ class SharedWatcher:
                 entries = [s.entry() for s in batch]
                 try:
                     payload = await self.hook.watch(
-                        entries, timeout=self.poll_timeout, max_bytes=self.max_bytes,
+                        entries,
+                        timeout=self.poll_timeout,
+                        max_bytes=self.max_bytes,
                         max_total_bytes=max(MIN_TOTAL_BYTES, min(MAX_TOTAL_BYTES, self.max_bytes * 2 * len(batch))),
                         wake_on_eof=True,
                     )
@@ -199,8 +225,9 @@ class SharedWatcher:
                     self._drop_finished()
                     if self.subs:
                         pause = self.retry.delay(failures)
-                        batch[0].log.warning("watching %d job(s): %s; retry %d in %.1fs",
-                                             len(self.subs), exc, failures, pause)
+                        batch[0].log.warning(
+                            "watching %d job(s): %s; retry %d in %.1fs", len(self.subs), exc, failures, pause
+                        )
                         await asyncio.sleep(pause)
                     continue
                 except OrchesjobError as exc:  # the CLI refused the call: nothing a repeat would change
@@ -231,13 +258,19 @@ class SharedWatcher:
 _WATCHERS: dict[tuple[Any, ...], SharedWatcher] = {}
 
 
-def shared_watcher(key: tuple[Any, ...], make_hook: Callable[[], OrchesjobAsyncHook], poll_timeout: float,
-                   max_bytes: int, retry: RetryPolicy) -> SharedWatcher:
+def shared_watcher(
+    key: tuple[Any, ...],
+    make_hook: Callable[[], OrchesjobAsyncHook],
+    poll_timeout: float,
+    max_bytes: int,
+    retry: RetryPolicy,
+) -> SharedWatcher:
     """The watcher of this event loop for ``key`` (the destination: connection id, CLI, state directory), made on
     first use; it removes itself once its last subscriber has left."""
     full = (id(asyncio.get_running_loop()), *key)
     watcher = _WATCHERS.get(full)
     if watcher is None:
+
         def forget(w: SharedWatcher) -> None:
             if _WATCHERS.get(full) is w:
                 del _WATCHERS[full]

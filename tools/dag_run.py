@@ -29,8 +29,9 @@ def load_dag(dag_id: str) -> Any:
     bag = DagBag(dag_folder=folder)
     dag = bag.get_dag(dag_id)
     if dag is None:
-        raise SystemExit("no DAG %r in %s (import errors: %s)" % (dag_id, conf.get("core", "dags_folder"),
-                                                                 bag.import_errors))
+        raise SystemExit(
+            "no DAG %r in %s (import errors: %s)" % (dag_id, conf.get("core", "dags_folder"), bag.import_errors)
+        )
     return dag
 
 

@@ -45,8 +45,9 @@ HOST_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a non-login SSH command gets 
 
 def cli(launcher: str, home: Path, *args: str) -> Any:
     """Look at the host's state from here (this checkout's CLI reading the same state directory)."""
-    out = subprocess.run([launcher, *args], env=dict(os.environ, ORCHESJOB_HOME=str(home)),
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [launcher, *args], env=dict(os.environ, ORCHESJOB_HOME=str(home)), capture_output=True, text=True
+    )
     return json.loads(out.stdout)
 
 
@@ -57,8 +58,15 @@ def dag_run_argv() -> list:
 
 def run_dag(sandbox: AirflowSandbox, timeout: float = 300) -> AirflowRun:
     started = time.monotonic()
-    proc = subprocess.run(dag_run_argv(), env=sandbox.env(), cwd=str(sandbox.directory), stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    proc = subprocess.run(
+        dag_run_argv(),
+        env=sandbox.env(),
+        cwd=str(sandbox.directory),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        timeout=timeout,
+    )
     return AirflowRun(dag_run_argv(), proc.returncode, proc.stdout.decode(errors="replace"), time.monotonic() - started)
 
 
@@ -76,9 +84,11 @@ def show_task_log(output: str, needles: tuple) -> None:
 
 def main() -> int:
     if not os.path.exists(SSHD_PATH):
-        print("The demo needs OpenSSH's server binary at %s (it starts a private one on a loopback port; nothing "
-              "is configured system-wide).\nInstall it with:  sudo apt-get install openssh-server openssh-client"
-              % SSHD_PATH)
+        print(
+            "The demo needs OpenSSH's server binary at %s (it starts a private one on a loopback port; nothing "
+            "is configured system-wide).\nInstall it with:  sudo apt-get install openssh-server openssh-client"
+            % SSHD_PATH
+        )
         return 2
     base = ROOT / ".demo"
     shutil.rmtree(base, ignore_errors=True)
@@ -92,21 +102,28 @@ def main() -> int:
     # Its sessions get a fresh HOME and a bare PATH: the host user as a newcomer's host would have it, no CLI.
     server = SshServer(base / "sshd", extra_config=[f"SetEnv HOME={host_home} PATH={HOST_PATH}"]).start()
     try:
-        print("    sshd is listening on 127.0.0.1:%d for user %s, HOME=%s, PATH=%s: no orchesjob installed"
-              % (server.port, server.user, host_home.relative_to(ROOT), HOST_PATH))
+        print(
+            "    sshd is listening on 127.0.0.1:%d for user %s, HOME=%s, PATH=%s: no orchesjob installed"
+            % (server.port, server.user, host_home.relative_to(ROOT), HOST_PATH)
+        )
         # only for this script to look at the host's state; the tasks never use it
         launcher = write_cli_launcher(base / "inspect-bin" / "orchesjob", python=sys.executable)
         sandbox = AirflowSandbox(
-            base, python=sys.executable, connections={CONN_ID: server.airflow_connection()},
-            remote_home=str(remote_home), example_workdir=str(workdir),
+            base,
+            python=sys.executable,
+            connections={CONN_ID: server.airflow_connection()},
+            remote_home=str(remote_home),
+            example_workdir=str(workdir),
             # 25 one-second steps: long enough that the retry finds the job still running after Airflow restarts
             extra_env={"ORCHESJOB_SSH_CONN_ID": CONN_ID, "ORCHESJOB_EXAMPLE_STEPS": "25"},
         )
         say("Creating an Airflow home with a SQLite database (airflow db migrate)")
         sandbox.setup()
 
-        say("Try 1: a run of %s for %s (tools/dag_run.py: like `airflow dags test`, with a fixed run id)"
-            % (DAG_ID, LOGICAL_DATE))
+        say(
+            "Try 1: a run of %s for %s (tools/dag_run.py: like `airflow dags test`, with a fixed run id)"
+            % (DAG_ID, LOGICAL_DATE)
+        )
         first = BackgroundAirflow(dag_run_argv(), sandbox.env(), base / "try1.log", str(sandbox.directory))
         job = None
         deadline = time.monotonic() + 180
@@ -142,23 +159,42 @@ def main() -> int:
         runs_file = workdir / "retry.runs"
         executions = runs_file.read_text().splitlines() if runs_file.exists() else []
         say("Result")
-        print("    attempts recorded for the run key: %d (%s)"
-              % (len(history), ", ".join("%s %s" % (h["job_id"][:8], h["status"]) for h in history)))
-        print("    physical executions (lines the job wrote to %s): %d"
-              % (runs_file.relative_to(ROOT), len(executions)))
+        print(
+            "    attempts recorded for the run key: %d (%s)"
+            % (len(history), ", ".join("%s %s" % (h["job_id"][:8], h["status"]) for h in history))
+        )
+        print(
+            "    physical executions (lines the job wrote to %s): %d" % (runs_file.relative_to(ROOT), len(executions))
+        )
         cache = host_home / ".cache" / "orchesjob"
         uploaded = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
-        print("    the CLI the host ran: %s" % (", ".join(str((cache / n).relative_to(ROOT)) for n in uploaded)
-                                               or "none uploaded (an orchesjob on the host's PATH answered)"))
-        ok = (second.returncode == 0 and third.returncode == 0 and len(executions) == 1 and len(history) == 1
-              and history[0]["status"] == "SUCCEEDED" and "Reattached" in second.output and "Adopted" in third.output)
+        print(
+            "    the CLI the host ran: %s"
+            % (
+                ", ".join(str((cache / n).relative_to(ROOT)) for n in uploaded)
+                or "none uploaded (an orchesjob on the host's PATH answered)"
+            )
+        )
+        ok = (
+            second.returncode == 0
+            and third.returncode == 0
+            and len(executions) == 1
+            and len(history) == 1
+            and history[0]["status"] == "SUCCEEDED"
+            and "Reattached" in second.output
+            and "Adopted" in third.output
+        )
         if ok:
-            print("\n    The job ran exactly once: Airflow died mid-job, the retry reattached to the running job, and a"
-                  "\n    later retry adopted its result. The host had no CLI: the first task uploaded one, the others"
-                  "\n    reused it. Everything is under .demo/ (Airflow home, sshd, host home and state).")
+            print(
+                "\n    The job ran exactly once: Airflow died mid-job, the retry reattached to the running job, and a"
+                "\n    later retry adopted its result. The host had no CLI: the first task uploaded one, the others"
+                "\n    reused it. Everything is under .demo/ (Airflow home, sshd, host home and state)."
+            )
             return 0
-        print("\n    UNEXPECTED: see the output above (try 2 exit %s, try 3 exit %s)."
-              % (second.returncode, third.returncode))
+        print(
+            "\n    UNEXPECTED: see the output above (try 2 exit %s, try 3 exit %s)."
+            % (second.returncode, third.returncode)
+        )
         print(second.output[-3000:])
         return 1
     finally:

@@ -177,8 +177,15 @@ def drive_ui(base: str, expected: str, output: Path, form_output: Path | None) -
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     f"--window-size={WINDOW[0]},{WINDOW[1]}", "--hide-scrollbars", "--lang=en-US"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--hide-scrollbars",
+        "--lang=en-US",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -197,9 +204,13 @@ def drive_ui(base: str, expected: str, output: Path, form_output: Path | None) -
             return rows[0].find_element(By.CSS_SELECTOR, f"button[aria-label='{label}']") if rows else None
 
         wait_until(f"the row of {CONN_ID} with its Edit button", lambda: row_button("Edit Connection"), 60).click()
-        dialog = wait_until("the edit form of the Orchesjob (SSH) type", lambda: next(
-            (d for d in driver.find_elements(By.CSS_SELECTOR, "[role=dialog]") if "Orchesjob (SSH)" in d.text), None
-        ), 60)
+        dialog = wait_until(
+            "the edit form of the Orchesjob (SSH) type",
+            lambda: next(
+                (d for d in driver.find_elements(By.CSS_SELECTOR, "[role=dialog]") if "Orchesjob (SSH)" in d.text), None
+            ),
+            60,
+        )
         if form_output is not None:
             # The type's own fields (orchesjob_bin, the host-key choices...) are in the folded "Extra Fields" part.
             dialog.find_element(By.XPATH, ".//button[contains(., 'Extra Fields')]").click()
@@ -217,7 +228,7 @@ def drive_ui(base: str, expected: str, output: Path, form_output: Path | None) -
         def message() -> str | None:
             body = driver.find_element(By.TAG_NAME, "body").text
             if "Test Connection Failed" in body:
-                raise Failed("the UI reported: " + body[body.index("Test Connection Failed"):][:600])
+                raise Failed("the UI reported: " + body[body.index("Test Connection Failed") :][:600])
             return body if expected in body and "Test Connection Successful" in body else None
 
         wait_until(f"the success message {expected!r}", message, 120)
@@ -265,13 +276,25 @@ def main(argv: list[str] | None = None) -> int:
             token = wait_for_token(base, proc)
 
             say(f"storing the {CONN_TYPE} connection {CONN_ID} -> 127.0.0.1:{sshd.port}")
-            extra = {"key_file": sshd.key_path, "no_host_key_check": True, "orchesjob_bin": launcher,
-                     "orchesjob_home": str(tmp / "orchesjob-home")}
-            http_json(base + "/api/v2/connections", {
-                "connection_id": CONN_ID, "conn_type": CONN_TYPE, "host": sshd.host, "port": sshd.port,
-                "login": sshd.user, "description": "the CLI over SSH, for the docs' screenshot",
-                "extra": json.dumps(extra),
-            }, token=token)
+            extra = {
+                "key_file": sshd.key_path,
+                "no_host_key_check": True,
+                "orchesjob_bin": launcher,
+                "orchesjob_home": str(tmp / "orchesjob-home"),
+            }
+            http_json(
+                base + "/api/v2/connections",
+                {
+                    "connection_id": CONN_ID,
+                    "conn_type": CONN_TYPE,
+                    "host": sshd.host,
+                    "port": sshd.port,
+                    "login": sshd.user,
+                    "description": "the CLI over SSH, for the docs' screenshot",
+                    "extra": json.dumps(extra),
+                },
+                token=token,
+            )
 
             expected = f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at {sshd.host}:{sshd.port}"
             args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -279,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:  # ours (Failed), and sshd's or Airflow's setup saying why they could not start
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    say(f"the UI showed {expected!r} {took:.1f}s after the click; screenshot in {args.output} "
-        f"({time.monotonic() - started:.0f}s in all)")
+    say(
+        f"the UI showed {expected!r} {took:.1f}s after the click; screenshot in {args.output} "
+        f"({time.monotonic() - started:.0f}s in all)"
+    )
     return 0
 
 

@@ -19,8 +19,11 @@ with DAG(dag_id="bench_orchesjob", schedule=None, start_date=pendulum.datetime(2
         orchesjob_home=os.environ["ORCHESJOB_REMOTE_HOME"],
         run_key="bench-{{ run_id }}-" + os.environ.get("BENCH_LABEL", "x"),
         # The job's last act is to write the time it ends; the bench compares it with the task's end.
-        command=["python3", "-c", "import time; time.sleep(float(%s)); print(repr(time.time()))"
-                 % os.environ.get("BENCH_JOB_SECONDS", "5")],
+        command=[
+            "python3",
+            "-c",
+            "import time; time.sleep(float(%s)); print(repr(time.time()))" % os.environ.get("BENCH_JOB_SECONDS", "5"),
+        ],
         deferrable=os.environ.get("BENCH_DEFERRABLE", "1") == "1",
         poll_interval=float(os.environ.get("BENCH_POLL_INTERVAL", "30")),
     )

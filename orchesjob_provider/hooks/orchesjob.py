@@ -90,8 +90,10 @@ class CliChoice:
         """Refuse what cannot work before anything connects (at DAG parse time for an operator or sensor)."""
         check_install_cli(self.install_cli)
         if self.install_cli == "always" and self.orchesjob_bin is not None:
-            raise ValueError(f"install_cli='always' runs the provider's uploaded CLI; orchesjob_bin="
-                             f"{self.orchesjob_bin!r} contradicts it: unset one of them")
+            raise ValueError(
+                f"install_cli='always' runs the provider's uploaded CLI; orchesjob_bin="
+                f"{self.orchesjob_bin!r} contradicts it: unset one of them"
+            )
         cmd.cli_prefix(DEFAULT_BIN if self.orchesjob_bin is None else self.orchesjob_bin, self.orchesjob_home)
         if self.orchesjob_python is not None:
             cmd.quote_path(self.orchesjob_python, "orchesjob_python")
@@ -128,8 +130,9 @@ def cli_settings_from_connection(
         orchesjob_home = extras.get("orchesjob_home") or None
     mode_from = "the task"
     if install_cli is None:
-        install_cli = check_install_cli(extras.get("install_cli") or "auto",
-                                        f"connection {ssh_conn_id!r}'s install_cli")
+        install_cli = check_install_cli(
+            extras.get("install_cli") or "auto", f"connection {ssh_conn_id!r}'s install_cli"
+        )
         mode_from = f"connection {ssh_conn_id!r}"
     if orchesjob_python is None:
         orchesjob_python = extras.get("orchesjob_python") or None
@@ -298,8 +301,9 @@ class _OrchesjobHookBase(BaseHook):
         self.ssh_conn_id = ssh_conn_id
         self.cli_given = (orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         policy = RetryPolicy(retries, retry_backoff, max_backoff)
-        self.settings = CliSettings(orchesjob_bin, orchesjob_home, command_timeout, policy, check_version,
-                                    install_cli, orchesjob_python)
+        self.settings = CliSettings(
+            orchesjob_bin, orchesjob_home, command_timeout, policy, check_version, install_cli, orchesjob_python
+        )
 
 
 class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
@@ -338,8 +342,9 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """The connection form's standard fields (Airflow 2; Airflow 3.2+ reads the provider info instead)."""
-        return {key: (list(value) if isinstance(value, list) else dict(value))
-                for key, value in UI_FIELD_BEHAVIOUR.items()}
+        return {
+            key: (list(value) if isinstance(value, list) else dict(value)) for key, value in UI_FIELD_BEHAVIOUR.items()
+        }
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -359,7 +364,9 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
                 field = wtforms.BooleanField(lazy_gettext(label), description=description, default=False)
             elif "integer" in kinds:
                 field = wtforms.IntegerField(
-                    lazy_gettext(label), description=description, widget=fab.BS3TextFieldWidget(),
+                    lazy_gettext(label),
+                    description=description,
+                    widget=fab.BS3TextFieldWidget(),
                     validators=[optional(strip_whitespace=True)],
                 )
             elif schema.get("format") == "password":
@@ -408,9 +415,11 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
             except OrchesjobCliMissing as exc:
                 if not settings.may_install():
                     raise
-                self.log.info("No orchesjob CLI on the host (%s); using this worker's copy from the host's cache, "
-                              "uploading it first if it is not there (install_cli='auto').",
-                              exc.stderr.strip() or "exit 127")
+                self.log.info(
+                    "No orchesjob CLI on the host (%s); using this worker's copy from the host's cache, "
+                    "uploading it first if it is not there (install_cli='auto').",
+                    exc.stderr.strip() or "exit 127",
+                )
         settings.use_installed(self._install())
         return self._announce(self._run(call))
 
@@ -423,8 +432,14 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         timeout = self.settings.command_timeout
         while True:
             try:
-                return cli_install.install(self.transport, packed, self.settings.orchesjob_python, token=token,
-                                           timeout=timeout, wait=min(30.0, timeout))
+                return cli_install.install(
+                    self.transport,
+                    packed,
+                    self.settings.orchesjob_python,
+                    token=token,
+                    timeout=timeout,
+                    wait=min(30.0, timeout),
+                )
             except OrchesjobError as exc:
                 delay = attempts.failed(exc)
                 if delay is None:
@@ -434,10 +449,14 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
 
     def _announce(self, info: Any) -> Any:
         cli = self.settings.cli_info() or {}
-        how = {"host": "found on the host", "uploaded": "uploaded by this task",
-               "cached": "uploaded earlier, sha256 verified"}[cli.get("origin", "host")]
-        self.log.info("Using orchesjob %s at %s (%s; python %s).", cli.get("version"), cli.get("path"), how,
-                      cli.get("python"))
+        how = {
+            "host": "found on the host",
+            "uploaded": "uploaded by this task",
+            "cached": "uploaded earlier, sha256 verified",
+        }[cli.get("origin", "host")]
+        self.log.info(
+            "Using orchesjob %s at %s (%s; python %s).", cli.get("version"), cli.get("path"), how, cli.get("python")
+        )
         return info
 
     @property
@@ -474,8 +493,11 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
             conn = BaseHook.get_connection(self.ssh_conn_id)
             where = f"{conn.host}:{conn.port or 22}"
             probe = OrchesjobHook(
-                self.ssh_conn_id, **choice.hook_kwargs(), command_timeout=settings.command_timeout,
-                retries=0, ssh_hook_kwargs=self.transport.ssh_hook_kwargs,
+                self.ssh_conn_id,
+                **choice.hook_kwargs(),
+                command_timeout=settings.command_timeout,
+                retries=0,
+                ssh_hook_kwargs=self.transport.ssh_hook_kwargs,
             )
             try:
                 info = probe.version()
@@ -485,8 +507,10 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
             message = getattr(exc, "message", None) or str(exc) or repr(exc)
             return False, f"orchesjob at {where}: {type(exc).__name__}: {message}"
         cli = probe.settings.cli_info() or {}
-        return True, (f"orchesjob {info.get('version')} (contract {info.get('contract')}) at {where}: "
-                      f"{cli.get('path')} ({cli.get('origin')})")
+        return True, (
+            f"orchesjob {info.get('version')} (contract {info.get('contract')}) at {where}: "
+            f"{cli.get('path')} ({cli.get('origin')})"
+        )
 
 
 class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
@@ -503,8 +527,10 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
     def __init__(self, *args: Any, connect_timeout: float = 30.0, **kwargs: Any) -> None:
         kwargs.setdefault("retries", 0)
         if kwargs.get("install_cli") not in (None, "never"):
-            raise ValueError("the async hook never uploads a CLI: give it the argv a worker's hook resolved "
-                             "(OrchesjobHook.settings.orchesjob_bin), as the trigger does")
+            raise ValueError(
+                "the async hook never uploads a CLI: give it the argv a worker's hook resolved "
+                "(OrchesjobHook.settings.orchesjob_bin), as the trigger does"
+            )
         kwargs["install_cli"] = "never"
         super().__init__(*args, **kwargs)
         self.transport = AsyncsshTransport(self.ssh_conn_id, connect_timeout)

@@ -193,8 +193,9 @@ class OrchesjobOperator(BaseOperator):
 
     def _cli(self) -> CliChoice:
         """The CLI settings: the task's, else the connection's extras (see the parameters)."""
-        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home,
-                                            self.install_cli, self.orchesjob_python)
+        return cli_settings_from_connection(
+            self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home, self.install_cli, self.orchesjob_python
+        )
 
     def _new_hook(self) -> OrchesjobHook:
         """A hook on the CLI this try resolved (never a second search or upload), else on the task's settings."""
@@ -202,8 +203,13 @@ class OrchesjobOperator(BaseOperator):
             # that CLI's contract was checked by this try (and by its trigger): no second handshake, whose log line
             # would call an uploaded copy "found on the host"
             kwargs = {"check_version": False, **self.hook_kwargs}
-            return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, orchesjob_bin=self._cli_used["argv"],
-                                 orchesjob_home=self._cli_used.get("orchesjob_home"), install_cli="never", **kwargs)
+            return OrchesjobHook(
+                ssh_conn_id=self.ssh_conn_id,
+                orchesjob_bin=self._cli_used["argv"],
+                orchesjob_home=self._cli_used.get("orchesjob_home"),
+                install_cli="never",
+                **kwargs,
+            )
         return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._cli().hook_kwargs(), **self.hook_kwargs)
 
     def _resolve_cli(self) -> dict[str, Any]:
@@ -238,7 +244,9 @@ class OrchesjobOperator(BaseOperator):
             return
         command_timeout = self.hook_kwargs.get("command_timeout")
         probe = OrchesjobAsyncHook(
-            ssh_conn_id=self.ssh_conn_id, orchesjob_bin=cli["argv"], orchesjob_home=cli["orchesjob_home"],
+            ssh_conn_id=self.ssh_conn_id,
+            orchesjob_bin=cli["argv"],
+            orchesjob_home=cli["orchesjob_home"],
             **({"command_timeout": command_timeout} if command_timeout is not None else {}),
         )
 
@@ -268,11 +276,16 @@ class OrchesjobOperator(BaseOperator):
             self.log.info("Started %s on the host: %s", what, job.get("command"))
         elif job.get("same_request"):
             # An SSH retry of this try's own start: the first attempt launched this job, nothing ran twice.
-            self.log.info("Started %s on the host (its answer was lost in transit and asked for again; it is %s): "
-                          "%s", what, job.get("status"), job.get("command"))
+            self.log.info(
+                "Started %s on the host (its answer was lost in transit and asked for again; it is %s): %s",
+                what,
+                job.get("status"),
+                job.get("command"),
+            )
         elif cmd.is_terminal(job):
-            self.log.info("Adopted the result of %s, which already ended as %s: nothing was run again.", what,
-                          job.get("status"))
+            self.log.info(
+                "Adopted the result of %s, which already ended as %s: nothing was run again.", what, job.get("status")
+            )
         else:
             self.log.info("Reattached to %s, which is still %s: nothing was started again.", what, job.get("status"))
         if job.get("existing") and job.get("parameters_match") is False:
@@ -377,8 +390,10 @@ class OrchesjobOperator(BaseOperator):
             # last line is held back in the relay, and asking for it again would show it twice.
             offsets = relay.read
             result = self.hook.wait(
-                job_id=job["job_id"], timeout=self.poll_interval,
-                stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"],
+                job_id=job["job_id"],
+                timeout=self.poll_interval,
+                stdout_offset=offsets["stdout"],
+                stderr_offset=offsets["stderr"],
             )
             more = relay.take(result.get("logs"), flush=bool(result.get("timed_out")))
             if cmd.is_terminal(result) and not more:
@@ -390,8 +405,10 @@ class OrchesjobOperator(BaseOperator):
         while True:
             offsets = relay.read
             result = self.hook.wait(
-                job_id=job["job_id"], timeout=0,
-                stdout_offset=offsets["stdout"], stderr_offset=offsets["stderr"],
+                job_id=job["job_id"],
+                timeout=0,
+                stdout_offset=offsets["stdout"],
+                stderr_offset=offsets["stderr"],
             )
             if not relay.take(result.get("logs")):
                 relay.flush()
@@ -423,8 +440,8 @@ class OrchesjobOperator(BaseOperator):
             self._abort(TIMEOUT_REASON)
             raise AirflowException(
                 f"job {self._job_id} was still running when the task's execution_timeout ran out; it was aborted"
-                if self.abort_on_kill else
-                f"job {self._job_id} was still running when the task's execution_timeout ran out (left running)"
+                if self.abort_on_kill
+                else f"job {self._job_id} was still running when the task's execution_timeout ran out (left running)"
             )
         raise AirflowException(
             f"lost track of job {self._job_id}: {event.get('message')}. The job itself is not affected: a retry of "
@@ -479,16 +496,24 @@ class OrchesjobOperator(BaseOperator):
         hook = self._new_hook()
         try:
             if by_key is not None:
-                aborted = hook.abort(run_key=by_key, reason=reason, grace_seconds=self.abort_grace_seconds,
-                                     if_owner=self._request_id)
+                aborted = hook.abort(
+                    run_key=by_key, reason=reason, grace_seconds=self.abort_grace_seconds, if_owner=self._request_id
+                )
             else:
-                aborted = hook.abort(job_id=self._job_id, reason=reason, grace_seconds=self.abort_grace_seconds,
-                                     if_owner=self._request_id)
+                aborted = hook.abort(
+                    job_id=self._job_id,
+                    reason=reason,
+                    grace_seconds=self.abort_grace_seconds,
+                    if_owner=self._request_id,
+                )
             self.log.info("Aborted job %s on the host.", aborted.get("job_id", self._job_id))
         except OrchesjobNotOwner as exc:
             self.log.warning(
                 "Not aborting job %s: it now belongs to request %r, not to this try's %r. A newer try took it over, "
-                "so it is left running for that one.", self._job_id, exc.owner, self._request_id,
+                "so it is left running for that one.",
+                self._job_id,
+                exc.owner,
+                self._request_id,
             )
         except (OrchesjobConflict, OrchesjobNotFound):
             pass  # it had already ended (or been cleaned): nothing to stop

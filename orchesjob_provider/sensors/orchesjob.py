@@ -89,8 +89,9 @@ class OrchesjobSensor(BaseSensorOperator):
 
     def _cli(self) -> CliChoice:
         """The CLI settings: the task's, else the connection's extras (see the parameters)."""
-        return cli_settings_from_connection(self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home,
-                                            self.install_cli, self.orchesjob_python)
+        return cli_settings_from_connection(
+            self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home, self.install_cli, self.orchesjob_python
+        )
 
     def _lookup(self) -> dict[str, Any] | None:
         try:
@@ -113,7 +114,12 @@ class OrchesjobSensor(BaseSensorOperator):
                 self._job["cli"] = dict(self._cli_used)
             return True
         message = "job %s (run key %r, attempt %s) ended %s: %s" % (
-            job.get("job_id"), job.get("run_key"), job.get("attempt_no"), status, describe_end(job))
+            job.get("job_id"),
+            job.get("run_key"),
+            job.get("attempt_no"),
+            status,
+            describe_end(job),
+        )
         if self.soft_fail:
             raise AirflowSkipException(message)
         raise AirflowException(message)

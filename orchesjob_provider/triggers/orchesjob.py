@@ -221,8 +221,9 @@ class OrchesjobTrigger(BaseTrigger):
         if not self.shared_watcher:
             return SharedWatcher(self._make_hook, self.poll_timeout, self.max_bytes, retry)
         bin_key = self.orchesjob_bin if isinstance(self.orchesjob_bin, str) else tuple(self.orchesjob_bin)
-        return shared_watcher((self.ssh_conn_id, bin_key, self.orchesjob_home), self._make_hook,
-                              self.poll_timeout, self.max_bytes, retry)
+        return shared_watcher(
+            (self.ssh_conn_id, bin_key, self.orchesjob_home), self._make_hook, self.poll_timeout, self.max_bytes, retry
+        )
 
     def _left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
@@ -237,9 +238,15 @@ class OrchesjobTrigger(BaseTrigger):
                 yield missing
                 return
         assert self.job_id is not None
-        sub = Subscription(self.job_id, relay if self.stream_logs else None, self.request_id,
-                           self.max_connection_errors, self.poll_timeout, self.log,
-                           progressed=lambda: self._sync_offsets(relay))
+        sub = Subscription(
+            self.job_id,
+            relay if self.stream_logs else None,
+            self.request_id,
+            self.max_connection_errors,
+            self.poll_timeout,
+            self.log,
+            progressed=lambda: self._sync_offsets(relay),
+        )
         watcher = self._watcher()
         watcher.subscribe(sub)
         try:
@@ -266,8 +273,9 @@ class OrchesjobTrigger(BaseTrigger):
             while True:
                 left = self._left()
                 if left is not None and left <= 0:
-                    return self._event("timeout", message=(
-                        f"no job with run key {self.run_key!r} had started by the deadline"))
+                    return self._event(
+                        "timeout", message=(f"no job with run key {self.run_key!r} had started by the deadline")
+                    )
                 try:
                     job = await hook.status(run_key=self.run_key)
                 except OrchesjobNotFound:
@@ -279,11 +287,23 @@ class OrchesjobTrigger(BaseTrigger):
                     failures += 1
                     hopeless = isinstance(exc, OrchesjobTransportError) and not exc.transient
                     if hopeless or failures > self.max_connection_errors:
-                        return self._event("error", error_type=exc.error_type, message=(
-                            f"gave up looking for run key {self.run_key!r} after {failures} failed attempt(s): {exc}"))
+                        return self._event(
+                            "error",
+                            error_type=exc.error_type,
+                            message=(
+                                f"gave up looking for run key {self.run_key!r} "
+                                f"after {failures} failed attempt(s): {exc}"
+                            ),
+                        )
                     pause = self._backoff(failures)
-                    self.log.warning("looking for run key %r: %s; retry %d of %d in %.1fs",
-                                     self.run_key, exc, failures, self.max_connection_errors, pause)
+                    self.log.warning(
+                        "looking for run key %r: %s; retry %d of %d in %.1fs",
+                        self.run_key,
+                        exc,
+                        failures,
+                        self.max_connection_errors,
+                        pause,
+                    )
                     await asyncio.sleep(pause)
                     continue
                 except OrchesjobError as exc:
@@ -318,14 +338,20 @@ class OrchesjobTrigger(BaseTrigger):
         hook = self._make_hook()
         try:
             aborted = await hook.abort(
-                job_id=self.job_id, reason=self.abort_reason, grace_seconds=self.abort_grace_seconds,
+                job_id=self.job_id,
+                reason=self.abort_reason,
+                grace_seconds=self.abort_grace_seconds,
                 if_owner=self.request_id,
             )
             self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
         except OrchesjobNotOwner as exc:
             self.log.warning(
                 "not aborting job %s (run key %s): it now belongs to request %r, not to this try's %r; a newer try "
-                "took it over, so it is left to that one", self.job_id, self.run_key, exc.owner, self.request_id,
+                "took it over, so it is left to that one",
+                self.job_id,
+                self.run_key,
+                exc.owner,
+                self.request_id,
             )
         except OrchesjobConflict:
             self.log.info("job %s had already ended; nothing to abort", self.job_id)

@@ -15,10 +15,29 @@ REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 # The fields every job object of the 1.1.0 reference carries.
 REFERENCE_JOB_FIELDS = (
-    "job_id", "run_key", "command", "pid", "pid_kind", "worker_pid", "target_pid", "status", "exit_code",
-    "stdout_file", "stderr_file", "attempt_no", "rerun_of_job_id", "rerun_reason", "abort_reason",
-    "started_at", "started_at_iso", "finished_at", "finished_at_iso", "updated_at", "updated_at_iso",
-    "aborted_at", "aborted_at_iso",
+    "job_id",
+    "run_key",
+    "command",
+    "pid",
+    "pid_kind",
+    "worker_pid",
+    "target_pid",
+    "status",
+    "exit_code",
+    "stdout_file",
+    "stderr_file",
+    "attempt_no",
+    "rerun_of_job_id",
+    "rerun_reason",
+    "abort_reason",
+    "started_at",
+    "started_at_iso",
+    "finished_at",
+    "finished_at_iso",
+    "updated_at",
+    "updated_at_iso",
+    "aborted_at",
+    "aborted_at_iso",
 )
 OUR_JOB_FIELDS = ("strict", "cwd", "env", "timeout", "signal", "signal_name", "end_reason", "active")
 START_FIELDS = ("accepted", "existing", "mode", "strict", "strict_override_used", "parameters_match", "reuse_success")
@@ -58,8 +77,12 @@ def parse_json(out: str) -> Any:
 
 def run_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None, timeout: float = 60) -> Result:
     p = subprocess.run(
-        cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL, capture_output=True,
-        timeout=timeout, cwd=REPO_ROOT,
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
     )
     out = p.stdout.decode("utf-8", "replace")
     err = p.stderr.decode("utf-8", "replace")
@@ -97,7 +120,7 @@ def stat_state(pid: int) -> Optional[str]:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2:].split()[0].decode()
+    return data[data.rfind(b")") + 2 :].split()[0].decode()
 
 
 def proc_start_time(pid: int) -> Optional[str]:
@@ -106,7 +129,7 @@ def proc_start_time(pid: int) -> Optional[str]:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2:].split()[19].decode()
+    return data[data.rfind(b")") + 2 :].split()[19].decode()
 
 
 def pid_alive(pid: int) -> bool:

@@ -55,8 +55,11 @@ def test_abort_running_job(start_job, ok, run, assert_error, tmp_path):
     assert s["status"] == "ABORTED" and s["abort_reason"] == "manual intervention" and s["active"] is False
     assert s["finished_at"] is not None
     # the record says how it ended: the target died of the SIGTERM
-    s = wait_until(lambda: (lambda x: x if x["signal"] else None)(ok("status", "--job-id", j["job_id"])), 30,
-                   what="the signal to be recorded")
+    s = wait_until(
+        lambda: (lambda x: x if x["signal"] else None)(ok("status", "--job-id", j["job_id"])),
+        30,
+        what="the signal to be recorded",
+    )
     assert s["signal"] == 15 and s["signal_name"] == "SIGTERM" and s["exit_code"] is None, s
     assert s["status"] == "ABORTED" and "manual intervention" in s["end_reason"]
     assert_error(run("abort", "--job-id", j["job_id"]), 4, "inconsistent_state")
@@ -70,8 +73,11 @@ def test_abort_sigkills_a_command_that_traps_sigterm(start_job, ok, tmp_path):
     assert a["status"] == "ABORTED"
     assert a["sent_term_target"] is True and a["sent_kill_target"] is True
     wait_pids_gone(pids + [j["target_pid"]], timeout=15)
-    s = wait_until(lambda: (lambda x: x if x["signal"] else None)(ok("status", "--job-id", j["job_id"])), 30,
-                   what="the signal to be recorded")
+    s = wait_until(
+        lambda: (lambda x: x if x["signal"] else None)(ok("status", "--job-id", j["job_id"])),
+        30,
+        what="the signal to be recorded",
+    )
     assert s["status"] == "ABORTED" and s["signal"] == 9 and s["signal_name"] == "SIGKILL", s
 
 
@@ -91,9 +97,12 @@ def test_sync_caller_returns_aborted_when_job_is_aborted_elsewhere(home, ok, tmp
     from cli_helpers import cli_argv, cli_env, parse_json
 
     started = tmp_path / "started"
-    p = subprocess.Popen(cli_argv("start", "--run-key", "sync-ab", "--sync", "--", "sh", "-c",
-                                  'touch "$0"; sleep 300', str(started)),
-                         env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        cli_argv("start", "--run-key", "sync-ab", "--sync", "--", "sh", "-c", 'touch "$0"; sleep 300', str(started)),
+        env=cli_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_until(started.exists, 30, what="the job to start")
     ok("abort", "--run-key", "sync-ab", "--reason", "from elsewhere", "--grace-seconds", "2")
     out, err = p.communicate(timeout=60)
@@ -192,8 +201,12 @@ def test_no_new_attempt_while_an_aborted_job_is_still_dying(home, start_job, ok,
     command = ["sh", "-c", 'echo run >> "$0"; trap "" TERM; while :; do sleep 0.1; done', str(marker)]
     j = start_job("dying", *command)
     wait_until(marker.exists, 30, what="the job to start")
-    aborter = subprocess.Popen(cli_argv("abort", "--run-key", "dying", "--grace-seconds", "4"), env=cli_env(home),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    aborter = subprocess.Popen(
+        cli_argv("abort", "--run-key", "dying", "--grace-seconds", "4"),
+        env=cli_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_until(lambda: ok("status", "--job-id", j["job_id"])["status"] == "ABORTED", 30, what="ABORTED")
     assert aborter.poll() is None, "the abort should still be in its grace period"
     during = ok("start", "--run-key", "dying", "--", *command)
@@ -210,8 +223,9 @@ def test_an_abort_that_died_midway_is_settled_once_nothing_is_alive(home, start_
     j = start_job("half-aborted", "sleep", "300")
     wait_until(lambda: ok("status", "--job-id", j["job_id"])["status"] == "RUNNING", 30, what="RUNNING")
     # what an `abort` killed right after marking the job leaves behind: ABORTED, no finish time, processes alive
-    db().execute("UPDATE jobs SET status = 'ABORTED', abort_reason = 'x', aborted_at = 1 WHERE job_id = ?",
-                 (j["job_id"],))
+    db().execute(
+        "UPDATE jobs SET status = 'ABORTED', abort_reason = 'x', aborted_at = 1 WHERE job_id = ?", (j["job_id"],)
+    )
     s = ok("start", "--run-key", "half-aborted", "--", "sleep", "300")
     assert s["existing"] is True and s["status"] == "ABORTED" and s["finished_at"] is None
     import os
@@ -237,8 +251,12 @@ def test_wait_does_not_return_before_an_abort_has_finished(home, start_job, ok, 
     marker = tmp_path / "up"
     j = start_job("wait-abort", "sh", "-c", 'touch "$0"; trap "" TERM; while :; do sleep 0.1; done', str(marker))
     wait_until(marker.exists, 30, what="the job to start")
-    aborter = subprocess.Popen(cli_argv("abort", "--job-id", j["job_id"], "--grace-seconds", "3"), env=cli_env(home),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    aborter = subprocess.Popen(
+        cli_argv("abort", "--job-id", j["job_id"], "--grace-seconds", "3"),
+        env=cli_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_until(lambda: ok("status", "--job-id", j["job_id"])["status"] == "ABORTED", 30, what="ABORTED")
     w = ok("wait", "--job-id", j["job_id"], "--timeout", "60")
     assert w["timed_out"] is False and w["status"] == "ABORTED"

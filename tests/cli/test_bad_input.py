@@ -125,11 +125,18 @@ def test_run_key_of_256_printable_chars_is_fine(tmp_path):
 
 
 # -- a state directory that cannot be used --------------------------------------------------------------------------
-@pytest.mark.parametrize("argv", [
-    ["start", "--run-key", "k", "--", "true"], ["start", "--run-key", "k", "--sync", "--", "true"],
-    ["status", "--run-key", "k"], ["status", "--running"], ["clean", "--all"], ["logs", "--run-key", "k"],
-    ["unlock", "--run-key", "k"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["start", "--run-key", "k", "--", "true"],
+        ["start", "--run-key", "k", "--sync", "--", "true"],
+        ["status", "--run-key", "k"],
+        ["status", "--running"],
+        ["clean", "--all"],
+        ["logs", "--run-key", "k"],
+        ["unlock", "--run-key", "k"],
+    ],
+)
 def test_home_is_a_regular_file(tmp_path, argv):
     h = tmp_path / "not-a-dir"
     h.write_bytes(b"precious")
@@ -159,8 +166,14 @@ def test_home_not_writable(tmp_path):
     os.chmod(str(h), 0o555)
     try:
         env = cli_env(h)
-        p = subprocess.run(_as_unprivileged(cli_argv("start", "--run-key", "k", "--", "true"), env), env=env,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60, cwd="/")
+        p = subprocess.run(
+            _as_unprivileged(cli_argv("start", "--run-key", "k", "--", "true"), env),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            cwd="/",
+        )
         r = Result(p.returncode, parse_json(p.stdout.decode()), p.stdout.decode(), p.stderr.decode())
         err = check_error(r, 1, "state_dir")
         assert str(h) in err["message"]
@@ -177,9 +190,15 @@ def test_version_works_whatever_the_home(tmp_path):
 
 # -- a database that is not ours ------------------------------------------------------------------------------------
 CORRUPT_ARGV = [
-    ["status", "--run-key", "k"], ["status", "--running"], ["start", "--run-key", "k", "--", "true"],
-    ["start", "--run-key", "k", "--sync", "--", "true"], ["clean", "--all"], ["abort", "--run-key", "k"],
-    ["unlock", "--run-key", "k"], ["logs", "--run-key", "k"], ["wait", "--run-key", "k", "--timeout", "1"],
+    ["status", "--run-key", "k"],
+    ["status", "--running"],
+    ["start", "--run-key", "k", "--", "true"],
+    ["start", "--run-key", "k", "--sync", "--", "true"],
+    ["clean", "--all"],
+    ["abort", "--run-key", "k"],
+    ["unlock", "--run-key", "k"],
+    ["logs", "--run-key", "k"],
+    ["wait", "--run-key", "k", "--timeout", "1"],
     ["rerun", "--run-key", "k"],
 ]
 
@@ -197,8 +216,9 @@ def _corrupt_home(tmp_path):
     return h, data
 
 
-@pytest.mark.parametrize("argv", CORRUPT_ARGV, ids=[" ".join(a[:2]) + ("-sync" if "--sync" in a else "")
-                                                    for a in CORRUPT_ARGV])
+@pytest.mark.parametrize(
+    "argv", CORRUPT_ARGV, ids=[" ".join(a[:2]) + ("-sync" if "--sync" in a else "") for a in CORRUPT_ARGV]
+)
 def test_corrupt_database_is_reported_and_left_untouched(tmp_path, argv):
     h, data = _corrupt_home(tmp_path)
     r = run_cli(h, *argv)

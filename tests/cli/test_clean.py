@@ -23,10 +23,16 @@ def _check_shape(out, dry_run=False):
         assert {"job_id", "run_key", "selected_at", "selected_at_iso"} <= set(it), it
 
 
-@pytest.mark.parametrize("args", [
-    ("--all",), ("--all", "--dry-run"), ("--before", "2999-01-01"), ("--after", "2000-01-01"),
-    ("--job-id", "nothing-here"),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--all",),
+        ("--all", "--dry-run"),
+        ("--before", "2999-01-01"),
+        ("--after", "2000-01-01"),
+        ("--job-id", "nothing-here"),
+    ],
+)
 def test_clean_on_fresh_home_always_has_the_keys(run, assert_error, home, args):
     r = run("clean", *args)
     if "--job-id" in args:
@@ -40,8 +46,12 @@ def test_clean_on_fresh_home_always_has_the_keys(run, assert_error, home, args):
 
 def test_clean_nothing_matched_still_has_the_keys(start_job, ok):
     start_job("c", "true", opts=("--sync",))
-    for args in (("--before", "2000-01-01"), ("--after", "2999-01-01"), ("--all", "--run-key", "other"),
-                 ("--before", "2000-01-01", "--dry-run")):
+    for args in (
+        ("--before", "2000-01-01"),
+        ("--after", "2999-01-01"),
+        ("--all", "--run-key", "other"),
+        ("--before", "2000-01-01", "--dry-run"),
+    ):
         out = ok("clean", *args)
         _check_shape(out, dry_run="--dry-run" in args)
         assert out["deleted"] == 0 and out["errors"] == 0 and out["items"] == []
@@ -78,8 +88,9 @@ def test_clean_dry_run_changes_nothing(start_job, ok, home):
         assert os.path.exists(f)
     after = snapshot(home)
     # the database may be opened (and its -wal/-shm come and go), but no log file is touched
-    assert {k: v for k, v in after.items() if k.startswith("logs")} == \
-        {k: v for k, v in before.items() if k.startswith("logs")}
+    assert {k: v for k, v in after.items() if k.startswith("logs")} == {
+        k: v for k, v in before.items() if k.startswith("logs")
+    }
 
 
 def test_clean_by_job_id_and_run_key(start_job, ok, run, assert_error):

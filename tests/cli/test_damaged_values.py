@@ -146,9 +146,11 @@ TEXT_DAMAGE = [
 @pytest.mark.parametrize("what,damage", TEXT_DAMAGE, ids=[d[0] for d in TEXT_DAMAGE])
 def test_text_that_is_not_utf8_is_corrupt_database(home, tmp_path, pristine, what, damage):
     h = _damaged_copy(home, tmp_path, "text", damage)
-    commands = _commands(pristine["job_id"]) + [["logs", "--job-id", pristine["job_id"]],
-                                                ["wait", "--job-id", pristine["job_id"], "--timeout", "1"],
-                                                ["abort", "--job-id", pristine["job_id"]]]
+    commands = _commands(pristine["job_id"]) + [
+        ["logs", "--job-id", pristine["job_id"]],
+        ["wait", "--job-id", pristine["job_id"], "--timeout", "1"],
+        ["abort", "--job-id", pristine["job_id"]],
+    ]
     if "run key" in what:  # the job no longer answers to `k`; by its id it is still found, and refused
         commands = [a for a in commands if "--job-id" in a or a[0] == "clean"]
     for args in commands:
@@ -159,22 +161,39 @@ def test_text_that_is_not_utf8_is_corrupt_database(home, tmp_path, pristine, wha
 def test_a_schema_name_that_is_not_utf8_is_corrupt_database(home, tmp_path, pristine, entry):
     """SQLite quotes the damaged name in its error; sqlite3 cannot decode that message and raised
     UnicodeDecodeError, which became an internal error."""
-    h = _damaged_copy(home, tmp_path, "schema", "UPDATE sqlite_master SET name = CAST(X'F1FF' AS TEXT) "
-                      "WHERE name = '%s'" % entry, writable_schema=True)
-    for args in _commands(pristine["job_id"]) + [["status", "--running"], ["start", "--run-key", "new", "--", "true"],
-                                                 ["logs", "--run-key", "k", "--json"]]:
+    h = _damaged_copy(
+        home,
+        tmp_path,
+        "schema",
+        "UPDATE sqlite_master SET name = CAST(X'F1FF' AS TEXT) WHERE name = '%s'" % entry,
+        writable_schema=True,
+    )
+    for args in _commands(pristine["job_id"]) + [
+        ["status", "--running"],
+        ["start", "--run-key", "new", "--", "true"],
+        ["logs", "--run-key", "k", "--json"],
+    ]:
         _assert_refused_untouched(h, args, "a schema entry named in bytes that are not UTF-8")
 
 
-@pytest.mark.parametrize("table,column,renamed", [("jobs", "stdout_file", "stdout_fime"),
-                                                  ("jobs", "attempt_no", "attempt_nO"),
-                                                  ("run_keys", "unlock_expires_at", "unlock_expirEs_at"),
-                                                  ("run_keys", "last_attempt", "last_attemp")])
-def test_a_column_renamed_by_damage_to_the_schema_is_corrupt_database(home, tmp_path, pristine, table, column,
-                                                                      renamed):
+@pytest.mark.parametrize(
+    "table,column,renamed",
+    [
+        ("jobs", "stdout_file", "stdout_fime"),
+        ("jobs", "attempt_no", "attempt_nO"),
+        ("run_keys", "unlock_expires_at", "unlock_expirEs_at"),
+        ("run_keys", "last_attempt", "last_attemp"),
+    ],
+)
+def test_a_column_renamed_by_damage_to_the_schema_is_corrupt_database(home, tmp_path, pristine, table, column, renamed):
     """A flipped byte in the schema's text renames a column: its value is simply missing from the row."""
-    h = _damaged_copy(home, tmp_path, "renamed", "UPDATE sqlite_master SET sql = replace(sql, '%s', '%s') "
-                      "WHERE name = '%s'" % (column, renamed, table), writable_schema=True)
+    h = _damaged_copy(
+        home,
+        tmp_path,
+        "renamed",
+        "UPDATE sqlite_master SET sql = replace(sql, '%s', '%s') WHERE name = '%s'" % (column, renamed, table),
+        writable_schema=True,
+    )
     for args in _commands(pristine["job_id"]):
         _assert_refused_untouched(h, args, "%s.%s renamed" % (table, column))
 
@@ -193,10 +212,15 @@ def test_a_database_cut_below_one_page_is_not_taken_for_a_new_one(home, tmp_path
 def test_a_sound_database_still_answers(home, tmp_path, pristine):
     """The checks refuse damage only: the same commands on the undamaged copy succeed."""
     h = _damaged_copy(home, tmp_path, "sound")
-    for args in (["status", "--run-key", "k"], ["status", "--job-id", pristine["job_id"]],
-                 ["status", "--run-key", "k", "--all"], ["clean", "--all", "--dry-run"],
-                 ["start", "--strict", "--sync", "--run-key", "k", "--", "true"],
-                 ["unlock", "--run-key", "k", "--reason", "again"], ["rerun", "--run-key", "k", "--sync"]):
+    for args in (
+        ["status", "--run-key", "k"],
+        ["status", "--job-id", pristine["job_id"]],
+        ["status", "--run-key", "k", "--all"],
+        ["clean", "--all", "--dry-run"],
+        ["start", "--strict", "--sync", "--run-key", "k", "--", "true"],
+        ["unlock", "--run-key", "k", "--reason", "again"],
+        ["rerun", "--run-key", "k", "--sync"],
+    ):
         check_ok(run_cli(h, *args))
     jobs = check_ok(run_cli(h, "status", "--run-key", "k", "--all"))
     assert [j["attempt_no"] for j in jobs] == [3, 2, 1]

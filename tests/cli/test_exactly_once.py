@@ -37,11 +37,12 @@ def _lines(path):
 def test_concurrent_starts_run_exactly_once(home, tmp_path, ok, wait_terminal):
     marker, pids, release = tmp_path / "marker", tmp_path / "pids", tmp_path / "release"
     n = 32
-    argv = cli_argv("start", "--run-key", "race", "--", "sh", "-c", WAIT_FOR_FILE, str(marker), str(pids),
-                    str(release))
+    argv = cli_argv("start", "--run-key", "race", "--", "sh", "-c", WAIT_FOR_FILE, str(marker), str(pids), str(release))
     env = cli_env(home)
-    procs = [subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(n)]
+    procs = [
+        subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(n)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=240)
@@ -69,10 +70,12 @@ def test_concurrent_retries_after_a_failure_start_one_new_attempt(home, tmp_path
     procs = []
     for i in range(30):
         mode = ("--reuse-success",) if i % 2 else ()
-        argv = cli_argv("start", "--run-key", "race2", *mode, "--", "sh", "-c", WAIT_FOR_FILE, str(marker), str(pids),
-                        str(release))
-        procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE))
+        argv = cli_argv(
+            "start", "--run-key", "race2", *mode, "--", "sh", "-c", WAIT_FOR_FILE, str(marker), str(pids), str(release)
+        )
+        procs.append(
+            subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        )
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=240)
@@ -147,9 +150,25 @@ def test_killed_supervisor_target_finishing_alone_is_lost_not_running_forever(st
 
 def test_sync_caller_returns_when_supervisor_was_killed_and_target_ends(home, tmp_path, ok):
     marker, pids, release = tmp_path / "marker", tmp_path / "pids", tmp_path / "release"
-    p = subprocess.Popen(cli_argv("start", "--run-key", "k9sync", "--sync", "--", "sh", "-c", WAIT_FOR_FILE,
-                                  str(marker), str(pids), str(release)),
-                         env=cli_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        cli_argv(
+            "start",
+            "--run-key",
+            "k9sync",
+            "--sync",
+            "--",
+            "sh",
+            "-c",
+            WAIT_FOR_FILE,
+            str(marker),
+            str(pids),
+            str(release),
+        ),
+        env=cli_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_until(lambda: read_pids(pids), what="the target to write its pid")
     j = ok("status", "--run-key", "k9sync")
     os.kill(j["worker_pid"], signal.SIGKILL)
@@ -169,7 +188,9 @@ def _make_stuck_starting(start_job, db, dead_pid, key):
     db().execute(
         "UPDATE jobs SET status = 'STARTING', worker_pid = ?, worker_start = '12345', target_pid = NULL, "
         "target_start = NULL, pgid = NULL, exit_code = NULL, signal = NULL, end_reason = NULL, finished_at = NULL "
-        "WHERE job_id = ?", (dead_pid, j["job_id"]))
+        "WHERE job_id = ?",
+        (dead_pid, j["job_id"]),
+    )
     return j
 
 
@@ -205,7 +226,8 @@ def test_recycled_pid_of_unrelated_process_is_lost(start_job, ok, run, db, spawn
     db().execute(
         "UPDATE jobs SET status = 'RUNNING', worker_pid = ?, worker_start = ?, target_pid = ?, target_start = ?, "
         "pgid = ?, exit_code = NULL, end_reason = NULL, finished_at = NULL WHERE job_id = ?",
-        (me, _wrong_start(me), other.pid, _wrong_start(other.pid), other.pid, j["job_id"]))
+        (me, _wrong_start(me), other.pid, _wrong_start(other.pid), other.pid, j["job_id"]),
+    )
     s = ok("status", "--job-id", j["job_id"])
     assert s["status"] == "LOST", "a recycled pid made a dead job look alive: %s" % s
     # only once it is known to be LOST is it safe to call abort with our own pid recorded as its worker
@@ -223,7 +245,8 @@ def test_recycled_pid_that_leads_its_own_group_is_lost_and_not_signalled(start_j
     db().execute(
         "UPDATE jobs SET status = 'RUNNING', worker_pid = ?, worker_start = ?, target_pid = ?, target_start = ?, "
         "pgid = ?, exit_code = NULL, end_reason = NULL, finished_at = NULL WHERE job_id = ?",
-        (worker.pid, _wrong_start(worker.pid), target.pid, _wrong_start(target.pid), target.pid, j["job_id"]))
+        (worker.pid, _wrong_start(worker.pid), target.pid, _wrong_start(target.pid), target.pid, j["job_id"]),
+    )
     s = run("status", "--job-id", j["job_id"])
     a = run("abort", "--job-id", j["job_id"], "--grace-seconds", "0.5")
     problems = []
@@ -252,8 +275,14 @@ def test_changed_boot_id_is_lost(start_job, ok, db):
 def test_result_survives_a_locked_database(start_job, ok, run, db, home, tmp_path, exit_code):
     go = tmp_path / "go"
     fast = {"ORCHESJOB_LOCK_TIMEOUT": "1"}
-    j = start_job("locked-%d" % exit_code, "sh", "-c",
-                  'while [ ! -e "$0" ]; do sleep 0.05; done; exit %d' % exit_code, str(go), env=fast)
+    j = start_job(
+        "locked-%d" % exit_code,
+        "sh",
+        "-c",
+        'while [ ! -e "$0" ]; do sleep 0.05; done; exit %d' % exit_code,
+        str(go),
+        env=fast,
+    )
     result_file = home / "logs" / (j["job_id"] + ".result")
     lock = db()
     lock.execute("BEGIN EXCLUSIVE")
@@ -269,8 +298,11 @@ def test_result_survives_a_locked_database(start_job, ok, run, db, home, tmp_pat
     finally:
         lock.execute("ROLLBACK")
     want = "SUCCEEDED" if exit_code == 0 else "FAILED"
-    s = wait_until(lambda: (lambda x: x if x["status"] != "RUNNING" else None)(ok("status", "--job-id", j["job_id"])),
-                   60, what="the result to be reconciled")
+    s = wait_until(
+        lambda: (lambda x: x if x["status"] != "RUNNING" else None)(ok("status", "--job-id", j["job_id"])),
+        60,
+        what="the result to be reconciled",
+    )
     assert s["status"] == want and s["exit_code"] == exit_code, s
     wait_until(lambda: not result_file.exists(), 60, what="the result file to be applied and removed")
     wait_pids_gone([j["worker_pid"]], 60)
@@ -306,9 +338,14 @@ def test_read_commands_answer_while_database_is_write_locked(start_job, ok, run,
     lock = db()
     lock.execute("BEGIN EXCLUSIVE")
     try:
-        for args in (("status", "--run-key", "readlock"), ("status", "--job-id", j["job_id"]),
-                     ("status", "--running"), ("status", "--run-key", "readlock", "--all"),
-                     ("logs", "--run-key", "readlock", "--json"), ("wait", "--job-id", j["job_id"], "--timeout", "1")):
+        for args in (
+            ("status", "--run-key", "readlock"),
+            ("status", "--job-id", j["job_id"]),
+            ("status", "--running"),
+            ("status", "--run-key", "readlock", "--all"),
+            ("logs", "--run-key", "readlock", "--json"),
+            ("wait", "--job-id", j["job_id"], "--timeout", "1"),
+        ):
             r = run(*args, env=fast, timeout=60)
             assert r.code == 0, (args, r)
         assert run("logs", "--run-key", "readlock", env=fast).out == "hi\n"

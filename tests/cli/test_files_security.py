@@ -162,8 +162,14 @@ def test_state_dir_of_root_is_refused_to_another_user(reachable, args):
     os.chmod(str(home), 0o755)  # so that nobody gets as far as reading it
     os.chmod(str(home / "logs"), 0o755)
     before = _tree(home)
-    p = subprocess.run(_as_nobody(cli_argv(*args)), env=cli_env(home), cwd="/", stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=60)
+    p = subprocess.run(
+        _as_nobody(cli_argv(*args)),
+        env=cli_env(home),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=60,
+    )
     out, err = p.stdout.decode(), p.stderr.decode()
     assert _tree(home) == before
     _refused(Result(p.returncode, parse_json(out), out, err), home, 0)

@@ -90,15 +90,20 @@ def read_of(stream: Optional[IO[bytes]]) -> bytes:
 
 def follow(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
     """`orchesjob logs --follow ARGS` with its stdout and stderr as pipes."""
-    return subprocess.Popen(cli_argv("logs", "--follow", *args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    return subprocess.Popen(
+        cli_argv("logs", "--follow", *args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
 
 
 class Pty:
     """The CLI on a real pseudo-terminal (its controlling terminal: Ctrl-C there is SIGINT), `cols` wide."""
 
-    def __init__(self, home: Path, *args: str, env: Optional[dict[str, Optional[str]]] = None,
-                 cols: int = 200) -> None:
+    def __init__(self, home: Path, *args: str, env: Optional[dict[str, Optional[str]]] = None, cols: int = 200) -> None:
         base: dict[str, Optional[str]] = {"COLUMNS": None, "LINES": None, "NO_COLOR": None, "TERM": "xterm"}
         environ = cli_env(home, dict(base, **(env or {})))
         argv = cli_argv(*args)
@@ -129,7 +134,13 @@ def gate_job(start_job, tmp_path: Path, key: str, before: str, after: str, code:
     gate = tmp_path / ("gate-" + key)
     redirect = " >&2" if stream == "stderr" else ""
     script = "printf '%%s' %s%s; while [ ! -e %s ]; do sleep 0.02; done; printf '%%s' %s%s; exit %d" % (
-        shlex.quote(before), redirect, shlex.quote(str(gate)), shlex.quote(after), redirect, code)
+        shlex.quote(before),
+        redirect,
+        shlex.quote(str(gate)),
+        shlex.quote(after),
+        redirect,
+        code,
+    )
     return start_job(key, "sh", "-c", script), gate
 
 
@@ -162,8 +173,10 @@ def kill_job_processes(job: dict) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    wait_until(lambda: all(stat_state(p) in (None, "Z") for p in (job["worker_pid"], job["target_pid"]) if p),
-               what="the job's processes to die")
+    wait_until(
+        lambda: all(stat_state(p) in (None, "Z") for p in (job["worker_pid"], job["target_pid"]) if p),
+        what="the job's processes to die",
+    )
 
 
 # -- logs --follow ------------------------------------------------------------------------------------------------
@@ -247,10 +260,12 @@ def test_sigint_ends_a_follow_through_a_pipe_quietly_with_130(home, start_job):
 
 def test_a_closed_pipe_ends_the_follow_quietly(home, start_job):
     start_job("chatty", "sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); sleep 0.01; done")
-    cmd = "%s | head -1; echo \"follow exited ${PIPESTATUS[0]}\" >&2" % shlex.join(
-        cli_argv("logs", "--follow", "--run-key", "chatty"))
-    p = subprocess.run(["bash", "-c", cmd], env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=60, cwd=REPO_ROOT)
+    cmd = '%s | head -1; echo "follow exited ${PIPESTATUS[0]}" >&2' % shlex.join(
+        cli_argv("logs", "--follow", "--run-key", "chatty")
+    )
+    p = subprocess.run(
+        ["bash", "-c", cmd], env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, cwd=REPO_ROOT
+    )
     assert p.stdout == b"line 0\n"
     assert p.stderr.decode() == "follow exited 0\n"  # no traceback, no "Exception ignored", exit 0 as `logs | head`
 
@@ -267,7 +282,8 @@ def test_follow_with_tail_and_stream_stderr(home, start_job, tmp_path):
 
 
 def test_follow_from_an_offset_past_the_end_waits_there_and_a_truncated_log_is_followed_from_its_start(
-        home, start_job, tmp_path):
+    home, start_job, tmp_path
+):
     job, gate = gate_job(start_job, tmp_path, "offset", "abc\n", "defgh\n")
     wait_until(lambda: os.path.getsize(job["stdout_file"]) == 4, what="the first line")
     p = follow(home, "--job-id", job["job_id"], "--offset", "6")
@@ -355,7 +371,10 @@ def test_ls_last_and_run_key(run, start_job):
     assert len(_table(run("ls", "--run-key", "k", "--last", "1").out)) == 2
     rows_json = check_ok(run("ls", "--last", "3", "--json"))
     assert [(j["run_key"], j["attempt_no"], j["status"], j["exit_code"], j["signal_name"]) for j in rows_json] == [
-        ("other", 1, "SUCCEEDED", 0, None), ("k", 2, "FAILED", None, "SIGTERM"), ("k", 1, "FAILED", 4, None)]
+        ("other", 1, "SUCCEEDED", 0, None),
+        ("k", 2, "FAILED", None, "SIGTERM"),
+        ("k", 1, "FAILED", 4, None),
+    ]
     assert all(j["duration_seconds"] >= 0 and j["finished_at_iso"] for j in rows_json)
 
 
@@ -397,8 +416,8 @@ def test_ls_aligns_wide_characters_by_their_cells(run, start_job):
     start_job("ascii-key", "sleep", "60")
     lines = run("ls").out.splitlines()
     assert len(lines) == 3
-    header_status = cell_width(lines[0][:lines[0].index("STATUS")])
-    assert {cell_width(line[:line.index("RUNNING")]) for line in lines[1:]} == {header_status}
+    header_status = cell_width(lines[0][: lines[0].index("STATUS")])
+    assert {cell_width(line[: line.index("RUNNING")]) for line in lines[1:]} == {header_status}
 
 
 def test_ls_on_a_fresh_host_and_bad_flags(run, start_job):
@@ -422,8 +441,17 @@ def doctor(run, *args: str, env=None):
     assert r.code in (0, 1), r
     report = json.loads(r.out)
     assert report["healthy"] == (r.code == 0)
-    assert [c["check"] for c in report["checks"]] == ["state_dir", "proc", "database", "schema", "wal", "free_space",
-                                                      "pending_results", "active_jobs", "log_files"]
+    assert [c["check"] for c in report["checks"]] == [
+        "state_dir",
+        "proc",
+        "database",
+        "schema",
+        "wal",
+        "free_space",
+        "pending_results",
+        "active_jobs",
+        "log_files",
+    ]
     return r.code, report
 
 
@@ -564,8 +592,10 @@ def test_doctor_on_an_orchesjob_1_1_0_database_upgrades_it_only_with_fix(home, r
     assert version() == 2 and (home / "orchesjob.db.1.1.0-backup").exists()
     # a database of someone else is no orchesjob's: said, and left alone
     c = sqlite3.connect(str(home / "orchesjob.db"))
-    c.executescript("DROP TABLE jobs; DROP TABLE run_keys; DROP TABLE start_requests; CREATE TABLE other (x);"
-                    "PRAGMA user_version = 0;")
+    c.executescript(
+        "DROP TABLE jobs; DROP TABLE run_keys; DROP TABLE start_requests; CREATE TABLE other (x);"
+        "PRAGMA user_version = 0;"
+    )
     c.close()
     code, report = doctor(run, "--fix")
     (f,) = report["findings"]
@@ -603,8 +633,12 @@ def test_doctor_finds_a_big_write_ahead_log_and_fix_checkpoints_it(home, run, st
 def test_doctor_finds_little_free_space(tmp_path, start_job):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=600", "tmpfs", str(mnt)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=600", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root and CAP_SYS_ADMIN)")
     small = mnt / "ojhome"
     try:
@@ -643,8 +677,12 @@ def test_doctor_applies_a_waiting_result_only_with_fix(home, run, start_job):
     kill_job_processes(job)  # as if the supervisor wrote its result file and died before the database
     result = Path(job["stdout_file"][: -len(".stdout")] + ".result")
     fd = os.open(str(result), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, json.dumps({"exit_code": 0, "signal": None, "end_reason": "exited with code 0",
-                             "finished_at": int(time.time())}).encode())
+    os.write(
+        fd,
+        json.dumps(
+            {"exit_code": 0, "signal": None, "end_reason": "exited with code 0", "finished_at": int(time.time())}
+        ).encode(),
+    )
     os.close(fd)
     code, report = doctor(run)
     (f,) = report["findings"]
@@ -730,8 +768,9 @@ def test_doctor_finds_log_files_without_a_job_and_jobs_without_log_files(home, r
     stray.chmod(0o600)
     # a job whose command never launched has no logs, and that is fine
     kill_job_processes(never)
-    db_exec(home, "UPDATE jobs SET status = 'LOST', target_pid = NULL, finished_at = 1 WHERE job_id = ?",
-            never["job_id"])
+    db_exec(
+        home, "UPDATE jobs SET status = 'LOST', target_pid = NULL, finished_at = 1 WHERE job_id = ?", never["job_id"]
+    )
     for name in (never["stdout_file"], never["stderr_file"]):
         os.unlink(name)
     for args in ((), ("--fix",)):
@@ -778,15 +817,25 @@ def test_metrics_parsed_by_the_prometheus_parser(home, run, start_job, ok):
     kill_job_processes(lost)
     running = start_job("running", "sleep", "60")
     old = start_job("old", "true", opts=("--sync",))
-    db_exec(home, "UPDATE jobs SET started_at = started_at - 90000, finished_at = finished_at - 90000 "
-            "WHERE job_id = ?", old["job_id"])
+    db_exec(
+        home,
+        "UPDATE jobs SET started_at = started_at - 90000, finished_at = finished_at - 90000 WHERE job_id = ?",
+        old["job_id"],
+    )
     db_exec(home, "UPDATE jobs SET started_at = started_at - 30 WHERE job_id = ?", running["job_id"])
     r = run("metrics")
     assert r.code == 0, r
     m = parse_metrics(r.out)
     jobs_by = {lbl["status"]: v for lbl, v in m["orchesjob_jobs"]}
-    assert jobs_by == {"STARTING": 0, "RUNNING": 1, "SUCCEEDED": 3, "FAILED": 2, "LOST": 1, "CANCELLED": 0,
-                       "ABORTED": 1}
+    assert jobs_by == {
+        "STARTING": 0,
+        "RUNNING": 1,
+        "SUCCEEDED": 3,
+        "FAILED": 2,
+        "LOST": 1,
+        "CANCELLED": 0,
+        "ABORTED": 1,
+    }
     recent = {lbl["status"]: v for lbl, v in m["orchesjob_jobs_finished_recently"]}
     assert recent == {"SUCCEEDED": 2, "FAILED": 2, "LOST": 1, "CANCELLED": 0, "ABORTED": 1}
     assert m["orchesjob_running_jobs"] == [({}, 1)]
@@ -816,8 +865,14 @@ def test_metrics_parsed_by_the_prometheus_parser(home, run, start_job, ok):
 
 
 def test_metrics_bad_flags(run):
-    for args in (("--recent-hours", "0"), ("--recent-hours", "-1"), ("--recent-hours", "nan"),
-                 ("--recent-hours", "soon"), ("--max-keys", "-1"), ("--max-keys", "many")):
+    for args in (
+        ("--recent-hours", "0"),
+        ("--recent-hours", "-1"),
+        ("--recent-hours", "nan"),
+        ("--recent-hours", "soon"),
+        ("--max-keys", "-1"),
+        ("--max-keys", "many"),
+    ):
         check_error(run("metrics", *args), 2, "invalid_argument")
 
 
@@ -845,11 +900,23 @@ def test_the_queries_of_ls_doctor_and_metrics_are_served_by_indexes(monkeypatch,
         for i in range(300):
             key = "k%d" % (i % 30)
             jid = "%08x-0000-4000-8000-%012x" % (i, i)
-            st.insert({"job_id": jid, "run_key": key, "attempt_no": st.next_attempt(key),
-                       "status": ("SUCCEEDED", "FAILED", "LOST", "ABORTED")[i % 4], "command": ["true"],
-                       "env": {}, "strict": False, "exit_code": 0, "stdout_file": str(tmp_path / (jid + ".stdout")),
-                       "stderr_file": str(tmp_path / (jid + ".stderr")), "started_at": t - 1000 + i,
-                       "finished_at": t - 900 + i, "updated_at": t})
+            st.insert(
+                {
+                    "job_id": jid,
+                    "run_key": key,
+                    "attempt_no": st.next_attempt(key),
+                    "status": ("SUCCEEDED", "FAILED", "LOST", "ABORTED")[i % 4],
+                    "command": ["true"],
+                    "env": {},
+                    "strict": False,
+                    "exit_code": 0,
+                    "stdout_file": str(tmp_path / (jid + ".stdout")),
+                    "stderr_file": str(tmp_path / (jid + ".stderr")),
+                    "started_at": t - 1000 + i,
+                    "finished_at": t - 900 + i,
+                    "updated_at": t,
+                }
+            )
     seen: list[str] = []
     real = store._Connection.execute
 
@@ -874,9 +941,11 @@ def test_the_queries_of_ls_doctor_and_metrics_are_served_by_indexes(monkeypatch,
             assert not (step.startswith("SCAN jobs") and "INDEX" not in step), (q, plan)
         if "ORDER BY started_at DESC" in q or "ORDER BY finished_at DESC" in q:  # read in index order, never sorted
             assert not any("TEMP B-TREE" in step for step in plan), (q, plan)
-    wanted = {"SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?": "jobs_started_at",
-              "SELECT count(*) FROM jobs WHERE status = ?": "jobs_status_finished_at",
-              "SELECT count(*) FROM jobs WHERE status = ? AND finished_at >= ?": "jobs_status_finished_at"}
+    wanted = {
+        "SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?": "jobs_started_at",
+        "SELECT count(*) FROM jobs WHERE status = ?": "jobs_status_finished_at",
+        "SELECT count(*) FROM jobs WHERE status = ? AND finished_at >= ?": "jobs_status_finished_at",
+    }
     for q, index in wanted.items():
         assert q in queries
         assert any(index in r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q, (None,) * q.count("?"))), q

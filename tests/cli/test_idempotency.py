@@ -46,13 +46,27 @@ def _make_state(state, start_job, ok, db):
 MODES = {"default": (), "strict": ("--strict",), "reuse_success": ("--reuse-success",)}
 # (state, mode) -> True when the existing job is returned, False when a new one starts
 TABLE = {
-    ("RUNNING", "default"): True, ("RUNNING", "strict"): True, ("RUNNING", "reuse_success"): True,
-    ("STARTING", "default"): True, ("STARTING", "strict"): True, ("STARTING", "reuse_success"): True,
-    ("SUCCEEDED", "default"): False, ("SUCCEEDED", "strict"): True, ("SUCCEEDED", "reuse_success"): True,
-    ("FAILED", "default"): False, ("FAILED", "strict"): True, ("FAILED", "reuse_success"): False,
-    ("ABORTED", "default"): False, ("ABORTED", "strict"): True, ("ABORTED", "reuse_success"): False,
-    ("LOST", "default"): False, ("LOST", "strict"): True, ("LOST", "reuse_success"): False,
-    ("CANCELLED", "default"): False, ("CANCELLED", "strict"): True, ("CANCELLED", "reuse_success"): False,
+    ("RUNNING", "default"): True,
+    ("RUNNING", "strict"): True,
+    ("RUNNING", "reuse_success"): True,
+    ("STARTING", "default"): True,
+    ("STARTING", "strict"): True,
+    ("STARTING", "reuse_success"): True,
+    ("SUCCEEDED", "default"): False,
+    ("SUCCEEDED", "strict"): True,
+    ("SUCCEEDED", "reuse_success"): True,
+    ("FAILED", "default"): False,
+    ("FAILED", "strict"): True,
+    ("FAILED", "reuse_success"): False,
+    ("ABORTED", "default"): False,
+    ("ABORTED", "strict"): True,
+    ("ABORTED", "reuse_success"): False,
+    ("LOST", "default"): False,
+    ("LOST", "strict"): True,
+    ("LOST", "reuse_success"): False,
+    ("CANCELLED", "default"): False,
+    ("CANCELLED", "strict"): True,
+    ("CANCELLED", "reuse_success"): False,
 }
 
 
@@ -93,9 +107,23 @@ def test_sync_start_on_running_job_waits_for_it(mode, start_job, ok, tmp_path):
 
     from cli_helpers import cli_argv, cli_env, parse_json
 
-    p = subprocess.Popen(cli_argv("start", "--run-key", "sync-existing", "--sync", *MODES[mode], "--", "sh", "-c",
-                                  'while [ ! -e "$0" ]; do sleep 0.05; done', str(go)),
-                         env=cli_env(tmp_path / "ojhome"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        cli_argv(
+            "start",
+            "--run-key",
+            "sync-existing",
+            "--sync",
+            *MODES[mode],
+            "--",
+            "sh",
+            "-c",
+            'while [ ! -e "$0" ]; do sleep 0.05; done',
+            str(go),
+        ),
+        env=cli_env(tmp_path / "ojhome"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     # let the caller find the running job and block on it (an ordering aid, not a timing assertion)
     time.sleep(1.5)
     assert p.poll() is None, "start --sync returned while the existing job was still running"

@@ -94,14 +94,29 @@ def test_supervisor_has_no_controlling_terminal(start_job):
 
 
 def _popen_start(home, *args):
-    return subprocess.Popen(cli_argv("start", *args), env=cli_env(home), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        cli_argv("start", *args),
+        env=cli_env(home),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def test_sighup_to_async_caller_leaves_job_running(home, ok, wait_terminal, tmp_path):
     go, done = tmp_path / "go", tmp_path / "done"
-    p = _popen_start(home, "--run-key", "hup", "--", "sh", "-c",
-                     'while [ ! -e "$0" ]; do sleep 0.05; done; echo ok > "$1"', str(go), str(done))
+    p = _popen_start(
+        home,
+        "--run-key",
+        "hup",
+        "--",
+        "sh",
+        "-c",
+        'while [ ! -e "$0" ]; do sleep 0.05; done; echo ok > "$1"',
+        str(go),
+        str(done),
+    )
     buf = b""
     while True:  # read until the JSON is complete, then hang up on the caller's whole process group at once
         chunk = p.stdout.read1(65536) if hasattr(p.stdout, "read1") else p.stdout.read(1)
@@ -125,9 +140,19 @@ def test_sighup_to_async_caller_leaves_job_running(home, ok, wait_terminal, tmp_
 
 def test_sighup_to_sync_caller_mid_wait_leaves_job_running(home, ok, wait_terminal, tmp_path):
     started, go, done = tmp_path / "started", tmp_path / "go", tmp_path / "done"
-    p = _popen_start(home, "--run-key", "hup2", "--sync", "--", "sh", "-c",
-                     'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; echo ok > "$2"',
-                     str(started), str(go), str(done))
+    p = _popen_start(
+        home,
+        "--run-key",
+        "hup2",
+        "--sync",
+        "--",
+        "sh",
+        "-c",
+        'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done; echo ok > "$2"',
+        str(started),
+        str(go),
+        str(done),
+    )
     wait_until(started.exists, 30, what="the job to start")
     assert p.poll() is None
     os.killpg(p.pid, signal.SIGHUP)
@@ -147,8 +172,18 @@ def check_ok_status(ok, key):
 
 def test_job_outlives_caller_killed_with_sigkill(home, ok, wait_terminal, tmp_path):
     started, go = tmp_path / "started", tmp_path / "go"
-    p = _popen_start(home, "--run-key", "kill-caller", "--sync", "--", "sh", "-c",
-                     'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done', str(started), str(go))
+    p = _popen_start(
+        home,
+        "--run-key",
+        "kill-caller",
+        "--sync",
+        "--",
+        "sh",
+        "-c",
+        'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done',
+        str(started),
+        str(go),
+    )
     wait_until(started.exists, 30, what="the job to start")
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate(timeout=30)
@@ -160,8 +195,18 @@ def test_job_outlives_caller_killed_with_sigkill(home, ok, wait_terminal, tmp_pa
 
 def test_ctrl_c_on_sync_caller_is_a_json_error_and_the_job_goes_on(home, ok, wait_terminal, tmp_path):
     started, go = tmp_path / "started", tmp_path / "go"
-    p = _popen_start(home, "--run-key", "sigint", "--sync", "--", "sh", "-c",
-                     'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done', str(started), str(go))
+    p = _popen_start(
+        home,
+        "--run-key",
+        "sigint",
+        "--sync",
+        "--",
+        "sh",
+        "-c",
+        'touch "$0"; while [ ! -e "$1" ]; do sleep 0.05; done',
+        str(started),
+        str(go),
+    )
     wait_until(started.exists, 30, what="the job to start")
     os.kill(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=30)
@@ -175,4 +220,3 @@ def test_ctrl_c_on_sync_caller_is_a_json_error_and_the_job_goes_on(home, ok, wai
     assert job["status"] == "RUNNING"
     go.touch()
     assert wait_terminal(job["job_id"])["status"] == "SUCCEEDED"
-

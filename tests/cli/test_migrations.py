@@ -70,9 +70,15 @@ def test_an_upgraded_database_works_for_every_command(home, tmp_path):
 
 def test_concurrent_first_commands_upgrade_once(home):
     _v1_home(home)
-    procs = [subprocess.Popen(cli_argv("start", "--run-key", "k%d" % i, "--sync", "--", "true"),
-                              env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            cli_argv("start", "--run-key", "k%d" % i, "--sync", "--", "true"),
+            env=cli_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(8)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, (out, err)

@@ -45,8 +45,13 @@ def runs(marker: Path) -> int:
 
 
 def popen_cli(home: Path, *args: str, env=None) -> subprocess.Popen:
-    return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def stopped(pid: int) -> bool:
@@ -71,11 +76,13 @@ def procs_of_home(home: Path):
 
 def stopped_supervisor(home: Path, caller: int) -> int:
     """The supervisor (a fork of the start caller, so an orchesjob process) that stopped itself at a pause point."""
+
     def find():
         for pid in procs_of_home(home):
             if pid != caller and stopped(pid):
                 return pid
         return None
+
     return wait_until(find, 30, what="the supervisor to stop at its pause point")
 
 
@@ -105,8 +112,15 @@ def only_job_id(home: Path) -> str:
 # -- 1. a racing reader must not declare a live job LOST ------------------------------------------------------------
 def test_reader_delayed_before_its_lost_verdict_does_not_overwrite_a_job_that_came_alive(home, tmp_path):
     marker = tmp_path / "runs"
-    caller = popen_cli(home, "start", "--run-key", "race", "--", *counting(marker, "sleep 20"),
-                       env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"})
+    caller = popen_cli(
+        home,
+        "start",
+        "--run-key",
+        "race",
+        "--",
+        *counting(marker, "sleep 20"),
+        env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"},
+    )
     sup = stopped_supervisor(home, caller.pid)
     caller.kill()  # the caller vouched for the job until its supervisor recorded itself; now nobody does
     caller.wait()
@@ -133,8 +147,15 @@ def test_reader_delayed_before_its_lost_verdict_does_not_overwrite_a_job_that_ca
 def test_a_job_whose_caller_died_before_its_supervisor_came_up_is_lost_and_never_launched(home, tmp_path):
     """The other side of the compare-and-set: a LOST verdict taken first makes the late supervisor launch nothing."""
     marker = tmp_path / "runs"
-    caller = popen_cli(home, "start", "--run-key", "late", "--", *counting(marker),
-                       env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"})
+    caller = popen_cli(
+        home,
+        "start",
+        "--run-key",
+        "late",
+        "--",
+        *counting(marker),
+        env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"},
+    )
     sup = stopped_supervisor(home, caller.pid)
     caller.kill()
     caller.wait()
@@ -150,8 +171,7 @@ def test_a_job_whose_caller_died_before_its_supervisor_came_up_is_lost_and_never
 # -- 2. a reader in another pid namespace -------------------------------------------------------------------------
 def _in_new_pid_ns(home: Path, *args: str, mount_proc: bool = True):
     cmd = [UNSHARE, "--pid", "--fork"] + (["--mount-proc"] if mount_proc else []) + cli_argv(*args)
-    p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=60)
+    p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     return p.returncode, json.loads(p.stdout.decode() or "null"), p.stderr.decode()
 
 
@@ -167,8 +187,9 @@ def test_a_reader_in_another_pid_namespace_never_concludes_dead(home, tmp_path, 
     code, shown, err = _in_new_pid_ns(home, "status", "--run-key", "ns", mount_proc=mount_proc)
     assert code == 0, err
     assert shown["status"] == "RUNNING" and shown["liveness"] == "unknown"
-    code, again, err = _in_new_pid_ns(home, "start", "--run-key", "ns", "--reuse-success", "--",
-                                      *counting(marker), mount_proc=mount_proc)
+    code, again, err = _in_new_pid_ns(
+        home, "start", "--run-key", "ns", "--reuse-success", "--", *counting(marker), mount_proc=mount_proc
+    )
     assert code == 0, err
     assert again["existing"] is True and again["job_id"] == job["job_id"]
     code, refused, err = _in_new_pid_ns(home, "abort", "--run-key", "ns", mount_proc=mount_proc)
@@ -187,8 +208,7 @@ def test_a_reader_in_another_pid_namespace_never_concludes_dead(home, tmp_path, 
 # -- 3. clean never deletes a job that is still alive -------------------------------------------------------------
 def test_clean_skips_an_aborted_job_whose_abort_died_midway(home, tmp_path):
     marker = tmp_path / "runs"
-    job = check_ok(run_cli(home, "start", "--run-key", "dying", "--",
-                           *counting(marker, "trap '' TERM; sleep 30")))
+    job = check_ok(run_cli(home, "start", "--run-key", "dying", "--", *counting(marker, "trap '' TERM; sleep 30")))
     aborter = popen_cli(home, "abort", "--run-key", "dying", "--grace-seconds", "20")
     wait_until(lambda: db_row(home, job["job_id"])["status"] == "ABORTED", 30, what="ABORTED to be recorded")
     time.sleep(0.3)  # the SIGTERM is sent; the command ignores it and the aborter waits out its grace
@@ -218,15 +238,14 @@ def test_clean_skips_an_aborted_job_whose_abort_died_midway(home, tmp_path):
 def test_clean_skips_a_finished_job_with_a_live_process(home, tmp_path, db):
     """A record that says finished while a process of the job lives (a stop that failed): never deleted."""
     job = check_ok(run_cli(home, "start", "--run-key", "left", "--", "sleep", "30"))
-    db().execute("UPDATE jobs SET status = 'FAILED', finished_at = 1, exit_code = 1 WHERE job_id = ?",
-                 (job["job_id"],))
+    db().execute("UPDATE jobs SET status = 'FAILED', finished_at = 1, exit_code = 1 WHERE job_id = ?", (job["job_id"],))
     cleaned = check_ok(run_cli(home, "clean", "--all"))
     assert cleaned["deleted"] == 0 and cleaned["skipped"][0]["job_id"] == job["job_id"]
     os.kill(job["target_pid"], signal.SIGKILL)
 
 
 # -- 4. a full state directory: the result waits, nothing reruns ---------------------------------------------------
-FULL_DISK_SCRIPT = r'''
+FULL_DISK_SCRIPT = r"""
 set -eu
 mount -t tmpfs -o size=4m,mode=0700 tmpfs "$ORCHESJOB_HOME"
 oj() { "$PY" -m orchesjob "$@"; }
@@ -240,7 +259,7 @@ df -k "$ORCHESJOB_HOME" > "$OUT/df.txt"
 rm -f "$ORCHESJOB_HOME/filler"
 oj wait --run-key fill --timeout 60 > "$OUT/after.json"
 oj start --run-key fill --reuse-success --sync -- sh -c 'echo "$$" >> "$MARKER"' > "$OUT/next.json"
-'''
+"""
 
 
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="mounting a tmpfs needs root")
@@ -252,8 +271,13 @@ def test_a_full_state_directory_keeps_the_job_alive_until_its_result_is_recorded
     out.mkdir()
     home.mkdir(mode=0o700)
     env = cli_env(home, {"MARKER": str(marker), "OUT": str(out), "PY": sys.executable})
-    p = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c", FULL_DISK_SCRIPT], env=env,
-                       stdin=subprocess.DEVNULL, capture_output=True, timeout=240)
+    p = subprocess.run(
+        [UNSHARE, "--mount", "--propagation", "private", "sh", "-c", FULL_DISK_SCRIPT],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=240,
+    )
     assert p.returncode == 0, (p.stdout, p.stderr, [(f.name, f.read_text()) for f in out.iterdir()])
     first = json.loads((out / "start.json").read_text())
     during = json.loads((out / "status_full.json").read_text())
@@ -272,26 +296,31 @@ def test_a_full_state_directory_keeps_the_job_alive_until_its_result_is_recorded
 @pytest.mark.parametrize("mode", [(), ("--reuse-success",), ("--sync",)])
 def test_a_repeated_request_id_never_starts_a_second_execution(home, tmp_path, mode):
     marker = tmp_path / "runs"
-    first = check_ok(run_cli(home, "start", "--run-key", "req", "--request-id", "try-1", *mode, "--",
-                             *counting(marker, "exit 3")))
+    first = check_ok(
+        run_cli(home, "start", "--run-key", "req", "--request-id", "try-1", *mode, "--", *counting(marker, "exit 3"))
+    )
     job_id = first["job_id"]
-    wait_until(lambda: check_ok(run_cli(home, "status", "--job-id", job_id))["status"] == "FAILED", 30,
-               what="the job to fail")
-    again = check_ok(run_cli(home, "start", "--run-key", "req", "--request-id", "try-1", *mode, "--",
-                             *counting(marker, "exit 3")))
+    wait_until(
+        lambda: check_ok(run_cli(home, "status", "--job-id", job_id))["status"] == "FAILED", 30, what="the job to fail"
+    )
+    again = check_ok(
+        run_cli(home, "start", "--run-key", "req", "--request-id", "try-1", *mode, "--", *counting(marker, "exit 3"))
+    )
     assert again["job_id"] == job_id and again["existing"] is True and again["same_request"] is True
     assert again["status"] == "FAILED" and again["exit_code"] == 3
     assert runs(marker) == 1
-    other = check_ok(run_cli(home, "start", "--run-key", "req", "--request-id", "try-2", *mode, "--",
-                             *counting(marker, "exit 0")))
+    other = check_ok(
+        run_cli(home, "start", "--run-key", "req", "--request-id", "try-2", *mode, "--", *counting(marker, "exit 0"))
+    )
     assert other["accepted"] is True and other["attempt_no"] == 2 and other["rerun_of_job_id"] == job_id
     assert other["owner"] == "try-2" and other["request_id"] == "try-2"
 
 
 def test_a_request_id_that_reattached_keeps_answering_with_that_job(home, tmp_path):
     marker = tmp_path / "runs"
-    first = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "a", "--",
-                             *counting(marker, "sleep 1; exit 4")))
+    first = check_ok(
+        run_cli(home, "start", "--run-key", "re", "--request-id", "a", "--", *counting(marker, "sleep 1; exit 4"))
+    )
     reattach = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *counting(marker)))
     assert reattach["job_id"] == first["job_id"] and reattach["owner"] == "b"
     wait_until(lambda: check_ok(run_cli(home, "status", "--run-key", "re"))["status"] == "FAILED", 30, what="fail")
@@ -310,8 +339,17 @@ def test_bad_request_ids_are_refused(home, bad):
 # -- 6. an abort that lands between the supervisor's record and its launch ------------------------------------------
 def test_an_abort_just_before_launch_means_the_command_never_starts(home, tmp_path):
     marker = tmp_path / "runs"
-    caller = popen_cli(home, "start", "--run-key", "gate", "--start-timeout", "0.5", "--", *counting(marker),
-                       env={"ORCHESJOB_PAUSE_AT": "supervisor-before-launch"})
+    caller = popen_cli(
+        home,
+        "start",
+        "--run-key",
+        "gate",
+        "--start-timeout",
+        "0.5",
+        "--",
+        *counting(marker),
+        env={"ORCHESJOB_PAUSE_AT": "supervisor-before-launch"},
+    )
     sup = stopped_supervisor(home, caller.pid)
     caller.communicate(timeout=60)
     job_id = only_job_id(home)
@@ -346,8 +384,11 @@ def test_abort_does_not_signal_a_recycled_process_group(home, db, spawn):
 def test_a_job_started_from_inside_a_job_survives_its_parent(home, tmp_path):
     child_out = tmp_path / "child.json"
     inner = " ".join(cli_argv("start", "--run-key", "child", "--", "sleep", "2"))
-    parent = check_ok(run_cli(home, "start", "--run-key", "parent", "--sync", "--",
-                              "sh", "-c", "%s > %s; exit 0" % (inner, child_out)))
+    parent = check_ok(
+        run_cli(
+            home, "start", "--run-key", "parent", "--sync", "--", "sh", "-c", "%s > %s; exit 0" % (inner, child_out)
+        )
+    )
     assert parent["status"] == "SUCCEEDED", parent
     child = json.loads(child_out.read_text())
     assert child["status"] == "RUNNING"
@@ -360,8 +401,7 @@ def test_a_job_started_from_inside_a_job_survives_its_parent(home, tmp_path):
 def test_a_nested_supervisor_carries_no_marker_of_the_parent(home, tmp_path):
     child_out = tmp_path / "child.json"
     inner = " ".join(cli_argv("start", "--run-key", "child", "--", "sleep", "5"))
-    check_ok(run_cli(home, "start", "--run-key", "parent", "--sync", "--",
-                     "sh", "-c", "%s > %s" % (inner, child_out)))
+    check_ok(run_cli(home, "start", "--run-key", "parent", "--sync", "--", "sh", "-c", "%s > %s" % (inner, child_out)))
     child = json.loads(child_out.read_text())
     with open("/proc/%d/environ" % child["worker_pid"], "rb") as f:
         env = f.read().split(b"\0")
@@ -375,8 +415,9 @@ def test_a_nested_supervisor_carries_no_marker_of_the_parent(home, tmp_path):
 # -- ownership: a replaced caller never aborts the job of the caller that replaced it --------------------------------
 def test_abort_if_owner_is_refused_for_a_stale_owner_and_allowed_for_the_current_one(home, tmp_path):
     marker = tmp_path / "runs"
-    first = check_ok(run_cli(home, "start", "--run-key", "own", "--request-id", "try-1", "--",
-                             *counting(marker, "sleep 30")))
+    first = check_ok(
+        run_cli(home, "start", "--run-key", "own", "--request-id", "try-1", "--", *counting(marker, "sleep 30"))
+    )
     assert first["owner"] == "try-1"
     second = check_ok(run_cli(home, "start", "--run-key", "own", "--request-id", "try-2", "--", *counting(marker)))
     assert second["job_id"] == first["job_id"] and second["owner"] == "try-2"
@@ -397,8 +438,7 @@ def test_stale_aborts_racing_reattaching_starts_never_abort_the_new_owner(home, 
         key = "race-%d" % round_no
         check_ok(run_cli(home, "start", "--run-key", key, "--request-id", "old", "--", *counting(marker, "sleep 30")))
         aborter = popen_cli(home, "abort", "--run-key", key, "--if-owner", "old", "--grace-seconds", "1")
-        starter = popen_cli(home, "start", "--run-key", key, "--request-id", "new", "--",
-                            *counting(marker, "sleep 30"))
+        starter = popen_cli(home, "start", "--run-key", key, "--request-id", "new", "--", *counting(marker, "sleep 30"))
         pairs = [(aborter, aborter.communicate(timeout=60)), (starter, starter.communicate(timeout=60))]
         (_, (abort_raw, _)), (_, (start_raw, start_err)) = pairs
         abort_code, abort_out = aborter.returncode, json.loads(abort_raw)

@@ -22,18 +22,28 @@ def _oldest_python():
 
 def test_zipapp_builds_and_runs_a_job(tmp_path):
     target = tmp_path / "orchesjob.pyz"
-    subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "build_pyz.py"), str(target)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "build_pyz.py"), str(target)], check=True, capture_output=True
+    )
     assert os.access(str(target), os.X_OK)
     python = _oldest_python()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the pyz alone, not the checkout
     env["ORCHESJOB_HOME"] = str(tmp_path / "home")
-    version = json.loads(subprocess.run([python, str(target), "version"], env=env, capture_output=True,
-                                        check=True, cwd=str(tmp_path)).stdout)
+    version = json.loads(
+        subprocess.run(
+            [python, str(target), "version"], env=env, capture_output=True, check=True, cwd=str(tmp_path)
+        ).stdout
+    )
     assert version["contract"] == 2
-    job = json.loads(subprocess.run([python, str(target), "start", "--sync", "--run-key", "pyz", "--",
-                                     "echo", "from pyz"],
-                                    env=env, capture_output=True, check=True, cwd=str(tmp_path)).stdout)
+    job = json.loads(
+        subprocess.run(
+            [python, str(target), "start", "--sync", "--run-key", "pyz", "--", "echo", "from pyz"],
+            env=env,
+            capture_output=True,
+            check=True,
+            cwd=str(tmp_path),
+        ).stdout
+    )
     assert job["status"] == "SUCCEEDED" and job["exit_code"] == 0
     with open(job["stdout_file"]) as f:
         assert f.read() == "from pyz\n"

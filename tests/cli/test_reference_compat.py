@@ -18,13 +18,22 @@ def _phrase(r, assert_error, code, error_type, phrase):
     return err["message"]
 
 
-@pytest.mark.parametrize("args", [
-    ("status", "--run-key", "nope"), ("status", "--job-id", UNKNOWN_ID), ("status", "--run-key", "nope", "--all"),
-    ("logs", "--run-key", "nope"), ("logs", "--job-id", UNKNOWN_ID),
-    ("abort", "--run-key", "nope"), ("abort", "--job-id", UNKNOWN_ID),
-    ("rerun", "--run-key", "nope"), ("rerun", "--job-id", UNKNOWN_ID),
-    ("unlock", "--run-key", "nope"), ("clean", "--job-id", UNKNOWN_ID),
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "--run-key", "nope"),
+        ("status", "--job-id", UNKNOWN_ID),
+        ("status", "--run-key", "nope", "--all"),
+        ("logs", "--run-key", "nope"),
+        ("logs", "--job-id", UNKNOWN_ID),
+        ("abort", "--run-key", "nope"),
+        ("abort", "--job-id", UNKNOWN_ID),
+        ("rerun", "--run-key", "nope"),
+        ("rerun", "--job-id", UNKNOWN_ID),
+        ("unlock", "--run-key", "nope"),
+        ("clean", "--job-id", UNKNOWN_ID),
+    ],
+)
 @pytest.mark.parametrize("fresh", [True, False], ids=["fresh-home", "with-history"])
 def test_unknown_key_or_id_says_not_found(run, assert_error, start_job, args, fresh):
     if not fresh:
@@ -55,8 +64,7 @@ def test_active_job_cannot_be_unlocked_or_rerun(run, assert_error, start_job, ok
     try:
         _phrase(run("unlock", "--run-key", "busy"), assert_error, 4, "inconsistent_state", "Cannot unlock active job")
         _phrase(run("rerun", "--run-key", "busy"), assert_error, 4, "inconsistent_state", "Cannot rerun active job")
-        _phrase(run("rerun", "--job-id", j["job_id"]), assert_error, 4, "inconsistent_state",
-                "Cannot rerun active job")
+        _phrase(run("rerun", "--job-id", j["job_id"]), assert_error, 4, "inconsistent_state", "Cannot rerun active job")
     finally:
         ok("abort", "--run-key", "busy", "--grace-seconds", "0")
 
@@ -65,8 +73,9 @@ def test_rerun_of_an_old_attempt_while_the_key_is_active_is_refused(run, assert_
     old = start_job("key", "true", opts=("--sync",))
     start_job("key", "sleep", "30")
     try:
-        _phrase(run("rerun", "--job-id", old["job_id"]), assert_error, 4, "inconsistent_state",
-                "Cannot rerun active job")
+        _phrase(
+            run("rerun", "--job-id", old["job_id"]), assert_error, 4, "inconsistent_state", "Cannot rerun active job"
+        )
     finally:
         ok("abort", "--run-key", "key", "--grace-seconds", "0")
 

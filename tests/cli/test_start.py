@@ -105,8 +105,13 @@ def test_cwd_relative_is_made_absolute(run, home, tmp_path):
 
 
 def test_env_repeatable(start_job):
-    j = start_job("env", "sh", "-c", 'printf "%s|%s|%s" "$A" "$B" "${C-unset}"',
-                  opts=("--sync", "--env", "A=1", "--env", "B=x=y z", "--env", "C="))
+    j = start_job(
+        "env",
+        "sh",
+        "-c",
+        'printf "%s|%s|%s" "$A" "$B" "${C-unset}"',
+        opts=("--sync", "--env", "A=1", "--env", "B=x=y z", "--env", "C="),
+    )
     assert j["status"] == "SUCCEEDED"
     assert j["env"] == {"A": "1", "B": "x=y z", "C": ""}
     with open(j["stdout_file"]) as f:
@@ -123,8 +128,7 @@ def test_job_sees_its_run_key_and_job_id(start_job):
 def test_timeout_aborts_with_reason(start_job, tmp_path):
     pids = tmp_path / "pids"
     t0 = time.monotonic()
-    j = start_job("timeout", "sh", "-c", 'echo $$ > "$0"; sleep 300', str(pids),
-                  opts=("--sync", "--timeout", "1"))
+    j = start_job("timeout", "sh", "-c", 'echo $$ > "$0"; sleep 300', str(pids), opts=("--sync", "--timeout", "1"))
     assert time.monotonic() - t0 < 60, "the --timeout of 1s did not stop the job"
     assert j["timeout"] == 1
     assert j["status"] == "ABORTED", j
@@ -138,8 +142,14 @@ def test_timeout_aborts_with_reason(start_job, tmp_path):
 def test_timeout_stops_a_command_that_traps_sigterm(start_job, tmp_path):
     pids = tmp_path / "pids"
     t0 = time.monotonic()
-    j = start_job("timeout-trap", "sh", "-c", 'trap "" TERM; echo $$ > "$0"; while :; do sleep 0.2; done', str(pids),
-                  opts=("--sync", "--timeout", "1"))
+    j = start_job(
+        "timeout-trap",
+        "sh",
+        "-c",
+        'trap "" TERM; echo $$ > "$0"; while :; do sleep 0.2; done',
+        str(pids),
+        opts=("--sync", "--timeout", "1"),
+    )
     assert time.monotonic() - t0 < 90, "a TERM-trapping command outlived its --timeout"
     assert j["status"] == "ABORTED" and "time" in (j["abort_reason"] or "").lower(), j
     wait_pids_gone(read_pids(pids) + [j["target_pid"]])
@@ -162,8 +172,13 @@ def test_double_dash_inside_command_is_passed_verbatim(start_job):
 def test_rerun_reuses_command_cwd_env_timeout(start_job, ok, tmp_path):
     d = tmp_path / "rr"
     d.mkdir()
-    first = start_job("rerun", "sh", "-c", 'pwd; echo "$V"; exit 1',
-                      opts=("--sync", "--cwd", str(d), "--env", "V=val", "--timeout", "50"))
+    first = start_job(
+        "rerun",
+        "sh",
+        "-c",
+        'pwd; echo "$V"; exit 1',
+        opts=("--sync", "--cwd", str(d), "--env", "V=val", "--timeout", "50"),
+    )
     assert first["status"] == "FAILED"
     again = ok("rerun", "--run-key", "rerun", "--sync", "--reason", "retry after fix")
     assert again["job_id"] != first["job_id"]

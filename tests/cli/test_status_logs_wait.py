@@ -114,8 +114,9 @@ TEXT = "aé€😀" * 8 + "z"  # 1-, 2-, 3- and 4-byte characters
 
 @pytest.mark.parametrize("limit", [4, 5, 7, 64])
 def test_logs_json_never_splits_a_utf8_character(start_job, ok, limit):
-    start_job("utf8", sys.executable, "-c", "import sys; sys.stdout.buffer.write(%r)" % TEXT.encode("utf-8"),
-              opts=("--sync",))
+    start_job(
+        "utf8", sys.executable, "-c", "import sys; sys.stdout.buffer.write(%r)" % TEXT.encode("utf-8"), opts=("--sync",)
+    )
     size = len(TEXT.encode("utf-8"))
     offset, parts, calls = 0, [], 0
     while offset < size:
@@ -135,10 +136,12 @@ def test_logs_json_never_splits_a_utf8_character(start_job, ok, limit):
 def test_logs_json_holds_back_a_partial_character_while_running(start_job, ok, tmp_path):
     go = tmp_path / "go"
     # writes "ab" + the first two bytes of "€", then waits, then the last byte
-    script = ("import os, sys, time\n"
-              "os.write(1, b'ab\\xe2\\x82')\n"
-              "while not os.path.exists(%r): time.sleep(0.05)\n"
-              "os.write(1, b'\\xac!')\n" % str(go))
+    script = (
+        "import os, sys, time\n"
+        "os.write(1, b'ab\\xe2\\x82')\n"
+        "while not os.path.exists(%r): time.sleep(0.05)\n"
+        "os.write(1, b'\\xac!')\n" % str(go)
+    )
     j = start_job("partial", sys.executable, "-c", script)
     w = ok("wait", "--job-id", j["job_id"], "--stdout-offset", "0", "--timeout", "30")
     assert w["timed_out"] is False
@@ -233,8 +236,9 @@ def test_logs_into_a_closed_pipe_is_quiet(start_job, home, tmp_path):
     err = tmp_path / "err"
     with open(str(err), "wb") as ef:
         reader = subprocess.Popen(["head", "-c", "10"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        writer = subprocess.Popen(cli_argv("logs", "--run-key", "big"), env=cli_env(home), stdout=reader.stdin,
-                                  stderr=ef)
+        writer = subprocess.Popen(
+            cli_argv("logs", "--run-key", "big"), env=cli_env(home), stdout=reader.stdin, stderr=ef
+        )
         assert reader.stdin is not None and reader.stdout is not None  # both are pipes
         reader.stdin.close()
         out = reader.stdout.read()
@@ -251,4 +255,3 @@ def test_wait_short_timeouts(start_job, ok, args):
     j = start_job("wshort", "sleep", "30")
     w = ok("wait", "--job-id", j["job_id"], *args)
     assert w["timed_out"] is True and w["status"] == "RUNNING"
-

@@ -29,9 +29,14 @@ def test_jsonout_writes_what_json_dumps_writes(value):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.text().filter(lambda s: "\0" not in s), min_size=1, max_size=6).filter(lambda c: c[0] != ""),
-       st.dictionaries(st.text(min_size=1).filter(lambda s: "=" not in s and "\0" not in s),
-                       st.text().filter(lambda s: "\0" not in s), max_size=4))
+@given(
+    st.lists(st.text().filter(lambda s: "\0" not in s), min_size=1, max_size=6).filter(lambda c: c[0] != ""),
+    st.dictionaries(
+        st.text(min_size=1).filter(lambda s: "=" not in s and "\0" not in s),
+        st.text().filter(lambda s: "\0" not in s),
+        max_size=4,
+    ),
+)
 def test_argv_and_env_survive_storage(command, env):
     # (the CLI refuses an empty program name, so a command never starts with "")
     encoded = store._encode({"command": command, "env": env})
@@ -63,10 +68,19 @@ def test_argv_parser_takes_the_command_verbatim():
     assert values["command"] == ["echo", "-n", "x"]
 
 
-@pytest.mark.parametrize("bad", [
-    ["status", "--run-key"], ["status", "--run-key", "--all"], ["status", "--all=1"], ["status", "--nope"],
-    ["status", "--run-key", "a", "--run-key", "b"], ["logs", "stray"], ["frobnicate"], [],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["status", "--run-key"],
+        ["status", "--run-key", "--all"],
+        ["status", "--all=1"],
+        ["status", "--nope"],
+        ["status", "--run-key", "a", "--run-key", "b"],
+        ["logs", "stray"],
+        ["frobnicate"],
+        [],
+    ],
+)
 def test_argv_parser_rejects(bad):
     with pytest.raises(InvalidArgument):
         argv.parse(bad)

@@ -93,8 +93,9 @@ class V110:
     def __init__(self, root: Path) -> None:
         self.root = root  # world-traversable, so another user can run it too
         self.python = str(root / "venv" / "bin" / "python")
-        self.base_prefix = subprocess.run([self.python, "-c", "import sys; print(sys.base_prefix)"],
-                                          capture_output=True, text=True, check=True).stdout.strip()
+        self.base_prefix = subprocess.run(
+            [self.python, "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def env(self, home: Path, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("ORCHESJOB_")}
@@ -105,8 +106,14 @@ class V110:
 
     def run(self, home: Path, *args: str, timeout: float = 60) -> Result:
         # cwd: a directory without an orchesjob package, so `-m orchesjob` finds 1.1.0 (its worker inherits it)
-        p = subprocess.run([self.python, "-m", "orchesjob"] + [str(a) for a in args], env=self.env(home),
-                           cwd=str(self.root), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        p = subprocess.run(
+            [self.python, "-m", "orchesjob"] + [str(a) for a in args],
+            env=self.env(home),
+            cwd=str(self.root),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+        )
         out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
         return Result(p.returncode, parse_json(out), out, err)
 
@@ -128,14 +135,27 @@ def v110() -> Iterator[V110]:
         made = subprocess.run([python, "-m", "venv", str(root / "venv")], capture_output=True, timeout=300)
         if made.returncode:
             _unavailable("could not make a venv with %s: %s" % (python, made.stderr.decode()[-2000:]))
-        pip = subprocess.run([str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q",
-                              "--disable-pip-version-check", "--no-cache-dir", "orchesjob==1.1.0"],
-                             capture_output=True, timeout=600, cwd=str(root))
+        pip = subprocess.run(
+            [
+                str(root / "venv" / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-cache-dir",
+                "orchesjob==1.1.0",
+            ],
+            capture_output=True,
+            timeout=600,
+            cwd=str(root),
+        )
         if pip.returncode:
             _unavailable("pip install orchesjob==1.1.0 failed: %s" % pip.stderr.decode()[-2000:])
         v = V110(root)
-        version = subprocess.run([v.python, "-m", "orchesjob", "--version"], capture_output=True, text=True,
-                                 cwd=str(root))
+        version = subprocess.run(
+            [v.python, "-m", "orchesjob", "--version"], capture_output=True, text=True, cwd=str(root)
+        )
         assert version.stdout.strip() == "orchesjob 1.1.0", (version.stdout, version.stderr)
         yield v
     finally:
@@ -156,8 +176,14 @@ def runs(marker: Path) -> int:
 
 
 def popen_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
-    return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    return subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
 
 
 def finish(p: subprocess.Popen, timeout: float = 120) -> Result:
@@ -295,8 +321,9 @@ def test_reads_of_a_1_1_0_database_write_nothing(v110, pristine, home, tmp_path,
 
     failed = read("status", "--run-key", "failed")
     assert (failed["status"], failed["exit_code"], failed["end_reason"]) == ("FAILED", 3, "exited with code 3")
-    assert failed["imported_from"] == "1.1.0" and failed["stdout_file"] == str(home / "logs" /
-                                                                              (failed["job_id"] + ".stdout"))
+    assert failed["imported_from"] == "1.1.0" and failed["stdout_file"] == str(
+        home / "logs" / (failed["job_id"] + ".stdout")
+    )
     signalled = read("status", "--run-key", "signalled")
     assert (signalled["exit_code"], signalled["signal"], signalled["signal_name"]) == (None, 15, "SIGTERM")
     assert [j["attempt_no"] for j in read("status", "--all", "--run-key", "twice")] == [3, 2, 1]
@@ -355,8 +382,10 @@ def test_the_first_write_upgrades_in_place_and_everything_survives(v110, home, r
     used = ok("status", "--all", "--run-key", "used")
     assert used[0]["strict_override_used"] is True and used[0]["override_reason"] == "used once"
     # logs of old jobs, where 1.1.0 wrote them
-    assert ok("logs", "--run-key", "twice", "--json")["data"] == "second\n" or \
-        run("logs", "--job-id", lineage[0]["job_id"]).out == "second\n"
+    assert (
+        ok("logs", "--run-key", "twice", "--json")["data"] == "second\n"
+        or run("logs", "--job-id", lineage[0]["job_id"]).out == "second\n"
+    )
     assert run("logs", "--job-id", lineage[2]["job_id"]).out == "first\n"
 
     # pending unlock: consumed by a strict start, with its reason; the used and expired ones are not pending
@@ -378,12 +407,17 @@ def test_the_first_write_upgrades_in_place_and_everything_survives(v110, home, r
     assert backup.exists()  # never cleaned
 
 
-def test_a_running_1_1_0_job_is_returned_never_run_beside_and_its_result_lands(v110, home, tmp_path, ok,
-                                                                             wait_terminal):
+def test_a_running_1_1_0_job_is_returned_never_run_beside_and_its_result_lands(v110, home, tmp_path, ok, wait_terminal):
     marker = tmp_path / "runs"
     release = tmp_path / "release"
-    job = v110.ok(home, "start", "--run-key", "nightly", "--",
-                  *counting(marker, "while [ ! -e %s ]; do sleep 0.05; done; exit 7" % release))
+    job = v110.ok(
+        home,
+        "start",
+        "--run-key",
+        "nightly",
+        "--",
+        *counting(marker, "while [ ! -e %s ]; do sleep 0.05; done; exit 7" % release),
+    )
     assert job["status"] == "RUNNING"
     wait_until(lambda: runs(marker) == 1, what="the 1.1.0 job to run")
     answers = [ok("start", "--run-key", "nightly", "--", *counting(marker)) for _ in range(3)]
@@ -396,19 +430,30 @@ def test_a_running_1_1_0_job_is_returned_never_run_beside_and_its_result_lands(v
     assert (ended["status"], ended["exit_code"], ended["end_reason"]) == ("FAILED", 7, "exited with code 7")
     assert runs(marker) == 1
     nxt = ok("start", "--run-key", "nightly", "--sync", "--", *counting(marker))
-    assert (nxt["accepted"], nxt["attempt_no"], nxt["status"], nxt["rerun_of_job_id"]) == \
-        (True, 2, "SUCCEEDED", job["job_id"])
+    assert (nxt["accepted"], nxt["attempt_no"], nxt["status"], nxt["rerun_of_job_id"]) == (
+        True,
+        2,
+        "SUCCEEDED",
+        job["job_id"],
+    )
     assert runs(marker) == 2
 
 
 def test_a_1_1_0_job_that_ends_during_the_upgrade_keeps_its_result(v110, home, tmp_path, ok, wait_terminal):
     """The 1.1.0 worker's final UPDATE waits for the upgrade's lock (up to its 10 s), then lands in our table."""
     marker, release, ended = tmp_path / "runs", tmp_path / "release", tmp_path / "ended"
-    job = v110.ok(home, "start", "--run-key", "k", "--",
-                  *counting(marker, "while [ ! -e %s ]; do sleep 0.05; done; echo >> %s; exit 5" % (release, ended)))
+    job = v110.ok(
+        home,
+        "start",
+        "--run-key",
+        "k",
+        "--",
+        *counting(marker, "while [ ! -e %s ]; do sleep 0.05; done; echo >> %s; exit 5" % (release, ended)),
+    )
     wait_until(lambda: runs(marker) == 1)
-    upgrader = popen_cli(home, "start", "--run-key", "k", "--", "true",
-                         env={"ORCHESJOB_PAUSE_AT": "upgrade-1.1.0-copy"})
+    upgrader = popen_cli(
+        home, "start", "--run-key", "k", "--", "true", env={"ORCHESJOB_PAUSE_AT": "upgrade-1.1.0-copy"}
+    )
     try:
         wait_until(lambda: stopped(upgrader.pid), what="the upgrade to pause")
         release.touch()
@@ -450,8 +495,9 @@ def test_a_recycled_pid_is_never_taken_for_a_1_1_0_job(v110, home, spawn, run, o
     # argv, but not as the session leader 1.1.0 made its targets
     decoys = [spawn(["sleep", "300"], start_new_session=True), spawn(["sleep", "300"])]
     c = sqlite3.connect(str(db_path(home)))
-    c.execute("UPDATE jobs SET worker_pid = ?, target_pid = ? WHERE job_id = ?",
-              (decoys[0].pid, decoys[1].pid, job["job_id"]))
+    c.execute(
+        "UPDATE jobs SET worker_pid = ?, target_pid = ? WHERE job_id = ?", (decoys[0].pid, decoys[1].pid, job["job_id"])
+    )
     c.commit()
     c.close()
     assert check_ok(run("status", "--run-key", "k"))["status"] == "LOST"
@@ -466,10 +512,12 @@ def _our_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     home = str(path.parent)
 
     def norm(v: Any) -> Any:
-        return "<home>" + v[len(home):] if isinstance(v, str) and v.startswith(home + "/") else v
+        return "<home>" + v[len(home) :] if isinstance(v, str) and v.startswith(home + "/") else v
 
-    return {n: [tuple(norm(v) for v in row) for row in rows]
-            for n, rows in tables(path, "jobs", "run_keys", "start_requests").items()}
+    return {
+        n: [tuple(norm(v) for v in row) for row in rows]
+        for n, rows in tables(path, "jobs", "run_keys", "start_requests").items()
+    }
 
 
 def test_kill_9_at_any_moment_of_the_upgrade_leaves_the_old_database_or_the_new_one(pristine, tmp_path):
@@ -513,7 +561,7 @@ def test_kill_9_at_any_moment_of_the_upgrade_leaves_the_old_database_or_the_new_
         assert not list(home.glob("*.partial*")), ctx
         if outcomes[-1] == "old":
             assert (home / BACKUP).exists(), ctx
-    assert outcomes[:len(UPGRADE_POINTS)] == ["old"] * len(UPGRADE_POINTS)
+    assert outcomes[: len(UPGRADE_POINTS)] == ["old"] * len(UPGRADE_POINTS)
 
 
 def test_concurrent_clis_during_the_upgrade_queue_and_then_see_the_upgraded_state(v110, home, tmp_path):
@@ -521,16 +569,23 @@ def test_concurrent_clis_during_the_upgrade_queue_and_then_see_the_upgraded_stat
     build_history(v110, home)
     job = v110.ok(home, "start", "--run-key", "running", "--", *counting(marker, "sleep 300"))
     wait_until(lambda: runs(marker) == 1)
-    upgrader = popen_cli(home, "start", "--run-key", "running", "--", *counting(marker),
-                         env={"ORCHESJOB_PAUSE_AT": "upgrade-1.1.0-copy"})
+    upgrader = popen_cli(
+        home, "start", "--run-key", "running", "--", *counting(marker), env={"ORCHESJOB_PAUSE_AT": "upgrade-1.1.0-copy"}
+    )
     others: list[tuple[str, subprocess.Popen]] = []
     try:
         wait_until(lambda: stopped(upgrader.pid), what="the upgrade to pause")
         for _ in range(4):
             others.append(("same", popen_cli(home, "start", "--run-key", "running", "--", *counting(marker))))
         for i in range(2):
-            others.append(("new", popen_cli(home, "start", "--run-key", "new%d" % i, "--sync", "--",
-                                            *counting(tmp_path / ("new%d" % i)))))
+            others.append(
+                (
+                    "new",
+                    popen_cli(
+                        home, "start", "--run-key", "new%d" % i, "--sync", "--", *counting(tmp_path / ("new%d" % i))
+                    ),
+                )
+            )
         others.append(("read", popen_cli(home, "status", "--run-key", "failed")))
         others.append(("read", popen_cli(home, "status", "--all", "--run-key", "twice")))
         time.sleep(1.0)  # they are all waiting for the lock now, or reading the old state
@@ -568,8 +623,11 @@ def other_user(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     os.chmod(str(base), 0o755)
     user_home = base / "home"
     subprocess.run(["userdel", USER], capture_output=True)
-    subprocess.run(["useradd", "--no-create-home", "--home-dir", str(user_home), "--shell", "/bin/sh", USER],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--home-dir", str(user_home), "--shell", "/bin/sh", USER],
+        check=True,
+        capture_output=True,
+    )
     import pwd
 
     pw = pwd.getpwnam(USER)
@@ -625,24 +683,32 @@ class AsUser:
         self.blocker = blocker
 
     def argv(self, argv: list[str]) -> list[str]:
-        script = ['set -e', 'mount --bind "%s" /var/lib' % self.var_lib]
+        script = ["set -e", 'mount --bind "%s" /var/lib' % self.var_lib]
         if self.blocker:
-            script += ['mount --bind "%s" "%s"' % (self.v.base_prefix, self.stage),
-                       'mount -t tmpfs -o mode=0755 tmpfs "%s"' % self.blocker,
-                       'mkdir -p "%s"' % self.v.base_prefix,
-                       'mount --move "%s" "%s"' % (self.stage, self.v.base_prefix)]
+            script += [
+                'mount --bind "%s" "%s"' % (self.v.base_prefix, self.stage),
+                'mount -t tmpfs -o mode=0755 tmpfs "%s"' % self.blocker,
+                'mkdir -p "%s"' % self.v.base_prefix,
+                'mount --move "%s" "%s"' % (self.stage, self.v.base_prefix),
+            ]
         script.append('exec "%s" --reuid=%d --regid=%d --clear-groups -- "$@"' % (SETPRIV, self.uid, self.gid))
         return [str(UNSHARE), "--mount", "--propagation", "private", "sh", "-c", "\n".join(script), "sh"] + argv
 
     def env(self, extra: Optional[dict[str, str]] = None) -> dict[str, str]:
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
-               "OJ110_TEST": str(self.base), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "OJ110_TEST": str(self.base),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         env.update(extra or {})
         return env
 
     def _run(self, argv: list[str], env: dict[str, str]) -> Result:
-        p = subprocess.run(self.argv(argv), env=env, cwd=str(self.home), stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=120)
+        p = subprocess.run(
+            self.argv(argv), env=env, cwd=str(self.home), stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+        )
         out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
         return Result(p.returncode, parse_json(out), out, err)
 
@@ -650,8 +716,9 @@ class AsUser:
         return self._run([self.v.python, "-m", "orchesjob"] + list(args), self.env())
 
     def ours(self, *args: str, env: Optional[dict[str, str]] = None) -> Result:
-        return self._run([self.v.python, "-m", "orchesjob"] + list(args), self.env(dict(env or {},
-                                                                                       PYTHONPATH=REPO_ROOT)))
+        return self._run(
+            [self.v.python, "-m", "orchesjob"] + list(args), self.env(dict(env or {}, PYTHONPATH=REPO_ROOT))
+        )
 
 
 def test_a_user_whose_1_1_0_state_is_in_var_lib_keeps_it(v110, other_user):

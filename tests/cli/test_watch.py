@@ -15,16 +15,23 @@ def _by_id(answer):
     return {j["job_id"]: j for j in answer["jobs"]}
 
 
-
 def test_one_call_answers_each_job_and_returns_on_the_first_news(start_job, ok, tmp_path):
     go = tmp_path / "go"
     quiet = start_job("quiet", "sleep", "60")
-    talker = start_job("talker", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; echo hello; sleep 60',
-                       str(go))
+    talker = start_job("talker", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; echo hello; sleep 60', str(go))
     ender = start_job("ender", "sh", "-c", "sleep 60")
     # nothing new anywhere: the call runs into its timeout and answers every job briefly, in the order asked
-    w = ok("wait", "--watch", quiet["job_id"] + ":0:0", "--watch", talker["job_id"] + ":0:0",
-           "--watch", ender["job_id"], "--timeout", "1")
+    w = ok(
+        "wait",
+        "--watch",
+        quiet["job_id"] + ":0:0",
+        "--watch",
+        talker["job_id"] + ":0:0",
+        "--watch",
+        ender["job_id"],
+        "--timeout",
+        "1",
+    )
     assert w["timed_out"] is True
     assert [j["job_id"] for j in w["jobs"]] == [quiet["job_id"], talker["job_id"], ender["job_id"]]
     assert all(j["news"] is False and j["status"] == "RUNNING" and j["active"] is True for j in w["jobs"])
@@ -32,8 +39,17 @@ def test_one_call_answers_each_job_and_returns_on_the_first_news(start_job, ok, 
     # one job writes: the call returns with its bytes; the others are answered as unchanged
     go.touch()
     t0 = time.monotonic()
-    w = ok("wait", "--watch", quiet["job_id"] + ":0:0", "--watch", talker["job_id"] + ":0:0",
-           "--watch", ender["job_id"], "--timeout", "60")
+    w = ok(
+        "wait",
+        "--watch",
+        quiet["job_id"] + ":0:0",
+        "--watch",
+        talker["job_id"] + ":0:0",
+        "--watch",
+        ender["job_id"],
+        "--timeout",
+        "60",
+    )
     assert time.monotonic() - t0 < 45 and w["timed_out"] is False
     got = _by_id(w)
     assert got[talker["job_id"]]["news"] is True
@@ -64,8 +80,17 @@ def test_an_unknown_or_cleaned_job_does_not_spoil_the_others(start_job, ok, run)
     live = start_job("live", "sh", "-c", "echo up; sleep 60")
     done = start_job("done", "true", opts=("--sync",))
     ok("clean", "--job-id", done["job_id"])
-    w = ok("wait", "--watch", "no-such-job", "--watch", done["job_id"] + ":0:0:0:0:c",
-           "--watch", live["job_id"] + ":0:0", "--timeout", "30")
+    w = ok(
+        "wait",
+        "--watch",
+        "no-such-job",
+        "--watch",
+        done["job_id"] + ":0:0:0:0:c",
+        "--watch",
+        live["job_id"] + ":0:0",
+        "--timeout",
+        "30",
+    )
     assert w["timed_out"] is False
     got = _by_id(w)
     for gone in ("no-such-job", done["job_id"]):
@@ -86,8 +111,19 @@ def test_log_bytes_are_bounded_per_stream_and_in_total_and_shared_fairly(start_j
         while ok("logs", "--job-id", j["job_id"], "--json", "--limit", "1")["size"] < 300000:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-    w = ok("wait", "--watch", a["job_id"] + ":0:0", "--watch", b["job_id"] + ":0:0",
-           "--watch", small["job_id"] + ":0:0", "--max-bytes", "100000", "--max-total-bytes", "65536")
+    w = ok(
+        "wait",
+        "--watch",
+        a["job_id"] + ":0:0",
+        "--watch",
+        b["job_id"] + ":0:0",
+        "--watch",
+        small["job_id"] + ":0:0",
+        "--max-bytes",
+        "100000",
+        "--max-total-bytes",
+        "65536",
+    )
     got = _by_id(w)
     sizes = {k: len(got[k]["logs"]["stdout"]["data"]) for k in got}
     assert sum(sizes.values()) <= 65536
@@ -112,8 +148,13 @@ def test_a_cursor_records_what_was_delivered_and_never_moves_back(start_job, ok,
     # the caller read everything but wrote out only "one\n" (it holds "two" back, say): it says so next time
     nxt = ok("wait", "--watch", "%s:8:0:4:0:try-1" % jid, "--timeout", "1")["jobs"][0]
     assert nxt["news"] is False
-    row = db().execute("SELECT stdout_offset, stderr_offset FROM watch_cursors WHERE job_id = ? AND cursor = ?",
-                       (jid, "try-1")).fetchone()
+    row = (
+        db()
+        .execute(
+            "SELECT stdout_offset, stderr_offset FROM watch_cursors WHERE job_id = ? AND cursor = ?", (jid, "try-1")
+        )
+        .fetchone()
+    )
     assert tuple(row) == (4, 0)
     # a caller rebuilt with older offsets (a trigger after a triggerer crash) is answered from what was delivered:
     # "two" comes again (it was never written out), "one" does not
@@ -138,8 +179,13 @@ def test_a_cursor_records_what_was_delivered_and_never_moves_back(start_job, ok,
 
 def test_a_caller_can_cut_its_long_poll_short_by_closing_stdin(start_job, home):
     j = start_job("eof", "sleep", "60")
-    p = subprocess.Popen(cli_argv("wait", "--watch", j["job_id"], "--timeout", "60", "--wake-on-eof"),
-                         env=cli_env(home), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        cli_argv("wait", "--watch", j["job_id"], "--timeout", "60", "--wake-on-eof"),
+        env=cli_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert p.stdin is not None and p.stdout is not None
     time.sleep(1.0)
     assert p.poll() is None, "the call returned before its caller hung up"
@@ -155,8 +201,14 @@ def test_a_caller_can_cut_its_long_poll_short_by_closing_stdin(start_job, home):
     assert answer["woken"] is True and answer["timed_out"] is False
     assert answer["jobs"][0]["news"] is False and answer["jobs"][0]["status"] == "RUNNING"
     # without the switch, the end of stdin means nothing (cron and shells give /dev/null)
-    r = subprocess.run(cli_argv("wait", "--watch", j["job_id"], "--timeout", "1"), env=cli_env(home),
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        cli_argv("wait", "--watch", j["job_id"], "--timeout", "1"),
+        env=cli_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert json.loads(r.stdout)["timed_out"] is True
 
 
@@ -171,21 +223,24 @@ def test_a_damaged_cursor_is_refused_and_the_file_left_unchanged(start_job, ok, 
     assert (home / "orchesjob.db").read_bytes() == before
 
 
-@pytest.mark.parametrize("args, words", [
-    (("--watch", "x", "--job-id", "x"), "--job-id"),
-    (("--watch", "x", "--stdout-offset", "3"), "--stdout-offset"),
-    (("--watch", "x:3"), "ID:OUT:ERR"),
-    (("--watch", "x:0:0:c"), "ID:OUT:ERR"),
-    (("--watch", "x:-1:0"), "--watch stdout offset"),
-    (("--watch", "x:0:zero"), "--watch stderr offset"),
-    (("--watch", "x:0:0:1:0:c"), "past the offset read"),
-    (("--watch", "x:5:5:1:x:c"), "--watch delivered stderr offset"),
-    (("--watch", "x:0:0:0:0:"), "--watch cursor"),
-    (("--watch", "x:0:0:0:0:bad\ncursor"), "--watch cursor"),
-    (("--watch", ":0:0"), "--job-id"),
-    (("--watch", "x", "--max-total-bytes", "100"), "--max-total-bytes"),
-    (("--job-id", "x", "--wake-on-eof"), "go with wait --watch"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (("--watch", "x", "--job-id", "x"), "--job-id"),
+        (("--watch", "x", "--stdout-offset", "3"), "--stdout-offset"),
+        (("--watch", "x:3"), "ID:OUT:ERR"),
+        (("--watch", "x:0:0:c"), "ID:OUT:ERR"),
+        (("--watch", "x:-1:0"), "--watch stdout offset"),
+        (("--watch", "x:0:zero"), "--watch stderr offset"),
+        (("--watch", "x:0:0:1:0:c"), "past the offset read"),
+        (("--watch", "x:5:5:1:x:c"), "--watch delivered stderr offset"),
+        (("--watch", "x:0:0:0:0:"), "--watch cursor"),
+        (("--watch", "x:0:0:0:0:bad\ncursor"), "--watch cursor"),
+        (("--watch", ":0:0"), "--job-id"),
+        (("--watch", "x", "--max-total-bytes", "100"), "--max-total-bytes"),
+        (("--job-id", "x", "--wake-on-eof"), "go with wait --watch"),
+    ],
+)
 def test_bad_watch_requests_are_refused_clearly(run, assert_error, args, words):
     err = assert_error(run("wait", *args, "--timeout", "1"), 2, "invalid_argument")
     assert words in err["message"]
@@ -217,8 +272,12 @@ def test_share_is_fair_and_bounded():
 def test_many_jobs_cost_one_process(start_job, ok, run, tmp_path):
     """Thirty jobs watched by one call: every end is reported once the caller asks again, none is missed."""
     gates = [tmp_path / ("g%d" % i) for i in range(30)]
-    started = [start_job("many-%d" % i, "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; echo "$1"',
-                         str(g), "line-%d" % i) for i, g in enumerate(gates)]
+    started = [
+        start_job(
+            "many-%d" % i, "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done; echo "$1"', str(g), "line-%d" % i
+        )
+        for i, g in enumerate(gates)
+    ]
     offsets = {j["job_id"]: 0 for j in started}
     seen: dict[str, str] = {}
     ended: set[str] = set()

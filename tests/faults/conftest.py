@@ -42,7 +42,10 @@ def trials(ci: int, full: int | None = None) -> int:
 
 def pytest_report_header(config: pytest.Config) -> str:
     return "orchesjob faults: seed %d (replay with ORCHESJOB_FAULT_SEED=%d), trials %s" % (
-        SEED, SEED, os.environ.get("ORCHESJOB_FAULT_TRIALS") or "CI defaults")
+        SEED,
+        SEED,
+        os.environ.get("ORCHESJOB_FAULT_TRIALS") or "CI defaults",
+    )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
@@ -52,8 +55,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> random.Random:
     """This test's random generator, derived from the run's seed and the test's name."""
-    print("fault seed %d: replay with ORCHESJOB_FAULT_SEED=%d pytest tests/faults -k %s"
-          % (SEED, SEED, request.node.name.split("[")[0]))
+    print(
+        "fault seed %d: replay with ORCHESJOB_FAULT_SEED=%d pytest tests/faults -k %s"
+        % (SEED, SEED, request.node.name.split("[")[0])
+    )
     return random.Random("%d:%s" % (SEED, request.node.name))
 
 

@@ -73,7 +73,12 @@ def contract_problems(r: Result, raw_ok: bool = False) -> list[str]:
 def assert_contract(r: Result, what: str = "", raw_ok: bool = False) -> Result:
     problems = contract_problems(r, raw_ok=raw_ok)
     assert not problems, "%s: %s\nexit %s\nstdout: %s\nstderr: %s" % (
-        what or "CLI answer", "; ".join(problems), r.code, r.out[:2000], r.err[:2000])
+        what or "CLI answer",
+        "; ".join(problems),
+        r.code,
+        r.out[:2000],
+        r.err[:2000],
+    )
     return r
 
 
@@ -116,11 +121,32 @@ def wait_terminal(home: Path, job_id: str, timeout: float = 120) -> dict[str, An
 
 
 # -- evidence from fault_job.py -----------------------------------------------------------------------------------
-def job_argv(marker: Path, lock: Path, duration: float = 0.0, exit: int = 0, children: int = 0, daemons: int = 0,
-             linger: float = 30.0, ignore_term: bool = False, gate: Path | None = None,
-             write_bytes: int = 0) -> list[str]:
-    argv = [sys.executable, FAULT_JOB, "--marker", str(marker), "--lock", str(lock), "--duration", "%g" % duration,
-            "--exit", str(exit), "--linger", "%g" % linger]
+def job_argv(
+    marker: Path,
+    lock: Path,
+    duration: float = 0.0,
+    exit: int = 0,
+    children: int = 0,
+    daemons: int = 0,
+    linger: float = 30.0,
+    ignore_term: bool = False,
+    gate: Path | None = None,
+    write_bytes: int = 0,
+) -> list[str]:
+    argv = [
+        sys.executable,
+        FAULT_JOB,
+        "--marker",
+        str(marker),
+        "--lock",
+        str(lock),
+        "--duration",
+        "%g" % duration,
+        "--exit",
+        str(exit),
+        "--linger",
+        "%g" % linger,
+    ]
     if children:
         argv += ["--children", str(children)]
     if daemons:
@@ -164,7 +190,7 @@ def _stat(pid: int) -> list[str] | None:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2:].decode("ascii", "replace").split()
+    return data[data.rfind(b")") + 2 :].decode("ascii", "replace").split()
 
 
 def _environ(pid: int) -> list[bytes]:
@@ -257,4 +283,3 @@ def checkpoint(db: Path) -> None:
         c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         c.close()
-

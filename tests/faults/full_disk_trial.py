@@ -56,24 +56,43 @@ class Trial:
 
     # -- the CLI -------------------------------------------------------------------------------------------------
     def _record(self, phase: str, args, proc_code: int, out: bytes, err: bytes, started: float) -> dict:
-        rec = {"phase": phase, "args": [str(a) for a in args], "code": proc_code,
-               "out": out.decode("utf-8", "replace"), "err": err.decode("utf-8", "replace"),
-               "started": started, "ended": self.at(), "disk_full_at_start": None}
+        rec = {
+            "phase": phase,
+            "args": [str(a) for a in args],
+            "code": proc_code,
+            "out": out.decode("utf-8", "replace"),
+            "err": err.decode("utf-8", "replace"),
+            "started": started,
+            "ended": self.at(),
+            "disk_full_at_start": None,
+        }
         self.calls.append(rec)
         return rec
 
     def oj(self, phase: str, *args, timeout: float = 150) -> dict:
         started, full = self.at(), self.full
-        p = subprocess.run(cli_argv(*args), env=cli_env(self.home), stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=timeout, cwd=str(REPO_ROOT))
+        p = subprocess.run(
+            cli_argv(*args),
+            env=cli_env(self.home),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd=str(REPO_ROOT),
+        )
         rec = self._record(phase, args, p.returncode, p.stdout, p.stderr, started)
         rec["disk_full_at_start"] = full
         return rec
 
     def oj_popen(self, *args) -> tuple:
         started, full = self.at(), self.full
-        proc = subprocess.Popen(cli_argv(*args), env=cli_env(self.home), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=str(REPO_ROOT))
+        proc = subprocess.Popen(
+            cli_argv(*args),
+            env=cli_env(self.home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(REPO_ROOT),
+        )
         return proc, args, started, full
 
     def oj_finish(self, phase: str, handle: tuple, timeout: float = 150) -> dict:
@@ -148,14 +167,21 @@ class Trial:
 def run(p: dict) -> dict:
     t = Trial(p)
     t.home.mkdir(mode=0o700, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk,mode=0700" % p["size_kib"], "tmpfs", str(t.home)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=%dk,mode=0700" % p["size_kib"], "tmpfs", str(t.home)], check=True
+    )
     t.note("tmpfs of %d KiB on the state directory" % p["size_kib"])
     if p["warm"]:
         t.oj("warm", "start", "--run-key", t.key + "-warm", "--sync", "--", sys.executable, "-c", "pass")
     if p["neighbour"]:  # another job runs through it all (its supervisor keeps the database open), ending with ours
-        t.oj("warm", "start", "--run-key", t.key + "-neighbour", "--",
-             *job_argv(Path(p["neighbour_marker"]), Path(p["neighbour_lock"]), gate=t.gate))
+        t.oj(
+            "warm",
+            "start",
+            "--run-key",
+            t.key + "-neighbour",
+            "--",
+            *job_argv(Path(p["neighbour_marker"]), Path(p["neighbour_lock"]), gate=t.gate),
+        )
 
     moment = p["moment"]
     free_thread = None
@@ -219,8 +245,14 @@ def run(p: dict) -> dict:
             text = f.read_text(errors="replace")
             if "Traceback" in text or "internal error" in text:
                 problems.append("%s: %s" % (f.name, text[-2000:]))
-    return {"calls": t.calls, "notes": t.notes, "filled_bytes": t.filled_bytes, "logs": logs,
-            "log_problems": problems, "home_files": sorted(os.listdir(str(t.home)))}
+    return {
+        "calls": t.calls,
+        "notes": t.notes,
+        "filled_bytes": t.filled_bytes,
+        "logs": logs,
+        "log_problems": problems,
+        "home_files": sorted(os.listdir(str(t.home))),
+    }
 
 
 def main() -> int:

@@ -45,32 +45,145 @@ pytestmark = pytest.mark.timeout(1800)
 EXAMPLES = int(os.environ["ORCHESJOB_FAULT_TRIALS"]) * 20 if FULL else 300
 NOBODY = 65534
 
-SUBCOMMANDS = ["start", "status", "wait", "logs", "abort", "rerun", "unlock", "clean", "version", "--version",
-               "help", "-h"]
-FLAGS = ["--run-key", "--job-id", "--sync", "--strict", "--reuse-success", "--start-timeout", "--cwd", "--env",
-         "--timeout", "--running", "--all", "--stdout-offset", "--stderr-offset", "--max-bytes", "--stream",
-         "--offset", "--limit", "--tail", "--json", "--reason", "--grace-seconds", "--ttl", "--before", "--after",
-         "--dry-run", "--version", "--help", "-h", "--", "-", "---", "--run-key=", "--env="]
-LITERALS = ["", " ", "0", "1", "-1", "-0", "007", "1.5", "-1.5", "1e3", "1e309", "-1e309", "nan", "inf", "-inf",
-            "NaN", "0x10", "1_000", "٣", "²", "9" * 40, "18446744073709551616", "30s", "30m", "2h", "1d", "0s",
-            "-5m", "1w", "h", "@0", "@-1", "@1e20", "@9999999999999", "2026-01-31", "2026-01-31T14:00",
-            "2026-01-31T14:00:00+09:00", "2026-13-45T25:61", "0000-00-00", "9999-12-31T23:59:59Z", "stdout",
-            "stderr", "both", "KEY=VALUE", "=x", "x=", "A=B=C", "PATH=/tmp", "k0", "k1", "strict", "nope",
-            "--", "-x", ".", "..", "/", "/nonexistent", "~", "$(id)", "`id`", "a;b", "*"]
+SUBCOMMANDS = [
+    "start",
+    "status",
+    "wait",
+    "logs",
+    "abort",
+    "rerun",
+    "unlock",
+    "clean",
+    "version",
+    "--version",
+    "help",
+    "-h",
+]
+FLAGS = [
+    "--run-key",
+    "--job-id",
+    "--sync",
+    "--strict",
+    "--reuse-success",
+    "--start-timeout",
+    "--cwd",
+    "--env",
+    "--timeout",
+    "--running",
+    "--all",
+    "--stdout-offset",
+    "--stderr-offset",
+    "--max-bytes",
+    "--stream",
+    "--offset",
+    "--limit",
+    "--tail",
+    "--json",
+    "--reason",
+    "--grace-seconds",
+    "--ttl",
+    "--before",
+    "--after",
+    "--dry-run",
+    "--version",
+    "--help",
+    "-h",
+    "--",
+    "-",
+    "---",
+    "--run-key=",
+    "--env=",
+]
+LITERALS = [
+    "",
+    " ",
+    "0",
+    "1",
+    "-1",
+    "-0",
+    "007",
+    "1.5",
+    "-1.5",
+    "1e3",
+    "1e309",
+    "-1e309",
+    "nan",
+    "inf",
+    "-inf",
+    "NaN",
+    "0x10",
+    "1_000",
+    "٣",
+    "²",
+    "9" * 40,
+    "18446744073709551616",
+    "30s",
+    "30m",
+    "2h",
+    "1d",
+    "0s",
+    "-5m",
+    "1w",
+    "h",
+    "@0",
+    "@-1",
+    "@1e20",
+    "@9999999999999",
+    "2026-01-31",
+    "2026-01-31T14:00",
+    "2026-01-31T14:00:00+09:00",
+    "2026-13-45T25:61",
+    "0000-00-00",
+    "9999-12-31T23:59:59Z",
+    "stdout",
+    "stderr",
+    "both",
+    "KEY=VALUE",
+    "=x",
+    "x=",
+    "A=B=C",
+    "PATH=/tmp",
+    "k0",
+    "k1",
+    "strict",
+    "nope",
+    "--",
+    "-x",
+    ".",
+    "..",
+    "/",
+    "/nonexistent",
+    "~",
+    "$(id)",
+    "`id`",
+    "a;b",
+    "*",
+]
 SAFE_COMMANDS = [["true"], ["false"], ["echo", "fuzz"], ["/nonexistent/orchesjob-fuzz-cmd"], ["echo"]]
 
 KNOWN_IDS: list[str] = []
 
 _text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)
-_controls = st.text(st.characters(min_codepoint=1, max_codepoint=31)
-                    | st.sampled_from("\x7f\x85\u2028\u2029\u202e\ufeff\u200b"), min_size=1, max_size=8)
+_controls = st.text(
+    st.characters(min_codepoint=1, max_codepoint=31) | st.sampled_from("\x7f\x85\u2028\u2029\u202e\ufeff\u200b"),
+    min_size=1,
+    max_size=8,
+)
 # bytes that are not UTF-8 reach the CLI as raw argv bytes (surrogate-escaped here, encoded back by os.fsencode)
 _not_utf8 = st.binary(min_size=1, max_size=12).map(lambda b: os.fsdecode(b.replace(b"\0", b"\x80")))
-_huge = st.builds(lambda c, n: c * (n // len(c.encode())), st.sampled_from(["a", "-", "\n", "é", "€", "🚀", "=", "0"]),
-                  st.integers(1000, 120000))
+_huge = st.builds(
+    lambda c, n: c * (n // len(c.encode())),
+    st.sampled_from(["a", "-", "\n", "é", "€", "🚀", "=", "0"]),
+    st.integers(1000, 120000),
+)
 VALUES = st.one_of(
-    st.sampled_from(LITERALS), _text, _controls, _not_utf8, _huge,
-    st.integers(-(2 ** 70), 2 ** 70).map(str), st.floats().map(repr),
+    st.sampled_from(LITERALS),
+    _text,
+    _controls,
+    _not_utf8,
+    _huge,
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats().map(repr),
     st.deferred(lambda: st.sampled_from(KNOWN_IDS or ["-"])),
     st.builds(lambda a, b: a + b, st.sampled_from(LITERALS), _text),
 )
@@ -89,6 +202,7 @@ JUNK_ARGV = st.tuples(
     st.one_of(st.none(), st.sampled_from(SAFE_COMMANDS).map(lambda c: ["--"] + c)),
 ).map(lambda t: [t[0]] + t[1] + (t[2] or []))
 
+
 # Nearly valid calls: a command's own flags with plausible values, each value sometimes replaced by anything.
 def _mostly(plausible, rare=VALUES):
     """Seven draws in eight from `plausible`, else anything at all."""
@@ -101,35 +215,85 @@ HUGE_NUMBERS = ["1e20", "1e300", "99999999999999999999", "9" * 30]
 _small = _mostly(st.sampled_from(["0", "0.5", "1", "2"] + HUGE_NUMBERS))
 _ints = _mostly(st.one_of(st.integers(-3, 1 << 20).map(str), st.sampled_from(HUGE_NUMBERS)))
 _text_or_any = _mostly(st.one_of(st.text(max_size=50), _not_utf8))
-_dates = _mostly(st.sampled_from(["2026-01-31", "@0", "@4102444800", "2000-01-01T00:00:00+09:00", "9999-12-31",
-                                  "0001-01-01", "@1e300", "@99999999999999999999", "@-99999999999999999999"]))
-_durations = _mostly(st.sampled_from(["90", "30s", "30m", "2h", "1d", "99999999999999999999d", "1e20",
-                                      "99999999999999999999"]))
+_dates = _mostly(
+    st.sampled_from(
+        [
+            "2026-01-31",
+            "@0",
+            "@4102444800",
+            "2000-01-01T00:00:00+09:00",
+            "9999-12-31",
+            "0001-01-01",
+            "@1e300",
+            "@99999999999999999999",
+            "@-99999999999999999999",
+        ]
+    )
+)
+_durations = _mostly(
+    st.sampled_from(["90", "30s", "30m", "2h", "1d", "99999999999999999999d", "1e20", "99999999999999999999"])
+)
 _envs = _mostly(st.builds(lambda k, v: "%s=%s" % (k, v), st.sampled_from(["A", "PATH", "X_1"]), _text))
-_paths = _mostly(st.one_of(st.sampled_from(["/", "/tmp", "/nonexistent", ".", "relative/dir"]),
-                           _not_utf8.map(lambda b: "/tmp/" + b)))
+_paths = _mostly(
+    st.one_of(st.sampled_from(["/", "/tmp", "/nonexistent", ".", "relative/dir"]), _not_utf8.map(lambda b: "/tmp/" + b))
+)
 VALID_FLAGS = {
-    "start": [("--run-key", _keys), ("--sync", None), ("--strict", None), ("--reuse-success", None),
-              ("--start-timeout", _small), ("--cwd", _paths), ("--env", _envs), ("--timeout", _small)],
+    "start": [
+        ("--run-key", _keys),
+        ("--sync", None),
+        ("--strict", None),
+        ("--reuse-success", None),
+        ("--start-timeout", _small),
+        ("--cwd", _paths),
+        ("--env", _envs),
+        ("--timeout", _small),
+    ],
     "status": [("--run-key", _keys), ("--job-id", _ids), ("--running", None), ("--all", None)],
-    "wait": [("--run-key", _keys), ("--job-id", _ids), ("--timeout", _small), ("--stdout-offset", _ints),
-             ("--stderr-offset", _ints), ("--max-bytes", _ints)],
-    "logs": [("--run-key", _keys), ("--job-id", _ids), ("--stream", st.sampled_from(["stdout", "stderr", "x"])),
-             ("--offset", _ints), ("--limit", _ints), ("--tail", _ints), ("--json", None)],
+    "wait": [
+        ("--run-key", _keys),
+        ("--job-id", _ids),
+        ("--timeout", _small),
+        ("--stdout-offset", _ints),
+        ("--stderr-offset", _ints),
+        ("--max-bytes", _ints),
+    ],
+    "logs": [
+        ("--run-key", _keys),
+        ("--job-id", _ids),
+        ("--stream", st.sampled_from(["stdout", "stderr", "x"])),
+        ("--offset", _ints),
+        ("--limit", _ints),
+        ("--tail", _ints),
+        ("--json", None),
+    ],
     "abort": [("--run-key", _keys), ("--job-id", _ids), ("--reason", _text_or_any), ("--grace-seconds", _small)],
-    "rerun": [("--run-key", _keys), ("--job-id", _ids), ("--sync", None), ("--reason", _text_or_any),
-              ("--start-timeout", _small)],
+    "rerun": [
+        ("--run-key", _keys),
+        ("--job-id", _ids),
+        ("--sync", None),
+        ("--reason", _text_or_any),
+        ("--start-timeout", _small),
+    ],
     "unlock": [("--run-key", _keys), ("--reason", _text_or_any), ("--ttl", _durations)],
-    "clean": [("--before", _dates), ("--after", _dates), ("--all", None), ("--job-id", _ids), ("--run-key", _keys),
-              ("--dry-run", None)],
+    "clean": [
+        ("--before", _dates),
+        ("--after", _dates),
+        ("--all", None),
+        ("--job-id", _ids),
+        ("--run-key", _keys),
+        ("--dry-run", None),
+    ],
 }
 
 
 SELECTORS = {
-    "start": [["--run-key"]], "unlock": [["--run-key"]],
+    "start": [["--run-key"]],
+    "unlock": [["--run-key"]],
     "status": [["--run-key"], ["--job-id"], ["--running"]],
-    "wait": [["--run-key"], ["--job-id"]], "logs": [["--run-key"], ["--job-id"]],
-    "abort": [["--run-key"], ["--job-id"]], "rerun": [["--run-key"], ["--job-id"]],
+    "wait": [["--run-key"], ["--job-id"]],
+    "logs": [["--run-key"], ["--job-id"]],
+    "abort": [["--run-key"], ["--job-id"]],
+    "rerun": [["--run-key"], ["--job-id"]],
     "clean": [["--before"], ["--after"], ["--before", "--after"], ["--all"], ["--job-id"], ["--all", "--run-key"]],
 }
 
@@ -142,10 +306,12 @@ def near_valid_argv(draw) -> list[str]:
     if draw(st.integers(0, 19)) > 0:  # now and then without the flag that selects what to act on
         chosen += [(flag, spec[flag]) for flag in draw(st.sampled_from(SELECTORS[command]))]
     unique = draw(st.integers(0, 9)) > 0  # now and then a flag twice, or two selectors
-    optional = [fv for fv in VALID_FLAGS[command]
-                if not unique or command == "clean" or fv[0] not in ("--run-key", "--job-id", "--running")]
-    chosen += draw(st.lists(st.sampled_from(optional), max_size=4,
-                            unique_by=(lambda fv: fv[0]) if unique else None))
+    optional = [
+        fv
+        for fv in VALID_FLAGS[command]
+        if not unique or command == "clean" or fv[0] not in ("--run-key", "--job-id", "--running")
+    ]
+    chosen += draw(st.lists(st.sampled_from(optional), max_size=4, unique_by=(lambda fv: fv[0]) if unique else None))
     if unique:
         chosen = list(dict(chosen).items())
     argv = [command]
@@ -159,9 +325,6 @@ def near_valid_argv(draw) -> list[str]:
     if command == "start":
         argv += ["--"] + draw(st.sampled_from(SAFE_COMMANDS))
     return argv
-
-
-
 
 
 class Sandbox:
@@ -186,8 +349,15 @@ class Sandbox:
             if not python or not setpriv:
                 _unavailable("running as root: setpriv and /usr/bin/python3 are needed to run the CLI as nobody")
             assert python and setpriv  # _unavailable raised otherwise
-            self.prefix: list[str] = [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", python,
-                           "-m", "orchesjob"]
+            self.prefix: list[str] = [
+                setpriv,
+                "--reuid=%d" % NOBODY,
+                "--regid=%d" % NOBODY,
+                "--clear-groups",
+                python,
+                "-m",
+                "orchesjob",
+            ]
         else:
             self.prefix = [sys.executable, "-m", "orchesjob"]
         self.env = cli_env(self.home, {"PATH": str(self.bin)})
@@ -195,8 +365,7 @@ class Sandbox:
 
     def run(self, argv: list[str], timeout: float = 120) -> Result:
         full: list[str | bytes] = [*self.prefix, *(os.fsencode(a) for a in argv)]
-        p = subprocess.run(full, env=self.env, cwd="/",
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        p = subprocess.run(full, env=self.env, cwd="/", stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
         out = p.stdout.decode("utf-8", "replace")
         return Result(p.returncode, parse_json(out), out, p.stderr.decode("utf-8", "replace"))
 
@@ -313,14 +482,24 @@ def test_edge_values_are_accepted_or_rejected_cleanly(sandbox: Sandbox, argv: li
     if r.code != 0 and sandbox.snapshot()["rows"] != before["rows"]:
         problems.append("the call failed, yet it changed the database (a job was started or a key changed)")
     assert not problems, "orchesjob %r: %s\nexit %s\nstdout: %s\nstderr: %s" % (
-        argv, "; ".join(problems), r.code, r.out[:800], r.err[:800])
+        argv,
+        "; ".join(problems),
+        r.code,
+        r.out[:800],
+        r.err[:800],
+    )
+
 
 # CI reports the first failing example as found (the edge cases below are the minimal repros); the full run also
 # shrinks it, which can take minutes.
 FUZZ_SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, database=None, print_blob=True,
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    print_blob=True,
     phases=list(Phase) if FULL else [Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
 
 
 def check_call(sandbox: Sandbox, argv: list[str], family: str) -> None:
@@ -344,7 +523,12 @@ def check_call(sandbox: Sandbox, argv: list[str], family: str) -> None:
         if after["logs"] != before["logs"]:
             problems.append("the rejected call created or removed log files")
     assert not problems, "orchesjob %r: %s\nexit %s\nstdout: %s\nstderr: %s" % (
-        shown, "; ".join(problems), r.code, r.out[:1500], r.err[:1500])
+        shown,
+        "; ".join(problems),
+        r.code,
+        r.out[:1500],
+        r.err[:1500],
+    )
 
 
 @seed(SEED)

@@ -73,7 +73,10 @@ class Holder:
         self.stop_file = tmp / ("stop-holder-%d" % time.monotonic_ns())
         self.proc = subprocess.Popen(
             [sys.executable, "-c", HOLDER, str(db), str(self.stop_file), str(hold[0]), str(hold[1]), str(gap), seed],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def wait_held(self) -> None:
         assert self.proc.stdout is not None and self.proc.stderr is not None  # both are pipes
@@ -92,8 +95,14 @@ class Holder:
 
 
 def _popen_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    return subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
 
 
 def _collect(proc: subprocess.Popen, timeout: float = 600) -> Result:
@@ -104,13 +113,13 @@ def _collect(proc: subprocess.Popen, timeout: float = 600) -> Result:
 
 def _settle_all(home: Path, timeout: float = 300) -> None:
     """Wait until no job of the home is active (status --running settles dead ones)."""
-    wait_until(lambda: ok(home, "status", "--running") == [], timeout=timeout, step=0.5,
-               what="every job of %s to end" % home)
+    wait_until(
+        lambda: ok(home, "status", "--running") == [], timeout=timeout, step=0.5, what="every job of %s to end" % home
+    )
 
 
 # ------------------------------------------------------------------------------------------------ lock contention
-def test_concurrent_starts_while_another_process_holds_long_write_transactions(home: Path, tmp_path: Path,
-                                                                               rng) -> None:
+def test_concurrent_starts_while_another_process_holds_long_write_transactions(home: Path, tmp_path: Path, rng) -> None:
     """200 `start`s on distinct keys and 50 on one key, all at once, on a fresh state directory, while another
     process keeps taking the write lock for 1.5-3 s at a time, with ORCHESJOB_LOCK_TIMEOUT=1. Every caller gets
     the job or a clean lock_timeout (exit 5); no traceback; one execution per key; every answer for the shared
@@ -191,11 +200,16 @@ def test_reads_keep_answering_while_a_writer_holds_the_lock(home: Path, tmp_path
     slow = {"ORCHESJOB_LOCK_TIMEOUT": "600"}
     try:
         holder.wait_held()
-        for args in (["status", "--job-id", done["job_id"]], ["status", "--run-key", "done", "--all"],
-                     ["status", "--run-key", "running"], ["status", "--running"],
-                     ["wait", "--job-id", running["job_id"], "--timeout", "1"],
-                     ["wait", "--job-id", done["job_id"], "--stdout-offset", "0"],
-                     ["logs", "--run-key", "done"], ["logs", "--run-key", "running", "--json"]):
+        for args in (
+            ["status", "--job-id", done["job_id"]],
+            ["status", "--run-key", "done", "--all"],
+            ["status", "--run-key", "running"],
+            ["status", "--running"],
+            ["wait", "--job-id", running["job_id"], "--timeout", "1"],
+            ["wait", "--job-id", done["job_id"], "--stdout-offset", "0"],
+            ["logs", "--run-key", "done"],
+            ["logs", "--run-key", "running", "--json"],
+        ):
             r = cli(home, *args, env=slow, timeout=120)
             assert r.code == 0, (args, r)
         assert ok(home, "status", "--job-id", done["job_id"], env=slow)["exit_code"] == 4
@@ -238,10 +252,13 @@ def test_a_dead_job_is_reported_while_a_writer_holds_the_lock(home: Path, tmp_pa
         listing = cli(home, "status", "--running", env=env)
     finally:
         holder.stop()
-    assert one.code == 0 and one.json["status"] == "LOST", \
+    assert one.code == 0 and one.json["status"] == "LOST", (
         "status of a dead job while the database is locked: exit %d %s" % (one.code, one.out)
-    assert listing.code == 0 and listing.json == [], \
-        "status --running while the database is locked: exit %d %s" % (listing.code, listing.out)
+    )
+    assert listing.code == 0 and listing.json == [], "status --running while the database is locked: exit %d %s" % (
+        listing.code,
+        listing.out,
+    )
     assert ok(home, "status", "--job-id", victim["job_id"])["status"] == "LOST"
 
 
@@ -262,8 +279,9 @@ def _populated_home(home: Path, tmp: Path) -> list[str]:
 def _corrupt(data: bytes, rng) -> tuple[bytes, str]:
     page = 4096
     size = len(data)
-    kind = rng.choice(["truncate", "truncate-page", "truncate-header", "bytes", "header-bytes", "zero-page",
-                       "garbage-page", "magic"])
+    kind = rng.choice(
+        ["truncate", "truncate-page", "truncate-header", "bytes", "header-bytes", "zero-page", "garbage-page", "magic"]
+    )
     b = bytearray(data)
     if kind == "truncate":
         n = rng.randint(1, size - 1)
@@ -283,7 +301,7 @@ def _corrupt(data: bytes, rng) -> tuple[bytes, str]:
     if kind in ("zero-page", "garbage-page"):
         p = rng.randrange(1, max(2, size // page))
         fill = bytes(page) if kind == "zero-page" else bytes(rng.randrange(256) for _ in range(page))
-        b[p * page:(p + 1) * page] = fill
+        b[p * page : (p + 1) * page] = fill
         return bytes(b), "%s %d" % (kind, p)
     b[0:16] = b"NotSQLite format"
     return bytes(b), kind
@@ -301,8 +319,9 @@ def _digest(path: Path) -> str | None:
         return None
 
 
-def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_were(home: Path, tmp_path: Path,
-                                                                                     rng) -> None:
+def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_were(
+    home: Path, tmp_path: Path, rng
+) -> None:
     """A real database, then damaged at random (truncated anywhere, inside the header, at a page boundary; random
     bytes; a page zeroed or filled with garbage; the magic overwritten). Every command keeps the output contract
     (never a traceback or an "internal error"); every command that fails leaves the database file byte for byte
@@ -311,12 +330,21 @@ def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_
     pristine = (home / "orchesjob.db").read_bytes()
     some_job = history(home, "k0")[0]["job_id"]
     commands = [
-        ["status", "--run-key", "k1"], ["status", "--running"], ["status", "--run-key", "k2", "--all"],
-        ["status", "--job-id", some_job], ["logs", "--run-key", "k0"], ["logs", "--run-key", "k0", "--json"],
-        ["wait", "--run-key", "k3", "--timeout", "1"], ["start", "--run-key", "k0", "--", "true"],
-        ["start", "--run-key", "new", "--", "true"], ["start", "--strict", "--run-key", "strict", "--", "true"],
-        ["start", "--reuse-success", "--run-key", "k2", "--", "true"], ["abort", "--run-key", "k1"],
-        ["rerun", "--run-key", "k1"], ["unlock", "--run-key", "k3"], ["clean", "--all", "--dry-run"],
+        ["status", "--run-key", "k1"],
+        ["status", "--running"],
+        ["status", "--run-key", "k2", "--all"],
+        ["status", "--job-id", some_job],
+        ["logs", "--run-key", "k0"],
+        ["logs", "--run-key", "k0", "--json"],
+        ["wait", "--run-key", "k3", "--timeout", "1"],
+        ["start", "--run-key", "k0", "--", "true"],
+        ["start", "--run-key", "new", "--", "true"],
+        ["start", "--strict", "--run-key", "strict", "--", "true"],
+        ["start", "--reuse-success", "--run-key", "k2", "--", "true"],
+        ["abort", "--run-key", "k1"],
+        ["rerun", "--run-key", "k1"],
+        ["unlock", "--run-key", "k3"],
+        ["clean", "--all", "--dry-run"],
         ["clean", "--all"],
     ]
     kinds: dict[str, dict[int, int]] = {}
@@ -337,8 +365,13 @@ def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_
             before = _digest(db)
             logs_before = sorted(os.listdir(h / "logs"))
             r = run_cli(h, *args)
-            ctx = "trial %d, %s, then orchesjob %s: exit %d %s" % (n, what, " ".join(args), r.code,
-                                                                    r.out.strip().replace("\n", " ")[:400])
+            ctx = "trial %d, %s, then orchesjob %s: exit %d %s" % (
+                n,
+                what,
+                " ".join(args),
+                r.code,
+                r.out.strip().replace("\n", " ")[:400],
+            )
             tally = kinds.setdefault(what.split()[0], {})
             tally[r.code] = tally.get(r.code, 0) + 1
             problems = contract_problems(r, raw_ok=prints_raw(args))
@@ -347,8 +380,9 @@ def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_
                     problems.append("the failing command changed the database file")
                 if args[0] in ("start", "rerun") and sorted(os.listdir(h / "logs")) != logs_before:
                     problems.append("the failing command launched a job")
-                if r.code == 1 and (r.json["error"] not in ("corrupt_database", "database")
-                                      or str(db) not in r.json["message"]):
+                if r.code == 1 and (
+                    r.json["error"] not in ("corrupt_database", "database") or str(db) not in r.json["message"]
+                ):
                     problems.append("exit 1 that is not a database error naming the file")
             if (what == "magic" or what.startswith("truncate-header")) and not problems:
                 if r.code != 1 or r.json["error"] != "corrupt_database":
@@ -368,12 +402,22 @@ def test_corrupt_and_truncated_databases_give_clear_errors_and_are_left_as_they_
     for v in violations:
         by_problem.setdefault(v.split(":")[0], []).append(v)
     assert not violations, "%d of %d commands on a damaged database broke a rule:\n%s" % (
-        len(violations), runs, "\n".join("- %d x %s\n  e.g. %s" % (len(vs), k, vs[0]) for k, vs in by_problem.items()))
+        len(violations),
+        runs,
+        "\n".join("- %d x %s\n  e.g. %s" % (len(vs), k, vs[0]) for k, vs in by_problem.items()),
+    )
 
 
-GARBAGE = [("text that is not UTF-8", "CAST(X'F1FF' AS TEXT)"), ("a blob", "X'00FF00'"), ("a word", "'bogus'"),
-           ("a negative number", "-1"), ("a huge number", "9223372036854775807"), ("a float", "1e308"),
-           ("NULL", "NULL"), ("an empty string", "''")]
+GARBAGE = [
+    ("text that is not UTF-8", "CAST(X'F1FF' AS TEXT)"),
+    ("a blob", "X'00FF00'"),
+    ("a word", "'bogus'"),
+    ("a negative number", "-1"),
+    ("a huge number", "9223372036854775807"),
+    ("a float", "1e308"),
+    ("NULL", "NULL"),
+    ("an empty string", "''"),
+]
 
 
 def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
@@ -392,9 +436,15 @@ def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
     combos = [(col, g) for col in columns for g in GARBAGE]
     if not FULL:
         combos = rng.sample(combos, min(len(combos), 24))
-    commands = [["status", "--run-key", "k"], ["status", "--running"], ["status", "--run-key", "k", "--all"],
-                ["logs", "--run-key", "k", "--json"], ["start", "--run-key", "k", "--", "true"],
-                ["rerun", "--run-key", "k"], ["clean", "--all", "--dry-run"]]
+    commands = [
+        ["status", "--run-key", "k"],
+        ["status", "--running"],
+        ["status", "--run-key", "k", "--all"],
+        ["logs", "--run-key", "k", "--json"],
+        ["start", "--run-key", "k", "--", "true"],
+        ["rerun", "--run-key", "k"],
+        ["clean", "--all", "--dry-run"],
+    ]
     violations: list[str] = []
     tried = 0
     for n, (column, (what, value)) in enumerate(combos):
@@ -419,8 +469,10 @@ def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
             if r.code != 0 and not problems and _digest(hdb) != before:
                 problems.append("the failing command changed the database file")
             for p in problems:
-                violations.append("%s: column %s = %s, then orchesjob %s: exit %d %s" % (
-                    p, column, what, " ".join(args), r.code, r.out.strip().replace("\n", " ")[:300]))
+                violations.append(
+                    "%s: column %s = %s, then orchesjob %s: exit %d %s"
+                    % (p, column, what, " ".join(args), r.code, r.out.strip().replace("\n", " ")[:300])
+                )
         _kill_jobs(h)
     print("damaged rows: %d combinations, %d commands, %d violations" % (len(combos), tried, len(violations)))
     for v in violations:
@@ -429,8 +481,10 @@ def test_damaged_rows_give_clear_errors(home: Path, rng) -> None:
     for v in violations:
         by_problem.setdefault(v.split(":")[0], []).append(v)
     assert not violations, "%d of %d commands on damaged rows broke a rule:\n%s" % (
-        len(violations), tried, "\n".join("- %d x %s\n  e.g. %s" % (len(vs), k, "\n  e.g. ".join(vs[:3]))
-                                          for k, vs in by_problem.items()))
+        len(violations),
+        tried,
+        "\n".join("- %d x %s\n  e.g. %s" % (len(vs), k, "\n  e.g. ".join(vs[:3])) for k, vs in by_problem.items()),
+    )
 
 
 def _final_or_error(home: Path, job_id: str) -> dict[str, Any] | None:
@@ -475,13 +529,25 @@ def test_file_size_limit_while_the_job_writes_its_log(home: Path, tmp_path: Path
         amount = int(limit * rng.choice([0.25, 2, 8]))
         shell = rng.random() < 0.4
         if shell:
-            cmd = ["sh", "-c", 'echo "begin $ORCHESJOB_JOB_ID 0 alone" >>"$1"; head -c "$2" /dev/zero', "sh",
-                   str(marker), str(amount)]
+            cmd = [
+                "sh",
+                "-c",
+                'echo "begin $ORCHESJOB_JOB_ID 0 alone" >>"$1"; head -c "$2" /dev/zero',
+                "sh",
+                str(marker),
+                str(amount),
+            ]
         else:
             cmd = job_argv(marker, tmp_path / ("lock-%03d" % n), exit=2, write_bytes=amount)
-        p = subprocess.Popen(cli_argv("start", "--run-key", "big", "--", *cmd), env=cli_env(h), cwd=REPO_ROOT,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             preexec_fn=_limited(limit))
+        p = subprocess.Popen(
+            cli_argv("start", "--run-key", "big", "--", *cmd),
+            env=cli_env(h),
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_limited(limit),
+        )
         r = assert_contract(_collect(p, 300), "start under RLIMIT_FSIZE=%d" % limit)
         ctx = "limit %d, writes %d, %s: start exit %d %s" % (limit, amount, "sh" if shell else "python", r.code, r.out)
         if r.code != 0:
@@ -494,8 +560,13 @@ def test_file_size_limit_while_the_job_writes_its_log(home: Path, tmp_path: Path
         wait_gone(lambda: job_processes(job["job_id"], job.get("target_pid")), 120, "the job to end: " + ctx)
         final = wait_terminal(h, job["job_id"])
         ev = Evidence(marker)
-        ctx += "\nfinal %s %s %s %s\nevidence %s" % (final["status"], final["exit_code"], final["signal_name"],
-                                                     final["end_reason"], ev.lines)
+        ctx += "\nfinal %s %s %s %s\nevidence %s" % (
+            final["status"],
+            final["exit_code"],
+            final["signal_name"],
+            final["end_reason"],
+            ev.lines,
+        )
         size = os.path.getsize(final["stdout_file"]) if os.path.exists(final["stdout_file"]) else 0
         assert size <= limit, ctx
         if not ev.begins(job["job_id"]):
@@ -522,11 +593,13 @@ def tiny_logs_fs(home: Path):
     logs = home / "logs"
     logs.mkdir(parents=True)
     os.chmod(home, 0o700)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", str(logs)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", str(logs)], capture_output=True, text=True
+    )
     if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (%s); the RLIMIT_FSIZE test covers a full disk for logs"
-                    % r.stderr.strip())
+        pytest.skip(
+            "cannot mount a tmpfs here (%s); the RLIMIT_FSIZE test covers a full disk for logs" % r.stderr.strip()
+        )
     try:
         yield logs
     finally:

@@ -69,18 +69,39 @@ class Trial:
 
     @property
     def command(self) -> list[str]:
-        return job_argv(self.marker, self.lock, duration=self.duration, exit=self.exit, children=self.children,
-                        daemons=self.daemons, linger=LINGER, ignore_term=self.ignore_term)
+        return job_argv(
+            self.marker,
+            self.lock,
+            duration=self.duration,
+            exit=self.exit,
+            children=self.children,
+            daemons=self.daemons,
+            linger=LINGER,
+            ignore_term=self.ignore_term,
+        )
 
     def describe(self) -> str:
-        return ("trial %s: duration %g exit %d children %d daemons %d ignore_term %s; %s; evidence:\n%s"
-                % (self.key, self.duration, self.exit, self.children, self.daemons, self.ignore_term,
-                   "; ".join(self.notes), "\n".join(" ".join(x) for x in Evidence(self.marker).lines)))
+        return "trial %s: duration %g exit %d children %d daemons %d ignore_term %s; %s; evidence:\n%s" % (
+            self.key,
+            self.duration,
+            self.exit,
+            self.children,
+            self.daemons,
+            self.ignore_term,
+            "; ".join(self.notes),
+            "\n".join(" ".join(x) for x in Evidence(self.marker).lines),
+        )
 
     def popen_start(self, *opts: str, **kw: Any) -> subprocess.Popen:
         return subprocess.Popen(
-            cli_argv("start", "--run-key", self.key, *opts, "--", *self.command), env=cli_env(self.home),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT, **kw)
+            cli_argv("start", "--run-key", self.key, *opts, "--", *self.command),
+            env=cli_env(self.home),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO_ROOT,
+            **kw,
+        )
 
     def retry_start(self) -> dict[str, Any]:
         """What a retry does right after the fault: start the same key again (default mode)."""
@@ -108,8 +129,10 @@ class Trial:
             active = [j for j in jobs if j["status"] not in TERMINAL]
             if not active:
                 break
-            if not any(job_processes(j["job_id"], j.get("target_pid")) or
-                       (j.get("worker_pid") and pid_alive(j["worker_pid"])) for j in active):
+            if not any(
+                job_processes(j["job_id"], j.get("target_pid")) or (j.get("worker_pid") and pid_alive(j["worker_pid"]))
+                for j in active
+            ):
                 jobs = history(self.home, self.key)  # everything is dead: this reader must settle them
                 break
             assert time.monotonic() < deadline, "jobs still active after %ss: %s" % (SETTLE, self.describe())
@@ -128,11 +151,13 @@ class Trial:
                 assert begins, "job %s is %s but its command never began\n%s" % (jid, job["status"], ctx)
                 assert job["exit_code"] == self.exit and ev.ends(jid) == [self.exit], (
                     "job %s recorded exit %r, its command ended with %r\n%s"
-                    % (jid, job["exit_code"], ev.ends(jid), ctx))
+                    % (jid, job["exit_code"], ev.ends(jid), ctx)
+                )
                 assert (job["status"] == "SUCCEEDED") == (self.exit == 0), ctx
             elif job["status"] == "LOST":
-                assert jid in supervisor_may_be_dead or not begins, \
+                assert jid in supervisor_may_be_dead or not begins, (
                     "job %s is LOST although its supervisor was never touched and its command ran\n%s" % (jid, ctx)
+                )
             elif job["status"] == "ABORTED":
                 assert jid in self.aborted, "job %s is ABORTED but nobody aborted it\n%s" % (jid, ctx)
             else:
@@ -274,8 +299,15 @@ def test_sighup_of_the_callers_session(home: Path, tmp_path: Path, rng) -> None:
         script = '"$@" >"$OJ_OUT" 2>&1; echo "start exit $?" >>"$OJ_OUT"; sleep 30'
         argv = cli_argv("start", "--run-key", t.key, "--", *t.command)
         env = dict(cli_env(home), OJ_OUT=str(out))
-        shell = subprocess.Popen(["/bin/sh", "-c", script, "sh", *argv], stdin=slave, stdout=slave, stderr=slave,
-                                 env=env, cwd=REPO_ROOT, preexec_fn=controlling_tty)
+        shell = subprocess.Popen(
+            ["/bin/sh", "-c", script, "sh", *argv],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=REPO_ROOT,
+            preexec_fn=controlling_tty,
+        )
         os.close(slave)
         time.sleep(rng.uniform(0.0, 0.5))
         how = rng.choice(["hangup", "killpg"])
@@ -298,8 +330,10 @@ def test_sighup_of_the_callers_session(home: Path, tmp_path: Path, rng) -> None:
             assert_contract(Result(0, parse_json(head), head, ""), "start that finished before the hangup")
         t.retry_start()
         jobs = t.settle_and_check(supervisor_may_be_dead=set())
-        key = "%s:%s" % ("finished" if "start exit" in said else "killed",
-                         "+".join(j["status"] for j in reversed(jobs)))
+        key = "%s:%s" % (
+            "finished" if "start exit" in said else "killed",
+            "+".join(j["status"] for j in reversed(jobs)),
+        )
         outcomes[key] = outcomes.get(key, 0) + 1
     print("SIGHUP outcomes:", outcomes)
 
@@ -312,13 +346,31 @@ def test_forking_target_leaves_nothing_behind_when_it_ends(home: Path, tmp_path:
         t.children, t.daemons = rng.randint(0, 3), rng.randint(1, 3)
         t.ignore_term = rng.random() < 0.5
         t.duration = rng.choice([0.0, 0.2])
-        job = ok(home, "start", "--run-key", t.key, "--", *job_argv(
-            t.marker, t.lock, duration=t.duration, exit=t.exit, children=t.children, daemons=t.daemons,
-            linger=120, ignore_term=t.ignore_term))
+        job = ok(
+            home,
+            "start",
+            "--run-key",
+            t.key,
+            "--",
+            *job_argv(
+                t.marker,
+                t.lock,
+                duration=t.duration,
+                exit=t.exit,
+                children=t.children,
+                daemons=t.daemons,
+                linger=120,
+                ignore_term=t.ignore_term,
+            ),
+        )
         final = wait_terminal(home, job["job_id"])
         left = job_processes(job["job_id"], final.get("target_pid"))
         assert not left, "job %s is %s but its processes live on: %s\n%s" % (
-            job["job_id"], final["status"], _ps(left), t.describe())
+            job["job_id"],
+            final["status"],
+            _ps(left),
+            t.describe(),
+        )
         assert final["status"] == ("SUCCEEDED" if t.exit == 0 else "FAILED"), t.describe()
         assert final["exit_code"] == t.exit, t.describe()
         ev = Evidence(t.marker)
@@ -333,8 +385,16 @@ def test_abort_of_a_forking_target_at_random_moments_leaves_nothing(home: Path, 
         t.children, t.daemons = rng.randint(0, 2), rng.randint(1, 3)
         t.ignore_term = rng.random() < 0.5
         t.duration = 60.0
-        cmd = job_argv(t.marker, t.lock, duration=t.duration, exit=t.exit, children=t.children, daemons=t.daemons,
-                       linger=120, ignore_term=t.ignore_term)
+        cmd = job_argv(
+            t.marker,
+            t.lock,
+            duration=t.duration,
+            exit=t.exit,
+            children=t.children,
+            daemons=t.daemons,
+            linger=120,
+            ignore_term=t.ignore_term,
+        )
         job = ok(home, "start", "--run-key", t.key, "--", *cmd)
         time.sleep(rng.uniform(0.0, 0.4))
         t.abort(job["job_id"])

@@ -58,8 +58,14 @@ PAUSES = ("supervisor-before-record", "supervisor-before-launch")
 
 # -- helpers --------------------------------------------------------------------------------------------------------
 def _popen(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cli_argv(*args), env=cli_env(home, env), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    return subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
 
 
 def _finish(proc: subprocess.Popen, timeout: float = 120) -> Result:
@@ -89,8 +95,9 @@ def _ps(pids) -> str:
     for pid in sorted(pids):
         try:
             with open("/proc/%d/cmdline" % pid, "rb") as f:
-                out.append("%d[%s] %s" % (pid, stat_state(pid),
-                                          f.read().replace(b"\0", b" ").decode(errors="replace")[:160]))
+                out.append(
+                    "%d[%s] %s" % (pid, stat_state(pid), f.read().replace(b"\0", b" ").decode(errors="replace")[:160])
+                )
         except OSError:
             out.append("%d (gone)" % pid)
     return "; ".join(out)
@@ -122,11 +129,13 @@ def _attempts(home: Path, key: str) -> dict[str, int]:
 
 def _stopped_supervisor(home: Path, caller: int, timeout: float = 30) -> int:
     """The supervisor spawned by `caller` once it has stopped itself at its pause point."""
+
     def find() -> int | None:
         for pid in supervisor_pids(home, caller):
             if _stopped(pid):
                 return pid
         return None
+
     return wait_until(find, timeout, step=0.01, what="the supervisor to stop at its pause point")
 
 
@@ -185,16 +194,25 @@ def _need_root(what: str) -> None:
 # 1. racing readers
 # ===================================================================================================================
 READERS = ("status", "status --running", "wait", "start", "clean --all")
-ACTIONS = ("cont-supervisor", "kill-supervisor", "end-command", "resume-reader", "resume-reader", "stop-reader",
-           "hold-lock", "sleep")
+ACTIONS = (
+    "cont-supervisor",
+    "kill-supervisor",
+    "end-command",
+    "resume-reader",
+    "resume-reader",
+    "stop-reader",
+    "hold-lock",
+    "sleep",
+)
 
 
 class Reader:
     """One reader process of a race: `status`, `status --running`, `wait`, `start` of the key, `clean --all` (or
     the job's own `start`, kind "caller", while it waits for a supervisor stopped at its pause point)."""
 
-    def __init__(self, trial: RaceTrial, kind: str, job_id: str, pause: bool, rng,
-                 proc: subprocess.Popen | None = None) -> None:
+    def __init__(
+        self, trial: RaceTrial, kind: str, job_id: str, pause: bool, rng, proc: subprocess.Popen | None = None
+    ) -> None:
         self.kind, self.pause, self.job_id = kind, pause, job_id
         self.result: Result | None = None
         if proc is not None:
@@ -236,13 +254,25 @@ class RaceTrial:
 
     @property
     def command(self) -> list[str]:
-        return job_argv(self.marker, self.lock, exit=self.exit, children=self.children, daemons=self.daemons,
-                        linger=LINGER, gate=self.gate)
+        return job_argv(
+            self.marker,
+            self.lock,
+            exit=self.exit,
+            children=self.children,
+            daemons=self.daemons,
+            linger=LINGER,
+            gate=self.gate,
+        )
 
     def describe(self) -> str:
-        return ("trial %s: exit %d children %d daemons %d; %s; evidence:\n%s"
-                % (self.key, self.exit, self.children, self.daemons, "; ".join(self.notes),
-                   "\n".join(" ".join(x) for x in Evidence(self.marker).lines)))
+        return "trial %s: exit %d children %d daemons %d; %s; evidence:\n%s" % (
+            self.key,
+            self.exit,
+            self.children,
+            self.daemons,
+            "; ".join(self.notes),
+            "\n".join(" ".join(x) for x in Evidence(self.marker).lines),
+        )
 
     def check_view(self, job: dict[str, Any], who: str) -> None:
         """What one answer says about one job of the key must be true now."""
@@ -258,8 +288,9 @@ class RaceTrial:
                 self.lost_unbegun.add(jid)
         elif job["status"] in ("SUCCEEDED", "FAILED"):
             assert ev.begins(jid), "a result for a command that never began\n" + ctx
-            assert job["exit_code"] == self.exit and ev.ends(jid) == [self.exit], \
+            assert job["exit_code"] == self.exit and ev.ends(jid) == [self.exit], (
                 "exit code %r recorded, the command ended with %r\n%s" % (job["exit_code"], ev.ends(jid), ctx)
+            )
             assert (job["status"] == "SUCCEEDED") == (self.exit == 0), ctx
 
     def collect(self) -> None:
@@ -282,10 +313,21 @@ class RaceTrial:
         r = reader.result
         assert r is not None
         assert_contract(r, "%r" % reader)
-        allowed = {"status": (0, 3), "wait": (0, 3), "status --running": (0,), "start": (0, 5), "clean --all": (0, 5),
-                   "caller": (0,)}
-        assert r.code in allowed[reader.kind], "%r: exit %d\n%s\n%s\n%s" % (reader, r.code, r.out, r.err,
-                                                                            self.describe())
+        allowed = {
+            "status": (0, 3),
+            "wait": (0, 3),
+            "status --running": (0,),
+            "start": (0, 5),
+            "clean --all": (0, 5),
+            "caller": (0,),
+        }
+        assert r.code in allowed[reader.kind], "%r: exit %d\n%s\n%s\n%s" % (
+            reader,
+            r.code,
+            r.out,
+            r.err,
+            self.describe(),
+        )
         if r.code == 3:
             self.not_found.append(reader)  # checked at the end: the clean that deleted it may not have answered yet
         if r.code != 0:
@@ -298,10 +340,18 @@ class RaceTrial:
                 self.deleted[item["job_id"]] = item["status"]
                 left = job_processes(item["job_id"])
                 assert not left, "clean deleted job %s while processes of it live: %s\n%s" % (
-                    item["job_id"][:8], _ps(left), self.describe())
-            self.notes.append("%r -> deleted %s, skipped %s" % (
-                reader, [(i["job_id"][:8], i["status"]) for i in r.json["items"] if i["run_key"] == self.key],
-                [(s["job_id"][:8], s["status"]) for s in r.json["skipped"] if s["run_key"] == self.key]))
+                    item["job_id"][:8],
+                    _ps(left),
+                    self.describe(),
+                )
+            self.notes.append(
+                "%r -> deleted %s, skipped %s"
+                % (
+                    reader,
+                    [(i["job_id"][:8], i["status"]) for i in r.json["items"] if i["run_key"] == self.key],
+                    [(s["job_id"][:8], s["status"]) for s in r.json["skipped"] if s["run_key"] == self.key],
+                )
+            )
             return
         views = [j for j in _jobs_in(r.json) if j["run_key"] == self.key]
         for j in views:
@@ -319,23 +369,31 @@ class RaceTrial:
             active = [j for j in jobs if j["status"] not in TERMINAL]
             if not active:
                 break
-            if not any(job_processes(j["job_id"], j.get("target_pid")) or
-                       (j.get("worker_pid") and pid_alive(j["worker_pid"])) for j in active):
+            if not any(
+                job_processes(j["job_id"], j.get("target_pid")) or (j.get("worker_pid") and pid_alive(j["worker_pid"]))
+                for j in active
+            ):
                 jobs = history(self.home, self.key)  # everything is dead: this reader must settle them
                 break
             assert time.monotonic() < deadline, "jobs still active after %ss: %s" % (SETTLE, self.describe())
             time.sleep(0.1)
         ev = Evidence(self.marker)
-        ctx = self.describe() + "\njobs: " + repr([(j["job_id"][:8], j["status"], j["exit_code"]) for j in jobs]) \
-            + "\ndeleted by clean: " + repr({k[:8]: v for k, v in self.deleted.items()})
+        ctx = (
+            self.describe()
+            + "\njobs: "
+            + repr([(j["job_id"][:8], j["status"], j["exit_code"]) for j in jobs])
+            + "\ndeleted by clean: "
+            + repr({k[:8]: v for k, v in self.deleted.items()})
+        )
         assert not ev.overlaps(), "a second copy ran while something of the first was alive\n" + ctx
         for j in jobs:
             self.attempt[j["job_id"]] = j["attempt_no"]
         known = {j["job_id"] for j in jobs} | set(self.deleted)
         assert set(ev.executions()) <= known, "a command ran for a job the database does not know\n" + ctx
         order = [self.attempt[ln[1]] for ln in ev.begins() if ln[1] in self.attempt]
-        assert order == sorted(order) and len(set(order)) == len(order), \
+        assert order == sorted(order) and len(set(order)) == len(order), (
             "executions out of attempt order (an older job began after a newer one was accepted)\n" + ctx
+        )
         for reader in self.not_found:
             assert reader.job_id in self.deleted, "%r: not found, but no clean deleted its job\n%s" % (reader, ctx)
         for jid in self.lost_unbegun:
@@ -352,8 +410,9 @@ class RaceTrial:
             if job["status"] in ("SUCCEEDED", "FAILED"):
                 self.check_view(job, "the final status")
             elif job["status"] == "LOST":
-                assert not begins or jid in self.killed, \
+                assert not begins or jid in self.killed, (
                     "job %s is LOST although its supervisor was never touched and its command ran\n%s" % (jid, ctx)
+                )
                 result_file = Path(job["stdout_file"][: -len(".stdout")] + ".result")
                 assert not result_file.exists(), "job %s is LOST but has a result file\n%s" % (jid, ctx)
                 assert not job_processes(jid, job.get("target_pid")), ctx
@@ -388,8 +447,17 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
         t = RaceTrial(home, tmp_path, "race-%03d" % n, rng)
         stage = rng.choice(["caller-killed", "paused", "running", "just-ended"])
         pause = rng.choice(PAUSES) if stage in ("caller-killed", "paused") else None
-        caller = _popen(home, "start", "--run-key", t.key, "--start-timeout", "0.3", "--", *t.command,
-                        env={"ORCHESJOB_PAUSE_AT": pause} if pause else None)
+        caller = _popen(
+            home,
+            "start",
+            "--run-key",
+            t.key,
+            "--start-timeout",
+            "0.3",
+            "--",
+            *t.command,
+            env={"ORCHESJOB_PAUSE_AT": pause} if pause else None,
+        )
         if pause:
             sup = _stopped_supervisor(home, caller.pid)
             first = _job_ids(home, t.key)[0]
@@ -405,8 +473,9 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
             assert caller_result.json["status"] == "RUNNING", caller_result
             if stage == "just-ended":
                 t.gate.touch()
-                wait_until(lambda t=t, first=first: Evidence(t.marker).ends(first), 30, step=0.005,
-                           what="the command to end")
+                wait_until(
+                    lambda t=t, first=first: Evidence(t.marker).ends(first), 30, step=0.005, what="the command to end"
+                )
                 time.sleep(rng.uniform(0.0, 0.03))
         t.notes.append("stage %s%s, supervisor %d" % (stage, " at %s" % pause if pause else "", sup))
         sup_state = "stopped" if pause else "running"
@@ -447,8 +516,10 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
                 holder = LockHolder(home / "orchesjob.db", seconds)
                 holder.start()
                 holder.held.wait(1.5)
-                t.notes.append("another writer holds the lock for %.1fs%s" % (
-                    holder.seconds, "" if holder.held.is_set() else " (could not take it)"))
+                t.notes.append(
+                    "another writer holds the lock for %.1fs%s"
+                    % (holder.seconds, "" if holder.held.is_set() else " (could not take it)")
+                )
                 if meet:
                     r = rng.choice(stopped)
                     _kill(r.proc.pid, signal.SIGCONT)
@@ -475,8 +546,9 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
             else:
                 _kill(what.proc.pid, signal.SIGCONT)
             t.idle(rng.uniform(0.0, 0.1))
-        t.notes.append("end order: %s" % ["gate" if w == "gate" else "supervisor" if w == "supervisor" else repr(w)
-                                          for w in last])
+        t.notes.append(
+            "end order: %s" % ["gate" if w == "gate" else "supervisor" if w == "supervisor" else repr(w) for w in last]
+        )
         deadline = time.monotonic() + 120
         while any(r.proc.poll() is None for r in t.readers):
             for r in t.readers:  # a `wait` polls on and may stop again at its verdict
@@ -489,8 +561,11 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
             holder.join()
         jobs = t.settle_and_check()
         _settled_home(home, "everything of trial %s to end" % t.key)
-        key = "%s%s:%s" % (stage, "@" + pause[len("supervisor-"):] if pause else "",
-                           "+".join(j["status"] for j in reversed(jobs)))
+        key = "%s%s:%s" % (
+            stage,
+            "@" + pause[len("supervisor-") :] if pause else "",
+            "+".join(j["status"] for j in reversed(jobs)),
+        )
         outcomes[key] = outcomes.get(key, 0) + 1
     print("readers stopped at their verdict: %d" % paused_readers)
     print("outcomes:", outcomes)
@@ -526,16 +601,24 @@ def test_a_waiter_whose_job_is_cleaned_meanwhile_answers_cleanly(home: Path, tmp
 
 
 @pytest.mark.parametrize("when", ["launched-before-the-lock", "launches-after-the-lock"])
-def test_a_verdict_that_meets_a_busy_lock_is_not_lost_for_a_command_that_runs(home: Path, tmp_path: Path,
-                                                                             when: str) -> None:
+def test_a_verdict_that_meets_a_busy_lock_is_not_lost_for_a_command_that_runs(
+    home: Path, tmp_path: Path, when: str
+) -> None:
     """Deterministic (what the explorer's hold-lock action finds): the caller is killed while its supervisor is
     stopped before its record; a `status` finds nothing alive and stops at `lost-verdict`. Then another writer holds
     the database lock past the reader's short wait, taken after the supervisor recorded itself and launched the
     command, or before it could (it launches once the lock is free). The resumed reader cannot record its verdict;
     what it answers must still be true: not LOST for a command that runs, or that begins right after."""
     marker, lock, gate = tmp_path / "marker", tmp_path / "lock", tmp_path / "gate"
-    caller = _popen(home, "start", "--run-key", "busy", "--", *job_argv(marker, lock, gate=gate),
-                    env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"})
+    caller = _popen(
+        home,
+        "start",
+        "--run-key",
+        "busy",
+        "--",
+        *job_argv(marker, lock, gate=gate),
+        env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"},
+    )
     sup = _stopped_supervisor(home, caller.pid)
     job_id = _job_ids(home, "busy")[0]
     caller.kill()
@@ -558,14 +641,23 @@ def test_a_verdict_that_meets_a_busy_lock_is_not_lost_for_a_command_that_runs(ho
     began_by_then = bool(Evidence(marker).begins(job_id))
     holder.join()
     # no CLI call until the supervisor has had the free lock (a reader could otherwise take it first and record LOST)
-    wait_until(lambda: Evidence(marker).begins(job_id) or not pid_alive(sup), 30, step=0.01,
-               what="the supervisor to launch or leave")
+    wait_until(
+        lambda: Evidence(marker).begins(job_id) or not pid_alive(sup),
+        30,
+        step=0.01,
+        what="the supervisor to launch or leave",
+    )
     gate.touch()
     final = wait_terminal(home, job_id)
     ev = Evidence(marker)
     ctx = "answered %s (%s); the command %s by then; final %s %s\n%s" % (
-        r.json.get("status"), r.json.get("end_reason"), "was running" if began_by_then else "had not begun",
-        final["status"], final["exit_code"], "\n".join(" ".join(x) for x in ev.lines))
+        r.json.get("status"),
+        r.json.get("end_reason"),
+        "was running" if began_by_then else "had not begun",
+        final["status"],
+        final["exit_code"],
+        "\n".join(" ".join(x) for x in ev.lines),
+    )
     assert r.code == 0, ctx
     assert len(ev.begins(job_id)) <= 1 and final["status"] == ("SUCCEEDED" if ev.begins(job_id) else "LOST"), ctx
     if r.json["status"] == "LOST":
@@ -581,12 +673,14 @@ NS_READERS = ("status", "status --all", "status --running", "wait", "start", "cl
 def _ns_cli(home: Path, mount_proc: bool, *args: str) -> Result:
     """One CLI call from a new pid namespace (`unshare --pid --fork`), with a /proc of its own or the host's."""
     argv = [UNSHARE, "--pid", "--fork"] + (["--mount-proc"] if mount_proc else []) + cli_argv(*args)
-    p = subprocess.run(argv, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True,
-                       timeout=120, cwd=REPO_ROOT)
+    p = subprocess.run(
+        argv, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True, timeout=120, cwd=REPO_ROOT
+    )
     out, err = p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
-    return assert_contract(Result(p.returncode, parse_json(out), out, err),
-                           "in a new pid namespace%s: orchesjob %s" % (" (own /proc)" if mount_proc else "",
-                                                                        " ".join(args[:4])))
+    return assert_contract(
+        Result(p.returncode, parse_json(out), out, err),
+        "in a new pid namespace%s: orchesjob %s" % (" (own /proc)" if mount_proc else "", " ".join(args[:4])),
+    )
 
 
 class NsTrial:
@@ -607,11 +701,20 @@ class NsTrial:
 
     def describe(self) -> str:
         return "trial %s: exit %d; %s; evidence:\n%s" % (
-            self.key, self.exit, "; ".join(self.notes), "\n".join(" ".join(x) for x in Evidence(self.marker).lines))
+            self.key,
+            self.exit,
+            "; ".join(self.notes),
+            "\n".join(" ".join(x) for x in Evidence(self.marker).lines),
+        )
 
     def check_view(self, job: dict[str, Any], who: str) -> None:
-        ctx = "%s: job %s %s liveness %s\n%s" % (who, job["job_id"][:8], job["status"], job.get("liveness"),
-                                                 self.describe())
+        ctx = "%s: job %s %s liveness %s\n%s" % (
+            who,
+            job["job_id"][:8],
+            job["status"],
+            job.get("liveness"),
+            self.describe(),
+        )
         assert job["job_id"] == self.job_id, "another job of the key: " + ctx
         assert job["status"] != "LOST", "LOST from another pid namespace: " + ctx
         if job["status"] in ACTIVE:
@@ -635,8 +738,7 @@ class NsTrial:
             elif kind == "wait":
                 r = _ns_cli(self.home, mount_proc, "wait", "--job-id", self.job_id, "--timeout", "0.5")
             elif kind == "start":
-                mode = (["--reuse-success"] if self.exit == 0 and rng.random() < 0.5
-                        else ["--request-id", self.request])
+                mode = ["--reuse-success"] if self.exit == 0 and rng.random() < 0.5 else ["--request-id", self.request]
                 r = _ns_cli(self.home, mount_proc, "start", "--run-key", self.key, *mode, "--", *self.command)
             elif kind == "clean":
                 r = _ns_cli(self.home, mount_proc, "clean", "--all", *([] if clean_deletes else ["--dry-run"]))
@@ -690,8 +792,19 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
     for n in range(trials(8)):
         t = NsTrial(home, tmp_path, "ns-%03d" % n, rng)
         pause = rng.choice((None,) + PAUSES)
-        caller = _popen(home, "start", "--run-key", t.key, "--request-id", t.request, "--start-timeout", "0.3",
-                        "--", *t.command, env={"ORCHESJOB_PAUSE_AT": pause} if pause else None)
+        caller = _popen(
+            home,
+            "start",
+            "--run-key",
+            t.key,
+            "--request-id",
+            t.request,
+            "--start-timeout",
+            "0.3",
+            "--",
+            *t.command,
+            env={"ORCHESJOB_PAUSE_AT": pause} if pause else None,
+        )
         t.notes.append("supervisor stopped at %s" % pause if pause else "no pause")
         if pause:
             sup = _stopped_supervisor(home, caller.pid)
@@ -733,9 +846,21 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
 def _tmpfs_works(tmp: Path) -> str | None:
     d = tmp / "probe"
     d.mkdir()
-    r = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c",
-                        'mount -t tmpfs -o size=1m tmpfs "$1" && touch "$1/x"', "sh", str(d)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            UNSHARE,
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            'mount -t tmpfs -o size=1m tmpfs "$1" && touch "$1/x"',
+            "sh",
+            str(d),
+        ],
+        capture_output=True,
+        text=True,
+    )
     return None if r.returncode == 0 else (r.stderr.strip() or "exit %d" % r.returncode)
 
 
@@ -760,14 +885,22 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
         d = tmp_path / key
         d.mkdir()
         params = {
-            "home": str(home), "key": key, "marker": str(d / "marker"), "lock": str(d / "lock"),
-            "gate": str(d / "gate"), "exit": rng.choice([0, 0, 3]),
+            "home": str(home),
+            "key": key,
+            "marker": str(d / "marker"),
+            "lock": str(d / "lock"),
+            "gate": str(d / "gate"),
+            "exit": rng.choice([0, 0, 3]),
             "size_kib": 1024 * rng.choice([2, 3, 4, 6, 8]),
             "moment": rng.choice(["before-start", "while-running", "at-the-end"]),
-            "delay": rng.uniform(0.0, 0.05), "free_after": rng.uniform(0.3, 3.0),
-            "gate_first": rng.random() < 0.5, "warm": rng.random() < 0.5,
-            "write_bytes": rng.choice([0, 0, 64 * 1024]), "neighbour": rng.random() < 0.4,
-            "neighbour_marker": str(d / "neighbour-marker"), "neighbour_lock": str(d / "neighbour-lock"),
+            "delay": rng.uniform(0.0, 0.05),
+            "free_after": rng.uniform(0.3, 3.0),
+            "gate_first": rng.random() < 0.5,
+            "warm": rng.random() < 0.5,
+            "write_bytes": rng.choice([0, 0, 64 * 1024]),
+            "neighbour": rng.random() < 0.4,
+            "neighbour_marker": str(d / "neighbour-marker"),
+            "neighbour_lock": str(d / "neighbour-lock"),
         }
         meanwhile = [w for w in ("status", "retry") if rng.random() < 0.7]
         if params["moment"] != "at-the-end" and rng.random() < 0.5:
@@ -777,20 +910,53 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
         (d / "params.json").write_text(json.dumps(params))
         report_path = d / "report.json"
         env = cli_env(home)
-        p = subprocess.run([UNSHARE, "--mount", "--propagation", "private", sys.executable, FULL_DISK_TRIAL,
-                            str(d / "params.json"), str(report_path)], env=env, stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=400, cwd=REPO_ROOT)
-        ctx = "params %s\nhelper exit %d\n%s\n%s" % (params, p.returncode, p.stdout.decode(errors="replace")[-3000:],
-                                                     p.stderr.decode(errors="replace")[-3000:])
+        p = subprocess.run(
+            [
+                UNSHARE,
+                "--mount",
+                "--propagation",
+                "private",
+                sys.executable,
+                FULL_DISK_TRIAL,
+                str(d / "params.json"),
+                str(report_path),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=400,
+            cwd=REPO_ROOT,
+        )
+        ctx = "params %s\nhelper exit %d\n%s\n%s" % (
+            params,
+            p.returncode,
+            p.stdout.decode(errors="replace")[-3000:],
+            p.stderr.decode(errors="replace")[-3000:],
+        )
         assert p.returncode == 0 and report_path.exists(), ctx
         report = json.loads(report_path.read_text())
         ev = Evidence(Path(params["marker"]))
         ctx = "params %s\nnotes: %s\nfiles: %s\nlogs: %s\nevidence:\n%s\ncalls:\n%s" % (
-            params, report["notes"], report["home_files"], report["logs"],
+            params,
+            report["notes"],
+            report["home_files"],
+            report["logs"],
             "\n".join(" ".join(x) for x in ev.lines),
-            "\n".join("  [%s %.2f-%.2f full=%s] %s -> %d %s %s" % (
-                c["phase"], c["started"], c["ended"], c["disk_full_at_start"], " ".join(c["args"][:4]), c["code"],
-                c["out"][:600], c["err"][:300]) for c in report["calls"]))
+            "\n".join(
+                "  [%s %.2f-%.2f full=%s] %s -> %d %s %s"
+                % (
+                    c["phase"],
+                    c["started"],
+                    c["ended"],
+                    c["disk_full_at_start"],
+                    " ".join(c["args"][:4]),
+                    c["code"],
+                    c["out"][:600],
+                    c["err"][:300],
+                )
+                for c in report["calls"]
+            ),
+        )
         assert report["filled_bytes"] > 0 or params["moment"] != "before-start", ctx
         assert not report["log_problems"], "the supervisor crashed: %s\n%s" % (report["log_problems"], ctx)
 
@@ -799,13 +965,14 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
             r = Result(c["code"], parse_json(c["out"]), c["out"], c["err"])
             assert_contract(r, "orchesjob %s (%s)" % (" ".join(c["args"][:4]), c["phase"]))
             if c["phase"] == "after" and r.code == 3 and c["args"][2] == key:  # every start was refused: no job
-                assert not any(a["phase"] in ("first", "meanwhile") and a["args"][0] == "start" and a["code"] == 0
-                               for a in report["calls"]), "not found after a start succeeded\n" + ctx
+                assert not any(
+                    a["phase"] in ("first", "meanwhile") and a["args"][0] == "start" and a["code"] == 0
+                    for a in report["calls"]
+                ), "not found after a start succeeded\n" + ctx
             elif c["phase"] in ("after", "final", "warm"):
                 assert r.code == 0, "a call with space available failed\n" + ctx
             if r.code == 0:
-                answers.setdefault(c["phase"], []).extend(
-                    j for j in _jobs_in(r.json) if j["run_key"] == key)
+                answers.setdefault(c["phase"], []).extend(j for j in _jobs_in(r.json) if j["run_key"] == key)
         if params["neighbour"]:  # the other key's job ran once, and its end reached the database like ours
             nev = Evidence(Path(params["neighbour_marker"]))
             started = [c for c in report["calls"] if c["args"][:3] == ["start", "--run-key", key + "-neighbour"]]
@@ -824,8 +991,11 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
         for earlier, later in zip(ev.begins(), ev.begins()[1:]):
             idx_end = [i for i, ln in enumerate(ev.lines) if ln[0] == "end" and ln[1] == earlier[1]]
             idx_begin = ev.lines.index(later)
-            assert idx_end and idx_end[0] < idx_begin, \
-                "job %s began before job %s had ended\n%s" % (later[1][:8], earlier[1][:8], ctx)
+            assert idx_end and idx_end[0] < idx_begin, "job %s began before job %s had ended\n%s" % (
+                later[1][:8],
+                earlier[1][:8],
+                ctx,
+            )
         for phase, views in answers.items():
             for j in views:
                 assert j["status"] != "LOST", "LOST answered (%s)\n%s" % (phase, ctx)
@@ -844,14 +1014,34 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
             assert not before or before[0]["status"] == "FAILED", ctx
             assert last["status"] in ("SUCCEEDED", "FAILED") and ev.begins(last["job_id"]), ctx
         first = [c for c in report["calls"] if c["phase"] == "first"][0]
-        print("%s: %s; %s" % (key, {k: params[k] for k in ("moment", "size_kib", "free_after", "meanwhile", "warm")},
-                              "; ".join(report["notes"])))
+        print(
+            "%s: %s; %s"
+            % (
+                key,
+                {k: params[k] for k in ("moment", "size_kib", "free_after", "meanwhile", "warm")},
+                "; ".join(report["notes"]),
+            )
+        )
         print("   neighbour: %s" % params["neighbour"])
-        print("   calls: %s" % ["%s %s->%d%s" % (c["phase"], c["args"][0], c["code"], [
-            j["status"] for j in _jobs_in(parse_json(c["out"])) if j["run_key"] == key]) for c in report["calls"]])
+        print(
+            "   calls: %s"
+            % [
+                "%s %s->%d%s"
+                % (
+                    c["phase"],
+                    c["args"][0],
+                    c["code"],
+                    [j["status"] for j in _jobs_in(parse_json(c["out"])) if j["run_key"] == key],
+                )
+                for c in report["calls"]
+            ]
+        )
         print("   files: %s %s" % (report["home_files"], sorted(report["logs"])))
-        key_ = "%s:%s:%s" % (params["moment"], "start-refused" if first["code"] else "started",
-                             "+".join(j["status"] for j in reversed(final_jobs)))
+        key_ = "%s:%s:%s" % (
+            params["moment"],
+            "start-refused" if first["code"] else "started",
+            "+".join(j["status"] for j in reversed(final_jobs)),
+        )
         outcomes[key_] = outcomes.get(key_, 0) + 1
         _settled_home(home, "everything of trial %s to end" % key)
         leftovers = [f for f in report["logs"] if ".result.tmp." in f]
@@ -884,19 +1074,41 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
         exit_code = rng.choice([0, 0, 3])
         children, daemons = rng.choice([(0, 0), (0, 0), (1, 0), (0, 1), (1, 1)])
         ignore_term = bool(children or daemons) and rng.random() < 0.3
-        command = job_argv(marker, lock, duration=rng.choice([0.2, 0.6, 1.5]), exit=exit_code, children=children,
-                           daemons=daemons, linger=LINGER, ignore_term=ignore_term)
+        command = job_argv(
+            marker,
+            lock,
+            duration=rng.choice([0.2, 0.6, 1.5]),
+            exit=exit_code,
+            children=children,
+            daemons=daemons,
+            linger=LINGER,
+            ignore_term=ignore_term,
+        )
         pause = rng.choice((None,) + PAUSES)
         when = "while-stopped" if pause and rng.random() < 0.5 else "after-delay"
-        notes = ["pause %s, abort %s, exit %d children %d daemons %d ignore_term %s"
-                 % (pause, when, exit_code, children, daemons, ignore_term)]
+        notes = [
+            "pause %s, abort %s, exit %d children %d daemons %d ignore_term %s"
+            % (pause, when, exit_code, children, daemons, ignore_term)
+        ]
 
         def describe(key: str = key, notes: list[str] = notes, marker: Path = marker) -> str:
-            return "trial %s: %s; evidence:\n%s" % (key, "; ".join(notes),
-                                                    "\n".join(" ".join(x) for x in Evidence(marker).lines))
+            return "trial %s: %s; evidence:\n%s" % (
+                key,
+                "; ".join(notes),
+                "\n".join(" ".join(x) for x in Evidence(marker).lines),
+            )
 
-        caller = _popen(home, "start", "--run-key", key, "--start-timeout", "0.3", "--", *command,
-                        env={"ORCHESJOB_PAUSE_AT": pause} if pause else None)
+        caller = _popen(
+            home,
+            "start",
+            "--run-key",
+            key,
+            "--start-timeout",
+            "0.3",
+            "--",
+            *command,
+            env={"ORCHESJOB_PAUSE_AT": pause} if pause else None,
+        )
         sup: int | None = None
         if when == "while-stopped":
             sup = _stopped_supervisor(home, caller.pid)
@@ -924,11 +1136,13 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
         # resume: the supervisor (if it stops at its pause point at all: an aborted job may end before it)
         if pause:
             if sup is None:
+
                 def stopped_or_gone(caller: subprocess.Popen = caller) -> Any:
                     for pid in supervisor_pids(home, caller.pid):
                         if _stopped(pid):
                             return pid
                     return -1 if (caller.poll() is not None and not supervisor_pids(home, caller.pid)) else None
+
                 try:
                     found = wait_until(stopped_or_gone, 5, step=0.01, what="the supervisor to stop or leave")
                 except AssertionError:
@@ -945,8 +1159,7 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
         final = wait_terminal(home, jid)
         time.sleep(0.3)  # a command the resumed supervisor wrongly launched would show up by now
         ev = Evidence(marker)
-        ctx = describe() + "\nfinal: %s exit %s target %s" % (final["status"], final["exit_code"],
-                                                               final["target_pid"])
+        ctx = describe() + "\nfinal: %s exit %s target %s" % (final["status"], final["exit_code"], final["target_pid"])
         left = job_processes(jid, final.get("target_pid"))
         assert not left, "processes of the job live on: %s\n%s" % (_ps(left), ctx)
         if sup is not None:
@@ -968,7 +1181,11 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
         assert len(ev.begins(again["job_id"])) == 1 and not ev.overlaps(), ctx
         assert set(ev.executions()) <= {jid, again["job_id"]}, ctx
         _settled_home(home, "everything of trial %s to end" % key)
-        k = "%s@%s:%s%s" % (when, pause[len("supervisor-"):] if pause else "no-pause",
-                            final["status"], "" if ev.begins(jid) else "(never began)")
+        k = "%s@%s:%s%s" % (
+            when,
+            pause[len("supervisor-") :] if pause else "no-pause",
+            final["status"],
+            "" if ev.begins(jid) else "(never began)",
+        )
         outcomes[k] = outcomes.get(k, 0) + 1
     print("outcomes:", outcomes)

@@ -28,26 +28,91 @@ from tests.cli.cli_helpers import cli_argv, cli_env, run_cli
 from tests.faults.conftest import _unavailable
 from tests.support.airflow_sandbox import write_cli_launcher
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.sshd, pytest.mark.airflow,
-              pytest.mark.usefixtures("airflow_available")]
+pytestmark = [
+    pytest.mark.timeout(900),
+    pytest.mark.sshd,
+    pytest.mark.airflow,
+    pytest.mark.usefixtures("airflow_available"),
+]
 
 CONN_ID = "orchesjob_sec"
 NOBODY = 65534
 
 TEMPLATES = [
-    "$(touch {c})", "`touch {c}`", "; touch {c}", ";touch {c};", "| touch {c}", "|| touch {c}", "&& touch {c}",
-    "& touch {c} &", "\ntouch {c}\n", "\rtouch {c}", "'; touch {c}; '", '"; touch {c}; "', "'\"$(touch {c})\"'",
-    "\\'; touch {c}; \\'", "$(touch${{IFS}}{c})", "x > {c}", "x >> {c}", "<(touch {c})", ">(touch {c})",
-    "$((1+1))", "${{PATH}}", "$HOME", "$$", "$!", "$0", "$@", "!!", "!-1", "~", "~root", "*", "?", "[a-z]*",
-    "{{a,b}}", "#; touch {c}", "\\", "\\\\", "'", '"', "' '", "\"'\"", "", " ", "\t", "-", "--", "-rf",
-    "--run-key=evil", "--help", "-e touch {c}", "--env=X=$(touch {c})", "--cwd=/", "%s%n%x", "{{}}", "%(x)s",
-    "ünïcödé ✓ 日本 🚀", "\u202eevil\u202c", "\u00a0nbsp", "zero\u200bwidth", "\x1b[31mred\x1b[0m", "bell\x07",
-    "tab\there", "a" * 4000, "$(touch {c})" * 50, "exec touch {c}", "eval 'touch {c}'", "`` $() ${{}} ''",
+    "$(touch {c})",
+    "`touch {c}`",
+    "; touch {c}",
+    ";touch {c};",
+    "| touch {c}",
+    "|| touch {c}",
+    "&& touch {c}",
+    "& touch {c} &",
+    "\ntouch {c}\n",
+    "\rtouch {c}",
+    "'; touch {c}; '",
+    '"; touch {c}; "',
+    "'\"$(touch {c})\"'",
+    "\\'; touch {c}; \\'",
+    "$(touch${{IFS}}{c})",
+    "x > {c}",
+    "x >> {c}",
+    "<(touch {c})",
+    ">(touch {c})",
+    "$((1+1))",
+    "${{PATH}}",
+    "$HOME",
+    "$$",
+    "$!",
+    "$0",
+    "$@",
+    "!!",
+    "!-1",
+    "~",
+    "~root",
+    "*",
+    "?",
+    "[a-z]*",
+    "{{a,b}}",
+    "#; touch {c}",
+    "\\",
+    "\\\\",
+    "'",
+    '"',
+    "' '",
+    '"\'"',
+    "",
+    " ",
+    "\t",
+    "-",
+    "--",
+    "-rf",
+    "--run-key=evil",
+    "--help",
+    "-e touch {c}",
+    "--env=X=$(touch {c})",
+    "--cwd=/",
+    "%s%n%x",
+    "{{}}",
+    "%(x)s",
+    "ünïcödé ✓ 日本 🚀",
+    "\u202eevil\u202c",
+    "\u00a0nbsp",
+    "zero\u200bwidth",
+    "\x1b[31mred\x1b[0m",
+    "bell\x07",
+    "tab\there",
+    "a" * 4000,
+    "$(touch {c})" * 50,
+    "exec touch {c}",
+    "eval 'touch {c}'",
+    "`` $() ${{}} ''",
 ]
 # A command that reports what it received: its argv, some variables, its working directory.
-REPORT = ("import json, os, sys; out = sys.argv[1]; names = json.loads(os.environ['OJ_NAMES']); "
-          "json.dump({'argv': sys.argv[2:], 'env': {k: os.environ.get(k) for k in names}, 'cwd': os.getcwd()}, "
-          "open(out, 'w'))")
+REPORT = (
+    "import json, os, sys; out = sys.argv[1]; names = json.loads(os.environ['OJ_NAMES']); "
+    "json.dump({'argv': sys.argv[2:], 'env': {k: os.environ.get(k) for k in names}, 'cwd': os.getcwd()}, "
+    "open(out, 'w'))"
+)
 
 
 @pytest.fixture
@@ -62,11 +127,21 @@ def sec(
     weird = tmp_path / ("dir 'q' \"d\" $(touch %s) `x` ;&|" % canary)
     launcher = write_cli_launcher(weird / "bin" / "orchesjob", python=sys.executable)
     home = weird / "home"
-    hook = OrchesjobHook(CONN_ID, orchesjob_bin=launcher, orchesjob_home=str(home), retry_backoff=0.1,
-                         ssh_hook_kwargs={"conn_retry_attempts": 1})
+    hook = OrchesjobHook(
+        CONN_ID,
+        orchesjob_bin=launcher,
+        orchesjob_home=str(home),
+        retry_backoff=0.1,
+        ssh_hook_kwargs={"conn_retry_attempts": 1},
+    )
     try:
-        yield {"hook": hook, "canary": canary, "home": home, "dir": weird,
-               "corpus": [t.format(c=canary) for t in TEMPLATES]}
+        yield {
+            "hook": hook,
+            "canary": canary,
+            "home": home,
+            "dir": weird,
+            "corpus": [t.format(c=canary) for t in TEMPLATES],
+        }
     finally:
         hook.close()
         assert not canary.exists(), "an injected command ran"
@@ -81,8 +156,9 @@ def _wait(hook: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
         assert time.monotonic() < deadline, job
 
 
-def _report_job(hook: Any, key: str, out: Path, args: list[str], env: dict[str, str], cwd: str | None = None
-                ) -> dict[str, Any]:
+def _report_job(
+    hook: Any, key: str, out: Path, args: list[str], env: dict[str, str], cwd: str | None = None
+) -> dict[str, Any]:
     command = [sys.executable, "-c", REPORT, str(out), *args]
     names = sorted(env)
     env = dict(env, OJ_NAMES=json.dumps(names))
@@ -183,7 +259,7 @@ def test_state_files_are_private_after_real_use_whatever_the_umask(sec: dict[str
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     loose = tmp_path / "loose-orchesjob"
-    loose.write_text("#!/bin/sh\numask 000\nexec %s \"$@\"\n" % _q(str(sec["hook"].settings.orchesjob_bin)))
+    loose.write_text('#!/bin/sh\numask 000\nexec %s "$@"\n' % _q(str(sec["hook"].settings.orchesjob_bin)))
     loose.chmod(0o755)
     home = tmp_path / "modes-home"
     with OrchesjobHook(CONN_ID, orchesjob_bin=str(loose), orchesjob_home=str(home)) as hook:
@@ -274,17 +350,25 @@ def test_another_user_cannot_read_our_jobs_in_a_shared_state_directory(reachable
     home.mkdir()
     os.chmod(home, 0o777)
     secret = "s3cr3t-%d" % os.getpid()
-    r = run_cli(home, "start", "--sync", "--run-key", "root-job", "--env", "TOKEN=%s" % secret, "--",
-                "sh", "-c", "echo $TOKEN")
+    r = run_cli(
+        home, "start", "--sync", "--run-key", "root-job", "--env", "TOKEN=%s" % secret, "--", "sh", "-c", "echo $TOKEN"
+    )
     assert r.code == 0, r
     job = r.json
     env = cli_env(home)
-    for args in (["status", "--run-key", "root-job"], ["status", "--running"], ["logs", "--run-key", "root-job"],
-                 ["status", "--job-id", job["job_id"]]):
+    for args in (
+        ["status", "--run-key", "root-job"],
+        ["status", "--running"],
+        ["logs", "--run-key", "root-job"],
+        ["status", "--job-id", job["job_id"]],
+    ):
         p = subprocess.run(_as_nobody(cli_argv(*args)), env=env, cwd="/", capture_output=True, timeout=60)
         assert secret.encode() not in p.stdout + p.stderr, "nobody read root's job through %s" % args
         assert b"Traceback" not in p.stdout + p.stderr, p.stderr
     for path in (home / "orchesjob.db", Path(job["stdout_file"]), Path(job["stderr_file"])):
-        p = subprocess.run(_as_nobody([sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())",
-                                       str(path)]), capture_output=True, timeout=60)
+        p = subprocess.run(
+            _as_nobody([sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())", str(path)]),
+            capture_output=True,
+            timeout=60,
+        )
         assert p.returncode != 0 and secret.encode() not in p.stdout, "nobody could read %s" % path

@@ -53,8 +53,12 @@ from tests.faults.conftest import trials
 from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, wait_terminal
 from tests.support.cutproxy import C2S, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
 
-pytestmark = [pytest.mark.timeout(1800), pytest.mark.sshd, pytest.mark.airflow,
-              pytest.mark.usefixtures("airflow_available")]
+pytestmark = [
+    pytest.mark.timeout(1800),
+    pytest.mark.sshd,
+    pytest.mark.airflow,
+    pytest.mark.usefixtures("airflow_available"),
+]
 
 CONN_ID = "orchesjob_cut"
 COMMAND_TIMEOUT = 5.0  # seconds for one SSH call of the hook (login and channel open included)
@@ -79,7 +83,11 @@ def make_hook(launcher: str, home: Path) -> Any:
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     return OrchesjobHook(
-        CONN_ID, orchesjob_bin=launcher, orchesjob_home=str(home), retries=3, retry_backoff=0.1,
+        CONN_ID,
+        orchesjob_bin=launcher,
+        orchesjob_home=str(home),
+        retries=3,
+        retry_backoff=0.1,
         command_timeout=COMMAND_TIMEOUT,
         ssh_hook_kwargs={"conn_retry_attempts": 1, "conn_timeout": 5, "banner_timeout": 5, "auth_timeout": 5},
     )
@@ -135,8 +143,7 @@ def choose_cut(rng, p: Phases, phase: str) -> Cut:
     return Cut(C2S, rng.randrange(p.c_exec[1], p.c_total), style)
 
 
-def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT
-                      ) -> tuple[Any, BaseException | None, float | None]:
+def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT) -> tuple[Any, BaseException | None, float | None]:
     """Run a hook call; if it has not returned after `limit` seconds, report it as hung and reset every
     connection so the thread can finish. Returns (result, exception, seconds it hung or None)."""
     box: dict[str, Any] = {}
@@ -182,17 +189,22 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             hook.close()
             first = len(proxy.connections)
             proxy.set_plan(plan_of(cuts, first))
-            job, error, hung = run_with_watchdog(proxy, lambda: hook.start(
-                key, start_command(marker, lock, duration), mode=mode, exec_timeout=EXEC_TIMEOUT))
+            job, error, hung = run_with_watchdog(
+                proxy,
+                lambda: hook.start(key, start_command(marker, lock, duration), mode=mode, exec_timeout=EXEC_TIMEOUT),
+            )
             proxy.set_plan(lambda index: None)
             hook.close()
             conns = proxy.connections[first:]
             ctx = "trial %d (%s, job %ss): cuts %s; connections %s" % (
-                n, mode, duration, [(c.direction, c.after, c.style) for c in cuts],
-                [(c.cut.direction if c.cut else None, c.cut_at, c.c2s, c.s2c) for c in conns])
+                n,
+                mode,
+                duration,
+                [(c.direction, c.after, c.style) for c in cuts],
+                [(c.cut.direction if c.cut else None, c.cut_at, c.c2s, c.s2c) for c in conns],
+            )
             if hung is not None:
-                problems.append("hook.start did not return for %.0fs (hung until the proxy reset it): %s"
-                                % (hung, ctx))
+                problems.append("hook.start did not return for %.0fs (hung until the proxy reset it): %s" % (hung, ctx))
             sent_claim = error.sent if isinstance(error, OrchesjobTransportError) else None
             if error is not None and not isinstance(error, OrchesjobTransportError):
                 problems.append("hook.start raised %r: %s" % (error, ctx))
@@ -202,13 +214,19 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             # what physically happened before any recovery
             jobs_now = history(home, key)
             if error is not None and sent_claim is False and jobs_now:
-                problems.append("the hook gave up saying the command was never sent, yet job %s exists: %s"
-                                % (jobs_now[0]["job_id"], ctx))
+                problems.append(
+                    "the hook gave up saying the command was never sent, yet job %s exists: %s"
+                    % (jobs_now[0]["job_id"], ctx)
+                )
             learned = job["job_id"] if job is not None else None
             if learned is None:
                 # the task's retry: a start of the same key, reuse_success, nothing cut
-                again, error2, _ = run_with_watchdog(proxy, lambda: hook.start(
-                    key, start_command(marker, lock, duration), mode="reuse_success", exec_timeout=30))
+                again, error2, _ = run_with_watchdog(
+                    proxy,
+                    lambda: hook.start(
+                        key, start_command(marker, lock, duration), mode="reuse_success", exec_timeout=30
+                    ),
+                )
                 assert error2 is None, "recovery start failed: %r; %s" % (error2, ctx)
                 if jobs_now and again["job_id"] != jobs_now[0]["job_id"]:
                     problems.append("the retry did not return the job that was already there: %s" % ctx)
@@ -218,8 +236,10 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             jobs = history(home, key)
             runs = Evidence(marker).executions()
             if [j["job_id"] for j in jobs] != [learned] or dict(runs) != {learned: 1}:
-                problems.append("expected one job %s run once; jobs %s, executions %s: %s" % (
-                    learned, [(j["job_id"], j["status"]) for j in jobs], dict(runs), ctx))
+                problems.append(
+                    "expected one job %s run once; jobs %s, executions %s: %s"
+                    % (learned, [(j["job_id"], j["status"]) for j in jobs], dict(runs), ctx)
+                )
             outcome = "returned" if job is not None else "gave up (sent=%s)" % sent_claim
             tally["%s: %s" % (mode, outcome)] += 1
             for c in conns:
@@ -233,8 +253,10 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
 
 def plan_of(cuts: list[Cut], first: int) -> Callable[[int], Cut | None]:
     """A proxy plan: the n-th connection from `first` on gets cuts[n], later ones none."""
+
     def plan(index: int) -> Cut | None:
         return cuts[index - first] if 0 <= index - first < len(cuts) else None
+
     return plan
 
 
@@ -294,41 +316,57 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
             hook.close()
             first = len(proxy.connections)
             proxy.set_plan(plan_of(cuts, first))
-            job, error, hung = run_with_watchdog(proxy, lambda key=key, marker=marker, lock=lock, mode=mode,
-                                                 request_id=request_id: hook.start(
-                key, fails_fast_command(marker, lock), mode=mode, exec_timeout=EXEC_TIMEOUT, request_id=request_id))
+            job, error, hung = run_with_watchdog(
+                proxy,
+                lambda key=key, marker=marker, lock=lock, mode=mode, request_id=request_id: hook.start(
+                    key, fails_fast_command(marker, lock), mode=mode, exec_timeout=EXEC_TIMEOUT, request_id=request_id
+                ),
+            )
             proxy.set_plan(lambda index: None)
             hook.close()
             conns = proxy.connections[first:]
             ctx = "trial %d (%s): cuts %s; connections %s" % (
-                n, mode, [(c.direction, c.after, c.style) for c in cuts],
-                [(c.cut.direction if c.cut else None, c.cut_at, c.c2s, c.s2c) for c in conns])
+                n,
+                mode,
+                [(c.direction, c.after, c.style) for c in cuts],
+                [(c.cut.direction if c.cut else None, c.cut_at, c.c2s, c.s2c) for c in conns],
+            )
             if hung is not None:
                 problems.append("hook.start did not return for %.0fs: %s" % (hung, ctx))
             if error is not None and not (isinstance(error, OrchesjobTransportError) and error.sent):
-                problems.append("hook.start raised %r (it should be a transport error that was sent): %s"
-                                % (error, ctx))
+                problems.append(
+                    "hook.start raised %r (it should be a transport error that was sent): %s" % (error, ctx)
+                )
             if job is None:
-                job, error2, _ = run_with_watchdog(proxy, lambda key=key, marker=marker, lock=lock, mode=mode,
-                                                   request_id=request_id: hook.start(
-                    key, fails_fast_command(marker, lock), mode=mode, exec_timeout=30, request_id=request_id))
+                job, error2, _ = run_with_watchdog(
+                    proxy,
+                    lambda key=key, marker=marker, lock=lock, mode=mode, request_id=request_id: hook.start(
+                        key, fails_fast_command(marker, lock), mode=mode, exec_timeout=30, request_id=request_id
+                    ),
+                )
                 assert error2 is None, "repeating the request failed: %r; %s" % (error2, ctx)
                 if not job.get("same_request"):
                     problems.append("the repeated request was not answered as the same request: %s" % ctx)
                 outcome = "gave up, the repeat returned it"
             else:
-                outcome = "returned it" + (" (FAILED, as the same request)" if job.get("same_request")
-                                           and job.get("status") == "FAILED" else "")
+                outcome = "returned it" + (
+                    " (FAILED, as the same request)"
+                    if job.get("same_request") and job.get("status") == "FAILED"
+                    else ""
+                )
             for j in history(home, key):
                 wait_terminal(home, j["job_id"])
             jobs = history(home, key)
             runs = Evidence(marker).executions()
             if [j["job_id"] for j in jobs] != [job["job_id"]] or dict(runs) != {job["job_id"]: 1}:
-                problems.append("expected one job %s run once; jobs %s, executions %s: %s" % (
-                    job["job_id"], [(j["job_id"], j["status"]) for j in jobs], dict(runs), ctx))
+                problems.append(
+                    "expected one job %s run once; jobs %s, executions %s: %s"
+                    % (job["job_id"], [(j["job_id"], j["status"]) for j in jobs], dict(runs), ctx)
+                )
             elif (jobs[0]["status"], jobs[0]["exit_code"]) != ("FAILED", 3):
-                problems.append("the job ended %s (exit %s), not FAILED 3: %s"
-                                % (jobs[0]["status"], jobs[0]["exit_code"], ctx))
+                problems.append(
+                    "the job ended %s (exit %s), not FAILED 3: %s" % (jobs[0]["status"], jobs[0]["exit_code"], ctx)
+                )
             tally["%s: %s" % (mode, outcome)] += 1
             for c in conns:
                 if c.cut is not None and c.cut_done:
@@ -358,8 +396,7 @@ def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
         proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "rst") if index == first else None)
         marker, lock = tmp_path / "m-ack", tmp_path / "l-ack"
         try:
-            job = hook.start("ack-lost", start_command(marker, lock, "0.00"), mode="default",
-                             exec_timeout=EXEC_TIMEOUT)
+            job = hook.start("ack-lost", start_command(marker, lock, "0.00"), mode="default", exec_timeout=EXEC_TIMEOUT)
             error = None
         except OrchesjobTransportError as exc:
             job, error = None, exc
@@ -370,8 +407,12 @@ def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
         jobs = history(home, "ack-lost")
         assert sum(runs.values()) == 1 and len(jobs) == 1, (
             "a default-mode start whose exec acknowledgement was lost ran %d time(s) (jobs %s); the hook %s"
-            % (sum(runs.values()), [(j["job_id"], j["status"]) for j in jobs],
-               "returned job %s" % job["job_id"] if job else "raised %r (sent=%r)" % (error, error and error.sent)))
+            % (
+                sum(runs.values()),
+                [(j["job_id"], j["status"]) for j in jobs],
+                "returned job %s" % job["job_id"] if job else "raised %r (sent=%r)" % (error, error and error.sent),
+            )
+        )
         if error is not None:
             assert error.sent is True, "the hook says the command was never sent"
     finally:
@@ -391,13 +432,19 @@ def test_hook_call_does_not_hang_when_the_link_goes_silent_after_the_exec_reques
         first = len(proxy.connections)
         proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "blackhole") if index == first else None)
         marker, lock = tmp_path / "m-silent", tmp_path / "l-silent"
-        job, error, hung = run_with_watchdog(proxy, lambda: hook.start(
-            "silent", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT),
-            limit=30)
+        job, error, hung = run_with_watchdog(
+            proxy,
+            lambda: hook.start(
+                "silent", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT
+            ),
+            limit=30,
+        )
         proxy.set_plan(lambda index: None)
-        assert hung is None, ("OrchesjobHook.start hung for %.0fs after the link went silent between the exec "
-                              "request and its acknowledgement (command_timeout=%gs, exec_timeout=%gs)"
-                              % (hung, COMMAND_TIMEOUT, EXEC_TIMEOUT))
+        assert hung is None, (
+            "OrchesjobHook.start hung for %.0fs after the link went silent between the exec "
+            "request and its acknowledgement (command_timeout=%gs, exec_timeout=%gs)"
+            % (hung, COMMAND_TIMEOUT, EXEC_TIMEOUT)
+        )
         assert error is None, error
         runs = Evidence(marker).executions()
         assert dict(runs) == {job["job_id"]: 1}, runs
@@ -424,8 +471,12 @@ def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
             proxy.set_plan(plan_of([Cut(S2C, at, "rst")], first))
             marker, lock = tmp_path / ("m-close-%d" % i), tmp_path / ("l-close-%d" % i)
             try:
-                hook.start("close-%05d" % i, start_command(marker, lock, "0.00"), mode="reuse_success",
-                           exec_timeout=EXEC_TIMEOUT)
+                hook.start(
+                    "close-%05d" % i,
+                    start_command(marker, lock, "0.00"),
+                    mode="reuse_success",
+                    exec_timeout=EXEC_TIMEOUT,
+                )
             except OrchesjobError:
                 pass
             except Exception as exc:  # noqa: BLE001 - what this test looks for
@@ -460,7 +511,8 @@ def test_a_hook_that_gives_up_reports_the_command_as_sent_when_an_earlier_attemp
         assert len(history(home, "claim")) == 1, "the first attempt should have started the job"
         assert info.value.sent is True, (
             "the hook gave up with sent=False (its last attempt's view) although its first attempt "
-            "started job %s" % history(home, "claim")[0]["job_id"])
+            "started job %s" % history(home, "claim")[0]["job_id"]
+        )
     finally:
         hook.close()
 
@@ -486,7 +538,7 @@ class Recorder(logging.Handler):
         msg = record.getMessage()
         for stream in self.lines:
             if msg.startswith("[%s] " % stream):
-                self.lines[stream].append(msg[len(stream) + 3:])
+                self.lines[stream].append(msg[len(stream) + 3 :])
 
 
 def with_recorder(trigger: Any, recorder: Recorder) -> Any:
@@ -578,17 +630,25 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
         stdout_lines = sum(1 for s, _, _ in script if s == "stdout")
         restarts = sorted(rng.sample(range(1, stdout_lines), rng.choice([0, 1, 2]))) if stdout_lines > 2 else []
         trigger = OrchesjobTrigger(
-            ssh_conn_id=CONN_ID, job_id=job["job_id"], run_key="poll-%d" % n, orchesjob_bin=orchesjob_launcher,
-            orchesjob_home=str(home), poll_timeout=rng.choice([1.0, 2.0, 5.0]),
-            max_bytes=rng.choice([256, 1024, 65536]), max_connection_errors=8, retry_backoff=0.05, max_backoff=0.5,
-            command_timeout=COMMAND_TIMEOUT, deadline=time.time() + 600)
+            ssh_conn_id=CONN_ID,
+            job_id=job["job_id"],
+            run_key="poll-%d" % n,
+            orchesjob_bin=orchesjob_launcher,
+            orchesjob_home=str(home),
+            poll_timeout=rng.choice([1.0, 2.0, 5.0]),
+            max_bytes=rng.choice([256, 1024, 65536]),
+            max_connection_errors=8,
+            retry_backoff=0.05,
+            max_backoff=0.5,
+            command_timeout=COMMAND_TIMEOUT,
+            deadline=time.time() + 600,
+        )
         recorder = Recorder()
         event, ended, restarted = asyncio.run(drive(with_recorder(trigger, recorder), recorder, list(restarts), 900))
         proxy.set_plan(lambda index: None)
         conns = proxy.connections[first:]
         cut = sum(1 for c in conns if c.cut_done)
-        ctx = "trial %d: %d lines, %d connections, %d cut, restarts at %s" % (
-            n, len(script), len(conns), cut, restarts)
+        ctx = "trial %d: %d lines, %d connections, %d cut, restarts at %s" % (n, len(script), len(conns), cut, restarts)
         payload = event.payload
         assert payload["status"] == "terminal", "%s: %s" % (ctx, payload)
         assert ended, "the trigger fired more than once: " + ctx
@@ -599,12 +659,19 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
             if got != expected:
                 missing = collections.Counter(expected) - collections.Counter(got)
                 extra = collections.Counter(got) - collections.Counter(expected)
-                raise AssertionError("%s: %s lines differ; lost %s; duplicated or foreign %s"
-                                     % (ctx, stream, list(missing)[:5], list(extra)[:5]))
+                raise AssertionError(
+                    "%s: %s lines differ; lost %s; duplicated or foreign %s"
+                    % (ctx, stream, list(missing)[:5], list(extra)[:5])
+                )
         size = len("".join(line + "\n" for s, line, _ in script if s == "stdout").encode())
         assert payload["stdout_offset"] == size, ctx
-        print(ctx, [(c.cut.direction if c.cut else None, c.cut.after if c.cut else None, c.cut_done, c.c2s, c.s2c)
-                    for c in conns])
+        print(
+            ctx,
+            [
+                (c.cut.direction if c.cut else None, c.cut.after if c.cut else None, c.cut_done, c.c2s, c.s2c)
+                for c in conns
+            ],
+        )
         tally["connections"] += len(conns)
         tally["cut"] += cut
         tally["restarts"] += restarted
@@ -668,11 +735,24 @@ def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
         proxy.set_plan(plan)
         first_conn = len(proxy.connections)
         poll = rng.choice([1.0, 3.0, 10.0])
-        deferred = [{"ssh_conn_id": CONN_ID, "job_id": job_id, "run_key": "w-%d-%d" % (n, k),
-                     "orchesjob_bin": orchesjob_launcher, "orchesjob_home": str(home), "poll_timeout": poll,
-                     "max_bytes": rng.choice([256, 4096, 65536]), "max_connection_errors": 10, "retry_backoff": 0.05,
-                     "max_backoff": 0.5, "command_timeout": COMMAND_TIMEOUT, "deadline": time.time() + 600,
-                     "request_id": "dag.task.run-%d.try1.%d" % (n, k)} for k, (job_id, _) in enumerate(jobs)]
+        deferred = [
+            {
+                "ssh_conn_id": CONN_ID,
+                "job_id": job_id,
+                "run_key": "w-%d-%d" % (n, k),
+                "orchesjob_bin": orchesjob_launcher,
+                "orchesjob_home": str(home),
+                "poll_timeout": poll,
+                "max_bytes": rng.choice([256, 4096, 65536]),
+                "max_connection_errors": 10,
+                "retry_backoff": 0.05,
+                "max_backoff": 0.5,
+                "command_timeout": COMMAND_TIMEOUT,
+                "deadline": time.time() + 600,
+                "request_id": "dag.task.run-%d.try1.%d" % (n, k),
+            }
+            for k, (job_id, _) in enumerate(jobs)
+        ]
         recorders = [Recorder() for _ in jobs]
         crashes = sorted(rng.uniform(0.3, 4.0) for _ in range(rng.choice([0, 1, 2, 3])))
 
@@ -680,8 +760,11 @@ def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
             events: list[Any] = [None] * len(deferred)
             t0 = time.monotonic()
             while True:
-                triggers = [with_recorder(OrchesjobTrigger(**json.loads(json.dumps(kw))), recorders[k])
-                            for k, kw in enumerate(deferred) if events[k] is None]
+                triggers = [
+                    with_recorder(OrchesjobTrigger(**json.loads(json.dumps(kw))), recorders[k])
+                    for k, kw in enumerate(deferred)
+                    if events[k] is None
+                ]
                 index = [k for k in range(len(deferred)) if events[k] is None]
                 gens = [t.run() for t in triggers]
                 tasks = [asyncio.ensure_future(g.__anext__()) for g in gens]
@@ -716,7 +799,11 @@ def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
                 got = recorders[k].lines[stream]
                 cut = _slices(got, expected)
                 assert cut is not None, "%s: %s lines lost or out of order: got %d of %d" % (
-                    ctx, stream, len(got), len(expected))
+                    ctx,
+                    stream,
+                    len(got),
+                    len(expected),
+                )
                 tally["repeated"] += len(got) - len(expected)
         tally["trials"] += 1
     print("shared-watcher trials: %s" % dict(tally))

@@ -45,16 +45,16 @@ def live_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
 
 
 @pytest.fixture(scope="session")
-def live_airflow(live_sshd: SshServer, live_host: Host,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
+def live_airflow(
+    live_sshd: SshServer, live_host: Host, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveAirflow]:
     try:
         import airflow
     except ImportError as exc:
         pytest.fail(f"Airflow is not installed in {sys.executable}: {exc}", pytrace=False)
     if not airflow.__version__.startswith("3."):
         pytest.fail(f"the live tests need Airflow 3, found {airflow.__version__}", pytrace=False)
-    connection = live_sshd.airflow_connection(orchesjob_bin=live_host.launcher,
-                                              orchesjob_home=str(live_host.state))
+    connection = live_sshd.airflow_connection(orchesjob_bin=live_host.launcher, orchesjob_home=str(live_host.state))
     deployment = LiveAirflow(tmp_path_factory.mktemp("live-airflow"), connection)
     try:
         deployment.start()

@@ -23,8 +23,7 @@ def run_key(dag_id: str, run_id: str) -> str:
     return f"airflow/{dag_id}/{TASK}/{run_id}"
 
 
-def wait_holder(live: LiveAirflow, run_id: str, other_than: Component | None = None,
-                timeout: float = 30) -> Component:
+def wait_holder(live: LiveAirflow, run_id: str, other_than: Component | None = None, timeout: float = 30) -> Component:
     """The triggerer that holds the run's trigger (one other than ``other_than``, when given)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -50,8 +49,7 @@ def start_deferred(live: LiveAirflow, host: Host, name: str, seconds: int, dag_i
 
 
 @pytest.mark.timeout(420)  # the first test also pays for starting the deployment
-def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow: LiveAirflow,
-                                                                   live_host: Host) -> None:
+def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow: LiveAirflow, live_host: Host) -> None:
     live, host = live_airflow, live_host
     run_id, job = start_deferred(live, host, "clear", 35)
     live.clear(DAG, run_id, [TASK])
@@ -72,8 +70,9 @@ def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow:
 
 
 @pytest.mark.timeout(300)
-def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(live_airflow: LiveAirflow,
-                                                                        live_host: Host) -> None:
+def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(
+    live_airflow: LiveAirflow, live_host: Host
+) -> None:
     live, host = live_airflow, live_host
     run_id, job = start_deferred(live, host, "stall", 50)
     holder = wait_holder(live, run_id)
@@ -159,8 +158,9 @@ def test_clearing_a_task_that_waits_in_the_worker_reattaches(live_airflow: LiveA
 
 
 @pytest.mark.timeout(300)
-def test_a_triggerer_stopped_gracefully_hands_the_trigger_on_without_aborting(live_airflow: LiveAirflow,
-                                                                              live_host: Host) -> None:
+def test_a_triggerer_stopped_gracefully_hands_the_trigger_on_without_aborting(
+    live_airflow: LiveAirflow, live_host: Host
+) -> None:
     """A deploy or restart: SIGTERM to the triggerer holding the trigger. It cancels its triggers without on_kill,
     the other triggerer resumes the trigger from its saved kwargs, the task succeeds, the job ran once. A new
     triggerer is started afterwards, so the deployment keeps two."""

@@ -35,8 +35,7 @@ def _stdout_lines(log: str) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-def test_a_triggerer_killed_mid_job_repeats_at_most_its_last_answer(live_airflow: LiveAirflow,
-                                                                    live_host: Host) -> None:
+def test_a_triggerer_killed_mid_job_repeats_at_most_its_last_answer(live_airflow: LiveAirflow, live_host: Host) -> None:
     live, host = live_airflow, live_host
     script = f"for i in $(seq 1 {LINES}); do echo line $i; sleep 1; done; echo run >> {host.work}/crash.runs"
     run_id = live.trigger(DAG, {"script": script})

@@ -42,8 +42,14 @@ def first_time(output: str, stream: str, text: str) -> float:
 
 def tree_job(directory: str) -> list[str]:
     """A job with a child process, both recording their pids, so a test can check the whole tree is gone."""
-    return ["sh", "-c", (f"mkdir -p {directory}; echo $$ > {directory}/main.pid; "
-                         f"sleep 300 & echo $! > {directory}/child.pid; echo started; wait")]
+    return [
+        "sh",
+        "-c",
+        (
+            f"mkdir -p {directory}; echo $$ > {directory}/main.pid; "
+            f"sleep 300 & echo $! > {directory}/child.pid; echo started; wait"
+        ),
+    ]
 
 
 def pids_of(directory: Path) -> list[int]:
@@ -133,20 +139,30 @@ def test_example_mapped_runs_one_job_per_partition(af: AirflowCase) -> None:
 def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2(af: AirflowCase) -> None:
     def flaky(name: str) -> list[str]:
         flag, runs = af.path(f"{name}.failed-once"), af.path(f"{name}.runs")
-        return ["sh", "-c", (f"echo run >> {runs}; if [ ! -e {flag} ]; then touch {flag}; "
-                             f"for i in 1 2 3 4; do echo \"{name} complaint $i\" >&2; done; exit 3; fi; echo fine")]
+        return [
+            "sh",
+            "-c",
+            (
+                f"echo run >> {runs}; if [ ! -e {flag} ]; then touch {flag}; "
+                f'for i in 1 2 3 4; do echo "{name} complaint $i" >&2; done; exit 3; fi; echo fine'
+            ),
+        ]
 
     retry_now = {"retries": 1, "retry_delay": 0}
-    spec = {"dag_id": "t_outcomes", "tasks": [
-        {"task_id": "flaky", "kwargs": dict(retry_now, command=flaky("flaky"), stderr_tail_lines=2)},
-        {"task_id": "flaky_polling", "kwargs": dict(retry_now, command=flaky("polling"), deferrable=False)},
-        {"task_id": "skipper", "kwargs": {"command": "echo leaving >&2; exit 99", "skip_on_exit_code": [99]}},
-        {"task_id": "failer", "kwargs": {"command": "exit 5", "skip_on_exit_code": [99]}},
-    ]}
+    spec = {
+        "dag_id": "t_outcomes",
+        "tasks": [
+            {"task_id": "flaky", "kwargs": dict(retry_now, command=flaky("flaky"), stderr_tail_lines=2)},
+            {"task_id": "flaky_polling", "kwargs": dict(retry_now, command=flaky("polling"), deferrable=False)},
+            {"task_id": "skipper", "kwargs": {"command": "echo leaving >&2; exit 99", "skip_on_exit_code": [99]}},
+            {"task_id": "failer", "kwargs": {"command": "exit 5", "skip_on_exit_code": [99]}},
+        ],
+    }
     run = af.dags_test(spec=spec)
     states = af.sandbox.task_states("t_outcomes")
-    assert states == {"flaky": "success", "flaky_polling": "success", "skipper": "skipped", "failer": "failed"}, \
+    assert states == {"flaky": "success", "flaky_polling": "success", "skipper": "skipped", "failer": "failed"}, (
         run.describe()
+    )
     assert af.sandbox.try_numbers("t_outcomes")["flaky"] == 2
 
     for task, name in (("flaky", "flaky"), ("flaky_polling", "polling")):
@@ -154,11 +170,14 @@ def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2
         assert (result["status"], result["attempt_no"], result["exit_code"]) == ("SUCCEEDED", 2, 0)
         assert af.marker(f"{name}.runs") == ["run", "run"]
         attempts = af.jobs(result["run_key"])
-        assert [(j["attempt_no"], j["status"], j["exit_code"]) for j in attempts] == [(1, "FAILED", 3),
-                                                                                     (2, "SUCCEEDED", 0)]
+        assert [(j["attempt_no"], j["status"], j["exit_code"]) for j in attempts] == [
+            (1, "FAILED", 3),
+            (2, "SUCCEEDED", 0),
+        ]
     # Try 1's failure names the code and quotes the end of stderr (stderr_tail_lines=2 for "flaky").
-    assert ("attempt 1) ended FAILED: exited with code 3\nLast lines of its stderr:\nflaky complaint 3\n"
-            "flaky complaint 4") in run.output
+    assert (
+        "attempt 1) ended FAILED: exited with code 3\nLast lines of its stderr:\nflaky complaint 3\nflaky complaint 4"
+    ) in run.output
     assert "Last lines of its stderr:\nflaky complaint 2" not in run.output
     assert "polling complaint 1\npolling complaint 2\npolling complaint 3\npolling complaint 4" in run.output
     assert "exited with code 99, listed in skip_on_exit_code" in run.output
@@ -167,27 +186,42 @@ def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2
 
 def test_a_start_that_finds_a_job_with_other_parameters_fails_unless_allowed(af: AirflowCase) -> None:
     shared = {"run_key": "shared-{{ ds }}", "deferrable": False}
-    spec = {"dag_id": "t_mismatch", "tasks": [
-        {"task_id": "first", "kwargs": dict(shared, command=["sh", "-c", f"echo first >> {af.path('runs')}"])},
-        {"task_id": "other", "upstream": ["first"],
-         "kwargs": dict(shared, command=["sh", "-c", f"echo other >> {af.path('runs')}"])},
-        {"task_id": "other_allowed", "upstream": ["first"],
-         "kwargs": dict(shared, command=["sh", "-c", f"echo other >> {af.path('runs')}"],
-                        allow_parameter_mismatch=True)},
-    ]}
+    spec = {
+        "dag_id": "t_mismatch",
+        "tasks": [
+            {"task_id": "first", "kwargs": dict(shared, command=["sh", "-c", f"echo first >> {af.path('runs')}"])},
+            {
+                "task_id": "other",
+                "upstream": ["first"],
+                "kwargs": dict(shared, command=["sh", "-c", f"echo other >> {af.path('runs')}"]),
+            },
+            {
+                "task_id": "other_allowed",
+                "upstream": ["first"],
+                "kwargs": dict(
+                    shared, command=["sh", "-c", f"echo other >> {af.path('runs')}"], allow_parameter_mismatch=True
+                ),
+            },
+        ],
+    }
     run = af.dags_test(spec=spec)
-    assert af.sandbox.task_states("t_mismatch") == {"first": "success", "other": "failed",
-                                                   "other_allowed": "success"}, run.describe()
+    assert af.sandbox.task_states("t_mismatch") == {
+        "first": "success",
+        "other": "failed",
+        "other_allowed": "success",
+    }, run.describe()
     first = af.sandbox.xcom("t_mismatch", "first")
     assert af.sandbox.xcom("t_mismatch", "other_allowed")["job_id"] == first["job_id"]
     assert af.marker("runs") == ["first"]
-    assert (f"the run key 'shared-{DATE}' already has job {first['job_id']}" in run.output
-            and "different command, cwd, env or timeout" in run.output
-            and "allow_parameter_mismatch=True" in run.output)
+    assert (
+        f"the run key 'shared-{DATE}' already has job {first['job_id']}" in run.output
+        and "different command, cwd, env or timeout" in run.output
+        and "allow_parameter_mismatch=True" in run.output
+    )
 
 
 HOSTILE = [
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "$(touch {pwned})",
     "`touch {pwned}`",
     "a; touch {pwned}; b",
@@ -203,20 +237,41 @@ def test_injection_strings_given_to_the_operator_arrive_literally(af: AirflowCas
     cwd = Path(f"{tmp_path}/cwd 'q' $(touch {pwned}) `touch {pwned}` ;\nx")
     cwd.mkdir(parents=True)
     report = af.path("report.json")
-    script = ("import json, os, sys; json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), "
-              "'env': {k: os.environ.get(k) for k in ('H1', 'H2')}}, open(%r, 'w'))" % report)
+    script = (
+        "import json, os, sys; json.dump({'argv': sys.argv[1:], 'cwd': os.getcwd(), "
+        "'env': {k: os.environ.get(k) for k in ('H1', 'H2')}}, open(%r, 'w'))" % report
+    )
     run_key = f"key 'q' \"dq\" $(touch {pwned}) `touch {pwned}` ; touch {pwned} & | \\"
     env = {"H1": hostile[1] + hostile[4], "H2": hostile[3]}
-    spec = {"dag_id": "t_injection", "tasks": [
-        {"task_id": "hostile", "kwargs": {"command": [sys.executable, "-c", script, *hostile], "env": env,
-                                          "cwd": str(cwd), "run_key": run_key}},
-        {"task_id": "hostile_string", "kwargs": {"command": f"printf '%s|' 'a;b' '$(touch {pwned})'",
-                                                 "run_key": "string", "deferrable": False}},
-        {"task_id": "newline_key", "kwargs": {"command": f"touch {pwned}", "run_key": "two\nlines"}},
-    ]}
+    spec = {
+        "dag_id": "t_injection",
+        "tasks": [
+            {
+                "task_id": "hostile",
+                "kwargs": {
+                    "command": [sys.executable, "-c", script, *hostile],
+                    "env": env,
+                    "cwd": str(cwd),
+                    "run_key": run_key,
+                },
+            },
+            {
+                "task_id": "hostile_string",
+                "kwargs": {
+                    "command": f"printf '%s|' 'a;b' '$(touch {pwned})'",
+                    "run_key": "string",
+                    "deferrable": False,
+                },
+            },
+            {"task_id": "newline_key", "kwargs": {"command": f"touch {pwned}", "run_key": "two\nlines"}},
+        ],
+    }
     run = af.dags_test(spec=spec)
-    assert af.sandbox.task_states("t_injection") == {"hostile": "success", "hostile_string": "success",
-                                                    "newline_key": "failed"}, run.describe()
+    assert af.sandbox.task_states("t_injection") == {
+        "hostile": "success",
+        "hostile_string": "success",
+        "newline_key": "failed",
+    }, run.describe()
     seen = json.loads(Path(report).read_text())
     assert seen == {"argv": hostile, "cwd": str(cwd), "env": env}
     result = af.sandbox.xcom("t_injection", "hostile")
@@ -230,13 +285,21 @@ def test_injection_strings_given_to_the_operator_arrive_literally(af: AirflowCas
 
 
 def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: AirflowCase) -> None:
-    command = ["sh", "-c", ("echo \"alpha $T 'q' \\$(x) ✓\"; echo \"warn $T\" >&2; sleep 3; echo \"beta $T\"; "
-                            "sleep 1; printf \"tail $T\"")]
-    spec = {"dag_id": "t_logs", "tasks": [
-        {"task_id": "deferred", "kwargs": {"command": command, "env": {"T": "D"}, "poll_interval": 10}},
-        {"task_id": "polling", "kwargs": {"command": command, "env": {"T": "P"}, "poll_interval": 10,
-                                          "deferrable": False}},
-    ]}
+    command = [
+        "sh",
+        "-c",
+        ('echo "alpha $T \'q\' \\$(x) ✓"; echo "warn $T" >&2; sleep 3; echo "beta $T"; sleep 1; printf "tail $T"'),
+    ]
+    spec = {
+        "dag_id": "t_logs",
+        "tasks": [
+            {"task_id": "deferred", "kwargs": {"command": command, "env": {"T": "D"}, "poll_interval": 10}},
+            {
+                "task_id": "polling",
+                "kwargs": {"command": command, "env": {"T": "P"}, "poll_interval": 10, "deferrable": False},
+            },
+        ],
+    }
     run = af.dags_test(spec=spec)
     ok(run)
     assert "Pausing task as DEFERRED" in run.output or "running trigger in line" in run.output
@@ -257,39 +320,67 @@ def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: Airfl
 def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reattached(af: AirflowCase) -> None:
     dirs = {name: af.workdir / name for name in ("polling", "deferred", "host")}
     # One after the other (all_done), so that a retry comes right after its failed try.
-    spec = {"dag_id": "t_timeouts", "tasks": [
-        # The job's own timeout: the host aborts it, with or without Airflow.
-        {"task_id": "host", "kwargs": {"command": tree_job(str(dirs["host"])), "timeout": 2}},
-        # Airflow's execution_timeout while deferred: the trigger's deadline (5 s before Airflow's) fires first
-        # and the task aborts the job.
-        {"task_id": "deferred", "upstream": ["host"], "kwargs": {
-            "command": tree_job(str(dirs["deferred"])), "execution_timeout": 7, "abort_grace_seconds": 2,
-            "trigger_rule": "all_done"}},
-        # abort_on_kill=False: try 1 times out (deadline at 9 s) and leaves the job running; try 2 reattaches.
-        {"task_id": "kept", "upstream": ["deferred"], "kwargs": {
-            "command": ["sh", "-c", f"echo \"$ORCHESJOB_JOB_ID\" >> {af.path('kept.runs')}; sleep 14; echo done"],
-            "execution_timeout": 14, "abort_on_kill": False, "retries": 1, "retry_delay": 0,
-            "trigger_rule": "all_done"}},
-        # Airflow's execution_timeout while waiting in the worker: the task aborts the job when the timeout
-        # interrupts its wait (Airflow's on_kill comes next, with the state still "running"). Last, because
-        # Airflow 2's `dags test` does not survive a task's timeout (AirflowTaskTimeout is a BaseException and
-        # escapes it, after the task is marked failed and on_kill has run).
-        {"task_id": "polling", "upstream": ["kept"], "kwargs": {
-            "command": tree_job(str(dirs["polling"])), "deferrable": False, "execution_timeout": 4,
-            "poll_interval": 2, "abort_grace_seconds": 2, "trigger_rule": "all_done"}},
-    ]}
+    spec = {
+        "dag_id": "t_timeouts",
+        "tasks": [
+            # The job's own timeout: the host aborts it, with or without Airflow.
+            {"task_id": "host", "kwargs": {"command": tree_job(str(dirs["host"])), "timeout": 2}},
+            # Airflow's execution_timeout while deferred: the trigger's deadline (5 s before Airflow's) fires first
+            # and the task aborts the job.
+            {
+                "task_id": "deferred",
+                "upstream": ["host"],
+                "kwargs": {
+                    "command": tree_job(str(dirs["deferred"])),
+                    "execution_timeout": 7,
+                    "abort_grace_seconds": 2,
+                    "trigger_rule": "all_done",
+                },
+            },
+            # abort_on_kill=False: try 1 times out (deadline at 9 s) and leaves the job running; try 2 reattaches.
+            {
+                "task_id": "kept",
+                "upstream": ["deferred"],
+                "kwargs": {
+                    "command": ["sh", "-c", f'echo "$ORCHESJOB_JOB_ID" >> {af.path("kept.runs")}; sleep 14; echo done'],
+                    "execution_timeout": 14,
+                    "abort_on_kill": False,
+                    "retries": 1,
+                    "retry_delay": 0,
+                    "trigger_rule": "all_done",
+                },
+            },
+            # Airflow's execution_timeout while waiting in the worker: the task aborts the job when the timeout
+            # interrupts its wait (Airflow's on_kill comes next, with the state still "running"). Last, because
+            # Airflow 2's `dags test` does not survive a task's timeout (AirflowTaskTimeout is a BaseException and
+            # escapes it, after the task is marked failed and on_kill has run).
+            {
+                "task_id": "polling",
+                "upstream": ["kept"],
+                "kwargs": {
+                    "command": tree_job(str(dirs["polling"])),
+                    "deferrable": False,
+                    "execution_timeout": 4,
+                    "poll_interval": 2,
+                    "abort_grace_seconds": 2,
+                    "trigger_rule": "all_done",
+                },
+            },
+        ],
+    }
     run = af.dags_test(spec=spec)
     states = af.sandbox.task_states("t_timeouts")
-    assert states == {"polling": "failed", "deferred": "failed", "host": "failed", "kept": "success"}, \
-        run.describe()
+    assert states == {"polling": "failed", "deferred": "failed", "host": "failed", "kept": "success"}, run.describe()
 
     for name, directory in dirs.items():
         pids = pids_of(directory)
         assert wait_dead(pids) == [], f"{name}: processes {pids} of the job survived"
         job = af.jobs(f"airflow/t_timeouts/{name}/{af.sandbox.run_id('t_timeouts')}")[-1]
         assert job["status"] == "ABORTED", (name, job)
-    reasons = {name: af.jobs(f"airflow/t_timeouts/{name}/{af.sandbox.run_id('t_timeouts')}")[-1]["abort_reason"]
-               for name in dirs}
+    reasons = {
+        name: af.jobs(f"airflow/t_timeouts/{name}/{af.sandbox.run_id('t_timeouts')}")[-1]["abort_reason"]
+        for name in dirs
+    }
     assert "execution_timeout" in reasons["polling"] and "execution_timeout" in reasons["deferred"]
     assert "--timeout of 2s" in reasons["host"]
     assert "execution_timeout ran out; it was aborted" in run.output

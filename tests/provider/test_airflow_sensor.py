@@ -21,8 +21,7 @@ def test_example_sensor_waits_for_the_job_the_producer_dag_starts(af: AirflowCas
     sensor = af.start_dags_test("example_orchesjob_sensor")
     try:
         # The sensor runs first and finds no job for the key yet: it waits (deferred, looking again every 5 s).
-        assert sensor.wait_for_output(f"No job with run key 'export-{DATE}' yet", timeout=120), \
-            sensor.output()[-5000:]
+        assert sensor.wait_for_output(f"No job with run key 'export-{DATE}' yet", timeout=120), sensor.output()[-5000:]
         assert sensor.running()
         producer = af.dags_test("example_orchesjob_producer")  # meanwhile, the other DAG runs the export
         assert producer.returncode == 0, producer.describe()
@@ -54,8 +53,14 @@ def test_sensor_outcomes_in_deferrable_and_poke_mode(af: AirflowCase) -> None:
         ]
     run = af.dags_test(spec={"dag_id": "t_sensors", "tasks": tasks})
     assert af.sandbox.task_states("t_sensors") == {
-        "ok_def": "success", "bad_def": "failed", "soft_def": "skipped", "timeout_def": "failed",
-        "ok_poke": "success", "bad_poke": "failed", "soft_poke": "skipped", "timeout_poke": "failed",
+        "ok_def": "success",
+        "bad_def": "failed",
+        "soft_def": "skipped",
+        "timeout_def": "failed",
+        "ok_poke": "success",
+        "bad_poke": "failed",
+        "soft_poke": "skipped",
+        "timeout_poke": "failed",
     }, run.describe()
     assert "(run key 'bad', attempt 1) ended FAILED: exited with code 3" in run.output
     assert "AirflowSensorTimeout" in run.output

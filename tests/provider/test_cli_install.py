@@ -114,7 +114,10 @@ def test_a_fresh_account_gets_the_cli_uploaded_then_reuses_it(conn, user: HostUs
     with new_hook() as again:
         assert again.version()["origin"] == "cached"
         assert again.settings.cli_info() == {
-            "path": str(cached), "version": packed.version, "python": "/usr/bin/python3", "origin": "cached",
+            "path": str(cached),
+            "version": packed.version,
+            "python": "/usr/bin/python3",
+            "origin": "cached",
             "argv": ["/usr/bin/python3", str(cached)],
         }
     assert cached.stat().st_ino == inode  # used as it was, not uploaded again
@@ -238,7 +241,7 @@ def test_a_host_without_python_39_gets_a_clear_error(conn, user: HostUser) -> No
 def test_an_incompatible_cli_on_the_path_is_refused_not_shadowed(conn, user: HostUser) -> None:
     bin_dir = user.home / "bin"
     bin_dir.mkdir()
-    (bin_dir / "orchesjob").write_text("#!/bin/sh\necho '{\"version\": \"9.0.0\", \"contract\": 3}'\n")
+    (bin_dir / "orchesjob").write_text('#!/bin/sh\necho \'{"version": "9.0.0", "contract": 3}\'\n')
     user.give(bin_dir)
     (bin_dir / "orchesjob").chmod(0o755)
     user.set_path(str(bin_dir))
@@ -257,8 +260,11 @@ def test_a_compatible_cli_on_the_path_is_used_unless_always(conn, user: HostUser
     user.set_path(str(bin_dir))
     with new_hook() as hook:
         info = hook.version()
-        assert (info["origin"], info["path"], hook.settings.orchesjob_bin) == ("host", str(bin_dir / "orchesjob"),
-                                                                                "orchesjob")
+        assert (info["origin"], info["path"], hook.settings.orchesjob_bin) == (
+            "host",
+            str(bin_dir / "orchesjob"),
+            "orchesjob",
+        )
     assert not user.cache_dir.exists()
     with new_hook(install_cli="always") as hook:
         info = hook.version()
@@ -306,8 +312,9 @@ def test_fifty_concurrent_first_contacts_upload_at_most_a_few_copies(conn, user:
     origins = [r[0] for r in results]
     uploads = origins.count("uploaded")
     assert 1 <= uploads <= 3, origins
-    assert {json.dumps(r[1]) for r in results} == {json.dumps(["/usr/bin/python3",
-                                                               str(user.cache_dir / packed_cli().filename)])}
+    assert {json.dumps(r[1]) for r in results} == {
+        json.dumps(["/usr/bin/python3", str(user.cache_dir / packed_cli().filename)])
+    }
     assert leftovers(user) == [] and [p.name for p in user.cache_dir.iterdir()] == [packed_cli().filename]
     print(f"50 first contacts: {uploads} upload(s), {elapsed:.1f}s")
 
@@ -318,8 +325,13 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 
     cached = str(user.cache_dir / packed_cli().filename)
-    op = OrchesjobOperator(task_id="t", command=["sh", "-c", "sleep 1; echo done"], ssh_conn_id=CONN_ID,
-                           run_key="zero-install", poll_interval=5)
+    op = OrchesjobOperator(
+        task_id="t",
+        command=["sh", "-c", "sleep 1; echo done"],
+        ssh_conn_id=CONN_ID,
+        run_key="zero-install",
+        poll_interval=5,
+    )
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
@@ -328,8 +340,13 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     assert kwargs["cli"]["origin"] == "uploaded" and kwargs["cli"]["argv"] == kwargs["orchesjob_bin"]
     result = drive(op, ctx, deferred.value)
     assert result["status"] == "SUCCEEDED"
-    assert result["cli"] == {"path": cached, "version": packed_cli().version, "python": "/usr/bin/python3",
-                             "origin": "uploaded", "argv": ["/usr/bin/python3", cached]}
+    assert result["cli"] == {
+        "path": cached,
+        "version": packed_cli().version,
+        "python": "/usr/bin/python3",
+        "origin": "uploaded",
+        "argv": ["/usr/bin/python3", cached],
+    }
 
     sensor = OrchesjobSensor(task_id="s", run_key="not-yet", ssh_conn_id=CONN_ID, timeout=60, poke_interval=1)
     with pytest.raises(TaskDeferred) as deferred:
@@ -342,15 +359,20 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     assert job["job_id"] == result["job_id"] and job["cli"]["path"] == cached and job["cli"]["origin"] == "cached"
 
 
-def test_an_example_dag_runs_on_a_host_with_nothing_installed(hosts_sshd: SshServer, user: HostUser,
-                                                              tmp_path: Path) -> None:
+def test_an_example_dag_runs_on_a_host_with_nothing_installed(
+    hosts_sshd: SshServer, user: HostUser, tmp_path: Path
+) -> None:
     """``airflow dags test`` of a shipped example, with no orchesjob_bin in the DAG, its settings or the connection:
     the host account has no CLI, the task uploads one, and the log and XCom say which CLI ran the job."""
     from tests.support.airflow_sandbox import AirflowSandbox
 
     workdir = user.home / "work"
-    sandbox = AirflowSandbox(tmp_path / "airflow", python=sys.executable,
-                             connections={"orchesjob_ssh": user.connection(hosts_sshd)}, example_workdir=str(workdir))
+    sandbox = AirflowSandbox(
+        tmp_path / "airflow",
+        python=sys.executable,
+        connections={"orchesjob_ssh": user.connection(hosts_sshd)},
+        example_workdir=str(workdir),
+    )
     sandbox.setup()
     run = sandbox.dags_test("example_orchesjob_basic", "2026-01-01")
     assert run.returncode == 0, run.describe()
@@ -364,8 +386,9 @@ def test_an_example_dag_runs_on_a_host_with_nothing_installed(hosts_sshd: SshSer
     assert (workdir / "basic.runs").stat().st_uid == user.uid
 
 
-def test_a_killed_worker_s_retry_reattaches_through_the_uploaded_cli(hosts_sshd: SshServer, user: HostUser,
-                                                                     tmp_path: Path) -> None:
+def test_a_killed_worker_s_retry_reattaches_through_the_uploaded_cli(
+    hosts_sshd: SshServer, user: HostUser, tmp_path: Path
+) -> None:
     """The demo's scenario on a host account with nothing installed: try 1 uploads the CLI and starts the job, Airflow
     is killed mid-job, try 2 (the same task instance) finds the cached CLI and reattaches: one execution."""
     import airflow
@@ -375,9 +398,13 @@ def test_a_killed_worker_s_retry_reattaches_through_the_uploaded_cli(hosts_sshd:
     dag, date = "example_orchesjob_retry", "2026-01-01"
     workdir = user.home / "work"
     runs = workdir / "retry.runs"
-    sandbox = AirflowSandbox(tmp_path / "airflow", python=sys.executable,
-                             connections={"orchesjob_ssh": user.connection(hosts_sshd)}, example_workdir=str(workdir),
-                             extra_env={"ORCHESJOB_EXAMPLE_STEPS": "15"})
+    sandbox = AirflowSandbox(
+        tmp_path / "airflow",
+        python=sys.executable,
+        connections={"orchesjob_ssh": user.connection(hosts_sshd)},
+        example_workdir=str(workdir),
+        extra_env={"ORCHESJOB_EXAMPLE_STEPS": "15"},
+    )
     sandbox.setup()
     first = sandbox.start_dags_test(dag, date)
     try:

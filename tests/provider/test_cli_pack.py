@@ -65,19 +65,22 @@ def test_the_packed_file_runs_the_cli_and_says_where_it_is(tmp_path: Path) -> No
     target.write_bytes(pack().data)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["ORCHESJOB_HOME"] = str(tmp_path / "home")
-    out = subprocess.run([sys.executable, str(target), "version"], env=env, cwd=str(tmp_path),
-                         capture_output=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(target), "version"], env=env, cwd=str(tmp_path), capture_output=True, check=True
+    )
     info = json.loads(out.stdout)
     assert info["path"] == str(target) and info["contract"] == 2 and info["executable"]
-    failed = subprocess.run([sys.executable, str(target), "status", "--job-id", "nope"], env=env,
-                            cwd=str(tmp_path), capture_output=True)
+    failed = subprocess.run(
+        [sys.executable, str(target), "status", "--job-id", "nope"], env=env, cwd=str(tmp_path), capture_output=True
+    )
     assert failed.returncode == 3  # the CLI's exit codes survive the zipapp's __main__
 
 
 def test_make_pyz_writes_the_providers_bytes(tmp_path: Path) -> None:
     """One rule for the zipapp: tools/build_pyz.py and the provider's upload are the same file."""
     target = tmp_path / "orchesjob.pyz"
-    subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "build_pyz.py"), str(target)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / "build_pyz.py"), str(target)], check=True, capture_output=True
+    )
     assert target.read_bytes() == pack(str(REPO_ROOT / "orchesjob")).data
     assert os.access(target, os.X_OK)

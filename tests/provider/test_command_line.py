@@ -53,7 +53,7 @@ NASTY = [
     "",
     "'",
     "''",
-    "\"'\"'\"",
+    '"\'"\'"',
     "ünïcødé ✓ 日本語 🚀",
     "#comment",
     "a|b>c<d&e",
@@ -115,7 +115,7 @@ def test_orchesjob_home_prefix_is_quoted_and_exported_to_the_cli() -> None:
 def test_tilde_in_bin_and_home_means_the_remote_home(tmp_path) -> None:
     script = tmp_path / "bin dir" / "oj"
     script.parent.mkdir()
-    script.write_text("#!/bin/sh\nprintf '%s\\n' \"$ORCHESJOB_HOME\" \"$@\"\n")
+    script.write_text('#!/bin/sh\nprintf \'%s\\n\' "$ORCHESJOB_HOME" "$@"\n')
     script.chmod(0o755)
     line = cmd.build_command_line(["a b"], orchesjob_bin="~/bin dir/oj", orchesjob_home="~/state $x")
     proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, env={"HOME": str(tmp_path)})
@@ -143,12 +143,29 @@ def test_nul_bytes_are_refused_before_sending() -> None:
 
 def test_start_args_modes_and_options() -> None:
     args = A.start(
-        "-key", ["prog", "--flag", "x y"], mode="reuse_success", cwd="/w d", env={"A": "1=2", "B": "$x"},
-        timeout=2.5, start_timeout=10, request_id="-rid",
+        "-key",
+        ["prog", "--flag", "x y"],
+        mode="reuse_success",
+        cwd="/w d",
+        env={"A": "1=2", "B": "$x"},
+        timeout=2.5,
+        start_timeout=10,
+        request_id="-rid",
     )
     assert args == [
-        "start", "--run-key=-key", "--request-id=-rid", "--reuse-success", "--start-timeout=10", "--cwd=/w d",
-        "--env=A=1=2", "--env=B=$x", "--timeout=2.5", "--", "prog", "--flag", "x y",
+        "start",
+        "--run-key=-key",
+        "--request-id=-rid",
+        "--reuse-success",
+        "--start-timeout=10",
+        "--cwd=/w d",
+        "--env=A=1=2",
+        "--env=B=$x",
+        "--timeout=2.5",
+        "--",
+        "prog",
+        "--flag",
+        "x y",
     ]
     assert "--strict" in A.start("k", ["p"], mode="strict")
     default = A.start("k", ["p"], mode="default")
@@ -184,13 +201,26 @@ def test_selectors_need_exactly_one() -> None:
 
 def test_wait_logs_abort_rerun_unlock_clean_args() -> None:
     assert A.wait(job_id="j", timeout=30, stdout_offset=0, stderr_offset=12, max_bytes=100) == [
-        "wait", "--job-id=j", "--timeout=30", "--stdout-offset=0", "--stderr-offset=12", "--max-bytes=100",
+        "wait",
+        "--job-id=j",
+        "--timeout=30",
+        "--stdout-offset=0",
+        "--stderr-offset=12",
+        "--max-bytes=100",
     ]
     assert A.logs(run_key="k", stream="stderr", offset=5, limit=7) == [
-        "logs", "--run-key=k", "--stream=stderr", "--offset=5", "--limit=7", "--json",
+        "logs",
+        "--run-key=k",
+        "--stream=stderr",
+        "--offset=5",
+        "--limit=7",
+        "--json",
     ]
     assert A.abort(job_id="j", reason="why; not", grace_seconds=0.5) == [
-        "abort", "--job-id=j", "--reason=why; not", "--grace-seconds=0.5",
+        "abort",
+        "--job-id=j",
+        "--reason=why; not",
+        "--grace-seconds=0.5",
     ]
     assert A.rerun(run_key="k", reason="r") == ["rerun", "--run-key=k", "--reason=r"]
     assert A.unlock("k", reason="r", ttl="30m") == ["unlock", "--run-key=k", "--reason=r", "--ttl=30m"]
@@ -245,7 +275,7 @@ def test_parse_tolerates_a_login_banner_before_the_json() -> None:
     ],
 )
 def test_parse_error_json_maps_to_typed_exceptions(error, code, cls) -> None:
-    payload = {"error": error, "message": "it's \"bad\"", "exit_code": code}
+    payload = {"error": error, "message": 'it\'s "bad"', "exit_code": code}
     with pytest.raises(cls) as info:
         cmd.parse_output(json.dumps(payload), code, "orchesjob: it's bad\n", command="orchesjob x")
     exc = info.value
@@ -254,7 +284,7 @@ def test_parse_error_json_maps_to_typed_exceptions(error, code, cls) -> None:
     assert exc.exit_code == code
     assert exc.payload == payload
     assert exc.command == "orchesjob x"
-    assert "it's \"bad\"" in str(exc)
+    assert 'it\'s "bad"' in str(exc)
 
 
 def test_typed_exceptions_are_airflow_exceptions_and_pickle() -> None:
@@ -267,7 +297,11 @@ def test_typed_exceptions_are_airflow_exceptions_and_pickle() -> None:
     again = pickle.loads(pickle.dumps(exc))
     assert type(again) is OrchesjobNotFound
     assert (again.message, again.exit_code, again.payload, again.stderr, again.command) == (
-        "gone", 3, {"error": "not_found"}, "e", "c",
+        "gone",
+        3,
+        {"error": "not_found"},
+        "e",
+        "c",
     )
 
 

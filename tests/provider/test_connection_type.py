@@ -47,8 +47,15 @@ def test_provider_info_registers_the_connection_type() -> None:
     assert entry["hook-class-name"] == "orchesjob_provider.hooks.orchesjob.OrchesjobHook"
     assert entry["hook-name"]
     assert set(entry["conn-fields"]) >= {
-        "key_file", "private_key", "host_key", "known_hosts", "no_host_key_check", "orchesjob_bin", "orchesjob_home",
-        "install_cli", "orchesjob_python",
+        "key_file",
+        "private_key",
+        "host_key",
+        "known_hosts",
+        "no_host_key_check",
+        "orchesjob_bin",
+        "orchesjob_home",
+        "install_cli",
+        "orchesjob_python",
     }
     assert entry["conn-fields"]["install_cli"]["schema"]["enum"] == ["auto", "never", "always", None]
     assert entry["conn-fields"]["private_key"]["schema"]["format"] == "password"  # masked in the UI
@@ -95,8 +102,10 @@ def test_hook_works_through_an_orchesjob_ssh_connection(
     ok, message = OrchesjobHook("oj_typed").test_connection()
     assert ok, message
     # ... and which CLI answered: the launcher runs this checkout's package, found on the host (not uploaded)
-    assert (f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at 127.0.0.1:{sshd.port}: "
-            f"{Path(orchesjob.__file__).parent} (host)") == message
+    assert (
+        f"orchesjob {orchesjob.__version__} (contract {CONTRACT_VERSION}) at 127.0.0.1:{sshd.port}: "
+        f"{Path(orchesjob.__file__).parent} (host)"
+    ) == message
 
     async def version() -> Any:
         hook = OrchesjobAsyncHook("oj_typed", orchesjob_bin=orchesjob_launcher)
@@ -125,7 +134,9 @@ class ApiServer:
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         request = urllib.request.Request(
-            self.base + path, data=json.dumps(body).encode(), method="POST",
+            self.base + path,
+            data=json.dumps(body).encode(),
+            method="POST",
             headers={"Content-Type": "application/json", "Authorization": self.authorization},
         )
         try:
@@ -141,8 +152,10 @@ def _wait_for_token(base: str, proc: Any, deadline: float) -> str:
         if not proc.running():
             break
         request = urllib.request.Request(
-            base + "/auth/token", data=json.dumps({"username": "admin", "password": "admin"}).encode(),
-            method="POST", headers={"Content-Type": "application/json"},
+            base + "/auth/token",
+            data=json.dumps({"username": "admin", "password": "admin"}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
         )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
@@ -165,9 +178,7 @@ def api_server(
 
     directory = tmp_path_factory.mktemp("api-server")
     (directory / "dags").mkdir()
-    stored = sshd.airflow_connection(
-        orchesjob_bin=orchesjob_launcher, orchesjob_home=str(directory / "orchesjob-home")
-    )
+    stored = sshd.airflow_connection(orchesjob_bin=orchesjob_launcher, orchesjob_home=str(directory / "orchesjob-home"))
     stored["conn_type"] = CONN_TYPE
     port = free_port()
     sandbox = AirflowSandbox(
@@ -178,26 +189,44 @@ def api_server(
         extra_env={"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"},
     )
     if AIRFLOW_2:  # no api-server: the UI and its REST API are the Flask webserver's
-        sandbox.extra_env.update({
-            "AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.basic_auth",
-            "AIRFLOW__WEBSERVER__WORKERS": "1",
-            "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_hex(16),
-        })
+        sandbox.extra_env.update(
+            {
+                "AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.basic_auth",
+                "AIRFLOW__WEBSERVER__WORKERS": "1",
+                "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_hex(16),
+            }
+        )
     else:
-        sandbox.extra_env.update({
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        })
+        sandbox.extra_env.update(
+            {
+                "AIRFLOW__CORE__AUTH_MANAGER": (
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+                "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            }
+        )
     started = time.monotonic()
     try:
         sandbox.setup()
         if AIRFLOW_2:
-            made = sandbox.airflow("users", "create", "--username", "admin", "--password", "admin", "--role", "Admin",
-                                   "--firstname", "Ada", "--lastname", "Admin", "--email", "admin@example.invalid")
+            made = sandbox.airflow(
+                "users",
+                "create",
+                "--username",
+                "admin",
+                "--password",
+                "admin",
+                "--role",
+                "Admin",
+                "--firstname",
+                "Ada",
+                "--lastname",
+                "Admin",
+                "--email",
+                "admin@example.invalid",
+            )
             if made.returncode != 0:
                 raise RuntimeError(made.describe())
         else:
@@ -213,8 +242,9 @@ def api_server(
         try:
             if AIRFLOW_2:
                 _wait_for_health(base + "/api/v1/health", proc, time.monotonic() + 180)
-                server = ApiServer(base, "Basic " + base64.b64encode(b"admin:admin").decode(),
-                                   "/api/v1/connections/test")
+                server = ApiServer(
+                    base, "Basic " + base64.b64encode(b"admin:admin").decode(), "/api/v1/connections/test"
+                )
             else:
                 token = _wait_for_token(base, proc, time.monotonic() + 120)
                 server = ApiServer(base, f"Bearer {token}", "/api/v2/connections/test")
@@ -246,8 +276,12 @@ def _body(sshd: SshServer, orchesjob_launcher: str, **changes: Any) -> dict[str,
     extra = {"key_file": str(sshd.client_key_path), "no_host_key_check": True, "orchesjob_bin": orchesjob_launcher}
     extra.update(changes.pop("extra", {}))
     body = {
-        "connection_id": "orchesjob_new_conn", "conn_type": CONN_TYPE, "host": sshd.host, "port": sshd.port,
-        "login": sshd.user, "extra": json.dumps(extra),
+        "connection_id": "orchesjob_new_conn",
+        "conn_type": CONN_TYPE,
+        "host": sshd.host,
+        "port": sshd.port,
+        "login": sshd.user,
+        "extra": json.dumps(extra),
     }
     body.update(changes)
     return body

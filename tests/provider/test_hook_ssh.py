@@ -220,7 +220,10 @@ def test_start_is_retried_after_the_connection_dies_mid_call(
         f'exec {shlex.quote(orchesjob_launcher)} "$@"\n',
     )
     with OrchesjobHook(
-        ssh_conn_id, orchesjob_bin=wrapper, orchesjob_home=orchesjob_home, retry_backoff=0.1,
+        ssh_conn_id,
+        orchesjob_bin=wrapper,
+        orchesjob_home=orchesjob_home,
+        retry_backoff=0.1,
         ssh_hook_kwargs=fast_ssh_hook_kwargs(),
     ) as h:
         job = h.start("cut", ["/bin/sh", "-c", f"echo x >> {shlex.quote(str(executions))}"])
@@ -251,13 +254,17 @@ def cut_proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
 def test_a_start_whose_job_failed_before_the_retry_arrived_runs_once_and_returns_that_failure(
     cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path, mode: StartMode
 ) -> None:
-    """"Never twice", hole 5: the first start reaches the host and launches the job, which fails at once; the SSH
+    """ "Never twice", hole 5: the first start reaches the host and launches the job, which fails at once; the SSH
     link is cut in the middle of the answer. The hook must retry (the answer is lost) and the retry, a second
     later, must not start attempt 2 of a job that already FAILED: it repeats the call's request id, and the host
     answers it with the job it answered first. One execution, and the hook returns that FAILED job."""
     hook = OrchesjobHook(
-        CUT_CONN_ID, orchesjob_bin=orchesjob_launcher, orchesjob_home=orchesjob_home, retry_backoff=1.0,
-        command_timeout=10, ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5),
+        CUT_CONN_ID,
+        orchesjob_bin=orchesjob_launcher,
+        orchesjob_home=orchesjob_home,
+        retry_backoff=1.0,
+        command_timeout=10,
+        ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5),
     )
     log = record_log(hook)
 
@@ -313,13 +320,21 @@ def test_abort_if_owner_from_a_stale_request_is_refused(hook: OrchesjobHook) -> 
 def test_unreachable_host_is_a_transport_error(orchesjob_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support.sshd import free_port
 
-    conn = {"conn_type": "ssh", "host": "127.0.0.1", "port": free_port(), "login": "nobody",
-            "extra": {"no_host_key_check": True}}
+    conn = {
+        "conn_type": "ssh",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "login": "nobody",
+        "extra": {"no_host_key_check": True},
+    }
     import json
 
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_DOWN", json.dumps(conn))
     with OrchesjobHook(
-        "orchesjob_down", orchesjob_home=orchesjob_home, retries=2, retry_backoff=0.01,
+        "orchesjob_down",
+        orchesjob_home=orchesjob_home,
+        retries=2,
+        retry_backoff=0.01,
         ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5),
     ) as h:
         with pytest.raises(OrchesjobTransportError) as info:

@@ -51,14 +51,20 @@ def use_connection(monkeypatch: pytest.MonkeyPatch, empty_home: Path):
     def use(conn: dict[str, Any]) -> str:
         monkeypatch.setenv(f"AIRFLOW_CONN_{STRICT_CONN.upper()}", json.dumps(conn))
         return STRICT_CONN
+
     return use
 
 
 def sync_version(conn_id: str, launcher: str, home: str) -> Any:
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
-    with OrchesjobHook(conn_id, orchesjob_bin=launcher, orchesjob_home=home, retries=0,
-                       ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5)) as hook:
+    with OrchesjobHook(
+        conn_id,
+        orchesjob_bin=launcher,
+        orchesjob_home=home,
+        retries=0,
+        ssh_hook_kwargs=fast_ssh_hook_kwargs(conn_timeout=5),
+    ) as hook:
         return hook.version()
 
 
@@ -71,6 +77,7 @@ def async_version(conn_id: str, launcher: str, home: str) -> Any:
             return await hook.version()
         finally:
             await hook.close()
+
     return asyncio.run(go())
 
 
@@ -100,22 +107,21 @@ def test_an_unknown_host_is_refused_on_both_paths(sshd, use_connection, orchesjo
     assert not (Path(os.environ["HOME"]) / ".ssh").exists()  # and no key was learnt on the way
 
 
-def test_a_pinned_host_key_is_accepted_on_both_paths(sshd, use_connection, orchesjob_launcher,
-                                                     orchesjob_home) -> None:
+def test_a_pinned_host_key_is_accepted_on_both_paths(sshd, use_connection, orchesjob_launcher, orchesjob_home) -> None:
     conn_id = use_connection(bare_connection(sshd, host_key=sshd.host_public_key))
     both_accept(conn_id, orchesjob_launcher, orchesjob_home)
 
 
-def test_a_wrong_host_key_is_refused_on_both_paths(sshd, use_connection, orchesjob_launcher,
-                                                   orchesjob_home) -> None:
+def test_a_wrong_host_key_is_refused_on_both_paths(sshd, use_connection, orchesjob_launcher, orchesjob_home) -> None:
     other = Path(str(sshd.client_key_path) + ".pub").read_text()  # some other ed25519 key
     conn_id = use_connection(bare_connection(sshd, host_key=other))
     both_refuse(conn_id, orchesjob_launcher, orchesjob_home)
     assert not Path(orchesjob_home).exists()
 
 
-def test_a_known_hosts_file_is_honoured_on_both_paths(sshd, use_connection, orchesjob_launcher, orchesjob_home,
-                                                      tmp_path: Path) -> None:
+def test_a_known_hosts_file_is_honoured_on_both_paths(
+    sshd, use_connection, orchesjob_launcher, orchesjob_home, tmp_path: Path
+) -> None:
     listed = tmp_path / "known_hosts"
     listed.write_text(f"[{sshd.host}]:{sshd.port} {sshd.host_public_key}\n")
     conn_id = use_connection(bare_connection(sshd, known_hosts=str(listed)))
@@ -129,16 +135,18 @@ def test_a_known_hosts_file_is_honoured_on_both_paths(sshd, use_connection, orch
     both_refuse(conn_id, orchesjob_launcher, orchesjob_home)
 
 
-def test_the_users_known_hosts_is_honoured_on_both_paths(sshd, use_connection, orchesjob_launcher,
-                                                         orchesjob_home, empty_home: Path) -> None:
+def test_the_users_known_hosts_is_honoured_on_both_paths(
+    sshd, use_connection, orchesjob_launcher, orchesjob_home, empty_home: Path
+) -> None:
     conn_id = use_connection(bare_connection(sshd))
     (empty_home / ".ssh").mkdir()
     (empty_home / ".ssh" / "known_hosts").write_text(f"[{sshd.host}]:{sshd.port} {sshd.host_public_key}\n")
     both_accept(conn_id, orchesjob_launcher, orchesjob_home)
 
 
-def test_host_key_and_no_host_key_check_together_are_refused(sshd, use_connection, orchesjob_launcher,
-                                                             orchesjob_home) -> None:
+def test_host_key_and_no_host_key_check_together_are_refused(
+    sshd, use_connection, orchesjob_launcher, orchesjob_home
+) -> None:
     from orchesjob_provider.exceptions import OrchesjobTransportError
 
     conn_id = use_connection(bare_connection(sshd, host_key=sshd.host_public_key, no_host_key_check=True))
@@ -148,15 +156,22 @@ def test_host_key_and_no_host_key_check_together_are_refused(sshd, use_connectio
 
 
 @pytest.mark.parametrize("deferrable", [True, False])
-def test_the_operator_starts_nothing_on_a_host_it_cannot_watch(sshd, use_connection, orchesjob_launcher,
-                                                               orchesjob_home, deferrable: bool) -> None:
+def test_the_operator_starts_nothing_on_a_host_it_cannot_watch(
+    sshd, use_connection, orchesjob_launcher, orchesjob_home, deferrable: bool
+) -> None:
     from orchesjob_provider.compat import AirflowException
     from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 
     conn_id = use_connection(bare_connection(sshd))
-    op = OrchesjobOperator(task_id="t", command=["true"], ssh_conn_id=conn_id, orchesjob_bin=orchesjob_launcher,
-                           orchesjob_home=orchesjob_home, deferrable=deferrable,
-                           hook_kwargs={"retries": 0, "ssh_hook_kwargs": fast_ssh_hook_kwargs(conn_timeout=5)})
+    op = OrchesjobOperator(
+        task_id="t",
+        command=["true"],
+        ssh_conn_id=conn_id,
+        orchesjob_bin=orchesjob_launcher,
+        orchesjob_home=orchesjob_home,
+        deferrable=deferrable,
+        hook_kwargs={"retries": 0, "ssh_hook_kwargs": fast_ssh_hook_kwargs(conn_timeout=5)},
+    )
     with pytest.raises(AirflowException) as refused:
         op.execute(context())
     message = str(refused.value)
@@ -181,16 +196,18 @@ def test_cli_settings_come_from_the_connection_unless_the_task_sets_them(
     conn = sshd.airflow_connection(orchesjob_bin=orchesjob_launcher, orchesjob_home=conn_home)
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_WITH_SETTINGS", json.dumps(conn))
 
-    op = OrchesjobOperator(task_id="t", command=["sleep", "5"], ssh_conn_id="orchesjob_with_settings",
-                           run_key="from-conn")
+    op = OrchesjobOperator(
+        task_id="t", command=["sleep", "5"], ssh_conn_id="orchesjob_with_settings", run_key="from-conn"
+    )
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context())
     kwargs = deferred.value.trigger.serialize()[1]
     assert (kwargs["orchesjob_bin"], kwargs["orchesjob_home"]) == (orchesjob_launcher, conn_home)
     assert (Path(conn_home) / "orchesjob.db").exists() or any(Path(conn_home).iterdir())
 
-    sensor = OrchesjobSensor(task_id="s", run_key="from-conn", ssh_conn_id="orchesjob_with_settings",
-                             timeout=60, poke_interval=1)
+    sensor = OrchesjobSensor(
+        task_id="s", run_key="from-conn", ssh_conn_id="orchesjob_with_settings", timeout=60, poke_interval=1
+    )
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context())
     kwargs = deferred.value.trigger.serialize()[1]
@@ -199,8 +216,14 @@ def test_cli_settings_come_from_the_connection_unless_the_task_sets_them(
 
     # The task's own value wins over the connection's.
     own_home = str(tmp_path / "own")
-    mine = OrchesjobOperator(task_id="t2", command=["true"], ssh_conn_id="orchesjob_with_settings",
-                             run_key="own", orchesjob_home=own_home, deferrable=False)
+    mine = OrchesjobOperator(
+        task_id="t2",
+        command=["true"],
+        ssh_conn_id="orchesjob_with_settings",
+        run_key="own",
+        orchesjob_home=own_home,
+        deferrable=False,
+    )
     result = mine.execute(context())
     assert result["status"] == "SUCCEEDED" and Path(own_home).is_dir()
     op._abort("test over")
@@ -226,14 +249,29 @@ def test_no_env_value_in_xcom_trigger_rows_or_logs(af: AirflowCase) -> None:
     secret = f"s3cr3t-{uuid.uuid4().hex}"
     af.extra_env["AIRFLOW_VAR_ORCHESJOB_VALUE"] = secret  # a neutral name: Airflow itself would not mask it
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    spec = {"dag_id": "t_secret", "tasks": [
-        {"task_id": "deferred", "kwargs": {
-            "command": ["sh", "-c", 'printf %s "$MY_VALUE" | sha256sum | cut -c1-64; sleep 2; echo done'],
-            "env": {"MY_VALUE": "{{ var.value.orchesjob_value }}"}, "poll_interval": 5, "run_key": "secret-d"}},
-        {"task_id": "polling", "kwargs": {
-            "command": ["sh", "-c", 'printf %s "$MY_VALUE" | sha256sum | cut -c1-64'],
-            "env": {"MY_VALUE": "{{ var.value.orchesjob_value }}"}, "deferrable": False, "run_key": "secret-p"}},
-    ]}
+    spec = {
+        "dag_id": "t_secret",
+        "tasks": [
+            {
+                "task_id": "deferred",
+                "kwargs": {
+                    "command": ["sh", "-c", 'printf %s "$MY_VALUE" | sha256sum | cut -c1-64; sleep 2; echo done'],
+                    "env": {"MY_VALUE": "{{ var.value.orchesjob_value }}"},
+                    "poll_interval": 5,
+                    "run_key": "secret-d",
+                },
+            },
+            {
+                "task_id": "polling",
+                "kwargs": {
+                    "command": ["sh", "-c", 'printf %s "$MY_VALUE" | sha256sum | cut -c1-64'],
+                    "env": {"MY_VALUE": "{{ var.value.orchesjob_value }}"},
+                    "deferrable": False,
+                    "run_key": "secret-p",
+                },
+            },
+        ],
+    }
     run = af.dags_test(spec=spec)
     assert af.sandbox.task_states("t_secret") == {"deferred": "success", "polling": "success"}, run.describe()
     # The value reached the job (it printed its hash) ...
@@ -259,22 +297,51 @@ def test_real_airflow_refuses_an_unknown_host_and_reads_settings_from_the_connec
     home.mkdir()
     af.extra_env["HOME"] = str(home)
     af.extra_env["AIRFLOW_CONN_ORCHESJOB_STRICT"] = json.dumps(bare_connection(sshd))
-    af.extra_env["AIRFLOW_CONN_ORCHESJOB_PINNED"] = json.dumps(bare_connection(
-        sshd, host_key=sshd.host_public_key, orchesjob_bin=orchesjob_launcher, orchesjob_home=str(af.remote_home)))
+    af.extra_env["AIRFLOW_CONN_ORCHESJOB_PINNED"] = json.dumps(
+        bare_connection(
+            sshd, host_key=sshd.host_public_key, orchesjob_bin=orchesjob_launcher, orchesjob_home=str(af.remote_home)
+        )
+    )
     unset = {"orchesjob_bin": None, "orchesjob_home": None}
-    spec = {"dag_id": "t_host_keys", "tasks": [
-        {"task_id": "unknown_deferred", "kwargs": {"command": ["true"], "ssh_conn_id": "orchesjob_strict",
-                                                   "run_key": "unknown-d"}},
-        {"task_id": "unknown_polling", "kwargs": {"command": ["true"], "ssh_conn_id": "orchesjob_strict",
-                                                  "run_key": "unknown-p", "deferrable": False}},
-        {"task_id": "pinned", "kwargs": {"command": ["echo", "pinned ok"], "ssh_conn_id": "orchesjob_pinned",
-                                         "run_key": "pinned", **unset}},
-        {"task_id": "pinned_sensor", "kind": "sensor", "upstream": ["pinned"],
-         "kwargs": {"run_key": "pinned", "ssh_conn_id": "orchesjob_pinned", "timeout": 60, **unset}},
-    ]}
+    spec = {
+        "dag_id": "t_host_keys",
+        "tasks": [
+            {
+                "task_id": "unknown_deferred",
+                "kwargs": {"command": ["true"], "ssh_conn_id": "orchesjob_strict", "run_key": "unknown-d"},
+            },
+            {
+                "task_id": "unknown_polling",
+                "kwargs": {
+                    "command": ["true"],
+                    "ssh_conn_id": "orchesjob_strict",
+                    "run_key": "unknown-p",
+                    "deferrable": False,
+                },
+            },
+            {
+                "task_id": "pinned",
+                "kwargs": {
+                    "command": ["echo", "pinned ok"],
+                    "ssh_conn_id": "orchesjob_pinned",
+                    "run_key": "pinned",
+                    **unset,
+                },
+            },
+            {
+                "task_id": "pinned_sensor",
+                "kind": "sensor",
+                "upstream": ["pinned"],
+                "kwargs": {"run_key": "pinned", "ssh_conn_id": "orchesjob_pinned", "timeout": 60, **unset},
+            },
+        ],
+    }
     run = af.dags_test(spec=spec)
     assert af.sandbox.task_states("t_host_keys") == {
-        "unknown_deferred": "failed", "unknown_polling": "failed", "pinned": "success", "pinned_sensor": "success",
+        "unknown_deferred": "failed",
+        "unknown_polling": "failed",
+        "pinned": "success",
+        "pinned_sensor": "success",
     }, run.describe()
     assert "no job was started" in run.output and "orchesjob_strict" in run.output
     assert "`host_key` extra" in run.output

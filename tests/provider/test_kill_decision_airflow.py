@@ -54,16 +54,23 @@ def test_the_kill_path_asks_airflow_about_the_real_task_instance(af: AirflowCase
     sandbox = af.sandbox
     proc = subprocess.run(
         [sandbox.python, "-c", ASK, str(sandbox.db_path), dag_id, run_id, str(try_number)],
-        env=sandbox.env(), capture_output=True, text=True, timeout=240,
+        env=sandbox.env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("ANSWERS ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    answers = {k: (abort, unknown) for k, (abort, unknown, _) in json.loads(lines[0][len("ANSWERS "):]).items()}
+    answers = {k: (abort, unknown) for k, (abort, unknown, _) in json.loads(lines[0][len("ANSWERS ") :]).items()}
 
     if airflow.__version__.startswith("2."):
         assert answers == {
-            "failed@0": (True, False), "success@0": (True, False), "up_for_retry@0": (True, False),
-            "deferred@0": (False, False), "running@0": (False, False), "None@0": (False, False),
+            "failed@0": (True, False),
+            "success@0": (True, False),
+            "up_for_retry@0": (True, False),
+            "deferred@0": (False, False),
+            "running@0": (False, False),
+            "None@0": (False, False),
             "failed@1": (False, False),  # a newer try exists: not this try's to give up
         }
     else:

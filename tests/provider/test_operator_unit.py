@@ -90,8 +90,7 @@ def read_pids(tmp_path: Path, *names: str, timeout: float = 20) -> list[int]:
 def tree_job(tmp_path: Path, seconds: int = 300) -> list[str]:
     """A job with a child process, both recording their pids, so a test can check the whole tree is gone."""
     return sh_job(
-        f'echo $$ > {tmp_path}/main.pid; sleep {seconds} & echo $! > {tmp_path}/child.pid; '
-        f'echo started; wait'
+        f"echo $$ > {tmp_path}/main.pid; sleep {seconds} & echo $! > {tmp_path}/child.pid; echo started; wait"
     )
 
 
@@ -151,7 +150,7 @@ def test_try_after_failure_runs_attempt_2_and_the_message_quotes_stderr(
     command = sh_job(
         f"echo run >> {marker}; "
         f"if [ ! -e {flag} ]; then touch {flag}; "
-        "for i in 1 2 3 4 5; do echo \"stderr line $i\" >&2; done; exit 7; fi; echo fine"
+        'for i in 1 2 3 4 5; do echo "stderr line $i" >&2; done; exit 7; fi; echo fine'
     )
     ctx = context()
 
@@ -181,8 +180,12 @@ def test_try_after_failure_runs_attempt_2_and_the_message_quotes_stderr(
 @pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
 def test_skip_on_exit_code_skips_and_other_codes_fail(make_op, deferrable: bool) -> None:
     def outcome(code: int) -> BaseException:
-        op = make_op(command=f"echo bye >&2; exit {code}", deferrable=deferrable, skip_on_exit_code=[99, 100],
-                     run_key=f"skip-{code}")
+        op = make_op(
+            command=f"echo bye >&2; exit {code}",
+            deferrable=deferrable,
+            skip_on_exit_code=[99, 100],
+            run_key=f"skip-{code}",
+        )
         ctx = context()
         try:
             try:
@@ -219,16 +222,16 @@ def test_existing_job_with_other_parameters_fails_unless_allowed(make_op, tmp_pa
     original = make_op(command=sh_job(f"echo original >> {marker}"), run_key="shared-key", deferrable=False)
     first = original.execute(context())
 
-    other = make_op(command=sh_job(f"echo other >> {marker}"), run_key="shared-key", deferrable=False,
-                    env={"X": "1"})
+    other = make_op(command=sh_job(f"echo other >> {marker}"), run_key="shared-key", deferrable=False, env={"X": "1"})
     with pytest.raises(AirflowFailException) as refused:  # AirflowFail: retrying cannot help
         other.execute(context())
     message = str(refused.value)
     assert "shared-key" in message and "different command, cwd, env or timeout" in message
     assert "allow_parameter_mismatch=True" in message and first["job_id"] in message
 
-    allowed = make_op(command=sh_job(f"echo other >> {marker}"), run_key="shared-key", deferrable=False,
-                      allow_parameter_mismatch=True)
+    allowed = make_op(
+        command=sh_job(f"echo other >> {marker}"), run_key="shared-key", deferrable=False, allow_parameter_mismatch=True
+    )
     log = record_log(allowed)
     adopted = allowed.execute(context())
     assert adopted["job_id"] == first["job_id"]
@@ -237,7 +240,7 @@ def test_existing_job_with_other_parameters_fails_unless_allowed(make_op, tmp_pa
 
 
 HOSTILE = [
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "$(touch {pwned})",
     "`touch {pwned}`",
     "a; touch {pwned}; b",
@@ -318,7 +321,7 @@ def test_polling_mode_logs_each_line_once_while_the_job_runs(make_op) -> None:
     ended = time.monotonic()
 
     assert result["status"] == "SUCCEEDED"
-    assert log.lines("stdout") == ["first q\"uote $(x) ✓", "second", "no newline at the end"]
+    assert log.lines("stdout") == ['first q"uote $(x) ✓', "second", "no newline at the end"]
     assert log.lines("stderr") == ["warn 1"]
     first_seen = log.timed("stdout")[0][0]
     # Line 1 was in the log while the job still had ~4 s to run, not at the end.
@@ -327,7 +330,7 @@ def test_polling_mode_logs_each_line_once_while_the_job_runs(make_op) -> None:
 
 def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op) -> None:
     """A triggerer restart mid-job: the rebuilt trigger continues at the logged offsets."""
-    command = sh_job("for i in 1 2 3 4 5 6; do echo \"line $i\"; sleep 0.7; done")
+    command = sh_job('for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.7; done')
     op = make_op(command=command, poll_interval=10)
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
@@ -387,7 +390,8 @@ def test_on_kill_of_a_polling_task_aborts_the_remote_process_tree(make_op, cli, 
 
 
 def test_a_kill_while_the_start_is_in_flight_aborts_by_run_key_only_what_this_start_made(
-        make_op, cli, tmp_path: Path, monkeypatch) -> None:
+    make_op, cli, tmp_path: Path, monkeypatch
+) -> None:
     """on_kill can arrive after the host launched the job but before the start's answer reached the operator (the
     job id is not known yet). The abort then names the run key and this try's request id: the host aborts the job
     only if this start made it or took it over, never another request's job of the key."""
@@ -437,8 +441,7 @@ def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: 
     assert cli.status(job_id=trigger.job_id)["status"] == "ABORTED"
 
 
-def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli, tmp_path: Path,
-                                                                     monkeypatch) -> None:
+def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli, tmp_path: Path, monkeypatch) -> None:
     """Try 1 deferred; try 2 (a new request id) reattached to the same job and so became its owner. Killing try 1
     afterwards (its trigger's on_kill, or the operator's on_kill) names try 1's request id, which the host refuses:
     a warning names the job and its owner, and the job keeps running for try 2. Try 2's own kill aborts it. Airflow
@@ -476,16 +479,22 @@ def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli
     assert cli.status(job_id=job_id)["status"] == "ABORTED"
 
 
-def test_a_kill_while_the_task_instance_still_wants_the_job_leaves_it_running(make_op, cli, tmp_path: Path,
-                                                                            monkeypatch) -> None:
+def test_a_kill_while_the_task_instance_still_wants_the_job_leaves_it_running(
+    make_op, cli, tmp_path: Path, monkeypatch
+) -> None:
     """A cleared deferred task (Airflow: no state yet, then a new try) or a triggerer takeover (still deferred):
     neither the trigger's nor the worker's on_kill aborts; each says so at INFO."""
     op = make_op(command=tree_job(tmp_path), abort_grace_seconds=1)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context(try_number=3))
     trigger = deferred.value.trigger
-    assert trigger.try_identity == {"dag_id": "unit_dag", "task_id": "unit_task", "run_id": "manual__unit",
-                                    "map_index": -1, "try_number": 3}
+    assert trigger.try_identity == {
+        "dag_id": "unit_dag",
+        "task_id": "unit_task",
+        "run_id": "manual__unit",
+        "map_index": -1,
+        "try_number": 3,
+    }
     for state in ("deferred", None, "restarting"):
         airflow_answers(monkeypatch, (state, None))
         log = record_log(trigger)
@@ -501,7 +510,8 @@ def test_a_kill_while_the_task_instance_still_wants_the_job_leaves_it_running(ma
 
 
 def test_when_airflow_cannot_answer_the_job_runs_on_and_a_warning_says_how_to_abort_it(
-        make_op, cli, tmp_path: Path, monkeypatch, orchesjob_launcher: str, orchesjob_home: str) -> None:
+    make_op, cli, tmp_path: Path, monkeypatch, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
     from orchesjob_provider.give_up import manual_abort_command
 
     op = make_op(command=tree_job(tmp_path), abort_grace_seconds=1)
@@ -530,7 +540,8 @@ def test_when_airflow_cannot_answer_the_job_runs_on_and_a_warning_says_how_to_ab
 
 
 def test_execution_timeout_of_a_polling_task_aborts_although_the_task_instance_still_runs(
-        make_op, cli, tmp_path: Path, monkeypatch) -> None:
+    make_op, cli, tmp_path: Path, monkeypatch
+) -> None:
     """Airflow's own timeout (SIGALRM) interrupts execute, then Airflow calls on_kill while the state is still
     "running": the job must be aborted all the same, by execute itself."""
     try:

@@ -78,7 +78,7 @@ def _airflow(args: list, site: Path, tmp_path: Path) -> str:
 
 
 def _json_rows(out: str) -> list:
-    return json.loads(out[out.index("["):])
+    return json.loads(out[out.index("[") :])
 
 
 def test_airflow_providers_list_shows_orchesjob(fake_install: Path, tmp_path: Path) -> None:

@@ -140,8 +140,9 @@ def test_timeout_is_honoured(make_sensor, deferrable: bool) -> None:
     assert 2.5 <= took < 20, took
 
     with pytest.raises(AirflowSkipException):
-        run_sensor(make_sensor(run_key="never", deferrable=deferrable, timeout=1, poke_interval=0.5,
-                               soft_fail=True), context())
+        run_sensor(
+            make_sensor(run_key="never", deferrable=deferrable, timeout=1, poke_interval=0.5, soft_fail=True), context()
+        )
 
 
 def test_deferrable_timeout_counts_from_the_task_start_across_deferrals(make_sensor, host) -> None:
@@ -172,8 +173,14 @@ def test_trigger_without_a_job_id_waits_for_the_run_key_and_survives_a_round_tri
     from tests.support.operator_unit import run_trigger
 
     trigger = OrchesjobTrigger(
-        ssh_conn_id=ssh_conn_id, job_id=None, run_key="appears", orchesjob_bin=orchesjob_launcher,
-        orchesjob_home=orchesjob_home, stream_logs=False, wait_for_key_interval=0.3, deadline=time.time() + 1.5,
+        ssh_conn_id=ssh_conn_id,
+        job_id=None,
+        run_key="appears",
+        orchesjob_bin=orchesjob_launcher,
+        orchesjob_home=orchesjob_home,
+        stream_logs=False,
+        wait_for_key_interval=0.3,
+        deadline=time.time() + 1.5,
     )
     path, kwargs = trigger.serialize()
     assert kwargs["job_id"] is None and kwargs["wait_for_key_interval"] == 0.3

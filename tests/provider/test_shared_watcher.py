@@ -49,10 +49,15 @@ def proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
 
 def numbered_job(name: str, lines: int, gate: Path | None = None, pause: float = 0.02) -> list[str]:
     """Prints `name-1` .. `name-N` (and waits for `gate` halfway, if given), then one stderr line."""
-    wait = f'if [ "$i" = {lines // 2} ]; then while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done; fi; ' \
-        if gate else ""
-    script = (f'i=0; while [ "$i" -lt {lines} ]; do i=$((i+1)); echo {shlex.quote(name)}-$i; {wait}'
-              f"sleep {pause}; done; echo {shlex.quote(name)}-err >&2")
+    wait = (
+        f'if [ "$i" = {lines // 2} ]; then while [ ! -e {shlex.quote(str(gate))} ]; do sleep 0.05; done; fi; '
+        if gate
+        else ""
+    )
+    script = (
+        f'i=0; while [ "$i" -lt {lines} ]; do i=$((i+1)); echo {shlex.quote(name)}-$i; {wait}'
+        f"sleep {pause}; done; echo {shlex.quote(name)}-err >&2"
+    )
     return ["/bin/sh", "-c", script]
 
 
@@ -102,8 +107,9 @@ class HostWaits:
 def trigger_for(conn_id: str, launcher: str, home: str, job_id: str, **kwargs: Any) -> OrchesjobTrigger:
     kwargs.setdefault("poll_timeout", 20)
     kwargs.setdefault("retry_backoff", 0.1)
-    return OrchesjobTrigger(ssh_conn_id=conn_id, job_id=job_id, run_key="rk", orchesjob_bin=launcher,
-                            orchesjob_home=home, **kwargs)
+    return OrchesjobTrigger(
+        ssh_conn_id=conn_id, job_id=job_id, run_key="rk", orchesjob_bin=launcher, orchesjob_home=home, **kwargs
+    )
 
 
 async def fire(trigger: OrchesjobTrigger) -> Any:
@@ -122,10 +128,11 @@ def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
     hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
 ) -> None:
     names = [f"job{i:02d}" for i in range(24)]
-    jobs = {n: hook.start(f"many-{n}", numbered_job(n, 12, pause=0.05 + 0.01 * (i % 5)))
-            for i, n in enumerate(names)}
-    triggers = {n: trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"],
-                               request_id=f"try-{n}") for n in names}
+    jobs = {n: hook.start(f"many-{n}", numbered_job(n, 12, pause=0.05 + 0.01 * (i % 5))) for i, n in enumerate(names)}
+    triggers = {
+        n: trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
+        for n in names
+    }
     logs = {n: record_log(t) for n, t in triggers.items()}
 
     async def scenario() -> list[Any]:
@@ -213,8 +220,17 @@ def test_a_transport_cut_is_retried_for_all_subscribers(
     gate = tmp_path / "gate"
     names = ["cut1", "cut2", "cut3"]
     jobs = {n: hook.start(f"cut-{n}", numbered_job(n, 8, gate)) for n in names}
-    triggers = {n: trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"],
-                               retry_backoff=0.2, max_connection_errors=5) for n in names}
+    triggers = {
+        n: trigger_for(
+            PROXY_CONN_ID,
+            orchesjob_launcher,
+            orchesjob_home,
+            jobs[n]["job_id"],
+            retry_backoff=0.2,
+            max_connection_errors=5,
+        )
+        for n in names
+    }
     logs = {n: record_log(t) for n, t in triggers.items()}
 
     async def scenario() -> list[Any]:
@@ -274,8 +290,13 @@ def test_a_trigger_rebuilt_from_its_deferral_kwargs_resumes_where_the_last_one_d
     gate = tmp_path / "gate"
     job = hook.start("crash", numbered_job("crash", 20, gate, pause=0.01))
     deferral: dict[str, Any] = {
-        "ssh_conn_id": ssh_conn_id, "job_id": job["job_id"], "run_key": "crash", "orchesjob_bin": orchesjob_launcher,
-        "orchesjob_home": orchesjob_home, "poll_timeout": 20, "request_id": "dag.task.run.1",
+        "ssh_conn_id": ssh_conn_id,
+        "job_id": job["job_id"],
+        "run_key": "crash",
+        "orchesjob_bin": orchesjob_launcher,
+        "orchesjob_home": orchesjob_home,
+        "poll_timeout": 20,
+        "request_id": "dag.task.run.1",
     }
     first = OrchesjobTrigger(**deferral)
     l_first = record_log(first)
@@ -312,8 +333,9 @@ def test_per_trigger_watching_is_still_available(
     hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
 ) -> None:
     jobs = [hook.start(f"own-{i}", numbered_job(f"own{i}", 4)) for i in range(3)]
-    triggers = [trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, j["job_id"], shared_watcher=False)
-                for j in jobs]
+    triggers = [
+        trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, j["job_id"], shared_watcher=False) for j in jobs
+    ]
     logs: list[Recorder] = [record_log(t) for t in triggers]
 
     async def scenario() -> list[Any]:

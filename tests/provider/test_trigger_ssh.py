@@ -93,9 +93,9 @@ async def wait_for_lines(recorder: Recorder, count: int, task: asyncio.Future[An
         await asyncio.sleep(0.02)
 
 
-def test_streams_logs_once_and_fires_one_terminal_event(hook: OrchesjobHook, ssh_conn_id: str,
-                                                         orchesjob_launcher: str, orchesjob_home: str,
-                                                         gate: Path) -> None:
+def test_streams_logs_once_and_fires_one_terminal_event(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, gate: Path
+) -> None:
     job = hook.start("stream", gated_job(gate))
     trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"])
     recorder = attach_recorder(trigger)
@@ -165,8 +165,9 @@ def test_resumes_from_given_offsets_after_the_job_ended(
     assert rec2.lines("stdout") == []
 
 
-def test_partial_lines_are_logged_whole(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
-                                        orchesjob_home: str) -> None:
+def test_partial_lines_are_logged_whole(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
     job = hook.start("partial", ["/bin/sh", "-c", "printf abc; sleep 1; printf 'def\\nlast-no-newline'"])
     trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"])
     recorder = attach_recorder(trigger)
@@ -175,8 +176,9 @@ def test_partial_lines_are_logged_whole(hook: OrchesjobHook, ssh_conn_id: str, o
     assert event.payload["stdout_offset"] == len(b"abcdef\nlast-no-newline")
 
 
-def test_small_chunks_still_log_everything_once(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
-                                                orchesjob_home: str) -> None:
+def test_small_chunks_still_log_everything_once(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
     job = hook.start("chunks", ["printf", "%s\\n", *LINES])
     hook.wait(job_id=job["job_id"], timeout=20)
     trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"], max_bytes=7)
@@ -197,12 +199,20 @@ def test_unknown_job_fires_an_error_event(ssh_conn_id: str, orchesjob_launcher: 
 def test_connection_errors_are_retried_then_reported(orchesjob_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.support.sshd import free_port
 
-    conn = {"conn_type": "ssh", "host": "127.0.0.1", "port": free_port(), "login": "nobody",
-            "extra": {"no_host_key_check": True}}
+    conn = {
+        "conn_type": "ssh",
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "login": "nobody",
+        "extra": {"no_host_key_check": True},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_DOWN", json.dumps(conn))
     trigger = OrchesjobTrigger(
-        ssh_conn_id="orchesjob_down", job_id="j", orchesjob_home=orchesjob_home,
-        max_connection_errors=2, retry_backoff=0.01,
+        ssh_conn_id="orchesjob_down",
+        job_id="j",
+        orchesjob_home=orchesjob_home,
+        max_connection_errors=2,
+        retry_backoff=0.01,
     )
     recorder = attach_recorder(trigger)
     event, ended = asyncio.run(first_event(trigger, timeout=60))
@@ -211,20 +221,21 @@ def test_connection_errors_are_retried_then_reported(orchesjob_home: str, monkey
     assert sum("retry" in m for _, m in recorder.records) == 2
 
 
-def test_deadline_fires_a_timeout_event(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
-                                        orchesjob_home: str) -> None:
+def test_deadline_fires_a_timeout_event(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
     job = hook.start("slow", ["sleep", "30"])
     try:
-        trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"],
-                               deadline=time.time() + 2)
+        trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"], deadline=time.time() + 2)
         event, _ = asyncio.run(first_event(trigger))
         assert event.payload["status"] == "timeout"
     finally:
         hook.abort(job_id=job["job_id"], grace_seconds=1)
 
 
-def test_async_hook_matches_the_sync_hook(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
-                                          orchesjob_home: str) -> None:
+def test_async_hook_matches_the_sync_hook(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
     """Every read verb of the sync hook, and abort (with and without --if-owner), through the async hook."""
     from orchesjob_provider.exceptions import OrchesjobNotOwner
 
@@ -277,8 +288,9 @@ def test_asyncssh_kwargs_from_connection_fields(sshd: Any) -> None:
     assert len(with_key["client_keys"]) == 1 and with_key["known_hosts"][0]
 
 
-def test_async_hook_checks_a_real_host_key(sshd: Any, orchesjob_launcher: str, orchesjob_home: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_async_hook_checks_a_real_host_key(
+    sshd: Any, orchesjob_launcher: str, orchesjob_home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conn = sshd.airflow_connection()
     conn["extra"] = {"private_key": open(sshd.key_path).read(), "host_key": sshd.host_public_key}
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_HOSTKEY", json.dumps(conn))
@@ -304,8 +316,9 @@ def test_serialize_names_every_constructor_argument() -> None:
     assert rebuild(trigger).serialize() == (path, kwargs)
 
 
-def test_without_log_streaming_only_the_end_is_reported(hook: OrchesjobHook, ssh_conn_id: str,
-                                                        orchesjob_launcher: str, orchesjob_home: str) -> None:
+def test_without_log_streaming_only_the_end_is_reported(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
     job = hook.start("quiet-watch", ["/bin/sh", "-c", "echo a; sleep 0.5; echo b"])
     trigger = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"], stream_logs=False)
     recorder = attach_recorder(trigger)
@@ -314,18 +327,25 @@ def test_without_log_streaming_only_the_end_is_reported(hook: OrchesjobHook, ssh
     assert recorder.lines("stdout") == [] and event.payload["stdout_offset"] == 0
 
 
-def test_on_kill_aborts_the_job_only_when_asked(hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str,
-                                                orchesjob_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_kill_aborts_the_job_only_when_asked(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     airflow_answers(monkeypatch, ("failed", 1))  # the try gave the job up; whether to abort is the flag's
     job = hook.start("kill-me", ["sleep", "60"])
     keep = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"])
     asyncio.run(keep.on_kill())
     assert hook.status(job_id=job["job_id"])["status"] == "RUNNING"
 
-    kill = make_trigger(ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"], abort_on_kill=True,
-                        abort_reason="task killed 'by user'", abort_grace_seconds=1,
-                        try_identity={"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1,
-                                      "try_number": 1})
+    kill = make_trigger(
+        ssh_conn_id,
+        orchesjob_launcher,
+        orchesjob_home,
+        job["job_id"],
+        abort_on_kill=True,
+        abort_reason="task killed 'by user'",
+        abort_grace_seconds=1,
+        try_identity={"dag_id": "d", "task_id": "t", "run_id": "r", "map_index": -1, "try_number": 1},
+    )
     recorder = attach_recorder(kill)
     asyncio.run(kill.on_kill())
     after = hook.status(job_id=job["job_id"])

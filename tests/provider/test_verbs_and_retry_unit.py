@@ -117,8 +117,13 @@ SENT = OrchesjobTransportError("cut after the command went out", sent=True)
 NOT_SENT = OrchesjobTransportError("cut while logging in", sent=False)
 REFUSED = OrchesjobTransportError("login refused", sent=False, transient=False)
 LOCKED = OrchesjobLockTimeout("database locked")
-ANSWERS = [OrchesjobNotFound("gone"), OrchesjobConflict("finished"), OrchesjobInvalidArgument("bad"),
-           OrchesjobIncompatibleCli("old"), OrchesjobNotOwner("not yours")]
+ANSWERS = [
+    OrchesjobNotFound("gone"),
+    OrchesjobConflict("finished"),
+    OrchesjobInvalidArgument("bad"),
+    OrchesjobIncompatibleCli("old"),
+    OrchesjobNotOwner("not yours"),
+]
 
 
 @pytest.mark.parametrize(
@@ -175,7 +180,12 @@ def test_transport_errors_keep_sent_and_transient_through_pickle() -> None:
             again = pickle.loads(pickle.dumps(exc))
             assert type(again) is OrchesjobTransportError
             assert (again.sent, again.transient, again.command, again.stderr, again.message) == (
-                sent, transient, "orchesjob start", "e", "cut")
+                sent,
+                transient,
+                "orchesjob start",
+                "e",
+                "cut",
+            )
     assert OrchesjobTransportError("unknown moment").sent is True  # when in doubt, it may have been sent
 
 
@@ -186,8 +196,7 @@ def test_transport_errors_found_in_a_reply_were_sent() -> None:
 
 
 def test_not_owner_is_typed_and_names_the_owner() -> None:
-    payload = {"error": "not_owner", "message": "job j is owned by request 'b', not 'a'", "exit_code": 4,
-               "owner": "b"}
+    payload = {"error": "not_owner", "message": "job j is owned by request 'b', not 'a'", "exit_code": 4, "owner": "b"}
     with pytest.raises(OrchesjobNotOwner) as info:
         cmd.parse_output(json.dumps(payload), 4, "orchesjob: job j is owned by request 'b'\n")
     exc = info.value
@@ -214,8 +223,11 @@ def test_request_ids_of_tries() -> None:
     assert cmd.check_request_id(long) == long
 
 
-@given(st.text(min_size=0, max_size=300), st.text(alphabet=string.printable, max_size=40),
-       st.integers(min_value=-1, max_value=10**6))
+@given(
+    st.text(min_size=0, max_size=300),
+    st.text(alphabet=string.printable, max_size=40),
+    st.integers(min_value=-1, max_value=10**6),
+)
 def test_request_ids_are_always_acceptable_to_the_cli(dag_id: str, task_id: str, try_number: int) -> None:
     rid = run_keys.request_id_for_try(dag_id, task_id, "run", 0, try_number)
     assert cmd.check_request_id(rid) == rid
@@ -303,16 +315,14 @@ def run_both(script: Sequence[Any], use: Any, **kwargs: Any) -> list[tuple[Any, 
 
 def test_both_hooks_retry_a_start_with_the_same_request_id_and_log_each_retry() -> None:
     lost = OrchesjobTransportError("SSH failure while running orchesjob: reset", sent=True)
-    for job, fake, messages in run_both([VERSION, lost, lost, JOB], lambda h: h.start("k", ["false"],
-                                                                                     mode="default")):
+    for job, fake, messages in run_both([VERSION, lost, lost, JOB], lambda h: h.start("k", ["false"], mode="default")):
         assert job["job_id"] == "j1" and job["same_request"] is True
         starts = fake.lines[1:]
         assert len(starts) == 3 and len(set(starts)) == 1, "every retry must repeat the same request"
         assert "--request-id=orchesjob-hook:" in starts[0]
         retries = [m for m in messages if "retry" in m]
         assert len(retries) == 2, messages
-        assert "attempt 1 of 4 failed (SSH failure while running orchesjob: reset); retry 1 of 3 in 0.0s" in \
-            retries[0]
+        assert "attempt 1 of 4 failed (SSH failure while running orchesjob: reset); retry 1 of 3 in 0.0s" in retries[0]
         assert "attempt 2 of 4" in retries[1] and "retry 2 of 3" in retries[1]
 
 
@@ -340,8 +350,11 @@ def test_both_hooks_repeat_an_abort_that_never_left() -> None:
 
 
 def test_both_hooks_raise_not_owner_unretried() -> None:
-    refusal = (4, json.dumps({"error": "not_owner", "message": "owned by b", "exit_code": 4, "owner": "b"}).encode(),
-               b"orchesjob: owned by b\n")
+    refusal = (
+        4,
+        json.dumps({"error": "not_owner", "message": "owned by b", "exit_code": 4, "owner": "b"}).encode(),
+        b"orchesjob: owned by b\n",
+    )
     for result, fake, _ in run_both([VERSION, refusal], lambda h: h.abort(job_id="j", if_owner="a")):
         assert isinstance(result, OrchesjobNotOwner) and result.owner == "b" and len(fake.lines) == 2
 
@@ -383,18 +396,35 @@ def test_watch_entries_are_built_and_checked_before_anything_is_sent() -> None:
     assert cmd.WatchEntry("j1", 10, 0).spec() == "j1:10:0"
     assert cmd.WatchEntry("j1", 10, 4, delivered=(7, 4), cursor="air:flow:try1").spec() == "j1:10:4:7:4:air:flow:try1"
     assert cmd.WatchEntry("j1", 10, 4, cursor="c").spec() == "j1:10:4:10:4:c"  # delivered defaults to read
-    for bad in (cmd.WatchEntry("a:b", 0, 0), cmd.WatchEntry("j", -1, 0), cmd.WatchEntry("j", 1, 1, (2, 0), "c"),
-                cmd.WatchEntry("j", 1, 1, cursor="bad\ncursor"), cmd.WatchEntry("j", cursor="c"),
-                cmd.WatchEntry("j", 1, 1, cursor="x" * 200)):
+    for bad in (
+        cmd.WatchEntry("a:b", 0, 0),
+        cmd.WatchEntry("j", -1, 0),
+        cmd.WatchEntry("j", 1, 1, (2, 0), "c"),
+        cmd.WatchEntry("j", 1, 1, cursor="bad\ncursor"),
+        cmd.WatchEntry("j", cursor="c"),
+        cmd.WatchEntry("j", 1, 1, cursor="x" * 200),
+    ):
         with pytest.raises(ValueError):
             bad.spec()
 
 
 def test_the_watch_call_is_one_always_retried_wait_bounded_by_its_timeout() -> None:
-    call = cmd.define.watch([cmd.WatchEntry("a", 0, 0), cmd.WatchEntry("b")], timeout=20, max_bytes=100,
-                            max_total_bytes=65536, wake_on_eof=True)
-    assert call.args == ("wait", "--watch=a:0:0", "--watch=b", "--timeout=20", "--max-bytes=100",
-                         "--max-total-bytes=65536", "--wake-on-eof")
+    call = cmd.define.watch(
+        [cmd.WatchEntry("a", 0, 0), cmd.WatchEntry("b")],
+        timeout=20,
+        max_bytes=100,
+        max_total_bytes=65536,
+        wake_on_eof=True,
+    )
+    assert call.args == (
+        "wait",
+        "--watch=a:0:0",
+        "--watch=b",
+        "--timeout=20",
+        "--max-bytes=100",
+        "--max-total-bytes=65536",
+        "--wake-on-eof",
+    )
     assert call.retry == "always" and call.wakeable and call.exec_timeout(60) == 80
     assert not cmd.define.watch([cmd.WatchEntry("a")]).wakeable
     with pytest.raises(ValueError):

@@ -64,16 +64,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     repo = os.environ.get("ORCHESJOB_REF_REPO")
     if not repo:
         return
-    probe = subprocess.run([sys.executable, "-c", "import orchesjob, sys; sys.stdout.write(orchesjob.__file__)"],
-                           capture_output=True, text=True, cwd=_HERE)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import orchesjob, sys; sys.stdout.write(orchesjob.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=_HERE,
+    )
     where = os.path.realpath(probe.stdout.strip() or "?")
     if not where.startswith(os.path.realpath(repo) + os.sep):
         raise pytest.UsageError("`python -m orchesjob` would run %s, not this repository's CLI (%s)" % (where, repo))
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    lines = ["reference tests against: %s -m orchesjob (ORCHESJOB_REF_REPO=%s)"
-             % (sys.executable, os.environ.get("ORCHESJOB_REF_REPO"))]
+    lines = [
+        "reference tests against: %s -m orchesjob (ORCHESJOB_REF_REPO=%s)"
+        % (sys.executable, os.environ.get("ORCHESJOB_REF_REPO"))
+    ]
     for name, reason in sorted(_SKIPPED_MODULES.items()):
         lines.append("not collected: %s: %s" % (name, reason))
     return lines
@@ -103,8 +109,9 @@ def home(tmp_path: Path) -> Iterator[Path]:
 
 def _run(home: Path, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, ORCHESJOB_HOME=str(home))
-    return subprocess.run([sys.executable, "-m", "orchesjob", *args], capture_output=True, text=True, env=env,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "orchesjob", *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 @pytest.fixture
@@ -121,7 +128,11 @@ def jcli(home: Path) -> Callable[..., Any]:
     def _jcli(*args: str) -> Any:
         r = _run(home, args)
         assert r.returncode == 0, "orchesjob %s exited %d\nstdout: %s\nstderr: %s" % (
-            list(args), r.returncode, r.stdout, r.stderr)
+            list(args),
+            r.returncode,
+            r.stdout,
+            r.stderr,
+        )
         return json.loads(r.stdout)
 
     return _jcli
@@ -149,8 +160,9 @@ def kill_pid(pid: int | None) -> None:
         pass
 
 
-def wait_for_running(home: Path, cli: Callable[..., tuple[str, str, int]], run_key: str,
-                     timeout: float = 5.0) -> dict[str, Any]:
+def wait_for_running(
+    home: Path, cli: Callable[..., tuple[str, str, int]], run_key: str, timeout: float = 5.0
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

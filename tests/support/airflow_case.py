@@ -42,7 +42,7 @@ def log_records(output: str) -> list[tuple[float, str]]:
 def job_log_lines(output: str, stream: str = "stdout") -> list[tuple[float, str]]:
     """(unix time, line) of every line of the job's ``stream`` relayed into the task log, in order."""
     prefix = f"[{stream}] "
-    return [(t, m[len(prefix):]) for t, m in log_records(output) if m.startswith(prefix)]
+    return [(t, m[len(prefix) :]) for t, m in log_records(output) if m.startswith(prefix)]
 
 
 class AirflowCase:
@@ -69,17 +69,25 @@ class AirflowCase:
         env.update(extra)
         return env
 
-    def dags_test(self, dag_id: str | None = None, *, spec: Mapping[str, Any] | None = None,
-                  date: str = DATE, timeout: float = 240) -> AirflowRun:
+    def dags_test(
+        self,
+        dag_id: str | None = None,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        date: str = DATE,
+        timeout: float = 240,
+    ) -> AirflowRun:
         dag_id = dag_id or (spec or {})["dag_id"]
         return self.keep(self.sandbox.dags_test(dag_id, date, env=self.env(spec), timeout=timeout))
 
-    def tasks_test(self, dag_id: str, task_id: str, run_id: str, *, spec: Mapping[str, Any] | None = None,
-                   timeout: float = 240) -> AirflowRun:
+    def tasks_test(
+        self, dag_id: str, task_id: str, run_id: str, *, spec: Mapping[str, Any] | None = None, timeout: float = 240
+    ) -> AirflowRun:
         return self.keep(self.sandbox.tasks_test(dag_id, task_id, run_id, env=self.env(spec), timeout=timeout))
 
-    def run_task_again(self, dag_id: str, task_id: str, *, spec: Mapping[str, Any] | None = None,
-                       timeout: float = 240) -> AirflowRun:
+    def run_task_again(
+        self, dag_id: str, task_id: str, *, spec: Mapping[str, Any] | None = None, timeout: float = 240
+    ) -> AirflowRun:
         """Run the latest DAG run's task instance again (same run id, so the same default run key), the way that
         keeps its XCom in the database on this Airflow version:
 
@@ -99,8 +107,9 @@ class AirflowCase:
         (self.workdir.parent / f"airflow-run-{len(self.runs)}.log").write_text(run.describe(tail=10**6))
         return run
 
-    def start_dags_test(self, dag_id: str | None = None, *, spec: Mapping[str, Any] | None = None,
-                        date: str = DATE) -> BackgroundAirflow:
+    def start_dags_test(
+        self, dag_id: str | None = None, *, spec: Mapping[str, Any] | None = None, date: str = DATE
+    ) -> BackgroundAirflow:
         dag_id = dag_id or (spec or {})["dag_id"]
         return self.sandbox.start_dags_test(dag_id, date, env=self.env(spec))
 
@@ -109,8 +118,9 @@ class AirflowCase:
     def cli(self, *args: str, check: bool = True) -> Any:
         """Run the CLI on the host (this machine) against this test's ORCHESJOB_HOME; return its JSON."""
         env = dict(os.environ, ORCHESJOB_HOME=str(self.remote_home))
-        proc = subprocess.run([self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+        )
         if check and proc.returncode != 0:
             raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
         return json.loads(proc.stdout) if proc.stdout.strip() else None

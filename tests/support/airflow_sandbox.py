@@ -51,7 +51,7 @@ def write_cli_launcher(path: PathLike, python: str = sys.executable, repo_root: 
         "#!/bin/sh\n"
         f"PYTHONPATH={shlex.quote(str(repo_root))}\n"
         "export PYTHONPATH\n"
-        f"exec {shlex.quote(python)} -m orchesjob \"$@\"\n"
+        f'exec {shlex.quote(python)} -m orchesjob "$@"\n'
     )
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
     return str(path)
@@ -256,13 +256,21 @@ class AirflowSandbox:
             out += f"\n[sandbox: killed after {timeout:g}s]\n".encode()
         return AirflowRun(argv, proc.returncode, out.decode(errors="replace"), time.monotonic() - started)
 
-    def dags_test(self, dag_id: str, logical_date: str, *, env: Mapping[str, str | None] | None = None,
-                  timeout: float = 300) -> AirflowRun:
+    def dags_test(
+        self, dag_id: str, logical_date: str, *, env: Mapping[str, str | None] | None = None, timeout: float = 300
+    ) -> AirflowRun:
         """``airflow dags test DAG DATE``: one DAG run with every task, deferral included, in one process."""
         return self.airflow("dags", "test", dag_id, logical_date, env=env, timeout=timeout)
 
-    def tasks_test(self, dag_id: str, task_id: str, logical_date: str, *,
-                   env: Mapping[str, str | None] | None = None, timeout: float = 300) -> AirflowRun:
+    def tasks_test(
+        self,
+        dag_id: str,
+        task_id: str,
+        logical_date: str,
+        *,
+        env: Mapping[str, str | None] | None = None,
+        timeout: float = 300,
+    ) -> AirflowRun:
         """``airflow tasks test DAG TASK DATE``: one task, no dependencies checked. On Airflow 3 the DAG must be
         in the database first (``reserialize``, or an earlier ``dags test`` of it)."""
         return self.airflow("tasks", "test", dag_id, task_id, logical_date, env=env, timeout=timeout)
@@ -277,8 +285,9 @@ class AirflowSandbox:
         log = self.directory / f"background-{self._background}.log"
         return BackgroundAirflow(self.argv(*args), self.env(**dict(env or {})), log, str(self.directory))
 
-    def start_dags_test(self, dag_id: str, logical_date: str, *,
-                        env: Mapping[str, str | None] | None = None) -> BackgroundAirflow:
+    def start_dags_test(
+        self, dag_id: str, logical_date: str, *, env: Mapping[str, str | None] | None = None
+    ) -> BackgroundAirflow:
         return self.start("dags", "test", dag_id, logical_date, env=env)
 
     # ------------------------------------------------------------------ reading the metadata database

@@ -73,8 +73,15 @@ class CutProxy:
     ``plan(index)`` is called once per accepted connection (index 0, 1, 2, ...) and returns a ``Cut`` or None.
     """
 
-    def __init__(self, target_host: str, target_port: int, plan: Plan | None = None, *,
-                 host: str = "127.0.0.1", blackhole_hold: float = 120.0) -> None:
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        plan: Plan | None = None,
+        *,
+        host: str = "127.0.0.1",
+        blackhole_hold: float = 120.0,
+    ) -> None:
         self.target = (target_host, target_port)
         self.plan: Plan = plan or (lambda index: None)
         self.host = host
@@ -193,8 +200,12 @@ class CutProxy:
                     _close(src)
                     return
                 count = rec.c2s if direction == C2S else rec.s2c
-                if cut is not None and not rec.cut_done and cut.direction == direction \
-                        and count + len(data) > cut.after:
+                if (
+                    cut is not None
+                    and not rec.cut_done
+                    and cut.direction == direction
+                    and count + len(data) > cut.after
+                ):
                     head = data[: max(0, cut.after - count)]
                     if head and not _send(dst, head):
                         _reset(src)
@@ -284,8 +295,15 @@ def phases_of(rec: ConnRecord) -> Phases:
     if len(answered) < 5:
         raise ValueError("calibration: unexpected session shape %r" % rec.timeline)
     chan_open, exec_req, eof = answered[-3], answered[-2], answered[-1]
-    return Phases(c_login=chan_open[0], s_login=chan_open[1], c_exec=(exec_req[0], exec_req[2]), s_exec=exec_req[1],
-                  s_reply=eof[1], c_total=rec.c2s, s_total=rec.s2c)
+    return Phases(
+        c_login=chan_open[0],
+        s_login=chan_open[1],
+        c_exec=(exec_req[0], exec_req[2]),
+        s_exec=exec_req[1],
+        s_reply=eof[1],
+        c_total=rec.c2s,
+        s_total=rec.s2c,
+    )
 
 
 def _send(sock: socket.socket, data: bytes) -> bool:

@@ -62,8 +62,7 @@ class HostUser:
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"{USER_PREFIX}{secrets.token_hex(3)}"
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.name], check=True,
-                       capture_output=True)
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.name], check=True, capture_output=True)
         # useradd leaves the password locked ("!"), which sshd refuses even for keys when PAM is off
         subprocess.run(["usermod", "-p", "*", self.name], check=True, capture_output=True)
         entry = pwd.getpwnam(self.name)
@@ -101,8 +100,13 @@ class HostUser:
     def run(self, *argv: str, **kwargs: Any) -> subprocess.CompletedProcess:
         """Run a command as this account (``setpriv``, no login, HOME set), e.g. to read what it owns."""
         env = {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin"}
-        return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *argv],
-                              env=env, capture_output=True, text=True, **kwargs)
+        return subprocess.run(
+            ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            **kwargs,
+        )
 
     def pids(self) -> list[int]:
         """The processes running as this account (its jobs, a lingering sshd session)."""

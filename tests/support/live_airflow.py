@@ -86,7 +86,10 @@ class LiveAirflow:
         if not (dags / LIVE_DAGS.name).exists():
             (dags / LIVE_DAGS.name).symlink_to(LIVE_DAGS)
         self.sandbox = AirflowSandbox(
-            self.directory, python=python, dags_folder=dags, connections={CONN_ID: dict(connection)},
+            self.directory,
+            python=python,
+            dags_folder=dags,
+            connections={CONN_ID: dict(connection)},
             extra_env=self._settings(),
         )
         self.components: dict[str, Component] = {}
@@ -127,8 +130,12 @@ class LiveAirflow:
             self._spawn("scheduler", "scheduler", "-s")
             self.start_triggerer(deadline - time.monotonic())
             self.start_triggerer(deadline - time.monotonic())
-            self._until(deadline, "the live DAGs parsed", lambda: self._dag_known("orchesjob_live_polling"),
-                        ["dag-processor", "scheduler"])
+            self._until(
+                deadline,
+                "the live DAGs parsed",
+                lambda: self._dag_known("orchesjob_live_polling"),
+                ["dag-processor", "scheduler"],
+            )
         except BaseException:
             self.stop()
             raise
@@ -186,8 +193,9 @@ class LiveAirflow:
             fresh = [i for i in self._triggerer_job_ids() if i not in known]
             return fresh[0] if fresh else None
 
-        component.job_id = self._until(time.monotonic() + timeout, f"{component.name}'s job row", new_job,
-                                       [component.name])
+        component.job_id = self._until(
+            time.monotonic() + timeout, f"{component.name}'s job row", new_job, [component.name]
+        )
         return component
 
     def _triggerer_job_ids(self) -> list[int]:
@@ -198,7 +206,8 @@ class LiveAirflow:
         """The triggerer that runs this task instance's trigger now (None while unassigned)."""
         rows = self.query(
             "SELECT t.triggerer_id FROM task_instance ti JOIN trigger t ON ti.trigger_id = t.id "
-            "WHERE ti.dag_id = ? AND ti.run_id = ? AND ti.task_id = ?", (dag_id, run_id, task_id),
+            "WHERE ti.dag_id = ? AND ti.run_id = ? AND ti.task_id = ?",
+            (dag_id, run_id, task_id),
         )
         holder = rows[0][0] if rows else None
         return next((c for c in self.triggerers() if holder is not None and c.job_id == holder), None)
@@ -286,16 +295,24 @@ class LiveAirflow:
 
     def trigger(self, dag_id: str, conf: Mapping[str, Any], run_id: str | None = None) -> str:
         run_id = run_id or f"live__{int(time.time() * 1000)}_{secrets.token_hex(3)}"
-        self.rest("POST", f"/api/v2/dags/{dag_id}/dagRuns",
-                  {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)})
+        self.rest(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf)}
+        )
         return run_id
 
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
         return dict(self.rest("GET", path))
 
-    def wait_state(self, dag_id: str, run_id: str, task_id: str, states: Iterable[str | None], timeout: float,
-                   try_number: int | None = None) -> dict[str, Any]:
+    def wait_state(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        states: Iterable[str | None],
+        timeout: float,
+        try_number: int | None = None,
+    ) -> dict[str, Any]:
         """Wait until the task instance is in one of ``states`` (and at ``try_number``, when given)."""
         wanted = set(states)
         deadline = time.monotonic() + timeout
@@ -316,10 +333,17 @@ class LiveAirflow:
             time.sleep(0.5)
 
     def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> Any:
-        return self.rest("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", {
-            "dry_run": False, "task_ids": task_ids, "dag_run_id": run_id, "only_failed": False,
-            "reset_dag_runs": True,
-        })
+        return self.rest(
+            "POST",
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            {
+                "dry_run": False,
+                "task_ids": task_ids,
+                "dag_run_id": run_id,
+                "only_failed": False,
+                "reset_dag_runs": True,
+            },
+        )
 
     def mark(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id)}/taskInstances/{task_id}"
@@ -327,8 +351,9 @@ class LiveAirflow:
 
     # ------------------------------------------------------------------ logs
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int,
-                 triggerer: Component | None = None) -> str:
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, triggerer: Component | None = None
+    ) -> str:
         """The task's log of one try and every triggerer's log of that try's trigger, concatenated; with
         ``triggerer``, only what that triggerer wrote about the try's trigger."""
         folder = self.sandbox.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
@@ -338,8 +363,7 @@ class LiveAirflow:
         parts = sorted(folder.glob(pattern)) if folder.exists() else []
         return "\n".join(p.read_text(errors="replace") for p in parts)
 
-    def wait_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, text: str,
-                 timeout: float) -> str:
+    def wait_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, text: str, timeout: float) -> str:
         """Wait until the logs of that try (the task's or its trigger's) contain ``text``; return them."""
         deadline = time.monotonic() + timeout
         while True:
@@ -347,8 +371,10 @@ class LiveAirflow:
             if text in log:
                 return log
             if time.monotonic() > deadline:
-                raise LiveAirflowError(f"{text!r} never appeared in the log of try {try_number} within "
-                                       f"{timeout:g}s\n{self.diagnostics(dag_id, run_id, task_id)}")
+                raise LiveAirflowError(
+                    f"{text!r} never appeared in the log of try {try_number} within "
+                    f"{timeout:g}s\n{self.diagnostics(dag_id, run_id, task_id)}"
+                )
             time.sleep(0.5)
 
     def diagnostics(self, dag_id: str, run_id: str, task_id: str) -> str:

@@ -24,8 +24,9 @@ class Host:
 
     def cli(self, *args: str) -> Any:
         env = dict(os.environ, ORCHESJOB_HOME=str(self.state))
-        proc = subprocess.run([self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
+        )
         if proc.returncode not in (0, 3):
             raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
         return json.loads(proc.stdout) if proc.returncode == 0 else None
@@ -49,8 +50,10 @@ class Host:
         """A job that says ``started`` (so its trigger's log shows the trigger runs), appends one line per
         execution to ``<name>.runs``, records its own pid and its child's, and sleeps ``seconds`` in that child."""
         w = self.work
-        return (f"echo started; echo run >> {w}/{name}.runs; echo $$ > {w}/{name}.main; sleep {seconds} & "
-                f"echo $! > {w}/{name}.child; wait; echo done")
+        return (
+            f"echo started; echo run >> {w}/{name}.runs; echo $$ > {w}/{name}.main; sleep {seconds} & "
+            f"echo $! > {w}/{name}.child; wait; echo done"
+        )
 
     def runs(self, name: str) -> list[str]:
         path = self.work / f"{name}.runs"

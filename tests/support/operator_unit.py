@@ -32,11 +32,11 @@ class Recorder(logging.Handler):
 
     def lines(self, stream: str) -> list[str]:
         prefix = f"[{stream}] "
-        return [m[len(prefix):] for _, m in self.records if m.startswith(prefix)]
+        return [m[len(prefix) :] for _, m in self.records if m.startswith(prefix)]
 
     def timed(self, stream: str) -> list[tuple[float, str]]:
         prefix = f"[{stream}] "
-        return [(t, m[len(prefix):]) for t, m in self.records if m.startswith(prefix)]
+        return [(t, m[len(prefix) :]) for t, m in self.records if m.startswith(prefix)]
 
     def messages(self) -> list[str]:
         return [m for _, m in self.records]
@@ -54,8 +54,14 @@ def record_log(obj: Any) -> Recorder:
     return recorder
 
 
-def context(dag_id: str = "unit_dag", task_id: str = "unit_task", run_id: str = "manual__unit",
-            map_index: int = -1, started: dt.datetime | None = None, try_number: int = 1) -> Context:
+def context(
+    dag_id: str = "unit_dag",
+    task_id: str = "unit_task",
+    run_id: str = "manual__unit",
+    map_index: int = -1,
+    started: dt.datetime | None = None,
+    try_number: int = 1,
+) -> Context:
     """The part of an Airflow context the operator and sensor read: the task instance's identity and start (a
     stand-in task instance, so the dict is only cast to Airflow's ``Context``)."""
     ti = SimpleNamespace(

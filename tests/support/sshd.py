@@ -121,9 +121,7 @@ class SshServer:
         if self.process is not None:
             raise SshServerError("sshd is already started")
         if not os.path.isfile(self.sshd_path) or not os.access(self.sshd_path, os.X_OK):
-            raise RuntimeError(
-                f"OpenSSH server not found at {self.sshd_path}; install it with: {INSTALL_HINT}"
-            )
+            raise RuntimeError(f"OpenSSH server not found at {self.sshd_path}; install it with: {INSTALL_HINT}")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._make_keys()
         if os.geteuid() == 0:
@@ -171,15 +169,24 @@ class SshServer:
     def ssh_options(self) -> list[str]:
         """Client options that make ``ssh`` non-interactive and independent of the user's ~/.ssh config."""
         return [
-            "-F", "/dev/null",
-            "-i", str(self.client_key_path),
-            "-p", str(self.port),
-            "-o", "IdentitiesOnly=yes",
-            "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes",
-            "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.client_key_path),
+            "-p",
+            str(self.port),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
         ]
 
     def ssh_argv(self, remote_cmd: str | Sequence[str]) -> list[str]:

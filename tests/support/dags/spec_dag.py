@@ -52,7 +52,9 @@ def build(spec: dict[str, Any]) -> Any:
         for item in spec["tasks"]:
             cls = classes[item.get("kind", "operator")]
             kwargs: dict[str, Any] = {
-                "ssh_conn_id": SSH_CONN_ID, "orchesjob_bin": ORCHESJOB_BIN, "orchesjob_home": ORCHESJOB_HOME,
+                "ssh_conn_id": SSH_CONN_ID,
+                "orchesjob_bin": ORCHESJOB_BIN,
+                "orchesjob_home": ORCHESJOB_HOME,
             }
             kwargs.update(_kwargs(item.get("kwargs", {})))
             if item.get("expand") is not None:
