@@ -75,6 +75,31 @@ class AirflowRun:
         return f"$ {' '.join(self.argv)}\nexit code {self.returncode} after {self.seconds:.1f}s\n" + "\n".join(lines)
 
 
+def read_metadata(
+    db_path: Path,
+    sql: str,
+    params: Sequence[Any] = (),
+    attempts: int = 40,
+    retry_on: Sequence[str] = ("locked", "malformed"),
+) -> list[tuple[Any, ...]]:
+    """Read Airflow's SQLite metadata database from a test, while Airflow processes may be writing to it.
+
+    Not ``mode=ro``: a read-only connection cannot roll back the journal that a process killed mid-write (tests
+    kill workers and triggerers) leaves behind, and then reads pages from the middle of that write ("database disk
+    image is malformed"). A normal connection rolls such a journal back as any reader must; ``query_only`` keeps
+    the test from writing. A busy or torn read is tried again for a while."""
+    for attempt in range(attempts):
+        try:
+            with sqlite3.connect(str(db_path), timeout=30) as db:
+                db.execute("PRAGMA query_only = ON")
+                return list(db.execute(sql, tuple(params)))
+        except sqlite3.DatabaseError as exc:
+            if attempt == attempts - 1 or not any(word in str(exc) for word in retry_on):
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 class BackgroundAirflow:
     """An Airflow command running in its own process group, its output going to a file (read it while it runs)."""
 
@@ -293,8 +318,7 @@ class AirflowSandbox:
     # ------------------------------------------------------------------ reading the metadata database
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30) as db:
-            return list(db.execute(sql, params))
+        return read_metadata(self.db_path, sql, params)
 
     def task_states(self, dag_id: str) -> dict[str, str | None]:
         """``{task_id: state}`` (``task_id[i]`` for mapped instances) of the DAG's latest run."""

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.airflow_sandbox import AirflowSandbox, BackgroundAirflow
+from tests.support.airflow_sandbox import AirflowSandbox, BackgroundAirflow, read_metadata
 from tests.support.sshd import free_port
 
 ADMIN = ("admin", "admin")
@@ -243,15 +243,12 @@ class LiveAirflow:
         db_path = self.sandbox.db_path
         if not db_path.exists():
             return []
-        for _ in range(50):
-            try:
-                with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
-                    return list(db.execute(sql, tuple(params)))
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "no such table" not in str(exc):
-                    raise
-                time.sleep(0.2)
-        raise LiveAirflowError(f"the metadata database stayed locked for: {sql}")
+        try:
+            return read_metadata(
+                db_path, sql, tuple(params), attempts=50, retry_on=("locked", "malformed", "no such table")
+            )
+        except sqlite3.DatabaseError as exc:
+            raise LiveAirflowError(f"the metadata database could not be read ({exc}) for: {sql}") from exc
 
     # ------------------------------------------------------------------ REST (the public API, as a user)
 
