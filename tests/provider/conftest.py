@@ -108,6 +108,12 @@ EXAMPLES_CONN_ID = "orchesjob_ssh"  # what dags_examples/_settings.py uses by de
 def airflow_sandbox(sshd: SshServer, orchesjob_launcher: str, tmp_path_factory: pytest.TempPathFactory):
     """One AIRFLOW_HOME for the session: SQLite migrated once (2-3 s), a dags folder holding the example DAGs and
     the spec-driven test DAG (links, so the examples run exactly as shipped), the SSH connection they use."""
+    return new_airflow_sandbox(sshd, orchesjob_launcher, tmp_path_factory)
+
+
+def new_airflow_sandbox(sshd: SshServer, orchesjob_launcher: str, tmp_path_factory: pytest.TempPathFactory):
+    """An AIRFLOW_HOME of its own (see ``airflow_sandbox``), for a test that reads and writes the metadata
+    database directly and must not meet what other tests' Airflow processes leave behind."""
     try:
         import airflow  # noqa: F401
     except ImportError as exc:

@@ -40,7 +40,18 @@ print("ANSWERS " + json.dumps(answers))
 """
 
 
-def test_the_kill_path_asks_airflow_about_the_real_task_instance(af: AirflowCase) -> None:
+@pytest.fixture
+def own_af(sshd, orchesjob_launcher: str, tmp_path, tmp_path_factory) -> AirflowCase:
+    """A metadata database of this test's own: it writes task-instance rows directly, and reads them back while no
+    other test's Airflow process has that database open."""
+    from tests.provider.conftest import new_airflow_sandbox
+
+    sandbox = new_airflow_sandbox(sshd, orchesjob_launcher, tmp_path_factory)
+    return AirflowCase(sandbox, orchesjob_launcher, tmp_path / "orchesjob-home", tmp_path / "work")
+
+
+def test_the_kill_path_asks_airflow_about_the_real_task_instance(own_af: AirflowCase) -> None:
+    af = own_af
     import airflow
 
     dag_id = "kill_decision"
