@@ -121,7 +121,11 @@ def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
     Damage is recognised first: its message can quote damaged text (a value that is not UTF-8, a schema entry's
     name), which could say anything, even "locked"."""
     text = str(exc)
-    if text.startswith(_UNDECODABLE) or "not a database" in text or "malformed" in text or "corrupt" in text:
+    # An empty message: older sqlite3 modules (Python 3.9) give up decoding a message that quotes non-UTF-8 bytes
+    # and leave it empty, so it comes from the same damage as _UNDECODABLE.
+    damaged = not text.strip() or text.startswith(_UNDECODABLE)
+    if damaged or "not a database" in text or "malformed" in text or "corrupt" in text:
+        text = text.strip() or "SQLite's message about it is not readable text"
         return OrchesjobError(
             "the database %s is corrupt (%s); it was left untouched: move it aside to start afresh" % (path, text),
             error_type="corrupt_database",

@@ -130,9 +130,12 @@ def v110() -> Iterator[V110]:
         _unavailable("no Python >= 3.12 with venv found (orchesjob 1.1.0 needs one; e.g. pyenv install 3.12)")
         return
     root = Path(tempfile.mkdtemp(prefix="orchesjob-1.1.0-"))
+    # without this checkout on the path (tools/test-other-pythons.sh puts it on PYTHONPATH): `python -m orchesjob`
+    # in the throwaway venv must find 1.1.0, not this CLI
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
         os.chmod(str(root), 0o755)
-        made = subprocess.run([python, "-m", "venv", str(root / "venv")], capture_output=True, timeout=300)
+        made = subprocess.run([python, "-m", "venv", str(root / "venv")], capture_output=True, timeout=300, env=env)
         if made.returncode:
             _unavailable("could not make a venv with %s: %s" % (python, made.stderr.decode()[-2000:]))
         pip = subprocess.run(
@@ -149,12 +152,13 @@ def v110() -> Iterator[V110]:
             capture_output=True,
             timeout=600,
             cwd=str(root),
+            env=env,
         )
         if pip.returncode:
             _unavailable("pip install orchesjob==1.1.0 failed: %s" % pip.stderr.decode()[-2000:])
         v = V110(root)
         version = subprocess.run(
-            [v.python, "-m", "orchesjob", "--version"], capture_output=True, text=True, cwd=str(root)
+            [v.python, "-m", "orchesjob", "--version"], capture_output=True, text=True, cwd=str(root), env=env
         )
         assert version.stdout.strip() == "orchesjob 1.1.0", (version.stdout, version.stderr)
         yield v
