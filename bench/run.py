@@ -142,9 +142,16 @@ def main() -> int:
         action="store_true",
         help="only the zero-install figures (first contact with a host without a CLI, upload included)",
     )
+    ap.add_argument(
+        "--triggerer-scale-only",
+        action="store_true",
+        help="only the triggerer-at-scale figures (N deferred jobs on one host, one live triggerer, three ways)",
+    )
     a = ap.parse_args()
     if a.cli_install_only:
         return finish(dict(cli_install_figures(3 if a.quick else 7), quick=a.quick), a.json)
+    if a.triggerer_scale_only:
+        return finish(dict(triggerer_scale_figures(a.quick), quick=a.quick), a.json)
     runs = 9 if a.quick else 21
     tmp = tempfile.mkdtemp(prefix="orchesjob-bench-")
     fig: dict[str, Any] = {}
@@ -200,6 +207,7 @@ def main() -> int:
         if not a.no_airflow:
             fig.update(provider_figures())
             fig.update(cli_install_figures(3 if a.quick else 7))
+            fig.update(triggerer_scale_figures(a.quick))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     fig["machine"] = "%s, %d cores, %s" % (
@@ -308,6 +316,26 @@ def cli_install_figures(runs: int) -> dict[str, Any]:
     return measure(runs)
 
 
+def triggerer_scale_figures(quick: bool) -> dict[str, Any]:
+    """N deferred jobs on one host watched by one live triggerer: shared watcher, per-trigger, SSH provider."""
+    try:
+        import airflow
+    except ImportError:
+        print(
+            "bench: Airflow is not installed here; triggerer-scale figures skipped (use `make bench`)", file=sys.stderr
+        )
+        return {}
+    if not airflow.__version__.startswith("3."):
+        print("bench: the triggerer-scale figures need Airflow 3 (a live deployment); skipped", file=sys.stderr)
+        return {}
+    from triggerer_scale import measure
+
+    fig = measure(50, 20, 90) if quick else measure(300, 30, 180)
+    if fig.get("triggerer_cpu_s_per_trigger"):
+        fig["triggerer_cpu_over_per_trigger"] = fig["triggerer_cpu_s"] / fig["triggerer_cpu_s_per_trigger"]
+    return fig
+
+
 GOALS = {
     "status_ratio_1m": ("<= 2", lambda v: v <= 2),
     "status_ratio_100k": ("<= 2", lambda v: v <= 2),
@@ -324,6 +352,11 @@ GOALS = {
     "concurrent_distinct_executions": ("1 per key", lambda v: v == 1),
     "cli_install_first_contact_s": ("< 2", lambda v: v < 2),
     "cli_install_later_over_named": ("<= 1.2", lambda v: v <= 1.2),
+    "triggerer_ssh_connections_max": ("<= 2", lambda v: v <= 2),
+    "host_wait_processes_max": ("<= 2", lambda v: v <= 2),
+    "end_notice_p95_s": ("< 2", lambda v: v < 2),
+    "triggerer_failures": ("0", lambda v: v == 0),
+    "triggerer_cpu_over_per_trigger": ("<= 1", lambda v: v <= 1),
 }
 
 

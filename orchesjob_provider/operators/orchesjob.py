@@ -108,6 +108,9 @@ class OrchesjobOperator(BaseOperator):
     :param abort_grace_seconds: SIGTERM-to-SIGKILL grace when the task aborts the job.
     :param stderr_tail_lines: lines of stderr quoted in the failure message.
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook` (``command_timeout``, ``retries`` ...).
+    :param shared_watcher: while deferred, watch the job through the triggerer's one watcher for this connection and
+        host (default: one SSH connection and one host process for all such jobs). False gives the task's trigger a
+        connection and a host process of its own.
 
     Returns (XCom) the final job JSON: ``job_id``, ``status``, ``exit_code``, ``attempt_no``, timestamps, ...,
     plus ``cli``: which CLI ran it (``path``, ``version``, ``python``, ``origin``: ``host``, ``uploaded`` or
@@ -147,6 +150,7 @@ class OrchesjobOperator(BaseOperator):
         abort_grace_seconds: float = 5.0,
         stderr_tail_lines: int = 20,
         hook_kwargs: Mapping[str, Any] | None = None,
+        shared_watcher: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -181,6 +185,7 @@ class OrchesjobOperator(BaseOperator):
         self.abort_grace_seconds = abort_grace_seconds
         self.stderr_tail_lines = stderr_tail_lines
         self.hook_kwargs = dict(hook_kwargs or {})
+        self.shared_watcher = bool(shared_watcher)
         self._job_id: str | None = None
         self._request_id: str | None = None
         self._starting: str | None = None  # the run key of a start still in flight
@@ -378,6 +383,7 @@ class OrchesjobOperator(BaseOperator):
                     request_id=self._request_id,
                     cli=cli,
                     try_identity=self._try.to_kwargs(),
+                    shared_watcher=self.shared_watcher,
                 ),
                 method_name="execute_complete",
             )

@@ -38,6 +38,8 @@ class OrchesjobSensor(BaseSensorOperator):
     :param orchesjob_home: ``ORCHESJOB_HOME`` on the host; None (default): the connection's ``orchesjob_home``
         extra, else the host's default.
     :param hook_kwargs: more keyword arguments for :class:`OrchesjobHook`.
+    :param shared_watcher: while deferred, watch through the triggerer's one watcher for this connection and host
+        (default); False: a connection and a host process of the trigger's own (see ``OrchesjobOperator``).
 
     ``timeout``, ``poke_interval``, ``mode``, ``soft_fail`` and ``exponential_backoff`` behave as on any sensor.
     Returns (XCom) the job JSON, with ``cli``: which CLI answered (as the operator's XCom).
@@ -59,6 +61,7 @@ class OrchesjobSensor(BaseSensorOperator):
         install_cli: InstallCli | None = None,
         orchesjob_python: str | None = None,
         hook_kwargs: Mapping[str, Any] | None = None,
+        shared_watcher: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -76,6 +79,7 @@ class OrchesjobSensor(BaseSensorOperator):
         if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
             CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.hook_kwargs = dict(hook_kwargs or {})
+        self.shared_watcher = bool(shared_watcher)
         self._job: dict[str, Any] | None = None
         self._cli_used: dict[str, Any] | None = None  # which CLI answered (the hook's report, or the trigger's)
         self._hook: OrchesjobHook | None = None
@@ -170,6 +174,7 @@ class OrchesjobSensor(BaseSensorOperator):
                 stream_logs=False,
                 wait_for_key_interval=float(self.poke_interval),
                 cli=settings.cli_info(),
+                shared_watcher=self.shared_watcher,
             ),
             method_name="execute_complete",
         )

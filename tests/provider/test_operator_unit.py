@@ -118,6 +118,17 @@ def test_second_try_while_running_reattaches_to_the_same_job(make_op, tmp_path: 
     assert lines(marker) == [job_id], "the job ran more than once"
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-watcher", "own-watcher"])
+def test_shared_watcher_choice_reaches_the_trigger_and_both_finish(make_op, shared: bool) -> None:
+    ctx = context()
+    op = make_op(command=sh_job("echo one; sleep 1; echo two"), **({} if shared else {"shared_watcher": False}))
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    assert deferred.value.trigger.shared_watcher is shared
+    assert deferred.value.trigger.serialize()[1]["shared_watcher"] is shared
+    assert drive(op, ctx, deferred.value)["status"] == "SUCCEEDED"
+
+
 def test_second_try_after_success_adopts_the_result(make_op, tmp_path: Path) -> None:
     marker = tmp_path / "runs"
     command = sh_job(f"echo run >> {marker}; echo 'out 1'; echo 'err 1' >&2; echo 'out 2'")

@@ -121,6 +121,17 @@ def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make
     trigger = deferred.value.trigger
     assert isinstance(trigger, OrchesjobTrigger)
     assert trigger.job_id == job["job_id"] and trigger.stream_logs is False and trigger.abort_on_kill is False
+    assert trigger.shared_watcher is True
+    assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
+
+
+def test_sensor_with_its_own_watcher(make_sensor, host) -> None:
+    job = host.start("export-own-watcher", ["sh", "-c", "sleep 1"])
+    sensor = make_sensor(run_key="export-own-watcher", deferrable=True, shared_watcher=False)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    assert deferred.value.trigger.shared_watcher is False and deferred.value.trigger.job_id == job["job_id"]
     assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
 
 

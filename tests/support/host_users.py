@@ -7,8 +7,8 @@ permissions, which only a real account shows. Making one needs root (``useradd``
 account (its key list is readable by all), and lets a user's ``~/.ssh/environment`` set the PATH, which is how a
 test puts a CLI "on the host's PATH" for one user without touching the machine's ``/usr/local/bin``.
 
-Accounts are made with ``/bin/sh`` as shell and a home in ``/home``; the machine's ``/usr/bin/python3`` is what
-they find (a venv built from a pyenv Python under /root is unreadable for them).
+Accounts are made with ``/bin/sh`` as shell (unless told otherwise) and a home in ``/home``; the machine's
+``/usr/bin/python3`` is what they find (a venv built from a pyenv Python under /root is unreadable for them).
 
 This module is imported by pytest fixtures and by plain scripts, so it must not import pytest.
 """
@@ -60,9 +60,9 @@ def stop_multiuser_sshd(server: SshServer) -> None:
 class HostUser:
     """One account made for a test or the demo; ``remove()`` deletes it with its home and processes."""
 
-    def __init__(self, name: str | None = None) -> None:
+    def __init__(self, name: str | None = None, shell: str = "/bin/sh") -> None:
         self.name = name or f"{USER_PREFIX}{secrets.token_hex(3)}"
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", self.name], check=True, capture_output=True)
+        subprocess.run(["useradd", "--create-home", "--shell", shell, self.name], check=True, capture_output=True)
         # useradd leaves the password locked ("!"), which sshd refuses even for keys when PAM is off
         subprocess.run(["usermod", "-p", "*", self.name], check=True, capture_output=True)
         entry = pwd.getpwnam(self.name)

@@ -32,7 +32,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,22 +75,41 @@ class LiveAirflow:
     :param connection: the SSH connection (as ``SshServer.airflow_connection()`` makes it) the DAGs use; its
         extras should name ``orchesjob_bin`` and ``orchesjob_home``.
     :param python: the interpreter with Airflow 3 installed.
+    :param dag_files: DAG files linked into the dags folder; ``wait_for_dag`` is one of their DAG ids, known to the
+        api-server before :meth:`start` returns.
+    :param triggerers: how many triggerers :meth:`start` starts (tests of a takeover need two, a benchmark one).
+    :param settings: ``AIRFLOW__...`` values over the deployment's own; ``env``: more environment for every
+        component (the DAG files read it).
     """
 
-    def __init__(self, directory: Path, connection: Mapping[str, Any], python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        connection: Mapping[str, Any],
+        python: str = sys.executable,
+        *,
+        dag_files: Sequence[Path] = (LIVE_DAGS,),
+        wait_for_dag: str = "orchesjob_live_polling",
+        triggerers: int = 2,
+        settings: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.directory = Path(directory).resolve()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         dags = self.directory / "dags"
         dags.mkdir(parents=True, exist_ok=True)
-        if not (dags / LIVE_DAGS.name).exists():
-            (dags / LIVE_DAGS.name).symlink_to(LIVE_DAGS)
+        for dag_file in dag_files:
+            if not (dags / dag_file.name).exists():
+                (dags / dag_file.name).symlink_to(dag_file)
+        self.wait_for_dag = wait_for_dag
+        self.initial_triggerers = triggerers
         self.sandbox = AirflowSandbox(
             self.directory,
             python=python,
             dags_folder=dags,
             connections={CONN_ID: dict(connection)},
-            extra_env=self._settings(),
+            extra_env={**self._settings(), **(settings or {}), **(env or {})},
         )
         self.components: dict[str, Component] = {}
         self._token: str | None = None
@@ -128,12 +147,12 @@ class LiveAirflow:
             self._until(deadline, "the api-server answering", self._api_up, ["api-server"])
             self._spawn("dag-processor", "dag-processor")
             self._spawn("scheduler", "scheduler", "-s")
-            self.start_triggerer(deadline - time.monotonic())
-            self.start_triggerer(deadline - time.monotonic())
+            for _ in range(self.initial_triggerers):
+                self.start_triggerer(deadline - time.monotonic())
             self._until(
                 deadline,
                 "the live DAGs parsed",
-                lambda: self._dag_known("orchesjob_live_polling"),
+                lambda: self._dag_known(self.wait_for_dag),
                 ["dag-processor", "scheduler"],
             )
         except BaseException:

@@ -81,6 +81,7 @@ class SshServer:
         start_timeout: float = 20.0,
         extra_config: Sequence[str] = (),
         sftp: bool = True,
+        stock_limits: bool = False,
     ) -> None:
         self.directory = Path(directory).resolve()
         self.host = host
@@ -91,6 +92,7 @@ class SshServer:
         self.start_timeout = start_timeout
         self.extra_config = list(extra_config)
         self.sftp = sftp
+        self.stock_limits = stock_limits
         self.host_key_path = self.directory / "ssh_host_ed25519_key"
         self.client_key_path = self.directory / "id_ed25519"
         self.authorized_keys_path = self.directory / "authorized_keys"
@@ -259,9 +261,9 @@ class SshServer:
             "PermitRootLogin prohibit-password",
             # Test directories usually live below /tmp (world-writable), which StrictModes rejects.
             "StrictModes no",
-            # Concurrency tests open many connections and sessions at once.
-            "MaxStartups 200:30:400",
-            "MaxSessions 200",
+            # Concurrency tests open many connections and sessions at once; stock_limits keeps OpenSSH's defaults
+            # (MaxStartups 10:30:100, MaxSessions 10) for a benchmark that must meet them as a real host would.
+            *([] if self.stock_limits else ["MaxStartups 200:30:400", "MaxSessions 200"]),
             "LogLevel ERROR",
             "PrintMotd no",
             "PrintLastLog no",

@@ -1,0 +1,262 @@
+"""The triggerer at scale: N deferred jobs on one host, watched by one real triggerer, three ways in one run.
+
+A live Airflow 3 deployment (tests/support/live_airflow.py: api-server, scheduler, dag-processor and one triggerer
+as separate processes) and a private sshd with OpenSSH's stock ``MaxStartups``/``MaxSessions``. For each way of
+watching (bench/scale_dags: the shared watcher, ``shared_watcher=False``, the SSH provider's
+``SSHRemoteJobOperator``) one DAG run maps a task over N jobs. Every job prints a line every few seconds and waits
+for a "go" file; once all N task instances are deferred, the file appears and each job runs on for its own random
+time (the same times for the three ways) and writes the moment it ends. Sampled every second from "go" until the
+triggerer has noticed every end:
+
+- ``triggerer_ssh_connections_max``: the triggerer's established connections to sshd;
+- ``host_wait_processes_max``: commands running on the host under those connections' sshd sessions;
+- ``host_watch_rss_mb_max``: resident memory of those sessions and commands together;
+- ``triggerer_cpu_s``: the triggerer's CPU time (all its processes) over the same span;
+- ``end_notice_p95_s``: from a job's end to its trigger's "Trigger fired event" in the triggerer's log;
+- ``triggerer_failures``: jobs whose end was not noticed, or whose task did not end in success.
+
+Keys carry no suffix for the shared watcher, ``_per_trigger`` and ``_sshremotejob`` for the others.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shlex
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+import hostwatch  # noqa: E402
+
+from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
+from tests.support.host_users import HostUser, can_make_users, multiuser_sshd, stop_multiuser_sshd  # noqa: E402
+from tests.support.live_airflow import LiveAirflow  # noqa: E402
+from tests.support.sshd import SshServer  # noqa: E402
+
+MODES = (("", "scale_shared"), ("_per_trigger", "scale_per_trigger"), ("_sshremotejob", "scale_sshremotejob"))
+LINE_SECONDS = 3
+
+JOB = """#!/bin/sh
+# job.sh GO_FILE ENDS_DIR INDEX SECONDS: a line every few seconds; after GO_FILE appears, SECONDS more, then the end
+go=$1 ends=$2 i=$3 s=$4 n=0
+while [ ! -e "$go" ]; do n=$((n+1)); echo "job $i waiting, line $n"; sleep %(line)d; done
+end=$(( $(date +%%s) + s ))
+while [ "$(date +%%s)" -lt "$end" ]; do n=$((n+1)); echo "job $i line $n"; sleep %(line)d; done
+date +%%s.%%N > "$ends/$i"
+""" % {"line": LINE_SECONDS}
+
+
+def _stamp(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def fired_at(log_dir: Path) -> float | None:
+    """When the triggerer logged the trigger's event (the first "Trigger fired event" of its trigger logs)."""
+    times: list[float] = []
+    for path in log_dir.glob("attempt=1.log.trigger.*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if "Trigger fired event" not in line:
+                continue
+            try:
+                times.append(_stamp(json.loads(line)["timestamp"]))
+            except (ValueError, KeyError, TypeError):
+                match = re.match(r"\[?(\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)?)", line)
+                if match:
+                    times.append(_stamp(match.group(1)))
+    return min(times) if times else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
+
+
+class Sampler(threading.Thread):
+    """Samples the triggerer's connections, the host side of them and the deferred count every second."""
+
+    def __init__(self, live: LiveAirflow, pgid: int, sshd_port: int, dag_id: str, run_id: str) -> None:
+        super().__init__(daemon=True)
+        self.live, self.pgid, self.sshd_port, self.dag_id, self.run_id = live, pgid, sshd_port, dag_id, run_id
+        self.stop_event = threading.Event()
+        self.samples: list[hostwatch.Sample] = []
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.samples.append(hostwatch.sample(self.pgid, self.sshd_port))
+            self.stop_event.wait(1.0)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=30)
+
+
+def deferred_count(live: LiveAirflow, dag_id: str, run_id: str) -> int:
+    rows = live.query(
+        "SELECT COUNT(*) FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'job' AND state = 'deferred'",
+        (dag_id, run_id),
+    )
+    return int(rows[0][0]) if rows else 0
+
+
+def states(live: LiveAirflow, dag_id: str, run_id: str) -> dict[int, str | None]:
+    rows = live.query(
+        "SELECT map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'job'",
+        (dag_id, run_id),
+    )
+    return {int(i): s for i, s in rows}
+
+
+def run_mode(
+    live: LiveAirflow, server: SshServer, work: Path, suffix: str, dag_id: str, durations: list[float]
+) -> dict[str, Any]:
+    n = len(durations)
+    ends = work / dag_id / "ends"
+    go = work / dag_id / "go"
+    script = work / "job.sh"
+    commands = [
+        " ".join(shlex.quote(str(a)) for a in ("sh", script, go, ends, i, int(d))) for i, d in enumerate(durations)
+    ]
+    triggerer = live.triggerers()[0]
+    run_id = live.trigger(dag_id, {"commands": commands})
+    ramp_deadline = time.monotonic() + 120 + 3.0 * n
+    deferred_max = 0
+    while True:
+        deferred_max = max(deferred_max, deferred_count(live, dag_id, run_id))
+        if deferred_max >= n:
+            break
+        now = states(live, dag_id, run_id)
+        failed = [i for i, state in now.items() if state in ("failed", "upstream_failed")]
+        if failed or time.monotonic() > ramp_deadline:
+            log = live.task_log(dag_id, run_id, f"job/map_index={failed[0] if failed else 0}", 1)
+            raise RuntimeError(
+                f"{dag_id}: {deferred_max} of {n} task instances deferred, states {now}; log of one:\n{log[-3000:]}"
+            )
+        time.sleep(1)
+    print(f"bench: {dag_id}: {n} deferred; go", file=sys.stderr, flush=True)
+
+    cpu_before = hostwatch.group_cpu_seconds(hostwatch.processes(), triggerer.process.pid)
+    sampler = Sampler(live, triggerer.process.pid, server.port, dag_id, run_id)
+    go.touch()
+    sampler.start()
+    log_root = live.sandbox.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=job"
+    notice_deadline = time.monotonic() + max(durations) + 300
+    noticed: dict[int, float] = {}
+    ended: dict[int, float] = {}
+    while len(noticed) < n and time.monotonic() < notice_deadline:
+        for i in range(n):
+            if i not in ended and (ends / str(i)).exists():
+                text = (ends / str(i)).read_text().strip()
+                if text:
+                    ended[i] = float(text)
+            if i in ended and i not in noticed:
+                when = fired_at(log_root / f"map_index={i}")
+                if when is not None:
+                    noticed[i] = when
+        time.sleep(1)
+    sampler.stop()
+    cpu = hostwatch.group_cpu_seconds(hostwatch.processes(), triggerer.process.pid) - cpu_before
+
+    final_deadline = time.monotonic() + 300 + n
+    while time.monotonic() < final_deadline:
+        final = states(live, dag_id, run_id)
+        if len(final) == n and all(s in ("success", "failed", "skipped", "upstream_failed") for s in final.values()):
+            break
+        time.sleep(2)
+    final = states(live, dag_id, run_id)
+    failures = sum(1 for i in range(n) if i not in noticed or final.get(i) != "success")
+    notices = [noticed[i] - ended[i] for i in noticed if i in ended]
+    samples = sampler.samples or [hostwatch.Sample(0, 0, 0.0)]
+    figures: dict[str, Any] = {
+        f"triggerer_jobs{suffix}": deferred_max,
+        f"triggerer_ssh_connections_max{suffix}": max(s.connections for s in samples),
+        f"host_wait_processes_max{suffix}": max(s.host_processes for s in samples),
+        f"host_watch_rss_mb_max{suffix}": max(s.host_rss_mb for s in samples),
+        f"end_notice_p95_s{suffix}": percentile(notices, 0.95) if notices else float("nan"),
+        f"end_notice_max_s{suffix}": max(notices) if notices else float("nan"),
+        f"triggerer_cpu_s{suffix}": cpu,
+        f"triggerer_failures{suffix}": failures,
+    }
+    busiest = max(samples, key=lambda s: s.host_processes)
+    print(f"bench: {dag_id}: {json.dumps(figures)}; busiest host sample: {busiest}", file=sys.stderr, flush=True)
+    return figures
+
+
+def measure(n: int, min_seconds: float, max_seconds: float, seed: int = 20261203) -> dict[str, Any]:
+    """All three ways over the same N job durations; one deployment, one sshd, one triggerer.
+
+    As root the "host" is a fresh account with bash as its shell (the SSH provider's job wrapper needs bash), the
+    stock start-up files and nothing installed (the provider uploads its CLI, which runs on the machine's
+    ``/usr/bin/python3``): what an SSH command costs is then the tools' cost, not this machine's start-up files.
+    Otherwise it is this user, with this checkout's CLI.
+    """
+    rng = random.Random(seed)
+    durations = [rng.uniform(min_seconds, max_seconds) for _ in range(n)]
+    figures: dict[str, Any] = {"triggerer_scale_n": n}
+    account: HostUser | None = None
+    server: SshServer | None = None
+    live: LiveAirflow | None = None
+    with tempfile.TemporaryDirectory(prefix="orchesjob-scale-bench-") as tmp:
+        base = Path(tmp)
+        try:
+            if can_make_users() is None:
+                server = multiuser_sshd(stock_limits=True)
+                account = HostUser(shell="/bin/bash")  # SSHRemoteJobOperator's wrapper needs bash
+                work = account.home / "scale-bench"
+                connection = account.connection(server)
+                figures["triggerer_scale_host"] = "fresh account, bash, CLI uploaded by the provider"
+            else:
+                server = SshServer(base / "sshd", stock_limits=True).start()
+                work = base / "work"
+                launcher = write_cli_launcher(base / "bin" / "orchesjob", python=sys.executable)
+                connection = server.airflow_connection(
+                    orchesjob_bin=launcher, orchesjob_home=str(base / "orchesjob-home")
+                )
+                figures["triggerer_scale_host"] = "this account, this checkout's CLI"
+            for _, dag_id in MODES:
+                (work / dag_id / "ends").mkdir(parents=True)
+            (work / "sshremotejob").mkdir()
+            (work / "job.sh").write_text(JOB)
+            if account is not None:
+                account.give(work)
+            live = LiveAirflow(
+                base / "airflow",
+                connection,
+                dag_files=[BENCH / "scale_dags" / "triggerer_scale_dags.py"],
+                wait_for_dag="scale_sshremotejob",
+                triggerers=1,
+                settings={"AIRFLOW__CORE__PARALLELISM": "8"},
+                env={"BENCH_SCALE_REMOTE_DIR": str(work / "sshremotejob")},
+            )
+            live.start()
+            for suffix, dag_id in MODES:
+                figures.update(run_mode(live, server, work, suffix, dag_id, durations))
+        finally:
+            if live is not None:
+                live.stop()
+            if account is not None:
+                account.remove()
+            if server is not None:
+                stop_multiuser_sshd(server) if account is not None else server.stop()
+    return figures
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=50)
+    ap.add_argument("--min-seconds", type=float, default=20)
+    ap.add_argument("--max-seconds", type=float, default=90)
+    args = ap.parse_args()
+    print(json.dumps(measure(args.n, args.min_seconds, args.max_seconds), indent=2))
