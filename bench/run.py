@@ -361,14 +361,15 @@ GOALS = {
 
 
 def report(fig: dict[str, Any]) -> None:
-    print("%-34s %12s  %s" % ("figure", "value", "goal"))
+    width = max([34] + [len(k) for k in fig])
+    print("%-*s %12s  %s" % (width, "figure", "value", "goal"))
     for k, v in fig.items():
         goal = GOALS.get(k)
         mark = ""
         if goal and isinstance(v, (int, float)):
             mark = "%s %s" % (goal[0], "ok" if goal[1](v) else "MISSED")
         shown = ("%.3f" % v) if isinstance(v, float) else str(v)
-        print("%-34s %12s  %s" % (k, shown, mark))
+        print("%-*s %12s  %s" % (width, k, shown, mark))
 
 
 if __name__ == "__main__":
