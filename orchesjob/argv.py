@@ -70,6 +70,11 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             ),
             "--max-total-bytes": (VALUE, "BYTES", "with --watch: most log bytes in all (default 1 MiB), shared fairly"),
             "--wake-on-eof": (SWITCH, "", "with --watch: also answer at once when stdin ends (the caller hung up)"),
+            "--gather": (
+                VALUE,
+                "SECS",
+                "with --watch: when the news is only new output, collect more for up to SECS (an end answers at once)",
+            ),
         },
         False,
     ),

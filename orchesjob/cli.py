@@ -177,6 +177,7 @@ def _watch(a: dict[str, Any]) -> Any:
             )
         ),
         wake_on_eof=a["wake_on_eof"],
+        gather=_given(seconds(a["gather"], "--gather")) if a["gather"] is not None else 0.0,
     )
 
 
@@ -229,8 +230,8 @@ def dispatch(argv: list[str]) -> Any:
         return _host_tool(c, a)
     if c == "wait" and a["watch"]:
         return _watch(a)
-    if c == "wait" and (a["max_total_bytes"] is not None or a["wake_on_eof"]):
-        raise InvalidArgument("--max-total-bytes and --wake-on-eof go with wait --watch")
+    if c == "wait" and (a["max_total_bytes"] is not None or a["wake_on_eof"] or a["gather"] is not None):
+        raise InvalidArgument("--max-total-bytes, --wake-on-eof and --gather go with wait --watch")
     _one_of(a, "run_key", "job_id")
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":

@@ -193,10 +193,19 @@ def _ended(job: dict[str, Any]) -> bool:
 
 
 def watch(
-    entries: Sequence[Entry], timeout: float, max_bytes: int, max_total: int, wake_on_eof: bool = False
+    entries: Sequence[Entry],
+    timeout: float,
+    max_bytes: int,
+    max_total: int,
+    wake_on_eof: bool = False,
+    gather: float = 0.0,
 ) -> dict[str, Any]:
     """Block until a watched job has news, `timeout` passes or (wake_on_eof) stdin ends; answer every entry, in the
-    order given."""
+    order given.
+
+    `gather`: when the only news is new output, go on collecting for up to that many seconds before answering. A
+    watcher of many chatty jobs otherwise makes a call per line; with it, one call carries every line written in
+    the window. The end of a job, a job gone, the end of stdin and the timeout still answer at once."""
     check_entries(entries)
     store = open_store(create=False)
     if store is None:  # no database yet: nothing of what was asked for exists
@@ -207,6 +216,7 @@ def watch(
     step = 0.05 if any(s is not None for s in starts) else 0.25
     sleeper = _Sleeper(wake_on_eof)
     last_full = 0.0
+    gather_until: float | None = None  # set by the first output news
     try:
         while True:
             rows = store.get_many(ids)
@@ -228,7 +238,14 @@ def watch(
                     sleeper.forget(job_id)
                     settled.add(job_id)
             news = {i for i, e in enumerate(entries) if e.job_id in settled or _grown(rows[e.job_id], starts[i])}
-            remaining = deadline - time.monotonic()
+            t = time.monotonic()
+            remaining = deadline - t
+            if news and gather > 0 and not settled and not sleeper.woken and remaining > 0:
+                if gather_until is None:
+                    gather_until = min(deadline, t + gather)
+                if t < gather_until:  # only output so far: let more of it arrive
+                    sleeper.sleep(min(step, gather_until - t))
+                    continue
             if news or remaining <= 0 or sleeper.woken:
                 return _answer(
                     entries,

@@ -449,11 +449,13 @@ class Verbs(Generic[T]):
         max_bytes: int | None = None,
         max_total_bytes: int | None = None,
         wake_on_eof: bool = False,
+        gather: Number | None = None,
     ) -> T:
         """Long-poll many jobs in one call (``wait --watch``): returns ``{"jobs": [one answer per entry, in order],
         "timed_out", "woken"}`` as soon as any entry has news (its job ended, wrote past its offsets, or is not
         there). ``max_total_bytes`` bounds the log bytes of the whole answer (shared fairly); ``wake_on_eof`` makes
-        the call wakeable (see ``Call.wakeable``). Check the answer with ``check_watch_answer``."""
+        the call wakeable (see ``Call.wakeable``); ``gather``: seconds to go on collecting when the news is only
+        new output (an end still answers at once). Check the answer with ``check_watch_answer``."""
         if not entries:
             raise ValueError("watch needs at least one entry")
         args = ["wait", *(_opt("--watch", e.spec()) for e in entries)]
@@ -465,6 +467,8 @@ class Verbs(Generic[T]):
             args += [_opt("--max-total-bytes", _non_negative_int(max_total_bytes, "max_total_bytes"))]
         if wake_on_eof:
             args.append("--wake-on-eof")
+        if gather is not None:
+            args += [_opt("--gather", _number(gather, "gather"))]
         blocks = _seconds(timeout, DEFAULT_WAIT_TIMEOUT, "timeout")
         return self.call(Call("wait", tuple(args), retry=ALWAYS, extra_time=blocks, wakeable=wake_on_eof))
 

@@ -37,6 +37,10 @@ from orchesjob_provider.retry import RetryPolicy
 
 # The whole answer of one call is bounded (each stream by the subscriber's max_bytes), and shared fairly by the host.
 MAX_TOTAL_BYTES = 4 << 20
+# When the only news is new output, the host collects for this long before answering (an end answers at once): 300
+# jobs that each print a line every few seconds would otherwise cost a call (an SSH channel, a Python start on the
+# host, an answer of 300 entries to parse here) per line. Lines reach the task log up to this much later.
+GATHER_SECONDS = 1.0
 JOB_EXTRA_KEYS = ("logs", "timed_out", "news", "cursor")
 
 Outcome = tuple[str, dict[str, Any]]  # ("terminal", {"job": JOB}) or ("error", {"error_type", "message"})
@@ -214,6 +218,7 @@ class SharedWatcher:
                         max_bytes=self.max_bytes,
                         max_total_bytes=max(MIN_TOTAL_BYTES, min(MAX_TOTAL_BYTES, self.max_bytes * 2 * len(batch))),
                         wake_on_eof=True,
+                        gather=GATHER_SECONDS,
                     )
                     self.calls += 1
                     answers = cmd.check_watch_answer(payload, entries)

@@ -76,6 +76,44 @@ def test_the_end_of_any_job_wakes_the_call(start_job, ok, run, tmp_path):
     assert w["jobs"][0]["status"] == "ABORTED" and w["jobs"][0]["news"] is True
 
 
+def test_gather_collects_output_written_after_the_first_news_but_an_end_answers_at_once(start_job, ok, tmp_path):
+    go = tmp_path / "go"
+    wait_go = 'while [ ! -e "$0" ]; do sleep 0.05; done; '
+    first = start_job("first", "sh", "-c", wait_go + "echo early; sleep 60", str(go))
+    later = start_job("later", "sh", "-c", wait_go + "sleep 1.5; echo late; sleep 60", str(go))
+    watch = ["--watch", first["job_id"] + ":0:0", "--watch", later["job_id"] + ":0:0", "--timeout", "60"]
+    go.touch()
+    # without --gather the first line answers the call; the line written 1.5 s later is not in it
+    w = ok("wait", *watch)
+    got = _by_id(w)
+    assert got[first["job_id"]]["logs"]["stdout"]["data"] == "early\n" and got[later["job_id"]]["news"] is False
+    # with --gather the call goes on collecting after the first line, and brings both
+    t0 = time.monotonic()
+    w = ok("wait", *watch, "--gather", "6")
+    took = time.monotonic() - t0
+    got = _by_id(w)
+    assert got[first["job_id"]]["logs"]["stdout"]["data"] == "early\n"
+    assert got[later["job_id"]]["logs"]["stdout"]["data"] == "late\n"
+    assert 5 <= took < 45 and w["timed_out"] is False  # it gathered for the whole window, then answered
+    # the end of a job is not held back by the window: the call answers as soon as it ends
+    ender = start_job("ender", "sh", "-c", "echo bye; sleep 1; exit 3")
+    t0 = time.monotonic()
+    w = ok(
+        "wait",
+        "--watch",
+        first["job_id"] + ":6:0",
+        "--watch",
+        ender["job_id"] + ":0:0",
+        "--timeout",
+        "60",
+        "--gather",
+        "30",
+    )
+    assert time.monotonic() - t0 < 20, "an end waited for the gather window"
+    got = _by_id(w)
+    assert got[ender["job_id"]]["status"] == "FAILED" and got[ender["job_id"]]["logs"]["stdout"]["data"] == "bye\n"
+
+
 def test_an_unknown_or_cleaned_job_does_not_spoil_the_others(start_job, ok, run):
     live = start_job("live", "sh", "-c", "echo up; sleep 60")
     done = start_job("done", "true", opts=("--sync",))
@@ -239,6 +277,9 @@ def test_a_damaged_cursor_is_refused_and_the_file_left_unchanged(start_job, ok, 
         (("--watch", ":0:0"), "--job-id"),
         (("--watch", "x", "--max-total-bytes", "100"), "--max-total-bytes"),
         (("--job-id", "x", "--wake-on-eof"), "go with wait --watch"),
+        (("--job-id", "x", "--gather", "1"), "go with wait --watch"),
+        (("--watch", "x", "--gather", "soon"), "--gather"),
+        (("--watch", "x", "--gather", "-1"), "--gather"),
     ],
 )
 def test_bad_watch_requests_are_refused_clearly(run, assert_error, args, words):

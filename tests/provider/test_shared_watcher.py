@@ -32,6 +32,7 @@ from tests.support.operator_unit import Recorder, record_log
 pytestmark = [pytest.mark.timeout(240), pytest.mark.sshd, pytest.mark.airflow]
 
 PROXY_CONN_ID = "orchesjob_counted"
+CONN_ID = "orchesjob_test"  # the conftest's connection to the sshd, without the proxy
 
 
 @pytest.fixture
@@ -147,6 +148,35 @@ def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
     assert len(proxy.connections) == 1, "all triggers of one destination share one SSH connection"
     assert waits.most == 1, "one wait process on the host at a time for all of them"
     assert not watcher_mod._WATCHERS, "the last subscriber leaving closes the watcher"
+
+
+def test_chatty_jobs_cost_a_call_per_gather_window_not_a_call_per_line(
+    hook: OrchesjobHook, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
+    names = [f"chat{i}" for i in range(10)]
+    lines = 30  # a line every 0.2 s for 6 s each: 300 lines in all, about 50 a second
+    jobs = {n: hook.start(f"chatty-{n}", numbered_job(n, lines, pause=0.2)) for n in names}
+    triggers = {
+        n: trigger_for(CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
+        for n in names
+    }
+    logs = {n: record_log(t) for n, t in triggers.items()}
+    seen: list[watcher_mod.SharedWatcher] = []
+
+    async def scenario() -> list[Any]:
+        fired = asyncio.gather(*(fire(t) for t in triggers.values()))
+        await asyncio.sleep(0.5)
+        seen.extend(watcher_mod._WATCHERS.values())
+        return await asyncio.wait_for(fired, 120)
+
+    events = asyncio.run(scenario())
+    assert all(p["status"] == "terminal" and p["job"]["status"] == "SUCCEEDED" for p in events), events
+    for n in names:
+        assert logs[n].lines("stdout") == expected(n, lines), n  # every line once, in order
+    assert len(seen) == 1
+    # without gathering a call answers the first new line: as many calls as round trips fit in 6 s (44 here); with
+    # it, about one per second of output, plus one per end and per newcomer (13 here)
+    assert seen[0].calls <= 25, f"{seen[0].calls} wait calls for 300 lines in about 6 s"
 
 
 def test_jobs_on_two_destinations_get_a_watcher_each(

@@ -415,6 +415,7 @@ def test_the_watch_call_is_one_always_retried_wait_bounded_by_its_timeout() -> N
         max_bytes=100,
         max_total_bytes=65536,
         wake_on_eof=True,
+        gather=1.5,
     )
     assert call.args == (
         "wait",
@@ -424,6 +425,7 @@ def test_the_watch_call_is_one_always_retried_wait_bounded_by_its_timeout() -> N
         "--max-bytes=100",
         "--max-total-bytes=65536",
         "--wake-on-eof",
+        "--gather=1.5",
     )
     assert call.retry == "always" and call.wakeable and call.exec_timeout(60) == 80
     assert not cmd.define.watch([cmd.WatchEntry("a")]).wakeable
