@@ -63,11 +63,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Sampler(threading.Thread):
-    """Samples the triggerer's connections, the host side of them and the deferred count every second."""
+    """Samples the triggerer's connections to sshd and the host side of them every second."""
 
-    def __init__(self, live: LiveAirflow, pgid: int, sshd_port: int, dag_id: str, run_id: str) -> None:
+    def __init__(self, pgid: int, sshd_port: int) -> None:
         super().__init__(daemon=True)
-        self.live, self.pgid, self.sshd_port, self.dag_id, self.run_id = live, pgid, sshd_port, dag_id, run_id
+        self.pgid, self.sshd_port = pgid, sshd_port
         self.stop_event = threading.Event()
         self.samples: list[hostwatch.Sample] = []
 
@@ -79,14 +79,6 @@ class Sampler(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=30)
-
-
-def deferred_count(live: LiveAirflow, dag_id: str, run_id: str) -> int:
-    rows = live.query(
-        "SELECT COUNT(*) FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'job' AND state = 'deferred'",
-        (dag_id, run_id),
-    )
-    return int(rows[0][0]) if rows else 0
 
 
 def states(live: LiveAirflow, dag_id: str, run_id: str) -> dict[int, str | None]:
@@ -135,7 +127,7 @@ def run_mode(
     print(f"bench: {dag_id}: {deferred} deferred after {ramp:.0f} s; go", file=sys.stderr, flush=True)
 
     cpu_before = hostwatch.group_cpu_seconds(hostwatch.processes(), triggerer.process.pid)
-    sampler = Sampler(live, triggerer.process.pid, server.port, dag_id, run_id)
+    sampler = Sampler(triggerer.process.pid, server.port)
     go.touch()
     sampler.start()
     notice_deadline = time.monotonic() + max(durations) + 300
