@@ -100,6 +100,11 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             "--reason": (VALUE, "TEXT", "why (kept in the job record)"),
             "--grace-seconds": (VALUE, "SECS", "SIGTERM to SIGKILL (default 5)"),
             "--if-owner": (VALUE, "ID", "abort only if the job's owner is this request id (exit 4 otherwise)"),
+            "--assume-dead": (
+                SWITCH,
+                "",
+                "close a job whose liveness is unknown without signalling anything (you checked that it is gone)",
+            ),
         },
         False,
     ),
@@ -196,6 +201,14 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
     if head not in COMMANDS:
         raise InvalidArgument("unknown command %r; the commands are %s" % (head, ", ".join(COMMANDS)))
     _, spec, takes_command = COMMANDS[head]
+    if len(argv) > 1 and argv[1] in ("--request", "--request=-"):
+        if argv[1:] not in (["--request", "-"], ["--request=-"]):
+            raise InvalidArgument(
+                "%s: --request - reads the whole request from standard input; give no other arguments" % head
+            )
+        from . import request
+
+        return head, request.values(head, spec, takes_command, (SWITCH, VALUE, MULTI))
     values: dict[str, Any] = {}
     for flag, (kind, _, _) in spec.items():
         values[dest(flag)] = False if kind == SWITCH else [] if kind == MULTI else None
@@ -258,7 +271,11 @@ def usage(command: str | None = None) -> str:
             "commands:",
         ]
         lines += ["  %-9s %s" % (name, COMMANDS[name][0]) for name in COMMANDS]
-        lines += ["", "orchesjob COMMAND --help shows a command's options."]
+        lines += [
+            "",
+            "orchesjob COMMAND --help shows a command's options.",
+            "orchesjob COMMAND --request - reads them from stdin instead, as one JSON object on one line.",
+        ]
         return "\n".join(lines) + "\n"
     summary, spec, takes_command = COMMANDS[command]
     lines = [

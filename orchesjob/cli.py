@@ -11,6 +11,7 @@ import os
 import sys
 
 from .errors import EXIT_OK, InvalidArgument, OrchesjobError
+from .jsonout import dump as _dump  # imported now: the error path must not need to open a file (ulimit -n)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -181,11 +182,23 @@ def _watch(a: dict[str, Any]) -> Any:
     )
 
 
+def environment() -> None:
+    """Refuse settings from the environment that no command could work with, before anything is done."""
+    from .store import MAX_LOCK_TIMEOUT, check_lock_timeout
+
+    text_value = os.environ.get("ORCHESJOB_LOCK_TIMEOUT")
+    if text_value and check_lock_timeout(text_value) is None:
+        raise InvalidArgument(
+            "ORCHESJOB_LOCK_TIMEOUT=%r is not a number of seconds from 0 to %d" % (text_value[:40], MAX_LOCK_TIMEOUT)
+        )
+
+
 def dispatch(argv: list[str]) -> Any:
     from . import argv as argv_mod
     from . import commands
 
     c, a = argv_mod.parse(argv)
+    environment()
     if c == "version":
         return commands.version()
     if c == "start":
@@ -269,6 +282,7 @@ def dispatch(argv: list[str]) -> Any:
             text(a["reason"], "--reason"),
             _given(seconds(grace, "--grace-seconds")),
             if_owner=request_id(a["if_owner"], "--if-owner"),
+            assume_dead=a["assume_dead"],
         )
     if c == "rerun":
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
@@ -338,15 +352,25 @@ def _emit_error(err: OrchesjobError) -> int:
 
 
 def _write_json(obj: Any) -> None:
-    from .jsonout import dump
-
-    dump(obj, sys.stdout.write)  # in pieces: a log chunk's text is escaped and written a slice at a time
+    _dump(obj, sys.stdout.write)  # in pieces: a log chunk's text is escaped and written a slice at a time
     sys.stdout.write("\n")
     sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; exits with the documented code."""
+    if sys.version_info < MIN_PYTHON:
+        _refuse_python()
+    try:
+        _main(argv)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - the error path itself failed (no memory, no descriptors left)
+        _last_resort(e)
+
+
+def _main(argv: Sequence[str] | None) -> None:
+    _standard_streams()
     from .argv import Help
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -384,12 +408,79 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = EXIT_OK
     except KeyboardInterrupt:
         code = _emit_error(OrchesjobError("interrupted", error_type="interrupted"))
+    except MemoryError:
+        code = _emit_error(OrchesjobError("out of memory (ulimit -v?)", error_type="os_error"))
     except Exception as e:  # noqa: BLE001 - a bug or an environment we did not foresee: still one JSON object
         err = _unexpected(e)
         code = _emit_error(err)
         if err.error_type in ("corrupt_database", "database"):
             _leave_database_untouched(code)
     sys.exit(code)
+
+
+MIN_PYTHON = (3, 9)
+
+
+def _refuse_python() -> None:
+    """Below Python 3.9 nothing is started: the supervisor needs what 3.9 added (os.waitstatus_to_exitcode, pidfds),
+    and a job whose supervisor crashes would be LOST and run again by the next retry."""
+    version = "%d.%d.%d" % sys.version_info[:3]
+    message = "orchesjob needs Python 3.9 or newer; %s is Python %s: run it with a newer python3" % (
+        sys.executable or "this interpreter",
+        version,
+    )
+    try:
+        sys.stdout.write(
+            '{\n  "error": "unsupported_python",\n  "message": "%s",\n  "exit_code": 1,\n  "python": "%s"\n}\n'
+            % (message.replace("\\", "\\\\").replace('"', '\\"'), version)
+        )
+        sys.stdout.flush()
+        sys.stderr.write("orchesjob: %s\n" % message)
+    except (OSError, ValueError, AttributeError):
+        pass
+    os._exit(1)
+
+
+def _standard_streams() -> None:
+    """Give descriptors 0, 1 and 2 to /dev/null where the caller closed them (`orchesjob start 2>&-`).
+
+    Otherwise the next file this process opens takes the number: a log, a lock or the database would become
+    "standard output" for whatever writes there (the supervisor makes its 0-2 /dev/null before it launches
+    anything, and would close such a file). Python leaves sys.stdout or sys.stderr None for a closed stream; they
+    get a writer on /dev/null, so a command runs the same, only its answer goes nowhere."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
+
+
+def _last_resort(e: BaseException) -> None:
+    """Report a failure of the error path itself with nothing but a write(2) of prepared bytes, then exit 1."""
+    try:
+        name = type(e).__name__.encode("ascii", "replace")[:40]
+        data = _LAST_RESORT % name
+    except BaseException:  # noqa: BLE001 - not even that: the fixed text
+        data = _LAST_RESORT % b"an unknown error"
+    try:
+        os.write(1, data)
+        os.write(2, b"orchesjob: could not finish or report its answer (" + data[:0] + b"see stdout)\n")
+    except BaseException:  # noqa: BLE001 - nothing is left to report with
+        pass
+    os._exit(1)
+
+
+_LAST_RESORT = (
+    b'{\n  "error": "error",\n  "message": "orchesjob could not finish or report its answer (%s; too little '
+    b'memory or too few file descriptors?)",\n  "exit_code": 1\n}\n'
+)
 
 
 def _leave_database_untouched(code: int) -> None:
@@ -404,13 +495,12 @@ def _leave_database_untouched(code: int) -> None:
 
 
 def _unexpected(e: Exception) -> OrchesjobError:
-    from .store import DatabaseError
-
-    if isinstance(e, DatabaseError):
+    store = sys.modules.get(__name__.rpartition(".")[0] + ".store")  # only a command that opened it can fail in it
+    if store is not None and isinstance(e, store.DatabaseError):
         from .home import DB_NAME, state_dir
-        from .store import database_error
 
-        return database_error(e, os.path.join(state_dir(), DB_NAME))
+        error: OrchesjobError = store.database_error(e, os.path.join(state_dir(), DB_NAME))
+        return error
     if isinstance(e, OSError):
         where = ": %s" % e.filename if e.filename else ""
         return OrchesjobError("%s%s" % (e.strerror or e, where), error_type="os_error")

@@ -9,7 +9,7 @@ import os
 import select
 import time
 
-from . import CONTRACT_VERSION, __version__, jobs, logfiles, processes
+from . import CONTRACT_VERSION, __version__, home, jobs, life, logfiles, processes
 from .errors import InconsistentState, NotFound, job_not_found, run_key_not_found
 from .store import ACTIVE, Store, open_store
 from .timeutil import now, with_iso
@@ -32,9 +32,11 @@ def _new_job(
     timeout: float | None,
     strict: bool,
     **extra: Any,
-) -> dict[str, Any]:
-    """Insert a STARTING job (call inside a write transaction). The caller is its worker until the supervisor
-    records itself, so a caller that dies before that leaves a job any reader can declare LOST."""
+) -> tuple[dict[str, Any], int]:
+    """Insert a STARTING job (call inside a write transaction) and return it with the descriptor of its supervisor
+    lock (life.py), taken before the row exists. The caller holds that lock until the supervisor it spawns holds
+    it too, so from the first moment the row exists some process vouches for the job; a caller that dies before
+    spawning leaves a job whose lock is free, which any reader then declares LOST (nothing was launched)."""
     job_id = _job_id()
     logs = os.path.join(os.path.dirname(store.path), "logs")
     t = now()
@@ -57,10 +59,22 @@ def _new_job(
         "stderr_file": os.path.join(logs, job_id + ".stderr"),
         "started_at": t,
         "updated_at": t,
+        "life_lock": True,
     }
     job.update(extra)
+    fd = life.hold_new(life.supervisor_lock(job))
+    store.after_rollback(lambda: _drop_lock(job, fd))
     store.insert(job)
-    return job
+    return job, fd
+
+
+def _drop_lock(job: dict[str, Any], fd: int) -> None:
+    """Give up the supervisor lock of a job whose row was not committed (nothing will ever use the file)."""
+    os.close(fd)
+    try:
+        os.unlink(life.supervisor_lock(job))
+    except OSError:
+        pass
 
 
 def _job_id() -> str:
@@ -72,23 +86,24 @@ def _job_id() -> str:
     return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
-def _launch(store: Store, job_id: str, sync: bool, start_timeout: float) -> dict[str, Any]:
+def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: float) -> dict[str, Any]:
     """Spawn the supervisor and wait for it as asked: until the target runs (async) or the job ends (sync)."""
     from . import supervisor
 
     store.close()
+    processes.pause_point("start-before-spawn")
     try:
-        fd = supervisor.spawn(job_id)
+        fd = supervisor.spawn(job_id, life_fd)
     finally:
+        os.close(life_fd)  # the supervisor holds the lock now (or was never spawned: then the job is LOST)
         store.reopen()
     try:
         run_deadline = time.monotonic() + start_timeout
         seen = b""
         while sync or supervisor.MSG_RUNNING not in seen:
-            # Always wait until the supervisor has recorded itself (or died: the pipe closes), however long others
-            # hold the database lock: before that, only this process vouches for the job, and leaving would let any
-            # reader declare it LOST while its supervisor still waits to record itself and launch. Then async waits
-            # up to start_timeout for the target; sync waits for the pipe to close, once the result is recorded.
+            # Wait until the supervisor has recorded itself (or died: the pipe closes), however long others hold
+            # the database lock; then async waits up to start_timeout for the target, and sync for the pipe to
+            # close, once the result is recorded.
             if supervisor.MSG_RECORDED not in seen:
                 deadline: float | None = None
             else:
@@ -154,32 +169,40 @@ def start(
     assert store is not None
     override_used = False
     same_request = False
+    life_fd: int | None = None
+    job: dict[str, Any] = {}
     with store.write():
         reuse = None
         latest = store.latest(run_key)
         store.run_key_info(run_key)  # a damaged run key record is refused here, before anything acts or writes
         if latest is not None:
             latest = jobs.refresh(store, latest)
-        answered = store.answered_request(run_key, request_id) if request_id is not None else None
+        answered, cleaned = store.answered_request(run_key, request_id) if request_id is not None else (None, None)
+        if cleaned is not None:
+            raise _request_cleaned(run_key, cleaned)
         if answered is not None:
             reuse, same_request = jobs.refresh(store, answered), True
-        elif latest is not None:
-            if jobs.is_active(latest) or jobs.is_stopping(latest):
-                reuse = latest  # never a new attempt beside processes of the last one that are still alive
-            elif strict:
-                info = store.run_key_info(run_key) or {}
-                expires = info.get("unlock_expires_at")
-                if info.get("unlock_pending") and (expires is None or expires > now()):
-                    override_used = True
-                    store.consume_unlock(run_key)
-                else:
+        elif latest is not None and (jobs.is_active(latest) or jobs.is_stopping(latest)):
+            reuse = latest  # never a new attempt beside processes of the last one that are still alive
+        else:
+            from . import places
+
+            reuse = places.find_active(run_key)  # started under another state directory (places.py)
+            if reuse is None and latest is not None:
+                if strict:
+                    info = store.run_key_info(run_key) or {}
+                    expires = info.get("unlock_expires_at")
+                    if info.get("unlock_pending") and (expires is None or expires > now()):
+                        override_used = True
+                        store.consume_unlock(run_key)
+                    else:
+                        reuse = latest
+                elif reuse_success and latest["status"] == "SUCCEEDED":
                     reuse = latest
-            elif reuse_success and latest["status"] == "SUCCEEDED":
-                reuse = latest
         if reuse is None:
             # the unlock's reason, also as rerun_reason where orchesjob 1.1.0 keeps it
             why = (store.run_key_info(run_key) or {}).get("unlock_reason") if override_used else None
-            job = _new_job(
+            job, life_fd = _new_job(
                 store,
                 run_key,
                 command,
@@ -194,23 +217,41 @@ def start(
                 request_id=request_id,
                 owner=request_id,
             )
-        if request_id is not None and not same_request:
+        if request_id is not None and not same_request and not (reuse or {}).get("state_dir"):
             target = reuse if reuse is not None else job
             store.record_request(run_key, request_id, target["job_id"], now())
             target["owner"] = request_id
     if reuse is not None:
         job = reuse
-        if sync and jobs.is_active(job):
+        if sync and jobs.is_active(job) and not job.get("state_dir"):
             job, _ = wait_for(store, job["job_id"], None)
         out = _start_view(job, existing=True, sync=sync, strict=strict, reuse_success=reuse_success)
         out["parameters_match"] = _params_match(reuse, command, cwd, env, timeout)
         out["same_request"] = same_request
+        if job.get("state_dir"):
+            home.warn(
+                "run key %r has an active job %s in the state directory %s (not %s): it was returned instead of "
+                "starting the command again" % (run_key, job["job_id"], job["state_dir"], home.state_dir())
+            )
         return out
-    job = _launch(store, job["job_id"], sync, start_timeout)
+    assert life_fd is not None
+    job = _launch(store, job["job_id"], life_fd, sync, start_timeout)
     out = _start_view(job, existing=False, sync=sync, strict=strict, reuse_success=reuse_success)
     out["parameters_match"] = True
     out["same_request"] = False
     return out
+
+
+def _request_cleaned(run_key: str, record: dict[str, Any]) -> InconsistentState:
+    """A repeat of a request whose job `clean` deleted: refused, never run again (the first answer was that job)."""
+    return InconsistentState(
+        "request %r of run key %r was answered with job %s (%s), which has since been cleaned; the request is not "
+        "run again: use a new request id to run the command again"
+        % (record["request_id"], run_key, record["job_id"], record.get("job_status") or "finished"),
+        error_type="request_cleaned",
+        job_id=record["job_id"],
+        job_status=record.get("job_status"),
+    )
 
 
 def _start_view(job: dict[str, Any], existing: bool, sync: bool, strict: bool, reuse_success: bool) -> dict[str, Any]:
@@ -257,7 +298,7 @@ def rerun(
                 "Cannot rerun active job: run key %r already has an active job %s (%s)"
                 % (src["run_key"], latest["job_id"], latest["status"])
             )
-        job = _new_job(
+        job, life_fd = _new_job(
             store,
             src["run_key"],
             src["command"],
@@ -268,7 +309,7 @@ def rerun(
             rerun_of_job_id=src["job_id"],
             rerun_reason=reason,
         )
-    job = _launch(store, job["job_id"], sync, start_timeout)
+    job = _launch(store, job["job_id"], life_fd, sync, start_timeout)
     out = _start_view(job, existing=False, sync=sync, strict=job["strict"], reuse_success=False)
     out["parameters_match"] = True
     out["rerun"] = True  # as orchesjob 1.1.0 marks a rerun's output
@@ -276,6 +317,27 @@ def rerun(
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
+def _locate(run_key: str | None, job_id: str | None, write: bool = False) -> tuple[Store, dict[str, Any]]:
+    """The store and job a command names: the state directory's (a run key's latest attempt), else, for a job id
+    it does not hold or a run key it has no job of, another directory's (places.py; read-only unless `write`)."""
+    store = open_store(create=False)
+    job = None
+    if store is not None:
+        job = store.get(job_id) if job_id is not None else store.latest(run_key or "")
+        if job is not None:
+            store.run_key_info(job["run_key"])  # its run key record is checked too, before anything acts on the job
+            return store, job
+    from . import places
+
+    directory = places.find(job_id, run_key)
+    other = places.open_at(directory, write) if directory is not None else None
+    if other is not None:
+        job = other.get(job_id) if job_id is not None else other.latest(run_key or "")
+        if job is not None:
+            return other, job
+    raise job_not_found(job_id) if job_id is not None else run_key_not_found(run_key)
+
+
 def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -> Any:
     store = open_store(create=False)
     if running:
@@ -290,8 +352,7 @@ def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -
         store.run_key_info(history[0]["run_key"])  # checked like every value read, before a refresh may write
         history[0] = jobs.refresh(store, history[0])
         return [jobs.render(jobs.refresh(store, j)) for j in history]
-    job, _ = jobs.lookup(store, run_key, job_id)
-    assert store is not None  # lookup raised NotFound otherwise
+    store, job = _locate(run_key, job_id)
     return jobs.render(jobs.refresh(store, job))
 
 
@@ -320,7 +381,7 @@ def wait_for(
                 if fd is not None:
                     os.close(fd)
                 watched_pid = job.get("worker_pid")
-                fd = processes.pidfd(watched_pid) if jobs.supervisor_alive(job) else None
+                fd = life.wake_fd(job)
             if fd is None:
                 step = 0.05
             step = step if remaining is None else min(step, remaining)
@@ -345,9 +406,8 @@ def wait(
     stderr_offset: int | None,
     max_bytes: int,
 ) -> dict[str, Any]:
-    store = open_store(create=False)
-    job, jid = jobs.lookup(store, run_key, job_id)
-    assert store is not None  # lookup raised NotFound otherwise
+    store, job = _locate(run_key, job_id)
+    jid = job["job_id"]
     offsets = None
     if stdout_offset is not None or stderr_offset is not None:
         offsets = {"stdout": stdout_offset or 0, "stderr": stderr_offset or 0}
@@ -378,9 +438,7 @@ def logs(
 
     Nothing is sized by the numbers asked for: an offset past the end is an empty answer, a limit or a tail larger
     than the log is the whole log, read in bounded blocks."""
-    store = open_store(create=False)
-    job, _ = jobs.lookup(store, run_key, job_id)
-    assert store is not None  # lookup raised NotFound otherwise
+    store, job = _locate(run_key, job_id)
     job = jobs.refresh(store, job)
     path = job[stream + "_file"]
     start_at = offset or 0
@@ -390,7 +448,6 @@ def logs(
     if follow:
         from .follow import Follow
 
-        assert store is not None  # lookup found the job
         return Follow(store, job, stream, start_at, by_run_key=run_key is not None)
     if as_json:
         return logfiles.chunk(path, stream, start_at, limit if limit is not None else 1 << 20, not jobs.is_active(job))
@@ -399,60 +456,173 @@ def logs(
 
 # -- changing -----------------------------------------------------------------------------------------------------
 def abort(
-    run_key: str | None, job_id: str | None, reason: str | None, grace: float, if_owner: str | None = None
+    run_key: str | None,
+    job_id: str | None,
+    reason: str | None,
+    grace: float,
+    if_owner: str | None = None,
+    assume_dead: bool = False,
 ) -> dict[str, Any]:
-    """Mark ABORTED first (so a strict start sees the key consumed), then stop the whole process tree.
+    """Mark ABORTED first (so a strict start sees the key consumed), then have the whole process tree stopped.
+
+    The job's supervisor, when it listens on its control FIFO, is asked to do it (control.py): it alone can signal
+    the command's group without any doubt about whose group it is. Without a supervisor, only processes verified as
+    the job's are signalled (jobs.stop_from_outside), and a job whose processes this process cannot see (another
+    pid namespace) is refused. `assume_dead` closes a job whose liveness is unknown without signalling anything:
+    a person's word that nothing of it runs any more.
 
     With `if_owner`, only a job whose owner is that request id is aborted: a caller that has since been replaced
     (a stale Airflow try whose job a newer try reattached to) is refused, whatever order the two run in, because
     the check and the ABORTED mark happen under the same write lock as the reattaching start's ownership change.
     """
-    store = open_store(create=False)
-    job, jid = jobs.lookup(store, run_key, job_id)
-    assert store is not None  # lookup raised NotFound otherwise
+    from . import control
+
+    store, job = _locate(run_key, job_id, write=True)
+    jid = job["job_id"]
     t = now()
-    with store.write():
-        job = jobs.refresh(store, store.get(jid) or job)
-        if if_owner is not None and job.get("owner") != if_owner:
-            raise InconsistentState(
-                (
-                    "job %s is owned by request %r, not %r: a newer request took it over; not aborted"
-                    % (jid, job["owner"], if_owner)
+    ctl: int | None = None
+    try:
+        with store.write():
+            job = jobs.refresh(store, store.get(jid) or job)
+            _check_owner(job, if_owner)
+            if not jobs.is_active(job):
+                raise InconsistentState(
+                    "Job is not running: %s status=%s; there is nothing to abort" % (jid, job["status"])
                 )
-                if job.get("owner")
-                else (
-                    "job %s has no owner request (it was started without --request-id), so it is not %r's; not aborted"
-                    % (jid, if_owner)
-                ),
-                error_type="not_owner",
-                owner=job.get("owner"),
+            unknown = job.get("liveness") == "unknown"
+            if assume_dead:
+                if not unknown:
+                    raise InconsistentState(
+                        "job %s is verified alive (%s); abort it without --assume-dead" % (jid, life.verdict(job)[1]),
+                        error_type="liveness_known",
+                    )
+                why = "aborted with --assume-dead: nothing was signalled" + (" (%s)" % reason if reason else "")
+                store.update(
+                    jid,
+                    {
+                        "status": "ABORTED",
+                        "abort_reason": reason,
+                        "aborted_at": t,
+                        "updated_at": t,
+                        "finished_at": t,
+                        "end_reason": why,
+                    },
+                    only_if_status=ACTIVE,
+                )
+                return dict(_abort_view(store, jid, job), **dict.fromkeys(_SENT, False))
+            if job["status"] == "STARTING" and not job.get("target_pid"):
+                # Nothing was launched, and nothing will be: a supervisor launches only while the row is still
+                # STARTING, decided under this same lock (an orchesjob 1.1.0 worker stops what it launched when
+                # its RUNNING record fails). The record is closed now.
+                store.update(
+                    jid,
+                    {
+                        "status": "ABORTED",
+                        "abort_reason": reason,
+                        "aborted_at": t,
+                        "updated_at": t,
+                        "finished_at": t,
+                        "end_reason": "aborted before its command was launched" + (": %s" % reason if reason else ""),
+                    },
+                    only_if_status=ACTIVE,
+                )
+                return dict(_abort_view(store, jid, job), **dict.fromkeys(_SENT, False))
+            if job.get("life_lock"):
+                ctl = control.connect(life.control_path(job))
+            reach = processes.can_see(job.get("pid_ns")) or processes.sees_whole_host()
+            if ctl is None and not reach:
+                raise InconsistentState(
+                    "job %s cannot be stopped from here: %s, and its supervisor does not answer; abort it from its "
+                    "own pid namespace, or, once you know nothing of it runs, with --assume-dead"
+                    % (jid, job.get("liveness_reason") or "its processes are in pid namespace %s" % job.get("pid_ns")),
+                    error_type="other_pid_namespace",
+                )
+            store.update(
+                jid,
+                {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t},
+                only_if_status=ACTIVE,
             )
-        if job.get("liveness") == "unknown":
-            raise InconsistentState(
-                "job %s runs in pid namespace %s, which this process cannot see (it is in %s): abort it from there"
-                % (jid, job.get("pid_ns"), processes.pid_namespace() or "a namespace without /proc"),
-                error_type="other_pid_namespace",
-            )
-        if not jobs.is_active(job):
-            raise InconsistentState(
-                "Job is not running: %s status=%s; there is nothing to abort" % (jid, job["status"])
-            )
-        store.update(
-            jid, {"status": "ABORTED", "abort_reason": reason, "aborted_at": t, "updated_at": t}, only_if_status=ACTIVE
-        )
-    sent = jobs.stop_tree(job, grace, include_worker=bool(job.get("target_pid")))
+    except BaseException:
+        if ctl is not None:
+            os.close(ctl)
+        raise
+    if ctl is not None:
+        sent = _abort_through_supervisor(store, job, ctl, grace)
+    else:
+        sent = jobs.stop_from_outside(job, grace)
     with store.write():
         final = store.get(jid) or job
-        if not final.get("finished_at"):
+        if not final.get("finished_at") and life.verdict(final)[0] == life.DEAD:
             # The supervisor could not record the end (it was gone or was killed): close the record here.
             fields: dict[str, Any] = {"finished_at": now(), "updated_at": now()}
             if not final.get("end_reason"):
                 fields["end_reason"] = "aborted" + (": %s" % reason if reason else "")
             store.update(jid, fields, only_if_status=("ABORTED",))
+    return dict(_abort_view(store, jid, job), **sent)
+
+
+_SENT = ("sent_term_target", "sent_term_worker", "sent_kill_target", "sent_kill_worker")
+
+
+def _abort_view(store: Store, jid: str, job: dict[str, Any]) -> dict[str, Any]:
     out = jobs.render(store.get(jid) or job)
     out["aborted"] = True
-    out.update(sent)
     return out
+
+
+def _check_owner(job: dict[str, Any], if_owner: str | None) -> None:
+    if if_owner is None or job.get("owner") == if_owner:
+        return
+    jid = job["job_id"]
+    raise InconsistentState(
+        (
+            "job %s is owned by request %r, not %r: a newer request took it over; not aborted"
+            % (jid, job["owner"], if_owner)
+        )
+        if job.get("owner")
+        else (
+            "job %s has no owner request (it was started without --request-id), so it is not %r's; not aborted"
+            % (jid, if_owner)
+        ),
+        error_type="not_owner",
+        owner=job.get("owner"),
+    )
+
+
+def _abort_through_supervisor(store: Store, job: dict[str, Any], ctl: int, grace: float) -> dict[str, bool]:
+    """Ask the supervisor to stop the job (SIGTERM to its group now, SIGKILL after `grace`) and wait until it has
+    recorded the end, or is gone, or `grace` plus the time its last sweep may take has passed."""
+    from . import control
+    from .supervisor import LEFTOVER_GRACE
+
+    jid = job["job_id"]
+    try:
+        asked = control.send(ctl, control.ABORT, grace)
+    finally:
+        os.close(ctl)
+    deadline = time.monotonic() + grace + 2 * LEFTOVER_GRACE + 5.0
+    final = job
+    while asked and time.monotonic() < deadline:
+        final = store.get(jid) or job
+        if final.get("finished_at") or life.probe(life.supervisor_lock(job)) != life.HELD:
+            break
+        fd = life.wake_fd(final)
+        try:
+            if fd is not None:
+                select.select([fd], [], [], 0.1)
+            else:
+                time.sleep(0.05)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    final = store.get(jid) or job
+    launched = bool(job.get("target_pid"))
+    return {
+        "sent_term_target": asked and launched,
+        "sent_term_worker": asked,  # the supervisor was asked to stop it (through its FIFO, not a signal)
+        "sent_kill_target": final.get("signal") == 9,
+        "sent_kill_worker": False,
+    }
 
 
 def unlock(run_key: str, reason: str | None, ttl: float | None) -> dict[str, Any]:
@@ -501,22 +671,26 @@ def clean(
         job = jobs.refresh(store, job)
         if jobs.is_active(job):
             raise InconsistentState("job %s is %s; only finished jobs can be cleaned" % (job_id, job["status"]))
-        if jobs.is_stopping(job) or jobs.still_alive(job, processes.snapshot()):
+        why = "its abort has not finished" if jobs.is_stopping(job) else life.lingering(job)
+        if why:
             raise InconsistentState(
-                "job %s is %s but processes of it are still alive; it can be cleaned once they "
-                "are gone" % (job_id, job["status"])
+                "job %s is %s but processes of it may still be alive (%s); it can be cleaned once they are gone"
+                % (job_id, job["status"], why)
             )
     skipped: list[dict[str, Any]] = []
     if dry_run:  # a preview writes nothing, so it takes no write lock either
         selected = _cleanable(
-            store, store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id), skipped
+            store, store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id), skipped, True
         )
     else:
         with store.write():
             selected = _cleanable(
-                store, store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id), skipped
+                store,
+                store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id),
+                skipped,
+                False,
             )
-            store.delete([j["job_id"] for j in selected])
+            store.delete(selected)
     items: list[dict[str, Any]] = []
     errors = 0
     for j in selected:
@@ -533,7 +707,7 @@ def clean(
         )
         if dry_run:
             continue
-        for path in (j["stdout_file"], j["stderr_file"], jobs.result_path(j)):
+        for path in (j["stdout_file"], j["stderr_file"], jobs.result_path(j), life.control_path(j)):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -544,18 +718,25 @@ def clean(
     return result
 
 
-def _cleanable(store: Store, selected: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The selected jobs nothing of which is alive; the others go to `skipped` with the reason."""
-    snap = processes.snapshot() if selected else []
+def _cleanable(
+    store: Store, selected: list[dict[str, Any]], skipped: list[dict[str, Any]], dry_run: bool
+) -> list[dict[str, Any]]:
+    """The selected jobs nothing of which may be alive (unless `dry_run`, their lock files are then removed); the
+    others go to `skipped` with the reason."""
+    markers = processes.snapshot_markers() if any(not j.get("life_lock") for j in selected) else {}
     keep = []
     for j in selected:
         if jobs.is_stopping(j):
             j = jobs.refresh(store, j)  # closes the abort's record if nothing of it is left
         if jobs.is_stopping(j):
-            why = "its abort has not finished: processes of the job may still be alive"
-        elif jobs.still_alive(j, snap):
-            why = "processes of the job are still alive"
+            why: str | None = "its abort has not finished: processes of the job may still be alive"
         else:
+            why = life.lingering(j, markers)
+            if why is None and j.get("life_lock") and not dry_run:
+                # taken and removed here, so that nothing can hold it between this check and the delete
+                if not (life.remove_if_free(life.job_lock(j)) and life.remove_if_free(life.supervisor_lock(j))):
+                    why = "its lock is held again"
+        if why is None:
             keep.append(j)
             continue
         skipped.append({"job_id": j["job_id"], "run_key": j["run_key"], "status": j["status"], "reason": why})

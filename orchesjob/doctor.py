@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import stat
 
-from . import home, jobs, processes
+from . import home, jobs, life, processes
 from .errors import EXIT_FINDINGS, EXIT_OK, OrchesjobError
 from .store import SCHEMA_VERSION, Store, open_readonly
 from .textout import Json, Terminal, Text
@@ -224,7 +224,7 @@ class Doctor:
             for entry in entries:
                 name = entry.name
                 job_id, dot, kind = name.partition(".")
-                if dot and kind in ("stdout", "stderr", "result") or kind.startswith("result.tmp."):
+                if dot and kind in _JOB_FILES or kind.startswith("result.tmp."):
                     self.files.setdefault(job_id, set()).add(kind if not kind.startswith("result.tmp.") else "tmp")
                 else:
                     self.odd_files.append(name)
@@ -232,7 +232,9 @@ class Doctor:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode) or st.st_uid != me or st.st_nlink > 1:
+                # the supervisor's control FIFO (control.py) is the one entry that is no regular file
+                right_type = stat.S_ISFIFO(st.st_mode) if kind == "ctl" else stat.S_ISREG(st.st_mode)
+                if stat.S_ISLNK(st.st_mode) or not right_type or st.st_uid != me or st.st_nlink > 1:
                     foreign.append(name)
                 elif stat.S_IMODE(st.st_mode) & 0o077:
                     wide.append(name)
@@ -268,27 +270,25 @@ class Doctor:
         c = self._check("proc", "")
         ns, boot = processes.pid_namespace(), processes.boot_id()
         c.update(pid_namespace=ns, boot_id=boot)
-        if not processes._HAVE_PROC:
+        if not processes._HAVE_PROC or not processes.proc_is_ours():
             self._find(
                 c,
-                "/proc is not there: a job's processes cannot be verified (only kill(pid, 0) is left, "
-                "which cannot tell a recycled pid from the job's own)",
-                "mount procfs (mount -t proc proc /proc); on a host without it, jobs can be judged only by "
-                "their supervisor's pid",
-            )
-        elif not processes.proc_is_ours():
-            self._find(
-                c,
-                "/proc shows another pid namespace than this process's: jobs cannot be judged dead or "
-                "alive from here, and abort cannot reach them",
-                "mount a /proc of this pid namespace (unshare --pid --fork --mount-proc, or run the container "
-                "with its own /proc)",
+                (
+                    "/proc is not there"
+                    if not processes._HAVE_PROC
+                    else "/proc shows another pid namespace than this process's"
+                )
+                + ": a job whose supervisor is gone cannot be stopped from here (abort reaches a job through its "
+                "supervisor, or by verified pids), and jobs recorded by orchesjob 1.1.0 cannot be judged (their "
+                "liveness stays unknown); jobs of this orchesjob are judged by their locks all the same",
+                "mount a /proc of this pid namespace (mount -t proc proc /proc, unshare --pid --fork --mount-proc, "
+                "or run the container with its own /proc)",
             )
         elif boot is None:
             self._find(
                 c,
-                "the boot id (/proc/sys/kernel/random/boot_id) cannot be read: a job from before a reboot "
-                "cannot be told from a live one by its pid alone",
+                "the boot id (/proc/sys/kernel/random/boot_id) cannot be read: jobs recorded by an earlier build of "
+                "this orchesjob, which hold no locks, cannot be told dead by a reboot",
                 "make /proc/sys readable in this container",
             )
         c["message"] = "pid namespace %s, boot id %s" % (ns or "unknown", boot or "unknown")
@@ -524,25 +524,19 @@ class Doctor:
         c = self._check("active_jobs", "")
         store = self._readable()
         recorded = store.active() + store.stopping()
-        snap = processes.snapshot() if recorded else []
-        boot = processes.boot_id()
+        markers = processes.snapshot_markers() if any(not j.get("life_lock") for j in recorded) else {}
         unknown = []
         for job in recorded:
             if os.path.exists(jobs.result_path(job)):
                 continue  # pending_results covers it
-            if job.get("boot_id") and boot and job["boot_id"] != boot:
-                problem = "%s is recorded as %s but started before the last reboot" % (_describe(job), job["status"])
-            elif not processes.can_judge(job.get("pid_ns")):
-                unknown.append(job["job_id"])
+            state, why = life.verdict(job, markers)
+            if state == life.UNKNOWN:
+                unknown.append({"job_id": job["job_id"], "why": why})
                 continue
-            elif jobs.still_alive(job, snap):
+            if state == life.ALIVE:
                 continue
-            else:
-                shown = "ABORTED and still being stopped" if jobs.is_stopping(job) else job["status"]
-                problem = (
-                    "%s is recorded as %s but nothing of it is alive (its supervisor and every process of its "
-                    "command are gone)" % (_describe(job), shown)
-                )
+            shown = "ABORTED and still being stopped" if jobs.is_stopping(job) else job["status"]
+            problem = "%s is recorded as %s but nothing of it is alive (%s)" % (_describe(job), shown, why)
             f = self._find(
                 c,
                 problem,
@@ -554,8 +548,11 @@ class Doctor:
                 self._settle(f, job)
         c["message"] = "%s recorded as active" % _n(len(recorded), "job")
         if unknown:
-            c["message"] += "; %d of them run in another pid namespace and are judged there" % len(unknown)
-            c["other_namespace"] = unknown[:ITEMS]
+            c["message"] += (
+                "; whether %d of them still run cannot be told from here (see unknown: abort one from its own pid "
+                "namespace, or with --assume-dead once you know nothing of it runs)" % len(unknown)
+            )
+            c["unknown"] = unknown[:ITEMS]
 
     def _settle(self, f: dict[str, Any], job: dict[str, Any]) -> None:
         store = self._writable()
@@ -620,6 +617,10 @@ class Doctor:
             )
         if self.odd_files:
             c["other_files"] = sorted(self.odd_files)[:ITEMS]
+
+
+# What logs/ holds for a job: its logs, a result waiting to be recorded, its locks and its supervisor's FIFO.
+_JOB_FILES = ("stdout", "stderr", "result", "supervisor.lock", "job.lock", "ctl")
 
 
 def _both_logs(logs: str, job_id: str) -> bool:

@@ -1,7 +1,7 @@
 """`orchesjob logs --follow`: print a job's log as it grows, like `tail -f`, and end when the job has ended.
 
 How it waits, without busy polling and without inotify: the supervisor's exit is watched through a pidfd
-(processes.pidfd) in select(), so the end of a job is noticed at once; between those wake-ups the open log is
+(life.wake_fd) in select(), so the end of a job is noticed at once; between those wake-ups the open log is
 fstat()ed after an adaptive pause, 20 ms after the log grew, doubling while nothing happens up to 250 ms. A job that
 writes steadily is streamed within about 20 ms; an idle follower wakes four times a second for one fstat. The job's
 record is read again at most every 250 ms, and at once when the supervisor exits, through jobs.refresh as `status`
@@ -25,7 +25,7 @@ import select
 import sys
 import time
 
-from . import jobs, processes
+from . import jobs, life, processes
 from .errors import EXIT_INTERRUPTED, EXIT_JOB_DID_NOT_SUCCEED, EXIT_OK
 from .logfiles import BLOCK
 from .store import Store
@@ -121,7 +121,7 @@ class Follow(Output):
                         if fd is not None:
                             os.close(fd)
                         watched = job.get("worker_pid")
-                        fd = processes.pidfd(watched) if jobs.supervisor_alive(job) else None
+                        fd = life.wake_fd(job)
                 pause = MIN_PAUSE if grew else min(pause * 2, MAX_PAUSE)
                 if fd is not None:
                     ready, _, _ = select.select([fd], [], [], pause)

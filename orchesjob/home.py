@@ -26,37 +26,91 @@ _chosen: str | None = None
 
 
 def state_dir() -> str:
-    """ORCHESJOB_HOME, else /var/lib/orchesjob for root, else for another user /var/lib/orchesjob when it holds a
-    database of that user's (orchesjob 1.1.0 kept everyone's state there), else $XDG_STATE_HOME/orchesjob
-    (~/.local/state/orchesjob)."""
+    """ORCHESJOB_HOME (with ~ expanded, made absolute; an empty value counts as unset), else the user's default
+    (default_dir)."""
     home = os.environ.get("ORCHESJOB_HOME")
     if home:
         return os.path.abspath(os.path.expanduser(home))
+    return default_dir()
+
+
+def default_dir() -> str:
+    """/var/lib/orchesjob for root. For another user: the XDG directory ($XDG_STATE_HOME/orchesjob,
+    ~/.local/state/orchesjob), unless /var/lib/orchesjob holds a database of that user's (orchesjob 1.1.0 kept
+    everyone's state there) and the XDG directory none.
+
+    Decided once: the first command that writes under /var/lib/orchesjob records that choice in the XDG directory
+    (a file `state-dir`), and while /var/lib/orchesjob is the user's it stays the choice; while it is not recorded,
+    a database in the XDG directory keeps the XDG directory. Neither a 1.1.0 run that later creates
+    /var/lib/orchesjob nor a database made later under the XDG directory moves a user's jobs to another place.
+    (And `start` looks for the run key's active job in the other places too: places.py.)"""
     if os.geteuid() == 0:
         return SYSTEM_HOME
     global _chosen
     if _chosen is None:
-        xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-        _chosen = _user_default(os.path.join(xdg, "orchesjob"))
+        _chosen = _user_default(xdg_dir())
     return _chosen
 
 
+def xdg_dir() -> str:
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(xdg, "orchesjob")
+
+
+REDIRECT = "state-dir"  # in the XDG directory: the recorded choice of /var/lib/orchesjob
+
+
+def _system_is_users() -> bool:
+    return _owned(SYSTEM_HOME, stat.S_ISDIR) and _owned(os.path.join(SYSTEM_HOME, DB_NAME), stat.S_ISREG)
+
+
 def _user_default(xdg: str) -> str:
-    """/var/lib/orchesjob when the directory and its database exist and are the caller's own (anything else there
-    would be refused anyway), else the XDG directory. Decided once per process; when both hold a database, the
-    other one is named in a warning, since its jobs are not seen from here."""
-    if not (_owned(SYSTEM_HOME, stat.S_ISDIR) and _owned(os.path.join(SYSTEM_HOME, DB_NAME), stat.S_ISREG)):
+    has_xdg = _owned(os.path.join(xdg, DB_NAME), stat.S_ISREG)
+    if _recorded(xdg) == SYSTEM_HOME and _system_is_users():
+        if has_xdg:
+            warn(
+                "using the state directory %s (recorded in %s as this user's); %s also holds a database, whose "
+                "jobs this command does not look at: set ORCHESJOB_HOME to choose"
+                % (SYSTEM_HOME, os.path.join(xdg, REDIRECT), xdg)
+            )
+        return SYSTEM_HOME
+    if has_xdg or not _system_is_users():
         return xdg
-    try:
-        os.lstat(os.path.join(xdg, DB_NAME))
-    except OSError:
-        pass
-    else:
-        warn(
-            "using the state directory %s (it holds your orchesjob database, as orchesjob 1.1.0 left it); %s also "
-            "holds one, whose jobs this command does not see: set ORCHESJOB_HOME to choose" % (SYSTEM_HOME, xdg)
-        )
     return SYSTEM_HOME
+
+
+def _recorded(xdg: str) -> str | None:
+    path = os.path.join(xdg, REDIRECT)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        return os.read(fd, 4096).decode("utf-8", "replace").strip() or None
+    finally:
+        os.close(fd)
+
+
+def record_default() -> None:
+    """Called by the first command that writes under the default directory: when that is /var/lib/orchesjob (for a
+    user other than root), write the choice into the XDG directory, so it stays (default_dir)."""
+    if os.environ.get("ORCHESJOB_HOME") or os.geteuid() == 0 or default_dir() != SYSTEM_HOME:
+        return
+    xdg = xdg_dir()
+    if _recorded(xdg) == SYSTEM_HOME:
+        return
+    try:
+        _private_dir(xdg, True, top=True)
+        tmp = os.path.join(xdg, "%s.tmp.%d" % (REDIRECT, os.getpid()))
+        fd = open_new_private(tmp, os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            f.write(SYSTEM_HOME + "\n")
+        os.replace(tmp, os.path.join(xdg, REDIRECT))
+    except (OSError, OrchesjobError) as e:
+        warn("could not record %s as this user's state directory in %s: %s" % (SYSTEM_HOME, xdg, e))
 
 
 def _owned(path: str, kind: Callable[[int], bool]) -> bool:
@@ -144,10 +198,28 @@ def _tighten(path: str, st: os.stat_result, mode: int) -> bool:
     return True
 
 
+# What orchesjob keeps in its state directory (by name; a backup of an upgraded 1.1.0 database starts with the
+# database's name). A directory holding anything else is not orchesjob's alone, and orchesjob does not chmod it.
+_OWN_NAMES = (DB_NAME, LOGS)
+
+
+def dedicated(path: str) -> bool:
+    """Whether the directory holds nothing but orchesjob's files, and is no shared directory (sticky, like /tmp)."""
+    try:
+        if os.lstat(path).st_mode & stat.S_ISVTX:
+            return False
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return all(n in (LOGS, REDIRECT) or n.startswith(DB_NAME) for n in names)
+
+
 def _private_dir(path: str, create: bool, top: bool = False) -> bool:
     """Make sure `path` is a directory of ours only we can enter; False when it does not exist and create is False.
 
     lstat, never stat: a link at `path` is refused, not followed. Its parent directories may be links (/var/run).
+    Permissions are tightened only by a command that writes (create=True), and for the top directory only when it
+    is orchesjob's alone (`dedicated`): ORCHESJOB_HOME=/tmp or a home directory is used as it is, with a warning.
     """
     made = False
     try:
@@ -176,8 +248,14 @@ def _private_dir(path: str, create: bool, top: bool = False) -> bool:
     if made and mode != 0o700:
         _tighten(path, st, 0o700)  # the umask may have taken bits we need
     elif mode & 0o077:
-        if _tighten(path, st, 0o700):
+        if create and (not top or dedicated(path)) and _tighten(path, st, 0o700):
             warn("tightened permissions of %s from %o to 700" % (path, mode))
+        elif top and not dedicated(path):
+            warn(
+                "the state directory %s is open to other users (mode %o) and holds more than orchesjob's files, so "
+                "it is left as it is; its jobs' files are still 0600: set ORCHESJOB_HOME to a directory of its own"
+                % (path, mode)
+            )
         else:
             warn("%s is readable by other users (mode %o); it holds job commands and logs" % (path, mode))
     if create and not os.access(path, os.W_OK | os.X_OK):
@@ -185,11 +263,22 @@ def _private_dir(path: str, create: bool, top: bool = False) -> bool:
     return True
 
 
-def _private_file(path: str, st: os.stat_result) -> None:
+def tighten_file(path: str, mode: int) -> bool:
+    """chmod a plain file of the caller's to `mode` if it is looser (never through a link); False if not done."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or not stat.S_IMODE(st.st_mode) & ~mode:
+        return False
+    return _tighten(path, st, mode)
+
+
+def _private_file(path: str, st: os.stat_result, create: bool = True) -> None:
     _check(path, st, False)
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        if _tighten(path, st, 0o600):
+        if create and _tighten(path, st, 0o600):
             warn("tightened permissions of %s from %o to 600" % (path, mode))
         else:
             warn("%s is readable by other users (mode %o); it holds job commands" % (path, mode))
@@ -205,6 +294,8 @@ def prepare(create: bool) -> str | None:
     if not _private_dir(root, create, top=True):
         return None
     _private_dir(os.path.join(root, LOGS), create)
+    if create and root == SYSTEM_HOME and os.geteuid() != 0:
+        record_default()
     return os.path.join(root, DB_NAME)
 
 
@@ -250,7 +341,7 @@ def database_file(path: str, create: bool) -> bool:
     except OSError as e:
         raise _state_error("cannot use %s: %s" % (path, e.strerror or e)) from None
     else:
-        _private_file(path, st)
+        _private_file(path, st, create)
     for side in (path + "-wal", path + "-shm"):
         try:
             st = os.lstat(side)
@@ -258,7 +349,7 @@ def database_file(path: str, create: bool) -> bool:
             continue
         except OSError as e:
             raise _state_error("cannot use %s: %s" % (side, e.strerror or e)) from None
-        _private_file(side, st)
+        _private_file(side, st, create)
     return True
 
 

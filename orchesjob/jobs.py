@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from . import processes
+from . import life, processes
 from .errors import LockTimeout
 from .store import ACTIVE, Store, lock_timeout
 from .timeutil import iso, now
@@ -79,11 +79,14 @@ def render(job: dict[str, Any]) -> dict[str, Any]:
         end_reason=job.get("end_reason"),
         active=is_active(job),
         liveness=job.get("liveness") or ("verified" if is_active(job) or is_stopping(job) else None),
+        liveness_reason=job.get("liveness_reason"),
         request_id=job.get("request_id"),
         owner=job.get("owner"),
         pid_namespace=job.get("pid_ns"),
         imported_from=job.get("imported_from"),
     )
+    if job.get("state_dir"):
+        out["state_dir"] = job["state_dir"]  # a job found under another state directory (places.py)
     return out
 
 
@@ -207,34 +210,11 @@ def finish(store: Store, job_id: str, result: dict[str, Any]) -> bool:
 
 
 # -- liveness -----------------------------------------------------------------------------------------------------
-def imported(job: dict[str, Any]) -> bool:
-    """A job orchesjob 1.1.0 launched (its record came over in the upgrade): its pids carry no start time, so its
-    processes are recognised by their command lines (processes.legacy_*)."""
-    return bool(job.get("imported_from"))
-
-
-def job_pids(job: dict[str, Any]) -> set[int]:
-    """Every live process of the job's target tree (not the supervisor)."""
-    if imported(job):
-        return set(_members(job))
-    return processes.job_pids(job["job_id"], job.get("pgid"), job.get("target_start"))
-
-
-def supervisor_alive(job: dict[str, Any]) -> bool:
-    if imported(job):
-        if job.get("worker_pid") is None:  # its `start` died before recording the worker: look for it
-            return is_active(job) and processes.find_legacy_worker(job["job_id"]) is not None
-        return processes.legacy_worker_alive(job["worker_pid"], job["job_id"])
-    return processes.is_alive(job.get("worker_pid"), job.get("worker_start"))
-
-
 def refresh(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     """Settle an active job's real state; terminal jobs are returned as they are.
 
-    Order matters: a pending result file wins; then a different boot id means dead; then a reader that cannot see
-    the job's pid namespace stops (absence of a pid proves nothing there); then a live supervisor or any live
-    process of the job means alive (a supervisor killed by OOM does not make a running command LOST); only when
-    nothing is left is the job LOST, and that verdict is taken again under the write lock (`_mark_lost`).
+    A pending result file wins. Then the evidence of life.py: alive, unknown (shown as `liveness: "unknown"`,
+    never acted on) or dead, and only dead becomes LOST, a verdict taken again under the write lock (`_mark_lost`).
     """
     if is_stopping(job):
         return _settle_abort(store, job)
@@ -243,58 +223,19 @@ def refresh(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     pending = read_result_file(job)
     if pending is not None:
         return _apply_pending(store, job, pending)
-    current_boot = processes.boot_id()
-    if job.get("boot_id") and current_boot and job["boot_id"] != current_boot:
-        return _mark_lost(store, job, "the host rebooted after the job started")
-    if not processes.can_judge(job.get("pid_ns")):
-        return dict(job, liveness="unknown")
-    if _anything_alive(job):
+    state, why = life.verdict(job)
+    if state == life.ALIVE:
         return job
+    if state == life.UNKNOWN:
+        fresh = store.get(job["job_id"])  # a supervisor that just recorded the end removes its lock files
+        if fresh is not None and not is_active(fresh):
+            return fresh
+        return dict(job, liveness="unknown", liveness_reason=why)
     processes.pause_point("lost-verdict")
-    return _mark_lost(store, job, None)
-
-
-def _anything_alive(job: dict[str, Any]) -> bool:
-    return supervisor_alive(job) or bool(job_pids(job))
-
-
-def _lost_reason(job: dict[str, Any]) -> str:
-    if imported(job):
-        return "its orchesjob 1.1.0 worker and command disappeared without recording a result"
-    if job["status"] == "STARTING" and not job.get("target_pid"):
-        return "the job's start was interrupted before its command was launched"
-    return "the supervisor and every process of the job disappeared without recording a result"
+    return _mark_lost(store, job, why)
 
 
 _IDENTITY = ("status", "worker_pid", "worker_start", "target_pid", "target_start", "pgid")
-
-
-def still_alive(job: dict[str, Any], snap: list[tuple[int, int, int, str | None]]) -> bool:
-    """Whether a process snapshot (processes.snapshot) holds the job's supervisor or any process of its tree.
-
-    The same identity rules as job_pids, for many jobs against one /proc pass; a job in a pid namespace this
-    process cannot see counts as alive until its record says it ended.
-    """
-    if not processes.can_judge(job.get("pid_ns")):
-        return not job.get("finished_at")
-    if imported(job):
-        return _anything_alive(job)
-    floor = int(job["target_start"]) if job.get("target_start") else None
-    worker, worker_start = job.get("worker_pid"), job.get("worker_start")
-    pgid = job.get("pgid")
-    jid = job["job_id"]
-    for pid, start, pgrp, marker in snap:
-        if worker and pid == worker and (not worker_start or str(start) == worker_start):
-            return True
-        if floor is not None and start < floor:
-            continue
-        if marker == jid:
-            return True
-        if pgid and pgrp == pgid:
-            if floor is None or any(p == pgid and s != floor for p, s, _, _ in snap):
-                continue  # an unverifiable or recycled group id
-            return True
-    return False
 
 
 def _settle_abort(store: Store, job: dict[str, Any]) -> dict[str, Any]:
@@ -302,9 +243,10 @@ def _settle_abort(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     pending = read_result_file(job)
     if pending is not None:
         return _apply_pending(store, job, pending)
-    if not processes.can_judge(job.get("pid_ns")):
-        return dict(job, liveness="unknown")
-    if _anything_alive(job):
+    state, why = life.verdict(job)
+    if state == life.UNKNOWN:
+        return dict(job, liveness="unknown", liveness_reason=why)
+    if state == life.ALIVE:
         return job
     t = now()
     fields = {
@@ -316,7 +258,7 @@ def _settle_abort(store: Store, job: dict[str, Any]) -> dict[str, Any]:
     try:
         with store.write(wait=_settle_wait()):
             fresh = store.get(job["job_id"]) or job
-            if is_stopping(fresh):
+            if is_stopping(fresh) and life.verdict(fresh)[0] == life.DEAD:
                 store.update(job["job_id"], fields, only_if_status=("ABORTED",))
     except LockTimeout:
         return dict(job, **fields)
@@ -344,18 +286,17 @@ def _apply_pending(store: Store, job: dict[str, Any], pending: dict[str, Any]) -
     return store.get(job["job_id"]) or job
 
 
-def _mark_lost(store: Store, job: dict[str, Any], reason: str | None) -> dict[str, Any]:
+def _mark_lost(store: Store, job: dict[str, Any], why: str) -> dict[str, Any]:
     """Declare LOST what was seen dead, as a compare-and-set under the write lock.
 
     The verdict outside the lock came from a read that may be stale: the supervisor may have recorded itself, the
     command may have started or ended since. So under the lock the row is read again; if any of its process
-    identity changed, or a result file appeared, or anything of it is alive now, the verdict is dropped. Only a row
-    still exactly as observed, with nothing of it alive, becomes LOST (and the UPDATE itself repeats the identity
-    as its condition). A reader that cannot get the lock shows the verdict without recording it.
+    identity changed, or a result file appeared, or the evidence no longer says dead, the verdict is dropped. Only
+    a row still exactly as observed becomes LOST (and the UPDATE itself repeats the identity as its condition). A
+    reader that cannot get the lock shows the verdict without recording it.
     """
     t = now()
-    why = reason or _lost_reason(job)
-    fields = {"status": "LOST", "end_reason": why, "finished_at": t, "updated_at": t}
+    fields = {"status": "LOST", "end_reason": _lost_reason(job, why), "finished_at": t, "updated_at": t}
     try:
         with store.write(wait=_settle_wait()):
             fresh = store.get(job["job_id"])
@@ -365,7 +306,7 @@ def _mark_lost(store: Store, job: dict[str, Any], reason: str | None) -> dict[st
                 return fresh  # it moved on since we looked; the next reader judges the new state
             if read_result_file(fresh) is not None:
                 return fresh
-            if reason is None and _anything_alive(fresh):
+            if life.verdict(fresh)[0] != life.DEAD:
                 return fresh
             store.update(
                 job["job_id"],
@@ -374,60 +315,88 @@ def _mark_lost(store: Store, job: dict[str, Any], reason: str | None) -> dict[st
                 only_if={k: fresh.get(k) for k in _IDENTITY if k != "status"},
             )
     except LockTimeout:
-        # Not recorded; a later reader decides again. What to show meanwhile: a STARTING job may have a supervisor
-        # that is alive but not yet recorded (it may be the one waiting for this lock), so absence proves nothing
-        # yet; a job whose processes were all recorded cannot come back, so its verdict can be shown, checked again.
-        if (
-            job["status"] == "STARTING"
-            or read_result_file(job) is not None
-            or (reason is None and _anything_alive(job))
-        ):
-            return dict(job, liveness="unknown")
+        # Not recorded (the database is busy, or read only here); a later reader decides again. What was seen dead
+        # stays dead (a released lock is never taken again, a gone worker never comes back), so the verdict is
+        # shown, unless a result waits in its file, or a job without locks is still STARTING (its supervisor may be
+        # alive but not yet recorded: it may be the one waiting for this lock).
+        if read_result_file(job) is not None or (job["status"] == "STARTING" and not job.get("life_lock")):
+            return dict(job, liveness="unknown", liveness_reason="the database is busy; the verdict is not recorded")
         return dict(job, **fields)
     return store.get(job["job_id"]) or job
 
 
-# -- stopping -----------------------------------------------------------------------------------------------------
-def stop_tree(job: dict[str, Any], grace: float, include_worker: bool) -> dict[str, bool]:
-    """SIGTERM the job's whole tree (and its supervisor), wait `grace` seconds, SIGKILL whatever is left.
+def _lost_reason(job: dict[str, Any], why: str) -> str:
+    if job["status"] == "STARTING" and not job.get("target_pid"):
+        return "the job's start was interrupted before its command was launched (%s)" % why
+    if imported(job):
+        return "its orchesjob 1.1.0 worker and command disappeared without recording a result (%s)" % why
+    return "%s, without a recorded result" % why
 
-    Only processes verified as the job's are signalled; the recorded process group is signalled as a group only
-    while one of those verified processes is in it, never on the strength of the number alone.
-    """
+
+def imported(job: dict[str, Any]) -> bool:
+    """A job orchesjob 1.1.0 launched (its record came over in the upgrade)."""
+    return bool(job.get("imported_from"))
+
+
+# -- stopping from outside the supervisor -------------------------------------------------------------------------
+def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
+    """SIGTERM the job's processes, wait `grace` seconds, SIGKILL what is left, when its supervisor cannot do it (it
+    is gone, or predates the control FIFO). Only processes verified as the job's are signalled, each through a
+    pidfd (processes.signal_verified): they carry its marker, hold its lock or log files open, or are in the group
+    of a command verified that way while it is alive. An orchesjob 1.1.0 worker is verified by its command line."""
     from .processes import signals as signal
 
-    worker = job.get("worker_pid") if include_worker and supervisor_alive(job) else None
-    members = _members(job)
-    sent = {
-        "sent_term_target": processes.send(members, signal.SIGTERM, processes.job_group(members, _pgid(job))),
-        "sent_term_worker": worker is not None and processes.send([worker], signal.SIGTERM),
-        "sent_kill_target": False,
-        "sent_kill_worker": False,
-    }
-    deadline = time.monotonic() + grace
-    processes.wait_gone(lambda: job_pids(job), deadline)
-    left = _members(job)
-    if left:
-        sent["sent_kill_target"] = processes.send(left, signal.SIGKILL, processes.job_group(left, _pgid(job)))
-    if worker:
-        # The supervisor outlives the target only to record how it ended; give it a moment, then stop it too.
-        processes.wait_gone(lambda: supervisor_alive(job), max(deadline, time.monotonic() + 1.0))
-        if supervisor_alive(job):
-            sent["sent_kill_worker"] = processes.send([worker], signal.SIGKILL)
-    processes.wait_gone(lambda: job_pids(job), time.monotonic() + 2.0)
+    files = processes.file_ids(life.job_files(job))
+    jid = job["job_id"]
+    leader = job.get("pgid") or (job.get("target_pid") if imported(job) else None)
+
+    def is_jobs(pid: int) -> bool:
+        return processes.carries_marker(pid, jid) or processes.holds_any(pid, files)
+
+    def members() -> dict[int, int]:
+        found = processes.find(jid, files)
+        if leader and leader in found:  # the command itself, verified: its group is the job's while it lives
+            found.update(processes.find(None, set(), group=leader))
+        return found
+
+    def in_group(pid: int) -> bool:
+        return is_jobs(pid) or (bool(leader) and processes.pgrp(pid) == leader and is_jobs(int(leader or 0)))
+
+    sup_files = processes.file_ids([life.supervisor_lock(job)]) if job.get("life_lock") else set()
+
+    def worker_is_jobs(pid: int) -> bool:
+        if imported(job):
+            return processes.is_legacy_worker(pid, jid)
+        if job.get("life_lock"):
+            return processes.holds_any(pid, sup_files)
+        # an earlier build's supervisor: its pid and start time, in its own namespace (a mismatch signals nothing)
+        return processes.can_see(job.get("pid_ns")) and processes.start_time(pid) == job.get("worker_start")
+
+    def workers() -> list[int]:
+        if imported(job):
+            found = processes.find_legacy_worker(jid)
+            return [found] if found else []
+        if job.get("life_lock"):
+            return list(processes.find(None, sup_files))
+        worker = job.get("worker_pid")
+        return [worker] if worker and processes.exists(worker) and worker_is_jobs(worker) else []
+
+    def send(sig: int) -> tuple[bool, bool]:
+        target = False
+        for pid in members():
+            target = processes.signal_verified(pid, sig, in_group) or target
+        sup = False
+        for pid in workers():
+            sup = processes.signal_verified(pid, sig, worker_is_jobs) or sup
+        return target, sup
+
+    sent = {"sent_term_target": False, "sent_term_worker": False, "sent_kill_target": False, "sent_kill_worker": False}
+    sent["sent_term_target"], sent["sent_term_worker"] = send(signal.SIGTERM)
+    processes.wait_until(lambda: not members(), time.monotonic() + grace, step=0.1)
+    if members() or workers():
+        sent["sent_kill_target"], sent["sent_kill_worker"] = send(signal.SIGKILL)
+    processes.wait_until(lambda: not members(), time.monotonic() + 2.0, step=0.1)
     return sent
-
-
-def _members(job: dict[str, Any]) -> dict[int, int]:
-    if imported(job):
-        return processes.legacy_target_members(job.get("target_pid"), job["command"])
-    return processes.job_members(job["job_id"], job.get("pgid"), job.get("target_start"))
-
-
-def _pgid(job: dict[str, Any]) -> int | None:
-    """The job's process group: orchesjob 1.1.0 made its target a group leader (pgid = target pid)."""
-    pgid: int | None = job.get("pgid") or (job.get("target_pid") if imported(job) else None)
-    return pgid
 
 
 def lookup(store: Store | None, run_key: str | None, job_id: str | None) -> tuple[dict[str, Any], str]:

@@ -53,9 +53,19 @@ def _v1_to_v2(store: Store) -> None:
     """)
 
 
+def _v2_to_v3(store: Store) -> None:
+    """Version 3: whether a job holds the lock files life.py tests (jobs started before hold none, and are judged
+    by the rules for them there); the final status of a cleaned job in the requests it answered, which are kept."""
+    store.executescript("""
+        ALTER TABLE jobs ADD COLUMN life_lock INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE start_requests ADD COLUMN job_status TEXT;
+    """)
+
+
 # from-version -> the step that brings a database of that version to the next one
 STEPS: dict[int, Callable[[Store], None]] = {
     1: _v1_to_v2,
+    2: _v2_to_v3,
 }
 
 
@@ -256,7 +266,7 @@ def _jobs_select(jobs: str) -> str:
         _oj110_ts(finished_at) AS finished_at,
         COALESCE(_oj110_ts(updated_at, finished_at, started_at), 0) AS updated_at,
         _oj110_ts(aborted_at) AS aborted_at,
-        '%s' AS imported_from
+        '%s' AS imported_from, 0 AS life_lock
         FROM %s""" % (LEGACY_VERSION, jobs)
 
 
@@ -281,7 +291,7 @@ def present_1_1_0(store: Store) -> None:
     conn.execute("CREATE TEMP VIEW run_keys AS " + _run_keys_select("main.jobs", "main.strict_overrides"))
     conn.execute(
         "CREATE TEMP VIEW start_requests AS SELECT '' AS run_key, '' AS request_id, '' AS job_id, "
-        "0 AS answered_at WHERE 0"
+        "0 AS answered_at, NULL AS job_status WHERE 0"
     )
 
 
@@ -327,13 +337,39 @@ def _error(store: Store, message: str, error_type: str = "database") -> Exceptio
     )
 
 
+def with_verified_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """An active 1.1.0 job with the pid namespace its worker runs in, when this process sees that worker (its pid
+    runs `-m orchesjob _worker --job-id ID`, or the job is STARTING and such a worker is found): then the rules for
+    imported jobs can prove it dead later (life.py). Unverified, the namespace stays unknown, and so does the job."""
+    from . import processes
+
+    if not processes.proc_is_ours():
+        return job
+    worker = job.get("worker_pid")
+    if worker is None and job["status"] == "STARTING":
+        worker = processes.find_legacy_worker(job["job_id"])
+    if worker and processes.is_legacy_worker(worker, job["job_id"]):
+        return dict(job, worker_pid=worker, pid_ns=processes.pid_namespace())
+    return job
+
+
+def _not_dead(job: dict[str, Any]) -> bool:
+    from . import life
+
+    return life.verdict(with_verified_worker(job))[0] != life.DEAD
+
+
+def _alive(job: dict[str, Any]) -> bool:
+    from . import life
+
+    return life.verdict(with_verified_worker(job))[0] == life.ALIVE
+
+
 def _lost_but_running(store: Store, double: list[str]) -> list[str]:
     """LOST jobs whose command is still running: 1.1.0 declared a job LOST as soon as its worker was gone, even with
     its command alive, and then ran the key again beside it. Such a job that is its key's latest, with no active job
-    of the key, is RUNNING again after the upgrade, so the key stays busy until the command really ends (it is LOST
-    then, and `abort` can stop it meanwhile)."""
-    from . import jobs as jobs_mod
-
+    of the key, is RUNNING again after the upgrade (on evidence of life: its logs are being written), so the key
+    stays busy until the command really ends (it is LOST then, and `abort` can stop it meanwhile)."""
     out = []
     for job in store._many(
         "SELECT * FROM (%s) AS j WHERE status = 'LOST' AND attempt_no = (SELECT MAX(attempt_no) "
@@ -342,17 +378,16 @@ def _lost_but_running(store: Store, double: list[str]) -> list[str]:
         % _jobs_select("main.jobs"),
         (),
     ):
-        if job["job_id"] not in double and jobs_mod._anything_alive(job):
+        if job["job_id"] not in double and _alive(job):
             out.append(job["job_id"])
     return out
 
 
 def _double_runs(store: Store) -> list[str]:
     """Jobs to record as LOST before the upgrade: our schema allows one active job per run key, and 1.1.0's `rerun`
-    could start a second beside the first. Extra active jobs of a key with nothing alive are LOST; two of a key that
-    are both alive stop the upgrade (nothing is changed; it is tried again by the next command that writes)."""
-    from . import jobs as jobs_mod
-
+    could start a second beside the first. Extra active jobs of a key that are proven dead are LOST; two of a key
+    that are not both proven dead stop the upgrade (nothing is changed; it is tried again by the next command that
+    writes)."""
     by_key: dict[str, list[dict[str, Any]]] = {}
     for job in store._many(
         "SELECT * FROM (%s) WHERE status IN ('STARTING', 'RUNNING')" % _jobs_select("main.jobs"), ()
@@ -362,13 +397,13 @@ def _double_runs(store: Store) -> list[str]:
     for key, active in by_key.items():
         if len(active) < 2:
             continue
-        alive = [j for j in active if jobs_mod._anything_alive(j)]
+        alive = [j for j in active if _not_dead(j)]
         if len(alive) > 1:
             raise _error(
                 store,
-                "run key %r has %d jobs running side by side (%s), which orchesjob 1.1.0 allowed and "
-                "this orchesjob cannot record; wait until one has ended (or stop one), then try again"
-                % (key, len(alive), ", ".join(j["job_id"] for j in alive)),
+                "run key %r has %d jobs that may be running side by side (%s), which orchesjob 1.1.0 allowed and "
+                "this orchesjob cannot record; wait until one has ended (or stop one with orchesjob 1.1.0), then "
+                "try again" % (key, len(alive), ", ".join(j["job_id"] for j in alive)),
             )
         dead.extend(j["job_id"] for j in active if j not in alive)
     return dead
@@ -397,13 +432,13 @@ def _renumbered(store: Store) -> list[tuple[int, str]]:
 
 
 def _backup(store: Store) -> str:
-    """Copy the database (as this transaction sees it) to orchesjob.db.1.1.0-backup next to it, 0600, never over
-    an existing file (an earlier backup gets a .2, .3, ... sibling). Written as `.partial` first and linked to its
-    name only once complete, so a kill midway never leaves a half backup under the name."""
+    """Copy the database (as this transaction sees it) to orchesjob.db.1.1.0-backup.partial next to it, 0600, and
+    return that path. It gets its documented name (`name_backup`) only once the upgrade has committed: a backup
+    whose upgrade did not commit must never be found under that name (it would be older than the database that
+    was kept, and restoring it would lose what 1.1.0 recorded since)."""
     from .home import open_new_private
 
-    base = store.path + BACKUP_SUFFIX
-    partial = base + ".partial"
+    partial = store.path + BACKUP_SUFFIX + ".partial"
     # A partial file exists only while some CLI holds the write lock we hold now: one that is here was left by a
     # killed upgrade. Remove it (and any journal SQLite made for it), whatever it is: unlink never follows a link.
     for stale in (partial, partial + "-journal", partial + "-wal", partial + "-shm"):
@@ -418,6 +453,13 @@ def _backup(store: Store) -> str:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return partial
+
+
+def name_backup(partial: str) -> str:
+    """Give a committed upgrade's backup its name: orchesjob.db.1.1.0-backup, or .2, .3, ... beside an earlier
+    one (the highest number is the newest). Returns the name (the partial path if it could not be linked)."""
+    base = partial[: -len(".partial")]
     n = 1
     while True:
         name = base if n == 1 else "%s.%d" % (base, n)
@@ -426,8 +468,13 @@ def _backup(store: Store) -> str:
             break
         except FileExistsError:
             n += 1
-    os.unlink(partial)
-    _fsync_dir(os.path.dirname(store.path))
+        except OSError:
+            return partial
+    try:
+        os.unlink(partial)
+    except OSError:
+        pass
+    _fsync_dir(os.path.dirname(partial))
     return name
 
 
@@ -442,6 +489,19 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def tighten_imported_logs(store: Store) -> None:
+    """orchesjob 1.1.0 left its logs readable by everyone (0644); after the upgrade they are 0600 like ours. Only
+    plain files of the caller's are changed, through a descriptor opened without following links."""
+    from .home import tighten_file
+
+    for (path,) in store.conn.execute(
+        "SELECT stdout_file FROM jobs WHERE imported_from IS NOT NULL UNION ALL "
+        "SELECT stderr_file FROM jobs WHERE imported_from IS NOT NULL"
+    ):
+        if isinstance(path, str):
+            tighten_file(path, 0o600)
 
 
 def discard_backup(info: dict[str, str]) -> None:
@@ -486,6 +546,7 @@ _JOB_COLUMNS = (
     "updated_at",
     "aborted_at",
     "imported_from",
+    "life_lock",
 )
 _RUN_KEY_COLUMNS = (
     "run_key",
@@ -558,6 +619,12 @@ def from_1_1_0(store: Store) -> dict[str, str]:
             "UPDATE main.jobs SET end_reason = ? WHERE job_id = ?",
             [("found dead while upgrading from orchesjob 1.1.0, beside another job of its run key", j) for j in lost],
         )
+        verified = []
+        for job in store._many("SELECT * FROM main.jobs WHERE status IN ('STARTING', 'RUNNING')", ()):
+            seen = with_verified_worker(job)
+            if seen.get("pid_ns"):
+                verified.append((seen["pid_ns"], seen["worker_pid"], job["job_id"]))
+        conn.executemany("UPDATE main.jobs SET pid_ns = ?, worker_pid = ? WHERE job_id = ?", verified)
         processes.pause_point("upgrade-1.1.0-copy")
         for table in ("_oj110_run_keys", "_oj110_jobs", "strict_overrides", "schema_meta"):
             conn.execute("DROP TABLE main.%s" % table)

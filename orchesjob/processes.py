@@ -1,9 +1,18 @@
-"""Is a job still alive, and how to stop all of it.
+"""Processes: finding a job's, signalling only those, launching and waiting for the command.
 
-A pid alone is not an identity: pids are recycled, and a job started before a reboot must never look alive. A
-process is therefore recorded as (pid, start time in clock ticks since boot) together with the boot id, read from
-/proc on Linux. A job's processes are its process group *and* every process that carries the job's marker in its
-environment, which also finds grandchildren that left the group with setsid.
+Nothing here decides whether a job is alive (life.py does, from locks the kernel releases at death). This module
+answers "which processes are the job's, right now" for the moments something must be signalled, and it is careful
+about one thing above all: a pid is only a number, reused by the kernel once its process is reaped. So a process is
+signalled only while it is *pinned*:
+
+- the supervisor signals the command's process group while the command is its unreaped child (a zombie still holds
+  its pid and its group id, so the group cannot be anyone else's), and never after reaping it;
+- any other process signals a pid through a pidfd opened *before* checking that the process is the job's (it carries
+  the job's marker in its environment, or holds one of the job's files open, or is in the group of a leader verified
+  that way), and only while that pidfd says the process has not exited: the pidfd names one process for good.
+
+Everything that reads /proc works only where /proc shows this process's own pid namespace (`proc_is_ours`); in
+another namespace the job's pids are invisible or name other processes, and nothing is signalled.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ _HAVE_PROC = os.path.isdir("/proc/self")
 
 
 def boot_id() -> str | None:
-    """The kernel's id of this boot; a job recorded under another boot id cannot be alive."""
+    """The kernel's id of this boot (recorded with each job, shown by doctor)."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             return f.read().strip()
@@ -51,18 +60,21 @@ def proc_is_ours() -> bool:
         return False
 
 
-def can_judge(recorded_ns: str | None) -> bool:
-    """Whether this process may conclude from /proc that a job recorded in `recorded_ns` is dead, or signal it.
-
-    Absence proves death only where the job's pids would be visible under the same numbers: the same pid namespace,
-    with a /proc that shows it. Without /proc at all (not Linux) the kill(pid, 0) fallback is all there is.
-    """
-    if not _HAVE_PROC:
-        return True
-    mine = pid_namespace()
-    if mine is None or not proc_is_ours():
+def can_see(recorded_ns: str | None) -> bool:
+    """Whether this process sees the pids of a job recorded in pid namespace `recorded_ns` under the same numbers:
+    the same namespace, recorded (a job whose namespace nobody recorded could be in any), with a /proc showing it."""
+    if not recorded_ns or not _HAVE_PROC:
         return False
-    return not recorded_ns or recorded_ns == mine
+    return recorded_ns == pid_namespace() and proc_is_ours()
+
+
+INITIAL_PID_NS = "pid:[4026531836]"  # the kernel's fixed inode number for the first pid namespace (PROC_PID_INIT_INO)
+
+
+def sees_whole_host() -> bool:
+    """Whether this process is in the host's initial pid namespace with its own /proc: then every process of the
+    host, in any pid namespace below, is visible here (under other numbers than its own namespace gives it)."""
+    return _HAVE_PROC and pid_namespace() == INITIAL_PID_NS and proc_is_ours()
 
 
 def pause_point(name: str) -> None:
@@ -74,7 +86,7 @@ def pause_point(name: str) -> None:
     """
     wanted = os.environ.get("ORCHESJOB_PAUSE_AT")
     if wanted and name in wanted.split(","):
-        os.kill(os.getpid(), _sig.SIGSTOP)
+        os.kill(os.getpid(), signals.SIGSTOP)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -88,42 +100,43 @@ def _stat_fields(pid: int) -> list[str] | None:
 
 
 def start_time(pid: int | None) -> str | None:
-    """The process's start time in clock ticks since boot, or None when it does not exist (or is a zombie)."""
-    if not pid:
+    """The process's start time in clock ticks since boot, as this process's time namespace shows it; kept in the
+    job record for people (doctor), never used to decide anything."""
+    if not pid or not _HAVE_PROC:
         return None
-    if not _HAVE_PROC:
-        return "" if _exists(pid) else None
     fields = _stat_fields(pid)
     if not fields or fields[0] in ("Z", "X"):
         return None
     return fields[19]
 
 
-def _exists(pid: int) -> bool:
+def exists(pid: int | None) -> bool:
+    """Whether some live (not zombie) process has this pid: which one, this cannot say."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if not _HAVE_PROC:
         return True
-    return True
+    fields = _stat_fields(pid)
+    return fields is None or fields[0] not in ("Z", "X")  # unreadable stat: it exists, count it
 
 
-def is_alive(pid: int | None, recorded_start: str | None) -> bool:
-    """True when the process with this pid is the very one that was recorded (same start time)."""
-    current = start_time(pid)
-    if current is None:
-        return False
-    if recorded_start and current and current != recorded_start:
-        return False
-    return True
-
-
-def _pgrp(fields: list[str]) -> int:
+def pgrp(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return None
     return int(fields[2])
 
 
-def _has_marker(pid: int, marker: bytes) -> bool:
+def carries_marker(pid: int, job_id: str) -> bool:
+    """Whether the process was started with ORCHESJOB_JOB_ID=<job_id> in its environment (every process the job's
+    command starts inherits it, unless it clears its environment)."""
+    marker = ("%s=%s" % (MARKER_VAR, job_id)).encode()
     try:
         with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
             return marker in f.read().split(b"\0")
@@ -131,193 +144,166 @@ def _has_marker(pid: int, marker: bytes) -> bool:
         return False
 
 
-def job_pids(job_id: str, pgid: int | None, not_before: str | None = None) -> set[int]:
-    """Live (non-zombie) processes of a job: members of its process group and carriers of its marker.
+def holds_any(pid: int, files: set[tuple[int, int]]) -> bool:
+    """Whether the process has one of `files` ((st_dev, st_ino) pairs) open: the job's lock or log files, which its
+    processes inherit."""
+    if not files:
+        return False
+    base = "%s/%d/fd" % (_PROC, pid)
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            st = os.stat("%s/%s" % (base, name))
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in files:
+            return True
+    return False
 
-    `not_before` is the target's (the group leader's) start time: it tells a recycled group id from the job's own,
-    and a process started before it cannot belong to the job.
-    """
-    return set(job_members(job_id, pgid, not_before))
+
+def file_ids(paths: Iterable[str]) -> set[tuple[int, int]]:
+    out = set()
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        out.add((st.st_dev, st.st_ino))
+    return out
 
 
-def job_members(job_id: str, pgid: int | None, not_before: str | None = None) -> dict[int, int]:
-    """job_pids with each process's group id: {pid: pgrp}, so a caller can tell whether a group is the job's."""
-    found: dict[int, int] = {}
-    if _HAVE_PROC and not proc_is_ours():
-        return found  # these pids would name other processes; see can_judge
-    if not _HAVE_PROC:
-        if pgid and _group_exists(pgid):
-            found[pgid] = pgid
-        return found
-    marker = ("%s=%s" % (MARKER_VAR, job_id)).encode()
+def _pids() -> list[int]:
     me = os.getpid()
-    floor = int(not_before) if not_before else None
-    if pgid and not_before:
-        # The kernel does not hand out a pid while it is still some group's id. So if a process now holds the
-        # group leader's pid but started at another time, the job's group is gone and this is someone else's.
-        leader = start_time(pgid)
-        if leader is not None and leader != not_before:
-            pgid = None
-    for name in os.listdir(_PROC):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if pid == me:
-            continue
+    try:
+        names = os.listdir(_PROC)
+    except OSError:
+        return []
+    return [int(n) for n in names if n.isdigit() and int(n) != me]
+
+
+def find(job_id: str | None, files: set[tuple[int, int]], group: int | None = None) -> dict[int, int]:
+    """{pid: process group} of live processes that look like the job's: they carry its marker, hold one of its
+    `files` open, or are in `group` (pass a group only while it is pinned: see the module docstring).
+
+    A candidate list only: whoever signals them checks each again through a pidfd (signal_verified)."""
+    found: dict[int, int] = {}
+    if not _HAVE_PROC or not proc_is_ours():
+        return found
+    for pid in _pids():
         fields = _stat_fields(pid)
         if not fields or fields[0] in ("Z", "X"):
             continue
-        if floor is not None and int(fields[19]) < floor:
-            continue
-        if (pgid and _pgrp(fields) == pgid) or _has_marker(pid, marker):
-            found[pid] = _pgrp(fields)
+        g = int(fields[2])
+        if (group and g == group) or (job_id and carries_marker(pid, job_id)) or holds_any(pid, files):
+            found[pid] = g
     return found
 
 
-# -- jobs orchesjob 1.1.0 launched ----------------------------------------------------------------------------------
-# 1.1.0 recorded bare pids, no start time or boot id. A pid is taken for its process only when the process also
-# shows what 1.1.0 ran there: its worker is `<python> -m orchesjob _worker --job-id <id>`, its target the job's exact
-# argv as a session and group leader (1.1.0 launched it with start_new_session). A recycled pid fails both.
-LEGACY_WORKER_ARGV = (b"-m", b"orchesjob", b"_worker", b"--job-id")
-
-
-def _cmdline(pid: int) -> list[bytes] | None:
-    """The argv a live process was started with (None when it is gone, a zombie, or a kernel thread)."""
-    try:
-        with open("%s/%d/cmdline" % (_PROC, pid), "rb") as f:
-            data = f.read()
-    except (OSError, ValueError):
-        return None
-    if not data:
-        return None
-    return (data[:-1] if data.endswith(b"\0") else data).split(b"\0")
-
-
-def _legacy_judgeable(pid: int | None) -> bool:
-    return bool(pid) and (not _HAVE_PROC or proc_is_ours())
-
-
-def legacy_worker_alive(pid: int | None, job_id: str) -> bool:
-    """Whether `pid` is the orchesjob 1.1.0 worker of `job_id`, alive (not a zombie)."""
-    if pid is None or not _legacy_judgeable(pid):
-        return False
-    if not _HAVE_PROC:
-        return _exists(pid)  # nothing to verify with: alive counts, so nothing runs beside it
-    fields = _stat_fields(pid)
-    if not fields or fields[0] in ("Z", "X"):
-        return False
-    argv = _cmdline(pid)
-    tail = list(LEGACY_WORKER_ARGV) + [job_id.encode("utf-8", "surrogateescape")]
-    return argv is not None and len(argv) > len(tail) and argv[-len(tail) :] == tail
-
-
-def find_legacy_worker(job_id: str) -> int | None:
-    """The live orchesjob 1.1.0 worker of `job_id`, searched in /proc (a job whose `start` died before it recorded
-    the worker's pid)."""
+def snapshot_markers() -> dict[str, list[int]]:
+    """{job id: pids} of every live process that carries a job marker: one /proc pass for questions about many jobs
+    (clean, doctor)."""
+    out: dict[str, list[int]] = {}
     if not _HAVE_PROC or not proc_is_ours():
-        return None
-    for name in os.listdir(_PROC):
-        if name.isdigit() and legacy_worker_alive(int(name), job_id):
-            return int(name)
-    return None
-
-
-def legacy_target_members(pid: int | None, argv: list[str]) -> dict[int, int]:
-    """{pid: pgrp} of the target orchesjob 1.1.0 launched as `pid` and of every process in its group, when `pid`
-    is verified as that target (alive, session and group leader, running exactly `argv`); else {}.
-
-    While the verified leader lives its group id cannot be anyone else's, so the whole group is the job's."""
-    if pid is None or not _legacy_judgeable(pid):
-        return {}
-    if not _HAVE_PROC:
-        return {pid: pid} if _exists(pid) else {}
-    fields = _stat_fields(pid)
-    if not fields or fields[0] in ("Z", "X") or not (int(fields[2]) == pid and int(fields[3]) == pid):
-        return {}
-    if _cmdline(pid) != [os.fsencode(a) for a in argv]:
-        return {}
-    found = {pid: pid}
-    for name in os.listdir(_PROC):
-        if not name.isdigit():
-            continue
-        other = _stat_fields(int(name))
-        if other and other[0] not in ("Z", "X") and _pgrp(other) == pid:
-            found[int(name)] = pid
-    return found
-
-
-def snapshot() -> list[tuple[int, int, int, str | None]]:
-    """Every live process once: (pid, start ticks, process group, the job id of its marker or None).
-
-    One /proc pass for questions about many jobs at once (`clean`), instead of one pass per job.
-    """
-    out: list[tuple[int, int, int, str | None]] = []
-    if not _HAVE_PROC:
         return out
     prefix = MARKER_VAR.encode() + b"="
-    for name in os.listdir(_PROC):
-        if not name.isdigit():
-            continue
-        pid = int(name)
+    for pid in _pids():
         fields = _stat_fields(pid)
         if not fields or fields[0] in ("Z", "X"):
             continue
-        marker = None
         try:
             with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
                 for item in f.read().split(b"\0"):
                     if item.startswith(prefix):
-                        marker = item[len(prefix) :].decode("utf-8", "replace")
+                        out.setdefault(item[len(prefix) :].decode("utf-8", "replace"), []).append(pid)
                         break
         except OSError:
             pass
-        out.append((pid, int(fields[19]), _pgrp(fields), marker))
     return out
 
 
-def _group_exists(pgid: int) -> bool:
+# -- signalling ---------------------------------------------------------------------------------------------------
+def pidfd(pid: int | None) -> int | None:
+    """A file descriptor naming this process for good (Linux 5.3+); readable once it has exited. None without."""
+    opener = getattr(os, "pidfd_open", None)
+    if not pid or opener is None:
+        return None
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        fd: int = opener(pid)
+    except OSError:
+        return None
+    return fd
+
+
+_PIDFDS: list[bool] = []
+
+
+def pidfds_work() -> bool:
+    """Whether this kernel has pidfd_open and pidfd_send_signal (asked once: a pidfd of this process itself)."""
+    if not _PIDFDS:
+        fd = pidfd(os.getpid())
+        _PIDFDS.append(fd is not None and hasattr(signals, "pidfd_send_signal"))
+        if fd is not None:
+            os.close(fd)
+    return _PIDFDS[0]
+
+
+def exited(fd: int) -> bool:
+    """Whether the process a pidfd names has exited (a zombie counts as exited)."""
+    import select
+
+    try:
+        ready, _, _ = select.select([fd], [], [], 0)
+    except (OSError, ValueError):
         return True
+    return bool(ready)
+
+
+def signal_verified(pid: int, sig: int, is_the_jobs: Callable[[int], bool]) -> bool:
+    """Send `sig` to `pid` only if `is_the_jobs(pid)` holds for the very process that then gets the signal.
+
+    A pidfd is opened first; the check reads /proc/PID, which could already be another process if the first one
+    exited and its pid was reused, so the pidfd is asked afterwards whether its process is still running: if it is,
+    /proc/PID was its, and the signal goes through the pidfd, which cannot reach anyone else. Without pidfds (Linux
+    before 5.3) the check and os.kill leave a window of microseconds, the best an older kernel allows."""
+    send = getattr(signals, "pidfd_send_signal", None)
+    if send is None or not pidfds_work():
+        if not is_the_jobs(pid):
+            return False
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            return False
+        return True
+    fd = pidfd(pid)
+    if fd is None:
+        return False  # gone already
+    try:
+        if not is_the_jobs(pid) or exited(fd):
+            return False
+        send(fd, sig)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def killpg(pgid: int, sig: int) -> bool:
+    """Signal a process group. Only for a group whose leader is the caller's unreaped child (see module doc)."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
     return True
 
 
-def send(pids: Iterable[int], sig: int, pgid: int | None = None) -> bool:
-    """Signal a set of verified pids and, with `pgid`, that whole process group; True when anything was signalled.
-
-    Pass a group only when a verified member of the job is in it (see `job_group`): a group id alone can belong
-    to an unrelated session once the job's group is empty.
-    """
-    sent = False
-    if pgid:
-        try:
-            os.killpg(pgid, sig)
-            sent = True
-        except (ProcessLookupError, PermissionError):
-            pass
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-            sent = True
-        except (ProcessLookupError, PermissionError):
-            pass
-    return sent
-
-
-def job_group(members: dict[int, int], pgid: int | None) -> int | None:
-    """The recorded group id, if one of the job's verified processes is in it now; else None (signal pids only)."""
-    if pgid and pgid in members.values():
-        return pgid
-    return None
-
-
-def wait_gone(check: Callable[[], object], deadline: float, step: float = 0.02) -> bool:
-    """Poll `check()` (which returns the still-alive set) until it is empty or the deadline passes."""
+def wait_until(done: Callable[[], bool], deadline: float, step: float = 0.02) -> bool:
+    """Poll `done()` until it is true or the deadline passes."""
     while True:
-        if not check():
+        if done():
             return True
         if time.monotonic() >= deadline:
             return False
@@ -336,16 +322,43 @@ def signal_name(signum: int | None) -> str | None:
         return "SIG%d" % signum
 
 
-def pidfd(pid: int | None) -> int | None:
-    """A file descriptor that becomes readable when the process exits (Linux 5.3+), else None."""
-    opener = getattr(os, "pidfd_open", None)
-    if not pid or opener is None:
-        return None
+# -- jobs orchesjob 1.1.0 launched ----------------------------------------------------------------------------------
+# 1.1.0 recorded bare pids. Its worker is recognised by its command line, `<python> -m orchesjob _worker --job-id ID`;
+# its command by holding the job's log files open (1.1.0 gave them to it as stdout and stderr), which also works for
+# a `#!` script or a command that exec'd another program.
+LEGACY_WORKER_ARGV = (b"-m", b"orchesjob", b"_worker", b"--job-id")
+
+
+def _cmdline(pid: int) -> list[bytes] | None:
+    """The argv a live process was started with (None when it is gone, a zombie, or a kernel thread)."""
     try:
-        fd: int = opener(pid)
-    except OSError:
+        with open("%s/%d/cmdline" % (_PROC, pid), "rb") as f:
+            data = f.read()
+    except (OSError, ValueError):
         return None
-    return fd
+    if not data:
+        return None
+    return (data[:-1] if data.endswith(b"\0") else data).split(b"\0")
+
+
+def is_legacy_worker(pid: int, job_id: str) -> bool:
+    """Whether `pid` is, right now, the orchesjob 1.1.0 worker of `job_id` (alive, not a zombie)."""
+    fields = _stat_fields(pid)
+    if not fields or fields[0] in ("Z", "X"):
+        return False
+    argv = _cmdline(pid)
+    tail = list(LEGACY_WORKER_ARGV) + [job_id.encode("utf-8", "surrogateescape")]
+    return argv is not None and len(argv) > len(tail) and argv[-len(tail) :] == tail
+
+
+def find_legacy_worker(job_id: str) -> int | None:
+    """The live orchesjob 1.1.0 worker of `job_id`, searched in /proc (None where /proc is not ours)."""
+    if not _HAVE_PROC or not proc_is_ours():
+        return None
+    for pid in _pids():
+        if is_legacy_worker(pid, job_id):
+            return pid
+    return None
 
 
 # -- launching the target -------------------------------------------------------------------------------------------
@@ -383,17 +396,19 @@ def find_program(name: str, path: str | None) -> str:
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
-def launch(argv: list[str], cwd: str | None, env: dict[str, str], stdout_fd: int, stderr_fd: int) -> int:
+def launch(argv: list[str], cwd: str | None, env: dict[str, str], stdout_fd: int, stderr_fd: int, keep_fd: int) -> int:
     """Start the target in a process group of its own (its pid is the group id) and return its pid.
 
-    posix_spawn instead of subprocess: importing subprocess costs more than everything else the supervisor does for
-    a short job. The supervisor is a process of its own, so it simply changes into `cwd` first; a bad cwd or a
-    missing or non-executable program raise the OSError an exec would (with the file name set).
+    `keep_fd` (the job's lock) is passed on to the command as an open descriptor; every other descriptor of the
+    supervisor is close-on-exec. posix_spawn instead of subprocess: importing subprocess costs more than everything
+    else the supervisor does for a short job. The supervisor is a process of its own, so it simply changes into
+    `cwd` first; a bad cwd or a missing or non-executable program raise the OSError an exec would.
     """
     if cwd:
         os.chdir(cwd)
     program = find_program(argv[0], env.get("PATH"))
     devnull = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(keep_fd, True)
     try:
         actions = [
             (os.POSIX_SPAWN_DUP2, devnull, 0),
@@ -402,30 +417,26 @@ def launch(argv: list[str], cwd: str | None, env: dict[str, str], stdout_fd: int
         ]
         return os.posix_spawn(program, argv, env, file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS)
     finally:
+        os.set_inheritable(keep_fd, False)
         os.close(devnull)
 
 
-def wait_exit(pid: int, timeout: float | None = None) -> int | None:
-    """Reap the target: its returncode (negative for a signal, as subprocess reports it), or None on timeout."""
-    if timeout is None:
-        _, status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(status)
-    import select
-
-    deadline = time.monotonic() + timeout
-    fd = pidfd(pid)
+def exit_status(pid: int) -> int | None:
+    """The returncode of an exited child *without reaping it* (negative for a signal, as subprocess reports it), or
+    None while it runs. The zombie keeps its pid and group id out of reuse until `reap`."""
     try:
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return os.waitstatus_to_exitcode(status)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            if fd is not None:
-                select.select([fd], [], [], remaining)
-            else:
-                time.sleep(min(0.05, remaining))
-    finally:
-        if fd is not None:
-            os.close(fd)
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    if info is None or info.si_pid == 0:
+        return None
+    if info.si_code == os.CLD_EXITED:
+        return int(info.si_status)
+    return -int(info.si_status)
+
+
+def reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass

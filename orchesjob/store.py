@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from collections.abc import Iterator, Sequence
     from typing import Any, Callable, Literal
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
 UPGRADED: list[dict[str, str]] = []
 ACTIVE = ("STARTING", "RUNNING")
@@ -67,7 +67,8 @@ CREATE TABLE jobs (
     finished_at INTEGER,
     updated_at INTEGER NOT NULL,
     aborted_at INTEGER,
-    imported_from TEXT
+    imported_from TEXT,
+    life_lock INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX jobs_run_key_attempt ON jobs (run_key, attempt_no);
 CREATE UNIQUE INDEX jobs_one_active_per_key ON jobs (run_key) WHERE status IN ('STARTING', 'RUNNING');
@@ -88,6 +89,7 @@ CREATE TABLE start_requests (
     request_id TEXT NOT NULL,
     job_id TEXT NOT NULL,
     answered_at INTEGER NOT NULL,
+    job_status TEXT,
     PRIMARY KEY (run_key, request_id)
 );
 CREATE INDEX start_requests_job ON start_requests (job_id);
@@ -102,12 +104,29 @@ CREATE TABLE watch_cursors (
 """
 
 
+DEFAULT_LOCK_TIMEOUT = 30.0
+MAX_LOCK_TIMEOUT = 86400.0
+
+
 def lock_timeout() -> float:
-    """Seconds a writer waits for the database lock (ORCHESJOB_LOCK_TIMEOUT, default 30)."""
+    """Seconds a writer waits for the database lock (ORCHESJOB_LOCK_TIMEOUT, default 30). The CLI refuses a value
+    that is no number of seconds from 0 to a day (check_lock_timeout) before it does anything; processes it starts
+    inherit only such a value."""
+    value = check_lock_timeout(os.environ.get("ORCHESJOB_LOCK_TIMEOUT"))
+    return DEFAULT_LOCK_TIMEOUT if value is None else value
+
+
+def check_lock_timeout(text: str | None) -> float | None:
+    """ORCHESJOB_LOCK_TIMEOUT as seconds; None when unset, empty or not a number of seconds from 0 to a day."""
+    if not text:
+        return None
     try:
-        return max(0.0, float(os.environ.get("ORCHESJOB_LOCK_TIMEOUT", "30")))
+        value = float(text)
     except ValueError:
-        return 30.0
+        return None
+    if not 0.0 <= value <= MAX_LOCK_TIMEOUT:  # also nan and inf
+        return None
+    return value
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
@@ -182,8 +201,11 @@ class Store:
     def __init__(self, path: str) -> None:
         self.path = path
         self._after: list[Callable[[], None]] = []  # actions waiting for the open transaction to commit
+        self._undo: list[Callable[[], None]] = []  # actions to run if it rolls back instead
         # "1.1.0" while the database is still orchesjob 1.1.0's: read through views, upgraded by the first write()
         self.legacy: str | None = None
+        self.readonly = False
+        self.foreign: str | None = None  # set for the database of another state directory (places.py)
         try:
             self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None, factory=_Connection)
             self.conn.row_factory = sqlite3.Row
@@ -269,7 +291,7 @@ class Store:
     def _upgrade_legacy(self) -> None:
         """Upgrade the orchesjob 1.1.0 database in one transaction of its own, committed before the writing command
         goes on (a command that then fails keeps the upgrade). Concurrent CLIs queue on the lock; the first one
-        upgrades, the others find user_version 2 and go on with our tables."""
+        upgrades, the others find our version and go on with our tables. The backup gets its name after COMMIT."""
         from . import migrations, processes
 
         conn = self.conn
@@ -296,6 +318,8 @@ class Store:
             raise
         self.legacy = None
         if info is not None:
+            info["backup"] = migrations.name_backup(info["backup"])
+            migrations.tighten_imported_logs(self)
             UPGRADED.append(info)
             home.warn(
                 "upgraded the orchesjob %s database %s to this orchesjob's schema; the original is kept as %s "
@@ -375,7 +399,11 @@ class Store:
         """Rows as dicts, each checked (by `decode`, a job row's by default) before anything can use a value of it."""
         decode = decode or _decode_job
         try:
-            return [decode(r) for r in self.conn.execute(sql, args).fetchall()]
+            rows = [decode(r) for r in self.conn.execute(sql, args).fetchall()]
+            if self.foreign is not None and decode is _decode_job:
+                for row in rows:
+                    row["state_dir"] = self.foreign  # a job of another state directory says where it lives
+            return rows
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
         except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # a row our code could not have written
@@ -397,13 +425,16 @@ class Store:
     def active(self) -> list[dict[str, Any]]:
         return self._many("SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ())
 
-    def answered_request(self, run_key: str, request_id: str) -> dict[str, Any] | None:
-        """The job a start with this request id already answered with, if any (a retry of that same request)."""
-        return self._one(
-            "SELECT jobs.* FROM start_requests JOIN jobs USING (job_id) "
-            "WHERE start_requests.run_key = ? AND start_requests.request_id = ?",
-            (run_key, request_id),
+    def answered_request(self, run_key: str, request_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(the job, None) a start with this request id already answered with (a retry of that same request),
+        (None, the request's record) when that job has since been cleaned, or (None, None) for a new request."""
+        record = self._one(
+            "SELECT * FROM start_requests WHERE run_key = ? AND request_id = ?", (run_key, request_id), _decode_request
         )
+        if record is None:
+            return None, None
+        job = self.get(record["job_id"])
+        return (job, None) if job is not None else (None, record)
 
     def record_request(self, run_key: str, request_id: str, job_id: str, at: int) -> None:
         """Remember which job answered a request (call inside write()); the job becomes that caller's."""
@@ -541,6 +572,12 @@ class Store:
             (run_key, self._highest_attempt(run_key), reason, allowed_at, expires_at),
         )
 
+    def after_rollback(self, action: Callable[[], None]) -> None:
+        """Run `action` if the open write transaction rolls back (an undo for something done outside the
+        database, such as a lock file made for a row that will not exist)."""
+        if self.conn.in_transaction:
+            self._undo.append(action)
+
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once the open write transaction commits (at once outside one; never if it rolls back).
 
@@ -554,9 +591,13 @@ class Store:
     def consume_unlock(self, run_key: str) -> None:
         self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
 
-    def delete(self, job_ids: Sequence[str]) -> None:
-        ids = [(j,) for j in job_ids]
-        self.conn.executemany("DELETE FROM start_requests WHERE job_id = ?", ids)
+    def delete(self, jobs: Sequence[dict[str, Any]]) -> None:
+        """Delete jobs (call inside write()). The requests they answered are kept, with the job's final status: a
+        caller repeating one of them is told the job was cleaned, and nothing runs again (commands.start)."""
+        self.conn.executemany(
+            "UPDATE start_requests SET job_status = ? WHERE job_id = ?", [(j["status"], j["job_id"]) for j in jobs]
+        )
+        ids = [(j["job_id"],) for j in jobs]
         self.conn.executemany("DELETE FROM watch_cursors WHERE job_id = ?", ids)
         self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
 
@@ -690,6 +731,10 @@ class _Transaction:
         conn = self.store.conn
         if conn.in_transaction:
             return self.store
+        if self.store.readonly:
+            # Another state directory's database (places.py), read as found: a reader shows what it found out
+            # without recording it, as when the lock is busy. Nothing that must write gets such a store.
+            raise LockTimeout("the database %s is only read here" % self.store.path)
         if self.store.legacy is not None:
             if self.wait is not None:
                 # A reader recording what it found out (a LOST verdict): reading commands never upgrade, so it shows
@@ -716,13 +761,18 @@ class _Transaction:
             return False
         conn = self.store.conn
         after, self.store._after = self.store._after, []
+        undo, self.store._undo = self.store._undo, []
         if exc_type is not None:
             _rollback(conn)
+            for action in undo:
+                action()
             return False
         try:
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
             _rollback(conn)
+            for action in undo:
+                action()
             raise database_error(e, self.store.path) from None
         for action in after:
             action()
@@ -739,7 +789,7 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
-_BOOL_COLUMNS = ("strict", "strict_override_used")
+_BOOL_COLUMNS = ("strict", "strict_override_used", "life_lock")
 
 
 # argv and environment are stored as NUL-separated bytes: exact for any argument (also bytes that are not UTF-8,
@@ -775,6 +825,7 @@ _INT_COLUMNS = (
     "worker_pid",
     "target_pid",
     "pgid",
+    "life_lock",
 )
 _TIME_COLUMNS = ("started_at", "finished_at", "updated_at", "aborted_at")
 _TEXT_COLUMNS = (
@@ -836,10 +887,30 @@ def _check_columns(d: dict[str, Any], table: str, columns: frozenset[str]) -> No
         raise ValueError("the %s table has no column %s" % (table, ", ".join(sorted(missing))))
 
 
+# Columns a later schema added, with the value a row of an older schema means: a database of another state directory
+# is read as it is, never upgraded (places.py).
+_ADDED_COLUMNS = {"life_lock": 0}
+
+
 def _decode_job(row: sqlite3.Row) -> dict[str, Any]:
     """A whole jobs row (SELECT *), every column present and checked."""
-    d = _decode(row)
+    raw = dict(row)
+    for column, value in _ADDED_COLUMNS.items():
+        raw.setdefault(column, value)
+    d = _decode(raw)
     _check_columns(d, "jobs", _JOB_COLUMNS)
+    return d
+
+
+def _decode_request(row: sqlite3.Row) -> dict[str, Any]:
+    """A start_requests row: text ids, the answer time a whole number, the cleaned job's status text or NULL."""
+    d = dict(row)
+    d.setdefault("job_status", None)
+    for c in ("run_key", "request_id", "job_id"):
+        if not isinstance(d.get(c), str):
+            raise ValueError("column %s holds %s, not text" % (c, type(d.get(c)).__name__))
+    if d["job_status"] is not None and not isinstance(d["job_status"], str):
+        raise ValueError("column job_status holds %s, not text" % type(d["job_status"]).__name__)
     return d
 
 
@@ -886,7 +957,7 @@ def _decode_cursor(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
-_RECORD_KINDS = {_decode_run_key: "run key", _decode_cursor: "watch cursor"}
+_RECORD_KINDS = {_decode_run_key: "run key", _decode_cursor: "watch cursor", _decode_request: "start request"}
 
 
 def _decode(row: Any) -> dict[str, Any]:
@@ -937,6 +1008,11 @@ def open_readonly(path: str) -> Store:
 
     st = Store.__new__(Store)
     st.path = path
+    st._after = []
+    st._undo = []
+    st.legacy = None
+    st.readonly = True
+    st.foreign = None
     try:
         st.conn = sqlite3.connect(
             "file:%s?mode=ro" % quote(path), uri=True, timeout=lock_timeout(), isolation_level=None, factory=_Connection
@@ -944,4 +1020,30 @@ def open_readonly(path: str) -> Store:
         st.conn.row_factory = sqlite3.Row
     except sqlite3.DatabaseError as e:
         raise database_error(e, path) from None
+    return st
+
+
+def open_other(path: str) -> Store | None:
+    """The database of another state directory (places.py), read-only and as found: orchesjob 1.1.0's presented
+    through TEMP views, ours of this or an older schema read as it is. None when it is no database of the caller's
+    that this orchesjob can read (a newer schema, someone else's tables)."""
+    if not home.database_file(path, create=False):
+        return None
+    st = open_readonly(path)
+    try:
+        version = st.schema_version()
+        if version == 0:
+            from . import migrations
+
+            if migrations.recognise(st) is None:
+                st.close()
+                return None
+            migrations.present_1_1_0(st)
+            st.legacy = migrations.LEGACY_VERSION
+        elif version > SCHEMA_VERSION:
+            st.close()
+            return None
+    except (OrchesjobError, sqlite3.DatabaseError):
+        st.close()
+        raise
     return st

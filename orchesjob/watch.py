@@ -23,7 +23,7 @@ import os
 import select
 import time
 
-from . import jobs, logfiles, processes
+from . import jobs, life, logfiles
 from .errors import InvalidArgument, job_not_found
 from .store import open_store
 from .timeutil import now
@@ -102,23 +102,26 @@ def share(wants: Sequence[int], cap: int, total: int) -> list[int]:
 def _start_offsets(store: Store, entries: Sequence[Entry]) -> list[tuple[int, int] | None]:
     """Where each entry's answer starts: at its offsets, or at its cursor's record where that is further on (the
     caller is a rebuilt copy that does not know how far its predecessor got). The delivered offsets are recorded in
-    the same transaction, and a record only ever moves forward."""
+    the same transaction, and a record only ever moves forward (two entries of one job and cursor record the
+    further of the two). An orchesjob 1.1.0 database is never written, so not upgraded, by a watch: its cursors
+    are simply not recorded until a command that writes has upgraded it."""
     starts: list[tuple[int, int] | None] = [e.offsets for e in entries]
     tracked = [i for i, e in enumerate(entries) if e.cursor is not None]
-    if not tracked:
+    if not tracked or store.legacy is not None:
         return starts
     with store.write():
         recorded = store.cursors([entries[i].job_id for i in tracked])
-        record = []
+        best: dict[tuple[str, str], tuple[int, int]] = {}
         for i in tracked:
             e = entries[i]
             assert e.offsets is not None and e.delivered is not None and e.cursor is not None
-            had = recorded.get((e.job_id, e.cursor))
+            key = (e.job_id, e.cursor)
+            had = recorded.get(key)
             if had is not None:
                 starts[i] = (max(e.offsets[0], had[0]), max(e.offsets[1], had[1]))
-            if had is None or e.delivered[0] > had[0] or e.delivered[1] > had[1]:
-                best = e.delivered if had is None else (max(e.delivered[0], had[0]), max(e.delivered[1], had[1]))
-                record.append((e.job_id, e.cursor, best[0], best[1]))
+            top = best.get(key, had)
+            best[key] = e.delivered if top is None else (max(e.delivered[0], top[0]), max(e.delivered[1], top[1]))
+        record = [(j, c, out, err) for (j, c), (out, err) in best.items() if best[(j, c)] != recorded.get((j, c))]
         if record:
             store.record_cursors(record, now())
     return starts
@@ -145,7 +148,7 @@ class _Sleeper:
         if old is not None and old[0] == pid:
             return old[1] is not None
         self.forget(job_id)
-        fd = processes.pidfd(pid) if jobs.supervisor_alive(job) else None
+        fd = life.wake_fd(job)
         self.fds[job_id] = (pid, fd)
         if fd is not None:
             self.poller.register(fd, select.POLLIN)
@@ -207,11 +210,12 @@ def watch(
     watcher of many chatty jobs otherwise makes a call per line; with it, one call carries every line written in
     the window. The end of a job, a job gone, the end of stdin and the timeout still answer at once."""
     check_entries(entries)
-    store = open_store(create=False)
-    if store is None:  # no database yet: nothing of what was asked for exists
-        return _answer(entries, {}, [e.offsets for e in entries], set(), max_bytes, max_total, False, False)
-    starts = _start_offsets(store, entries)
     ids = list(dict.fromkeys(e.job_id for e in entries))
+    store = open_store(create=False)
+    others = _elsewhere([i for i in ids if store is None or store.get(i) is None])
+    if store is None and not others:  # no database yet: nothing of what was asked for exists
+        return _answer(entries, {}, [e.offsets for e in entries], set(), max_bytes, max_total, False, False)
+    starts = _start_offsets(store, entries) if store is not None else [e.offsets for e in entries]
     deadline = time.monotonic() + timeout
     step = 0.05 if any(s is not None for s in starts) else 0.25
     sleeper = _Sleeper(wake_on_eof)
@@ -219,7 +223,11 @@ def watch(
     gather_until: float | None = None  # set by the first output news
     try:
         while True:
-            rows = store.get_many(ids)
+            rows = store.get_many(ids) if store is not None else {}
+            for job_id, other in others.items():
+                row = other.get(job_id)
+                if row is not None:
+                    rows[job_id] = row
             t = time.monotonic()
             full = t - last_full >= _FULL_REFRESH
             if full:
@@ -232,7 +240,7 @@ def watch(
                     settled.add(job_id)
                     continue
                 if not _ended(job) and (full or job_id in sleeper.fired or not sleeper.watch(job)):
-                    job = rows[job_id] = jobs.refresh(store, job)
+                    job = rows[job_id] = jobs.refresh(others.get(job_id) or store or _never(), job)
                     sleeper.fired.discard(job_id)
                 if _ended(job):
                     sleeper.forget(job_id)
@@ -260,6 +268,27 @@ def watch(
             sleeper.sleep(min(step, remaining))
     finally:
         sleeper.close()
+        for other in others.values():
+            other.close()
+
+
+def _elsewhere(job_ids: list[str]) -> dict[str, Store]:
+    """Read-only stores of other state directories for the jobs the state directory does not hold (places.py)."""
+    if not job_ids:
+        return {}
+    from . import places
+
+    out: dict[str, Store] = {}
+    for job_id in job_ids:
+        directory = places.find(job_id, None)
+        other = places.open_at(directory, write=False) if directory is not None else None
+        if other is not None:
+            out[job_id] = other
+    return out
+
+
+def _never() -> Store:  # pragma: no cover - a row was read from one of the two stores
+    raise AssertionError("a watched job without a store")
 
 
 def _answer(

@@ -143,6 +143,18 @@ def pid_alive(pid: int) -> bool:
     return stat_state(pid) not in (None, "Z", "X")
 
 
+def leave_released_locks(job: dict[str, Any]) -> None:
+    """Put back a job's lock files as a crashed supervisor leaves them: present, held by nobody.
+
+    Tests that rewrite a finished job's row into an "active" one (a stuck STARTING job, pids that were reused)
+    need this: the supervisor removed its lock files when it recorded the end, and a job whose lock file is
+    missing is judged "unknown" (never LOST), as tampering deserves."""
+    base = job["stdout_file"][: -len(".stdout")]
+    for suffix in (".supervisor.lock", ".job.lock"):
+        fd = os.open(base + suffix, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+
+
 def wait_until(pred, timeout: float = 30.0, step: float = 0.05, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

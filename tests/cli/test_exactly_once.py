@@ -11,6 +11,7 @@ from cli_helpers import (
     check_ok,
     cli_argv,
     cli_env,
+    leave_released_locks,
     parse_json,
     pid_alive,
     proc_start_time,
@@ -191,6 +192,7 @@ def _make_stuck_starting(start_job, db, dead_pid, key):
         "WHERE job_id = ?",
         (dead_pid, j["job_id"]),
     )
+    leave_released_locks(j)
     return j
 
 
@@ -228,6 +230,7 @@ def test_recycled_pid_of_unrelated_process_is_lost(start_job, ok, run, db, spawn
         "pgid = ?, exit_code = NULL, end_reason = NULL, finished_at = NULL WHERE job_id = ?",
         (me, _wrong_start(me), other.pid, _wrong_start(other.pid), other.pid, j["job_id"]),
     )
+    leave_released_locks(j)
     s = ok("status", "--job-id", j["job_id"])
     assert s["status"] == "LOST", "a recycled pid made a dead job look alive: %s" % s
     # only once it is known to be LOST is it safe to call abort with our own pid recorded as its worker
@@ -247,6 +250,7 @@ def test_recycled_pid_that_leads_its_own_group_is_lost_and_not_signalled(start_j
         "pgid = ?, exit_code = NULL, end_reason = NULL, finished_at = NULL WHERE job_id = ?",
         (worker.pid, _wrong_start(worker.pid), target.pid, _wrong_start(target.pid), target.pid, j["job_id"]),
     )
+    leave_released_locks(j)
     s = run("status", "--job-id", j["job_id"])
     a = run("abort", "--job-id", j["job_id"], "--grace-seconds", "0.5")
     problems = []
@@ -262,12 +266,24 @@ def test_recycled_pid_that_leads_its_own_group_is_lost_and_not_signalled(start_j
 
 
 # -- reboot ---------------------------------------------------------------------------------------------------------
-def test_changed_boot_id_is_lost(start_job, ok, db):
+def test_changed_boot_id_is_lost_for_a_job_without_locks(start_job, ok, db):
+    """A job recorded by an earlier build (no lock files) is dead once the host rebooted since it started."""
     j = start_job("boot", "sleep", "300")
+    db().execute(
+        "UPDATE jobs SET boot_id = '00000000-0000-0000-0000-000000000000', life_lock = 0 WHERE job_id = ?",
+        (j["job_id"],),
+    )
+    s = ok("status", "--job-id", j["job_id"])
+    assert s["status"] == "LOST" and "rebooted" in s["end_reason"], s
+    assert ok("status", "--running") == []
+
+
+def test_a_job_with_locks_is_judged_by_them_not_by_the_boot_id(start_job, ok, db):
+    """Its supervisor's lock is held: it runs, whatever boot id was recorded (a live lock cannot be a reboot's)."""
+    j = start_job("boot2", "sleep", "300")
     db().execute("UPDATE jobs SET boot_id = '00000000-0000-0000-0000-000000000000' WHERE job_id = ?", (j["job_id"],))
     s = ok("status", "--job-id", j["job_id"])
-    assert s["status"] == "LOST" and s["end_reason"], s
-    assert ok("status", "--running") == []
+    assert s["status"] == "RUNNING" and s["liveness"] == "verified", s
 
 
 # -- a locked database ----------------------------------------------------------------------------------------------

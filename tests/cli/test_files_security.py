@@ -249,13 +249,18 @@ def test_links_among_the_parents_of_the_state_dir_are_fine(tmp_path):
     assert (tmp_path / "real" / "ojhome" / "orchesjob.db").is_file()
 
 
-def test_a_wide_database_of_our_own_is_tightened(home, run):
+def test_a_wide_database_of_our_own_is_tightened_by_a_command_that_writes(home, run):
+    """A reading command changes nothing, permissions included (it warns); the next writing command tightens."""
     check_ok(run("start", "--run-key", "w", "--sync", "--", "true"))
     os.chmod(str(home / "orchesjob.db"), 0o644)
     r = run("status", "--run-key", "w")
     assert check_ok(r)["status"] == "SUCCEEDED"
+    assert _mode(home / "orchesjob.db") == 0o644
+    assert "readable by other users" in r.err and str(home / "orchesjob.db") in r.err
+    w = run("start", "--run-key", "w2", "--sync", "--", "true")
+    assert check_ok(w)["status"] == "SUCCEEDED"
     assert _mode(home / "orchesjob.db") == 0o600
-    assert "tightened" in r.err and str(home / "orchesjob.db") in r.err
+    assert "tightened" in w.err and str(home / "orchesjob.db") in w.err
 
 
 # Files created per job (logs/<job-id>.stdout/.stderr, the result's tmp file) have random names a test cannot plant

@@ -34,6 +34,8 @@ from cli_helpers import (
     wait_until,
 )
 
+from orchesjob.store import SCHEMA_VERSION
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 EXIT_JOB_DID_NOT_SUCCEED = 6
@@ -469,7 +471,11 @@ def test_doctor_on_a_healthy_home_and_on_none(home, run, start_job):
     assert report["findings"] == [] and report["findings_count"] == 0
     assert all(c["ok"] and not c.get("skipped") for c in report["checks"]), report
     by = {c["check"]: c for c in report["checks"]}
-    assert by["schema"]["version"] == 2 and by["log_files"]["jobs"] == 2 and by["free_space"]["free_bytes"] > 0
+    assert (
+        by["schema"]["version"] == SCHEMA_VERSION
+        and by["log_files"]["jobs"] == 2
+        and by["free_space"]["free_bytes"] > 0
+    )
     # the same with --fix: nothing to do, nothing changed
     code, again = doctor(run, "--fix")
     assert code == 0 and again["fixed_count"] == 0
@@ -557,7 +563,7 @@ def test_doctor_on_an_older_schema_upgrades_it_only_with_fix(home, run):
     assert version() == 1
     code, report = doctor(run, "--fix")
     assert findings(report, "schema")[0]["fixed"] is True
-    assert version() == 2
+    assert version() == SCHEMA_VERSION
     # the v1 jobs' logs were never kept with the database: reported, not "fixed"
     assert all(f["check"] in ("schema", "log_files") for f in report["findings"])
 
@@ -589,7 +595,7 @@ def test_doctor_on_an_orchesjob_1_1_0_database_upgrades_it_only_with_fix(home, r
     assert version() == 0
     code, report = doctor(run, "--fix")
     assert code == 0 and report["findings"][0]["fixed"] is True, report
-    assert version() == 2 and (home / "orchesjob.db.1.1.0-backup").exists()
+    assert version() == SCHEMA_VERSION and (home / "orchesjob.db.1.1.0-backup").exists()
     # a database of someone else is no orchesjob's: said, and left alone
     c = sqlite3.connect(str(home / "orchesjob.db"))
     c.executescript(
@@ -735,11 +741,12 @@ def test_doctor_fix_while_another_process_holds_the_lock_says_it_could_not(home,
 
 
 def test_doctor_settles_jobs_from_an_earlier_boot(home, run, start_job):
+    """A job recorded by an earlier build (no lock files) from before the last reboot is dead."""
     job = start_job("old-boot", "sleep", "60")
-    db_exec(home, "UPDATE jobs SET boot_id = 'an-earlier-boot' WHERE job_id = ?", job["job_id"])
+    db_exec(home, "UPDATE jobs SET boot_id = 'an-earlier-boot', life_lock = 0 WHERE job_id = ?", job["job_id"])
     code, report = doctor(run)
     (f,) = report["findings"]
-    assert code == 1 and "before the last reboot" in f["problem"]
+    assert code == 1 and "the host rebooted after the job started" in f["problem"]
     code, report = doctor(run, "--fix")
     assert code == 0
     row = db_row(home, job["job_id"])

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import check_error, check_ok, cli_argv, cli_env, run_cli
 
+from orchesjob.store import SCHEMA_VERSION
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Fields whose values depend on where the database lives now, or that did not exist at version 1.
 MOVED = ("stdout_file", "stderr_file")
@@ -49,7 +51,7 @@ def test_a_version_1_database_is_upgraded_and_every_field_kept(home):
                 assert new[field] == value, (run_key, old["attempt_no"], field, new[field], value)
             for field, value in NEW_IN_V2.items():
                 assert new[field] == value, (field, new[field])
-    assert _version(home) == 2
+    assert _version(home) == SCHEMA_VERSION
 
 
 def test_an_upgraded_database_works_for_every_command(home, tmp_path):
@@ -83,7 +85,7 @@ def test_concurrent_first_commands_upgrade_once(home):
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, (out, err)
         assert json.loads(out)["status"] == "SUCCEEDED"
-    assert _version(home) == 2
+    assert _version(home) == SCHEMA_VERSION
 
 
 def test_a_database_from_a_newer_orchesjob_is_refused_and_never_touched(home):
@@ -95,12 +97,12 @@ def test_a_database_from_a_newer_orchesjob_is_refused_and_never_touched(home):
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     for args in (("status", "--run-key", "billing"), ("start", "--run-key", "x", "--", "true"), ("clean", "--all")):
         err = check_error(run_cli(home, *args), 1, "database")
-        assert "99" in err["message"] and "2" in err["message"]
+        assert "99" in err["message"] and "(%d)" % SCHEMA_VERSION in err["message"]
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert not (home / "orchesjob.db-wal").exists() or (home / "orchesjob.db-wal").stat().st_size == 0
 
 
-@pytest.mark.parametrize("step", [1])
+@pytest.mark.parametrize("step", [1, 2])
 def test_every_step_of_the_ladder_is_defined(step):
     """The ladder has no gap: each released version has its step to the next one."""
     from orchesjob import migrations, store

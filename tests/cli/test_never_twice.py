@@ -110,7 +110,9 @@ def only_job_id(home: Path) -> str:
 
 
 # -- 1. a racing reader must not declare a live job LOST ------------------------------------------------------------
-def test_reader_delayed_before_its_lost_verdict_does_not_overwrite_a_job_that_came_alive(home, tmp_path):
+def test_a_job_whose_caller_died_before_its_supervisor_recorded_itself_is_alive_and_runs_once(home, tmp_path):
+    """The supervisor holds the job's lock from the moment it is forked (it inherits the caller's): with the caller
+    killed and the supervisor not yet recorded, a reader finds the lock held and never reaches a LOST verdict."""
     marker = tmp_path / "runs"
     caller = popen_cli(
         home,
@@ -122,50 +124,76 @@ def test_reader_delayed_before_its_lost_verdict_does_not_overwrite_a_job_that_ca
         env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"},
     )
     sup = stopped_supervisor(home, caller.pid)
-    caller.kill()  # the caller vouched for the job until its supervisor recorded itself; now nobody does
+    caller.kill()
     caller.wait()
     job_id = only_job_id(home)
     assert db_row(home, job_id)["status"] == "STARTING"
 
     reader = popen_cli(home, "status", "--job-id", job_id, env={"ORCHESJOB_PAUSE_AT": "lost-verdict"})
-    wait_until(lambda: stopped(reader.pid), 30, what="the reader to stop before writing its LOST verdict")
-    os.kill(sup, signal.SIGCONT)  # meanwhile the supervisor records itself and launches the command
+    out, err = reader.communicate(timeout=60)  # it would stop itself (and hang here) on its way to a LOST verdict
+    shown = json.loads(out)
+    assert shown["status"] == "STARTING" and shown["liveness"] == "verified", (shown, err)
+    os.kill(sup, signal.SIGCONT)  # the supervisor records itself and launches the command
     wait_until(lambda: db_row(home, job_id)["status"] == "RUNNING", 30, what="the job to be RUNNING")
     wait_until(lambda: runs(marker) == 1, 30, what="the command to start")
-    os.kill(reader.pid, signal.SIGCONT)
-    out, err = reader.communicate(timeout=60)
-    shown = json.loads(out)
-    assert shown["status"] == "RUNNING", (shown, err)
-    assert db_row(home, job_id)["status"] == "RUNNING"
-
     again = check_ok(run_cli(home, "start", "--run-key", "race", "--", *counting(marker)))
     assert again["existing"] is True and again["job_id"] == job_id
-    time.sleep(0.5)
+    assert check_ok(run_cli(home, "status", "--job-id", job_id))["status"] == "RUNNING"
     assert runs(marker) == 1
 
 
-def test_a_job_whose_caller_died_before_its_supervisor_came_up_is_lost_and_never_launched(home, tmp_path):
-    """The other side of the compare-and-set: a LOST verdict taken first makes the late supervisor launch nothing."""
+def test_a_job_whose_caller_died_before_spawning_its_supervisor_is_lost_and_never_launched(home, tmp_path):
+    """Proof of death: the caller took the job's lock before the row existed and died holding it, before any
+    supervisor existed to inherit it. The lock is free, so the job is LOST; nothing was or will be launched, and
+    the next start runs the command (once)."""
     marker = tmp_path / "runs"
     caller = popen_cli(
-        home,
-        "start",
-        "--run-key",
-        "late",
-        "--",
-        *counting(marker),
-        env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"},
+        home, "start", "--run-key", "late", "--", *counting(marker), env={"ORCHESJOB_PAUSE_AT": "start-before-spawn"}
     )
-    sup = stopped_supervisor(home, caller.pid)
+    wait_until(lambda: stopped(caller.pid), 30, what="the caller to stop before spawning its supervisor")
     caller.kill()
     caller.wait()
     job_id = only_job_id(home)
     lost = check_ok(run_cli(home, "status", "--job-id", job_id))
-    assert lost["status"] == "LOST"
-    os.kill(sup, signal.SIGCONT)
-    wait_pids_gone([sup])
-    assert runs(marker) == 0
-    assert db_row(home, job_id)["status"] == "LOST"
+    assert lost["status"] == "LOST" and "before its command was launched" in lost["end_reason"], lost
+    assert procs_of_home(home) == []
+    nxt = check_ok(run_cli(home, "start", "--run-key", "late", "--sync", "--", *counting(marker)))
+    assert nxt["attempt_no"] == 2 and nxt["status"] == "SUCCEEDED"
+    assert runs(marker) == 1
+
+
+def test_a_reader_delayed_before_its_lost_verdict_records_nothing_once_a_result_is_there(home, tmp_path):
+    """The verdict is taken again under the write lock: a result file that appeared after the reader looked (the
+    supervisor wrote it, could not reach the locked database, and was killed) wins over LOST."""
+    import sqlite3
+
+    go = tmp_path / "go"
+    job = check_ok(
+        run_cli(
+            home, "start", "--run-key", "res", "--", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done', str(go)
+        )
+    )
+    result = Path(job["stdout_file"][: -len(".stdout")] + ".result")
+    reader = None
+    holder = sqlite3.connect(str(home / "orchesjob.db"), isolation_level=None, timeout=30)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the supervisor's record of the end waits; its result file does not
+        go.touch()
+        wait_until(result.exists, 30, what="the result file")
+        os.kill(job["worker_pid"], signal.SIGKILL)  # now the result is only in the file
+        wait_pids_gone([job["worker_pid"]])
+        result.rename(result.with_suffix(".hidden"))  # the reader must not see it before its verdict
+        reader = popen_cli(home, "status", "--job-id", job["job_id"], env={"ORCHESJOB_PAUSE_AT": "lost-verdict"})
+        wait_until(lambda: stopped(reader.pid), 30, what="the reader to stop before its LOST verdict")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    result.with_suffix(".hidden").rename(result)
+    os.kill(reader.pid, signal.SIGCONT)
+    out, err = reader.communicate(timeout=60)
+    assert json.loads(out)["status"] != "LOST", (out, err)
+    final = check_ok(run_cli(home, "status", "--job-id", job["job_id"]))
+    assert final["status"] == "SUCCEEDED" and final["exit_code"] == 0
 
 
 # -- 2. a reader in another pid namespace -------------------------------------------------------------------------
@@ -177,7 +205,12 @@ def _in_new_pid_ns(home: Path, *args: str, mount_proc: bool = True):
 
 @pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="unshare --pid needs root")
 @pytest.mark.parametrize("mount_proc", [True, False], ids=["own-proc", "parent-proc"])
-def test_a_reader_in_another_pid_namespace_never_concludes_dead(home, tmp_path, mount_proc):
+def test_a_reader_in_another_pid_namespace_judges_by_the_locks_and_aborts_through_the_supervisor(
+    home, tmp_path, mount_proc
+):
+    """Pids mean nothing in another pid namespace, locks and FIFOs mean the same everywhere: such a reader sees
+    the job alive (verified), returns it instead of starting, cleans nothing of it, and its abort is carried out
+    by the job's supervisor."""
     assert UNSHARE, "unshare (util-linux) is needed"
     marker = tmp_path / "runs"
     job = check_ok(run_cli(home, "start", "--run-key", "ns", "--", *counting(marker, "sleep 30")))
@@ -186,23 +219,39 @@ def test_a_reader_in_another_pid_namespace_never_concludes_dead(home, tmp_path, 
 
     code, shown, err = _in_new_pid_ns(home, "status", "--run-key", "ns", mount_proc=mount_proc)
     assert code == 0, err
-    assert shown["status"] == "RUNNING" and shown["liveness"] == "unknown"
+    assert shown["status"] == "RUNNING" and shown["liveness"] == "verified"
     code, again, err = _in_new_pid_ns(
         home, "start", "--run-key", "ns", "--reuse-success", "--", *counting(marker), mount_proc=mount_proc
     )
     assert code == 0, err
     assert again["existing"] is True and again["job_id"] == job["job_id"]
-    code, refused, err = _in_new_pid_ns(home, "abort", "--run-key", "ns", mount_proc=mount_proc)
-    assert code == 4 and refused["error"] == "other_pid_namespace", (refused, err)
     code, cleaned, err = _in_new_pid_ns(home, "clean", "--all", mount_proc=mount_proc)
     assert code == 0 and cleaned["deleted"] == 0, (cleaned, err)
-
-    time.sleep(0.3)
+    code, aborted, err = _in_new_pid_ns(home, "abort", "--run-key", "ns", "--grace-seconds", "1", mount_proc=mount_proc)
+    assert code == 0, (aborted, err)
+    assert aborted["status"] == "ABORTED" and aborted["finished_at"] and aborted["signal_name"] == "SIGTERM"
+    wait_pids_gone([job["target_pid"], job["worker_pid"]])
     assert runs(marker) == 1
-    here = check_ok(run_cli(home, "status", "--run-key", "ns"))
-    assert here["status"] == "RUNNING" and here["liveness"] == "verified"
-    aborted = check_ok(run_cli(home, "abort", "--run-key", "ns", "--grace-seconds", "1"))
-    assert aborted["status"] == "ABORTED"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and not os.environ.get("CI"), reason="unshare --pid needs root")
+def test_without_its_supervisor_a_job_in_another_pid_namespace_is_alive_and_not_aborted_from_there(home, tmp_path):
+    """Its supervisor killed, the command still holds the job lock: alive everywhere. From another pid namespace
+    nothing of it can be verified, so abort refuses; from its own, abort stops the verified processes."""
+    assert UNSHARE, "unshare (util-linux) is needed"
+    marker = tmp_path / "runs"
+    job = check_ok(run_cli(home, "start", "--run-key", "orphan", "--", *counting(marker, "sleep 30")))
+    os.kill(job["worker_pid"], signal.SIGKILL)
+    wait_pids_gone([job["worker_pid"]])
+    code, shown, err = _in_new_pid_ns(home, "status", "--run-key", "orphan")
+    assert code == 0 and shown["status"] == "RUNNING" and shown["liveness"] == "verified", (shown, err)
+    code, refused, err = _in_new_pid_ns(home, "abort", "--run-key", "orphan")
+    assert code == 4 and refused["error"] == "other_pid_namespace", (refused, err)
+    assert pid_alive(job["target_pid"])
+    aborted = check_ok(run_cli(home, "abort", "--run-key", "orphan", "--grace-seconds", "1"))
+    assert aborted["status"] == "ABORTED" and aborted["sent_term_target"] is True and aborted["finished_at"]
+    wait_pids_gone([job["target_pid"]])
+    assert runs(marker) == 1
 
 
 # -- 3. clean never deletes a job that is still alive -------------------------------------------------------------

@@ -42,6 +42,8 @@ from cli_helpers import (
     wait_until,
 )
 
+from orchesjob.store import SCHEMA_VERSION
+
 pytestmark = pytest.mark.timeout(300)
 
 CI = bool(os.environ.get("CI"))
@@ -365,7 +367,7 @@ def test_the_first_write_upgrades_in_place_and_everything_survives(v110, home, r
     assert len(warnings) == 1 and str(backup) in warnings[0] and "1.1.0" in warnings[0], r.err
     assert os.stat(str(backup)).st_mode & 0o777 == 0o600
     assert dump(backup) == original  # the backup is the database as 1.1.0 left it
-    assert user_version(db_path(home)) == 2
+    assert user_version(db_path(home)) == SCHEMA_VERSION
     fresh = tmp_path / "fresh"
     check_ok(run_cli(fresh, "start", "--run-key", "x", "--sync", "--", "true"))
     assert shape(db_path(home)) == shape(db_path(fresh))  # no trace of 1.1.0's tables
@@ -428,7 +430,7 @@ def test_a_running_1_1_0_job_is_returned_never_run_beside_and_its_result_lands(v
     assert [a["existing"] for a in answers] == [True] * 3
     assert {a["job_id"] for a in answers} == {job["job_id"]}
     assert "migrated_from" in answers[0] and "migrated_from" not in answers[1]
-    assert user_version(db_path(home)) == 2
+    assert user_version(db_path(home)) == SCHEMA_VERSION
     release.touch()  # the 1.1.0 worker records the result in the upgraded database, with its own UPDATE
     ended = wait_terminal(job["job_id"])
     assert (ended["status"], ended["exit_code"], ended["end_reason"]) == ("FAILED", 7, "exited with code 7")
@@ -554,7 +556,7 @@ def test_kill_9_at_any_moment_of_the_upgrade_leaves_the_old_database_or_the_new_
             assert dump(db) == original, ctx
             outcomes.append("old")
         else:
-            assert user_version(db) == 2 and _our_tables(db) == upgraded, ctx
+            assert user_version(db) == SCHEMA_VERSION and _our_tables(db) == upgraded, ctx
             assert shape(db) == shape(db_path(reference)), ctx
             outcomes.append("new")
         for b in home.glob(BACKUP + "*"):
@@ -609,7 +611,7 @@ def test_concurrent_clis_during_the_upgrade_queue_and_then_see_the_upgraded_stat
     assert runs(marker) == 1
     assert runs(tmp_path / "new0") == 1 and runs(tmp_path / "new1") == 1
     assert [p.name for p in home.iterdir() if p.name.startswith(BACKUP)] == [BACKUP]
-    assert user_version(db_path(home)) == 2
+    assert user_version(db_path(home)) == SCHEMA_VERSION
 
 
 # -- the default state directory of a user who is not root ------------------------------------------------------------

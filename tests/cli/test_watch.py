@@ -8,6 +8,7 @@ import time
 import pytest
 from cli_helpers import cli_argv, cli_env
 
+from orchesjob.store import SCHEMA_VERSION
 from orchesjob.watch import share
 
 
@@ -358,7 +359,7 @@ def test_a_watch_with_cursors_on_a_version_1_database_upgrades_it(home, ok):
     assert w["jobs"][0]["news"] is True and w["jobs"][0]["cursor"] == "c"
     c = sqlite3.connect(str(home / "orchesjob.db"))
     try:
-        assert c.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert c.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert c.execute("SELECT cursor FROM watch_cursors").fetchall() == [("c",)]
     finally:
         c.close()
