@@ -494,6 +494,13 @@ def _leave_database_untouched(code: int) -> None:
     os._exit(code)
 
 
+def _no_descriptor(e: BaseException) -> bool:
+    """EMFILE, also where it surfaces as an ImportError (a module that could not be opened)."""
+    if isinstance(e, OSError):
+        return e.errno in (24, 23)  # EMFILE, ENFILE
+    return isinstance(e, ImportError) and "Too many open files" in str(e)
+
+
 def _unexpected(e: Exception) -> OrchesjobError:
     store = sys.modules.get(__name__.rpartition(".")[0] + ".store")  # only a command that opened it can fail in it
     if store is not None and isinstance(e, store.DatabaseError):
@@ -501,6 +508,10 @@ def _unexpected(e: Exception) -> OrchesjobError:
 
         error: OrchesjobError = store.database_error(e, os.path.join(state_dir(), DB_NAME))
         return error
+    if _no_descriptor(e):
+        return OrchesjobError(
+            "this process has no file descriptor left (ulimit -n is too low): %s" % e, error_type="os_error"
+        )
     if isinstance(e, OSError):
         where = ": %s" % e.filename if e.filename else ""
         return OrchesjobError("%s%s" % (e.strerror or e, where), error_type="os_error")

@@ -87,7 +87,10 @@ def _job_id() -> str:
 
 
 def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: float) -> dict[str, Any]:
-    """Spawn the supervisor and wait for it as asked: until the target runs (async) or the job ends (sync)."""
+    """Spawn the supervisor and wait for it as asked: until the target runs (async) or the job ends (sync).
+
+    The callers import the supervisor module before they write the job: an import that fails here (no file
+    descriptor left) would leave a recorded job without a supervisor (LOST, never run)."""
     from . import supervisor
 
     store.close()
@@ -164,6 +167,8 @@ def start(
     with, whatever happened to that job since, so one request never causes two executions. The job's owner
     becomes the latest request that was answered with it (see abort --if-owner).
     """
+    from . import places, supervisor  # noqa: F401 - loaded before anything is written (see _launch)
+
     env = env or {}
     store = open_store(create=True)
     assert store is not None
@@ -280,6 +285,8 @@ def rerun(
     start_timeout: float = DEFAULT_START_TIMEOUT,
 ) -> dict[str, Any]:
     """A new execution of a finished job's command, cwd, env and timeout, whatever strict mode says."""
+    from . import supervisor  # noqa: F401 - loaded before anything is written (see _launch)
+
     store = open_store(create=False)
     if store is None:
         jobs.lookup(None, run_key, job_id)  # raises NotFound: a fresh host has nothing to rerun

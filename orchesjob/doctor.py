@@ -357,6 +357,7 @@ class Doctor:
         c["current"] = SCHEMA_VERSION
         if version == SCHEMA_VERSION:
             c["message"] = "schema %d" % version
+            self._stray_1_1_0_tables(c)
             return True
         if version > SCHEMA_VERSION:
             self._find(
@@ -384,6 +385,23 @@ class Doctor:
         c["version"] = SCHEMA_VERSION
         self.ro = self.rw  # read on from the upgraded database
         return True
+
+    def _stray_1_1_0_tables(self, c: dict[str, Any]) -> None:
+        """Tables only orchesjob 1.1.0 makes, in a database this orchesjob upgraded: 1.1.0 was run on it since.
+        It cannot read this schema and must not be run here any more; the tables are left for a person to judge."""
+        from .migrations import STRAY_1_1_0_TABLES
+
+        assert self.ro is not None
+        stray = self.ro.tables_named(STRAY_1_1_0_TABLES)
+        if stray:
+            c["stray_tables"] = stray
+            self._find(
+                c,
+                "the database holds tables of orchesjob 1.1.0 (%s) made after it was upgraded: orchesjob 1.1.0 was "
+                "run on it since, which cannot read this schema" % ", ".join(stray),
+                "make sure nothing runs orchesjob 1.1.0 on this host any more (cron, scripts, a PATH that finds it); "
+                "the tables hold nothing this orchesjob reads and can be dropped once 1.1.0 is gone",
+            )
 
     def _unversioned(self, c: dict[str, Any]) -> bool:
         """user_version 0: a file no command has given a schema yet, orchesjob 1.1.0's database, or someone else's."""

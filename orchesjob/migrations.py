@@ -118,6 +118,9 @@ _V110_TABLES = {
     "schema_meta": ("key", "value"),
 }
 _VIEWS = ("jobs", "run_keys", "start_requests")
+# Tables that only orchesjob 1.1.0 creates (its `jobs` and `run_keys` share names with ours): found in an upgraded
+# database, they say 1.1.0 was run on it since (doctor).
+STRAY_1_1_0_TABLES = ("strict_overrides", "schema_meta")
 _NOW = "CAST(strftime('%s', 'now') AS INTEGER)"
 
 

@@ -154,9 +154,26 @@ def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
             "the database %s stayed locked for more than %gs (ORCHESJOB_LOCK_TIMEOUT); try again"
             % (path, lock_timeout())
         )
+    if "unable to open" in text and _out_of_descriptors():
+        return OrchesjobError(
+            "cannot open the database %s: this process has no file descriptor left (ulimit -n is too low)" % path,
+            error_type="os_error",
+        )
     if "readonly" in text or "read-only" in text or "unable to open" in text:
         return OrchesjobError("cannot write the database %s: %s" % (path, text), error_type="state_dir")
     return OrchesjobError("database error on %s: %s" % (path, text), error_type="database")
+
+
+def _out_of_descriptors() -> bool:
+    """Whether opening a file fails here for want of a descriptor (EMFILE), which SQLite reports only as "unable
+    to open database file"."""
+    try:
+        os.close(os.dup(0))
+    except OSError as e:
+        import errno
+
+        return e.errno == errno.EMFILE
+    return False
 
 
 _UNDECODABLE = "Could not decode to UTF-8"  # sqlite3's message for a TEXT value that is not UTF-8
@@ -693,6 +710,16 @@ class Store:
                 )
                 for (job_id,) in self.conn.execute(sql, batch):
                     yield str(job_id)
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+
+    def tables_named(self, names: Sequence[str]) -> list[str]:
+        """Which of `names` are tables of this database."""
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (%s) ORDER BY name" % ", ".join(
+            "?" for _ in names
+        )
+        try:
+            return [str(r[0]) for r in self.conn.execute(sql, list(names)).fetchall()]
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
 

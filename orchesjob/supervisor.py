@@ -463,6 +463,7 @@ class Supervisor:
         command's zombie keeps its group id from being reused."""
         if not self._left(job):
             return
+        processes.pause_point("supervisor-before-sweep")
         self._signal_all(job, signal.SIGTERM)
         processes.wait_until(lambda: not self._left(job), time.monotonic() + LEFTOVER_GRACE)
         if self._left(job):

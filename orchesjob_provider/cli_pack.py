@@ -26,8 +26,9 @@ import zipfile
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 ENTRY_MODE = 0o644
 SHEBANG = b"#!/usr/bin/env python3\n"
-#: The archive's top-level ``__main__.py``: what ``python orchesjob.pyz ARGS`` runs.
-MAIN = b"from orchesjob.cli import main\n\nmain()\n"
+#: The archive's top-level ``__main__.py`` (what ``python orchesjob.pyz ARGS`` runs) is the package's own
+#: ``orchesjob/__main__.py``: one text, which answers in JSON even when the CLI cannot be loaded.
+MAIN_SOURCE = "__main__.py"
 SHA_PREFIX = 16  # hex digits of the sha256 in the cached file's name
 
 
@@ -89,7 +90,8 @@ def pack(root: str | None = None) -> PackedCli:
     buffer = io.BytesIO()
     buffer.write(SHEBANG)
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(_entry("__main__.py"), MAIN)
+        with open(os.path.join(root, MAIN_SOURCE), "rb") as f:
+            archive.writestr(_entry("__main__.py"), f.read())
         for name, path in _package_files(root):
             with open(path, "rb") as f:
                 archive.writestr(_entry(name), f.read())

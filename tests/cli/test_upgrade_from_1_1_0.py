@@ -12,11 +12,13 @@ counted from evidence no CLI can fake.
 """
 
 import glob
+import json
 import os
 import random
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import tempfile
@@ -106,12 +108,19 @@ class V110:
         env.update(extra or {})
         return env
 
-    def run(self, home: Path, *args: str, timeout: float = 60) -> Result:
+    def run(
+        self,
+        home: Path,
+        *args: str,
+        timeout: float = 60,
+        cwd: Optional[Path] = None,
+        extra: Optional[dict[str, str]] = None,
+    ) -> Result:
         # cwd: a directory without an orchesjob package, so `-m orchesjob` finds 1.1.0 (its worker inherits it)
         p = subprocess.run(
             [self.python, "-m", "orchesjob"] + [str(a) for a in args],
-            env=self.env(home),
-            cwd=str(self.root),
+            env=self.env(home, extra),
+            cwd=str(cwd or self.root),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
@@ -794,3 +803,185 @@ def test_a_1_1_0_job_whose_worker_died_still_holds_its_key_while_its_command_run
     wait_pids_gone([job["target_pid"]], timeout=10)
     assert ok("start", "--run-key", "k", "--sync", "--", *counting(marker))["attempt_no"] == 2
     assert runs(marker) == 2
+
+
+# -- never twice, second round: 1.1.0 jobs are alive until proven dead ---------------------------------------------
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["shebang-script", "exec-another-program"])
+def test_a_running_1_1_0_script_is_recognised_after_the_upgrade_and_abort_stops_it(v110, home, tmp_path, ok, kind):
+    """A `#!` script runs as /bin/sh SCRIPT, and a command may exec another program: neither shows the argv 1.1.0
+    recorded. They still hold the job's logs (their stdout and stderr), which is what they are known by."""
+    marker = tmp_path / "runs"
+    if kind == "shebang-script":
+        command = [str(_script(tmp_path / "backup.sh", 'echo "$$" >> %s; sleep 300' % marker))]
+    else:
+        command = ["sh", "-c", 'echo "$$" >> %s; exec sleep 300' % marker]
+    job = v110.ok(home, "start", "--run-key", "k", "--", *command)
+    wait_until(lambda: runs(marker) == 1, what="the 1.1.0 job to run")
+    ok("start", "--run-key", "other", "--sync", "--", "true")  # the first write upgrades the database
+    assert user_version(db_path(home)) == SCHEMA_VERSION
+    seen = ok("status", "--run-key", "k")
+    assert (seen["status"], seen["liveness"], seen["imported_from"]) == ("RUNNING", "verified", "1.1.0"), seen
+    again = ok("start", "--run-key", "k", "--", *counting(marker))
+    assert again["existing"] is True and again["job_id"] == job["job_id"]
+    aborted = ok("abort", "--run-key", "k", "--grace-seconds", "2")
+    assert aborted["status"] == "ABORTED" and aborted["sent_term_target"] is True
+    wait_pids_gone([job["target_pid"], job["worker_pid"]], timeout=15)
+    assert runs(marker) == 1
+
+
+@pytest.mark.parametrize("value", ["~/state", ""])
+def test_orchesjob_home_as_1_1_0_read_it_still_finds_its_running_job(v110, tmp_path, value):
+    """1.1.0 took ORCHESJOB_HOME verbatim: '~/state' is a directory named '~' under the working directory (cron and
+    systemd do not expand it), '' the working directory itself. This CLI reads the value its own way, but a start
+    looks in 1.1.0's place too and returns the job running there, which then answers to its job id."""
+    cwd, fake_home = tmp_path / "cwd", tmp_path / "h"
+    cwd.mkdir()
+    fake_home.mkdir()
+    marker = tmp_path / "runs"
+    env = {"ORCHESJOB_HOME": value, "HOME": str(fake_home), "XDG_STATE_HOME": str(fake_home / ".xdg")}
+    r = v110.run(tmp_path, "start", "--run-key", "nightly", "--", *counting(marker, "sleep 300"), cwd=cwd, extra=env)
+    assert r.code == 0, r
+    job = r.json
+    their_place = cwd / "~" / "state" if value else cwd
+    assert (their_place / "orchesjob.db").exists()  # 1.1.0 records the log paths relative to it, too
+    wait_until(lambda: runs(marker) == 1, what="the 1.1.0 job to run")
+
+    def ours(*args: str) -> Result:
+        e = cli_env(tmp_path, env)
+        e["ORCHESJOB_HOME"] = value
+        p = subprocess.run(cli_argv(*args), env=e, cwd=str(cwd), capture_output=True, timeout=60)
+        return Result(p.returncode, parse_json(p.stdout.decode()), p.stdout.decode(), p.stderr.decode())
+
+    again = check_ok(ours("start", "--run-key", "nightly", "--", *counting(marker)))
+    assert again["existing"] is True and again["job_id"] == job["job_id"], again
+    assert again["state_dir"] == str(their_place)
+    waited = check_ok(ours("wait", "--job-id", job["job_id"], "--timeout", "0.2"))
+    assert waited["status"] == "RUNNING" and waited["timed_out"] is True and waited["state_dir"] == str(their_place)
+    stopped_job = check_ok(ours("abort", "--job-id", job["job_id"], "--grace-seconds", "2"))
+    assert stopped_job["status"] == "ABORTED"
+    wait_pids_gone([job["target_pid"], job["worker_pid"]], timeout=15)
+    assert runs(marker) == 1
+
+
+@pytest.mark.skipif(not UNSHARE or (os.geteuid() != 0 and not CI), reason="unshare --pid needs root")
+def test_an_imported_job_is_never_lost_to_a_reader_in_another_pid_namespace(v110, home, tmp_path, ok, run):
+    """Imported rows carry no pid namespace the reader could compare: what another namespace cannot see is no
+    evidence, and the job stays alive there (the logs' writers prove it), or unknown once they are gone."""
+    marker = tmp_path / "runs"
+    job = v110.ok(home, "start", "--run-key", "k", "--", *counting(marker, "sleep 300"))
+    wait_until(lambda: runs(marker) == 1, what="the 1.1.0 job to run")
+    ok("start", "--run-key", "other", "--sync", "--", "true")  # upgraded
+
+    def from_other_namespace(*args: str) -> dict[str, Any]:
+        argv = [str(UNSHARE), "--pid", "--fork", "--mount-proc"] + cli_argv(*args)
+        p = subprocess.run(argv, env=cli_env(home), capture_output=True, timeout=60, cwd=REPO_ROOT)
+        assert p.returncode == 0, p
+        return json.loads(p.stdout)
+
+    shown = from_other_namespace("status", "--run-key", "k")
+    assert (shown["status"], shown["liveness"]) == ("RUNNING", "verified")
+    os.kill(job["worker_pid"], signal.SIGKILL)  # the command runs on, holding the logs
+    wait_pids_gone([job["worker_pid"]])
+    shown = from_other_namespace("status", "--run-key", "k")
+    assert (shown["status"], shown["liveness"]) == ("RUNNING", "verified")
+    again = from_other_namespace("start", "--run-key", "k", "--", *counting(marker))
+    assert again["existing"] is True and again["job_id"] == job["job_id"]
+    os.killpg(job["target_pid"], signal.SIGKILL)  # the command and its `sleep`, which holds the logs too
+    wait_until(lambda: not _group_alive(job["target_pid"]), 30, what="the job's process group to be gone")
+    shown = from_other_namespace("status", "--run-key", "k")
+    assert (shown["status"], shown["liveness"]) == ("RUNNING", "unknown"), shown
+    assert runs(marker) == 1
+    # from the host's own pid namespace every process is visible: there, gone is gone
+    assert ok("status", "--run-key", "k")["status"] == "LOST"
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live (not zombie) process is in process group `pgid`."""
+    return any(
+        _pgid_or_none(int(n)) == pgid and stat_state(int(n)) not in (None, "Z")
+        for n in os.listdir("/proc")
+        if n.isdigit()
+    )
+
+
+def _pgid_or_none(pid: int) -> Optional[int]:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def test_an_upgrade_killed_before_its_commit_leaves_no_backup_under_the_documented_name(v110, home, tmp_path, ok):
+    """The backup is named once the upgrade has committed. A killed one leaves only its .partial; the next upgrade
+    writes the backup under the documented name, as the database was at that (later) moment."""
+    v110.ok(home, "start", "--run-key", "early", "--sync", "--", "true")
+    killed = popen_cli(
+        home, "start", "--run-key", "mine", "--sync", "--", "true", env={"ORCHESJOB_PAUSE_AT": "upgrade-1.1.0-commit"}
+    )
+    wait_until(lambda: stopped(killed.pid), 60, what="the upgrade to stop before its commit")
+    killed.kill()
+    killed.wait()
+    assert user_version(db_path(home)) == 0
+    assert not (home / BACKUP).exists() and not list(home.glob(BACKUP + ".[0-9]*"))
+    late = v110.ok(home, "start", "--run-key", "late", "--sync", "--", "true")  # 1.1.0 goes on meanwhile
+    out = ok("start", "--run-key", "mine", "--sync", "--", "true")
+    assert out["migrated_from"]["backup"] == str(home / BACKUP)
+    assert not list(home.glob(BACKUP + ".*"))
+    c = sqlite3.connect(str(home / BACKUP))
+    try:
+        assert c.execute("SELECT status FROM jobs WHERE job_id = ?", (late["job_id"],)).fetchone() == ("SUCCEEDED",)
+    finally:
+        c.close()
+
+
+def test_a_watch_never_upgrades_a_1_1_0_database(v110, home, tmp_path, run):
+    job = v110.ok(home, "start", "--run-key", "k", "--sync", "--", "sh", "-c", "echo out")
+    before = file_digests(home)
+    w = check_ok(run("wait", "--watch", "%s:0:0:0:0:watcher" % job["job_id"], "--timeout", "1"))
+    assert w["jobs"][0]["news"] is True and w["jobs"][0]["status"] == "SUCCEEDED"
+    assert w["jobs"][0]["logs"]["stdout"]["data"] == "out\n"
+    assert user_version(db_path(home)) == 0 and file_digests(home) == before
+
+
+def test_the_upgrade_makes_imported_logs_private_and_doctor_names_1_1_0_run_again(v110, home, tmp_path, ok, run):
+    job = v110.ok(home, "start", "--run-key", "k", "--sync", "--", "sh", "-c", "echo out")
+    assert stat.S_IMODE(os.stat(job["stdout_file"]).st_mode) & 0o044  # 1.1.0 leaves them readable
+    ok("start", "--run-key", "other", "--sync", "--", "true")  # upgraded
+    for path in (job["stdout_file"], job["stderr_file"]):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    doctor = json.loads(run("doctor", "--format", "json").out)
+    assert doctor["healthy"] is True, doctor
+    v110.run(home, "status", "--run-key", "k")  # 1.1.0 run again on the upgraded database makes its tables
+    r = run("doctor", "--format", "json")
+    report = json.loads(r.out)
+    (f,) = [f for f in report["findings"] if f["check"] == "schema"]
+    assert r.code == 1 and "orchesjob 1.1.0 was run on it since" in f["problem"]
+    assert "strict_overrides" in f["problem"] or "schema_meta" in f["problem"]
+
+
+def test_a_users_state_directory_does_not_flip_when_1_1_0_first_runs_there(v110, other_user):
+    """A non-root user's job runs in ~/.local/state/orchesjob; then orchesjob 1.1.0 runs for that user from cron and
+    creates /var/lib/orchesjob/orchesjob.db (a directory an administrator made for the user). The retry of the
+    first job must still find it, not start it again in the other place."""
+    uid, gid, base = other_user
+    u = AsUser(uid, gid, base, v110)
+    marker = u.home / "runs"
+    first = check_ok(u.ours("start", "--run-key", "import", "--", *counting(marker, "sleep 300")))
+    assert first["stdout_file"].startswith(str(u.home / ".local" / "state" / "orchesjob"))
+    wait_until(lambda: runs(marker) == 1)
+    state = u.var_lib / "orchesjob"
+    state.mkdir(mode=0o700)
+    os.chown(str(state), uid, gid)
+    r = u.v110("start", "--run-key", "cron-thing", "--sync", "--", "true")
+    assert r.code == 0 and r.json["stdout_file"].startswith("/var/lib/orchesjob/"), r
+    again = check_ok(u.ours("start", "--run-key", "import", "--", *counting(marker)))
+    assert again["existing"] is True and again["job_id"] == first["job_id"], again
+    time.sleep(0.3)  # a second copy would have written its line by now
+    assert runs(marker) == 1
+    assert check_ok(u.ours("abort", "--run-key", "import", "--grace-seconds", "2"))["status"] == "ABORTED"

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from orchesjob import __version__
-from orchesjob_provider.cli_pack import MAIN, SHEBANG, ZIP_EPOCH, pack, package_dir, packed_cli
+from orchesjob_provider.cli_pack import SHEBANG, ZIP_EPOCH, pack, package_dir, packed_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,9 @@ def test_entries_are_sorted_stamped_and_stored() -> None:
     with zipfile.ZipFile(io.BytesIO(packed.data)) as archive:
         infos = archive.infolist()
         names = [i.filename for i in infos]
-        assert names[0] == "__main__.py" and archive.read("__main__.py") == MAIN
+        assert (
+            names[0] == "__main__.py" and archive.read("__main__.py") == Path(package_dir(), "__main__.py").read_bytes()
+        )
         assert names[1:] == sorted(names[1:])
         assert "orchesjob/cli.py" in names and "orchesjob/py.typed" in names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
