@@ -7,10 +7,12 @@ CLI's path, the command name and `--request -` on the command line, and everythi
 and arguments, env values, cwd, run key, request id, the state directory) in the JSON.
 
 The object's keys are the command's flags without their dashes (`run_key`, `request_id`, `reuse_success`, ...),
-plus `command` (start: the argv to run, a list of strings) and `state_dir` (an absolute path, instead of
-ORCHESJOB_HOME). Switches are JSON booleans, values strings or numbers, repeatable flags lists of strings; `env` may
-also be an object. It is read up to the end of its first line (the caller may keep stdin open after it: `wait
---watch --wake-on-eof` watches for its end), and then checked by the same rules as the flags (cli.py).
+plus `command` (start: the argv to run, a list of strings) and `state_dir` (an absolute path or `~/...`, instead
+of ORCHESJOB_HOME); or `argv`, the command's arguments as a list, read exactly as a command line (what the provider
+sends: it builds one argument list for every verb), with `state_dir` beside it. Switches are JSON booleans,
+values strings or numbers, repeatable flags lists of strings; `env` may also be an object. It is read up to the end
+of its first line (the caller may keep stdin open after it: `wait --watch --wake-on-eof` watches for its end), and
+then checked by the same rules as the flags (cli.py).
 """
 
 from __future__ import annotations
@@ -66,6 +68,18 @@ def values(command: str, spec: dict[str, tuple[str, str, str]], takes_command: b
         out[flag[2:].replace("-", "_")] = False if kind == switch else [] if kind == multi else None
     if takes_command:
         out["command"] = []
+    if "argv" in obj:
+        rest = {k: v for k, v in obj.items() if k not in ("argv", "state_dir")}
+        if rest:
+            raise InvalidArgument("--request -: give argv or the fields, not both (%s)" % ", ".join(sorted(rest)))
+        if "state_dir" in obj:
+            os.environ["ORCHESJOB_HOME"] = _state_dir(obj["state_dir"])
+        from .argv import parse
+
+        head, parsed = parse([command] + _strings(obj["argv"], "argv"))
+        if head != command:  # pragma: no cover - parse reads the command from the list it was given
+            raise InvalidArgument("--request -: argv is for %s" % command)
+        return parsed
     for key, item in obj.items():
         if key == "state_dir":
             os.environ["ORCHESJOB_HOME"] = _state_dir(item)
@@ -113,6 +127,9 @@ def _pair(key: Any, val: Any) -> str:
 
 
 def _state_dir(item: Any) -> str:
+    """An absolute path, or one under the home directory of the user the CLI runs as (`~/...`)."""
+    if isinstance(item, str) and item.startswith("~/"):
+        item = os.path.join(os.path.expanduser("~"), item[2:])
     if not isinstance(item, str) or not item.startswith("/") or "\0" in item or len(item) > 4096:
-        raise InvalidArgument("--request -: state_dir must be an absolute path")
+        raise InvalidArgument("--request -: state_dir must be an absolute path (or start with ~/)")
     return item

@@ -458,3 +458,18 @@ def test_a_watch_request_keeps_stdin_for_its_wake_on_eof(home):
     answer = json.loads(out)
     assert answer["woken"] is True and answer["timed_out"] is False, err
     assert time.monotonic() - started < 20
+
+
+def test_a_request_of_arguments_is_read_as_a_command_line(home, tmp_path):
+    """The provider's form: `argv` holds the command's arguments, `state_dir` (here under ~/) the directory."""
+    fake_home = tmp_path / "h"
+    fake_home.mkdir()
+    argv = ["--run-key", "a", "--sync", "--env", "X=one; two $(three)", "--", "sh", "-c", 'printf %s "$X"']
+    code, job, err = _request(home, "start", {"argv": argv, "state_dir": "~/st"}, extra_env={"HOME": str(fake_home)})
+    assert code == 0 and job["status"] == "SUCCEEDED", err
+    assert Path(job["stdout_file"]).read_text() == "one; two $(three)"
+    assert job["stdout_file"].startswith(str(fake_home / "st" / "logs"))
+    code, out, err = _request(home, "status", {"argv": ["--run-key", "a"], "run_key": "a"})
+    assert code == 2 and "not both" in out["message"], out
+    code, out, err = _request(home, "status", {"argv": ["--bogus"]})
+    assert code == 2 and "unknown option --bogus" in out["message"], out

@@ -858,15 +858,22 @@ def test_orchesjob_home_as_1_1_0_read_it_still_finds_its_running_job(v110, tmp_p
         p = subprocess.run(cli_argv(*args), env=e, cwd=str(cwd), capture_output=True, timeout=60)
         return Result(p.returncode, parse_json(p.stdout.decode()), p.stdout.decode(), p.stderr.decode())
 
-    again = check_ok(ours("start", "--run-key", "nightly", "--", *counting(marker)))
-    assert again["existing"] is True and again["job_id"] == job["job_id"], again
-    assert again["state_dir"] == str(their_place)
-    waited = check_ok(ours("wait", "--job-id", job["job_id"], "--timeout", "0.2"))
-    assert waited["status"] == "RUNNING" and waited["timed_out"] is True and waited["state_dir"] == str(their_place)
-    stopped_job = check_ok(ours("abort", "--job-id", job["job_id"], "--grace-seconds", "2"))
-    assert stopped_job["status"] == "ABORTED"
-    wait_pids_gone([job["target_pid"], job["worker_pid"]], timeout=15)
-    assert runs(marker) == 1
+    try:
+        again = check_ok(ours("start", "--run-key", "nightly", "--", *counting(marker)))
+        assert again["existing"] is True and again["job_id"] == job["job_id"], again
+        assert again["state_dir"] == str(their_place)
+        waited = check_ok(ours("wait", "--job-id", job["job_id"], "--timeout", "0.2"))
+        assert waited["status"] == "RUNNING" and waited["timed_out"] and waited["state_dir"] == str(their_place)
+        stopped_job = check_ok(ours("abort", "--job-id", job["job_id"], "--grace-seconds", "2"))
+        assert stopped_job["status"] == "ABORTED"
+        wait_pids_gone([job["target_pid"], job["worker_pid"]], timeout=15)
+        assert runs(marker) == 1
+    finally:  # its ORCHESJOB_HOME is no path the home fixture's cleanup would recognise
+        for kill, pid in ((os.killpg, job["target_pid"]), (os.kill, job["worker_pid"])):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 @pytest.mark.skipif(not UNSHARE or (os.geteuid() != 0 and not CI), reason="unshare --pid needs root")

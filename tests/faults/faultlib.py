@@ -237,15 +237,16 @@ def processes_of_home(home: Path) -> set[int]:
 
 
 def supervisor_pids(home: Path, start_pid: int) -> set[int]:
-    """Supervisors spawned from `start_pid`'s session: same home, an `orchesjob start` command line, in a session
-    of their own that they do not lead (the double fork's grandchild)."""
+    """Supervisors spawned from `start_pid`'s session: same home, the command line a supervisor gives itself
+    (`orchesjob supervisor JOB-ID`; an `orchesjob start` one in the instant before), in a session of their own that
+    they do not lead (the double fork's grandchild)."""
     st0 = _stat(start_pid)
     out = set()
     for pid in processes_of_home(home):
         if pid == start_pid:
             continue
         cmd = _cmdline(pid)
-        if b"orchesjob" not in cmd or b"start" not in cmd:
+        if not cmd[0].startswith(b"orchesjob supervisor ") and (b"orchesjob" not in cmd or b"start" not in cmd):
             continue
         st = _stat(pid)
         if st is None:
