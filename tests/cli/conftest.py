@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cli_helpers import TERMINAL, Result, _kill_leftovers, check_error, check_ok, run_cli
 
+from tests.support.v110 import v110  # noqa: F401 - the session fixture of a real orchesjob 1.1.0
+
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
 @pytest.fixture

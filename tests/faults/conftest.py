@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.cli.cli_helpers import _kill_leftovers  # noqa: E402
 from tests.provider.conftest import IN_CI, _unavailable, orchesjob_launcher, sshd  # noqa: E402,F401
+from tests.support.v110 import v110  # noqa: E402,F401 - the session fixture of a real orchesjob 1.1.0
 
 _seed_text = os.environ.get("ORCHESJOB_FAULT_SEED")
 SEED = int(_seed_text) if _seed_text else random.SystemRandom().randrange(1, 2**31)

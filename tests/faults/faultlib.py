@@ -21,10 +21,10 @@ from tests.cli.cli_helpers import Result, run_cli, wait_until
 FAULT_JOB = str(Path(__file__).resolve().with_name("fault_job.py"))
 EXIT_CODES = {0, 1, 2, 3, 4, 5}
 ERROR_TYPES = {
-    1: {"error", "state_dir", "corrupt_database", "database", "os_error"},
+    1: {"error", "state_dir", "corrupt_database", "database", "os_error", "unsupported_python"},
     2: {"invalid_argument"},
     3: {"not_found"},
-    4: {"inconsistent_state", "other_pid_namespace", "not_owner"},
+    4: {"inconsistent_state", "other_pid_namespace", "not_owner", "liveness_known", "request_cleaned"},
     5: {"lock_timeout"},
 }
 ACTIVE = ("STARTING", "RUNNING")
