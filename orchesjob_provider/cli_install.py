@@ -3,22 +3,26 @@
 Why it is built this way:
 
 - Everything the host must check (a Python 3.9+, the cache directory's owner and mode, the cached file's sha256,
-  that an upload arrived whole) is done by ONE small script, run with the host's own Python, so the answer does not
-  depend on which shell or coreutils the host has. It is passed with ``-c`` and its arguments are quoted by the
-  provider's one quoting rule (``orchesjob_provider.command.quote``): no value reaches the remote shell unquoted.
+  that an upload arrived whole, whether an ``orchesjob`` exists at all) is done by ONE small script, run with the
+  host's own Python, so the answer does not depend on which shell or coreutils the host has. The command line is
+  only the interpreter and ``-`` (``python3 -``): the script, with its arguments written into it, is the call's
+  standard input, so no login shell (sh, bash, zsh, fish, tcsh, csh) parses any of it.
 - The cache is ``~/.cache/orchesjob/orchesjob-<version>-<sha256 prefix>.pyz`` (``cli_pack.PackedCli.filename``):
   the name changes with the bytes, so hosts keep one file per CLI build and a worker never runs another build's file.
-- A file is used only after its sha256 matched on the host; a mismatch (tampering, a torn copy) is replaced. A cache
-  directory or file owned by another user, writable by group or others, or a symbolic link is refused: whoever can
-  write it could make our jobs run their code.
+- A file is used only after its sha256 matched on the host; a mismatch (tampering, a torn copy) is replaced. Every
+  directory from ``/`` down to the cache must be root's or the user's and writable by no one else (the rule of
+  ``orchesjob_provider.launcher``, which checks it again, with the sha256, on every call that runs the file), and
+  the file the user's: whoever else could write there could make our jobs run their code.
 - Many tasks on a fresh host at once: the first takes a lock file next to the cache entry and uploads; the others
   wait (on the host, inside the script) until the file is there and verified. A lock older than ``STALE_LOCK``
   seconds (its uploader died) is taken over; a waiter that waited its whole budget uploads under its own temporary
   name instead. Uploads go to a temporary name, are flushed and checked on the host, then renamed into place, so no
   one ever runs a half-written file and everyone ends up with the same path.
+- Whether the host already has a CLI is decided from evidence, not from an exit status: the script looks for the
+  file (the named path, or ``orchesjob`` on the PATH). A CLI that exists is never shadowed by an upload.
 
-The I/O goes through a transport with ``run(line, timeout)`` and ``upload(data, path, timeout)``: only the sync
-hook's paramiko transport has SFTP, and only a worker installs; a triggerer runs the path the worker resolved.
+The I/O goes through a transport with ``run(line, timeout, stdin=...)`` and ``upload(data, path, timeout)``: only
+the sync hook's paramiko transport has SFTP, and only a worker installs; a triggerer runs the CLI the worker chose.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any, Literal, Protocol, cast
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider.cli_pack import PackedCli
+from orchesjob_provider.launcher import CHAIN_CHECK
 
 InstallCli = Literal["auto", "never", "always"]
 INSTALL_MODES: tuple[InstallCli, ...] = ("auto", "never", "always")
@@ -58,7 +63,7 @@ EXIT_CORRUPT = 5
 EXIT_UNUSABLE = 6
 
 # The host side. It must PARSE on any Python 3 (and 2.7), so that an old interpreter can say it is too old: no
-# f-strings, no annotations. Exit 3: this Python is too old (the shell loop tries the next one).
+# f-strings, no annotations. Exit 3: this Python is too old (the next candidate is tried).
 REMOTE_SCRIPT = r"""
 import errno, hashlib, json, os, stat, sys, time
 def say(obj, code=0):
@@ -67,15 +72,15 @@ def say(obj, code=0):
     sys.exit(code)
 PYV = "%d.%d.%d" % tuple(sys.version_info[:3])
 if tuple(sys.version_info[:2]) < (@MAJOR@, @MINOR@):
-    say({"too_old": sys.argv[1], "executable": sys.executable, "python_version": PYV}, @TOO_OLD@)
-op, name, sha, token = sys.argv[2:6]
+    say({"too_old": CANDIDATE, "executable": sys.executable, "python_version": PYV}, @TOO_OLD@)
+op, name, sha, token = ARGS[:4]
 uid = os.getuid()
 parent = os.path.join(os.path.expanduser("~"), ".cache")
 cache = os.path.join(parent, "orchesjob")
 final = os.path.join(cache, name)
 lock = final + ".lock"
 tmp = os.path.join(cache, ".%s.%s.part" % (name, token))
-base = {"python": sys.executable, "python_version": PYV, "path": final}
+base = {"python": sys.executable, "candidate": CANDIDATE, "python_version": PYV, "path": final}
 def unsafe(path, problem):
     say(dict(base, error="unsafe_cache", at=path, problem=problem), @UNSAFE@)
 def check(path, st, kind, owners):
@@ -94,6 +99,21 @@ def ensure_dir(path, owners):
         if e.errno != errno.EEXIST:
             say(dict(base, error="cache_unusable", at=path, problem="cannot be created: " + e.strerror), @UNUSABLE@)
     check(path, os.lstat(path), "dir", owners)
+    found = oj_chain_problem(path, uid, "dir")  # and every directory above it, up to /
+    if found:
+        unsafe(found[0], found[1])
+if op == "probe":
+    # Is there an orchesjob at all? The named path, or `orchesjob` in a directory of the PATH (a file there, even
+    # one that cannot run, is someone's CLI: never shadowed by an upload).
+    spec = name
+    if "/" in spec:
+        where = os.path.expanduser(spec)
+        say(dict(base, state="probed", found=where if os.path.lexists(where) else None))
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        where = os.path.join(d or ".", spec)
+        if os.path.lexists(where):
+            say(dict(base, state="probed", found=where))
+    say(dict(base, state="probed", found=None))
 def sweep():
     # temporary uploads of installs that died (an abandoned one is removed at once)
     for entry in os.listdir(cache):
@@ -137,7 +157,7 @@ if op == "prepare":
     found = ready()
     if found:
         say(dict(base, state="ready"))
-    deadline = time.time() + float(sys.argv[6])
+    deadline = time.time() + float(ARGS[4])
     while True:
         try:
             fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -199,6 +219,7 @@ elif op == "abandon":
     release()
     say(dict(base, state="abandoned"))
 """
+REMOTE_SCRIPT = CHAIN_CHECK + REMOTE_SCRIPT
 for _name, _value in (
     ("@MAJOR@", MIN_PYTHON[0]),
     ("@MINOR@", MIN_PYTHON[1]),
@@ -214,7 +235,7 @@ for _name, _value in (
 class Transport(Protocol):
     """What installing needs from an SSH connection (``transport_paramiko.ParamikoTransport`` has both)."""
 
-    def run(self, line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]: ...
+    def run(self, line: str, timeout: float | None, stdin: bytes = b"") -> tuple[int | None, bytes, bytes]: ...
 
     def upload(self, data: bytes, path: str, timeout: float | None) -> None: ...
 
@@ -227,6 +248,7 @@ class InstalledCli:
     python_version: str
     path: str
     uploaded: bool  # this call uploaded it (False: a verified copy was already there)
+    sha256: str  # what every call verifies before it runs the file (orchesjob_provider.launcher)
 
     @property
     def argv(self) -> list[str]:
@@ -240,16 +262,15 @@ def check_install_cli(value: Any, what: str = "install_cli") -> InstallCli:
     return cast(InstallCli, value)
 
 
-def remote_line(op: str, args: Sequence[str], python: str | None) -> str:
-    """The shell line that runs the host script with the first usable interpreter (or ``python`` alone)."""
-    candidates = [python] if python else list(PYTHON_CANDIDATES)
-    words = " ".join(cmd.quote_path(c, "orchesjob_python") for c in candidates)
-    script = " ".join([cmd.quote(REMOTE_SCRIPT), '"$oj_py"', *(cmd.quote(a) for a in (op, *args))])
-    return (
-        f'for oj_py in {words}; do command -v "$oj_py" >/dev/null 2>&1 || continue; '
-        f'"$oj_py" -c {script}; oj_rc=$?; [ "$oj_rc" -eq {EXIT_TOO_OLD} ] || exit "$oj_rc"; done; '
-        f'echo \'{{"error": "no_python"}}\'; exit {EXIT_TOO_OLD}'
-    )
+def script(op: str, args: Sequence[str], candidate: str) -> bytes:
+    """The host script for one step, its arguments written into it: the standard input of ``CANDIDATE -``."""
+    head = "ARGS = %r\nCANDIDATE = %r\n" % ([op, *args], candidate)
+    return (head + REMOTE_SCRIPT).encode("utf-8")
+
+
+def interpreter_line(python: str) -> str:
+    """``PYTHON -``: the interpreter (a checked word: ``command.check_word``) reading its program from stdin."""
+    return f"{cmd.check_word(python, 'orchesjob_python')} -"
 
 
 def _answers(out: bytes) -> list[dict[str, Any]]:
@@ -328,8 +349,35 @@ def parse_answer(reply: tuple[int | None, bytes, bytes], python: str | None, lin
 
 
 def _step(transport: Transport, op: str, args: Sequence[str], python: str | None, timeout: float) -> dict[str, Any]:
-    line = remote_line(op, args, python)
-    return parse_answer(transport.run(line, timeout), python, line)
+    """Run one step of the host script with ``python``, or with the first candidate that is there and new enough.
+
+    A candidate the host has no program for (exit 127) or that is too old (exit 3) makes way for the next one."""
+    candidates = [python] if python else list(PYTHON_CANDIDATES)
+    answers: list[dict[str, Any]] = []
+    line = ""
+    for candidate in candidates:
+        line = interpreter_line(candidate)
+        reply = transport.run(line, timeout, script(op, args, candidate))
+        if reply[0] == 127 or (reply[0] == EXIT_TOO_OLD and not python):
+            answers.extend(_answers(reply[1]))
+            continue
+        return parse_answer(reply, python, line)
+    return parse_answer((EXIT_TOO_OLD, b"\n".join(json.dumps(a).encode() for a in answers), b""), python, line)
+
+
+def _runnable(executable: str, candidate: str) -> str:
+    try:
+        return cmd.check_word(executable, "the host's python")
+    except ValueError:
+        return candidate
+
+
+def probe(transport: Transport, spec: str, python: str | None, timeout: float) -> str | None:
+    """Where the host has the CLI ``spec`` names (a path, or a name looked up on the PATH), or None when it has no
+    such file. Evidence for the handshake: a CLI that exists but failed is never replaced by an upload."""
+    answer = _step(transport, "probe", [spec, "-", "-"], python, timeout)
+    found = answer.get("found")
+    return str(found) if found else None
 
 
 def new_token() -> str:
@@ -354,10 +402,13 @@ def install(
     """
     common = [packed.filename, packed.sha256, token]
     prepared = _step(transport, "prepare", [*common, f"{wait:g}"], python, timeout + wait)
-    # A named interpreter is kept as named (a wrapper may set up its environment); a found one by its real path.
-    found_python = python or str(prepared.get("python") or "python3")
+    # A named interpreter is kept as named (a wrapper may set up its environment); a found one by its real path,
+    # when that path can stand on a command line as it is (cmd.check_word), else by the name it was found under.
+    found_python = python or _runnable(str(prepared.get("python") or ""), str(prepared.get("candidate") or "python3"))
     if prepared["state"] == "ready":
-        return InstalledCli(found_python, str(prepared.get("python_version")), str(prepared["path"]), uploaded=False)
+        return InstalledCli(
+            found_python, str(prepared.get("python_version")), str(prepared["path"]), False, packed.sha256
+        )
     from orchesjob_provider.exceptions import OrchesjobError, OrchesjobUploadFailed
 
     try:
@@ -372,4 +423,4 @@ def install(
         # an SFTP status about the file (permission, no space), not about the connection
         raise OrchesjobUploadFailed(f"could not upload the CLI to {prepared['tmp']} over SFTP: {exc}") from exc
     committed = _step(transport, "commit", common, found_python, timeout)
-    return InstalledCli(found_python, str(committed.get("python_version")), str(committed["path"]), uploaded=True)
+    return InstalledCli(found_python, str(committed.get("python_version")), str(committed["path"]), True, packed.sha256)

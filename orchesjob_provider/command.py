@@ -1,9 +1,11 @@
-"""Remote command lines for the orchesjob CLI, and the parsing of its answers. Pure functions, no I/O.
+"""Remote calls of the orchesjob CLI, and the parsing of its answers. Pure functions, no I/O.
 
-Why this is its own module: the single most dangerous thing the provider does is paste user values (run keys,
-commands, environment values) into a string that a remote login shell will parse. Keeping that in small pure
-functions means it can be tested exhaustively with hostile strings, without SSH or Airflow. Every word that reaches
-the shell goes through ``shlex.quote``; there is no code path that formats a user value into the line unquoted.
+Why this is its own module: the most dangerous thing the provider could do is hand user values (run keys, commands,
+environment values) to the login shell a host gives the SSH user, which may be sh, bash, zsh, fish, tcsh or csh,
+each quoting differently, and which shows its command line to every user of the host in ``ps``. So nothing of the
+user's goes on the command line at all: the line is the CLI (a path checked against a character set every one of
+those shells reads literally, ``check_word``), the verb and ``--request -``; the call's arguments travel as one JSON
+object on standard input (``Call.request``), which the CLI alone reads (``orchesjob COMMAND --request -``).
 
 It is also where each verb of the CLI is defined, once, for both hooks: ``Verbs`` has one method per verb that
 builds a ``Call`` (the verb's arguments, how long the SSH call may take, how far a repeat of it is safe); the sync
@@ -19,6 +21,7 @@ import dataclasses
 import datetime as _dt
 import json
 import math
+import re
 import shlex
 import uuid
 from collections.abc import Mapping, Sequence
@@ -55,64 +58,70 @@ Binary = Union[str, Sequence[str]]
 Moment = Union[str, _dt.datetime, _dt.date]
 
 
-# --------------------------------------------------------------------------- quoting
+# --------------------------------------------------------------------------- the command line
+
+# What a word of the command line may hold: characters no shell the provider may meet (sh, bash, zsh, fish, tcsh,
+# csh) treats specially, and a leading ``~/`` (the SSH user's home; every one of them expands it).
+_SAFE_WORD = re.compile(r"(?:~/)?[A-Za-z0-9_.+:@/-]+")
 
 
 def _check_text(value: str, what: str) -> str:
-    """Reject what no shell word can carry, before anything is sent."""
+    """Reject what no argument can carry, before anything is sent."""
     if "\x00" in value:
         raise ValueError(f"{what} contains a NUL character, which cannot be passed to a remote command")
     return value
 
 
-def quote(value: Any, what: str = "argument") -> str:
-    """``shlex.quote`` of one word, after refusing NUL bytes (the one thing no shell word can hold)."""
-    return shlex.quote(_check_text(str(value), what))
+def check_word(value: Any, what: str) -> str:
+    """A program path (or an argument of it) that may stand on the command line as it is: letters, digits and
+    ``_ . + : @ / -``, optionally after ``~/``; not starting with ``-``. Anything else is refused here, before
+    anything connects: it would mean a different thing to different login shells."""
+    text = str(value)
+    if not text or text.startswith("-") or not _SAFE_WORD.fullmatch(text):
+        raise ValueError(
+            f"{what} {text!r} cannot go on the SSH command line: use a path of letters, digits and _ . + : @ / - "
+            "(a leading ~/ for the SSH user's home is fine); a path with other characters works through a link "
+            "to it, or orchesjob on the host's PATH"
+        )
+    return text
 
 
-def quote_path(path: str, what: str = "path") -> str:
-    """Quote a path, keeping a leading ``~/`` meaning the remote user's home.
-
-    ``pipx`` puts the CLI in ``~/.local/bin``, which is not on the PATH of a non-login SSH command; letting users
-    write ``~/.local/bin/orchesjob`` is friendlier than making them spell out the home directory. The home is
-    expanded by the remote shell as ``"$HOME"`` and the rest is still quoted, so nothing else is interpreted.
-    """
-    path = _check_text(str(path), what)
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)
-
-
-def cli_prefix(orchesjob_bin: Binary = "orchesjob", orchesjob_home: str | None = None) -> list[str]:
-    """Already-quoted leading words: the optional ``ORCHESJOB_HOME=...`` assignment and the program.
-
-    ``orchesjob_bin`` is one program path (a string), or an argv prefix (a list, e.g.
-    ``["/opt/venv/bin/python", "-m", "orchesjob"]``) whose elements are quoted one by one. A string is never split:
-    a path with spaces stays one word.
-    """
-    words: list[str] = []
-    if orchesjob_home is not None and str(orchesjob_home) != "":
-        words.append("ORCHESJOB_HOME=" + quote_path(str(orchesjob_home), "orchesjob_home"))
+def cli_words(orchesjob_bin: Binary) -> list[str]:
+    """The CLI as command line words: one program path (a string), or an argv prefix (a list, e.g.
+    ``["/opt/venv/bin/python", "-m", "orchesjob"]``), each word checked (``check_word``)."""
     if isinstance(orchesjob_bin, str):
-        if not orchesjob_bin:
-            raise ValueError("orchesjob_bin must not be empty")
-        words.append(quote_path(orchesjob_bin, "orchesjob_bin"))
-    else:
-        parts = list(orchesjob_bin)
-        if not parts:
-            raise ValueError("orchesjob_bin must not be empty")
-        words.append(quote_path(str(parts[0]), "orchesjob_bin"))
-        words.extend(quote(p, "orchesjob_bin") for p in parts[1:])
-    return words
+        return [check_word(orchesjob_bin, "orchesjob_bin")]
+    parts = list(orchesjob_bin)
+    if not parts:
+        raise ValueError("orchesjob_bin must not be empty")
+    first = check_word(parts[0], "orchesjob_bin")
+    # arguments after the program may be options (python's -m)
+    rest = [check_word(p, "orchesjob_bin") if not str(p).startswith("-") else _option(p) for p in parts[1:]]
+    return [first, *rest]
 
 
-def build_command_line(
-    args: Sequence[Any], *, orchesjob_bin: Binary = "orchesjob", orchesjob_home: str | None = None
-) -> str:
-    """The full remote command line: prefix words, then every CLI argument quoted on its own."""
-    return " ".join(cli_prefix(orchesjob_bin, orchesjob_home) + [quote(a) for a in args])
+def _option(value: Any) -> str:
+    text = str(value)
+    if not re.fullmatch(r"-[A-Za-z0-9_.+:@/=-]*", text):
+        raise ValueError(f"orchesjob_bin option {text!r} cannot go on the SSH command line")
+    return text
+
+
+def request_line(args: Sequence[Any], state_dir: str | None) -> bytes:
+    """A call's standard input: ``{"argv": ARGS, "state_dir": ...}`` on one line (``orchesjob VERB --request -``).
+    Every value is as given (JSON carries any text, also the escaped bytes of a non-UTF-8 argument); only a NUL,
+    which no argument can hold, is refused."""
+    argv = [_check_text(str(a), "argument") for a in args]
+    request: dict[str, Any] = {"argv": argv}
+    if state_dir is not None and str(state_dir) != "":
+        request["state_dir"] = _check_text(str(state_dir), "orchesjob_home")
+    return (json.dumps(request, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def shell_line(words: Sequence[Any]) -> str:
+    """A command line for a PERSON to paste into a POSIX shell (a log line saying how to abort a job by hand).
+    The provider itself never runs such a line."""
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
 # --------------------------------------------------------------------------- value rendering
@@ -234,6 +243,10 @@ class Call:
     def __post_init__(self) -> None:
         if self.retry not in KINDS:
             raise ValueError(f"retry must be one of {', '.join(KINDS)}; got {self.retry!r}")
+
+    def request(self, state_dir: str | None) -> bytes:
+        """The call's standard input: its arguments (and the state directory) as one JSON line."""
+        return request_line(self.args[1:], state_dir)
 
     def exec_timeout(self, command_timeout: float) -> float | None:
         """Seconds the SSH call may take (None: unbounded)."""
@@ -631,7 +644,8 @@ def extract_json(text: str) -> Any:
 
 
 def looks_like_missing_cli(exit_code: int | None, stderr: str) -> bool:
-    """True when the shell could not run the CLI at all (not installed, wrong path, not executable)."""
+    """True when the shell could not run the CLI at all (not installed, wrong path, not executable). A symptom
+    only: whether a CLI exists is then asked of the host itself (``cli_install.probe``)."""
     if exit_code in (126, 127):
         return True
     low = stderr.lower()

@@ -149,6 +149,15 @@ class OrchesjobCliMissing(OrchesjobIncompatibleCli):
     error_type = "cli_missing"
 
 
+class OrchesjobCliBroken(OrchesjobIncompatibleCli):
+    """The host has an ``orchesjob`` (the named path, or one on the PATH), but it did not answer ``version`` as an
+    orchesjob CLI does: it could not run (exit 126/127: a wrapper whose target is gone), crashed, or printed no JSON
+    (orchesjob 1.1.0 has no ``version`` command). It is never shadowed by an upload: fix it, remove it, or name
+    another CLI."""
+
+    error_type = "cli_broken"
+
+
 class OrchesjobCliInstallError(OrchesjobError):
     """Putting the provider's CLI on the host failed (base of the kinds below)."""
 
@@ -181,6 +190,8 @@ ERROR_TYPES: dict[str, type[OrchesjobError]] = {
     "inconsistent_state": OrchesjobConflict,
     "not_owner": OrchesjobNotOwner,
     "lock_timeout": OrchesjobLockTimeout,
+    "unsafe_cli": OrchesjobUnsafeCache,  # the launcher refused the uploaded CLI (orchesjob_provider.launcher)
+    "unsupported_python": OrchesjobNoPython,
 }
 
 # For error types this provider does not know (a newer CLI's), the documented exit code decides.

@@ -225,11 +225,9 @@ async def aask(identity: TryIdentity | None, timeout: float = ASK_TIMEOUT) -> Ve
 
 def manual_abort_command(job_id: str, orchesjob_bin: cmd.Binary, orchesjob_home: str | None) -> str:
     """The shell command a person runs on the host to abort the job, for log lines that leave the job running."""
-    return cmd.build_command_line(
-        cmd.define.abort(job_id=job_id).args,
-        orchesjob_bin=orchesjob_bin,
-        orchesjob_home=orchesjob_home,
-    )
+    words = [orchesjob_bin] if isinstance(orchesjob_bin, str) else list(orchesjob_bin)
+    prefix = ["env", f"ORCHESJOB_HOME={orchesjob_home}"] if orchesjob_home else []
+    return cmd.shell_line([*prefix, *words, *cmd.define.abort(job_id=job_id).args])
 
 
 def log_left_running(

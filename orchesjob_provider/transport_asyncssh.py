@@ -95,12 +95,14 @@ class AsyncsshTransport:
             pass
 
     async def run(
-        self, line: str, timeout: float | None, wake: asyncio.Event | None = None
+        self, line: str, timeout: float | None, wake: asyncio.Event | None = None, stdin: bytes = b""
     ) -> tuple[int | None, bytes, bytes]:
-        """Run one command line; return (exit status or None, stdout, stderr). Raises transport errors only.
+        """Run one command line with ``stdin`` as its standard input; return (exit status or None, stdout, stderr).
+        Raises transport errors only.
 
-        With ``wake``, stdin stays open and is closed when the event is set, so a command that answers on the end
-        of its input (``wait --watch --wake-on-eof``) returns early; otherwise stdin is empty from the start."""
+        Without ``wake`` the input ends after ``stdin``. With ``wake``, it stays open after ``stdin`` and is closed
+        when the event is set, so a command that answers on the end of its input (``wait --watch --wake-on-eof``)
+        returns early."""
         import asyncssh
 
         try:
@@ -128,11 +130,13 @@ class AsyncsshTransport:
             ) from exc
         try:
             if wake is None:
-                result = await asyncio.wait_for(
-                    conn.run(line, check=False, encoding=None, stdin=asyncssh.DEVNULL), timeout=timeout
-                )
+                if stdin:
+                    running = conn.run(line, check=False, encoding=None, input=stdin)
+                else:
+                    running = conn.run(line, check=False, encoding=None, stdin=asyncssh.DEVNULL)
+                result = await asyncio.wait_for(running, timeout=timeout)
             else:
-                result = await asyncio.wait_for(_run_wakeable(conn, line, wake), timeout=timeout)
+                result = await asyncio.wait_for(_run_wakeable(conn, line, wake, stdin), timeout=timeout)
         except asyncio.TimeoutError as exc:
             await self.close()
             raise OrchesjobTransportError(
@@ -147,9 +151,12 @@ class AsyncsshTransport:
         return result.exit_status, result.stdout or b"", result.stderr or b""
 
 
-async def _run_wakeable(conn: Any, line: str, wake: asyncio.Event) -> Any:
-    """Run ``line`` with stdin held open; close it (end of file) when ``wake`` is set, then collect the result."""
+async def _run_wakeable(conn: Any, line: str, wake: asyncio.Event, stdin: bytes) -> Any:
+    """Run ``line`` with ``stdin`` written and its input then held open; close it (end of file) when ``wake`` is
+    set, then collect the result."""
     process = await conn.create_process(line, encoding=None)
+    if stdin:
+        process.stdin.write(stdin)
     finished = asyncio.ensure_future(process.wait(check=False))
     woken = asyncio.ensure_future(wake.wait())
     try:

@@ -116,8 +116,9 @@ class ParamikoTransport:
             except Exception:  # noqa: BLE001 - closing a broken connection must not hide the real error
                 pass
 
-    def run(self, line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
-        """Run one command line; return (exit status or None, stdout, stderr). Raises transport errors only."""
+    def run(self, line: str, timeout: float | None, stdin: bytes = b"") -> tuple[int | None, bytes, bytes]:
+        """Run one command line with ``stdin`` as its standard input (then its end); return (exit status or None,
+        stdout, stderr). Raises transport errors only."""
         import paramiko
 
         try:
@@ -160,7 +161,9 @@ class ParamikoTransport:
             # exec request must not look like "never sent", or a call that is unsafe to repeat would be repeated.
             sent = True
             self._exec_with_deadline(transport, channel, line)
-            channel.shutdown_write()  # the CLI reads no stdin; an EOF makes sure nothing ever waits on it
+            if stdin:
+                channel.sendall(stdin)  # the request (command.Call.request); a small write, into an open window
+            channel.shutdown_write()  # then its end: nothing ever waits for more
             return _collect(channel, line, timeout)
         except OrchesjobTransportError:
             self.close()

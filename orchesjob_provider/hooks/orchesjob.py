@@ -14,9 +14,14 @@ exceptions of ``orchesjob_provider.exceptions``, and repeats a failed attempt as
 logging every retry with its attempt number, error and pause.
 
 Which CLI runs is settled by that first ``version`` (the handshake) in the sync hook: a CLI the host has (named by
-``orchesjob_bin``, or ``orchesjob`` on the PATH) if it speaks our contract; else, when none was named and
-``install_cli`` allows it, this worker's own CLI, uploaded to the host's cache by ``orchesjob_provider.cli_install``.
-The async hook never does that: it runs the argv the worker settled on, which the trigger carries.
+``orchesjob_bin``, or ``orchesjob`` on the PATH) if it speaks our contract, and an error if it exists but does not
+(never shadowed); only when the host has no such file at all (asked of the host: ``cli_install.probe``) and none was
+named, this worker's own CLI, uploaded to the host's cache by ``orchesjob_provider.cli_install``, and then run
+through ``orchesjob_provider.launcher``, which verifies it on every call. The async hook never uploads: it runs the
+CLI the worker settled on, which the trigger carries.
+
+Nothing of the user's is on any command line: the line is the CLI's path (checked words), the verb and ``--request
+-``, and the call's arguments and state directory are its standard input (``command.Call.request``).
 
 Retries, in short: reads and ``start`` are retried after any transient transport failure (``start`` carries a
 request id, made per call unless given, that the host answers with the job it answered the first time, so a repeat
@@ -33,16 +38,18 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Union
 
 from orchesjob import CONTRACT_VERSION
-from orchesjob_provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR, cli_install
+from orchesjob_provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR, cli_install, launcher
 from orchesjob_provider import command as cmd
 from orchesjob_provider.cli_install import InstallCli, check_install_cli
 from orchesjob_provider.cli_pack import packed_cli
 from orchesjob_provider.compat import BaseHook
 from orchesjob_provider.exceptions import (
+    OrchesjobCliBroken,
     OrchesjobCliMissing,
     OrchesjobError,
     OrchesjobIncompatibleCli,
     OrchesjobInvalidArgument,
+    OrchesjobTransportError,
 )
 from orchesjob_provider.retry import ALWAYS, BEFORE_SEND, NEVER, Attempts, RetryPolicy
 from orchesjob_provider.transport_asyncssh import AsyncsshTransport
@@ -94,9 +101,13 @@ class CliChoice:
                 f"install_cli='always' runs the provider's uploaded CLI; orchesjob_bin="
                 f"{self.orchesjob_bin!r} contradicts it: unset one of them"
             )
-        cmd.cli_prefix(DEFAULT_BIN if self.orchesjob_bin is None else self.orchesjob_bin, self.orchesjob_home)
+        cmd.cli_words(DEFAULT_BIN if self.orchesjob_bin is None else self.orchesjob_bin)
+        if self.orchesjob_home is not None and str(self.orchesjob_home):
+            home = str(self.orchesjob_home)
+            if not home.startswith(("/", "~/")) or "\x00" in home:
+                raise ValueError(f"orchesjob_home must be an absolute path or start with ~/, got {home!r}")
         if self.orchesjob_python is not None:
-            cmd.quote_path(self.orchesjob_python, "orchesjob_python")
+            cmd.check_word(self.orchesjob_python, "orchesjob_python")
 
     def hook_kwargs(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,8 +160,9 @@ class CliSettings:
     the provider may upload its own CLI, and the remote CLI's checked ``version`` answer once there is one.
 
     ``orchesjob_bin`` None means no CLI was named: ``orchesjob`` on the PATH is tried, and with ``install_cli``
-    ``"auto"`` the provider's own copy is uploaded when there is none (``"always"``: uploaded without looking).
-    After the handshake ``orchesjob_bin`` is the argv that answered, which is what a trigger is given.
+    ``"auto"`` the provider's own copy is uploaded when the host has none (``"always"``: uploaded without looking).
+    After the handshake ``orchesjob_bin`` is the argv that answered, which is what a trigger is given, and
+    ``cli_sha256`` the sha256 of the uploaded CLI when that is what runs (every call then verifies it first).
     """
 
     def __init__(
@@ -162,10 +174,16 @@ class CliSettings:
         check_version: bool,
         install_cli: InstallCli | None = None,
         orchesjob_python: str | None = None,
+        cli_sha256: str | None = None,
     ) -> None:
         install_cli = "auto" if install_cli is None else install_cli
         # Validate once, at construction, so a bad setting fails the DAG parse / task start instead of a retry.
         CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
+        if cli_sha256 is not None and (
+            isinstance(orchesjob_bin, str) or orchesjob_bin is None or len(list(orchesjob_bin)) != 2
+        ):
+            raise ValueError("cli_sha256 goes with orchesjob_bin=[PYTHON, PYZ], the uploaded CLI a worker resolved")
+        self.cli_sha256 = cli_sha256
         self.named = orchesjob_bin is not None
         given = DEFAULT_BIN if orchesjob_bin is None else orchesjob_bin
         self.orchesjob_bin: Binary = given if isinstance(given, str) else list(given)
@@ -185,11 +203,12 @@ class CliSettings:
     def use_installed(self, installed: cli_install.InstalledCli) -> None:
         self.installed = installed
         self.orchesjob_bin = installed.argv
+        self.cli_sha256 = installed.sha256
 
     def origin(self) -> str:
         """``host`` (a CLI the host had), ``uploaded`` (this hook uploaded it) or ``cached`` (an earlier upload)."""
         if self.installed is None:
-            return "host"
+            return "cached" if self.cli_sha256 else "host"
         return "uploaded" if self.installed.uploaded else "cached"
 
     def cli_info(self) -> dict[str, Any] | None:
@@ -198,16 +217,33 @@ class CliSettings:
         if info is None:
             return None
         argv = self.orchesjob_bin if isinstance(self.orchesjob_bin, str) else list(self.orchesjob_bin)
-        return {
+        out = {
             "path": info.get("path") or (argv if isinstance(argv, str) else argv[-1]),
             "version": info.get("version"),
             "python": info.get("executable"),
             "origin": self.origin(),
             "argv": argv,
         }
+        if self.cli_sha256:
+            out["sha256"] = self.cli_sha256
+        return out
 
-    def command_line(self, args: Sequence[Any]) -> str:
-        return cmd.build_command_line(args, orchesjob_bin=self.orchesjob_bin, orchesjob_home=self.orchesjob_home)
+    def command(self, call: cmd.Call) -> tuple[str, bytes]:
+        """The command line and standard input of one call (see the module docstring).
+
+        ``version`` goes as it is (no request: a CLI of another contract must still be able to say what it is);
+        the uploaded CLI is run through the launcher, which verifies it first (``orchesjob_provider.launcher``)."""
+        if self.cli_sha256:
+            python, pyz = list(self.orchesjob_bin)
+            words = [cmd.check_word(python, "orchesjob_python"), "-I", "-c", f"'{launcher.BOOTSTRAP}'"]
+            stdin = launcher.launcher_line(str(pyz), self.cli_sha256, call.verb)
+            if call.verb == "version":
+                return " ".join(words), stdin + b"{}\n"
+            return " ".join(words), stdin + call.request(self.orchesjob_home)
+        words = cmd.cli_words(self.orchesjob_bin)
+        if call.verb == "version":
+            return " ".join([*words, "version"]), b""
+        return " ".join([*words, call.verb, "--request", "-"]), call.request(self.orchesjob_home)
 
     def version_first(self, call: cmd.Call) -> bool:
         """Whether the contract must be checked before ``call`` (once per hook, before the first other verb). An
@@ -243,7 +279,7 @@ class CallRun:
         self.settings = settings
         self.call = call
         self.log = log
-        self.line = settings.command_line(call.args)
+        self.line, self.stdin = settings.command(call)
         self.timeout = call.exec_timeout(settings.command_timeout)
         self.attempts = Attempts(settings.retry, call.retry, call.verb)
         self.result: Any = settings.cli_version if call.verb == "version" else None
@@ -252,7 +288,18 @@ class CallRun:
     def answer(self, reply: tuple[int | None, bytes, bytes]) -> None:
         """Parse one attempt's reply (raising the typed error it carries); a ``version`` answer is checked and kept."""
         exit_code, out, err = reply
-        payload = cmd.parse_output(out, exit_code, err, command=self.line)
+        try:
+            payload = cmd.parse_output(out, exit_code, err, command=self.line)
+        except OrchesjobTransportError as exc:
+            if self.call.verb != "version" or exit_code is None or exit_code < 0:
+                raise
+            # A program ran and answered `version` with an exit status but no JSON: no use asking it again.
+            raise OrchesjobCliBroken(
+                f"`{self.line}` answered with exit {exit_code} and no JSON: {exc.message}",
+                exit_code=exit_code,
+                stderr=err.decode("utf-8", "replace") if isinstance(err, bytes) else str(err),
+                command=self.line,
+            ) from exc
         if self.call.verb == "version":
             payload = dict(cmd.check_version(payload))
             payload["origin"] = self.settings.origin()
@@ -296,13 +343,21 @@ class _OrchesjobHookBase(BaseHook):
         check_version: bool = True,
         install_cli: InstallCli | None = None,
         orchesjob_python: str | None = None,
+        cli_sha256: str | None = None,
     ) -> None:
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
         self.cli_given = (orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         policy = RetryPolicy(retries, retry_backoff, max_backoff)
         self.settings = CliSettings(
-            orchesjob_bin, orchesjob_home, command_timeout, policy, check_version, install_cli, orchesjob_python
+            orchesjob_bin,
+            orchesjob_home,
+            command_timeout,
+            policy,
+            check_version,
+            install_cli,
+            orchesjob_python,
+            cli_sha256,
         )
 
 
@@ -322,9 +377,12 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         shadowed by an upload.
     :param orchesjob_python: the host's interpreter for the uploaded CLI (3.9+); None: ``python3`` and the usual
         absolute paths are tried.
-    :param orchesjob_home: the remote ``ORCHESJOB_HOME`` (state directory); None leaves the host's default. (The hooks
-        take these four as given; the operator and sensor fall back on the connection's extras of the same names,
-        see ``cli_settings_from_connection``.)
+    :param orchesjob_home: the remote state directory (an absolute path or ``~/...``; it travels in each call's
+        request, in place of ``ORCHESJOB_HOME``); None leaves the host's default. (The hooks take these four as
+        given; the operator and sensor fall back on the connection's extras of the same names, see
+        ``cli_settings_from_connection``.)
+    :param cli_sha256: with ``orchesjob_bin=[PYTHON, PYZ]`` of a CLI a worker uploaded: its sha256, which every call
+        verifies before it runs the file (``orchesjob_provider.launcher``; a trigger gets it from the worker).
     :param command_timeout: seconds one CLI call may take over SSH (``wait`` gets its own timeout on top).
     :param retries: how many times a call is repeated after a failure that its verb allows repeating (3).
     :param retry_backoff: first pause between retries in seconds; doubles each time up to ``max_backoff``.
@@ -396,7 +454,7 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         run = self.settings.begin(call, self.log)
         while not run.done:
             try:
-                run.answer(self.transport.run(run.line, run.timeout))
+                run.answer(self.transport.run(run.line, run.timeout, run.stdin))
             except OrchesjobError as exc:
                 time.sleep(run.pause(exc))
         return run.result
@@ -405,23 +463,57 @@ class OrchesjobHook(_OrchesjobHookBase, cmd.Verbs[Any]):
         """The first ``version``: find the CLI to use, uploading this worker's copy where ``install_cli`` says so.
 
         A CLI the host has (named, or ``orchesjob`` on the PATH) is used when it speaks our contract and refused when
-        it does not: an upload beside it would share its state directory with another CLI. Only "no such program"
-        with no CLI named (``auto``), or ``always``, leads to the upload.
+        it does not: an upload beside it would share its state directory with another CLI. When it does not answer
+        at all, the host is asked whether such a file exists (``cli_install.probe``): only a host with none, no CLI
+        named (``auto``), or ``always``, leads to the upload; one that exists is ``OrchesjobCliBroken``.
         """
         settings = self.settings
         if settings.install_cli != "always":
             try:
                 return self._announce(self._run(call))
-            except OrchesjobCliMissing as exc:
+            except (OrchesjobCliMissing, OrchesjobCliBroken) as exc:
+                spec = settings.orchesjob_bin if isinstance(settings.orchesjob_bin, str) else None
+                found = self._probe(spec) if spec is not None else "(an argv prefix)"
+                if found is not None:
+                    raise OrchesjobCliBroken(
+                        f"the host has an orchesjob at {found}, but `{exc.command}` did not answer as an orchesjob "
+                        f"CLI of JSON contract {CONTRACT_VERSION} does ({exc.message}); it is not replaced by an "
+                        "upload: repair or remove it (orchesjob 1.1.0 and wrappers whose target is gone answer like "
+                        "this), or name a working CLI with orchesjob_bin",
+                        exit_code=exc.exit_code,
+                        stderr=exc.stderr,
+                        command=exc.command,
+                    ) from exc
                 if not settings.may_install():
-                    raise
+                    raise OrchesjobCliMissing(
+                        f"the host has no {spec} ({exc.message}); install orchesjob there and name it with "
+                        "orchesjob_bin, or let the provider upload its own (install_cli 'auto', no orchesjob_bin)",
+                        exit_code=exc.exit_code,
+                        stderr=exc.stderr,
+                        command=exc.command,
+                    ) from exc
                 self.log.info(
-                    "No orchesjob CLI on the host (%s); using this worker's copy from the host's cache, "
+                    "The host has no orchesjob CLI (no %s there); using this worker's copy from the host's cache, "
                     "uploading it first if it is not there (install_cli='auto').",
-                    exc.stderr.strip() or "exit 127",
+                    spec,
                 )
         settings.use_installed(self._install())
         return self._announce(self._run(call))
+
+    def _probe(self, spec: str) -> str | None:
+        """Where the host has ``spec`` (a path, or a name on the PATH), or None: evidence, asked of the host."""
+        attempts = Attempts(self.settings.retry, ALWAYS, "probe")
+        while True:
+            try:
+                return cli_install.probe(
+                    self.transport, spec, self.settings.orchesjob_python, self.settings.command_timeout
+                )
+            except OrchesjobError as exc:
+                delay = attempts.failed(exc)
+                if delay is None:
+                    raise
+                self.log.warning("%s", attempts.describe(exc, delay))
+                time.sleep(delay)
 
     def _install(self) -> cli_install.InstalledCli:
         """Put the packed CLI into the host's cache (repeated after transient SSH failures, with one token, so a
@@ -550,7 +642,7 @@ class OrchesjobAsyncHook(_OrchesjobHookBase, cmd.Verbs[Awaitable[Any]]):
                     self._wake_pending = False
                     wake.set()
             try:
-                run.answer(await self.transport.run(run.line, run.timeout, wake))
+                run.answer(await self.transport.run(run.line, run.timeout, wake, run.stdin))
             except OrchesjobError as exc:
                 await asyncio.sleep(run.pause(exc))
             finally:

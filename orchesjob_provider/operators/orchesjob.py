@@ -213,6 +213,7 @@ class OrchesjobOperator(BaseOperator):
                 orchesjob_bin=self._cli_used["argv"],
                 orchesjob_home=self._cli_used.get("orchesjob_home"),
                 install_cli="never",
+                cli_sha256=self._cli_used.get("sha256"),
                 **kwargs,
             )
         return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._cli().hook_kwargs(), **self.hook_kwargs)
@@ -252,6 +253,7 @@ class OrchesjobOperator(BaseOperator):
             ssh_conn_id=self.ssh_conn_id,
             orchesjob_bin=cli["argv"],
             orchesjob_home=cli["orchesjob_home"],
+            cli_sha256=cli.get("sha256"),
             **({"command_timeout": command_timeout} if command_timeout is not None else {}),
         )
 

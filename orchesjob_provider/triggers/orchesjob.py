@@ -182,6 +182,7 @@ class OrchesjobTrigger(BaseTrigger):
             ssh_conn_id=self.ssh_conn_id,
             orchesjob_bin=self.orchesjob_bin,
             orchesjob_home=self.orchesjob_home,
+            cli_sha256=(self.cli or {}).get("sha256"),
             command_timeout=self.command_timeout,
             retries=0,  # the trigger does its own, longer, retrying below
         )
@@ -221,9 +222,8 @@ class OrchesjobTrigger(BaseTrigger):
         if not self.shared_watcher:
             return SharedWatcher(self._make_hook, self.poll_timeout, self.max_bytes, retry)
         bin_key = self.orchesjob_bin if isinstance(self.orchesjob_bin, str) else tuple(self.orchesjob_bin)
-        return shared_watcher(
-            (self.ssh_conn_id, bin_key, self.orchesjob_home), self._make_hook, self.poll_timeout, self.max_bytes, retry
-        )
+        key = (self.ssh_conn_id, bin_key, self.orchesjob_home, (self.cli or {}).get("sha256"))
+        return shared_watcher(key, self._make_hook, self.poll_timeout, self.max_bytes, retry)
 
     def _left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()

@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from cli_helpers import Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, snapshot, wait_pids_gone
 
+from orchesjob import CONTRACT_VERSION
+
 pytestmark = pytest.mark.timeout(120)
 
 K = "known"  # a run key with one finished (strict) job in the populated home
@@ -185,7 +187,7 @@ def test_home_not_writable(tmp_path):
 def test_version_works_whatever_the_home(tmp_path):
     h = tmp_path / "file"
     h.write_text("x")
-    assert check_ok(run_cli(h, "version"))["contract"] == 2
+    assert check_ok(run_cli(h, "version"))["contract"] == CONTRACT_VERSION
 
 
 # -- a database that is not ours ------------------------------------------------------------------------------------

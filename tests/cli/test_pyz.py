@@ -10,6 +10,8 @@ import sys
 import pytest
 from cli_helpers import REPO_ROOT
 
+from orchesjob import CONTRACT_VERSION
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -34,7 +36,7 @@ def test_zipapp_builds_and_runs_a_job(tmp_path):
             [python, str(target), "version"], env=env, capture_output=True, check=True, cwd=str(tmp_path)
         ).stdout
     )
-    assert version["contract"] == 2
+    assert version["contract"] == CONTRACT_VERSION
     job = json.loads(
         subprocess.run(
             [python, str(target), "start", "--sync", "--run-key", "pyz", "--", "echo", "from pyz"],

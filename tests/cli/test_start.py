@@ -8,6 +8,8 @@ import time
 import pytest
 from cli_helpers import OUR_JOB_FIELDS, REFERENCE_JOB_FIELDS, START_FIELDS, pid_alive, read_pids, wait_pids_gone
 
+from orchesjob import CONTRACT_VERSION
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -15,7 +17,7 @@ def test_version_command_and_flag(ok):
     for args in (("version",), ("--version",)):
         v = ok(*args)
         assert re.match(r"^\d+\.\d+\.\d+", v["version"]), v
-        assert v["contract"] == 2
+        assert v["contract"] == CONTRACT_VERSION
         assert v["python"] == sys.version.split()[0]
 
 

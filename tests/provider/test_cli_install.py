@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from orchesjob import CONTRACT_VERSION
+
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
@@ -98,7 +100,7 @@ def test_a_fresh_account_gets_the_cli_uploaded_then_reuses_it(conn, user: HostUs
     cached = user.cache_dir / packed.filename
     with new_hook() as hook:
         info = hook.version()
-        assert info["origin"] == "uploaded" and info["contract"] == 2
+        assert info["origin"] == "uploaded" and info["contract"] == CONTRACT_VERSION
         assert info["path"] == str(cached)  # the CLI itself says it runs from the cache
         assert hook.settings.orchesjob_bin == ["/usr/bin/python3", str(cached)]
         job = hook.start("fresh", ["sh", "-c", "id -un"], sync=True)
@@ -119,6 +121,7 @@ def test_a_fresh_account_gets_the_cli_uploaded_then_reuses_it(conn, user: HostUs
             "python": "/usr/bin/python3",
             "origin": "cached",
             "argv": ["/usr/bin/python3", str(cached)],
+            "sha256": packed.sha256,  # what every call verifies before it runs the file
         }
     assert cached.stat().st_ino == inode  # used as it was, not uploaded again
 
@@ -230,23 +233,23 @@ def test_a_host_without_python_39_gets_a_clear_error(conn, user: HostUser) -> No
     marker = Path("/tmp") / f"orchesjob-pwned-{user.name}"
     hostile = f"/nowhere/$(touch {marker})"
     conn(orchesjob_python=hostile)  # from the connection's extra, as a deployment would set it
-    choice = cli_settings_from_connection(CONN_ID, None, None)
-    assert choice.orchesjob_python == hostile and choice.install_cli == "auto"
-    with new_hook(**choice.hook_kwargs()) as hook:
-        with pytest.raises(OrchesjobNoPython, match="none of /nowhere/"):
+    with pytest.raises(ValueError, match="cannot go on the SSH command line"):
+        cli_settings_from_connection(CONN_ID, None, None)  # refused before anything connects
+    with new_hook(orchesjob_python="/nowhere/python3") as hook:
+        with pytest.raises(OrchesjobNoPython, match="none of /nowhere/python3"):
             hook.version()
-    assert not marker.exists()  # the value was a word, never shell syntax
+    assert not marker.exists()
 
 
 def test_an_incompatible_cli_on_the_path_is_refused_not_shadowed(conn, user: HostUser) -> None:
     bin_dir = user.home / "bin"
     bin_dir.mkdir()
-    (bin_dir / "orchesjob").write_text('#!/bin/sh\necho \'{"version": "9.0.0", "contract": 3}\'\n')
+    (bin_dir / "orchesjob").write_text('#!/bin/sh\necho \'{"version": "9.0.0", "contract": 99}\'\n')
     user.give(bin_dir)
     (bin_dir / "orchesjob").chmod(0o755)
     user.set_path(str(bin_dir))
     with new_hook() as hook:
-        with pytest.raises(OrchesjobIncompatibleCli, match="contract 3"):
+        with pytest.raises(OrchesjobIncompatibleCli, match="contract 99"):
             hook.version()
     assert not user.cache_dir.exists()  # no upload beside it
 
@@ -346,6 +349,7 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
         "python": "/usr/bin/python3",
         "origin": "uploaded",
         "argv": ["/usr/bin/python3", cached],
+        "sha256": packed_cli().sha256,
     }
 
     sensor = OrchesjobSensor(task_id="s", run_key="not-yet", ssh_conn_id=CONN_ID, timeout=60, poke_interval=1)
@@ -432,5 +436,5 @@ def test_bad_install_settings_fail_the_dag_parse() -> None:
         OrchesjobOperator(task_id="t", command=["true"], install_cli="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="contradicts it"):
         OrchesjobSensor(task_id="s", run_key="k", install_cli="always", orchesjob_bin="/opt/orchesjob")
-    with pytest.raises(ValueError, match="NUL"):
+    with pytest.raises(ValueError, match="cannot go on the SSH command line"):
         OrchesjobHook(CONN_ID, orchesjob_python="/usr/bin/python3\x00")

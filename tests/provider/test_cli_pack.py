@@ -15,7 +15,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from orchesjob import __version__
+from orchesjob import CONTRACT_VERSION, __version__
 from orchesjob_provider.cli_pack import SHEBANG, ZIP_EPOCH, pack, package_dir, packed_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ def test_the_packed_file_runs_the_cli_and_says_where_it_is(tmp_path: Path) -> No
         [sys.executable, str(target), "version"], env=env, cwd=str(tmp_path), capture_output=True, check=True
     )
     info = json.loads(out.stdout)
-    assert info["path"] == str(target) and info["contract"] == 2 and info["executable"]
+    assert info["path"] == str(target) and info["contract"] == CONTRACT_VERSION and info["executable"]
     failed = subprocess.run(
         [sys.executable, str(target), "status", "--job-id", "nope"], env=env, cwd=str(tmp_path), capture_output=True
     )

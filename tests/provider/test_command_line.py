@@ -1,7 +1,8 @@
-"""Unit tests of the remote command lines and of the parsing of the CLI's answers (no SSH).
+"""Unit tests of the remote calls (command line and request) and of the parsing of the CLI's answers (no SSH).
 
-The quoting tests do not trust our reading of ``shlex``: they hand the built line to a real ``/bin/sh`` and check
-that every argument arrives byte for byte, for hand-picked hostile strings and for generated ones.
+The request tests do not trust our reading of JSON: they hand the request to the real CLI and check that every
+argument arrives byte for byte in the job, for hand-picked hostile strings and for generated ones. The command line
+tests run it through every login shell a host may have.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from typing import Any
 
 import pytest
+
+from orchesjob import CONTRACT_VERSION
 
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
@@ -61,14 +64,6 @@ NASTY = [
     "\r\n",
 ]
 
-# A fake "CLI" that prints its argv and one environment variable as JSON: running the built line through a real
-# shell shows exactly what the remote program would receive.
-ECHO_ARGV = [
-    sys.executable,
-    "-c",
-    "import json,os,sys; print(json.dumps([sys.argv[1:], os.environ.get('ORCHESJOB_HOME')]))",
-]
-
 
 class Args(cmd.Verbs[list[Any]]):
     """The verbs' argument lists, as their definitions build them."""
@@ -78,63 +73,112 @@ class Args(cmd.Verbs[list[Any]]):
 
 
 A = Args()
+SHELLS = ["/bin/sh", "bash", "zsh", "fish", "tcsh"]
 
 
-def run_through_shell(line: str, home: str = "/nonexistent-home") -> tuple:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home}
-    proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, env=env, timeout=30)
+def shells() -> list[str]:
+    """The login shells a host may give the SSH user. Under CI each must be installed (.ci/run installs them)."""
+    import shutil
+
+    found = [s for s in SHELLS if shutil.which(s)]
+    if os.environ.get("CI"):
+        assert found == SHELLS, "install zsh, fish and tcsh (apt-get install zsh fish tcsh)"
+    return found
+
+
+def run_requested(tmp_path, argv: list[str]) -> list[str]:
+    """What the real CLI's request reader makes of a request carrying `argv` as the command of a job: the job prints
+    its own argv as JSON (a real `orchesjob start --request -`, its supervisor and the job as processes)."""
+    echo = [sys.executable, "-c", "import json,sys; print(json.dumps(sys.argv[1:]))"]
+    call = cmd.define.start("k", [*echo, *argv], mode="default", sync=True)
+    env = dict(os.environ, ORCHESJOB_HOME=str(tmp_path / "oj"), PYTHONPATH=os.getcwd())
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchesjob", "start", "--request", "-"],
+        input=call.request(None),
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
-    argv, orchesjob_home = json.loads(proc.stdout)
-    return argv, orchesjob_home
+    job = json.loads(proc.stdout)
+    with open(job["stdout_file"], "rb") as f:
+        return json.loads(f.read())
 
 
-def test_every_argument_arrives_literally_through_sh() -> None:
-    line = cmd.build_command_line(NASTY, orchesjob_bin=ECHO_ARGV)
-    argv, home = run_through_shell(line)
-    assert argv == NASTY
-    assert home is None
+def test_every_argument_arrives_literally_through_the_request(tmp_path) -> None:
+    """Nothing goes through a shell: the request is JSON on stdin, read by the CLI alone."""
+    assert run_requested(tmp_path, NASTY) == NASTY
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.lists(st.text(alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"])), max_size=5))
-def test_generated_arguments_arrive_literally(args: list) -> None:
-    line = cmd.build_command_line(args, orchesjob_bin=ECHO_ARGV)
-    argv, _ = run_through_shell(line)
-    assert argv == args
+def test_generated_arguments_arrive_literally(tmp_path_factory, args: list) -> None:
+    assert run_requested(tmp_path_factory.mktemp("req"), args) == args
 
 
-def test_orchesjob_home_prefix_is_quoted_and_exported_to_the_cli() -> None:
-    home = "/tmp/a b/$(x)/'q'"
-    line = cmd.build_command_line(["version"], orchesjob_bin=ECHO_ARGV, orchesjob_home=home)
-    assert line.startswith("ORCHESJOB_HOME=")
-    argv, seen = run_through_shell(line)
-    assert argv == ["version"]
-    assert seen == home
+def test_the_request_carries_every_argument_and_the_state_directory() -> None:
+    call = cmd.define.start("k$x", ["echo", "a'b"], env={"T": "v;w"}, cwd="/d e", request_id="r")
+    request = json.loads(call.request("/srv/oj state"))
+    assert request == {"argv": list(call.args[1:]), "state_dir": "/srv/oj state"}
+    assert "--env=T=v;w" in request["argv"] and request["argv"][-2:] == ["echo", "a'b"]
+    assert "state_dir" not in json.loads(call.request(None))
+    assert call.request(None).endswith(b"\n") and call.request(None).count(b"\n") == 1  # one line
 
 
-def test_tilde_in_bin_and_home_means_the_remote_home(tmp_path) -> None:
-    script = tmp_path / "bin dir" / "oj"
-    script.parent.mkdir()
-    script.write_text('#!/bin/sh\nprintf \'%s\\n\' "$ORCHESJOB_HOME" "$@"\n')
-    script.chmod(0o755)
-    line = cmd.build_command_line(["a b"], orchesjob_bin="~/bin dir/oj", orchesjob_home="~/state $x")
-    proc = subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, env={"HOME": str(tmp_path)})
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"{tmp_path}/state $x", "a b"]
+@pytest.mark.parametrize(
+    "word",
+    ["/opt/orchesjob", "orchesjob", "~/.local/bin/orchesjob", "/usr/bin/python3.11", "/a/b_c-d+e:f@g/h.pyz"],
+)
+def test_safe_words_stand_on_the_command_line_as_they_are(word: str) -> None:
+    assert cmd.check_word(word, "orchesjob_bin") == word
+    assert cmd.cli_words(word) == [word]
 
 
-def test_single_string_bin_is_one_word() -> None:
-    assert cmd.cli_prefix("/opt/my tools/orchesjob") == ["'/opt/my tools/orchesjob'"]
-    assert cmd.cli_prefix(["/opt/py", "-m", "orchesjob"]) == ["/opt/py", "-m", "orchesjob"]
+@pytest.mark.parametrize(
+    "word",
+    ["", "-x", "/opt/my tools/oj", "/a/$(id)", "/a/`id`", "/a;b", "~root/oj", "/a/b'c", "/a/*", "/a/!x", "/a\\b"],
+)
+def test_anything_a_shell_might_read_differently_is_refused(word: str) -> None:
+    with pytest.raises(ValueError, match="cannot go on the SSH command line"):
+        cmd.check_word(word, "orchesjob_bin")
+
+
+def test_an_argv_prefix_keeps_its_options() -> None:
+    assert cmd.cli_words(["/opt/py", "-m", "orchesjob"]) == ["/opt/py", "-m", "orchesjob"]
     with pytest.raises(ValueError):
-        cmd.cli_prefix("")
+        cmd.cli_words([])
     with pytest.raises(ValueError):
-        cmd.cli_prefix([])
+        cmd.cli_words(["/opt/py", "-c", "import os; os.system('x')"])
+
+
+def test_the_command_line_reads_the_same_in_every_login_shell(tmp_path) -> None:
+    """The line of a call (a checked path with ~/, the verb, --request -) and the uploaded CLI's bootstrap
+    (python3 -I -c '...') give the program the same argv and stdin under sh, bash, zsh, fish and tcsh."""
+    from orchesjob_provider import launcher
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "oj"
+    fake.write_text("#!/bin/sh\nprintf '%s|' \"$@\"; cat\n")
+    fake.chmod(0o755)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    line = " ".join([*cmd.cli_words("~/bin/oj"), "start", "--request", "-"])
+    boot = " ".join([sys.executable, "-I", "-c", f"'{launcher.BOOTSTRAP}'"])
+    request = cmd.define.status(run_key="$(id) `x` !! 'q' \\").request(None)
+    seen = {}
+    for shell in shells():
+        a = subprocess.run([shell, "-c", line], input=request, capture_output=True, env=env, timeout=30)
+        b = subprocess.run(
+            [shell, "-c", boot], input=b"print('boot ok')\n" + request, capture_output=True, env=env, timeout=30
+        )
+        seen[shell] = (a.returncode, a.stdout, b.returncode, b.stdout)
+    assert seen["/bin/sh"] == (0, b"start|--request|-|" + request, 0, b"boot ok\n")
+    assert all(v == seen["/bin/sh"] for v in seen.values()), seen
 
 
 def test_nul_bytes_are_refused_before_sending() -> None:
     with pytest.raises(ValueError, match="NUL"):
-        cmd.build_command_line(["a\x00b"])
+        cmd.request_line(["a\x00b"], None)
     with pytest.raises(ValueError, match="NUL"):
         A.start("k", ["echo", "a\x00"])
     with pytest.raises(ValueError, match="NUL"):
@@ -329,11 +373,13 @@ def test_no_status_or_no_json_is_a_transport_error(out, code) -> None:
 
 
 def test_check_version() -> None:
-    assert cmd.check_version({"version": "1.2.3", "contract": 2})["contract"] == 2
+    assert cmd.check_version({"version": "1.2.3", "contract": CONTRACT_VERSION})["contract"] == CONTRACT_VERSION
     with pytest.raises(OrchesjobIncompatibleCli, match="contract 1"):
         cmd.check_version({"version": "0.1.0", "contract": 1})  # predates --request-id
-    with pytest.raises(OrchesjobIncompatibleCli, match="contract 3"):
-        cmd.check_version({"version": "9.0.0", "contract": 3})
+    with pytest.raises(OrchesjobIncompatibleCli, match="contract 2"):
+        cmd.check_version({"version": "0.1.0", "contract": 2})  # predates requests on stdin
+    with pytest.raises(OrchesjobIncompatibleCli, match="contract 99"):
+        cmd.check_version({"version": "9.0.0", "contract": 99})
     with pytest.raises(OrchesjobIncompatibleCli, match="did not report"):
         cmd.check_version({"version": "1.1.0"})
     with pytest.raises(OrchesjobIncompatibleCli):

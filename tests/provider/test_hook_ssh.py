@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from orchesjob import CONTRACT_VERSION
+
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
@@ -69,7 +71,7 @@ def read_all(hook: OrchesjobHook, job_id: str, stream: str = "stdout") -> str:
 
 def test_version_is_checked_and_cached(hook: OrchesjobHook) -> None:
     info = hook.version()
-    assert info["contract"] == 2
+    assert info["contract"] == CONTRACT_VERSION
     assert hook.version() is info
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from orchesjob import CONTRACT_VERSION
+
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
@@ -264,7 +266,7 @@ def test_async_hook_matches_the_sync_hook(
             await ahook.close()
 
     seen = asyncio.run(go())
-    assert seen["version"]["contract"] == 2
+    assert seen["version"]["contract"] == CONTRACT_VERSION
     assert seen["status"]["job_id"] == job["job_id"] and seen["status"]["status"] == "SUCCEEDED"
     assert [j["job_id"] for j in seen["all"]] == [job["job_id"]]
     assert [j["job_id"] for j in seen["running"]] == [sleeper["job_id"]]
@@ -302,7 +304,7 @@ def test_async_hook_checks_a_real_host_key(
         finally:
             await ahook.close()
 
-    assert asyncio.run(go())["contract"] == 2
+    assert asyncio.run(go())["contract"] == CONTRACT_VERSION
 
 
 def test_serialize_names_every_constructor_argument() -> None:

@@ -241,16 +241,19 @@ JOB = (0, json.dumps({"job_id": "j1", "status": "FAILED", "existing": True, "sam
 
 
 class FakeTransport:
-    """Replies from a script: each entry is a reply tuple or an exception to raise. Records every line sent."""
+    """Replies from a script: each entry is a reply tuple or an exception to raise. Records every call sent: its
+    command line, and its standard input (the request) after it, for the assertions to read as one text."""
 
     def __init__(self, script: Sequence[Any]) -> None:
         self.script = list(script)
         self.lines: list[str] = []
+        self.command_lines: list[str] = []
         self.timeouts: list[float | None] = []
         self.closed = 0
 
-    def step(self, line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
-        self.lines.append(line)
+    def step(self, line: str, timeout: float | None, stdin: bytes = b"") -> tuple[int | None, bytes, bytes]:
+        self.command_lines.append(line)
+        self.lines.append(line + (" <<< " + stdin.decode() if stdin else ""))
         self.timeouts.append(timeout)
         reply = self.script.pop(0)
         if isinstance(reply, BaseException):
@@ -259,16 +262,18 @@ class FakeTransport:
 
 
 class SyncFake(FakeTransport):
-    def run(self, line: str, timeout: float | None) -> tuple[int | None, bytes, bytes]:
-        return self.step(line, timeout)
+    def run(self, line: str, timeout: float | None, stdin: bytes = b"") -> tuple[int | None, bytes, bytes]:
+        return self.step(line, timeout, stdin)
 
     def close(self) -> None:
         self.closed += 1
 
 
 class AsyncFake(FakeTransport):
-    async def run(self, line: str, timeout: float | None, wake: Any = None) -> tuple[int | None, bytes, bytes]:
-        return self.step(line, timeout)
+    async def run(
+        self, line: str, timeout: float | None, wake: Any = None, stdin: bytes = b""
+    ) -> tuple[int | None, bytes, bytes]:
+        return self.step(line, timeout, stdin)
 
     async def close(self) -> None:
         self.closed += 1
@@ -330,7 +335,9 @@ def test_both_hooks_check_the_contract_once_before_the_first_verb() -> None:
     status = (0, b'{"job_id": "j", "status": "RUNNING"}', b"")
     for result, fake, _ in run_both([VERSION, status, status], lambda h: h.status(job_id="j")):
         assert result["status"] == "RUNNING"
-        assert fake.lines[0].endswith(" version") and "status" in fake.lines[1] and len(fake.lines) == 2
+        assert fake.lines[0] == "/opt/orchesjob version" and len(fake.lines) == 2
+        assert fake.command_lines[1] == "/opt/orchesjob status --request -"
+        assert json.loads(fake.lines[1].split(" <<< ", 1)[1]) == {"argv": ["--job-id=j"]}
 
 
 def test_both_hooks_never_repeat_an_abort_that_was_sent() -> None:
