@@ -152,8 +152,9 @@ def _python_38() -> str | None:
     candidates = []
     for root in roots:
         candidates += sorted(glob.glob(os.path.join(root, "versions", "3.8.*", "bin", "python")))
-    if shutil.which("python3.8"):
-        candidates.append(shutil.which("python3.8"))
+    on_path = shutil.which("python3.8")
+    if on_path:
+        candidates.append(on_path)
     for cand in candidates:
         try:
             if subprocess.run([cand, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"]).returncode == 0:
