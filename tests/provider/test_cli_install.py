@@ -165,11 +165,11 @@ def unusable_system_cli() -> Iterator[bool]:
 
 
 def test_an_orchesjob_in_usr_local_bin_does_not_stop_the_upload(
-    conn, user: HostUser, unusable_system_cli: bool
+    conn, user: HostUser, monkeypatch: pytest.MonkeyPatch, unusable_system_cli: bool
 ) -> None:
-    """The zero-install tests do not depend on this machine having no ``orchesjob``: with one in /usr/local/bin that
-    the account cannot run, the account's own PATH (``HOST_PATH``, without /usr/local/bin) finds none, so the
-    provider uploads its CLI and runs a job with it."""
+    """The zero-install tests and bench do not depend on this machine having no ``orchesjob``: with one in
+    /usr/local/bin that the account cannot run, the account's own PATH (``HOST_PATH``, without /usr/local/bin) finds
+    none, so the provider uploads its CLI and runs a job with it; so does the bench's first contact."""
     assert user.path.split(":") == list(HOST_PATH) and "/usr/local/bin" not in HOST_PATH
     if unusable_system_cli:  # with sshd's default PATH the account would meet it (exit 126: never shadowed)
         met = user.run("/bin/sh", "-c", "PATH=/usr/local/bin:/usr/bin:/bin; orchesjob version")
@@ -183,6 +183,17 @@ def test_an_orchesjob_in_usr_local_bin_does_not_stop_the_upload(
         assert job["status"] == "SUCCEEDED"
         assert hook.logs(job_id=job["job_id"])["data"] == f"{user.name}\n"
     assert sha256(cached) == packed.sha256
+
+    # The zero-install bench's host (a private sshd, this user, PATH set by SetEnv) has no CLI either: its first
+    # contact uploads (it asserts that itself) and the figures come out.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        import cli_install_bench
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{cli_install_bench.CONN_ID.upper()}", "")  # the bench sets it: put back after
+    figures = cli_install_bench.measure(runs=1, calls=1)
+    assert figures["cli_install_first_contact_s"] > 0 and figures["cli_install_upload_bytes"] == len(packed.data)
 
 
 def test_a_tampered_cache_file_is_replaced(conn, user: HostUser) -> None:
