@@ -399,9 +399,10 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 
     cached = str(user.cache_dir / packed_cli().filename)
+    gate = user.home / "gate"  # the job goes on once the task has deferred (a job already ended is not deferred)
     op = OrchesjobOperator(
         task_id="t",
-        command=["sh", "-c", "sleep 1; echo done"],
+        command=["sh", "-c", f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; echo ok"],
         ssh_conn_id=CONN_ID,
         run_key="zero-install",
         poll_interval=5,
@@ -412,6 +413,7 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     kwargs = deferred.value.trigger.serialize()[1]
     assert kwargs["orchesjob_bin"] == ["/usr/bin/python3", cached]  # the triggerer runs exactly this
     assert kwargs["cli"]["origin"] == "uploaded" and kwargs["cli"]["argv"] == kwargs["orchesjob_bin"]
+    gate.touch()
     result = drive(op, ctx, deferred.value)
     assert result["status"] == "SUCCEEDED"
     assert result["cli"] == {

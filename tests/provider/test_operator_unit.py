@@ -518,10 +518,14 @@ def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: 
     trigger = deferred.value.trigger
     assert trigger.abort_on_kill
     pids = read_pids(tmp_path, "main.pid", "child.pid")
+    log = record_log(trigger)
 
     async def run_then_kill() -> None:
         task = asyncio.ensure_future(_drain(trigger))
-        await asyncio.sleep(1)
+        deadline = time.monotonic() + 60
+        while "started" not in log.lines("stdout"):  # the trigger is watching the job: it relayed its first line
+            assert time.monotonic() < deadline and not task.done(), log.messages()
+            await asyncio.sleep(0.02)
         task.cancel()  # the triggerer cancels the trigger, then calls on_kill
         await trigger.on_kill()
 

@@ -97,7 +97,7 @@ def test_failed_job_fails_the_sensor_and_soft_fail_skips(make_sensor, host, defe
 @MODES
 def test_a_run_key_with_no_job_yet_is_waited_for(make_sensor, host, deferrable: bool) -> None:
     def producer() -> None:
-        time.sleep(2)
+        time.sleep(2)  # the scenario: the job appears 2 s after the sensor began to look (the assertion counts on it)
         host.start("export-later", ["sh", "-c", "sleep 1; echo exported"])
 
     thread = threading.Thread(target=producer, daemon=True)
@@ -202,7 +202,7 @@ def test_trigger_without_a_job_id_waits_for_the_run_key_and_survives_a_round_tri
     kwargs["deadline"] = time.time() + 30
 
     async def start_later() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # the scenario: the job appears a second after the rebuilt trigger began to look
         await asyncio.get_running_loop().run_in_executor(None, lambda: host.start("appears", ["true"]))
 
     async def both() -> dict:
