@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,12 @@ def make_sensor(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
 
 def finished(host: OrchesjobHook, run_key: str, code: int) -> dict:
     return host.start(run_key, ["sh", "-c", f"exit {code}"], sync=True)
+
+
+def held_job(gate: Path, script: str) -> list[str]:
+    """``script`` as a job that first waits for the file ``gate`` (at most 60 s): still running when the sensor
+    decides whether to defer, however slow this machine is at the moment."""
+    return ["sh", "-c", f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; {script}"]
 
 
 def run_sensor(sensor: OrchesjobSensor, ctx: Context, max_deferrals: int = 10) -> Any:
@@ -112,8 +119,9 @@ def test_a_run_key_with_no_job_yet_is_waited_for(make_sensor, host, deferrable: 
         assert result["run_key"] == "export-later"
 
 
-def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make_sensor, host) -> None:
-    job = host.start("export-running", ["sh", "-c", "echo noisy; sleep 2"])
+def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make_sensor, host, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job = host.start("export-running", held_job(gate, "echo noisy"))
     sensor = make_sensor(run_key="export-running", deferrable=True)
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
@@ -122,16 +130,19 @@ def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make
     assert isinstance(trigger, OrchesjobTrigger)
     assert trigger.job_id == job["job_id"] and trigger.stream_logs is False and trigger.abort_on_kill is False
     assert trigger.shared_watcher is True
+    gate.touch()
     assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
 
 
-def test_sensor_with_its_own_watcher(make_sensor, host) -> None:
-    job = host.start("export-own-watcher", ["sh", "-c", "sleep 1"])
+def test_sensor_with_its_own_watcher(make_sensor, host, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job = host.start("export-own-watcher", held_job(gate, "true"))
     sensor = make_sensor(run_key="export-own-watcher", deferrable=True, shared_watcher=False)
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(ctx)
     assert deferred.value.trigger.shared_watcher is False and deferred.value.trigger.job_id == job["job_id"]
+    gate.touch()
     assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
 
 
