@@ -3,7 +3,9 @@ included), what a later task's contact costs (the cached copy, checked by sha256
 handshake cost the same whether the CLI was uploaded or named.
 
 A private sshd whose sessions get a fresh HOME and a bare PATH stands for the host (as in `make demo`); emptying
-that HOME's cache makes the next contact a first one again. No root needed.
+that HOME's cache makes the next contact a first one again. No root needed. The PATH is the system's /usr/bin and
+/bin only: an `orchesjob` this machine may have in /usr/local/bin would otherwise answer the first contact (or, if
+this user cannot run it, fail it) and there would be no upload to measure.
 """
 
 from __future__ import annotations
@@ -40,9 +42,7 @@ def measure(runs: int = 5, calls: int = 20) -> dict[str, Any]:
         base = Path(tmp)
         home = base / "host-home"
         home.mkdir(mode=0o700)
-        server = SshServer(
-            base / "sshd", extra_config=[f"SetEnv HOME={home} PATH=/usr/local/bin:/usr/bin:/bin"]
-        ).start()
+        server = SshServer(base / "sshd", extra_config=[f"SetEnv HOME={home} PATH=/usr/bin:/bin"]).start()
         os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = server.airflow_connection_json()
         state = str(base / "host-state")
         try:

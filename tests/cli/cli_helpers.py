@@ -166,6 +166,51 @@ def wait_until(pred, timeout: float = 30.0, step: float = 0.05, what: str = "con
         time.sleep(step)
 
 
+def open_files(pid: int) -> list[str]:
+    """What process `pid`'s file descriptors point at (paths, or e.g. ``anon_inode:[pidfd]``); [] once it is gone."""
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+    except OSError:
+        return []
+    out = []
+    for fd in fds:
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def _pidfds_work() -> bool:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return False
+    try:
+        os.close(opener(os.getpid()))
+    except OSError:
+        return False
+    return True
+
+
+# Whether this kernel and Python have pidfds (Linux 5.3+, Python 3.9+): the CLI waits on a job through one then.
+PIDFDS = _pidfds_work()
+
+
+def wait_until_waiting_on_a_job(pid: int, timeout: float = 30.0, what: str = "the caller") -> None:
+    """Wait until CLI process `pid` (`start --sync`, `wait`, `logs --follow`) has found its running job and waits
+    on it: it then holds a pidfd of the job's supervisor. Without pidfds here there is nothing to see, and it gets
+    a second instead (enough on an idle machine)."""
+    if not PIDFDS:
+        time.sleep(1.0)  # no pidfd to look for on this kernel: a fixed pause is all there is
+        return
+    wait_until(
+        lambda: "anon_inode:[pidfd]" in open_files(pid),
+        timeout,
+        step=0.01,
+        what="%s (pid %d) to wait on its job" % (what, pid),
+    )
+
+
 def wait_pids_gone(pids, timeout: float = 30.0) -> None:
     wait_until(lambda: not any(pid_alive(p) for p in pids), timeout, what="pids %s to be gone" % list(pids))
 

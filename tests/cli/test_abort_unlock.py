@@ -165,8 +165,9 @@ def test_unlock_allows_one_strict_rerun_and_is_consumed(start_job, ok):
 
 def test_unlock_expires(start_job, ok):
     first = start_job("ux", "true", opts=("--sync", "--strict"))
-    ok("unlock", "--run-key", "ux", "--ttl", "1")
-    time.sleep(2.2)
+    unlocked = ok("unlock", "--run-key", "ux", "--ttl", "1")
+    # usable while the clock (whole seconds) is before expires_at: wait until it is not
+    wait_until(lambda: time.time() >= unlocked["expires_at"] + 0.05, 10, step=0.05, what="the unlock to expire")
     again = start_job("ux", "true", opts=("--sync", "--strict"))
     assert again["existing"] is True and again["job_id"] == first["job_id"]
     assert again["strict_override_used"] is False

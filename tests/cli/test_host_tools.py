@@ -32,6 +32,7 @@ from cli_helpers import (
     run_cli,
     stat_state,
     wait_until,
+    wait_until_waiting_on_a_job,
 )
 
 from orchesjob.store import SCHEMA_VERSION
@@ -186,7 +187,7 @@ def test_follow_through_a_pipe_prints_as_the_log_grows_and_exits_0_when_the_job_
     job, gate = gate_job(start_job, tmp_path, "grow", "one\n", "two\n")
     p = follow(home, "--job-id", job["job_id"])
     out = read_until(fd_of(p.stdout), b"one\n")
-    time.sleep(0.3)
+    time.sleep(0.3)  # a negative check: the follow does not end within this while the job runs
     assert p.poll() is None, "the follow ended while the job still runs"
     gate.touch()
     out = read_to_end(fd_of(p.stdout), buf=out)
@@ -232,7 +233,7 @@ def test_follow_in_a_pseudo_terminal(home, start_job, tmp_path):
     job, gate = gate_job(start_job, tmp_path, "tty", "on a terminal\n", "the end\n")
     t = Pty(home, "logs", "-f", "--job-id", job["job_id"])
     t.read_until(b"on a terminal\r\n")
-    time.sleep(0.3)
+    time.sleep(0.3)  # a negative check: the follow does not end within this while the job runs
     assert os.waitpid(t.pid, os.WNOHANG) == (0, 0), "the follow ended while the job still runs"
     gate.touch()
     code, out = t.finish()
@@ -289,7 +290,7 @@ def test_follow_from_an_offset_past_the_end_waits_there_and_a_truncated_log_is_f
     job, gate = gate_job(start_job, tmp_path, "offset", "abc\n", "defgh\n")
     wait_until(lambda: os.path.getsize(job["stdout_file"]) == 4, what="the first line")
     p = follow(home, "--job-id", job["job_id"], "--offset", "6")
-    time.sleep(0.5)
+    wait_until_waiting_on_a_job(p.pid, what="the follow")  # it waits at offset 6, past the end
     gate.touch()
     assert read_to_end(fd_of(p.stdout)) == b"fgh\n"
     assert p.wait(30) == 0 and read_of(p.stderr) == b""
@@ -363,7 +364,7 @@ def test_ls_last_and_run_key(run, start_job):
     start_job("k", "sh", "-c", "exit 4", opts=("--sync",))
     time.sleep(1.1)  # start times are whole seconds: keep the order unambiguous
     start_job("k", "sh", "-c", "kill -TERM $$", opts=("--sync",))
-    time.sleep(1.1)
+    time.sleep(1.1)  # the same: a later whole second for the next start
     start_job("other", "true", opts=("--sync",))
     rows = _table(run("ls", "--last", "2").out)[1:]
     assert [(r[0], r[1], r[2]) for r in rows] == [("other", "1", "SUCCEEDED"), ("k", "2", "FAILED")]

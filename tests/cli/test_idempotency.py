@@ -2,10 +2,9 @@
 
 import os
 import signal
-import time
 
 import pytest
-from cli_helpers import wait_pids_gone
+from cli_helpers import wait_pids_gone, wait_until_waiting_on_a_job
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -124,8 +123,8 @@ def test_sync_start_on_running_job_waits_for_it(mode, start_job, ok, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    # let the caller find the running job and block on it (an ordering aid, not a timing assertion)
-    time.sleep(1.5)
+    # the caller has found the running job and blocks on it
+    wait_until_waiting_on_a_job(p.pid)
     assert p.poll() is None, "start --sync returned while the existing job was still running"
     go.touch()
     out, err = p.communicate(timeout=60)

@@ -139,6 +139,7 @@ def test_a_job_whose_caller_died_before_its_supervisor_recorded_itself_is_alive_
     again = check_ok(run_cli(home, "start", "--run-key", "race", "--", *counting(marker)))
     assert again["existing"] is True and again["job_id"] == job_id
     assert check_ok(run_cli(home, "status", "--job-id", job_id))["status"] == "RUNNING"
+    time.sleep(0.5)  # a negative check: no second execution shows up within half a second
     assert runs(marker) == 1
 
 
@@ -256,11 +257,14 @@ def test_without_its_supervisor_a_job_in_another_pid_namespace_is_alive_and_not_
 
 # -- 3. clean never deletes a job that is still alive -------------------------------------------------------------
 def test_clean_skips_an_aborted_job_whose_abort_died_midway(home, tmp_path):
-    marker = tmp_path / "runs"
-    job = check_ok(run_cli(home, "start", "--run-key", "dying", "--", *counting(marker, "trap '' TERM; sleep 30")))
+    marker, termed = tmp_path / "runs", tmp_path / "termed"
+    # the command notes the SIGTERM and lives on (its short sleeps die of it; the loop goes on for 30 s)
+    survivor = "trap 'echo TERM >> %s' TERM; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done" % termed
+    job = check_ok(run_cli(home, "start", "--run-key", "dying", "--", *counting(marker, survivor)))
     aborter = popen_cli(home, "abort", "--run-key", "dying", "--grace-seconds", "20")
     wait_until(lambda: db_row(home, job["job_id"])["status"] == "ABORTED", 30, what="ABORTED to be recorded")
-    time.sleep(0.3)  # the SIGTERM is sent; the command ignores it and the aborter waits out its grace
+    # the SIGTERM is sent; the command survives it and the aborter waits out its grace
+    wait_until(termed.exists, 30, what="the command to get the SIGTERM")
     aborter.kill()
     aborter.wait()
     assert pid_alive(job["target_pid"])
@@ -406,7 +410,7 @@ def test_an_abort_just_before_launch_means_the_command_never_starts(home, tmp_pa
     assert aborted["status"] == "ABORTED"
     os.kill(sup, signal.SIGCONT)
     wait_pids_gone([sup])
-    time.sleep(0.3)
+    time.sleep(0.3)  # a negative check: a command the resumed supervisor wrongly launched would show up by now
     assert runs(marker) == 0
     row = db_row(home, job_id)
     assert row["status"] == "ABORTED" and row["target_pid"] is None
@@ -425,7 +429,7 @@ def test_abort_does_not_signal_a_recycled_process_group(home, db, spawn):
     aborted = check_ok(run_cli(home, "abort", "--run-key", "grp", "--grace-seconds", "1"))
     assert aborted["status"] == "ABORTED"
     wait_pids_gone([job["target_pid"]])  # the job's own (verified) process was still stopped
-    time.sleep(0.2)
+    time.sleep(0.2)  # a negative check: a signal sent to the stranger's group would have killed it by now
     assert stranger.poll() is None, "the stranger's process group was signalled"
 
 

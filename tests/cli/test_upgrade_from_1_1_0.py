@@ -34,6 +34,7 @@ from cli_helpers import (
     check_ok,
     cli_argv,
     cli_env,
+    open_files,
     parse_json,
     pid_alive,
     run_cli,
@@ -172,7 +173,7 @@ def build_history(v: V110, home: Path) -> None:
     v.ok(home, "unlock", "--run-key", "expired", "--ttl", "1")
     v.ok(home, "start", "--run-key", "aborted", "--", "sleep", "300")
     v.ok(home, "abort", "--run-key", "aborted", "--reason", "not today", "--grace-seconds", "2")
-    time.sleep(1.2)  # the unlock of "expired" has expired
+    time.sleep(1.2)  # a gap longer than its 1 s TTL: the unlock of "expired" has expired
 
 
 @pytest.fixture(scope="session")
@@ -353,7 +354,9 @@ def test_a_1_1_0_job_that_ends_during_the_upgrade_keeps_its_result(v110, home, t
         release.touch()
         wait_until(ended.exists, what="the command to end")
         wait_until(lambda: not pid_alive(job["target_pid"]))
-        time.sleep(0.5)  # the worker is now waiting for the lock with its result
+        # a negative check: the worker cannot record its result while the paused upgrade holds the lock, so half
+        # a second later it is still there, waiting
+        time.sleep(0.5)
         assert pid_alive(job["worker_pid"])
     finally:
         os.kill(upgrader.pid, signal.SIGCONT)
@@ -432,7 +435,7 @@ def test_kill_9_at_any_moment_of_the_upgrade_leaves_the_old_database_or_the_new_
             wait_until(lambda p=p: stopped(p.pid) or p.poll() is not None, what="the pause at %s" % moment)
             assert p.poll() is None, "the pause point %s was never reached (seed %d)" % (moment, seed)
         else:
-            time.sleep(moment)
+            time.sleep(moment)  # a random moment of the upgrade to kill it at (the seed above repeats it)
         p.kill()
         p.communicate()
         ctx = "moment %r, seed %d" % (moment, seed)
@@ -482,7 +485,13 @@ def test_concurrent_clis_during_the_upgrade_queue_and_then_see_the_upgraded_stat
             )
         others.append(("read", popen_cli(home, "status", "--run-key", "failed")))
         others.append(("read", popen_cli(home, "status", "--all", "--run-key", "twice")))
-        time.sleep(1.0)  # they are all waiting for the lock now, or reading the old state
+        # they are all waiting for the lock now (they have the database open), or have read the old state and left
+        db = str(db_path(home))
+        wait_until(
+            lambda: all(p.poll() is not None or db in open_files(p.pid) for _, p in others),
+            60,
+            what="the other CLIs to reach the database",
+        )
     finally:
         os.kill(upgrader.pid, signal.SIGCONT)
     first = check_ok(finish(upgrader))
@@ -638,7 +647,7 @@ def test_a_user_whose_1_1_0_state_is_in_var_lib_keeps_it(v110, other_user):
     assert again["existing"] is True and again["job_id"] == job["job_id"]
     assert again["migrated_from"] == {"version": "1.1.0", "backup": "/var/lib/orchesjob/" + BACKUP}
     assert (state / BACKUP).stat().st_uid == uid
-    time.sleep(0.5)
+    time.sleep(0.5)  # a negative check: no second execution shows up within half a second
     assert runs(marker) == 1
 
     # state in both places: the rule picks /var/lib/orchesjob and says once that the other one is ignored
@@ -673,7 +682,7 @@ def test_a_1_1_0_job_whose_worker_died_still_holds_its_key_while_its_command_run
     again = ok("start", "--run-key", "k", "--", *counting(marker))
     assert again["existing"] is True and again["job_id"] == job["job_id"] and again["status"] == "RUNNING"
     assert again["finished_at"] is None
-    time.sleep(0.3)
+    time.sleep(0.3)  # a negative check: no second execution shows up by now
     assert runs(marker) == 1
     seen = ok("status", "--run-key", "k")
     assert (seen["status"], seen["liveness"]) == ("RUNNING", "verified")

@@ -226,12 +226,12 @@ def test_a_caller_can_cut_its_long_poll_short_by_closing_stdin(start_job, home):
         text=True,
     )
     assert p.stdin is not None and p.stdout is not None
-    time.sleep(1.0)
+    time.sleep(1.0)  # a negative check: the long poll does not answer on its own within a second
     assert p.poll() is None, "the call returned before its caller hung up"
     t0 = time.monotonic()
     p.stdin.write("anything written is ignored\n")
     p.stdin.flush()
-    time.sleep(0.3)
+    time.sleep(0.3)  # a negative check: what is written does not wake it, only the end of stdin does
     assert p.poll() is None
     p.stdin.close()
     assert p.wait(timeout=30) == 0 and time.monotonic() - t0 < 10

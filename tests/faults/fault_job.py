@@ -33,7 +33,7 @@ def note(path: str, text: str) -> None:
 def linger(seconds: float, marker: str, job: str, what: str) -> None:
     """Body of a child or daemon: sleep, note the exit, leave without running any parent cleanup."""
     try:
-        time.sleep(seconds)
+        time.sleep(seconds)  # the scenario: it outlives its parent this long
         note(marker, "%s-exit %s %d" % (what, job, os.getpid()))
     finally:
         os._exit(0)

@@ -128,7 +128,7 @@ class Trial:
 
     def free_later(self, delay: float) -> threading.Thread:
         def run() -> None:
-            time.sleep(delay)
+            time.sleep(delay)  # the scenario: the disk stays full this long (a trial's random parameter)
             self.free()
 
         th = threading.Thread(target=run, daemon=True)
@@ -194,17 +194,17 @@ def run(p: dict) -> dict:
         began = t.wait_for_begin()
         t.note("the first command began: %s" % began)
     if moment == "while-running" and began:
-        time.sleep(p["delay"])
+        time.sleep(p["delay"])  # random jitter: the disk fills anywhere in the command's run
         t.fill()
         free_thread = t.free_later(p["free_after"])
     elif moment == "at-the-end" and began:
         if p["gate_first"]:
             t.open_gate("right before the fill")
-            time.sleep(p["delay"])
+            time.sleep(p["delay"])  # random jitter between the two
             t.fill()
         else:
             t.fill()
-            time.sleep(p["delay"])
+            time.sleep(p["delay"])  # random jitter between the two
             t.open_gate("right after the fill")
         free_thread = t.free_later(p["free_after"])
     elif free_thread is None:

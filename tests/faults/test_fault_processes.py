@@ -214,9 +214,9 @@ def test_kill_9_of_the_supervisor_at_random_moments(home: Path, tmp_path: Path, 
             }[moment]
             if ready:
                 if moment == "while-running":
-                    time.sleep(rng.uniform(0, t.duration))
+                    time.sleep(rng.uniform(0, t.duration))  # random jitter: anywhere in the command's run
                 elif moment == "at-the-end":
-                    time.sleep(rng.uniform(0, 0.05))
+                    time.sleep(rng.uniform(0, 0.05))  # random jitter: as it ends, or just after
                 for pid in seen:
                     if _kill(pid):
                         killed = pid
@@ -261,13 +261,13 @@ def test_kill_9_of_start_at_random_moments(home: Path, tmp_path: Path, rng) -> N
         proc = t.popen_start(*opts)
         deadline = time.monotonic() + 60
         if moment == "early":
-            time.sleep(rng.uniform(0.0, 0.08))
+            time.sleep(rng.uniform(0.0, 0.08))  # random jitter: somewhere early in the start
         while moment != "early" and proc.poll() is None and time.monotonic() < deadline:
             if moment == "supervisor-up" and supervisor_pids(home, proc.pid):
                 break
             if moment in ("command-began", "sync-waiting") and Evidence(t.marker).begins():
                 if moment == "sync-waiting":
-                    time.sleep(rng.uniform(0.0, t.duration))
+                    time.sleep(rng.uniform(0.0, t.duration))  # random jitter: while the caller waits
                 break
             time.sleep(0.002)
         hit = proc.poll() is None and _kill(proc.pid)
@@ -309,7 +309,7 @@ def test_sighup_of_the_callers_session(home: Path, tmp_path: Path, rng) -> None:
             preexec_fn=controlling_tty,
         )
         os.close(slave)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.5))  # random jitter: the hangup lands anywhere in the start
         how = rng.choice(["hangup", "killpg"])
         if how == "hangup":
             os.close(master)
@@ -396,7 +396,7 @@ def test_abort_of_a_forking_target_at_random_moments_leaves_nothing(home: Path, 
             ignore_term=t.ignore_term,
         )
         job = ok(home, "start", "--run-key", t.key, "--", *cmd)
-        time.sleep(rng.uniform(0.0, 0.4))
+        time.sleep(rng.uniform(0.0, 0.4))  # random jitter: the abort finds the job's tree at any stage
         t.abort(job["job_id"])
         assert job["job_id"] in t.aborted, t.describe()
         final = ok(home, "status", "--job-id", job["job_id"])

@@ -30,7 +30,17 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import REPO_ROOT, Result, cli_argv, cli_env, parse_json, pid_alive, stat_state, wait_until
+from tests.cli.cli_helpers import (
+    REPO_ROOT,
+    Result,
+    cli_argv,
+    cli_env,
+    parse_json,
+    pid_alive,
+    stat_state,
+    wait_until,
+    wait_until_waiting_on_a_job,
+)
 from tests.faults.conftest import _unavailable, trials
 from tests.faults.faultlib import (
     ACTIVE,
@@ -101,6 +111,16 @@ def _ps(pids) -> str:
         except OSError:
             out.append("%d (gone)" % pid)
     return "; ".join(out)
+
+
+def _stored_status(home: Path, job_id: str) -> str | None:
+    """The job's status as the database file holds it (read-only, like _job_ids)."""
+    c = sqlite3.connect("file:%s?mode=ro" % (home / "orchesjob.db"), uri=True, timeout=30)
+    try:
+        row = c.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    finally:
+        c.close()
+    return None if row is None else str(row[0])
 
 
 def _job_ids(home: Path, key: str) -> list[str]:
@@ -174,7 +194,7 @@ class LockHolder(threading.Thread):
         try:
             c.execute("BEGIN IMMEDIATE")
             self.held.set()
-            time.sleep(self.seconds)
+            time.sleep(self.seconds)  # the scenario: the lock stays taken this long
             c.execute("ROLLBACK")
         except sqlite3.OperationalError:
             pass  # someone else holds it (a reader stopped inside its transaction): nothing to add
@@ -476,7 +496,7 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
                 wait_until(
                     lambda t=t, first=first: Evidence(t.marker).ends(first), 30, step=0.005, what="the command to end"
                 )
-                time.sleep(rng.uniform(0.0, 0.03))
+                time.sleep(rng.uniform(0.0, 0.03))  # random jitter: a little after the end, or not
         t.notes.append("stage %s%s, supervisor %d" % (stage, " at %s" % pause if pause else "", sup))
         sup_state = "stopped" if pause else "running"
         holder: LockHolder | None = None
@@ -584,7 +604,9 @@ def test_a_waiter_whose_job_is_cleaned_meanwhile_answers_cleanly(home: Path, tmp
     else:
         proc = _popen(home, "start", "--run-key", "gone", "--sync", "--", *command)
     wait_until(lambda: Evidence(marker).begins(), 30, what="the command to begin")
-    time.sleep(0.3)  # the waiter is in its loop
+    if waiter == "wait":  # the waiter is in its loop, on the job's supervisor
+        wait_until_waiting_on_a_job(proc.pid, what="the waiter")
+    # (start --sync launched the job itself: it has been waiting on its supervisor since before the command began)
     os.kill(proc.pid, signal.SIGSTOP)
     gate.touch()
 
@@ -627,6 +649,9 @@ def test_a_reader_never_reaches_a_lost_verdict_while_the_supervisor_lives(
     if when == "launched-before-the-lock":
         os.kill(sup, signal.SIGCONT)
         wait_until(lambda: Evidence(marker).begins(), 30, step=0.01, what="the command to begin")
+        wait_until(
+            lambda: _stored_status(home, job_id) == "RUNNING", 30, step=0.01, what="the supervisor to commit its launch"
+        )
         holder.start()
     else:
         holder.start()
@@ -806,7 +831,7 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
             sup = _stopped_supervisor(home, caller.pid)
             t.job_id = _job_ids(home, t.key)[0]
             t.batch(rng, "supervisor stopped", clean_deletes=True)
-            time.sleep(rng.uniform(0.0, 0.2))
+            time.sleep(rng.uniform(0.0, 0.2))  # random jitter before the supervisor goes on
             _kill(sup, signal.SIGCONT)
         r = assert_contract(_finish(caller), "start")
         assert r.code == 0, r
@@ -815,7 +840,7 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
         wait_until(lambda t=t: Evidence(t.marker).begins(), 30, what="the command to begin")
         t.batch(rng, "running", clean_deletes=True)
         t.gate.touch()
-        time.sleep(rng.uniform(0.0, 0.05))
+        time.sleep(rng.uniform(0.0, 0.05))  # random jitter: the batch lands as the command ends, or after
         t.batch(rng, "ending", clean_deletes=False)
         final = wait_terminal(home, t.job_id)
         t.batch(rng, "ended", clean_deletes=False)
@@ -1108,9 +1133,9 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
         sup: int | None = None
         if when == "while-stopped":
             sup = _stopped_supervisor(home, caller.pid)
-            time.sleep(rng.uniform(0.0, 0.1))
+            time.sleep(rng.uniform(0.0, 0.1))  # random jitter before the abort
         else:
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.3))  # random jitter: the abort lands anywhere in the start
         begun_before = {ln[1] for ln in Evidence(marker).begins()}
         r = cli(home, "abort", "--run-key", key, "--grace-seconds", "1", "--reason", "fault test")
         assert r.code in (0, 3, 4), describe() + "\n" + r.out
@@ -1145,7 +1170,7 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
                     found = -1  # it passed its pause point long ago (recorded, launched, or left)
                 sup = found if found and found > 0 else None
             if sup is not None:
-                time.sleep(rng.uniform(0.0, 0.1))
+                time.sleep(rng.uniform(0.0, 0.1))  # random jitter before the supervisor goes on
                 _kill(sup, signal.SIGCONT)
                 notes.append("supervisor resumed")
         rc = assert_contract(_finish(caller), "start")

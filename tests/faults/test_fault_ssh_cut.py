@@ -49,8 +49,9 @@ from typing import Any
 
 import pytest
 
+from tests.cli.cli_helpers import TERMINAL, wait_until
 from tests.faults.conftest import trials
-from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, wait_terminal
+from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, processes_of_home, wait_terminal
 from tests.support.cutproxy import C2S, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
 
 pytestmark = [
@@ -110,7 +111,11 @@ def calibrate(proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
         job = hook.start("cal-%05d" % i, start_command(tmp / ("c%05d" % i), tmp / ("l%05d" % i), "0.00"))
         hook.close()
         wait_terminal(home, job["job_id"])
-        time.sleep(0.2)
+        wait_until(
+            lambda: len(proxy.connections) > before and all(r.closed for r in proxy.connections[before:]),
+            30,
+            what="the proxy to see the calibration session closed",
+        )
         recs = proxy.connections[before:]
         assert len(recs) == 1, "calibration: expected one connection, got %d" % len(recs)
         sessions.append(phases_of(recs[0]))
@@ -402,7 +407,19 @@ def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
             job, error = None, exc
         proxy.set_plan(lambda index: None)
         assert proxy.connections[first].cut_done, "the cut did not happen"
-        time.sleep(1.0)
+
+        def settled() -> bool:
+            """The hook is done, so no retry comes any more; the host is done too once no process of its state
+            directory is left (a `start` of the cut session still on its way, a supervisor, the command)."""
+            if processes_of_home(home):
+                return False
+            jobs = history(home, "ack-lost")
+            return bool(jobs) and all(j["status"] in TERMINAL for j in jobs)
+
+        try:
+            wait_until(settled, 30, what="the job to end")
+        except AssertionError:
+            pass  # the assertion below says what happened
         runs = Evidence(marker).executions()
         jobs = history(home, "ack-lost")
         assert sum(runs.values()) == 1 and len(jobs) == 1, (

@@ -1,8 +1,10 @@
 """Hosts that need nothing installed: the provider uploads its own CLI, against a real sshd and real accounts.
 
 Every test logs in as a fresh account (``tests.support.host_users``): no CLI on its PATH, no ``~/.cache``, the
-machine's ``/usr/bin/python3``. What is checked is what the host ends up with (files, owners, modes, hashes) and
-what the hook reports, never our own bookkeeping alone.
+machine's ``/usr/bin/python3``. The account's PATH is its own (``HOST_PATH``, set in ``~/.ssh/environment``), not
+sshd's default with /usr/local/bin, so an ``orchesjob`` this machine has there does not count (a test proves it).
+What is checked is what the host ends up with (files, owners, modes, hashes) and what the hook reports, never our own
+bookkeeping alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobUnsafeCache,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, cli_settings_from_connection
-from tests.support.host_users import HostUser, can_make_users, multiuser_sshd, stop_multiuser_sshd
+from tests.support.host_users import HOST_PATH, HostUser, can_make_users, multiuser_sshd, stop_multiuser_sshd
 from tests.support.operator_unit import context, drive
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 from tests.support.sshd import SshServer
@@ -126,6 +128,77 @@ def test_a_fresh_account_gets_the_cli_uploaded_then_reuses_it(conn, user: HostUs
     assert cached.stat().st_ino == inode  # used as it was, not uploaded again
 
 
+SYSTEM_CLI = Path("/usr/local/bin/orchesjob")
+
+
+@pytest.fixture
+def unusable_system_cli() -> Iterator[bool]:
+    """An ``orchesjob`` in /usr/local/bin that a plain account cannot use: it exits 126 as a link into a root-only
+    venv does for such an account (when the shell finds it by PATH, dash says 127 for that, bash 126; this one
+    answers 126 under any shell). Yields whether this test made it.
+
+    The file is seen by the whole machine while it exists, so it lives for this one test only and is removed
+    afterwards whatever happened (only the file made here: one that was there before is neither made nor touched).
+    """
+    if os.path.lexists(SYSTEM_CLI):
+        yield False  # this machine has one already: the case is there as it is
+        return
+    if not SYSTEM_CLI.parent.is_dir():
+        pytest.skip(f"{SYSTEM_CLI.parent} does not exist here")
+    script = b'#!/bin/sh\necho "orchesjob: /root/venv/bin/orchesjob: Permission denied" >&2\nexit 126\n'
+    try:
+        fd = os.open(SYSTEM_CLI, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
+    except FileExistsError:  # one appeared meanwhile: the case is there, and nothing here is ours to remove
+        yield False
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(script)
+            made = os.fstat(f.fileno())
+        os.chmod(SYSTEM_CLI, 0o755)  # whatever the umask took away
+        yield True
+    finally:
+        try:
+            now = os.lstat(SYSTEM_CLI)
+        except FileNotFoundError:
+            pass
+        else:
+            if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+                SYSTEM_CLI.unlink()
+
+
+def test_an_orchesjob_in_usr_local_bin_does_not_stop_the_upload(
+    conn, user: HostUser, monkeypatch: pytest.MonkeyPatch, unusable_system_cli: bool
+) -> None:
+    """The zero-install tests and bench do not depend on this machine having no ``orchesjob``: with one in
+    /usr/local/bin that the account cannot run, the account's own PATH (``HOST_PATH``, without /usr/local/bin) finds
+    none, so the provider uploads its CLI and runs a job with it; so does the bench's first contact."""
+    assert user.path.split(":") == list(HOST_PATH) and "/usr/local/bin" not in HOST_PATH
+    if unusable_system_cli:  # with sshd's default PATH the account would meet it (exit 126: never shadowed)
+        met = user.run("/bin/sh", "-c", "PATH=/usr/local/bin:/usr/bin:/bin; orchesjob version")
+        assert met.returncode == 126, (met.returncode, met.stderr)
+    packed = packed_cli()
+    cached = user.cache_dir / packed.filename
+    with new_hook() as hook:
+        info = hook.version()
+        assert (info["origin"], info["path"]) == ("uploaded", str(cached))
+        job = hook.start("despite-usr-local-bin", ["sh", "-c", "id -un"], sync=True)
+        assert job["status"] == "SUCCEEDED"
+        assert hook.logs(job_id=job["job_id"])["data"] == f"{user.name}\n"
+    assert sha256(cached) == packed.sha256
+
+    # The zero-install bench's host (a private sshd, this user, PATH set by SetEnv) has no CLI either: its first
+    # contact uploads (it asserts that itself) and the figures come out.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    try:
+        import cli_install_bench
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{cli_install_bench.CONN_ID.upper()}", "")  # the bench sets it: put back after
+    figures = cli_install_bench.measure(runs=1, calls=1)
+    assert figures["cli_install_first_contact_s"] > 0 and figures["cli_install_upload_bytes"] == len(packed.data)
+
+
 def test_a_tampered_cache_file_is_replaced(conn, user: HostUser) -> None:
     packed = packed_cli()
     cached = user.cache_dir / packed.filename
@@ -182,6 +255,7 @@ def test_a_foreign_file_in_the_cache_is_refused(conn, user: HostUser) -> None:
 
 def test_a_home_without_room_for_a_cache_is_an_error_and_stale_uploads_are_swept(conn, user: HostUser) -> None:
     os.chown(user.home, 0, 0)  # the account can no longer create ~/.cache
+    user.home.chmod(0o755)  # but still reads its ~/.ssh/environment (its PATH), whatever mode useradd gave the home
     with new_hook() as hook:
         with pytest.raises(OrchesjobCliInstallError) as failed:
             hook.version()
@@ -328,9 +402,10 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 
     cached = str(user.cache_dir / packed_cli().filename)
+    gate = user.home / "gate"  # the job goes on once the task has deferred (a job already ended is not deferred)
     op = OrchesjobOperator(
         task_id="t",
-        command=["sh", "-c", "sleep 1; echo done"],
+        command=["sh", "-c", f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; echo ok"],
         ssh_conn_id=CONN_ID,
         run_key="zero-install",
         poll_interval=5,
@@ -341,6 +416,7 @@ def test_operator_and_sensor_hand_the_resolved_cli_to_the_trigger(conn, user: Ho
     kwargs = deferred.value.trigger.serialize()[1]
     assert kwargs["orchesjob_bin"] == ["/usr/bin/python3", cached]  # the triggerer runs exactly this
     assert kwargs["cli"]["origin"] == "uploaded" and kwargs["cli"]["argv"] == kwargs["orchesjob_bin"]
+    gate.touch()
     result = drive(op, ctx, deferred.value)
     assert result["status"] == "SUCCEEDED"
     assert result["cli"] == {

@@ -64,7 +64,7 @@ def test_unknown_in_any_way_means_do_not_abort() -> None:
 
 def test_ask_gives_up_waiting_for_an_airflow_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """A lookup stuck behind the interrupted task's own supervisor conversation must not hold on_kill forever."""
-    monkeypatch.setattr(give_up, "_lookup", lambda identity: time.sleep(30))
+    monkeypatch.setattr(give_up, "_lookup", lambda identity: time.sleep(30))  # the case: a lookup that hangs
     started = time.monotonic()
     verdict = give_up.ask(TryIdentity("d", "t", "r", -1, 1), timeout=0.5)
     assert time.monotonic() - started < 5

@@ -94,12 +94,45 @@ def tree_job(tmp_path: Path, seconds: int = 300) -> list[str]:
     )
 
 
+def gated_job(gates: Path, script: str) -> list[str]:
+    """``script`` as a job that first waits for the file ``gates/open-<its attempt number>`` (at most 60 s, so a
+    failed test leaves nothing waiting): the test decides when the job may go on, not the machine's speed."""
+    return sh_job(
+        f'n=0; while [ ! -e {gates}/open-"$ORCHESJOB_ATTEMPT" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; '
+        + script
+    )
+
+
+def open_gate(gates: Path, attempt: int) -> None:
+    (gates / f"open-{attempt}").touch()
+
+
+def open_gate_once_started(gates: Path, attempt: int, log: Any) -> threading.Thread:
+    """Open the gate of `attempt` from another thread as soon as the operator has logged that it started the job
+    (so the start's answer found the job still running), for a try that waits in the worker."""
+
+    def opener() -> None:
+        deadline = time.monotonic() + 60
+        while not any(m.startswith("Started job") for m in log.messages()):
+            if time.monotonic() > deadline:
+                return  # the test fails on its own: the job's gate gives up after 60 s
+            time.sleep(0.05)
+        open_gate(gates, attempt)
+
+    thread = threading.Thread(target=opener, daemon=True)
+    thread.start()
+    return thread
+
+
 # ---------------------------------------------------------------------- retries: reattach, adopt, new attempt
 
 
 def test_second_try_while_running_reattaches_to_the_same_job(make_op, tmp_path: Path) -> None:
     marker = tmp_path / "runs"
-    command = sh_job(f'echo "$ORCHESJOB_JOB_ID" >> {marker}; for i in 1 2 3; do echo "step $i"; sleep 1; done')
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    # the job runs on only once the second try has reattached to it: both tries find it running
+    command = gated_job(gates, f'echo "$ORCHESJOB_JOB_ID" >> {marker}; for i in 1 2 3; do echo "step $i"; done')
     ctx = context()
     with pytest.raises(TaskDeferred) as first:
         make_op(command=command).execute(ctx)
@@ -112,6 +145,7 @@ def test_second_try_while_running_reattaches_to_the_same_job(make_op, tmp_path: 
         second_op.execute(ctx)
     assert second.value.trigger.job_id == job_id
     assert any("Reattached" in m for m in log.messages())
+    open_gate(gates, 1)
     result = drive(second_op, ctx, second.value)
 
     assert result["job_id"] == job_id and result["status"] == "SUCCEEDED" and result["attempt_no"] == 1
@@ -119,23 +153,31 @@ def test_second_try_while_running_reattaches_to_the_same_job(make_op, tmp_path: 
 
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-watcher", "own-watcher"])
-def test_shared_watcher_choice_reaches_the_trigger_and_both_finish(make_op, shared: bool) -> None:
+def test_shared_watcher_choice_reaches_the_trigger_and_both_finish(make_op, tmp_path: Path, shared: bool) -> None:
     ctx = context()
-    op = make_op(command=sh_job("echo one; sleep 1; echo two"), **({} if shared else {"shared_watcher": False}))
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    command = gated_job(gates, "echo one; echo two")  # runs on once the try has deferred
+    op = make_op(command=command, **({} if shared else {"shared_watcher": False}))
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
     assert deferred.value.trigger.shared_watcher is shared
     assert deferred.value.trigger.serialize()[1]["shared_watcher"] is shared
+    open_gate(gates, 1)
     assert drive(op, ctx, deferred.value)["status"] == "SUCCEEDED"
 
 
 def test_second_try_after_success_adopts_the_result(make_op, tmp_path: Path) -> None:
     marker = tmp_path / "runs"
-    command = sh_job(f"echo run >> {marker}; echo 'out 1'; echo 'err 1' >&2; echo 'out 2'")
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    # the job waits until the first try has deferred: a job that ended before the operator decided is not deferred
+    command = gated_job(gates, f"echo run >> {marker}; echo 'out 1'; echo 'err 1' >&2; echo 'out 2'")
     ctx = context()
     op = make_op(command=command)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(ctx)
+    open_gate(gates, 1)
     first = drive(op, ctx, deferred.value)
 
     again = make_op(command=command)
@@ -152,38 +194,74 @@ def test_second_try_after_success_adopts_the_result(make_op, tmp_path: Path) -> 
     assert log.lines("stdout") == ["out 1", "out 2"] and log.lines("stderr") == ["err 1"]
 
 
-@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "polling"])
+@pytest.mark.parametrize(
+    "path", ["deferrable", "deferrable-job-ended-first", "polling"], ids=["deferrable", "ended-first", "polling"]
+)
 def test_try_after_failure_runs_attempt_2_and_the_message_quotes_stderr(
-    make_op, tmp_path: Path, deferrable: bool
+    make_op, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
+    """A try after a failed one starts attempt 2, and the failure's message quotes the last stderr lines.
+
+    Each attempt's job waits on a gate the test opens, so which way the operator goes is the test's choice:
+    deferrable, the gate opens after the deferral (the job is still running when the operator decides, so it must
+    defer, and the result comes from the trigger); ended-first, the start's answer comes only once the job has
+    ended (the host was slow to answer), so the operator must not defer and takes the result at once; polling, the
+    gate opens once the job was started and the try waits for it in the worker.
+    """
     marker = tmp_path / "runs"
     flag = tmp_path / "failed-once"
-    command = sh_job(
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    command = gated_job(
+        gates,
         f"echo run >> {marker}; "
         f"if [ ! -e {flag} ]; then touch {flag}; "
-        'for i in 1 2 3 4 5; do echo "stderr line $i" >&2; done; exit 7; fi; echo fine'
+        'for i in 1 2 3 4 5; do echo "stderr line $i" >&2; done; exit 7; fi; echo fine',
     )
     ctx = context()
+    if path == "deferrable-job-ended-first":
+        open_gate(gates, 1)
+        open_gate(gates, 2)
+        real_start = OrchesjobHook.start
 
-    def attempt() -> dict[str, Any]:
-        op = make_op(command=command, deferrable=deferrable, stderr_tail_lines=3)
-        if not deferrable:
-            return op.execute(ctx)
-        try:
-            op.execute(ctx)
-        except TaskDeferred as deferred:
-            return drive(op, ctx, deferred)
-        raise AssertionError("a new job must defer")
+        def start_answered_once_ended(self: OrchesjobHook, *args: Any, **kwargs: Any) -> Any:
+            job = real_start(self, *args, **kwargs)
+            ended = wait_status(self, job["job_id"], ("SUCCEEDED", "FAILED"))
+            # what `start` would have answered after the end: the job's view now (start leaves out these two)
+            return {**job, **{k: v for k, v in ended.items() if k not in ("strict", "strict_override_used")}}
+
+        monkeypatch.setattr(OrchesjobHook, "start", start_answered_once_ended)
+
+    def attempt(no: int) -> dict[str, Any]:
+        op = make_op(command=command, deferrable=path != "polling", stderr_tail_lines=3)
+        log = record_log(op)
+        if path == "polling":
+            opener = open_gate_once_started(gates, no, log)
+            try:
+                return op.execute(ctx)
+            finally:
+                opener.join(timeout=60)
+        if path == "deferrable-job-ended-first":
+            try:
+                return op.execute(ctx)  # never TaskDeferred: the job had ended when the operator decided
+            finally:
+                # this try started the job (it adopted nothing) and showed the job's whole output at once
+                assert any(m.startswith("Started job") and f"attempt {no})" in m for m in log.messages())
+                assert (log.lines("stdout"), len(log.lines("stderr"))) == (([], 5) if no == 1 else (["fine"], 0))
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(ctx)  # a new job that is still running: the operator must defer
+        open_gate(gates, no)
+        return drive(op, ctx, deferred.value)
 
     with pytest.raises(AirflowException) as failure:
-        attempt()
+        attempt(1)
     message = str(failure.value)
     assert "FAILED" in message and "exited with code 7" in message
     assert "stderr line 3\nstderr line 4\nstderr line 5" in message
     assert "stderr line 2" not in message  # only the last stderr_tail_lines lines
     assert not isinstance(failure.value, AirflowSkipException)
 
-    result = attempt()
+    result = attempt(2)
     assert (result["status"], result["attempt_no"], result["exit_code"]) == ("SUCCEEDED", 2, 0)
     assert lines(marker) == ["run", "run"]
 
@@ -440,10 +518,14 @@ def test_trigger_on_kill_aborts_the_remote_process_tree(make_op, cli, tmp_path: 
     trigger = deferred.value.trigger
     assert trigger.abort_on_kill
     pids = read_pids(tmp_path, "main.pid", "child.pid")
+    log = record_log(trigger)
 
     async def run_then_kill() -> None:
         task = asyncio.ensure_future(_drain(trigger))
-        await asyncio.sleep(1)
+        deadline = time.monotonic() + 60
+        while "started" not in log.lines("stdout"):  # the trigger is watching the job: it relayed its first line
+            assert time.monotonic() < deadline and not task.done(), log.messages()
+            await asyncio.sleep(0.02)
         task.cancel()  # the triggerer cancels the trigger, then calls on_kill
         await trigger.on_kill()
 

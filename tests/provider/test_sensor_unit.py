@@ -9,6 +9,7 @@ import datetime as dt
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +58,12 @@ def finished(host: OrchesjobHook, run_key: str, code: int) -> dict:
     return host.start(run_key, ["sh", "-c", f"exit {code}"], sync=True)
 
 
+def held_job(gate: Path, script: str) -> list[str]:
+    """``script`` as a job that first waits for the file ``gate`` (at most 60 s): still running when the sensor
+    decides whether to defer, however slow this machine is at the moment."""
+    return ["sh", "-c", f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; {script}"]
+
+
 def run_sensor(sensor: OrchesjobSensor, ctx: Context, max_deferrals: int = 10) -> Any:
     """execute, then follow deferrals (each trigger to its event) until the sensor returns or raises."""
     try:
@@ -97,7 +104,7 @@ def test_failed_job_fails_the_sensor_and_soft_fail_skips(make_sensor, host, defe
 @MODES
 def test_a_run_key_with_no_job_yet_is_waited_for(make_sensor, host, deferrable: bool) -> None:
     def producer() -> None:
-        time.sleep(2)
+        time.sleep(2)  # the scenario: the job appears 2 s after the sensor began to look (the assertion counts on it)
         host.start("export-later", ["sh", "-c", "sleep 1; echo exported"])
 
     thread = threading.Thread(target=producer, daemon=True)
@@ -112,8 +119,9 @@ def test_a_run_key_with_no_job_yet_is_waited_for(make_sensor, host, deferrable: 
         assert result["run_key"] == "export-later"
 
 
-def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make_sensor, host) -> None:
-    job = host.start("export-running", ["sh", "-c", "echo noisy; sleep 2"])
+def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make_sensor, host, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job = host.start("export-running", held_job(gate, "echo noisy"))
     sensor = make_sensor(run_key="export-running", deferrable=True)
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
@@ -122,16 +130,19 @@ def test_deferrable_sensor_watches_a_running_job_without_streaming_its_logs(make
     assert isinstance(trigger, OrchesjobTrigger)
     assert trigger.job_id == job["job_id"] and trigger.stream_logs is False and trigger.abort_on_kill is False
     assert trigger.shared_watcher is True
+    gate.touch()
     assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
 
 
-def test_sensor_with_its_own_watcher(make_sensor, host) -> None:
-    job = host.start("export-own-watcher", ["sh", "-c", "sleep 1"])
+def test_sensor_with_its_own_watcher(make_sensor, host, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    job = host.start("export-own-watcher", held_job(gate, "true"))
     sensor = make_sensor(run_key="export-own-watcher", deferrable=True, shared_watcher=False)
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(ctx)
     assert deferred.value.trigger.shared_watcher is False and deferred.value.trigger.job_id == job["job_id"]
+    gate.touch()
     assert drive(sensor, ctx, deferred.value)["status"] == "SUCCEEDED"
 
 
@@ -202,7 +213,7 @@ def test_trigger_without_a_job_id_waits_for_the_run_key_and_survives_a_round_tri
     kwargs["deadline"] = time.time() + 30
 
     async def start_later() -> None:
-        await asyncio.sleep(1)
+        await asyncio.sleep(1)  # the scenario: the job appears a second after the rebuilt trigger began to look
         await asyncio.get_running_loop().run_in_executor(None, lambda: host.start("appears", ["true"]))
 
     async def both() -> dict:

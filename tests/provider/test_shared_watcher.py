@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import shlex
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +49,34 @@ def proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
         p.stop()
 
 
+@pytest.fixture
+def watchers() -> Iterator[dict[tuple[Any, ...], watcher_mod.SharedWatcher]]:
+    """The module's registry of shared watchers, empty for this test (other tests' triggers use it too, and one
+    whose event loop ended early can leave its watcher there); what it held before is put back afterwards."""
+    saved = dict(watcher_mod._WATCHERS)
+    watcher_mod._WATCHERS.clear()
+    try:
+        yield watcher_mod._WATCHERS
+    finally:
+        watcher_mod._WATCHERS.clear()
+        watcher_mod._WATCHERS.update(saved)
+
+
+def loop_watchers() -> dict[str, watcher_mod.SharedWatcher]:
+    """The shared watchers of the running event loop, by connection id (the registry's key: loop, then the
+    destination: connection id, CLI, state directory)."""
+    loop = id(asyncio.get_running_loop())
+    return {key[1]: w for key, w in watcher_mod._WATCHERS.items() if key[0] == loop}
+
+
+async def until(condition: Any, what: str, timeout: float = 60) -> None:
+    """Wait, in the event loop, until `condition()` holds; fail after `timeout` seconds saying `what` never came."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f}s"
+        await asyncio.sleep(0.02)
+
+
 def numbered_job(name: str, lines: int, gate: Path | None = None, pause: float = 0.02) -> list[str]:
     """Prints `name-1` .. `name-N` (and waits for `gate` halfway, if given), then one stderr line."""
     wait = (
@@ -62,8 +91,38 @@ def numbered_job(name: str, lines: int, gate: Path | None = None, pause: float =
     return ["/bin/sh", "-c", script]
 
 
+def delivered(home: str, job_id: str, cursor: str) -> int | None:
+    """The stdout offset the host has recorded as delivered under `cursor` (None before the first record)."""
+    c = sqlite3.connect(f"file:{home}/orchesjob.db?mode=ro", uri=True, timeout=10)
+    try:
+        row = c.execute(
+            "SELECT stdout_offset FROM watch_cursors WHERE job_id = ? AND cursor = ?", (job_id, cursor)
+        ).fetchone()
+    finally:
+        c.close()
+    return None if row is None else int(row[0])
+
+
 def expected(name: str, lines: int) -> list[str]:
     return [f"{name}-{i}" for i in range(1, lines + 1)]
+
+
+def host_waits(home: str) -> int:
+    """How many `wait` processes of the state directory `home` are alive on this (the "remote") host now."""
+    n = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"wait" in argv and f"ORCHESJOB_HOME={home}".encode() in environ:
+            n += 1
+    return n
 
 
 class HostWaits:
@@ -75,26 +134,10 @@ class HostWaits:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _count(self) -> int:
-        n = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    environ = f.read().split(b"\0")
-            except OSError:
-                continue
-            if b"wait" in argv and f"ORCHESJOB_HOME={self.home}".encode() in environ:
-                n += 1
-        return n
-
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.most = max(self.most, self._count())
-            time.sleep(0.02)
+            self.most = max(self.most, host_waits(self.home))
+            time.sleep(0.02)  # the sampling interval
 
     def __enter__(self) -> HostWaits:
         self._thread.start()
@@ -126,7 +169,7 @@ async def fire(trigger: OrchesjobTrigger) -> Any:
 
 
 def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
-    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
+    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, watchers: dict
 ) -> None:
     names = [f"job{i:02d}" for i in range(24)]
     jobs = {n: hook.start(f"many-{n}", numbered_job(n, 12, pause=0.05 + 0.01 * (i % 5))) for i, n in enumerate(names)}
@@ -147,11 +190,11 @@ def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
         assert logs[n].lines("stderr") == [f"{n}-err"]
     assert len(proxy.connections) == 1, "all triggers of one destination share one SSH connection"
     assert waits.most == 1, "one wait process on the host at a time for all of them"
-    assert not watcher_mod._WATCHERS, "the last subscriber leaving closes the watcher"
+    assert not watchers, "the last subscriber leaving closes the watcher"
 
 
 def test_chatty_jobs_cost_a_call_per_gather_window_not_a_call_per_line(
-    hook: OrchesjobHook, orchesjob_launcher: str, orchesjob_home: str
+    hook: OrchesjobHook, orchesjob_launcher: str, orchesjob_home: str, watchers: dict
 ) -> None:
     names = [f"chat{i}" for i in range(10)]
     lines = 30  # a line every 0.2 s for 6 s each: 300 lines in all, about 50 a second
@@ -165,8 +208,9 @@ def test_chatty_jobs_cost_a_call_per_gather_window_not_a_call_per_line(
 
     async def scenario() -> list[Any]:
         fired = asyncio.gather(*(fire(t) for t in triggers.values()))
-        await asyncio.sleep(0.5)
-        seen.extend(watcher_mod._WATCHERS.values())
+        # once every trigger has logged a line, every job is subscribed (and still running: 6 s of output)
+        await until(lambda: all(logs[n].lines("stdout") for n in names), "a first line from every trigger")
+        seen.extend(loop_watchers().values())
         return await asyncio.wait_for(fired, 120)
 
     events = asyncio.run(scenario())
@@ -180,25 +224,35 @@ def test_chatty_jobs_cost_a_call_per_gather_window_not_a_call_per_line(
 
 
 def test_jobs_on_two_destinations_get_a_watcher_each(
-    hook: OrchesjobHook, proxy: CutProxy, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+    hook: OrchesjobHook,
+    proxy: CutProxy,
+    ssh_conn_id: str,
+    orchesjob_launcher: str,
+    orchesjob_home: str,
+    tmp_path: Path,
+    watchers: dict,
 ) -> None:
-    a = hook.start("two-a", numbered_job("a", 6))
-    b = hook.start("two-b", numbered_job("b", 6))
+    gate = tmp_path / "gate"
+    a = hook.start("two-a", numbered_job("a", 6, gate))
+    b = hook.start("two-b", numbered_job("b", 6, gate))
     ta = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, a["job_id"])
     tb = trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, b["job_id"])
     la, lb = record_log(ta), record_log(tb)
-    seen: list[int] = []
+    seen: list[list[str]] = []
 
     async def scenario() -> tuple[Any, Any]:
         both = asyncio.gather(fire(ta), fire(tb))
-        await asyncio.sleep(0.3)
-        seen.append(len(watcher_mod._WATCHERS))
+        # Both jobs stop at the gate after 3 lines: once both triggers have logged them, both are subscribed, and
+        # stay so until the gate opens.
+        await until(lambda: len(la.lines("stdout")) >= 3 and len(lb.lines("stdout")) >= 3, "3 lines of each job")
+        seen.append(sorted(loop_watchers()))
+        await asyncio.to_thread(gate.touch)
         return await asyncio.wait_for(both, 60)
 
     events = asyncio.run(scenario())
     assert [e["status"] for e in events] == ["terminal", "terminal"]
     assert la.lines("stdout") == expected("a", 6) and lb.lines("stdout") == expected("b", 6)
-    assert seen == [2] and len(proxy.connections) == 1
+    assert seen == [sorted([ssh_conn_id, PROXY_CONN_ID])] and len(proxy.connections) == 1
 
 
 def test_a_killed_subscriber_and_a_cleaned_job_leave_the_others_alone(
@@ -270,7 +324,9 @@ def test_a_transport_cut_is_retried_for_all_subscribers(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         await asyncio.to_thread(proxy.drop_all)  # the link drops in the middle of a long poll
-        await asyncio.sleep(0.5)
+        # the jobs go on only once the watcher has noticed the cut (it logs its retry), so the rest of their
+        # output comes over the new connection
+        await until(lambda: any("retry" in m for n in names for m in logs[n].messages()), "the cut noticed")
         await asyncio.to_thread(gate.touch)
         return await asyncio.wait_for(run, 90)
 
@@ -293,7 +349,8 @@ def test_a_new_subscriber_does_not_wait_for_the_poll_in_flight(
 
     async def scenario() -> float:
         quiet_task = asyncio.ensure_future(fire(t_quiet))
-        await asyncio.sleep(2)  # the watcher is now in a 60 s long poll for the quiet job
+        # the watcher's call is on the host: a 60 s long poll for the quiet job (it has no news to answer with)
+        await until(lambda: host_waits(orchesjob_home) == 1, "the watcher's long poll on the host")
         t0 = time.monotonic()
         event = await asyncio.wait_for(fire(t_quick), 30)
         took = time.monotonic() - t0
@@ -330,6 +387,7 @@ def test_a_trigger_rebuilt_from_its_deferral_kwargs_resumes_where_the_last_one_d
     }
     first = OrchesjobTrigger(**deferral)
     l_first = record_log(first)
+    ten = len("".join(f"{line}\n" for line in expected("crash", 10)).encode())  # the bytes of lines 1-10
 
     async def until_crash() -> None:
         task = asyncio.ensure_future(fire(first))
@@ -337,7 +395,8 @@ def test_a_trigger_rebuilt_from_its_deferral_kwargs_resumes_where_the_last_one_d
         while len(l_first.lines("stdout")) < 10:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0.5)  # a quiet poll or two: the host now knows lines 1-10 were delivered
+        # the next call (a quiet poll: the job waits at the gate) tells the host that lines 1-10 were delivered
+        await until(lambda: delivered(orchesjob_home, job["job_id"], "dag.task.run.1") == ten, "the cursor recorded")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -7,6 +7,11 @@ permissions, which only a real account shows. Making one needs root (``useradd``
 account (its key list is readable by all), and lets a user's ``~/.ssh/environment`` set the PATH, which is how a
 test puts a CLI "on the host's PATH" for one user without touching the machine's ``/usr/local/bin``.
 
+An account's SSH commands get a PATH of its own from the start, ``HOST_PATH`` (the system's /usr/bin and /bin):
+sshd's default PATH also holds /usr/local/bin, where this machine may have an ``orchesjob`` of its own (an admin's
+install, perhaps into a root-only venv, which a plain account cannot even run), and "a host with nothing installed"
+must be one whatever this machine has.
+
 Accounts are made with ``/bin/sh`` as shell (unless told otherwise) and a home in ``/home``; the machine's
 ``/usr/bin/python3`` is what they find (a venv built from a pyenv Python under /root is unreadable for them).
 
@@ -27,6 +32,8 @@ from typing import Any
 from tests.support.sshd import SshServer
 
 USER_PREFIX = "ojhost"
+#: The PATH of an account's SSH commands (``~/.ssh/environment``), after what ``HostUser.set_path`` puts in front.
+HOST_PATH = ("/usr/bin", "/bin")
 
 
 def can_make_users() -> str | None:
@@ -69,6 +76,7 @@ class HostUser:
         self.uid = entry.pw_uid
         self.gid = entry.pw_gid
         self.home = Path(entry.pw_dir)
+        self.set_path()  # HOST_PATH: nothing of this machine's /usr/local/bin
 
     @property
     def cache_dir(self) -> Path:
@@ -90,16 +98,23 @@ class HostUser:
             path.chmod(mode)
         return path
 
+    @property
+    def path(self) -> str:
+        """The PATH the account's SSH commands get (what ``~/.ssh/environment`` says)."""
+        text = (self.home / ".ssh" / "environment").read_text()
+        return next(line[len("PATH=") :] for line in text.splitlines() if line.startswith("PATH="))
+
     def set_path(self, *directories: str) -> None:
-        """Put ``directories`` in front of the account's PATH for SSH commands (``~/.ssh/environment``)."""
+        """The account's PATH for SSH commands (``~/.ssh/environment``): ``directories``, then ``HOST_PATH``. Only an
+        sshd with ``PermitUserEnvironment yes`` (``multiuser_sshd``) reads it, and only if the account can."""
         ssh = self.home / ".ssh"
         ssh.mkdir(mode=0o700, exist_ok=True)
-        (ssh / "environment").write_text("PATH=%s\n" % ":".join([*directories, "/usr/local/bin:/usr/bin:/bin"]))
+        (ssh / "environment").write_text("PATH=%s\n" % ":".join([*directories, *HOST_PATH]))
         self.give(ssh)
 
     def run(self, *argv: str, **kwargs: Any) -> subprocess.CompletedProcess:
         """Run a command as this account (``setpriv``, no login, HOME set), e.g. to read what it owns."""
-        env = {"HOME": str(self.home), "PATH": "/usr/local/bin:/usr/bin:/bin"}
+        env = {"HOME": str(self.home), "PATH": ":".join(HOST_PATH)}
         return subprocess.run(
             ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *argv],
             env=env,
