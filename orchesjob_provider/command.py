@@ -678,7 +678,6 @@ def parse_output(
 def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, command: str) -> NoReturn:
     from orchesjob_provider.exceptions import (
         OrchesjobCliMissing,
-        OrchesjobIncompatibleCli,
         OrchesjobTransportError,
         error_from_payload,
     )
@@ -696,10 +695,9 @@ def _raise_failure(out: str, exit_code: int | None, err: str, payload: Any, comm
     if isinstance(payload, dict) and "error" in payload:
         raise error_from_payload(payload, exit_code, stderr=err, command=command)
     if looks_like_missing_cli(exit_code, err):
-        # 127: the shell found no such program, the one case an uploaded CLI can stand in for (a file that exists
-        # but cannot run is someone's CLI: never shadowed)
-        kind = OrchesjobCliMissing if exit_code == 127 else OrchesjobIncompatibleCli
-        raise kind(
+        # a symptom only (127 from sh, 1 and "Command not found." from tcsh, 126 for a file that cannot run): the
+        # handshake asks the host whether the file exists before anything is uploaded (never shadowed)
+        raise OrchesjobCliMissing(
             f"the orchesjob CLI could not be run on the remote host (exit {exit_code}): {detail or 'no output'}. "
             "Install it there (pip/pipx install orchesjob, or copy orchesjob.pyz) and point orchesjob_bin at it "
             "(non-login SSH commands usually have PATH=/usr/local/bin:/usr/bin:/bin, so an absolute path is "
