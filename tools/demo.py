@@ -40,7 +40,9 @@ def say(text: str) -> None:
     print("\n\033[1m==> %s\033[0m" % text if sys.stdout.isatty() else "\n==> %s" % text, flush=True)
 
 
-HOST_PATH = "/usr/local/bin:/usr/bin:/bin"  # what a non-login SSH command gets on a typical Linux host
+# The system directories of a non-login SSH command's PATH, without /usr/local/bin: an orchesjob this machine may
+# have installed there is not the "host with nothing installed" the demo shows (it would be used, or refused).
+HOST_PATH = "/usr/bin:/bin"
 
 
 def cli(launcher: str, home: Path, *args: str) -> Any:
