@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import logging
 import queue
+import shlex
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -226,8 +227,8 @@ async def aask(identity: TryIdentity | None, timeout: float = ASK_TIMEOUT) -> Ve
 def manual_abort_command(job_id: str, orchesjob_bin: cmd.Binary, orchesjob_home: str | None) -> str:
     """The shell command a person runs on the host to abort the job, for log lines that leave the job running."""
     words = [orchesjob_bin] if isinstance(orchesjob_bin, str) else list(orchesjob_bin)
-    prefix = ["env", f"ORCHESJOB_HOME={orchesjob_home}"] if orchesjob_home else []
-    return cmd.shell_line([*prefix, *words, *cmd.define.abort(job_id=job_id).args])
+    line = cmd.shell_line([*words, *cmd.define.abort(job_id=job_id).args])
+    return f"ORCHESJOB_HOME={shlex.quote(orchesjob_home)} {line}" if orchesjob_home else line
 
 
 def log_left_running(

@@ -20,6 +20,7 @@ if not os.environ.get("CI"):
 
 from orchesjob_provider.command import StartMode
 from orchesjob_provider.exceptions import (
+    OrchesjobCliMissing,
     OrchesjobConflict,
     OrchesjobIncompatibleCli,
     OrchesjobInvalidArgument,
@@ -186,9 +187,11 @@ def test_not_found_and_invalid_are_typed(hook: OrchesjobHook) -> None:
 
 
 def test_missing_cli_is_reported_clearly(ssh_conn_id: str, orchesjob_home: str) -> None:
-    with OrchesjobHook(ssh_conn_id, orchesjob_bin="/nonexistent dir/orchesjob", orchesjob_home=orchesjob_home) as h:
-        with pytest.raises(OrchesjobIncompatibleCli, match="could not be run"):
+    with OrchesjobHook(ssh_conn_id, orchesjob_bin="/nonexistent-dir/orchesjob", orchesjob_home=orchesjob_home) as h:
+        with pytest.raises(OrchesjobCliMissing, match="the host has no /nonexistent-dir/orchesjob"):
             h.start("k", ["true"])
+    with pytest.raises(ValueError, match="cannot go on the SSH command line"):
+        OrchesjobHook(ssh_conn_id, orchesjob_bin="/nonexistent dir/orchesjob")  # refused before anything connects
 
 
 def _script(path: Path, body: str) -> str:
@@ -198,9 +201,9 @@ def _script(path: Path, body: str) -> str:
 
 
 def test_incompatible_contract_is_refused(ssh_conn_id: str, orchesjob_home: str, tmp_path: Path) -> None:
-    fake = _script(tmp_path / "orchesjob", 'echo \'{"version": "9.0.0", "contract": 3}\'\n')
+    fake = _script(tmp_path / "orchesjob", 'echo \'{"version": "9.0.0", "contract": 99}\'\n')
     with OrchesjobHook(ssh_conn_id, orchesjob_bin=fake, orchesjob_home=orchesjob_home) as h:
-        with pytest.raises(OrchesjobIncompatibleCli, match="contract 3"):
+        with pytest.raises(OrchesjobIncompatibleCli, match="contract 99"):
             h.status(run_key="k")
 
 

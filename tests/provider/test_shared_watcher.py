@@ -108,7 +108,10 @@ def expected(name: str, lines: int) -> list[str]:
 
 
 def host_waits(home: str) -> int:
-    """How many `wait` processes of the state directory `home` are alive on this (the "remote") host now."""
+    """How many `wait` processes of the state directory `home` are alive on this (the "remote") host now: a `wait`
+    command line (`orchesjob wait --request -`: the state directory is in its request) with that directory's database
+    open."""
+    db = os.path.join(home, "orchesjob.db")
     n = 0
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -116,11 +119,12 @@ def host_waits(home: str) -> int:
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
+            if b"wait" not in argv:
+                continue
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
         except OSError:
             continue
-        if b"wait" in argv and f"ORCHESJOB_HOME={home}".encode() in environ:
+        if db in fds:
             n += 1
     return n
 
