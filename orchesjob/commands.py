@@ -378,8 +378,11 @@ def wait_for(
             job = jobs.refresh(store, _still_there(store, job_id))
             if not job or not (jobs.is_active(job) or jobs.is_stopping(job)):
                 return job, False  # an abort in progress is not an end yet: wait for the record to be closed
-            if offsets and any(logfiles.size(job[s + "_file"]) > offsets.get(s, 0) for s in ("stdout", "stderr")):
-                return job, False
+            if offsets and any(
+                logfiles.readable_end(job[s + "_file"], offsets.get(s, 0)) > offsets.get(s, 0)
+                for s in ("stdout", "stderr")
+            ):
+                return job, False  # new bytes to give; an incomplete character at the log's end is not news yet
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return job, True

@@ -97,6 +97,29 @@ def _complete_utf8(data: bytes) -> int:
     return n
 
 
+def readable_end(path: str, offset: int) -> int:
+    """Where what a reader can be given from `offset` now ends: the log's size, less an incomplete UTF-8 character at
+    its end (the rest of it may still be written), and never before `offset`.
+
+    A log that grew past `offset` by nothing but the first bytes of a character has nothing to give yet: a chunk
+    would end where it starts. `wait` and `wait --watch` count such bytes as no news until more bytes arrive, or until
+    the job ends (then the final chunk delivers them, replaced as invalid). This is `chunk`'s own cut, computed from
+    the last four bytes only, so it costs one small read however far behind `offset` is.
+    """
+    if size(path) <= offset:  # the common case, a stat only: nothing new
+        return offset
+    f, total = _open(path)
+    if f is None:
+        return offset
+    with f:
+        if total <= offset:
+            return offset
+        start = max(offset, total - 4)
+        f.seek(start)
+        data = f.read(total - start)
+    return start + _complete_utf8(data)
+
+
 def chunk(path: str, stream: str, offset: int, limit: int, final: bool) -> dict[str, Any]:
     """A JSON-ready piece of a log from `offset`: at most `limit` bytes, cut at a character boundary.
 

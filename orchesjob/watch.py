@@ -188,7 +188,11 @@ class _Sleeper:
 
 
 def _grown(job: dict[str, Any], start: tuple[int, int] | None) -> bool:
-    return start is not None and any(logfiles.size(job[s + "_file"]) > start[i] for i, s in enumerate(STREAMS))
+    """Whether a log has bytes past `start` to give: an incomplete UTF-8 character at its end is not news (a chunk
+    never ends inside a character), so a job that stopped in the middle of one is quiet, not news every step."""
+    return start is not None and any(
+        logfiles.readable_end(job[s + "_file"], start[i]) > start[i] for i, s in enumerate(STREAMS)
+    )
 
 
 def _ended(job: dict[str, Any]) -> bool:

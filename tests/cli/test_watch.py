@@ -1,6 +1,7 @@
 """`wait --watch`: many jobs in one call, each answered on its own, with fair log budgets and delivered cursors."""
 
 import json
+import os
 import sqlite3
 import subprocess
 import time
@@ -363,3 +364,74 @@ def test_a_watch_with_cursors_on_a_version_1_database_upgrades_it(home, ok):
         assert c.execute("SELECT cursor FROM watch_cursors").fetchall() == [("c",)]
     finally:
         c.close()
+
+
+def _log_reaches(path: str, size: int, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not (os.path.exists(path) and os.path.getsize(path) >= size):
+        assert time.monotonic() < deadline, f"{path} never reached {size} bytes"
+        time.sleep(0.02)
+
+
+def test_an_incomplete_character_at_the_end_of_a_log_is_not_news(start_job, ok, tmp_path):
+    """A job that stopped writing in the middle of a UTF-8 character (b"abc\\xe2\\x82", then quiet) has given all it
+    can: a chunk never ends inside a character. Those two bytes are not news, so a call blocks to its timeout
+    instead of answering "news" with no bytes at once, over and over; the rest of the character makes them news."""
+    go = tmp_path / "go"
+    script = r'printf "abc\342\202"; while [ ! -e "$0" ]; do sleep 0.05; done; printf "\254 done\n"; sleep 60'
+    job = start_job("partial-char", "sh", "-c", script, str(go))
+    jid = job["job_id"]
+    _log_reaches(job["stdout_file"], 5)
+
+    first = ok("wait", "--watch", jid + ":0:0", "--timeout", "10")["jobs"][0]
+    assert first["news"] is True
+    assert {k: first["logs"]["stdout"][k] for k in ("data", "offset", "next_offset", "size")} == {
+        "data": "abc",
+        "offset": 0,
+        "next_offset": 3,
+        "size": 5,
+    }
+
+    # From byte 3 on there is nothing to give: every call runs into its timeout, none answers news without bytes.
+    calls = []
+    until = time.monotonic() + 3.5
+    while time.monotonic() < until:
+        t0 = time.monotonic()
+        answer = ok("wait", "--watch", jid + ":3:0", "--timeout", "1", "--gather", "0.5")
+        calls.append((time.monotonic() - t0, answer))
+    assert len(calls) <= 4, f"{len(calls)} calls in 3.5 s: the watch answered at once"
+    for took, answer in calls:
+        assert answer["timed_out"] is True and answer["jobs"][0]["news"] is False, answer
+        assert took >= 0.9, took
+    # The single-job form with offsets says the same.
+    t0 = time.monotonic()
+    single = ok("wait", "--job-id", jid, "--stdout-offset", "3", "--stderr-offset", "0", "--timeout", "1")
+    assert time.monotonic() - t0 >= 0.9 and single["timed_out"] is True
+    assert single["logs"]["stdout"]["data"] == "" and single["logs"]["stdout"]["next_offset"] == 3
+
+    # The rest of the character arrives: now it is news, and the character comes whole.
+    go.touch()
+    t0 = time.monotonic()
+    answer = ok("wait", "--watch", jid + ":3:0", "--timeout", "30")
+    assert time.monotonic() - t0 < 20 and answer["timed_out"] is False
+    chunk = answer["jobs"][0]["logs"]["stdout"]
+    assert (chunk["data"], chunk["offset"], chunk["next_offset"]) == ("\u20ac done\n", 3, 12)
+    single = ok("wait", "--job-id", jid, "--stdout-offset", "3", "--stderr-offset", "0", "--timeout", "30")
+    assert single["timed_out"] is False and single["logs"]["stdout"]["data"] == "\u20ac done\n"
+
+
+def test_an_incomplete_character_is_delivered_replaced_when_the_job_ends(start_job, ok, tmp_path):
+    go = tmp_path / "go"
+    script = r'printf "xyz\342\202"; while [ ! -e "$0" ]; do sleep 0.05; done'
+    job = start_job("partial-end", "sh", "-c", script, str(go))
+    jid = job["job_id"]
+    _log_reaches(job["stdout_file"], 5)
+    quiet = ok("wait", "--watch", jid + ":3:0", "--timeout", "1")
+    assert quiet["timed_out"] is True and quiet["jobs"][0]["news"] is False
+    go.touch()
+    answer = ok("wait", "--watch", jid + ":3:0", "--timeout", "30")["jobs"][0]
+    assert answer["news"] is True and answer["status"] == "SUCCEEDED"
+    chunk = answer["logs"]["stdout"]
+    assert (chunk["data"], chunk["next_offset"], chunk["size"]) == ("\ufffd", 5, 5)  # the end: replaced, never held
+    single = ok("wait", "--job-id", jid, "--stdout-offset", "3", "--stderr-offset", "0", "--timeout", "30")
+    assert single["logs"]["stdout"]["data"] == "\ufffd" and single["logs"]["stdout"]["next_offset"] == 5
