@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -59,7 +58,8 @@ class Subscription:
     :param cursor: the delivery record's name on the host (the try's request id), so that a rebuilt trigger
         resumes where this one got to; None keeps no record.
     :param max_connection_errors: consecutive transport failures after which this subscriber gives up.
-    :param quiet_after: seconds without news after which a partial last line is written out anyway.
+    :param quiet_after: seconds a stream may give no new bytes before its partial last line is written out anyway
+        (``LogRelay.flush_quiet``; checked at every answer).
     :param log: where the resume note and give-up warnings go (the trigger's logger).
     :param progressed: called after each answer was taken (the trigger keeps ``serialize()`` in step with it).
     """
@@ -82,7 +82,6 @@ class Subscription:
         self.quiet_after = quiet_after
         self.log = log
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self.last_news = time.monotonic()
 
     def entry(self) -> cmd.WatchEntry:
         relay = self.relay
@@ -112,20 +111,18 @@ class Subscription:
         if "error" in answer:  # not there (never was, or cleaned away meanwhile)
             self._finish("error", error_type=str(answer.get("error")), message=str(answer.get("message")))
             return
-        now = time.monotonic()
         relay = self.relay
         if not answer.get("news"):
-            if relay is not None and now - self.last_news >= self.quiet_after:
-                relay.flush()  # the job went quiet for a whole poll: a partial last line waits no longer
-                self.last_news = now
+            if relay is not None:
+                relay.flush_quiet(self.quiet_after)  # a partial last line waits for its newline only so long
             return
-        self.last_news = now
         more = False
         if relay is not None:
             logs = answer.get("logs")
             if isinstance(logs, Mapping):
                 self._resume_where_delivered(logs)
             more = relay.take(logs if isinstance(logs, Mapping) else None)
+            relay.flush_quiet(self.quiet_after)  # news, but maybe none for a stream that holds a partial line
         if cmd.is_terminal(answer) and not more:
             if relay is not None:
                 relay.flush()

@@ -403,7 +403,8 @@ class OrchesjobOperator(BaseOperator):
                 stdout_offset=offsets["stdout"],
                 stderr_offset=offsets["stderr"],
             )
-            more = relay.take(result.get("logs"), flush=bool(result.get("timed_out")))
+            more = relay.take(result.get("logs"))
+            relay.flush_quiet(self.poll_interval)  # a quiet stream's partial last line waits no longer (log_relay)
             if cmd.is_terminal(result) and not more:
                 relay.flush()
                 return {k: v for k, v in result.items() if k not in ("logs", "timed_out")}
