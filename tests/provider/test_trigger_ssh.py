@@ -287,7 +287,9 @@ def test_asyncssh_kwargs_from_connection_fields(sshd: Any) -> None:
 
     private = open(sshd.key_path).read()
     with_key = asyncssh_connect_kwargs(Conn, {"private_key": private, "host_key": sshd.host_public_key})
-    assert len(with_key["client_keys"]) == 1 and with_key["known_hosts"][0]
+    # asyncssh itself trusts nothing: every key it is shown goes to the client's callbacks, i.e. to host_keys' rule
+    assert len(with_key["client_keys"]) == 1 and with_key["known_hosts"] == ([], [], [])
+    assert with_key["client_factory"] is not None and with_key["server_host_key_algs"][0] == "ssh-ed25519"
 
 
 def test_async_hook_checks_a_real_host_key(
