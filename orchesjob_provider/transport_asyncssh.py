@@ -16,16 +16,22 @@ from typing import Any
 
 from orchesjob_provider.compat import aget_connection, aget_extra_dejson
 from orchesjob_provider.exceptions import OrchesjobInvalidArgument, OrchesjobTransportError
-from orchesjob_provider.host_keys import HostKeyRule, host_key_rule
+from orchesjob_provider.host_keys import HostKeyRule, KnownHostsError, Trust, host_key_rule
 
 
 def connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> dict[str, Any]:
     """``asyncssh.connect`` keyword arguments from an Airflow SSH connection's fields and extras.
 
     Mirrors the SSH provider's sync hook so one connection works for both: ``key_file``, ``private_key`` (+
-    ``private_key_passphrase``), password, ``conn_timeout``; the host key is checked by the one rule of
-    ``orchesjob_provider.host_keys`` (``no_host_key_check``, ``host_key``, ``known_hosts``, ``~/.ssh/known_hosts``).
+    ``private_key_passphrase``), password, ``conn_timeout``; the host key is judged by the one rule of
+    ``orchesjob_provider.host_keys`` (``no_host_key_check``, ``host_key``, ``known_hosts``, ``~/.ssh/known_hosts``),
+    whose known_hosts file is read here. Raises ``KnownHostsError`` for a known_hosts file that cannot be used.
     """
+    return _connect_kwargs(conn, extras)[0]
+
+
+def _connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> tuple[dict[str, Any], Trust]:
+    """``connect_kwargs``, and the ``Trust`` that judges the host (its ``refused`` says why it refused)."""
     import asyncssh
 
     host = conn.host
@@ -46,11 +52,11 @@ def connect_kwargs(conn: Any, extras: Mapping[str, Any]) -> dict[str, Any]:
         kwargs["client_keys"] = [os.path.expanduser(str(extras["key_file"]))]
         if passphrase:
             kwargs["passphrase"] = passphrase
-    rule = host_key_rule(getattr(conn, "conn_id", None) or "?", host, kwargs["port"], extras)
-    kwargs["known_hosts"] = rule.asyncssh_known_hosts()
+    trust = host_key_rule(getattr(conn, "conn_id", None) or "?", host, kwargs["port"], extras).trust()
+    kwargs.update(trust.asyncssh_connect_kwargs())
     if extras.get("conn_timeout"):
         kwargs["connect_timeout"] = float(extras["conn_timeout"])
-    return kwargs
+    return kwargs, trust
 
 
 class AsyncsshTransport:
@@ -64,7 +70,7 @@ class AsyncsshTransport:
         self.ssh_conn_id = ssh_conn_id
         self.connect_timeout = float(connect_timeout)
         self._conn: Any = None
-        self._connect_kwargs: dict[str, Any] | None = None
+        self._connection: tuple[Any, Mapping[str, Any]] | None = None  # the Airflow connection and its extras
         self._rule: HostKeyRule | None = None
 
     async def connect(self) -> Any:
@@ -74,13 +80,22 @@ class AsyncsshTransport:
         if self._conn is not None and not self._conn.is_closed():
             return self._conn
         await self.close()
-        if self._connect_kwargs is None:
+        if self._connection is None:
             conn = await aget_connection(self.ssh_conn_id)
             extras = await aget_extra_dejson(conn)
-            self._connect_kwargs = connect_kwargs(conn, extras)
-            self._rule = host_key_rule(self.ssh_conn_id, conn.host, self._connect_kwargs["port"], extras)
-            self._connect_kwargs.setdefault("connect_timeout", self.connect_timeout)
-        self._conn = await asyncssh.connect(**self._connect_kwargs)
+            self._rule = host_key_rule(self.ssh_conn_id, conn.host, int(conn.port) if conn.port else 22, extras)
+            self._connection = (conn, extras)
+        try:
+            kwargs, trust = _connect_kwargs(*self._connection)  # the known_hosts file is read at every connection
+        except KnownHostsError as exc:
+            raise asyncssh.HostKeyNotVerifiable(str(exc)) from None
+        kwargs.setdefault("connect_timeout", self.connect_timeout)
+        try:
+            self._conn = await asyncssh.connect(**kwargs)
+        except asyncssh.HostKeyNotVerifiable as exc:
+            if trust.refused:  # the rule's own reason, not asyncssh's wording of it
+                raise asyncssh.HostKeyNotVerifiable(trust.refused) from exc
+            raise
         return self._conn
 
     async def close(self) -> None:

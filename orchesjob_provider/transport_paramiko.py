@@ -62,7 +62,7 @@ class ParamikoTransport:
         rule = self.host_key_rule()  # first: its errors are clearer than the SSH provider's
         hook = self.ssh_hook
         client = paramiko.SSHClient()
-        rule.apply_to_paramiko(client)
+        host_key_kwargs = rule.apply_to_paramiko(client)  # the host is judged by the rule, not by paramiko
         kwargs: dict[str, Any] = {
             "hostname": hook.remote_host,
             "port": rule.port,
@@ -82,6 +82,7 @@ class ParamikoTransport:
             kwargs["pkey"] = hook.pkey
         if getattr(hook, "key_file", None):
             kwargs["key_filename"] = hook.key_file
+        kwargs.update(host_key_kwargs)
         try:
             client.connect(**kwargs)
         except Exception:
