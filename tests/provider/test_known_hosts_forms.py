@@ -393,3 +393,24 @@ def test_real_airflow_tasks_judge_known_hosts_files_alike_on_worker_and_triggere
     assert "InvalidHostKey" not in run.output
     for key in ("revoked-d", "revoked-p"):
         assert af.cli("status", "--run-key", key, check=False)["error"] == "not_found"
+
+
+# ---------------------------------------------------------------------- the matching rule itself (pure functions)
+
+
+def test_host_patterns_match_as_openssh_matches_them(tmp_path: Path) -> None:
+    from orchesjob_provider.host_keys import host_matches
+
+    assert host_matches("Build-1.Example.COM", "build-1.example.com")  # names compare in lower case
+    assert host_matches("*.example.com", "a.b.example.com") and not host_matches("*.example.com", "example.com")
+    assert host_matches("build-?", "build-7") and not host_matches("build-?", "build-17")
+    assert host_matches("[10.0.0.*]:2222", "[10.0.0.5]:2222") and not host_matches("10.0.0.*", "[10.0.0.5]:2222")
+    assert not host_matches("*,!db.example.com", "db.example.com") and host_matches("*,!db.example.com", "web")
+    assert not host_matches("!web", "web") and not host_matches("!other", "web")  # a negation alone matches nothing
+    listed = tmp_path / "known_hosts"
+    hashed(
+        listed,
+        "[db.example.com]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n",
+    )
+    field = listed.read_text().split()[0]
+    assert host_matches(field, "[DB.example.com]:2222") and not host_matches(field, "db.example.com")
