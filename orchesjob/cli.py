@@ -501,6 +501,11 @@ def _no_descriptor(e: BaseException) -> bool:
     return isinstance(e, ImportError) and "Too many open files" in str(e)
 
 
+def _no_memory(e: BaseException) -> bool:
+    """An ImportError of a C extension that could not be mapped (ulimit -v): memory, not a bug."""
+    return isinstance(e, ImportError) and ("failed to map segment" in str(e) or "Cannot allocate memory" in str(e))
+
+
 def _unexpected(e: Exception) -> OrchesjobError:
     store = sys.modules.get(__name__.rpartition(".")[0] + ".store")  # only a command that opened it can fail in it
     if store is not None and isinstance(e, store.DatabaseError):
@@ -508,6 +513,8 @@ def _unexpected(e: Exception) -> OrchesjobError:
 
         error: OrchesjobError = store.database_error(e, os.path.join(state_dir(), DB_NAME))
         return error
+    if _no_memory(e):
+        return OrchesjobError("out of memory (ulimit -v?): %s" % e, error_type="os_error")
     if _no_descriptor(e):
         return OrchesjobError(
             "this process has no file descriptor left (ulimit -n is too low): %s" % e, error_type="os_error"
