@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
                 "ID",
                 "the caller's id for this request: a repeat returns the job it answered with",
             ),
+            "--adopt-mismatch": (
+                SWITCH,
+                "",
+                "with --request-id: take ownership of a returned job even when its parameters differ",
+            ),
         },
         True,
     ),

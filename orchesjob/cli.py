@@ -206,6 +206,8 @@ def dispatch(argv: list[str]) -> Any:
             raise InvalidArgument("start needs --run-key KEY")
         if a["strict"] and a["reuse_success"]:
             raise InvalidArgument("--strict and --reuse-success cannot be combined")
+        if a["adopt_mismatch"] and a["request_id"] is None:
+            raise InvalidArgument("--adopt-mismatch needs --request-id (it is about who owns the job)")
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
         return commands.start(
             _given(run_key(a["run_key"])),
@@ -218,6 +220,7 @@ def dispatch(argv: list[str]) -> Any:
             env=env_pairs(a["env"]),
             timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
             request_id=request_id(a["request_id"], "--request-id"),
+            adopt_mismatch=a["adopt_mismatch"],
         )
     if c == "status":
         if a["running"]:

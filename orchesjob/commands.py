@@ -158,6 +158,7 @@ def start(
     env: dict[str, str] | None = None,
     timeout: float | None = None,
     request_id: str | None = None,
+    adopt_mismatch: bool = False,
 ) -> dict[str, Any]:
     """Start `command` under `run_key`, or return the job that already answers for that key.
 
@@ -165,7 +166,10 @@ def start(
     run keys backs it up, so concurrent callers all get the same job. A `request_id` names the caller's request:
     a repeat of it (a transport retry whose first try did reach the host) returns the job the first try answered
     with, whatever happened to that job since, so one request never causes two executions. The job's owner
-    becomes the latest request that was answered with it (see abort --if-owner).
+    becomes the latest request that was answered with it (see abort --if-owner), unless that answer was a job
+    whose command, cwd, env or timeout differ from the request's (`parameters_match` false): such a caller is
+    expected to refuse the job, so its request is recorded (a repeat gets the same answer) but the job keeps its
+    owner. `adopt_mismatch` is the caller saying it takes such a job anyway: then it becomes the owner too.
     """
     from . import places, supervisor  # noqa: F401 - loaded before anything is written (see _launch)
 
@@ -222,16 +226,21 @@ def start(
                 request_id=request_id,
                 owner=request_id,
             )
+        matches = reuse is None or _params_match(reuse, command, cwd, env, timeout)
         if request_id is not None and not same_request and not (reuse or {}).get("state_dir"):
             target = reuse if reuse is not None else job
-            store.record_request(run_key, request_id, target["job_id"], now())
-            target["owner"] = request_id
+            # A caller answered with a job of other parameters refuses it (unless it says it adopts it): it must
+            # not become the owner, or the owner it replaced could no longer abort its own job (abort --if-owner).
+            takes_over = matches or adopt_mismatch
+            store.record_request(run_key, request_id, target["job_id"], now(), take_ownership=takes_over)
+            if takes_over:
+                target["owner"] = request_id
     if reuse is not None:
         job = reuse
         if sync and jobs.is_active(job) and not job.get("state_dir"):
             job, _ = wait_for(store, job["job_id"], None)
         out = _start_view(job, existing=True, sync=sync, strict=strict, reuse_success=reuse_success)
-        out["parameters_match"] = _params_match(reuse, command, cwd, env, timeout)
+        out["parameters_match"] = matches
         out["same_request"] = same_request
         if job.get("state_dir"):
             home.warn(

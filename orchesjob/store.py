@@ -453,13 +453,15 @@ class Store:
         job = self.get(record["job_id"])
         return (job, None) if job is not None else (None, record)
 
-    def record_request(self, run_key: str, request_id: str, job_id: str, at: int) -> None:
-        """Remember which job answered a request (call inside write()); the job becomes that caller's."""
+    def record_request(self, run_key: str, request_id: str, job_id: str, at: int, take_ownership: bool = True) -> None:
+        """Remember which job answered a request (call inside write()); with `take_ownership` (a caller that
+        accepts the job) the job becomes that caller's."""
         self.conn.execute(
             "INSERT OR REPLACE INTO start_requests (run_key, request_id, job_id, answered_at) VALUES (?, ?, ?, ?)",
             (run_key, request_id, job_id, at),
         )
-        self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
+        if take_ownership:
+            self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
 
     def get_many(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The jobs among `job_ids` that exist, by id (primary key lookups in batches: one query per 500 ids)."""

@@ -376,10 +376,11 @@ def test_a_request_id_that_reattached_keeps_answering_with_that_job(home, tmp_pa
     first = check_ok(
         run_cli(home, "start", "--run-key", "re", "--request-id", "a", "--", *counting(marker, "sleep 1; exit 4"))
     )
-    reattach = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *counting(marker)))
+    same = counting(marker, "sleep 1; exit 4")
+    reattach = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *same))
     assert reattach["job_id"] == first["job_id"] and reattach["owner"] == "b"
     wait_until(lambda: check_ok(run_cli(home, "status", "--run-key", "re"))["status"] == "FAILED", 30, what="fail")
-    repeat = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *counting(marker)))
+    repeat = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *same))
     assert repeat["job_id"] == first["job_id"] and repeat["same_request"] is True
     assert runs(marker) == 1
 
@@ -474,13 +475,68 @@ def test_abort_if_owner_is_refused_for_a_stale_owner_and_allowed_for_the_current
         run_cli(home, "start", "--run-key", "own", "--request-id", "try-1", "--", *counting(marker, "sleep 30"))
     )
     assert first["owner"] == "try-1"
-    second = check_ok(run_cli(home, "start", "--run-key", "own", "--request-id", "try-2", "--", *counting(marker)))
+    second = check_ok(
+        run_cli(home, "start", "--run-key", "own", "--request-id", "try-2", "--", *counting(marker, "sleep 30"))
+    )
     assert second["job_id"] == first["job_id"] and second["owner"] == "try-2"
     refused = check_error(run_cli(home, "abort", "--run-key", "own", "--if-owner", "try-1"), 4, "not_owner")
     assert refused["owner"] == "try-2" and "try-1" in refused["message"]
     assert check_ok(run_cli(home, "status", "--run-key", "own"))["status"] == "RUNNING"
     done = check_ok(run_cli(home, "abort", "--run-key", "own", "--if-owner", "try-2", "--grace-seconds", "1"))
     assert done["status"] == "ABORTED"
+    assert runs(marker) == 1
+
+
+def test_a_start_answered_with_a_job_of_other_parameters_does_not_take_it_over(home, tmp_path):
+    """Two callers share a run key with different commands. B is answered with A's running job, with
+    parameters_match false, and refuses it: B must not become its owner, or A (whose job it is) could no longer
+    abort it and a kill of B's task would. B's request is remembered all the same: its repeat gets the same answer.
+    A caller that says it adopts the job anyway (--adopt-mismatch) does take it over."""
+    marker = tmp_path / "runs"
+    a = check_ok(
+        run_cli(home, "start", "--run-key", "shared", "--request-id", "task-a", "--", *counting(marker, "sleep 30"))
+    )
+    assert a["owner"] == "task-a"
+    b = check_ok(
+        run_cli(home, "start", "--run-key", "shared", "--request-id", "task-b", "--", "sh", "-c", "echo other")
+    )
+    assert b["job_id"] == a["job_id"] and b["existing"] is True and b["parameters_match"] is False
+    assert b["same_request"] is False and b["owner"] == "task-a"
+    assert check_ok(run_cli(home, "status", "--run-key", "shared"))["owner"] == "task-a"
+    repeat = check_ok(
+        run_cli(home, "start", "--run-key", "shared", "--request-id", "task-b", "--", "sh", "-c", "echo other")
+    )
+    assert repeat["job_id"] == a["job_id"] and repeat["same_request"] is True
+    assert repeat["parameters_match"] is False and repeat["owner"] == "task-a"
+    refused = check_error(run_cli(home, "abort", "--run-key", "shared", "--if-owner", "task-b"), 4, "not_owner")
+    assert refused["owner"] == "task-a"
+    assert check_ok(run_cli(home, "status", "--run-key", "shared"))["status"] == "RUNNING"
+    # a caller with the same parameters still takes the job over, as every reattach does
+    c = check_ok(
+        run_cli(home, "start", "--run-key", "shared", "--request-id", "task-c", "--", *counting(marker, "sleep 30"))
+    )
+    assert c["job_id"] == a["job_id"] and c["parameters_match"] is True and c["owner"] == "task-c"
+    # and one that adopts the other parameters on purpose
+    d = check_ok(
+        run_cli(
+            home, "start", "--run-key", "shared", "--request-id", "task-d", "--adopt-mismatch", "--", "sh", "-c", "x"
+        )
+    )
+    assert d["job_id"] == a["job_id"] and d["parameters_match"] is False and d["owner"] == "task-d"
+    check_error(run_cli(home, "start", "--run-key", "shared", "--adopt-mismatch", "--", "true"), 2, "invalid_argument")
+    done = check_ok(run_cli(home, "abort", "--run-key", "shared", "--if-owner", "task-d", "--grace-seconds", "1"))
+    assert done["status"] == "ABORTED"
+    assert runs(marker) == 1
+
+
+def test_the_owner_aborts_its_job_after_another_caller_refused_it(home, tmp_path):
+    """A's job, B refused it (other parameters): A's own abort --if-owner still works (A's execution_timeout)."""
+    marker = tmp_path / "runs"
+    a = check_ok(run_cli(home, "start", "--run-key", "mine", "--request-id", "a", "--", *counting(marker, "sleep 30")))
+    b = check_ok(run_cli(home, "start", "--run-key", "mine", "--request-id", "b", "--", *counting(marker, "sleep 1")))
+    assert b["parameters_match"] is False and b["job_id"] == a["job_id"]
+    done = check_ok(run_cli(home, "abort", "--run-key", "mine", "--if-owner", "a", "--grace-seconds", "1"))
+    assert done["status"] == "ABORTED" and done["job_id"] == a["job_id"] and done["owner"] == "a"
     assert runs(marker) == 1
 
 
