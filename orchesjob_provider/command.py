@@ -364,6 +364,7 @@ class Verbs(Generic[T]):
         sync: bool = False,
         exec_timeout: float | None = None,
         request_id: str | None = None,
+        adopt_mismatch: bool = False,
     ) -> T:
         """Start (or, by run key, reattach to / adopt) a job; returns the job plus ``accepted``, ``existing``,
         ``parameters_match``, ``same_request`` and friends. A string ``command`` runs through ``/bin/sh -c``.
@@ -377,6 +378,10 @@ class Verbs(Generic[T]):
         mode, and a start whose first attempt launched a job that FAILED before the retry arrived returns that
         FAILED job instead of running it again. Give the same id only to what is the same request (one Airflow try).
 
+        ``adopt_mismatch``: a job of the run key whose command, cwd, env or timeout differ (``parameters_match:
+        false``) still becomes this request's (its owner, for ``abort(if_owner=...)``); without it such a job keeps
+        its owner, since the caller is expected to refuse it.
+
         ``exec_timeout`` bounds the SSH call; it defaults to ``command_timeout`` plus ``start_timeout`` (and is
         unbounded for ``sync=True``, which waits for the job itself).
         """
@@ -385,6 +390,8 @@ class Verbs(Generic[T]):
         rid = new_request_id() if request_id is None else check_request_id(request_id)
         args: list[str] = ["start", _opt("--run-key", _check_text(str(run_key), "run_key"))]
         args.append(_opt("--request-id", rid))
+        if adopt_mismatch:
+            args.append("--adopt-mismatch")
         if sync:
             args.append("--sync")
         if mode == "strict":
