@@ -8,6 +8,7 @@ how a job's end becomes a task state, and aborting the remote job when the task 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as _dt
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotOwner,
     OrchesjobTransportError,
 )
-from orchesjob_provider.give_up import WORKER_ASK_TIMEOUT, TryIdentity, ask, log_left_running
+from orchesjob_provider.give_up import WORKER_ASK_TIMEOUT, TryIdentity, ask, log_left_running, manual_abort_command
 from orchesjob_provider.hooks.orchesjob import (
     CliChoice,
     OrchesjobAsyncHook,
@@ -48,6 +49,22 @@ _CLI_MODE: dict[str, cmd.StartMode] = {"reuse_success": "reuse_success", "strict
 MIN_MASKED_LENGTH = 5  # Airflow 3's default [logging] min_length_masked_secret
 KILL_REASON = "the Airflow task was killed (marked failed or success, or it failed)"
 TIMEOUT_REASON = "the Airflow task's execution_timeout ran out while the job was still running"
+
+
+@dataclasses.dataclass(frozen=True)
+class AbortOutcome:
+    """What an abort of the task's job really did, as the host answered it (never what was hoped for).
+
+    ``kind``: ``aborted`` (the host answered ABORTED), ``not_owner`` (refused: ``owner`` holds the job now),
+    ``ended`` (the job had already ended: ``job`` is its record), ``gone`` (not on the host any more), ``failed``
+    (the abort could not be done: ``detail`` says why; the job may still run) or ``skipped`` (nothing was asked:
+    ``abort_on_kill=False``, or no job yet).
+    """
+
+    kind: str
+    job: Mapping[str, Any] | None = None
+    owner: str | None = None
+    detail: str = ""
 
 
 def describe_end(job: Mapping[str, Any]) -> str:
@@ -339,7 +356,9 @@ class OrchesjobOperator(BaseOperator):
             # task instance is still "running", so on_kill could not tell a timeout from a clear: the task gives the
             # job up here, itself, and on_kill then has nothing left to do.
             self._released = True
-            self._abort(TIMEOUT_REASON)
+            outcome = self._abort(TIMEOUT_REASON)
+            if self._job_id:
+                self.log.error("%s.", self._timeout_message(outcome))
             raise
 
     def _execute(self, context: Context) -> dict[str, Any]:
@@ -358,6 +377,8 @@ class OrchesjobOperator(BaseOperator):
             timeout=self.timeout,
             start_timeout=self.start_timeout,
             request_id=self._request_id,
+            # a job of other parameters becomes this try's only when it will adopt it; refused, it stays its owner's
+            **({"adopt_mismatch": True} if self.allow_parameter_mismatch else {}),
         )
         self._starting = None  # from here on, only a job this try accepted (its id) is aborted
         self._announce(job)  # raises on a parameter mismatch: that job is not ours to abort in on_kill
@@ -446,12 +467,18 @@ class OrchesjobOperator(BaseOperator):
             job = self._drain(dict(event["job"]), relay)
             return self._finish(job, relay)
         if status == "timeout":
-            self._abort(TIMEOUT_REASON)
-            raise AirflowException(
-                f"job {self._job_id} was still running when the task's execution_timeout ran out; it was aborted"
-                if self.abort_on_kill
-                else f"job {self._job_id} was still running when the task's execution_timeout ran out (left running)"
-            )
+            # The trigger looked at the job at its deadline and found it still running. The abort asks the host
+            # again, under its lock: a job that ended meanwhile is reported as it ended, never as aborted.
+            outcome = self._abort(TIMEOUT_REASON)
+            if outcome.kind == "ended" and outcome.job is not None:
+                self.log.info(
+                    "Job %s had ended (%s) by the time the task's execution_timeout was near: its own end decides.",
+                    self._job_id,
+                    outcome.job.get("status"),
+                )
+                relay = LogRelay(self._emit, event.get("stdout_offset", 0), event.get("stderr_offset", 0))
+                return self._finish(self._drain(dict(outcome.job), relay), relay)
+            raise AirflowException(self._timeout_message(outcome))
         raise AirflowException(
             f"lost track of job {self._job_id}: {event.get('message')}. The job itself is not affected: a retry of "
             "this task reattaches to it by run key."
@@ -487,8 +514,26 @@ class OrchesjobOperator(BaseOperator):
             return ""
         return str(chunk.get("data") or "").rstrip("\n")
 
-    def _abort(self, reason: str) -> None:
-        """Abort our job over a connection of its own, if it is still ours.
+    def _timeout_message(self, outcome: AbortOutcome) -> str:
+        """The task's failure for an execution_timeout, saying what became of the job as the host answered."""
+        head = f"job {self._job_id} was still running when the task's execution_timeout ran out"
+        if outcome.kind == "aborted":
+            return f"{head}; it was aborted"
+        if outcome.kind == "skipped":
+            return f"{head} (left running: abort_on_kill=False)"
+        if outcome.kind == "not_owner":
+            return (
+                f"{head}; it was NOT aborted: it belongs to request {outcome.owner!r}, not to this try's "
+                f"{self._request_id!r} (a newer try took it over), so it is left running for that one"
+            )
+        if outcome.kind == "gone":
+            return f"{head}; it is no longer on the host (cleaned), so nothing was aborted"
+        if outcome.kind == "ended":
+            return f"job {self._job_id} had ended ({outcome.detail}) by the time the task's execution_timeout ran out"
+        return f"{head}; it could NOT be aborted and may still be running: {outcome.detail}"
+
+    def _abort(self, reason: str) -> AbortOutcome:
+        """Abort our job over a connection of its own, if it is still ours, and say what the host answered.
 
         ``on_kill`` runs while ``execute`` is still inside a ``wait`` on the task's connection (Airflow calls it from
         a signal handler that interrupted that very call, or from another thread): sharing that SSH client could
@@ -501,7 +546,7 @@ class OrchesjobOperator(BaseOperator):
         # or took over, never an older job of the key.
         by_key = self._starting if self._job_id is None and self._request_id else None
         if not (self.abort_on_kill and (self._job_id or by_key)):
-            return
+            return AbortOutcome("skipped")
         hook = self._new_hook()
         try:
             if by_key is not None:
@@ -515,7 +560,13 @@ class OrchesjobOperator(BaseOperator):
                     grace_seconds=self.abort_grace_seconds,
                     if_owner=self._request_id,
                 )
-            self.log.info("Aborted job %s on the host.", aborted.get("job_id", self._job_id))
+            job_id = aborted.get("job_id", self._job_id)
+            if aborted.get("status") == "ABORTED":
+                self.log.info("Aborted job %s on the host.", job_id)
+                return AbortOutcome("aborted", job=aborted)
+            detail = f"the host answered the abort with status {aborted.get('status')!r}"
+            self.log.error("Could not abort job %s: %s.", job_id, detail)
+            return AbortOutcome("failed", job=aborted, detail=detail)
         except OrchesjobNotOwner as exc:
             self.log.warning(
                 "Not aborting job %s: it now belongs to request %r, not to this try's %r. A newer try took it over, "
@@ -524,12 +575,37 @@ class OrchesjobOperator(BaseOperator):
                 exc.owner,
                 self._request_id,
             )
-        except (OrchesjobConflict, OrchesjobNotFound):
-            pass  # it had already ended (or been cleaned): nothing to stop
+            return AbortOutcome("not_owner", owner=exc.owner, detail=str(exc))
+        except OrchesjobNotFound as exc:
+            self.log.info("Not aborting job %s: it is no longer on the host (%s).", self._job_id, exc)
+            return AbortOutcome("gone", detail=str(exc))
+        except OrchesjobConflict as exc:
+            return self._not_running(hook, exc)
         except OrchesjobError as exc:
-            self.log.error("Could not abort job %s: %s", self._job_id, exc)
+            return self._abort_failed(exc)
         finally:
             hook.close()
+
+    def _not_running(self, hook: OrchesjobHook, refusal: OrchesjobError) -> AbortOutcome:
+        """The host refused the abort (exit 4): look at the job to say why (it had ended, or it cannot be stopped
+        from here), rather than guess."""
+        try:
+            job = hook.status(job_id=self._job_id, run_key=None if self._job_id else self._starting)
+        except OrchesjobError as exc:
+            return self._abort_failed(refusal, f"; its status could not be read either: {exc}")
+        if cmd.is_terminal(job):
+            self.log.info("Not aborting job %s: it had already ended %s.", job.get("job_id"), job.get("status"))
+            return AbortOutcome("ended", job=job, detail=str(job.get("status")))
+        return self._abort_failed(refusal)
+
+    def _abort_failed(self, exc: OrchesjobError, more: str = "") -> AbortOutcome:
+        settings = self._new_hook().settings  # the CLI this try used: the command shown must be runnable
+        command = (
+            manual_abort_command(self._job_id, settings.orchesjob_bin, settings.orchesjob_home) if self._job_id else ""
+        )
+        detail = f"{exc}{more}" + (f". To abort it on the host: {command}" if command else "")
+        self.log.error("Could not abort job %s: %s", self._job_id, detail)
+        return AbortOutcome("failed", detail=detail)
 
     def on_kill(self) -> None:
         """The task was killed while waiting in the worker: abort the remote job if the task instance gave it up.

@@ -723,3 +723,104 @@ def test_the_jobs_own_timeout_aborts_it_on_the_host(make_op, tmp_path: Path, def
     assert wait_dead(pids) == []
     assert time.monotonic() - started < 30
     assert "timeout" in str(failure.value).lower()
+
+
+# ---------------------------------------------------------------------- a task's timeout says what became of its job
+
+
+def test_a_task_that_refused_a_job_of_other_parameters_never_takes_it_over(make_op, cli, tmp_path: Path) -> None:
+    """Two tasks share a run key with different commands. B is answered with A's running job and refuses to adopt
+    it: B must not become its owner. A's execution_timeout then really aborts A's job, and says so."""
+    from datetime import timedelta
+
+    marker = tmp_path / "runs"
+    command_a = sh_job(f"echo run >> {marker}; " + " ".join(tree_job(tmp_path)[2:]))
+    op_a = make_op(
+        command=command_a, run_key="shared-key", execution_timeout=timedelta(seconds=8), abort_grace_seconds=1
+    )
+    ctx_a = context(task_id="a")
+    with pytest.raises(TaskDeferred) as deferred:
+        op_a.execute(ctx_a)
+    trigger = deferred.value.trigger
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+
+    op_b = make_op(task_id="b", command=sh_job("echo other"), run_key="shared-key", deferrable=False)
+    with pytest.raises(AirflowFailException, match="Refusing to adopt"):
+        op_b.execute(context(task_id="b"))
+    job = cli.status(job_id=trigger.job_id)
+    assert job["status"] == "RUNNING" and job["owner"] == trigger.request_id  # still A's
+
+    payload = run_trigger(trigger, timeout=30)  # its deadline: 3 s after the start, the job still runs
+    assert payload["status"] == "timeout"
+    with pytest.raises(AirflowException) as failed:
+        op_a.execute_complete(ctx_a, payload)
+    assert "execution_timeout" in str(failed.value) and str(failed.value).endswith("it was aborted")
+    assert wait_dead(pids) == []
+    job = cli.status(job_id=trigger.job_id)
+    assert job["status"] == "ABORTED" and "execution_timeout" in job["abort_reason"]
+    assert lines(marker) == ["run"]
+
+
+def test_a_task_that_allows_a_mismatch_takes_the_job_over(make_op, cli, tmp_path: Path) -> None:
+    """allow_parameter_mismatch=True adopts the job on purpose: then it is its owner, and its kill aborts it."""
+    started = cli.start("adopted-key", tree_job(tmp_path), request_id="someone-else")
+    pids = read_pids(tmp_path, "main.pid", "child.pid")
+    adopter = make_op(
+        command=sh_job("echo other"), run_key="adopted-key", allow_parameter_mismatch=True, abort_grace_seconds=1
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        adopter.execute(context())
+    trigger = deferred.value.trigger
+    assert trigger.job_id == started["job_id"]
+    assert cli.status(job_id=started["job_id"])["owner"] == trigger.request_id
+    with pytest.raises(AirflowException, match="it was aborted"):
+        adopter.execute_complete(context(), trigger._event("timeout", message="the deadline passed").payload)
+    assert wait_dead(pids) == []
+    assert cli.status(job_id=started["job_id"])["status"] == "ABORTED"
+
+
+def test_a_timeout_of_a_try_whose_job_a_newer_try_took_over_says_it_was_not_aborted(
+    make_op, cli, tmp_path: Path
+) -> None:
+    """Try 1's deadline passes after try 2 reattached to the job: the host refuses try 1's abort (not_owner), and the
+    task's failure says so instead of claiming the job was aborted."""
+    from datetime import timedelta
+
+    command = tree_job(tmp_path)
+    ctx1 = context(try_number=1)
+    op1 = make_op(command=command, execution_timeout=timedelta(seconds=8), abort_grace_seconds=1)
+    with pytest.raises(TaskDeferred) as first:
+        op1.execute(ctx1)
+    op2 = make_op(command=command, abort_grace_seconds=1)
+    with pytest.raises(TaskDeferred) as second:
+        op2.execute(context(try_number=2))
+    assert second.value.trigger.job_id == first.value.trigger.job_id
+    payload = run_trigger(first.value.trigger, timeout=30)
+    assert payload["status"] == "timeout"
+    with pytest.raises(AirflowException) as failed:
+        op1.execute_complete(ctx1, payload)
+    message = str(failed.value)
+    assert "NOT aborted" in message and second.value.trigger.request_id in message, message
+    assert "it was aborted" not in message
+    assert cli.status(job_id=payload["job_id"])["status"] == "RUNNING"
+    cli.abort(job_id=payload["job_id"], grace_seconds=1)
+
+
+def test_a_job_that_ended_just_before_the_timeout_abort_is_reported_as_it_ended(make_op, cli, tmp_path: Path) -> None:
+    """The trigger saw the job running at its deadline; it SUCCEEDED before the task's abort reached the host.
+    The host refuses the abort (not running), and the task reports the job's real end: success, not "aborted"."""
+    gate = tmp_path / "gate"
+    command = sh_job(f"echo working; while [ ! -e {gate} ]; do sleep 0.1; done; echo finished")
+    op = make_op(command=command, abort_grace_seconds=1)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    trigger = deferred.value.trigger
+    timeout_event = trigger._event("timeout", message=f"the job {trigger.job_id} was still running at the deadline")
+    gate.touch()
+    wait_status(cli, trigger.job_id, ("SUCCEEDED",))
+    log = record_log(op)
+    result = op.execute_complete(ctx, timeout_event.payload)
+    assert result["status"] == "SUCCEEDED" and result["job_id"] == trigger.job_id
+    assert log.lines("stdout") == ["working", "finished"]
+    assert not any("Aborted job" in m for m in log.messages())
