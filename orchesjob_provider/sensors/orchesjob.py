@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider.cli_install import InstallCli
@@ -17,7 +17,7 @@ from orchesjob_provider.compat import (
     Context,
     default_deferrable,
 )
-from orchesjob_provider.exceptions import OrchesjobNotFound
+from orchesjob_provider.exceptions import OrchesjobError, OrchesjobNotFound
 from orchesjob_provider.hooks.orchesjob import CliChoice, OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.operators.orchesjob import describe_end
 
@@ -188,11 +188,20 @@ class OrchesjobSensor(BaseSensorOperator):
             self._judge(event["job"])
             return self._job
         if status == "timeout":
+            # The trigger asked the host at its deadline; ask once more from here (the job may have ended since, or
+            # the trigger could not reach the host): only a job still running, or still absent, is a timeout.
+            try:
+                job = self._lookup()
+            except OrchesjobError as exc:
+                self._timed_out(f"; the job could not be looked at since: {exc}")
+            if job is not None and cmd.is_terminal(job):
+                self._judge(job)
+                return self._job
             self._timed_out()
         raise AirflowException(f"lost track of job {event.get('job_id')}: {event.get('message')}")
 
-    def _timed_out(self) -> None:
-        message = "the job did not finish within the sensor's timeout of %ss" % self.timeout
+    def _timed_out(self, more: str = "") -> NoReturn:
+        message = "the job did not finish within the sensor's timeout of %ss%s" % (self.timeout, more)
         if self.soft_fail:
             raise AirflowSkipException(message)
         raise AirflowSensorTimeout(message)

@@ -25,6 +25,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
+from orchesjob_provider import command as cmd
 from orchesjob_provider.compat import BaseTrigger, TriggerEvent
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
@@ -38,7 +39,7 @@ from orchesjob_provider.give_up import TryIdentity, aask, log_left_running
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
 from orchesjob_provider.retry import RetryPolicy
-from orchesjob_provider.watcher import SharedWatcher, Subscription, shared_watcher
+from orchesjob_provider.watcher import SharedWatcher, Subscription, job_only, shared_watcher
 
 
 class OrchesjobTrigger(BaseTrigger):
@@ -50,7 +51,9 @@ class OrchesjobTrigger(BaseTrigger):
       no longer active (whatever its outcome: the operator decides what FAILED means);
     - ``{"status": "error", "message", "error_type", ...offsets}`` when the job cannot be watched (SSH kept failing,
       the job was cleaned away, incompatible CLI);
-    - ``{"status": "timeout", ...}`` when the optional ``deadline`` (Unix time) passes first.
+    - ``{"status": "timeout", "message", ...}`` when the optional ``deadline`` (Unix time) has passed and the host,
+      asked then, says the job still runs (or cannot be asked: the message says which). A trigger that starts after
+      its deadline (a busy or restarting triggerer) asks first too: a job that ended in time fires ``terminal``.
 
     :param stdout_offset: bytes of stdout already shown; logging starts after them.
     :param stderr_offset: the same for stderr.
@@ -247,22 +250,53 @@ class OrchesjobTrigger(BaseTrigger):
             self.log,
             progressed=lambda: self._sync_offsets(relay),
         )
+        left = self._left()
+        if left is not None and left <= 0:
+            # Started after the deadline (a busy or restarting triggerer): the job may have ended in time. Ask it.
+            yield await self._at_deadline(relay)
+            return
         watcher = self._watcher()
         watcher.subscribe(sub)
         try:
-            left = self._left()
             try:
                 kind, fields = await asyncio.wait_for(asyncio.shield(sub.done), None if left is None else max(0, left))
             except asyncio.TimeoutError:
                 watcher.unsubscribe(sub)
-                relay.flush()
-                self._sync_offsets(relay)
-                yield self._event("timeout", message=f"the job {self.job_id} was still running at the deadline")
+                yield await self._at_deadline(relay)
                 return
             self._sync_offsets(relay)
             yield self._event(kind, **fields)
         finally:
             watcher.unsubscribe(sub)
+
+    async def _at_deadline(self, relay: LogRelay) -> TriggerEvent:
+        """The event at the deadline, after asking the host about the job: ``terminal`` when it has ended (in
+        time, or since: the watcher's last answer may be older than the end, and a trigger that starts late never
+        had one), ``timeout`` only when the host says it still runs, or when the host cannot be asked (the
+        message says so; the task asks again before it acts)."""
+        relay.flush()
+        self._sync_offsets(relay)
+        hook = self._make_hook()
+        try:
+            job = await hook.status(job_id=self.job_id)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the job's state is unknown: say so
+            return self._event(
+                "timeout",
+                message=(
+                    f"the deadline passed and the job {self.job_id} could not be looked at "
+                    f"({type(exc).__name__}: {exc})"
+                ),
+            )
+        finally:
+            await hook.close()
+        if cmd.is_terminal(job):
+            self.log.info(
+                "the deadline has passed, but job %s had already ended %s: reporting its end",
+                self.job_id,
+                job["status"],
+            )
+            return self._event("terminal", job=job_only(job))
+        return self._event("timeout", message=f"the job {self.job_id} was still {job.get('status')} at the deadline")
 
     async def _find_job(self) -> TriggerEvent | None:
         """With only a run key: look for its latest job until there is one (then ``job_id`` is set and None is
@@ -271,15 +305,16 @@ class OrchesjobTrigger(BaseTrigger):
         failures = 0
         try:
             while True:
-                left = self._left()
-                if left is not None and left <= 0:
-                    return self._event(
-                        "timeout", message=(f"no job with run key {self.run_key!r} had started by the deadline")
-                    )
                 try:
                     job = await hook.status(run_key=self.run_key)
                 except OrchesjobNotFound:
                     failures = 0
+                    left = self._left()  # asked after the look: a trigger that starts late still looks once
+                    if left is not None and left <= 0:
+                        return self._event(
+                            "timeout",
+                            message=f"no job with run key {self.run_key!r} had started by the deadline",
+                        )
                     pause = self.wait_for_key_interval if left is None else min(self.wait_for_key_interval, left)
                     await asyncio.sleep(max(0.05, pause))
                     continue

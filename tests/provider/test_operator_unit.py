@@ -824,3 +824,24 @@ def test_a_job_that_ended_just_before_the_timeout_abort_is_reported_as_it_ended(
     assert result["status"] == "SUCCEEDED" and result["job_id"] == trigger.job_id
     assert log.lines("stdout") == ["working", "finished"]
     assert not any("Aborted job" in m for m in log.messages())
+
+
+def test_a_late_trigger_of_a_job_that_succeeded_in_time_succeeds_the_task(make_op, cli, tmp_path: Path) -> None:
+    """The finding: the trigger starts after its deadline (a busy triggerer) while the job had SUCCEEDED in time.
+    The task succeeds with the job's result and output; it neither fails nor claims the job was aborted."""
+    from datetime import timedelta
+
+    marker = tmp_path / "runs"
+    op = make_op(command=sh_job(f"echo run >> {marker}; echo quick"), execution_timeout=timedelta(seconds=7))
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(ctx)
+    trigger = deferred.value.trigger
+    wait_status(cli, trigger.job_id, ("SUCCEEDED",))
+    time.sleep(max(0.0, trigger.deadline - time.time()) + 0.5)
+    resumed = make_op(command=sh_job(f"echo run >> {marker}; echo quick"), execution_timeout=timedelta(seconds=7))
+    log = record_log(resumed)
+    result = drive(resumed, ctx, deferred.value)
+    assert result["status"] == "SUCCEEDED" and result["job_id"] == trigger.job_id
+    assert log.lines("stdout") == ["quick"]
+    assert lines(marker) == ["run"]

@@ -230,3 +230,65 @@ def test_trigger_without_a_job_id_waits_for_the_run_key_and_survives_a_round_tri
     found = asyncio.run(both())
     assert found["status"] == "terminal" and found["job"]["status"] == "SUCCEEDED"
     assert found["job_id"] == found["job"]["job_id"] == host.status(run_key="appears")["job_id"]
+
+
+def test_a_deferred_sensor_whose_trigger_starts_after_the_deadline_sees_the_job_that_succeeded(
+    make_sensor, host
+) -> None:
+    """The sensor deferred while the job ran; the job SUCCEEDED within the sensor's timeout, but the trigger only
+    started after the deadline (a busy or restarting triggerer). The sensor succeeds: the trigger asks the host
+    before it reports a timeout."""
+    gate_job = host.start("late-export", ["sh", "-c", "sleep 1; echo exported"])
+    sensor = make_sensor(run_key="late-export", deferrable=True, timeout=3)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    trigger = deferred.value.trigger
+    assert trigger.job_id == gate_job["job_id"]
+    deadline = trigger.deadline
+    assert deadline is not None
+    host.wait(job_id=gate_job["job_id"], timeout=30)
+    time.sleep(max(0.0, deadline - time.time()) + 0.5)  # the triggerer gets to it only now
+    result = drive(sensor, ctx, deferred.value)
+    assert result["job_id"] == gate_job["job_id"] and result["status"] == "SUCCEEDED"
+
+
+def test_a_sensor_by_run_key_whose_trigger_starts_late_finds_the_job_that_appeared_and_succeeded(
+    make_sensor, host
+) -> None:
+    """No job yet when the sensor deferred; by the time its trigger starts (after the deadline) the job has been
+    started and has SUCCEEDED. The trigger looks for the run key before it concludes that none had started."""
+    sensor = make_sensor(run_key="late-appears", deferrable=True, timeout=2)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    assert deferred.value.trigger.job_id is None
+    host.start("late-appears", ["sh", "-c", "echo appeared"], sync=True)
+    time.sleep(max(0.0, deferred.value.trigger.deadline - time.time()) + 0.5)
+    result = drive(sensor, ctx, deferred.value)
+    assert result["run_key"] == "late-appears" and result["status"] == "SUCCEEDED"
+
+
+def test_a_timeout_event_for_a_job_that_ended_since_is_judged_by_the_job(make_sensor, host) -> None:
+    """The trigger saw the job running at the deadline; it ended before the task resumed. The sensor asks once
+    more: a FAILED job fails the task as FAILED (not as a sensor timeout), a running one times out."""
+    job = host.start("ended-since", ["sh", "-c", "sleep 1; exit 5"])
+    sensor = make_sensor(run_key="ended-since", deferrable=True, timeout=60)
+    ctx = context()
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    event = deferred.value.trigger._event("timeout", message="the job was still RUNNING at the deadline").payload
+    host.wait(job_id=job["job_id"], timeout=30)
+    with pytest.raises(AirflowException) as failure:
+        sensor.execute_complete(ctx, event)
+    assert not isinstance(failure.value, AirflowSensorTimeout)
+    assert "FAILED" in str(failure.value) and "exited with code 5" in str(failure.value)
+
+    running = host.start("still-going", ["sleep", "30"])
+    sensor = make_sensor(run_key="still-going", deferrable=True, timeout=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(ctx)
+    event = deferred.value.trigger._event("timeout", message="the job was still RUNNING at the deadline").payload
+    with pytest.raises(AirflowSensorTimeout):
+        sensor.execute_complete(ctx, event)
+    host.abort(job_id=running["job_id"], grace_seconds=1)

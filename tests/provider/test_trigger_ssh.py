@@ -235,6 +235,45 @@ def test_deadline_fires_a_timeout_event(
         hook.abort(job_id=job["job_id"], grace_seconds=1)
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-watcher", "own-watcher"])
+def test_a_trigger_that_starts_after_its_deadline_reports_a_job_that_ended_in_time(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, shared: bool
+) -> None:
+    """A busy or restarting triggerer starts the trigger after its deadline; the job SUCCEEDED in time. The trigger
+    asks the host before it concludes: the event is the job's end, not a timeout."""
+    job = hook.start("ended-in-time", ["sh", "-c", "echo made it"], sync=True)
+    assert job["status"] == "SUCCEEDED"
+    trigger = make_trigger(
+        ssh_conn_id,
+        orchesjob_launcher,
+        orchesjob_home,
+        job["job_id"],
+        deadline=time.time() - 120,
+        shared_watcher=shared,
+    )
+    event, ended = asyncio.run(first_event(trigger))
+    assert ended
+    assert event.payload["status"] == "terminal", event.payload
+    assert event.payload["job"]["status"] == "SUCCEEDED" and event.payload["job"]["job_id"] == job["job_id"]
+    assert event.payload["stdout_offset"] == 0  # nothing was logged: the task shows the output from here
+
+
+def test_a_trigger_that_starts_after_its_deadline_times_out_a_job_still_running(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
+) -> None:
+    job = hook.start("still-running", ["sleep", "30"])
+    try:
+        trigger = make_trigger(
+            ssh_conn_id, orchesjob_launcher, orchesjob_home, job["job_id"], deadline=time.time() - 120
+        )
+        event, ended = asyncio.run(first_event(trigger))
+        assert ended and event.payload["status"] == "timeout"
+        assert "still RUNNING at the deadline" in event.payload["message"]
+        assert hook.status(job_id=job["job_id"])["status"] == "RUNNING"  # a trigger never aborts on a timeout
+    finally:
+        hook.abort(job_id=job["job_id"], grace_seconds=1)
+
+
 def test_async_hook_matches_the_sync_hook(
     hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str
 ) -> None:
