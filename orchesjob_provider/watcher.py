@@ -16,8 +16,11 @@ How the guarantees of a trigger are kept:
   triggerer crash (from the kwargs stored when the task deferred, far behind) resumes where its predecessor had
   got to; it marks the place in the log, since the lines delivered after the predecessor's last call show twice.
 - A transport failure is retried for every subscriber together, with the usual backoff; each subscriber gives up
-  after its own ``max_connection_errors``. One subscriber's end (its job ended, was cleaned, its task was killed)
-  never disturbs the others. The last subscriber leaving closes the connection, which also ends the host's call.
+  after its own ``max_connection_errors``. Any other error (the connection id unknown in the triggerer's
+  environment, a secrets backend that fails, a bug) is handled the same way, on a fresh hook each time, and the
+  subscribers that give up get an ``error`` event naming it: the loop never restarts itself at once. One
+  subscriber's end (its job ended, was cleaned, its task was killed) never disturbs the others. The last subscriber
+  leaving closes the connection, which also ends the host's call.
 """
 
 from __future__ import annotations
@@ -145,20 +148,32 @@ class Subscription:
                 )
                 self.relay.resume_at(stream, start)
 
-    def transport_failed(self, exc: OrchesjobError, failures: int, hopeless: bool) -> None:
+    def transport_failed(self, exc: BaseException, failures: int, hopeless: bool) -> None:
+        """A call failed (``failures`` in a row); give up when it cannot get better or this subscriber's patience
+        is over. ``exc`` is an ``OrchesjobError``, or any other exception the watcher's call raised."""
         if hopeless or failures > self.max_connection_errors:
             if self.relay is not None:
                 self.relay.flush()
             self._finish(
                 "error",
-                error_type=exc.error_type,
-                message=f"gave up watching job {self.job_id} after {failures} failed attempt(s): {exc}",
+                error_type=error_type(exc),
+                message=f"gave up watching job {self.job_id} after {failures} failed attempt(s): {describe(exc)}",
             )
 
     def fail(self, exc: OrchesjobError) -> None:
         if self.relay is not None:
             self.relay.flush()
         self._finish("error", error_type=exc.error_type, message=str(exc))
+
+
+def error_type(exc: BaseException) -> str:
+    """An error event's ``error_type``: the CLI's for an ``OrchesjobError``, else the exception's class name."""
+    return exc.error_type if isinstance(exc, OrchesjobError) else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """An error for a message: an ``OrchesjobError`` says what it is; any other exception is named by its class."""
+    return str(exc) if isinstance(exc, OrchesjobError) else f"{type(exc).__name__}: {exc}"
 
 
 class SharedWatcher:
@@ -202,13 +217,14 @@ class SharedWatcher:
             self.hook.wake()  # nobody waits for the poll in flight any more; the loop then closes the connection
 
     async def _loop(self) -> None:
-        self.hook = self.make_hook()
         failures = 0
         try:
             while self.subs:
                 batch = list(self.subs.values())
-                entries = [s.entry() for s in batch]
                 try:
+                    entries = [s.entry() for s in batch]
+                    if self.hook is None:
+                        self.hook = self.make_hook()
                     payload = await self.hook.watch(
                         entries,
                         timeout=self.poll_timeout,
@@ -222,34 +238,56 @@ class SharedWatcher:
                 except (OrchesjobTransportError, OrchesjobLockTimeout) as exc:
                     failures += 1
                     hopeless = isinstance(exc, OrchesjobTransportError) and not exc.transient
-                    for s in batch:
-                        s.transport_failed(exc, failures, hopeless)
-                    self._drop_finished()
-                    if self.subs:
-                        pause = self.retry.delay(failures)
-                        batch[0].log.warning(
-                            "watching %d job(s): %s; retry %d in %.1fs", len(self.subs), exc, failures, pause
-                        )
-                        await asyncio.sleep(pause)
+                    await self._failed(batch, exc, failures, hopeless)
                     continue
                 except OrchesjobError as exc:  # the CLI refused the call: nothing a repeat would change
                     for s in batch:
                         s.fail(exc)
                     self._drop_finished()
                     continue
+                except Exception as exc:  # noqa: BLE001 - not the host's answer: the hook itself could not work
+                    # e.g. the connection id exists only in the workers' environment. Back off like a transport
+                    # failure, on a fresh hook, and let each subscriber give up with this error in its own time.
+                    failures += 1
+                    await self._close_hook()
+                    await self._failed(batch, exc, failures, hopeless=False)
+                    continue
                 failures = 0
                 for s, answer in zip(batch, answers):
                     if self.subs.get(id(s)) is s:  # a subscriber that left meanwhile gets nothing
                         s.handle(answer)
                 self._drop_finished()
+        except Exception as exc:  # noqa: BLE001 - a bug in the loop itself: end every subscriber with it
+            for s in list(self.subs.values()):
+                s.transport_failed(exc, failures + 1, hopeless=True)
+            self.subs.clear()
         finally:
-            hook, self.hook = self.hook, None
-            if hook is not None:
-                await hook.close()
+            await self._close_hook()
             if self.subs:  # someone subscribed while the connection was closing: serve them on a new one
                 self.task = asyncio.get_running_loop().create_task(self._loop())
             elif self.on_idle is not None:
                 self.on_idle(self)
+
+    async def _failed(self, batch: list[Subscription], exc: BaseException, failures: int, hopeless: bool) -> None:
+        """A call failed: tell the subscribers (each gives up after its own ``max_connection_errors``), then pause
+        before the next call, as long as anyone is left."""
+        for s in batch:
+            s.transport_failed(exc, failures, hopeless)
+        self._drop_finished()
+        if self.subs:
+            pause = self.retry.delay(failures)
+            batch[0].log.warning(
+                "watching %d job(s): %s; retry %d in %.1fs", len(self.subs), describe(exc), failures, pause
+            )
+            await asyncio.sleep(pause)
+
+    async def _close_hook(self) -> None:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            try:
+                await hook.close()
+            except Exception:  # noqa: BLE001 - closing a hook that never worked must not hide why it did not
+                pass
 
     def _drop_finished(self) -> None:
         for key in [k for k, s in self.subs.items() if s.done.done()]:

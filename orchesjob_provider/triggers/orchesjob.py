@@ -39,7 +39,7 @@ from orchesjob_provider.give_up import TryIdentity, aask, log_left_running
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
 from orchesjob_provider.retry import RetryPolicy
-from orchesjob_provider.watcher import SharedWatcher, Subscription, job_only, shared_watcher
+from orchesjob_provider.watcher import SharedWatcher, Subscription, describe, error_type, job_only, shared_watcher
 
 
 class OrchesjobTrigger(BaseTrigger):
@@ -343,6 +343,30 @@ class OrchesjobTrigger(BaseTrigger):
                     continue
                 except OrchesjobError as exc:
                     return self._event("error", error_type=exc.error_type, message=str(exc))
+                except Exception as exc:  # noqa: BLE001 - the hook could not work at all (e.g. an unknown conn id)
+                    failures += 1
+                    if failures > self.max_connection_errors:
+                        return self._event(
+                            "error",
+                            error_type=error_type(exc),
+                            message=(
+                                f"gave up looking for run key {self.run_key!r} after {failures} failed attempt(s): "
+                                f"{describe(exc)}"
+                            ),
+                        )
+                    pause = self._backoff(failures)
+                    self.log.warning(
+                        "looking for run key %r: %s; retry %d of %d in %.1fs",
+                        self.run_key,
+                        describe(exc),
+                        failures,
+                        self.max_connection_errors,
+                        pause,
+                    )
+                    await hook.close()
+                    hook = self._make_hook()
+                    await asyncio.sleep(pause)
+                    continue
                 self.job_id = str(job["job_id"])
                 return None
         finally:

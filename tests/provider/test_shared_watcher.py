@@ -439,3 +439,108 @@ def test_per_trigger_watching_is_still_available(
     for i, rec in enumerate(logs):
         assert rec.lines("stdout") == expected(f"own{i}", 4)
     assert len(proxy.connections) == 3  # one connection per trigger, as before shared watching
+
+
+MISSING_CONN_ID = "orchesjob_only_on_workers"  # defined in the workers' environment, not in the triggerer's
+
+
+class CountingTrigger(OrchesjobTrigger):
+    """Counts the hooks its watcher makes: each one is a fresh attempt of the watcher's loop to work at all."""
+
+    made: list[float]
+
+    def _make_hook(self) -> Any:
+        self.made.append(time.monotonic())
+        return super()._make_hook()
+
+
+def counting_triggers(made: list[float], home: str, n: int, **kwargs: Any) -> list[CountingTrigger]:
+    triggers = []
+    for i in range(n):
+        trigger = CountingTrigger(
+            ssh_conn_id=MISSING_CONN_ID,
+            job_id=f"job-{i}",
+            run_key=f"rk-{i}",
+            orchesjob_bin="/usr/bin/orchesjob",
+            orchesjob_home=home,
+            **kwargs,
+        )
+        trigger.made = made
+        triggers.append(trigger)
+    return triggers
+
+
+def test_a_watcher_that_cannot_work_backs_off_instead_of_spinning(
+    orchesjob_home: str, watchers: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection id exists only in the workers' environment: every attempt of the watcher fails before SSH.
+    It used to restart its loop at once, forever (thousands of times a second, a whole CPU, no trigger ever
+    fired). Now each failure is counted and backed off like an SSH failure, with the default settings."""
+    monkeypatch.delenv(f"AIRFLOW_CONN_{MISSING_CONN_ID.upper()}", raising=False)
+    made: list[float] = []
+    triggers = counting_triggers(made, orchesjob_home, 3)  # default retries: 5 failures, 2 s backoff doubling
+    logs = [record_log(t) for t in triggers]
+
+    async def scenario() -> list[bool]:
+        tasks = [asyncio.ensure_future(fire(t)) for t in triggers]
+        await asyncio.sleep(10)
+        done = [task.done() for task in tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return done
+
+    cpu = time.process_time()
+    done = asyncio.run(scenario())
+    cpu = time.process_time() - cpu
+    assert not any(done)  # still within their patience: 2 + 4 + 8 s of backoff is more than 10 s
+    assert 1 <= len(made) <= 10, f"{len(made)} attempts in 10 s"
+    assert cpu < 4, f"{cpu:.1f} s of CPU in 10 s of waiting"
+    warnings = [m for log in logs for m in log.messages() if "retry" in m]
+    assert warnings and MISSING_CONN_ID in warnings[0], warnings
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-watcher", "own-watcher"])
+def test_a_trigger_whose_watcher_cannot_work_fails_with_the_error(
+    orchesjob_home: str, watchers: dict, monkeypatch: pytest.MonkeyPatch, shared: bool
+) -> None:
+    monkeypatch.delenv(f"AIRFLOW_CONN_{MISSING_CONN_ID.upper()}", raising=False)
+    made: list[float] = []
+    triggers = counting_triggers(
+        made, orchesjob_home, 2, max_connection_errors=2, retry_backoff=0.2, shared_watcher=shared
+    )
+
+    async def scenario() -> list[Any]:
+        return list(await asyncio.wait_for(asyncio.gather(*(fire(t) for t in triggers)), 30))
+
+    started = time.monotonic()
+    events = asyncio.run(scenario())
+    assert time.monotonic() - started < 15
+    for event in events:
+        assert event["status"] == "error", event
+        assert MISSING_CONN_ID in event["message"] and "3 failed attempt" in event["message"], event
+        assert event["error_type"] not in ("", "None")
+    assert len(made) == (3 if shared else 6)  # one watcher for both, or one each: 3 attempts per watcher
+    assert not loop_watchers_left(watchers)
+
+
+def loop_watchers_left(registry: dict) -> list[Any]:
+    return [w for w in registry.values() if w.subs]
+
+
+def test_a_trigger_by_run_key_whose_connection_is_unknown_fails_with_the_error(
+    orchesjob_home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sensor's trigger still looking for its run key: the same error, the same backoff, the same end."""
+    monkeypatch.delenv(f"AIRFLOW_CONN_{MISSING_CONN_ID.upper()}", raising=False)
+    trigger = OrchesjobTrigger(
+        ssh_conn_id=MISSING_CONN_ID,
+        job_id=None,
+        run_key="not-yet",
+        orchesjob_home=orchesjob_home,
+        stream_logs=False,
+        max_connection_errors=2,
+        retry_backoff=0.2,
+    )
+    event = asyncio.run(asyncio.wait_for(fire(trigger), 30))
+    assert event["status"] == "error" and MISSING_CONN_ID in event["message"], event
