@@ -1,12 +1,14 @@
 """Whether killing a task means "stop its job": the rule, and the question put to Airflow, in one place.
 
 Airflow calls a task's (or its trigger's) ``on_kill`` in situations a user does not mean as "stop the job": clearing
-a deferred task (the new try reattaches to the same job a moment later), or cancelling a trigger on a triggerer that
-stalled while another one took the trigger over. Aborting then kills a healthy job that the task still wants. So
-before aborting, the kill path asks Airflow about the task instance and aborts only when the try that started (or
-reattached to) the job really gave it up: its try number is unchanged (where Airflow tells it) and its state says
-it no longer waits for the job. When Airflow cannot say, the job is left running and the log says how a person
-would abort it.
+a deferred task (the new try reattaches to the same job a moment later), cancelling a trigger on a triggerer that
+stalled while another one took the trigger over, or killing a worker that stalled past the heartbeat timeout and
+whose task instance the scheduler has meanwhile marked ``up_for_retry`` (the retry reattaches to the job). Aborting
+then kills a healthy job that the task still wants, and the retry runs it a second time. So before aborting, the
+kill path asks Airflow about the task instance and aborts only when the try that started (or reattached to) the job
+really gave it up: its try number is unchanged (where Airflow tells it) and its state says the task instance is
+over for good. A state that means "Airflow will run this task again" leaves the job to that run. When Airflow cannot
+say, the job is left running and the log says how a person would abort it.
 
 ``abort --if-owner`` stays the second lock: even when this rule answers yes, the host refuses an abort from a try
 that a newer try replaced as the job's owner.
@@ -25,10 +27,11 @@ from typing import Any
 
 from orchesjob_provider import command as cmd
 
-# States in which the task instance still waits for its job (or is about to run again and reattach to it):
+# States in which the task instance still waits for its job, or will run again and reattach to it (same run key):
 # running in a worker, deferred to a triggerer, queued or scheduled for a run, no state at all (just cleared),
-# restarting (a running task that was cleared), up_for_reschedule (the same try comes back later) and
-# awaiting_input (Airflow 3's human-in-the-loop wait).
+# restarting (a running task that was cleared), up_for_retry (the try failed, a retry is coming: a worker that
+# stalled past the heartbeat timeout is marked so while its job is healthy), up_for_reschedule (the same try comes
+# back later) and awaiting_input (Airflow 3's human-in-the-loop wait).
 STILL_WANTED: frozenset[str | None] = frozenset(
     {
         None,
@@ -38,13 +41,15 @@ STILL_WANTED: frozenset[str | None] = frozenset(
         "queued",
         "scheduled",
         "restarting",
+        "up_for_retry",
         "up_for_reschedule",
         "awaiting_input",
     }
 )
-# States in which the try is over: a user marked it failed or success, it failed (an execution_timeout, an error:
-# up_for_retry or failed), or it will not run (skipped, upstream_failed, removed from the DAG).
-GAVE_UP: frozenset[str] = frozenset({"success", "failed", "up_for_retry", "skipped", "upstream_failed", "removed"})
+# States in which the task instance is over for good and nothing of Airflow will run it again: a user marked it
+# failed or success, it failed with no retry left, or it will not run (skipped, upstream_failed, removed from the
+# DAG). (An execution_timeout never needs this rule: the task aborts its job itself before it fails.)
+GAVE_UP: frozenset[str] = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
 def _state_name(state: Any) -> str | None:
@@ -55,16 +60,21 @@ def _state_name(state: Any) -> str | None:
 
 
 def gave_up(state: Any, try_number_now: int | None, try_number_of_job: int | None) -> bool | None:
-    """True when the try that owns the job gave it up, False when the task instance still wants it, None when the
-    state is one this rule does not know (then nobody should abort).
+    """True when the try that owns the job gave it up, False when the task instance still wants it (or will run
+    again and reattach to it), None when this rule cannot tell (then nobody should abort).
 
-    A try number that moved on means a newer try exists: it reattaches to the job (or already did), so the old
-    try never gave it up on its behalf. Try numbers are compared only when both are known: Airflow 3's Task SDK
-    reports a task instance's state but not its try number, and there the host's owner check
+    A try number that moved on means a newer try exists: it reattaches to the job (or already did), so the old try
+    never gave it up on its behalf, whatever the newer try's state. A try number *behind* the job's is no state
+    Airflow leaves (a restored database, a renumbered task instance): unknown. Try numbers are compared only when
+    both are known: Airflow 3's Task SDK reports a task instance's state but not its try number, and there the
+    state is the newest try's (a newer try running reads ``running``) and the host's owner check
     (``abort --if-owner``) is what tells a stale try from the current one.
     """
-    if try_number_now is not None and try_number_of_job is not None and int(try_number_now) != int(try_number_of_job):
-        return False
+    if try_number_now is not None and try_number_of_job is not None:
+        if int(try_number_now) > int(try_number_of_job):
+            return False
+        if int(try_number_now) < int(try_number_of_job):
+            return None
     name = _state_name(state)
     if name in STILL_WANTED:
         return False

@@ -106,8 +106,9 @@ class OrchesjobOperator(BaseOperator):
     :param deferrable: wait in the triggerer (default True, or ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` when set).
     :param abort_on_kill: abort the remote job when the task gives it up (default True): when its
         ``execution_timeout`` runs out, and when it is killed while its task instance is over for good (marked
-        failed or success, failed, up_for_retry...). A kill that Airflow sends while the task instance still wants
-        the job (it was cleared and runs again, or a triggerer handed it over) leaves the job running for the try
+        failed or success, failed with no retry left, skipped, removed...). A kill that Airflow sends while the task
+        instance still wants the job or will run again (it was cleared, a triggerer handed it over, or it is
+        ``up_for_retry``: e.g. its worker stalled past the heartbeat timeout) leaves the job running for the try
         that reattaches to it; so does a kill after which Airflow cannot tell the task instance's state (a WARNING
         then names the job and the command that aborts it). See ``orchesjob_provider.give_up``.
     :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout

@@ -69,9 +69,10 @@ class OrchesjobTrigger(BaseTrigger):
         calls ``on_kill`` when it cancels a trigger "by user action", which is not always a kill: it also does so
         when a deferred task is cleared (its new try reattaches to the job) and when another triggerer took the
         trigger over after this one stalled. So ``on_kill`` first asks Airflow (the Task SDK's task-state lookup)
-        about the try in ``try_identity`` and aborts only when that try's state is over (marked failed or success,
-        failed, up_for_retry, skipped, upstream_failed, removed); a task instance that is running, deferred,
-        queued, scheduled, restarting or without a state still wants the job, and the job is left alone. When
+        about the try in ``try_identity`` and aborts only when that try's state is over for good (marked failed or
+        success, failed with no retry left, skipped, upstream_failed, removed); a task instance that is running,
+        deferred, queued, scheduled, restarting, up_for_retry (a retry is coming and reattaches) or without a state
+        still wants the job, and the job is left alone. When
         Airflow cannot answer (error, timeout, no ``try_identity``), the job is left running and a WARNING names it
         with the command that aborts it on the host. A triggerer that restarts or is stopped cancels its triggers
         without ``on_kill``. Airflow 2 never calls a trigger's ``on_kill``: there the job keeps running until the

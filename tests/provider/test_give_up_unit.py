@@ -26,10 +26,37 @@ def test_a_task_instance_that_still_waits_or_runs_again_keeps_the_job(state: str
     assert gave_up(state, 3, 3) is False
 
 
-@pytest.mark.parametrize("state", ["failed", "success", "running", None])
+@pytest.mark.parametrize("state", sorted(GAVE_UP | STILL_WANTED, key=str))
 def test_a_newer_try_means_the_old_one_gave_nothing_up(state: str | None) -> None:
-    """A cleared task that already ran again (and maybe ended) is a newer try's business."""
+    """A cleared task that already ran again (and maybe ended), or a retry that runs now, is a newer try's business:
+    whatever its state, the old try gave nothing up (the newer one reattached, or will)."""
     assert gave_up(state, 4, 3) is False
+
+
+@pytest.mark.parametrize("state", sorted(GAVE_UP | STILL_WANTED, key=str))
+def test_a_try_number_behind_the_jobs_is_no_answer(state: str | None) -> None:
+    assert gave_up(state, 2, 3) is None
+
+
+@pytest.mark.parametrize("try_now", [3, None], ids=["airflow2", "airflow3"])
+def test_a_retry_to_come_keeps_the_job(try_now: int | None) -> None:
+    """up_for_retry: the try failed and Airflow will run the task again, with the same run key. A worker that stalled
+    past the heartbeat timeout is marked so while its job is healthy; killed when it resumes, it must leave the job
+    to the retry, which reattaches (aborting it made the retry run the job a second time)."""
+    assert gave_up("up_for_retry", try_now, 3) is False
+    assert gave_up("UP_FOR_RETRY", try_now, 3) is False
+    verdict = decide(TryIdentity("d", "t", "r", -1, 3), ("up_for_retry", try_now))
+    assert not verdict.abort and not verdict.unknown and "still wants the job" in verdict.reason
+
+
+def test_every_state_airflow_has_is_decided() -> None:
+    """Each task-instance state of the installed Airflow is in exactly one of the two sets: no state leaves the kill
+    path guessing, and the states of for-good endings are exactly the ones that abort."""
+    airflow_state = pytest.importorskip("airflow.utils.state")
+    names = {str(s.value) for s in airflow_state.TaskInstanceState}
+    assert names <= (GAVE_UP | STILL_WANTED) - {None}, names - (GAVE_UP | STILL_WANTED)
+    assert not GAVE_UP & STILL_WANTED
+    assert GAVE_UP == {"success", "failed", "skipped", "upstream_failed", "removed"}
 
 
 def test_an_unknown_state_is_no_answer() -> None:

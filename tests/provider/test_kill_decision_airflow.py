@@ -30,7 +30,7 @@ who = TryIdentity(dag_id, "job", run_id, -1, try_number)
 answers = {}
 for state, row_try in [("failed", try_number), ("success", try_number), ("up_for_retry", try_number),
                        ("deferred", try_number), ("running", try_number), (None, try_number),
-                       ("failed", try_number + 1)]:
+                       ("failed", try_number + 1), ("up_for_retry", try_number + 1), ("success", try_number - 1)]:
     with sqlite3.connect(db) as con:
         con.execute("UPDATE task_instance SET state = ?, try_number = ? WHERE dag_id = ? AND run_id = ?",
                     (state, row_try, dag_id, run_id))
@@ -78,11 +78,13 @@ def test_the_kill_path_asks_airflow_about_the_real_task_instance(own_af: Airflow
         assert answers == {
             "failed@0": (True, False),
             "success@0": (True, False),
-            "up_for_retry@0": (True, False),
+            "up_for_retry@0": (False, False),  # a retry is coming: it reattaches to the job (a stalled worker)
             "deferred@0": (False, False),
             "running@0": (False, False),
             "None@0": (False, False),
             "failed@1": (False, False),  # a newer try exists: not this try's to give up
+            "up_for_retry@1": (False, False),
+            "success@-1": (False, True),  # a try number behind the job's: no state Airflow leaves, so unknown
         }
     else:
         assert all(value == (False, True) for value in answers.values()), answers
