@@ -5,6 +5,8 @@ sshd. Each test triggers its own DAG run through the REST API and counts the job
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -180,3 +182,46 @@ def test_a_triggerer_stopped_gracefully_hands_the_trigger_on_without_aborting(
     stopped = live.task_log(DAG, run_id, TASK, 1, triggerer=holder)
     assert "[stdout] started" in stopped  # it did run the trigger ...
     assert "invoking on_kill" not in stopped and "; aborting job" not in stopped  # ... and let it go quietly
+
+
+@pytest.mark.timeout(420)
+def test_a_worker_stalled_past_the_heartbeat_timeout_leaves_its_job_to_the_retry(
+    live_airflow: LiveAirflow, live_host: Host
+) -> None:
+    """deferrable=False, one retry. The task's worker stalls (its supervisor and task process SIGSTOPped) past
+    Airflow's task_instance_heartbeat_timeout (30 s here): the scheduler fails the try and marks the task instance
+    up_for_retry. Resumed, the supervisor hears that its task instance no longer runs and SIGTERMs the task, whose
+    on_kill asks Airflow: up_for_retry means a retry is coming, so the job is left running. The retry reattaches to
+    it, and the job runs once. (It used to read up_for_retry as "gave up" and abort the job; the retry then ran it a
+    second time.)"""
+    live, host = live_airflow, live_host
+    dag_id, name = "orchesjob_live_retry", "stalled"
+    release = host.work / f"{name}.release"
+    script = f"echo started; echo run >> {host.work}/{name}.runs; while [ ! -e {release} ]; do sleep 1; done; echo done"
+    run_id = live.trigger(dag_id, {"script": script})
+    try:
+        ti = live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
+        job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
+        live.wait_log(dag_id, run_id, TASK, 1, "[stdout] started", timeout=60)
+        stalled = live.worker_processes(ti["id"])
+        for pid in stalled:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            live.wait_state(dag_id, run_id, TASK, ["up_for_retry"], timeout=150, try_number=1)
+        finally:
+            for pid in stalled:
+                os.kill(pid, signal.SIGCONT)
+        first = live.wait_log(dag_id, run_id, TASK, 1, f"Not aborting job {job['job_id']}", timeout=60)
+        assert "still wants the job (state up_for_retry" in first, first[-3000:]
+        assert "; aborting job" not in first and "Aborted job" not in first
+        assert host.jobs(run_key(dag_id, run_id))[-1]["status"] == "RUNNING"
+        second = live.wait_log(dag_id, run_id, TASK, 2, f"Reattached to job {job['job_id']}", timeout=150)
+        assert "Started job" not in second
+    finally:
+        release.touch()
+    done = live.wait_state(dag_id, run_id, TASK, ["success", "failed"], timeout=150, try_number=2)
+    assert done["state"] == "success", live.diagnostics(dag_id, run_id, TASK)
+    assert host.runs(name) == ["run"]
+    jobs = host.jobs(run_key(dag_id, run_id))
+    assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
+    assert ":try2:" in jobs[0]["owner"]  # the retry took the job over

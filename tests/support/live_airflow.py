@@ -256,6 +256,32 @@ class LiveAirflow:
         component.process.kill_group(signal.SIGKILL)
         component.stopped = False
 
+    # ------------------------------------------------------------------ a task's worker processes
+
+    def worker_processes(self, ti_id: str, timeout: float = 60) -> list[int]:
+        """The pids running one task instance in a worker: its task supervisor (a LocalExecutor worker process,
+        which heartbeats for the task) and the task process it forked (titled ``airflow worker -- <ti id>``).
+        Stopping both is a stalled worker: a frozen VM, a long swap storm, a debugger attached."""
+        title = f"airflow worker -- {ti_id}".encode()
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry}/cmdline", "rb") as f:
+                        cmdline = f.read()
+                    with open(f"/proc/{entry}/stat", "rb") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                if cmdline.startswith(title):
+                    parent = int(stat.rsplit(b")", 1)[1].split()[1])  # the field after the state letter
+                    return [parent, int(entry)]
+            if time.monotonic() > deadline:
+                raise LiveAirflowError(f"no worker process titled {title.decode()!r} within {timeout:g}s")
+            time.sleep(0.5)
+
     # ------------------------------------------------------------------ the metadata database (read only)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:

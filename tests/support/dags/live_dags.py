@@ -1,5 +1,5 @@
 """DAGs for the live deployment tests (tests/live): one operator task whose job script comes from the run's conf
-(deferred; deferred with an execution_timeout; waiting in the worker).
+(deferred; deferred with an execution_timeout; waiting in the worker; waiting in the worker with one retry).
 
 The script is a ``dag_run.conf`` value, so every test triggers its own run (its own run id, hence its own run key)
 with the job it needs, and the deployment parses this file once. The SSH connection ``orchesjob_live`` carries the
@@ -49,6 +49,17 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     default_args={"retries": 0},
+    tags=["orchesjob", "test"],
+):
+    OrchesjobOperator(task_id="job", **{**COMMON, "deferrable": False})
+
+with DAG(
+    dag_id="orchesjob_live_retry",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    # one retry, late enough that a test sees the task instance up_for_retry before the retry runs
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
     tags=["orchesjob", "test"],
 ):
     OrchesjobOperator(task_id="job", **{**COMMON, "deferrable": False})
