@@ -50,6 +50,10 @@ STILL_WANTED: frozenset[str | None] = frozenset(
 # failed or success, it failed with no retry left, or it will not run (skipped, upstream_failed, removed from the
 # DAG). (An execution_timeout never needs this rule: the task aborts its job itself before it fails.)
 GAVE_UP: frozenset[str] = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+# States this rule gives no answer for (so nothing is aborted, and a WARNING says how to abort by hand): Airflow 2's
+# deprecated "shutdown", which nothing sets any more and which could be followed by a retry or by nothing. Any state
+# in neither set above (a newer Airflow's) is no answer too.
+NO_ANSWER: frozenset[str] = frozenset({"shutdown"})
 
 
 def _state_name(state: Any) -> str | None:
