@@ -112,7 +112,8 @@ class OrchesjobOperator(BaseOperator):
         that reattaches to it; so does a kill after which Airflow cannot tell the task instance's state (a WARNING
         then names the job and the command that aborts it). See ``orchesjob_provider.give_up``.
     :param allow_parameter_mismatch: adopt an existing job of the run key even when its command, cwd, env or timeout
-        differ from this task's (default False: the task fails and says why).
+        differ from this task's, as its owner (default False: the task fails and says why, and the job stays its
+        owner's: this task's kill never aborts it).
     :param orchesjob_bin: the CLI on the host (an absolute path is safest; a list for e.g. ``python -m orchesjob``).
         None (default): the SSH connection's ``orchesjob_bin`` extra, else none named: ``orchesjob`` on the PATH, or
         (``install_cli="auto"``) the provider's own copy, uploaded when the host has none.
