@@ -88,9 +88,11 @@ class OrchesjobConflict(OrchesjobError):
 class OrchesjobNotOwner(OrchesjobConflict):
     """Exit 4, ``not_owner``: ``abort --if-owner ID`` refused because the job's ``owner`` is another request.
 
-    Every ``start`` answered with a job makes its request id the job's owner, so this means a newer request (a newer
-    Airflow try that reattached) has taken the job over, or that the job was started without a request id. The
-    caller that asked is stale: the job is not its to stop. ``owner`` is the job's current owner (None: none).
+    Every ``start`` answered with a job it accepts makes its request id the job's owner (one answered with a job of
+    other parameters does not, unless it adopts it), so this means a newer request (a newer Airflow try that
+    reattached) has taken the job over, that the caller refused the job, or that the job was started without a
+    request id. The caller that asked is not the job's owner: the job is not its to stop. ``owner`` is the job's
+    current owner (None: none).
     """
 
     error_type = "not_owner"
