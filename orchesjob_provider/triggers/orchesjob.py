@@ -413,8 +413,8 @@ class OrchesjobTrigger(BaseTrigger):
                 exc.owner,
                 self.request_id,
             )
-        except OrchesjobConflict:
-            self.log.info("job %s had already ended; nothing to abort", self.job_id)
+        except OrchesjobConflict as exc:  # the host says why: it had ended, or it cannot be stopped from here
+            self.log.info("job %s was not aborted: %s", self.job_id, exc)
         except OrchesjobError as exc:
             self.log.warning("could not abort job %s: %s", self.job_id, exc)
         finally:
