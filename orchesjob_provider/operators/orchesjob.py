@@ -522,7 +522,7 @@ class OrchesjobOperator(BaseOperator):
         if outcome.kind == "aborted":
             return f"{head}; it was aborted"
         if outcome.kind == "skipped":
-            return f"{head} (left running: abort_on_kill=False)"
+            return f"{head} (left running)"  # abort_on_kill=False
         if outcome.kind == "not_owner":
             return (
                 f"{head}; it was NOT aborted: it belongs to request {outcome.owner!r}, not to this try's "
