@@ -575,8 +575,9 @@ def test_a_stale_try_never_aborts_the_job_a_newer_try_reattached_to(make_op, cli
 def test_a_kill_while_the_task_instance_still_wants_the_job_leaves_it_running(
     make_op, cli, tmp_path: Path, monkeypatch
 ) -> None:
-    """A cleared deferred task (Airflow: no state yet, then a new try) or a triggerer takeover (still deferred):
-    neither the trigger's nor the worker's on_kill aborts; each says so at INFO."""
+    """A cleared deferred task (Airflow: no state yet, then a new try), a triggerer takeover (still deferred) or a
+    try that failed with a retry to come (up_for_retry: a worker that stalled past the heartbeat timeout): neither
+    the trigger's nor the worker's on_kill aborts; each says so at INFO."""
     op = make_op(command=tree_job(tmp_path), abort_grace_seconds=1)
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context(try_number=3))
@@ -588,7 +589,7 @@ def test_a_kill_while_the_task_instance_still_wants_the_job_leaves_it_running(
         "map_index": -1,
         "try_number": 3,
     }
-    for state in ("deferred", None, "restarting"):
+    for state in ("deferred", None, "restarting", "up_for_retry"):  # up_for_retry: a retry comes and reattaches
         airflow_answers(monkeypatch, (state, None))
         log = record_log(trigger)
         asyncio.run(trigger.on_kill())
