@@ -529,10 +529,8 @@ def abort(
                     only_if_status=ACTIVE,
                 )
                 return dict(_abort_view(store, jid, job), **dict.fromkeys(_SENT, False))
-            if job["status"] == "STARTING" and not job.get("target_pid"):
-                # Nothing was launched, and nothing will be: a supervisor launches only while the row is still
-                # STARTING, decided under this same lock (an orchesjob 1.1.0 worker stops what it launched when
-                # its RUNNING record fails). The record is closed now.
+            if job["status"] == "STARTING" and not job.get("target_pid") and _launch_decided_here(job):
+                # Nothing was launched, and nothing will be: the record is closed now (see _launch_decided_here).
                 store.update(
                     jid,
                     {
@@ -581,6 +579,21 @@ def abort(
 
 
 _SENT = ("sent_term_target", "sent_term_worker", "sent_kill_target", "sent_kill_worker")
+
+
+def _launch_decided_here(job: dict[str, Any]) -> bool:
+    """True when a STARTING job without a recorded command can be closed as never launched.
+
+    A row without a target pid does not prove that nothing runs: a supervisor killed between its launch and the
+    commit that records it leaves exactly that row behind while its command runs on. Two facts are proof. Its
+    supervisor holds its lock: a live supervisor launches only while the row is STARTING, decided under the write
+    lock this caller holds, and one that launched but could not commit re-checks the row and stops what it
+    launched. Or the verdict is DEAD: no supervisor and no process of the command is left. Anything else goes
+    through the normal abort, which finds and stops the processes by their evidence.
+    """
+    if job.get("life_lock") and life.probe(life.supervisor_lock(job)) == life.HELD:
+        return True
+    return life.verdict(job)[0] == life.DEAD
 
 
 def _abort_view(store: Store, jid: str, job: dict[str, Any]) -> dict[str, Any]:

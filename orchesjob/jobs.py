@@ -327,7 +327,8 @@ def _mark_lost(store: Store, job: dict[str, Any], why: str) -> dict[str, Any]:
 
 def _lost_reason(job: dict[str, Any], why: str) -> str:
     if job["status"] == "STARTING" and not job.get("target_pid"):
-        return "the job's start was interrupted before its command was launched (%s)" % why
+        # a supervisor killed between the launch and its commit leaves this row too: say only what is known
+        return "its start ended before a launch of its command was recorded (%s)" % why
     if imported(job):
         return "its orchesjob 1.1.0 worker and command disappeared without recording a result (%s)" % why
     return "%s, without a recorded result" % why

@@ -314,6 +314,7 @@ class Supervisor:
                     return False
                 pid = processes.launch(job["command"], job.get("cwd"), env, out, err, lock[0])
                 launched.update(status="RUNNING", target_pid=pid, target_start=processes.start_time(pid), pgid=pid)
+                processes.pause_point("supervisor-after-launch")  # launched, not yet recorded
             return self.store.update(self.job_id, dict(launched, updated_at=now()), only_if_status=("STARTING",))
 
         try:
@@ -333,6 +334,7 @@ class Supervisor:
         if not launched:
             self._drop_job_lock(job, lock)
             self._tell(MSG_RUNNING)
+            self._write(self._close_unlaunched)
             return None  # aborted (or declared lost) before launch: the command never started
         os.close(lock[0])  # from now on only the command's processes hold the job lock
         pid: int = launched["target_pid"]
@@ -345,6 +347,21 @@ class Supervisor:
             self._stop(job, TIMEOUT_GRACE)
         self._tell(MSG_RUNNING)
         return pid
+
+    def _close_unlaunched(self) -> None:
+        """An abort won before the launch: make sure its record is closed (`abort` normally closes it itself)."""
+        fresh = self.store.get(self.job_id)
+        if fresh is not None and fresh["status"] == "ABORTED" and not fresh.get("finished_at"):
+            reason = fresh.get("abort_reason")
+            self.store.update(
+                self.job_id,
+                {
+                    "finished_at": now(),
+                    "updated_at": now(),
+                    "end_reason": "aborted before its command was launched" + (": %s" % reason if reason else ""),
+                },
+                only_if_status=("ABORTED",),
+            )
 
     @staticmethod
     def _drop_job_lock(job: dict[str, Any], lock: list[int]) -> None:

@@ -7,6 +7,7 @@ SIGKILL whatever a test left running, by pid, without touching anything else on 
 """
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cli_helpers import TERMINAL, Result, _kill_leftovers, check_error, check_ok, run_cli
 
 from tests.support.v110 import v110  # noqa: F401 - the session fixture of a real orchesjob 1.1.0
+
+# Ctrl-C tests send SIGINT to the CLI and expect its handler. A test run started in the background of a shell
+# (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and an ignored signal stays ignored across exec, so
+# every CLI the tests start would ignore it too. Handling it in this process instead makes exec reset it to the
+# default in every child, as in a run from a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------

@@ -256,6 +256,70 @@ def test_the_command_stays_unreaped_while_its_leftovers_are_swept(home, tmp_path
     assert done["status"] == "SUCCEEDED" and done["exit_code"] == 0
 
 
+def test_abort_after_a_supervisor_died_between_launch_and_record_stops_the_command(home, tmp_path):
+    """A supervisor killed after it launched the command but before the commit recording it leaves a STARTING row
+    without a target pid while the command runs on (found by the random kill -9 explorer). The row alone would say
+    "nothing launched"; the command's lock says otherwise, so abort stops the command instead of just closing the
+    record."""
+    child = tmp_path / "child"
+    caller = popen_cli(
+        home,
+        "start",
+        "--run-key",
+        "half",
+        "--",
+        "sh",
+        "-c",
+        'echo $$ > "$0"; exec sleep 300',
+        str(child),
+        env={"ORCHESJOB_PAUSE_AT": "supervisor-after-launch"},
+    )
+    out, err = caller.communicate(timeout=60)
+    assert caller.returncode == 0, err
+    started = json.loads(out)
+    command = int(wait_until(lambda: child.exists() and child.read_text().strip(), 30, what="the command to start"))
+    sup = started["worker_pid"]
+    wait_until(lambda: stat_state(sup) == "T", 30, what="the supervisor to stop after the launch")
+    os.kill(sup, signal.SIGKILL)  # its write transaction rolls back: the launch is never recorded
+    wait_pids_gone([sup], timeout=30)
+    seen = check_ok(run_cli(home, "status", "--run-key", "half"))
+    assert seen["status"] == "STARTING" and not seen.get("target_pid"), seen
+    assert seen["liveness"] == "verified", seen
+    assert pid_alive(command)
+    aborted = check_ok(run_cli(home, "abort", "--run-key", "half", "--grace-seconds", "5"))
+    assert aborted["status"] == "ABORTED"
+    wait_pids_gone([command], timeout=30)
+    final = check_ok(run_cli(home, "status", "--run-key", "half"))
+    assert final["status"] == "ABORTED" and final["finished_at"], final
+
+
+def test_abort_while_the_supervisor_waits_to_launch_closes_the_record_and_nothing_starts(home, tmp_path):
+    """The other side of the same rule: with its supervisor alive (holding its lock) and not yet launched, abort
+    closes the record at once and the supervisor, deciding under the write lock, launches nothing."""
+    marker = tmp_path / "runs"
+    caller = popen_cli(
+        home,
+        "start",
+        "--run-key",
+        "early",
+        "--",
+        *counting(marker),
+        env={"ORCHESJOB_PAUSE_AT": "supervisor-before-launch"},
+    )
+    out, err = caller.communicate(timeout=60)
+    assert caller.returncode == 0, err
+    sup = json.loads(out)["worker_pid"]
+    wait_until(lambda: stat_state(sup) == "T", 30, what="the supervisor to stop before the launch")
+    aborted = check_ok(run_cli(home, "abort", "--run-key", "early"))
+    assert aborted["status"] == "ABORTED" and aborted["finished_at"]
+    assert "before its command was launched" in aborted["end_reason"]
+    os.kill(sup, signal.SIGCONT)
+    wait_pids_gone([sup], timeout=30)
+    assert runs(marker) == 0
+    final = check_ok(run_cli(home, "status", "--run-key", "early"))
+    assert final["status"] == "ABORTED" and not final.get("target_pid")
+
+
 # -- 11. a shared directory named as the state directory ---------------------------------------------------------------
 def test_a_shared_directory_as_state_directory_is_never_chmoded(tmp_path):
     shared = tmp_path / "shared"

@@ -119,13 +119,15 @@ REPORT = (
 def sec(
     sshd: Any, orchesjob_launcher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[str, Any]]:
-    """A hook whose CLI path and state directory themselves hold metacharacters, and a canary path."""
+    """A hook whose state directory holds metacharacters (it travels inside the request on standard input), and a
+    canary path. The CLI's own path must be a plain word (it is the one thing on the SSH command line; a path full
+    of metacharacters is refused before any connection, see test_a_hostile_cli_path_is_refused_before_connecting)."""
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     monkeypatch.setenv("AIRFLOW_CONN_%s" % CONN_ID.upper(), sshd.airflow_connection_json())
     canary = tmp_path / "CANARY"
     weird = tmp_path / ("dir 'q' \"d\" $(touch %s) `x` ;&|" % canary)
-    launcher = write_cli_launcher(weird / "bin" / "orchesjob", python=sys.executable)
+    launcher = write_cli_launcher(tmp_path / "bin" / "orchesjob", python=sys.executable)
     home = weird / "home"
     hook = OrchesjobHook(
         CONN_ID,
@@ -175,6 +177,36 @@ def _report_job(
     assert got["argv"] == args, "the job received other arguments than given"
     assert got["env"] == {k: env[k] for k in names}, "the job received other variables than given"
     return got
+
+
+def test_a_hostile_cli_path_is_refused_before_connecting_and_works_through_a_link(
+    sshd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's path is the one word on the SSH command line: a path full of metacharacters is refused with a
+    message naming the way out (a link), and that way out works."""
+    from orchesjob_provider.hooks.orchesjob import OrchesjobHook
+
+    monkeypatch.setenv("AIRFLOW_CONN_%s" % CONN_ID.upper(), sshd.airflow_connection_json())
+    canary = tmp_path / "CANARY"
+    weird = tmp_path / ("dir 'q' \"d\" $(touch %s) `x` ;&|" % canary)
+    launcher = write_cli_launcher(weird / "bin" / "orchesjob", python=sys.executable)
+    home = str(tmp_path / "home")
+    with pytest.raises(ValueError, match="cannot go on the SSH command line.*link") as refused:
+        hook = OrchesjobHook(CONN_ID, orchesjob_bin=launcher, orchesjob_home=home, retry_backoff=0.1)
+        try:
+            hook.status(run_key="k")
+        finally:
+            hook.close()
+    assert repr(launcher) in str(refused.value)
+    link = tmp_path / "orchesjob-link"
+    link.symlink_to(launcher)
+    hook = OrchesjobHook(CONN_ID, orchesjob_bin=str(link), orchesjob_home=home, retry_backoff=0.1)
+    try:
+        job = hook.start("k", ["true"], mode="reuse_success")
+        assert _wait(hook, job["job_id"])["status"] == "SUCCEEDED"
+    finally:
+        hook.close()
+    assert not canary.exists(), "an injected command ran"
 
 
 def test_hostile_arguments_and_environment_arrive_verbatim(sec: dict[str, Any]) -> None:
