@@ -284,7 +284,9 @@ class Redis(_Server):
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        found = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+        found = shutil.which(
+            "redis-server", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"])
+        )
         if found is None:
             raise DataServerError(f"no redis-server found ({REDIS_INSTALL_HINT})")
         self.binary = found

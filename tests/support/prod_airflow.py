@@ -164,24 +164,26 @@ class ProdAirflow(LiveAirflow):
             raise LiveAirflowError(f"no worker {hostname!r} in this deployment")
         return component
 
-    def received(self, ti_id: str | None = None) -> dict[str, int]:
-        """How many times each worker's Celery received a task (one whose workload names ``ti_id``, when given):
-        a count above one in total is a redelivery."""
+    def deliveries(self, ti_id: str) -> dict[str, int]:
+        """How many times each worker began a workload of the task instance try ``ti_id`` (Airflow 3 gives every
+        try an id of its own): more than one in total is the broker delivering the same task again."""
         counts = {}
         for worker in self.workers():
-            lines = [line for line in worker.process.output().splitlines() if "] received" in line]
-            if ti_id is not None:
-                lines = [line for line in lines if ti_id in line]
-            counts[worker.name] = len(lines)
+            counts[worker.name] = sum(
+                1 for line in worker.process.output().splitlines() if "Executing workload" in line and ti_id in line
+            )
         return counts
 
     # ------------------------------------------------------------------ restarts
 
-    def _start_again(self, name: str, timeout: float) -> Component:
+    def start_again(self, name: str, timeout: float = 120) -> Component:
+        """Start a stopped or killed component's command again under its name (not a triggerer)."""
         args, env = self._commands[name]
         component = self._spawn(name, *args, env=env)
         if name.startswith("worker-"):
-            self._until(time.monotonic() + timeout, f"{name} ready", lambda: " ready." in component.process.output(), [name])
+            self._until(
+                time.monotonic() + timeout, f"{name} ready", lambda: " ready." in component.process.output(), [name]
+            )
         elif name.startswith("triggerer-"):
             raise LiveAirflowError("start a triggerer again with start_triggerer() (it gets a job id of its own)")
         return component
@@ -190,31 +192,32 @@ class ProdAirflow(LiveAirflow):
         """SIGTERM the component, wait for it to exit, start the same command again (a deploy, an operator's
         restart); returns the new component."""
         self.terminate(component, timeout=timeout)
-        return self._start_again(component.name, timeout)
+        return self.start_again(component.name, timeout)
 
     def crash(self, component: Component, timeout: float = 120, start_again: bool = True) -> Component:
         """SIGKILL the component's whole process group (a machine lost), then, unless told not to, start the same
         command again; returns the new component (or the dead one)."""
         self.kill(component)
-        return self._start_again(component.name, timeout) if start_again else component
+        return self.start_again(component.name, timeout) if start_again else component
 
-    def revive(self, timeout: float = 120) -> list[str]:
-        """Start again every component that has exited (what a service manager's restart does); returns their
-        names. A triggerer comes back as a new triggerer."""
+    def running(self) -> list[str]:
+        """The names of the components running now (to hand to :meth:`revive` after a fault)."""
+        return [c.name for c in self.components.values() if c.process.running()]
+
+    def revive(self, names: Iterable[str], timeout: float = 120) -> list[str]:
+        """Start again each of ``names`` that has exited since (what a service manager's restart does); returns
+        those. A triggerer comes back as a new triggerer, with a job id of its own."""
         revived = []
-        for component in list(self.components.values()):
+        for name in names:
+            component = self.components[name]
             if component.process.running():
                 continue
-            revived.append(component.name)
-            if component.name.startswith("triggerer-"):
-                del self.components[component.name]
+            revived.append(name)
+            if name.startswith("triggerer-"):
                 self.start_triggerer(timeout)
             else:
-                self._start_again(component.name, timeout)
+                self.start_again(name, timeout)
         return revived
-
-    def exited(self) -> list[str]:
-        return [c.name for c in self.components.values() if not c.process.running()]
 
     # ------------------------------------------------------------------ the metadata database (read only)
 
@@ -226,7 +229,7 @@ class ProdAirflow(LiveAirflow):
         while True:
             try:
                 return self.postgres.execute(statement, tuple(params))
-            except Exception as exc:  # noqa: BLE001 - psycopg2's errors; a restart shows as any of them
+            except Exception as exc:
                 if "does not exist" in str(exc) and "relation" in str(exc):
                     return []  # before the schema is migrated
                 if time.monotonic() > deadline:
@@ -240,4 +243,3 @@ class ProdAirflow(LiveAirflow):
             (dag_id, run_id, task_id),
         )
         return {int(i): s for i, s in rows}
-

@@ -1,0 +1,54 @@
+"""What the live scenarios check after each fault: the job ran once on its host, and its output reached the task's
+log once.
+
+A job of these tests numbers its output (``line 1``, ``line 2``, ...) and appends one line to a marker file per
+execution, so "ran once" is read on the host, not taken from Airflow or from the CLI's own records. No pytest here.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections import Counter
+from pathlib import Path
+
+TASK = "job"
+
+
+def run_key(dag_id: str, run_id: str, map_index: int = -1) -> str:
+    """The operator's default run key of the task ``job`` in that run."""
+    key = f"airflow/{dag_id}/{TASK}/{run_id}"
+    return key if map_index < 0 else f"{key}/{map_index}"
+
+
+def numbered_job(work: Path, name: str, before: int, release: Path | None = None, after: int = 1) -> str:
+    """A job that records its execution in ``<name>.runs``, prints ``line 1`` .. ``line <before>`` a second apart,
+    waits for ``release`` to exist (when given), then prints ``after`` more lines and ends."""
+    runs = shlex.quote(str(work / f"{name}.runs"))
+    parts = [f"echo run >> {runs}", f"for i in $(seq 1 {before}); do echo line $i; sleep 1; done"]
+    if release is not None:
+        parts.append(f"while [ ! -e {shlex.quote(str(release))} ]; do sleep 1; done")
+    parts.append(f"for i in $(seq {before + 1} {before + after}); do echo line $i; done")
+    return "; ".join(parts)
+
+
+def stdout_lines(log: str) -> list[str]:
+    """The job's numbered lines as a task log shows them (``[stdout] line N``), in the order of the log."""
+    return re.findall(r"\[stdout\] (line \d+)", log)
+
+
+def repeated_or_missing(log: str, count: int) -> str:
+    """'' when ``line 1`` .. ``line <count>`` each appear exactly once in ``log``; otherwise what is wrong."""
+    seen = Counter(stdout_lines(log))
+    expected = [f"line {i}" for i in range(1, count + 1)]
+    missing = [line for line in expected if seen[line] == 0]
+    twice = {line: n for line, n in seen.items() if n > 1}
+    extra = sorted(set(seen) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing {missing}")
+    if twice:
+        problems.append(f"shown more than once {twice}")
+    if extra:
+        problems.append(f"unexpected {extra}")
+    return "; ".join(problems)
