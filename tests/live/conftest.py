@@ -28,22 +28,34 @@ from tests.support.prod_airflow import ProdAirflow  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402
 
 
+def _abort_left(hosts: list[Host]) -> None:
+    """After the deployment has stopped: abort the jobs a failed test left running (they outlive their callers by
+    design, so nothing else would stop them), so the session leaves no process behind."""
+    for host in hosts:
+        left = host.abort_running()
+        if left:
+            print(f"aborted {len(left)} job(s) left running on {host.state}")
+
+
 @pytest.fixture(scope="session")
-def live_host(tmp_path_factory: pytest.TempPathFactory) -> Host:
+def live_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     base = tmp_path_factory.mktemp("live-host")
     launcher = write_cli_launcher(base / "bin" / "orchesjob", python=sys.executable)
-    return Host(launcher, base / "orchesjob-home", base / "work")
+    host = Host(launcher, base / "orchesjob-home", base / "work")
+    yield host
+    _abort_left([host])
 
 
 @pytest.fixture(scope="session")
-def other_hosts(tmp_path_factory: pytest.TempPathFactory) -> list[Host]:
+def other_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Host]]:
     """Two more hosts (state directories and job directories of their own) behind ``other_sshds``."""
     hosts = []
     for n in (2, 3):
         base = tmp_path_factory.mktemp(f"live-host-{n}")
         launcher = write_cli_launcher(base / "bin" / "orchesjob", python=sys.executable)
         hosts.append(Host(launcher, base / "orchesjob-home", base / "work"))
-    return hosts
+    yield hosts
+    _abort_left(hosts)
 
 
 def _sshd(tmp_path_factory: pytest.TempPathFactory, name: str) -> SshServer:

@@ -1,6 +1,12 @@
 """What becomes of a deferred task's job when Airflow kills, clears, hands over or times out the task, on a live
-Airflow 3 deployment (real api-server, scheduler, dag-processor, two triggerers, LocalExecutor workers) and a real
-sshd. Each test triggers its own DAG run through the REST API and counts the job's executions on the host.
+Airflow 3 deployment in its production shape (tests/support/prod_airflow.py: PostgreSQL, Redis, CeleryExecutor with
+two workers, two triggerers, scheduler, dag-processor, api-server) and a real sshd. Each test triggers its own DAG
+run through the REST API and counts the job's executions on the host.
+
+Where a kill path asks Airflow whether the task instance still wants its job (``on_kill`` of a trigger Airflow
+cancelled), the answer may not come within the provider's time limit on a loaded machine (the triggerer's
+supervisor answers the question between its own database work); the job is then left running with a WARNING that
+names the command that aborts it. The tests accept either answer that leaves the job alone, and never an abort.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
 
 DAG = "orchesjob_live"
 TASK = "job"
+# The reasons with which a kill path leaves a job running: Airflow said the task instance still wants it, or
+# Airflow could not say in time (see the module docstring).
+LEFT_RUNNING = ("still wants the job", "Airflow could not say")
 
 
 def run_key(dag_id: str, run_id: str) -> str:
@@ -68,7 +77,7 @@ def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow:
     first = live.task_log(DAG, run_id, TASK, 1)
     assert "; aborting job" not in first and "aborted job" not in first
     if "invoking on_kill" in first:
-        assert f"Not aborting job {job['job_id']}" in first and "still wants the job" in first
+        assert f"Not aborting job {job['job_id']}" in first and any(r in first for r in LEFT_RUNNING), first[-3000:]
 
 
 @pytest.mark.timeout(300)
@@ -89,7 +98,8 @@ def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(
     assert host.runs("stall") == ["run"]
     # Resumed, the stalled triggerer found its trigger taken away and ran on_kill, which asked and declined.
     stalled = live.task_log(DAG, run_id, TASK, 1, triggerer=holder)
-    assert "invoking on_kill" in stalled and "still wants the job" in stalled, stalled[-3000:]
+    assert "invoking on_kill" in stalled and f"Not aborting job {job['job_id']}" in stalled, stalled[-3000:]
+    assert any(r in stalled for r in LEFT_RUNNING) and "; aborting job" not in stalled, stalled[-3000:]
     jobs = host.jobs(run_key(DAG, run_id))
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
 

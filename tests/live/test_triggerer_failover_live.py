@@ -1,6 +1,6 @@
 """One of two triggerers SIGKILLed with many deferred jobs on shared watchers across three hosts.
 
-Twenty task instances of one mapped task, their jobs spread over three hosts (three sshd servers, each with a
+Twelve task instances of one mapped task, their jobs spread over three hosts (three sshd servers, each with a
 state directory of its own: connections ``orchesjob_live``, ``orchesjob_live_2``, ``orchesjob_live_3``), all
 deferred, so each triggerer watches them with one shared watcher per host. The triggerer that holds the most of
 them is SIGKILLed (no cancel, no ``on_kill``, no last word); the other takes every trigger over once the dead one's
@@ -30,7 +30,7 @@ from tests.support.prod_airflow import ProdAirflow
 pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
 
 DAG = "orchesjob_live_hosts"
-JOBS = 20
+JOBS = 12  # four per host; the 100-job figures are bench/triggerer_failover.py's
 CONNECTIONS = ("orchesjob_live", "orchesjob_live_2", "orchesjob_live_3")
 
 
@@ -45,7 +45,7 @@ def holders(live: ProdAirflow, run_id: str) -> dict[int, int | None]:
 
 
 @pytest.mark.timeout(900)
-def test_a_triggerer_killed_with_twenty_jobs_on_three_hosts_hands_every_one_over(
+def test_a_triggerer_killed_with_many_jobs_on_three_hosts_hands_every_one_over(
     live_airflow: ProdAirflow, live_host: Host, other_hosts: list[Host]
 ) -> None:
     live = live_airflow
