@@ -410,7 +410,7 @@ def test_each_jobs_lines_are_logged_in_its_own_triggers_context(
     shared.setLevel(logging.INFO)
     shared.propagate = False
     for t in triggers.values():
-        t._log = shared
+        setattr(t, "_log", shared)  # noqa: B010 - LoggingMixin's logger, as record_log() sets it
 
     async def run_as_triggerer(name: str) -> Any:
         TRIGGER_OF_LINE.set(name)  # in this trigger's task only, like the triggerer's bind_log_contextvars
