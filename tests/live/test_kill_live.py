@@ -119,14 +119,19 @@ def test_marking_a_deferred_task_aborts_its_job(live_airflow: LiveAirflow, live_
     assert live.task_instance(DAG, run_id, TASK)["state"] == state
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_execution_timeout_while_deferred_aborts_the_job(live_airflow: LiveAirflow, live_host: Host) -> None:
+    """The trigger's deadline is 5 s before the 25 s timeout: on a loaded machine the trigger may not have relayed a
+    line by then, or may start only after it (then it asks the host first), so the test waits for nothing between
+    the deferral and the timeout."""
     live, host = live_airflow, live_host
     dag_id = "orchesjob_live_timeout"
-    run_id, job = start_deferred(live, host, "timeout", 300, dag_id=dag_id)
-    pids = host.pids("timeout")
-    done = live.wait_state(dag_id, run_id, TASK, ["failed", "success"], timeout=120)
-    assert done["state"] == "failed"
+    run_id = live.trigger(dag_id, {"script": host.script("timeout", 300)})
+    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING", "ABORTED"}, timeout=120)
+    pids = host.pids("timeout", timeout=60)
+    done = live.wait_state(dag_id, run_id, TASK, ["failed", "success"], timeout=180)
+    assert done["state"] == "failed", live.diagnostics(dag_id, run_id, TASK)
+    assert "Pausing task as DEFERRED" in live.task_log(dag_id, run_id, TASK, 1)  # it timed out while deferred
     aborted = host.wait_job(run_key(dag_id, run_id), {"ABORTED"}, timeout=30)
     assert aborted["job_id"] == job["job_id"] and "execution_timeout" in aborted["abort_reason"]
     assert wait_dead(pids) == []
@@ -150,16 +155,24 @@ def test_marking_a_task_that_waits_in_the_worker_aborts_its_job(live_airflow: Li
     assert "state failed" in log
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_clearing_a_task_that_waits_in_the_worker_reattaches(live_airflow: LiveAirflow, live_host: Host) -> None:
     """deferrable=False, cleared while running: Airflow SIGTERMs the worker with the task instance "restarting";
-    on_kill leaves the job alone and the next try reattaches to it."""
+    on_kill leaves the job alone and the next try reattaches to it. The job runs until the retry has reattached
+    (a release file), so a slow retry cannot find it ended instead (it would adopt its result)."""
     live, host = live_airflow, live_host
     dag_id = "orchesjob_live_polling"
-    run_id = live.trigger(dag_id, {"script": host.script("polling-clear", 30)})
-    live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
-    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
-    live.clear(dag_id, run_id, [TASK])
+    release = host.work / "polling-clear.release"
+    runs = host.work / "polling-clear.runs"
+    script = f"echo started; echo run >> {runs}; while [ ! -e {release} ]; do sleep 1; done; echo done"
+    run_id = live.trigger(dag_id, {"script": script})
+    try:
+        live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
+        job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
+        live.clear(dag_id, run_id, [TASK])
+        live.wait_log(dag_id, run_id, TASK, 2, f"Reattached to job {job['job_id']}", timeout=180)
+    finally:
+        release.touch()
     done = live.wait_state(dag_id, run_id, TASK, ["success", "failed"], timeout=150, try_number=2)
     assert done["state"] == "success", live.diagnostics(dag_id, run_id, TASK)
     assert host.runs("polling-clear") == ["run"]
