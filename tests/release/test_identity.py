@@ -74,3 +74,30 @@ def test_metadata_links_and_python_versions_agree() -> None:
     )
     assert pythons[0] == MIN_PYTHON
     assert any(c.startswith("Development Status :: ") for c in project["classifiers"])
+
+
+def test_the_readme_is_a_front_door_whose_links_work_on_an_index_page() -> None:
+    """README.md is also the package's long description: on an index page a relative link breaks, so every link is
+    absolute; links into the docs site name pages that exist in docs/."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert links, "the README links to its docs"
+    relative = [link for link in links if not link.startswith("https://")]
+    assert relative == [], "relative links break on an index page: %s" % relative
+    docs = pyproject()["project"]["urls"]["Documentation"]
+    source = pyproject()["project"]["urls"]["Source"] + "/blob/main/"
+    for link in links:
+        if link.startswith(docs):
+            page = link[len(docs) :].split("#")[0].strip("/")
+            assert (REPO / "docs" / (page + ".md" if page else "index.md")).is_file(), link
+        elif link.startswith(source):
+            assert (REPO / link[len(source) :].split("#")[0]).exists(), link
+
+
+def test_the_docs_site_is_this_projects() -> None:
+    import yaml
+
+    site = yaml.safe_load((REPO / "mkdocs.yml").read_text())
+    assert site["site_url"] == pyproject()["project"]["urls"]["Documentation"]
+    assert site["strict"] is True
