@@ -96,8 +96,23 @@ def test_the_readme_is_a_front_door_whose_links_work_on_an_index_page() -> None:
 
 
 def test_the_docs_site_is_this_projects() -> None:
-    import yaml
+    import yaml  # type: ignore[import-untyped,unused-ignore]  # (PyYAML comes with MkDocs)
 
     site = yaml.safe_load((REPO / "mkdocs.yml").read_text())
     assert site["site_url"] == pyproject()["project"]["urls"]["Documentation"]
     assert site["strict"] is True
+
+
+def test_the_performance_charts_are_drawn_from_the_committed_figures() -> None:
+    """The charts on the performance page are the benches' JSON drawn by bench/charts.py: a figure file changed
+    without redrawing (python bench/charts.py) fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_charts", REPO / "bench" / "charts.py")
+    assert spec is not None and spec.loader is not None
+    charts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(charts)
+    page = (REPO / "docs" / "performance.md").read_text()
+    for name in charts.CHARTS:
+        assert (REPO / "docs" / "img" / name).read_text() == charts.render(name), name
+        assert "img/%s" % name in page, "the performance page does not show %s" % name
