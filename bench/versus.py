@@ -44,6 +44,12 @@ def export(rev: str, into: Path) -> Path:
     return into
 
 
+def short(rev: str) -> str:
+    """The commit a revision names, abbreviated (HEAD moves; the figures keep what was measured)."""
+    out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], check=True, capture_output=True)
+    return out.stdout.decode().strip()
+
+
 def argv(tree: Path) -> list[str]:
     """The same interpreter for both sides (this one); the tree comes in through PYTHONPATH (env())."""
     return [sys.executable, "-m", "orchesjob"]
@@ -83,7 +89,8 @@ def main() -> int:
             for i in range(3):
                 run_once(argv(tree) + ["start", "--sync", "--run-key", "k%d" % (i + 1), "--", "true"], e)
             sides[name] = (argv(tree), e)
-        fig: dict[str, object] = {"old": a.old, "new": a.new, "python": sys.version.split()[0], "runs": a.runs}
+        fig: dict[str, object] = {"old": short(a.old), "new": short(a.new), "python": sys.version.split()[0]}
+        fig["runs"] = a.runs
         for label, args in COMMANDS.items():
             cpu_ratios, wall_ratios = [], []
             for _ in range(2):  # warm-up pair (bytecode written, caches filled)
