@@ -13,7 +13,7 @@ STAMP_AF2 := $(VENV_AF2)/.installed
 VENV_AF210 ?= .venv-airflow210
 STAMP_AF210 := $(VENV_AF210)/.installed
 
-.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults clean
+.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults dist dist-check clean
 
 all: test
 
@@ -77,6 +77,15 @@ test-pythons:
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+## The sdist and the wheel in dist/; `make dist-check` then checks them as a user receives them (tools/check_dist.sh).
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist . >/dev/null
+	@ls dist
+
+dist-check: dist
+	bash tools/check_dist.sh $(PY) $(AIRFLOW_CONSTRAINTS)
 
 pyz:
 	$(PYTHON) tools/build_pyz.py orchesjob.pyz
