@@ -2,12 +2,9 @@
 pseudo-terminal, `ls` on a terminal and not, `doctor` on a healthy home and on homes broken in each way it checks,
 `metrics` read by the real Prometheus parser; and the queries behind them, each served by an index."""
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -15,7 +12,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import termios
 import time
 import unicodedata
 from pathlib import Path
@@ -24,11 +20,14 @@ from typing import IO, Optional
 import pytest
 from cli_helpers import (
     REPO_ROOT,
+    Pty,
     _kill_leftovers,
     check_error,
     check_ok,
     cli_argv,
     cli_env,
+    read_to_end,
+    read_until,
     run_cli,
     stat_state,
     wait_until,
@@ -44,43 +43,6 @@ EXIT_INTERRUPTED = 130
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def read_until(fd: int, needle: bytes, timeout: float = 30, buf: bytes = b"") -> bytes:
-    """Read from fd until `needle` has arrived; everything read so far."""
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("timed out waiting for %r; got %r" % (needle, buf))
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # EIO: the pty's other side is closed
-                chunk = b""
-            if not chunk:
-                raise AssertionError("end of output before %r; got %r" % (needle, buf))
-            buf += chunk
-    return buf
-
-
-def read_to_end(fd: int, timeout: float = 30, buf: bytes = b"") -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("output did not end within %ss; got %r" % (timeout, buf))
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            return buf
-        if not chunk:
-            return buf
-        buf += chunk
-
-
 def fd_of(stream: Optional[IO[bytes]]) -> int:
     assert stream is not None
     return stream.fileno()
@@ -101,35 +63,6 @@ def follow(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subp
         stderr=subprocess.PIPE,
         cwd=REPO_ROOT,
     )
-
-
-class Pty:
-    """The CLI on a real pseudo-terminal (its controlling terminal: Ctrl-C there is SIGINT), `cols` wide."""
-
-    def __init__(self, home: Path, *args: str, env: Optional[dict[str, Optional[str]]] = None, cols: int = 200) -> None:
-        base: dict[str, Optional[str]] = {"COLUMNS": None, "LINES": None, "NO_COLOR": None, "TERM": "xterm"}
-        environ = cli_env(home, dict(base, **(env or {})))
-        argv = cli_argv(*args)
-        pid, fd = pty.fork()
-        if pid == 0:  # the child: set the window size, then become the CLI
-            try:
-                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
-                os.chdir(REPO_ROOT)
-                os.execve(argv[0], argv, environ)
-            finally:
-                os._exit(127)
-        self.pid, self.fd, self.out = pid, fd, b""
-
-    def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
-        self.out = read_until(self.fd, needle, timeout, self.out)
-        return self.out
-
-    def finish(self, timeout: float = 30) -> tuple[int, str]:
-        """(exit status, everything it printed, with the terminal's CR LF turned back into LF)."""
-        self.out = read_to_end(self.fd, timeout, self.out)
-        _, status = os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status), self.out.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def gate_job(start_job, tmp_path: Path, key: str, before: str, after: str, code: int = 0, stream: str = ""):
