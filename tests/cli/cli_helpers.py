@@ -328,3 +328,21 @@ class Pty:
         _, status = os.waitpid(self.pid, 0)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status), self.out.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def with_stderr_on_a_terminal(home: Path, *args: str) -> tuple[int, bytes, str]:
+    """Run the CLI with stdout a pipe and stderr a pseudo-terminal: (exit code, stdout, what the terminal showed)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, {"TERM": "xterm"}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        cwd=REPO_ROOT,
+    )
+    os.close(slave)
+    out, _ = p.communicate(timeout=300)
+    shown = read_to_end(master, 30).decode("utf-8", "replace")
+    os.close(master)
+    return p.returncode, out, shown

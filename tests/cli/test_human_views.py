@@ -5,13 +5,21 @@ terminal (clean, doctor --fix), `clean --summary`, and clean's short summary on 
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import time
 from pathlib import Path
 
-from cli_helpers import REPO_ROOT, Pty, check_error, check_ok, cli_argv, cli_env, read_to_end, read_until
+from cli_helpers import (
+    REPO_ROOT,
+    Pty,
+    check_error,
+    check_ok,
+    cli_argv,
+    cli_env,
+    read_until,
+    with_stderr_on_a_terminal,
+)
 
 EXIT_INTERRUPTED = 130
 
@@ -150,24 +158,6 @@ with st.write():
     subprocess.run(cli_argv("version"), env=cli_env(home), check=True, capture_output=True)  # makes the home
     env = cli_env(home)
     subprocess.run([cli_argv()[0], "-c", script, str(home), str(n)], env=env, check=True, cwd=REPO_ROOT)
-
-
-def with_stderr_on_a_terminal(home: Path, *args: str) -> tuple[int, bytes, str]:
-    """Run the CLI with stdout a pipe and stderr a pseudo-terminal: (exit code, stdout, what the terminal showed)."""
-    master, slave = pty.openpty()
-    p = subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, {"TERM": "xterm"}),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=slave,
-        cwd=REPO_ROOT,
-    )
-    os.close(slave)
-    out, _ = p.communicate(timeout=300)
-    shown = read_to_end(master, 30).decode("utf-8", "replace")
-    os.close(master)
-    return p.returncode, out, shown
 
 
 def test_clean_shows_its_progress_on_a_terminal_and_nothing_through_a_pipe(home, run):
