@@ -875,6 +875,16 @@ class _Transaction:
         return False
 
 
+_URI_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~")
+
+
+def uri_path(path: str) -> str:
+    """`path` percent-encoded for an SQLite `file:` URI (every byte but letters, digits and `/-._~`), as
+    urllib.parse.quote would: importing urllib.parse (it imports re, enum and ipaddress) would cost a reader more
+    than its query on a not-found path, which looks in the other state directories."""
+    return "".join(chr(b) if b in _URI_SAFE else "%%%02X" % b for b in os.fsencode(path))
+
+
 def _after_prefix(prefix: str) -> str:
     """The smallest text after every text that starts with `prefix` (the end of a prefix's range in an index)."""
     return prefix + "\U0010ffff"
@@ -1105,8 +1115,6 @@ def open_store(create: bool) -> Store | None:
 def open_readonly(path: str) -> Store:
     """The database at `path` read-only and as found (doctor): no schema upgrade, nothing created, and closing it
     does not checkpoint the WAL into the file. The caller has checked the file (owner, no link) first."""
-    from urllib.parse import quote
-
     st = Store.__new__(Store)
     st.path = path
     st._after = []
@@ -1116,7 +1124,7 @@ def open_readonly(path: str) -> Store:
     st.foreign = None
     try:
         st.conn = sqlite3.connect(
-            "file:%s?mode=ro" % quote(path), uri=True, timeout=lock_timeout(), isolation_level=None, factory=_Connection
+            "file:%s?mode=ro" % uri_path(path), uri=True, timeout=lock_timeout(), isolation_level=None, factory=_Connection
         )
         st.conn.row_factory = sqlite3.Row
     except sqlite3.DatabaseError as e:
