@@ -1124,7 +1124,11 @@ def open_readonly(path: str) -> Store:
     st.foreign = None
     try:
         st.conn = sqlite3.connect(
-            "file:%s?mode=ro" % uri_path(path), uri=True, timeout=lock_timeout(), isolation_level=None, factory=_Connection
+            "file:%s?mode=ro" % uri_path(path),
+            uri=True,
+            timeout=lock_timeout(),
+            isolation_level=None,
+            factory=_Connection,
         )
         st.conn.row_factory = sqlite3.Row
     except sqlite3.DatabaseError as e:
