@@ -93,6 +93,11 @@ def median_time(
     return statistics.median(times)
 
 
+def _always(argv: list[str]) -> Callable[[int], Sequence[str]]:
+    """The same argv for every run (median_time's argument)."""
+    return lambda i: argv
+
+
 def seed(home: str, jobs: int, keys: int) -> None:
     """Fill a history through the project's own store code, so the schema and indexes are the real ones."""
     os.environ["ORCHESJOB_HOME"] = home
@@ -197,15 +202,14 @@ def main() -> int:
             fig["status_ratio_%s" % label] = st / base
             if label == "100k":
                 # the same call through pip's console-script wrapper (it imports re first) and through the .pyz
-                wrapper = [os.path.join(os.path.dirname(CLI[0]), "orchesjob-console-script")]
-                fig["status_ratio_100k_console_script"] = (
-                    median_time(lambda i, w=wrapper: w + ["status", "--run-key", "history-0"], env, runs) / base
-                )
+                by_wrapper = [os.path.join(os.path.dirname(CLI[0]), "orchesjob-console-script")]
+                by_wrapper += ["status", "--run-key", "history-0"]
+                fig["status_ratio_100k_console_script"] = median_time(_always(by_wrapper), env, runs) / base
                 pyz = os.path.join(tmp, "orchesjob.pyz")
                 if not os.path.exists(pyz):
                     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_pyz.py"), pyz], check=True)
                 by_pyz = [PYTHON, "-I", pyz, "status", "--run-key", "history-0"]
-                fig["status_ratio_100k_pyz"] = median_time(lambda i, a=by_pyz: a, env, runs) / base
+                fig["status_ratio_100k_pyz"] = median_time(_always(by_pyz), env, runs) / base
             sr = median_time(lambda i: CLI + ["status", "--running"], env, runs)
             fig["status_running_ratio_%s" % label] = sr / base
             # the host tools: ls of the latest jobs, metrics with its default window (the seeded history is a year

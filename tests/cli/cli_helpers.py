@@ -13,6 +13,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -57,7 +58,7 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchesjob"] + [str(a) for a in args]
 
 
-def cli_env(home: Path, env: Optional[dict[str, str]] = None) -> dict[str, str]:
+def cli_env(home: Path, env: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, str]:
     e = dict(os.environ)
     e.pop("ORCHESJOB_DEBUG", None)
     e.pop("ORCHESJOB_LOCK_TIMEOUT", None)
