@@ -288,7 +288,10 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
             )
         from . import request
 
-        return head, request.values(head, spec, takes_command, (SWITCH, VALUE, MULTI))
+        given = request.values(head, spec, takes_command, (SWITCH, VALUE, MULTI))
+        if head in POSITIONAL:  # a request names the job by its fields (job_id, run_key), never positionally
+            given.setdefault(POSITIONAL[head][1], None)
+        return head, given
     values: dict[str, Any] = {}
     for flag, (kind, _, _) in spec.items():
         values[dest(flag)] = False if kind == SWITCH else [] if kind == MULTI else None
