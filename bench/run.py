@@ -264,6 +264,10 @@ def finish(fig: dict[str, Any], json_path: Optional[str]) -> int:
     if json_path:
         with open(json_path, "w") as f:
             json.dump(fig, f, indent=2)
+        import charts  # bench/ is this script's directory
+
+        for chart in charts.redraw_for(json_path):
+            print("bench: redrew %s" % chart, file=sys.stderr)
     return 0
 
 

@@ -11,7 +11,7 @@ import time
 
 from . import CONTRACT_VERSION, __version__, home, jobs, life, logfiles, processes
 from .errors import InconsistentState, InvalidArgument, NotFound, job_not_found, run_key_not_found
-from .store import ACTIVE, Store, open_store
+from .store import ACTIVE, Store, open_store, open_store_patiently
 from .timeutil import now, with_iso
 
 TYPE_CHECKING = False
@@ -99,7 +99,8 @@ def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: 
         fd = supervisor.spawn(job_id, life_fd)
     finally:
         os.close(life_fd)  # the supervisor holds the lock now (or was never spawned: then the job is LOST)
-        store.reopen()
+        # the job is committed: a busy lock now must not turn the answer into lock_timeout ("nothing was done")
+        store = open_store_patiently(supervisor.RESULT_RETRY_SECONDS)
     try:
         run_deadline = time.monotonic() + start_timeout
         seen = b""

@@ -233,10 +233,6 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def reopen(self) -> None:
-        """Connect again after close(): SQLite is not fork-safe, so no connection may be open across a fork."""
-        self.__init__(self.path)  # type: ignore[misc]
-
     # -- schema -------------------------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -1110,6 +1106,29 @@ def open_store(create: bool) -> Store | None:
     if not home.database_file(path, create):  # a plain file of ours, not a link (nor are its -wal and -shm)
         return None
     return Store(path)
+
+
+def open_store_patiently(seconds: float) -> Store:
+    """open_store(create=True), again with backoff while the database stays locked, for up to `seconds`.
+
+    For the two processes that hold a committed job: its supervisor, which would otherwise exit before launching
+    (the job LOST for a busy lock), and the `start` that spawned it, which would otherwise answer lock_timeout
+    ("nothing was done") for a job that exists. Even in WAL mode a reader can be refused for a while (a writer
+    switching the journal mode, a recovery, hundreds of processes at once), and ORCHESJOB_LOCK_TIMEOUT may be short."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    delay = 0.05
+    while True:
+        try:
+            store = open_store(create=True)
+            assert store is not None  # create=True: it exists or open_store raised
+            return store
+        except LockTimeout:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 def open_readonly(path: str) -> Store:

@@ -165,6 +165,45 @@ def test_a_job_whose_caller_died_before_spawning_its_supervisor_is_lost_and_neve
     assert runs(marker) == 1
 
 
+def test_a_database_locked_when_the_supervisor_opens_it_delays_the_job_and_loses_nothing(home, tmp_path):
+    """The job is committed and its supervisor spawned when the database becomes unreadable for three times
+    ORCHESJOB_LOCK_TIMEOUT (an exclusive lock: in WAL mode a reader can be refused too, e.g. while a writer
+    switches the journal mode or hundreds of CLIs start at once). The supervisor used to give up at its first read
+    (the job LOST, never launched) and the caller answered lock_timeout, "nothing was done", for a job that existed.
+    Both wait the lock out now: the caller answers with the job, which runs once."""
+    import sqlite3
+
+    marker = tmp_path / "runs"
+    caller = popen_cli(
+        home,
+        "start",
+        "--run-key",
+        "busy-open",
+        "--",
+        *counting(marker),
+        env={"ORCHESJOB_PAUSE_AT": "start-before-spawn", "ORCHESJOB_LOCK_TIMEOUT": "1"},
+    )
+    wait_until(lambda: stopped(caller.pid), 30, what="the caller to stop before spawning its supervisor")
+    holder = sqlite3.connect(str(home / "orchesjob.db"), isolation_level=None, timeout=30)
+    try:
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")  # no other connection can read now, WAL or not
+        os.kill(caller.pid, signal.SIGCONT)
+        # the fault is a lock held longer than the timeout: hold it three times as long while both processes open
+        time.sleep(3)
+        assert runs(marker) == 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    out, err = caller.communicate(timeout=120)
+    assert caller.returncode == 0, (out, err)
+    job = json.loads(out)
+    assert job["accepted"] is True and job["status"] in ("RUNNING", "SUCCEEDED"), job
+    done = check_ok(run_cli(home, "wait", "--job-id", job["job_id"], "--timeout", "60"))
+    assert done["status"] == "SUCCEEDED", done
+    assert runs(marker) == 1
+
+
 def test_a_reader_delayed_before_its_lost_verdict_records_nothing_once_a_result_is_there(home, tmp_path):
     """The verdict is taken again under the write lock: a result file that appeared after the reader looked (the
     supervisor wrote it, could not reach the locked database, and was killed) wins over LOST."""
