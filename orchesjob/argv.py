@@ -206,6 +206,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
                 "per-family series for families with a job finished this recently (default 24)",
             ),
             "--max-families": (VALUE, "N", "at most N job families get per-family series (default 500)"),
+            "--max-keys": (VALUE, "N", "the former name of --max-families"),
             "--family-depth": (
                 VALUE,
                 "N",

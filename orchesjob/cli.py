@@ -444,7 +444,11 @@ def _host_tool(c: str, a: dict[str, Any], fmt: str) -> Any:
     if c == "doctor":
         return commands.doctor(a["fix"], fmt == "table", Terminal.detect(sys.stdout))
     recent = hours(a["recent_hours"], "--recent-hours")
+    if a["max_families"] is not None and a["max_keys"] is not None:
+        raise InvalidArgument("metrics: --max-keys is the former name of --max-families; give one of them")
     max_families = count(a["max_families"], "--max-families", 0, 100000)
+    if max_families is None:
+        max_families = count(a["max_keys"], "--max-keys", 0, 100000)
     depth = count(a["family_depth"], "--family-depth", 1, 64)
     return commands.metrics(
         24 * 3600.0 if recent is None else recent,

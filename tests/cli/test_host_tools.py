@@ -828,6 +828,9 @@ def test_metrics_parsed_by_the_prometheus_parser(home, run, start_job, ok):
     m = parse_metrics(run("metrics", "--max-families", "0", "--recent-hours", "0.5").out)
     assert m["orchesjob_family_last_success"] == [] and m["orchesjob_families_omitted"] == [({}, 5)]
     assert m["orchesjob_recent_window_seconds"] == [({}, 1800)]
+    # the name --max-families had in 2.0.0 still works
+    m = parse_metrics(run("metrics", "--max-keys", "2").out)
+    assert len(m["orchesjob_family_last_success"]) == 2 and m["orchesjob_families_omitted"] == [({}, 3)]
 
 
 def test_metrics_series_are_per_job_family_never_per_run(home, run, start_job, ok):
@@ -894,7 +897,8 @@ def test_metrics_bad_flags(run):
         ("--max-families", "many"),
         ("--family-depth", "0"),
         ("--family-depth", "deep"),
-        ("--max-keys", "5"),
+        ("--max-keys", "-1"),
+        ("--max-keys", "5", "--max-families", "5"),
     ):
         check_error(run("metrics", *args), 2, "invalid_argument")
 
