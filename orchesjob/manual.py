@@ -229,5 +229,58 @@ def man_page() -> str:
     out.append(".SH EXAMPLES")
     for line, what in EXAMPLES[None]:
         out += [".TP", ".B %s" % _roff(line), _roff(what)]
-    out += [".SH SEE ALSO", "The README of orchesjob: the JSON of every answer, exactly-once, the Airflow provider."]
+    out += [
+        ".SH SEE ALSO",
+        "The documentation of orchesjob: %s (the JSON of every answer, exactly-once, the Airflow provider)."
+        % _roff(DOCS_URL),
+    ]
+    return "\n".join(out) + "\n"
+
+
+# -- the reference page of the docs site ------------------------------------------------------------------------------
+DOCS_URL = "https://orchesjob.github.io/orchesjob/"
+
+
+def _md(text: str) -> str:
+    """Text safe in a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
+def reference_markdown() -> str:
+    """docs/cli-reference.md: every command, option, argument, example, variable and exit status, from the same
+    table and prose as the help and the man page (tools/cli_reference.py writes it; a test checks it is current)."""
+    out = [
+        "# CLI reference",
+        "",
+        "<!-- Generated from the CLI's argument table (orchesjob/argv.py, orchesjob/manual.py) by",
+        "     `python tools/cli_reference.py`; edit those, not this page. -->",
+        "",
+        DESCRIPTION,
+        "",
+        OUTPUT,
+        "",
+        "| command | what it does |",
+        "|---|---|",
+    ]
+    out += ["| [`%s`](#%s) | %s |" % (name, name, _md(summary)) for name, (summary, _, _) in COMMANDS.items()]
+    for name, (summary, _, _) in COMMANDS.items():
+        out += ["", "## %s" % name, "", summary[:1].upper() + summary[1:] + ".", "", "```", synopsis(name), "```", ""]
+        rows = []
+        if name in POSITIONAL:
+            metavar, _, text = POSITIONAL[name]
+            rows.append(("`%s`" % metavar, text))
+        rows += [("`%s`" % left, text) for left, text in options(name)[:-1]]
+        if rows:
+            out += ["| argument or option | meaning |", "|---|---|"]
+            out += ["| %s | %s |" % (_md(left), _md(text)) for left, text in rows]
+        if EXAMPLES.get(name):
+            out += ["", "Examples:", "", "```bash"]
+            out += ["%s   # %s" % (line, what) for line, what in EXAMPLES[name]]
+            out.append("```")
+    out += ["", "## Environment", "", "| variable | meaning |", "|---|---|"]
+    out += ["| `%s` | %s |" % (name, _md(text)) for name, text in ENVIRONMENT]
+    out += ["", "## Exit status", "", "| code | meaning |", "|---|---|"]
+    out += ["| %s | %s |" % (code, _md(text)) for code, text in EXIT_STATUS]
+    out += ["", "## Files", "", "| path | what |", "|---|---|"]
+    out += ["| `%s` | %s |" % (path, _md(text)) for path, text in FILES]
     return "\n".join(out) + "\n"

@@ -116,3 +116,26 @@ def test_the_performance_charts_are_drawn_from_the_committed_figures() -> None:
     for name in charts.CHARTS:
         assert (REPO / "docs" / "img" / name).read_text() == charts.render(name), name
         assert "img/%s" % name in page, "the performance page does not show %s" % name
+
+
+def test_the_cli_reference_page_is_generated_from_the_argument_table() -> None:
+    """docs/cli-reference.md is what the parser's own table says (python tools/cli_reference.py rewrites it), and the
+    guide (docs/cli.md) names every option of every command it describes."""
+    from orchesjob.argv import COMMANDS
+    from orchesjob.manual import reference_markdown
+
+    assert (REPO / "docs" / "cli-reference.md").read_text() == reference_markdown(), "run python tools/cli_reference.py"
+    guide = (REPO / "docs" / "cli.md").read_text()
+    common = guide.split("### At a terminal", 1)[1].split("\n### ", 1)[0]
+    assert "--format" in common  # one spelling for every command with a view, explained once
+    pages = guide + (REPO / "docs" / "operations.md").read_text()
+    described = 0
+    for name, (_, spec, _) in COMMANDS.items():
+        heading = next((h for h in ("### `%s`" % name, "## `%s`" % name) if h in pages), None)
+        if heading is None:
+            continue
+        described += 1
+        section = pages.split(heading, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+        missing = [flag for flag in spec if flag != "--format" and flag not in section]
+        assert missing == [], "the guide's %s section does not mention %s" % (name, missing)
+    assert described >= 10
