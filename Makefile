@@ -13,14 +13,14 @@ STAMP_AF2 := $(VENV_AF2)/.installed
 VENV_AF210 ?= .venv-airflow210
 STAMP_AF210 := $(VENV_AF210)/.installed
 
-.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults dist dist-check clean
+.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults dist dist-check docs clean
 
 all: test
 
 $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c $(AIRFLOW_CONSTRAINTS) -e '.[test,airflow,live]'
+	$(PY) -m pip install -q -c $(AIRFLOW_CONSTRAINTS) -e '.[test,airflow,live,docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -62,6 +62,10 @@ $(STAMP_AF210): pyproject.toml constraints/airflow-2.10.txt
 
 test-airflow210: $(STAMP_AF210)
 	$(VENV_AF210)/bin/python -m pytest -q -p no:cacheprovider tests/provider
+
+## The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link or anchor fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-cli: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider tests/cli
