@@ -19,7 +19,9 @@ Figures (keys of the JSON):
 - ``failover_takeover_s``: from the kill until the metadata database shows every trigger on the survivor;
 - ``failover_first_line_s``: from the kill until every job taken over has shown a line through the survivor;
 - ``failover_repeated_lines``: lines shown twice in a task's log, all jobs together (what the dead triggerer wrote
-  after its last call to a host, at most); ``failover_missing_lines``: lines never shown (must be 0);
+  after its last call to a host, at most); ``failover_missing_lines``: lines never shown;
+  ``failover_missing_detail``: for each job with such lines, which, whether its trigger was taken over, and the
+  last line the killed triggerer wrote to its log;
 - ``failover_extra_executions``: executions beyond one per job, read from the hosts' marker files (must be 0);
 - ``failover_end_notice_p95_s``, ``failover_end_notice_max_s``: from a job's end to its task instance leaving
   ``deferred``, read every 0.2 s;
@@ -118,8 +120,9 @@ def measure(n: int, min_seconds: float, max_seconds: float, seed: int = 20261206
     live: ProdAirflow | None = None
     with tempfile.TemporaryDirectory(prefix="orchesjob-failover-bench-") as tmp:
         base = Path(tmp)
+        hosts: list[Host] = []
         try:
-            hosts, conns = [], {}
+            conns = {}
             for k, conn_id in enumerate(CONNECTIONS):
                 server = SshServer(base / f"sshd-{k}").start()
                 servers.append(server)
@@ -206,6 +209,7 @@ def measure(n: int, min_seconds: float, max_seconds: float, seed: int = 20261206
                 time.sleep(2)
             final = live.task_states(DAG, run_id)
             repeated = missing = extra = 0
+            gaps: list[dict[str, Any]] = []
             for i in range(n):
                 host = hosts[i % len(hosts)]
                 runs = host.work / f"{i}.runs"
@@ -216,13 +220,29 @@ def measure(n: int, min_seconds: float, max_seconds: float, seed: int = 20261206
                     re.findall(r"\[stdout\] (line \d+)", live.task_log(DAG, run_id, f"job/map_index={i}", 1))
                 )
                 repeated += sum(c - 1 for c in seen.values() if c > 1)
-                missing += sum(1 for k in range(1, total + 1) if seen[f"line {k}"] == 0)
+                lost = [k for k in range(1, total + 1) if seen[f"line {k}"] == 0]
+                missing += len(lost)
+                if lost:
+                    # where the gap is: right after the last line the killed triggerer wrote to the task's log?
+                    by_victim = re.findall(
+                        r"\[stdout\] line (\d+)",
+                        live.task_log(DAG, run_id, f"job/map_index={i}", 1, triggerer=victim),
+                    )
+                    gaps.append(
+                        {
+                            "job": i,
+                            "moved": i in moved,
+                            "missing": lost,
+                            "last_by_killed": int(by_victim[-1]) if by_victim else None,
+                        }
+                    )
             notices = [noticed[i] - ended[i] for i in noticed if i in ended and noticed[i] >= ended[i]]
             figures.update(
                 {
                     "failover_ssh_connections_max_after": max(sampler.connections or [0]),
                     "failover_repeated_lines": repeated,
                     "failover_missing_lines": missing,
+                    "failover_missing_detail": gaps,
                     "failover_extra_executions": extra,
                     "failover_end_notice_p95_s": percentile(notices, 0.95) if notices else float("nan"),
                     "failover_end_notice_max_s": max(notices) if notices else float("nan"),
@@ -234,11 +254,20 @@ def measure(n: int, min_seconds: float, max_seconds: float, seed: int = 20261206
                 live.stop()
             for server in servers:
                 server.stop()
+            for host in hosts:  # jobs of a run cut short wait for a "go" that no one will write
+                host.abort_running()
     return figures
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through measure()'s clean-up, as Ctrl-C does
 
 
 if __name__ == "__main__":
     import argparse
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=100)
