@@ -8,9 +8,9 @@ the job's output reaches the log of a try exactly once:
   scheduler fails the try once its heartbeat stops, the retry runs on the other worker and reattaches, and the job
   runs once;
 - a task held by a worker past the broker's ``visibility_timeout``: Redis delivers it to a worker again while the
-  first one still runs it, so two workers hold the same task instance try at once; Airflow's execution API refuses
-  the second start (the task instance is already running elsewhere) and the job runs once. What Airflow then does
-  with the refused copy is Airflow's (see the test);
+  first one still runs it, so two workers hold the same task instance try at once; the second worker drops the copy
+  (the try runs elsewhere; the execution API would refuse to start it anyway) and the job runs once. What Airflow
+  then records for the try is Airflow's (see the test);
 - the scheduler restarted after a crash (SIGKILL, then started again) with tasks deferred and waiting in workers,
   and a run triggered while no scheduler ran: nothing is started twice, nothing is lost.
 """
