@@ -20,8 +20,8 @@ Figures (keys of the JSON):
 - ``failover_first_line_s``: from the kill until every job taken over has shown a line through the survivor;
 - ``failover_repeated_lines``: lines shown twice in a task's log, all jobs together (what the dead triggerer wrote
   after its last call to a host, at most); ``failover_missing_lines``: lines never shown;
-  ``failover_missing_detail``: for each job with such lines, which, whether its trigger was taken over, and the
-  last line the killed triggerer wrote to its log;
+  ``failover_missing_detail``: for each job with such lines, which (of how many), whether its trigger was taken
+  over, the last line the killed triggerer wrote to its log, and the lines a triggerer wrote to its own log instead;
 - ``failover_extra_executions``: executions beyond one per job, read from the hosts' marker files (must be 0);
 - ``failover_end_notice_p95_s``, ``failover_end_notice_max_s``: from a job's end to its task instance leaving
   ``deferred``, read every 0.2 s;
@@ -228,12 +228,21 @@ def measure(n: int, min_seconds: float, max_seconds: float, seed: int = 20261206
                         r"\[stdout\] line (\d+)",
                         live.task_log(DAG, run_id, f"job/map_index={i}", 1, triggerer=victim),
                     )
+                    # and whether a triggerer wrote the line to its own log instead of the task's
+                    elsewhere = [
+                        f"{c.name}: {text.strip()[:300]}"
+                        for c in live.triggerers()
+                        for text in c.process.output().splitlines()
+                        if f"map_index={i}" in text and any(f"[stdout] line {k}" in text for k in lost)
+                    ]
                     gaps.append(
                         {
                             "job": i,
                             "moved": i in moved,
                             "missing": lost,
+                            "of": total,
                             "last_by_killed": int(by_victim[-1]) if by_victim else None,
+                            "in_a_triggerers_own_log": elsewhere,
                         }
                     )
             notices = [noticed[i] - ended[i] for i in noticed if i in ended and noticed[i] >= ended[i]]
