@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.support.live_checks import TASK, numbered_job, repeated_or_missing, run_key
+from tests.support.live_checks import TASK, misfiled, numbered_job, repeated_or_missing, run_key
 from tests.support.live_host import Host
 from tests.support.prod_airflow import VISIBILITY_TIMEOUT, ProdAirflow
 
@@ -132,4 +132,4 @@ def test_a_scheduler_restart_starts_nothing_twice_and_loses_nothing(live_airflow
         jobs = host.jobs(run_key(dag_id, run_id))
         assert [j["status"] for j in jobs] == ["SUCCEEDED"], (name, jobs)
         log = live.task_log(dag_id, run_id, TASK, 1)
-        assert repeated_or_missing(log, 3) == "", (name, log[-4000:])
+        assert repeated_or_missing(log, 3, misfiled(live, run_id)) == "", (name, log[-4000:])

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.support.live_checks import TASK, numbered_job, repeated_or_missing, run_key
+from tests.support.live_checks import TASK, misfiled, numbered_job, repeated_or_missing, run_key
 from tests.support.live_host import Host
 from tests.support.prod_airflow import ProdAirflow
 
@@ -34,7 +34,8 @@ def check_once(live: ProdAirflow, host: Host, run_id: str, name: str, lines: int
     jobs = host.jobs(run_key(DAG, run_id))
     assert [j["status"] for j in jobs] == ["SUCCEEDED"], (name, jobs)
     log = live.task_log(DAG, run_id, TASK, 1)
-    assert repeated_or_missing(log, lines) == "", (name, repeated_or_missing(log, lines), log[-4000:])
+    wrong = repeated_or_missing(log, lines, misfiled(live, run_id))
+    assert wrong == "", (name, wrong, log[-4000:])
     assert "; aborting job" not in log and "Aborted job" not in log
 
 
