@@ -20,7 +20,7 @@ all: test
 $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c $(AIRFLOW_CONSTRAINTS) -e '.[test,airflow,docs]'
+	$(PY) -m pip install -q -c $(AIRFLOW_CONSTRAINTS) -e '.[test,airflow,live,docs]'
 	touch $(STAMP)
 
 venv: $(STAMP)
