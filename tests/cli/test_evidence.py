@@ -5,6 +5,8 @@ supervisor signals its command's group only while the command is its unreaped ch
 shows in any process's command line; the error path answers in JSON whatever the environment took away.
 """
 
+from __future__ import annotations  # `X | None` annotations under Python 3.9 (the oldest supported)
+
 import glob
 import json
 import os
