@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from . import jobs, processes
 from .store import ACTIVE, Store
-from .textout import Output, Terminal, Text, cells, duration, elide, local_time, pad
+from .textout import STATUS_COLOURS, Output, Terminal, Text, cells, duration, elide, local_time, pad
 from .timeutil import iso, now
 
 TYPE_CHECKING = False
@@ -23,16 +23,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any, Callable, TextIO
 
-# status -> SGR colour on a terminal
-_COLOURS = {
-    "STARTING": "36",
-    "RUNNING": "36",
-    "SUCCEEDED": "32",
-    "FAILED": "31",
-    "LOST": "35",
-    "ABORTED": "33",
-    "CANCELLED": "2",
-}
 # (header, row field, aligned right)
 _COLUMNS = (
     ("JOB ID", "short_id", False),
@@ -188,7 +178,7 @@ def render(rows: list[dict[str, Any]], term: Terminal, empty: str) -> Text:
         for _, f, right in _COLUMNS:
             text = pad(c[f], widths[f], right)
             if f == "status":
-                text = term.paint(c[f], _COLOURS.get(c[f], "")) + text[len(c[f]) :]
+                text = term.paint(c[f], STATUS_COLOURS.get(c[f], "")) + text[len(c[f]) :]
             parts.append(text)
         lines.append(_GAP.join(parts).rstrip())
     return Text("\n".join(lines) + "\n")

@@ -20,6 +20,17 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any, TextIO
 
+# a job status -> its SGR colour on a terminal (ls, the views of --format table)
+STATUS_COLOURS = {
+    "STARTING": "36",
+    "RUNNING": "36",
+    "SUCCEEDED": "32",
+    "FAILED": "31",
+    "LOST": "35",
+    "ABORTED": "33",
+    "CANCELLED": "2",
+}
+
 
 class Output:
     """A command result that writes itself to stdout; `emit` returns the exit status."""

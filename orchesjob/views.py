@@ -9,21 +9,11 @@ decides (a terminal, no NO_COLOR, no TERM=dumb).
 from __future__ import annotations
 
 from . import processes
-from .textout import Terminal, Text, duration, local_time
+from .textout import STATUS_COLOURS, Terminal, Text, duration, local_time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-COLOURS = {
-    "STARTING": "36",
-    "RUNNING": "36",
-    "SUCCEEDED": "32",
-    "FAILED": "31",
-    "LOST": "35",
-    "ABORTED": "33",
-    "CANCELLED": "2",
-}
 
 
 def view(command: str, answer: Any, term: Terminal) -> Text:
@@ -62,7 +52,7 @@ def job_view(command: str, job: dict[str, Any], term: Terminal) -> str:
             "attempt",
             str(job["attempt_no"]) + (" (after %s)" % job["rerun_of_job_id"] if job.get("rerun_of_job_id") else ""),
         ),
-        ("status", term.paint(status, COLOURS.get(status, ""))),
+        ("status", term.paint(status, STATUS_COLOURS.get(status, ""))),
     ]
     if job.get("liveness") == "unknown":
         rows.append(("liveness", "unknown: %s" % job.get("liveness_reason")))
