@@ -182,12 +182,17 @@ def _lookup(identity: TryIdentity) -> tuple[Any, int | None]:
     return task_instance_state(identity.dag_id, identity.task_id, identity.run_id, identity.map_index)
 
 
-def _lookup_in_thread(identity: TryIdentity, deliver: Callable[[Any], None]) -> None:
+def _lookup_in_thread(identity: TryIdentity, deliver: Callable[[Any], None], loop: Any = None) -> None:
     """Run the lookup in a daemon thread and hand its result (or exception) to ``deliver``: a lookup that never
-    returns must neither block the caller nor keep the process from exiting."""
+    returns must neither block the caller nor keep the process from exiting. ``loop``: the triggerer's event loop,
+    through which the Task SDK's request travels there (see ``compat.let_thread_reach_event_loop``)."""
 
     def run() -> None:
         try:
+            if loop is not None:
+                from orchesjob_provider.compat import let_thread_reach_event_loop
+
+                let_thread_reach_event_loop(loop)
             result: Any = _lookup(identity)
         except BaseException as exc:  # noqa: BLE001 - any failure means "Airflow cannot say"
             result = exc
@@ -231,7 +236,7 @@ async def aask(identity: TryIdentity | None, timeout: float = ASK_TIMEOUT) -> Ve
     def deliver(result: Any) -> None:
         loop.call_soon_threadsafe(settle, result)
 
-    _lookup_in_thread(identity, deliver)
+    _lookup_in_thread(identity, deliver, loop)
     try:
         return decide(identity, await asyncio.wait_for(answer, timeout))
     except asyncio.TimeoutError:

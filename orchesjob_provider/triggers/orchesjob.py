@@ -26,7 +26,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from orchesjob_provider import command as cmd
-from orchesjob_provider.compat import BaseTrigger, TriggerEvent
+from orchesjob_provider.compat import BaseTrigger, TriggerEvent, airflow_major_version, triggerer_calls_on_kill
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
     OrchesjobError,
@@ -147,6 +147,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.cli = dict(cli) if cli else None
         self.try_identity = dict(try_identity) if try_identity is not None else None
         self._kill_task: asyncio.Future[None] | None = None  # on_kill's shielded work (kept: the loop holds weakly)
+        self._cancelled = False  # run() was cancelled by the triggerer (a kill, a shutdown, a hand-over...)
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -200,6 +201,9 @@ class OrchesjobTrigger(BaseTrigger):
             "stderr_offset": self.stderr_offset,
             "request_id": self.request_id,
         }
+        try_number = (self.try_identity or {}).get("try_number")
+        if try_number is not None:  # whose event this is: a later try must not take it for its own (compat)
+            payload["try_number"] = try_number
         if self.cli:
             payload["cli"] = self.cli
         payload.update(fields)
@@ -235,6 +239,17 @@ class OrchesjobTrigger(BaseTrigger):
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         """Find the job (by run key, if no id yet), subscribe it to the watcher, log its output as the watcher hands
         it over, and fire one event when it has ended (or cannot be watched, or the deadline passes)."""
+        inner = self._run()
+        try:
+            async for event in inner:
+                yield event
+        except asyncio.CancelledError:
+            self._cancelled = True  # for cleanup(): the triggerer stopped this trigger before it fired
+            raise
+        finally:
+            await inner.aclose()  # its own finally (leaving the watcher) runs now, also when run() is closed early
+
+    async def _run(self) -> AsyncGenerator[TriggerEvent, None]:
         relay = LogRelay(self.log_line, self.stdout_offset, self.stderr_offset, max_line=self.max_bytes)
         if not self.job_id:
             missing = await self._find_job()
@@ -388,6 +403,32 @@ class OrchesjobTrigger(BaseTrigger):
             return
         self._kill_task = asyncio.ensure_future(self._kill())
         await asyncio.shield(self._kill_task)
+
+    async def cleanup(self) -> None:
+        """Where the triggerer never calls ``on_kill`` (Airflow 2 and 3.0-3.2: see ``compat.triggerer_calls_on_kill``),
+        a trigger it cancelled may have been killed: abort the job when the task instance gave it up.
+
+        Those triggerers cancel a trigger and call only ``cleanup()`` for every reason alike: its task instance was
+        marked failed or success, or cleared, but also the triggerer is shutting down or the trigger moved to
+        another triggerer. Nothing tells them apart here, so the rule of ``on_kill`` decides, unchanged: Airflow is
+        asked about the try, and only a task instance that is over for good has its job aborted (a shutdown or a
+        hand-over finds it still ``deferred``; a clear finds it waiting to run again); no answer aborts nothing. A
+        trigger that fired its event, or was never cancelled, has nothing to do. Only Airflow 3 is asked from
+        here: on Airflow 2 a deferred task's kill leaves the job to its next try (see README).
+        """
+        try:
+            await super().cleanup()
+        finally:
+            if (
+                self._cancelled
+                and self.abort_on_kill
+                and self._kill_task is None
+                and not triggerer_calls_on_kill()
+                and airflow_major_version() >= 3
+            ):
+                self.log.info("The trigger was cancelled: asking Airflow whether its task instance gave the job up.")
+                self._kill_task = asyncio.ensure_future(self._kill())
+                await asyncio.shield(self._kill_task)
 
     async def _kill(self) -> None:
         verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
