@@ -43,7 +43,7 @@ STAMP_AF2103 := $(VENV_AF2103)/.installed
 MWAA_TEST_TOOLS := pytest pytest-timeout hypothesis
 
 .PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow306 test-airflow2103 \
-	test-live306 test-pythons test-stages compat-docs demo pyz bench faults clean
+	test-live306 test-pythons test-stages compat-docs demo pyz bench faults dist dist-check clean
 
 all: test
 
@@ -161,6 +161,15 @@ test-pythons:
 
 demo: $(STAMP)
 	$(PY) tools/demo.py
+
+## The sdist and the wheel in dist/; `make dist-check` then checks them as a user receives them (tools/check_dist.sh).
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --outdir dist . >/dev/null
+	@ls dist
+
+dist-check: dist
+	bash tools/check_dist.sh $(PY) $(AIRFLOW_CONSTRAINTS)
 
 pyz:
 	$(PYTHON) tools/build_pyz.py orchesjob.pyz

@@ -246,6 +246,8 @@ def supervisor_pids(home: Path, start_pid: int) -> set[int]:
         if pid == start_pid:
             continue
         cmd = _cmdline(pid)
+        if not cmd:
+            continue  # gone between the two reads (or a zombie: its command line is empty)
         if not cmd[0].startswith(b"orchesjob supervisor ") and (b"orchesjob" not in cmd or b"start" not in cmd):
             continue
         st = _stat(pid)

@@ -90,3 +90,22 @@ def test_airflow_providers_list_shows_orchesjob(fake_install: Path, tmp_path: Pa
 def test_airflow_providers_triggers_lists_our_trigger(fake_install: Path, tmp_path: Path) -> None:
     rows = _json_rows(_airflow(["providers", "triggers", "-o", "json"], fake_install, tmp_path))
     assert any(r.get("package_name") == "orchesjob" for r in rows), rows
+
+
+def test_a_missing_module_of_the_airflow_extra_is_named_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unit test of the check itself; the real thing (the wheel installed without the extra, into Airflow) is
+    `make dist-check`."""
+    from orchesjob_provider import extra
+
+    assert extra.missing() == []  # this venv has the extra
+    monkeypatch.setitem(extra.NEEDED, "no_such_module_for_orchesjob", "no-such-dist")
+    monkeypatch.setitem(extra.NEEDED, "airflow.providers.no_such_provider", "apache-airflow-providers-nothing")
+    assert extra.missing() == ["no-such-dist", "apache-airflow-providers-nothing"]
+    with pytest.raises(
+        extra.MissingAirflowExtra,
+        match=r"needs no-such-dist, apache-airflow-providers-nothing, "
+        r"which are not installed here: pip install 'orchesjob\[airflow\]'",
+    ):
+        extra.require()
