@@ -59,13 +59,16 @@ define make_venv
 	touch $(1)/.installed
 endef
 
+# The project with its test and airflow extras (a variable: a comma in $(call ...)'s arguments would split them).
+PROJECT_ALL := -e '.[test,airflow]'
+
 $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS) | $(UV)
-	$(call make_venv,$(VENV),$(PYTHON),$(AIRFLOW_CONSTRAINTS),-e '.[test,airflow]')
+	$(call make_venv,$(VENV),$(PYTHON),$(AIRFLOW_CONSTRAINTS),$(PROJECT_ALL))
 
 venv: $(STAMP)
 
 $(STAMP_AF2): pyproject.toml $(AIRFLOW_211_CONSTRAINTS) | $(UV)
-	$(call make_venv,$(VENV_AF2),$(PYTHON),$(AIRFLOW_211_CONSTRAINTS),-e '.[test,airflow]')
+	$(call make_venv,$(VENV_AF2),$(PYTHON),$(AIRFLOW_211_CONSTRAINTS),$(PROJECT_ALL))
 
 $(STAMP_AF306): pyproject.toml $(AIRFLOW_306_CONSTRAINTS) | $(UV)
 	$(call make_venv,$(VENV_AF306),$$(tools/find-python.sh $(AIRFLOW_306_PYTHON) $(UV)),$(AIRFLOW_306_CONSTRAINTS),\

@@ -59,6 +59,7 @@ def pids_of(directory: Path) -> list[int]:
 # ---------------------------------------------------------------------- the example DAGs
 
 
+@pytest.mark.versions
 def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(af: AirflowCase) -> None:
     dag = "example_orchesjob_basic"
     first = af.dags_test(dag)
@@ -87,6 +88,7 @@ def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(a
     assert len(af.jobs(result["run_key"])) == 1
 
 
+@pytest.mark.versions
 def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: AirflowCase) -> None:
     dag = "example_orchesjob_retry"
     af.extra_env["ORCHESJOB_EXAMPLE_STEPS"] = "20"  # ~20 s: the retry surely finds it still running
@@ -114,6 +116,7 @@ def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: Airflow
     assert len(af.jobs(job["run_key"])) == 1
 
 
+@pytest.mark.versions
 def test_example_strict_runs_once_ever(af: AirflowCase) -> None:
     dag = "example_orchesjob_strict"
     ok(af.dags_test(dag))
@@ -125,6 +128,7 @@ def test_example_strict_runs_once_ever(af: AirflowCase) -> None:
     assert af.marker("strict.runs") == [f"import {DATE}"]
 
 
+@pytest.mark.versions
 def test_example_mapped_runs_one_job_per_partition(af: AirflowCase) -> None:
     dag = "example_orchesjob_mapped"
     run = af.dags_test(dag)
@@ -139,6 +143,7 @@ def test_example_mapped_runs_one_job_per_partition(af: AirflowCase) -> None:
 # ---------------------------------------------------------------------- outcomes of a job, retries
 
 
+@pytest.mark.versions
 def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2(af: AirflowCase) -> None:
     def flaky(name: str) -> list[str]:
         flag, runs = af.path(f"{name}.failed-once"), af.path(f"{name}.runs")
@@ -320,6 +325,7 @@ def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: Airfl
 # ---------------------------------------------------------------------- killing, timeouts
 
 
+@pytest.mark.versions
 def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reattached(af: AirflowCase) -> None:
     dirs = {name: af.workdir / name for name in ("polling", "deferred", "host")}
     # One after the other (all_done), so that a retry comes right after its failed try.

@@ -17,6 +17,7 @@ from tests.support.airflow_case import DATE, AirflowCase
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
 
 
+@pytest.mark.versions
 def test_example_sensor_waits_for_the_job_the_producer_dag_starts(af: AirflowCase) -> None:
     sensor = af.start_dags_test("example_orchesjob_sensor")
     try:
@@ -38,6 +39,7 @@ def test_example_sensor_waits_for_the_job_the_producer_dag_starts(af: AirflowCas
     assert job["job_id"] == af.sandbox.xcom("example_orchesjob_producer", "export")["job_id"]
 
 
+@pytest.mark.versions
 def test_sensor_outcomes_in_deferrable_and_poke_mode(af: AirflowCase) -> None:
     af.cli("start", "--run-key", "ok", "--sync", "--", "true")
     af.cli("start", "--run-key", "bad", "--sync", "--", "sh", "-c", "exit 3")
