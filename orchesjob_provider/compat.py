@@ -76,6 +76,7 @@ __all__ = [
     "airflow_version",
     "default_deferrable",
     "event_of_an_earlier_try",
+    "in_a_triggerer",
     "let_thread_reach_event_loop",
     "mask_secret",
     "task_instance_state",
@@ -190,6 +191,16 @@ def let_thread_reach_event_loop(loop: Any) -> None:
         return
     SyncToAsync.threadlocal.main_event_loop = loop
     SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+
+
+def in_a_triggerer() -> bool:
+    """Whether this process is an Airflow 3 triggerer's trigger runner (the Task SDK's requests go through the
+    triggerer's supervisor), as opposed to ``airflow dags test`` running triggers in its own process or a test."""
+    import sys
+
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return type(comms).__name__ == "TriggerCommsDecoder"
 
 
 def event_of_an_earlier_try(event: Any, context: Any) -> int | None:

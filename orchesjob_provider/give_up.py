@@ -243,6 +243,27 @@ async def aask(identity: TryIdentity | None, timeout: float = ASK_TIMEOUT) -> Ve
         return decide(identity, TimeoutError(f"no answer within {timeout:g}s"))
 
 
+# The background question of :func:`warm_up`, held here (the event loop keeps only weak references to tasks).
+_warm_up: asyncio.Future[Verdict] | None = None
+
+
+def warm_up(identity: TryIdentity | None) -> None:
+    """Put the kill path's question to Airflow once per process, early, in the background, and ignore the answer.
+
+    An Airflow 3 triggerer answers its triggers' Task SDK requests from its supervisor process, through an
+    execution API app that the supervisor builds at the first request it gets (``TriggerRunnerSupervisor.client``:
+    importing and assembling the API takes seconds, 2-4 s on a quiet two-core machine, more under load, during which
+    the supervisor serves nothing else). A trigger that needs no connection or variable from Airflow makes no such
+    request before a kill, so the first kill in each triggerer paid for the build inside its question, and on a busy
+    machine ran past ``ASK_TIMEOUT`` and left the job running. Asking once when the first trigger starts moves that
+    cost to a moment when nobody waits. Nothing is decided from this answer.
+    """
+    global _warm_up
+    if _warm_up is not None or identity is None:
+        return
+    _warm_up = asyncio.ensure_future(aask(identity, timeout=300))
+
+
 def manual_abort_command(job_id: str, orchesjob_bin: cmd.Binary, orchesjob_home: str | None) -> str:
     """The shell command a person runs on the host to abort the job, for log lines that leave the job running."""
     words = [orchesjob_bin] if isinstance(orchesjob_bin, str) else list(orchesjob_bin)

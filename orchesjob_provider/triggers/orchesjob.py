@@ -26,7 +26,13 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from orchesjob_provider import command as cmd
-from orchesjob_provider.compat import BaseTrigger, TriggerEvent, airflow_major_version, triggerer_calls_on_kill
+from orchesjob_provider.compat import (
+    BaseTrigger,
+    TriggerEvent,
+    airflow_major_version,
+    in_a_triggerer,
+    triggerer_calls_on_kill,
+)
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
     OrchesjobError,
@@ -35,7 +41,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotOwner,
     OrchesjobTransportError,
 )
-from orchesjob_provider.give_up import TryIdentity, aask, log_left_running
+from orchesjob_provider.give_up import TryIdentity, aask, log_left_running, warm_up
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
 from orchesjob_provider.retry import RetryPolicy
@@ -250,6 +256,8 @@ class OrchesjobTrigger(BaseTrigger):
             await inner.aclose()  # its own finally (leaving the watcher) runs now, also when run() is closed early
 
     async def _run(self) -> AsyncGenerator[TriggerEvent, None]:
+        if self.abort_on_kill and in_a_triggerer():  # so that a kill's question is answered at once (give_up.warm_up)
+            warm_up(TryIdentity.from_kwargs(self.try_identity))
         relay = LogRelay(self.log_line, self.stdout_offset, self.stderr_offset, max_line=self.max_bytes)
         if not self.job_id:
             missing = await self._find_job()
@@ -431,32 +439,52 @@ class OrchesjobTrigger(BaseTrigger):
                 await asyncio.shield(self._kill_task)
 
     async def _kill(self) -> None:
-        verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
-        if not verdict.abort:
-            log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)
-            return
-        self.log.info("%s; aborting job %s", verdict.reason, self.job_id)
+        """Ask Airflow whether the task instance gave the job up and, while the answer is on its way, get the abort
+        ready (log in to the host, check the CLI's contract): when the answer is yes, only the abort itself is left.
+        Getting ready changes nothing on the host, so a "no" (or no answer) costs one login and nothing else."""
         hook = self._make_hook()
+        ready = asyncio.ensure_future(self._ready_to_abort(hook))
         try:
-            aborted = await hook.abort(
-                job_id=self.job_id,
-                reason=self.abort_reason,
-                grace_seconds=self.abort_grace_seconds,
-                if_owner=self.request_id,
-            )
-            self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
-        except OrchesjobNotOwner as exc:
-            self.log.warning(
-                "not aborting job %s (run key %s): it now belongs to request %r, not to this try's %r; a newer try "
-                "took it over, so it is left to that one",
-                self.job_id,
-                self.run_key,
-                exc.owner,
-                self.request_id,
-            )
-        except OrchesjobConflict as exc:  # the host says why: it had ended, or it cannot be stopped from here
-            self.log.info("job %s was not aborted: %s", self.job_id, exc)
-        except OrchesjobError as exc:
-            self.log.warning("could not abort job %s: %s", self.job_id, exc)
+            verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
+            if not verdict.abort:
+                log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)
+                return
+            self.log.info("%s; aborting job %s", verdict.reason, self.job_id)
+            try:
+                await ready
+            except Exception:  # noqa: BLE001 - the abort logs in again itself, and says why if it cannot
+                pass
+            try:
+                aborted = await hook.abort(
+                    job_id=self.job_id,
+                    reason=self.abort_reason,
+                    grace_seconds=self.abort_grace_seconds,
+                    if_owner=self.request_id,
+                )
+                self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
+            except OrchesjobNotOwner as exc:
+                self.log.warning(
+                    "not aborting job %s (run key %s): it now belongs to request %r, not to this try's %r; a newer "
+                    "try took it over, so it is left to that one",
+                    self.job_id,
+                    self.run_key,
+                    exc.owner,
+                    self.request_id,
+                )
+            except OrchesjobConflict as exc:  # the host says why: it had ended, or it cannot be stopped from here
+                self.log.info("job %s was not aborted: %s", self.job_id, exc)
+            except OrchesjobError as exc:
+                self.log.warning("could not abort job %s: %s", self.job_id, exc)
         finally:
+            if not ready.done():
+                ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
             await hook.close()
+
+    async def _ready_to_abort(self, hook: OrchesjobAsyncHook) -> None:
+        """Log in and, where the hook checks the CLI's contract before its first call, check it now."""
+        await hook.get_conn()
+        if hook.settings.version_first(
+            cmd.define.abort(job_id=self.job_id, run_key=None if self.job_id else self.run_key)
+        ):
+            await hook.version()

@@ -50,6 +50,7 @@ def start_deferred(live: LiveAirflow, host: Host, name: str, seconds: int, dag_i
     return run_id, job
 
 
+@pytest.mark.versions
 @pytest.mark.timeout(420)  # the first test also pays for starting the deployment
 def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow: LiveAirflow, live_host: Host) -> None:
     live, host = live_airflow, live_host
@@ -94,6 +95,7 @@ def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
 
 
+@pytest.mark.versions
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("state", ["failed", "success"])
 def test_marking_a_deferred_task_aborts_its_job(live_airflow: LiveAirflow, live_host: Host, state: str) -> None:
@@ -109,6 +111,7 @@ def test_marking_a_deferred_task_aborts_its_job(live_airflow: LiveAirflow, live_
     assert live.task_instance(DAG, run_id, TASK)["state"] == state
 
 
+@pytest.mark.versions
 @pytest.mark.timeout(240)
 def test_execution_timeout_while_deferred_aborts_the_job(live_airflow: LiveAirflow, live_host: Host) -> None:
     live, host = live_airflow, live_host

@@ -8,7 +8,8 @@ The spec::
 
 ``kwargs`` go to ``OrchesjobOperator`` / ``OrchesjobSensor`` as they are, except that ``execution_timeout`` and
 ``retry_delay`` are seconds; ``ssh_conn_id``, ``orchesjob_bin`` and ``orchesjob_home`` default to the example DAGs'
-settings (the same environment variables, read here: this file imports nothing from its dags folder). ``expand`` (a list of kwargs dicts) maps the task over them.
+settings (the same environment variables, read here: this file imports nothing from its dags folder). ``expand``
+(a list of kwargs dicts) maps the task over them.
 Without the variable (any other Airflow command) this file defines no DAG.
 """
 
