@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 # The Airflow versions the provider is tested against, each with its own constraints and Python: the newest 3.x and
 # 2.11 with the whole provider suite, Amazon MWAA's 3.0.6 and 2.10.3 with the `versions` subset (every example DAG,
 # deferral, the kill decision, the connection type, provider discovery) and, for 3.0.6, the live tests of its own
-# code path. tools/compat_matrix.py and tests/provider/test_compat_matrix.py read these four lines per version.
+# code path. tools/compat_matrix.py and tests/tools/test_compat_matrix.py read these three lines per version.
 AIRFLOW_MAIN_VERSION := 3.3.2
 AIRFLOW_MAIN_PYTHON := 3.11
 AIRFLOW_MAIN_CONSTRAINTS := $(AIRFLOW_CONSTRAINTS)
@@ -99,7 +99,7 @@ stage-main-provider: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/provider
 	$(call record,$(@:stage-%=%),$(PY),$(AIRFLOW_MAIN_CONSTRAINTS),provider: all,airflow dags test / tasks test)
 stage-main-cli: $(STAMP)
-	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/cli
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/cli tests/tools
 stage-main-faults: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/faults
 stage-main-live: $(STAMP)
@@ -122,7 +122,8 @@ stage-pythons:
 stage-reference: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) env PY=$(PY) bash tools/test_reference.sh
 
-## docs/compatibility.md from the records of the last `make test` (all of its stages green), with that run's date.
+## docs/compatibility.md from the records the Airflow stages of the last `make test` wrote (refused unless each of
+## them passed), with that run's date. tests/tools (in stage main-cli) checks the committed page against this Makefile.
 compat-docs: $(STAMP)
 	$(PY) tools/compat_matrix.py render
 

@@ -21,6 +21,7 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
+from orchesjob_provider.compat import airflow_version
 from tests.support.airflow_case import DATE, AirflowCase, job_log_lines, log_records, wait_dead
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
@@ -81,7 +82,12 @@ def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(a
     second = af.run_task_again(dag, "backup")
     ok(second)
     assert af.sandbox.run_id(dag) == run_id
-    assert "Adopted the result of job %s" % result["job_id"] in second.output
+    if airflow_version() < (3, 1, 0):
+        # Airflow 3.0.x keeps the ended try's trigger event and resumes the task instance with it (under
+        # `tasks test` with the same try number): the task reports that job's end instead of looking it up.
+        assert "job %s (run key" % result["job_id"] in second.output and "SUCCEEDED." in second.output
+    else:
+        assert "Adopted the result of job %s" % result["job_id"] in second.output
     assert af.marker("basic.runs") == [f"backup ran for {DATE}"]
     again = af.sandbox.xcom(dag, "backup")
     assert {k: again[k] for k in SAME_RESULT} == {k: result[k] for k in SAME_RESULT}
@@ -91,7 +97,7 @@ def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(a
 @pytest.mark.versions
 def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: AirflowCase) -> None:
     dag = "example_orchesjob_retry"
-    af.extra_env["ORCHESJOB_EXAMPLE_STEPS"] = "20"  # ~20 s: the retry surely finds it still running
+    af.extra_env["ORCHESJOB_EXAMPLE_STEPS"] = "45"  # ~45 s: the retry finds it still running on a busy machine too
     worker = af.start_dags_test(dag)
     try:
         job = af.wait_running(what=worker, timeout=120)
@@ -112,7 +118,7 @@ def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: Airflow
     assert (result["job_id"], result["status"], result["attempt_no"]) == (job["job_id"], "SUCCEEDED", 1)
     # The retry reports the same job: the batches it had not yet shown appear in its log, none twice.
     shown = texts(retry.output)
-    assert shown == [f"imported batch {i}" for i in range(1, 21)]
+    assert shown == [f"imported batch {i}" for i in range(1, 46)]
     assert len(af.jobs(job["run_key"])) == 1
 
 
