@@ -207,10 +207,11 @@ def event_of_an_earlier_try(event: Any, context: Any) -> int | None:
     """The try number of a trigger event handed to a later try of its task instance, or None when the event is the
     running try's own (or no try number can be told).
 
-    Airflow 3.0.x does not clear a task instance's ``next_method``/``next_kwargs`` when a deferred try ends, so the
-    next try does not start with ``execute``: it resumes with the earlier try's trigger event (a retry reads "the job
-    of attempt 1 FAILED" and fails the same way, starting nothing). Later versions clear them, but a trigger that
-    outlives a clear can still deliver its event to the new try. The event names the try that deferred
+    Airflow 3.0.x's ``airflow dags test`` does not clear a task instance's ``next_method``/``next_kwargs`` when a
+    deferred try ends, so the retry does not start with ``execute``: it resumes with the earlier try's trigger event
+    (it reads "the job of attempt 1 FAILED" and fails the same way, starting nothing). A live 3.0.6 deployment starts
+    the retry afresh, and so do later versions, but an event that reaches a newer try by any path must not be taken
+    for that try's own. The event names the try that deferred
     (``try_number``, or the ``:try<N>:`` of its request id); a number below the running try's means the event is
     stale, and the task should decide as a fresh try does. Equal numbers (``airflow dags test`` and ``tasks test``
     reuse them) and unknown ones are the running try's.

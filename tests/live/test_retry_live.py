@@ -1,13 +1,15 @@
-"""A retry of a deferred task on a live deployment: the retry starts attempt 2 whatever trigger event Airflow hands
-it. Airflow 3.0.x resumes the retry with the failed try's own event (it keeps ``next_method``/``next_kwargs`` when a
-deferred try ends); read as the retry's own, that event would fail the retry at once and start nothing.
+"""A retry of a deferred task whose job failed, on a live deployment: the retry starts attempt 2 and succeeds.
+
+Airflow 3.0.x's ``airflow dags test`` resumes such a retry with the failed try's own trigger event (it keeps
+``next_method``/``next_kwargs`` on the task instance), and the provider tells that event from the retry's own
+(tests/provider/test_stale_event_unit.py, and the example DAGs' retries through ``dags test`` on 3.0.6). Here a
+live deployment's retry shows the whole path (worker, triggerer, scheduler) on every Airflow 3 the live tests run.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from orchesjob_provider.compat import airflow_version
 from tests.support.live_airflow import LiveAirflow
 from tests.support.live_host import Host
 
@@ -42,6 +44,4 @@ def test_the_retry_of_a_deferred_task_whose_job_failed_starts_attempt_2(
     jobs = host.jobs(f"airflow/{DAG}/{TASK}/{run_id}")
     assert [(j["attempt_no"], j["status"]) for j in jobs] == [(1, "FAILED"), (2, "SUCCEEDED")]
     second = live.task_log(DAG, run_id, TASK, 2)
-    assert "attempt 2" in second, second[-3000:]
-    if airflow_version() < (3, 1, 0):  # this Airflow hands the retry try 1's event: the provider must see it
-        assert "trigger event of try 1" in second, second[-3000:]
+    assert f"Started job {jobs[1]['job_id']}" in second and "attempt 2" in second, second[-3000:]
