@@ -126,6 +126,13 @@ def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: Airflow
     assert af.sandbox.run_id(dag) == run_id
     assert f"Reattached to job {job['job_id']}" in retry.output and "which is still RUNNING" in retry.output
     assert af.marker("retry.runs") == [f"import {job['job_id']}"], "the job ran more than once"
+    if airflow_version() < (3, 1, 0):
+        # Airflow 3.0's `tasks test` runs the trigger in line but never resumes the task with its event: the task
+        # instance ends there, with no result. What the retry did is all there is: it reattached, the job ran once
+        # and succeeded.
+        assert "[DAG TEST] Trigger completed" in retry.output
+        assert [(j["job_id"], j["status"]) for j in af.jobs(job["run_key"])] == [(job["job_id"], "SUCCEEDED")]
+        return
     result = af.sandbox.xcom(dag, "import")
     assert (result["job_id"], result["status"], result["attempt_no"]) == (job["job_id"], "SUCCEEDED", 1)
     # The retry reports the same job: the batches it had not yet shown appear in its log, none twice.
@@ -417,4 +424,10 @@ def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reat
     kept = af.sandbox.xcom("t_timeouts", "kept")
     assert (kept["status"], kept["attempt_no"]) == ("SUCCEEDED", 1)
     assert af.marker("kept.runs") == [kept["job_id"]]
-    assert "(left running)" in flat(run.output) and f"Reattached to job {kept['job_id']}" in run.output
+    assert "(left running)" in flat(run.output)
+    # Try 2 reattaches to the running job, or (a busy machine may start it after the job's 14 s) adopts its result:
+    # either way the job ran once (above) and the task succeeded with it.
+    assert (
+        f"Reattached to job {kept['job_id']}" in run.output
+        or f"Adopted the result of job {kept['job_id']}" in run.output
+    )
