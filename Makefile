@@ -82,9 +82,10 @@ $(STAMP_AF2103): pyproject.toml $(AIRFLOW_2103_CONSTRAINTS) | $(UV)
 ## suite on Airflow 2.11; the `versions` subset on MWAA's Airflow 3.0.6 (Python 3.12) and 2.10.3, and the 3.0.6 live
 ## tests; the CLI under the oldest and newest Python; orchesjob 1.1.0's own tests against this CLI.
 ## The stages run two at a time (JOBS=1 for one at a time); each one's output is kept and printed when all are over,
-## with how long each took (tools/stage.sh, tools/stages.py); records of what ran go to build/compat/.
+## with how long each took (tools/stage.sh, tools/stages.py); records of what ran go to build/compat/. The two
+## longest stages come first, so the short ones fill the other slot as it frees up.
 JOBS ?= 2
-STAGES := main-provider main-cli main-faults main-live airflow211 airflow306 airflow2103 live306 pythons reference
+STAGES := main-provider airflow211 main-cli main-faults main-live airflow306 live306 airflow2103 pythons reference
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	rm -rf build/stages build/compat

@@ -138,6 +138,19 @@ def measure(rounds: int, chatty: int, loaded: bool, live: LiveAirflow, host: Hos
                 pass
 
 
+def leave_nothing_running(host: Host) -> None:
+    """Abort every job still active on the bench's host (a run cut short leaves its chatter jobs behind)."""
+    try:
+        running = host.cli("status", "--running") or []
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        return
+    for job in running if isinstance(running, list) else [running]:
+        try:
+            host.cli("abort", "--job-id", job["job_id"], "--grace-seconds", "1")
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def figures(results: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
     times = [r["seconds"] for r in results if r["seconds"] is not None and r["aborted"]]
     failures = sum(1 for r in results if r["seconds"] is None or not r["aborted"])
@@ -176,6 +189,7 @@ def run(rounds: int = 10, chatty: int = 20, quiet: bool = True, loaded: bool = T
             if live is not None:
                 live.stop()
             sshd.stop()
+            leave_nothing_running(host)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ class OrchesjobTrigger(BaseTrigger):
             },
         )
 
-    def _make_hook(self) -> OrchesjobAsyncHook:
+    def _make_hook(self, check_version: bool = True) -> OrchesjobAsyncHook:
         return OrchesjobAsyncHook(
             ssh_conn_id=self.ssh_conn_id,
             orchesjob_bin=self.orchesjob_bin,
@@ -196,6 +196,7 @@ class OrchesjobTrigger(BaseTrigger):
             cli_sha256=(self.cli or {}).get("sha256"),
             command_timeout=self.command_timeout,
             retries=0,  # the trigger does its own, longer, retrying below
+            check_version=check_version,
         )
 
     def _event(self, status: str, **fields: Any) -> TriggerEvent:
@@ -442,7 +443,10 @@ class OrchesjobTrigger(BaseTrigger):
         """Ask Airflow whether the task instance gave the job up and, while the answer is on its way, get the abort
         ready (log in to the host, check the CLI's contract): when the answer is yes, only the abort itself is left.
         Getting ready changes nothing on the host, so a "no" (or no answer) costs one login and nothing else."""
-        hook = self._make_hook()
+        # The CLI the deferring try resolved and checked travels in the kwargs (``cli``): the abort runs exactly it
+        # and need not check its contract again (an uploaded one is still verified by its sha256 on every call).
+        # Each check is a CLI start on the host, half a second on a busy one, between a kill and its abort.
+        hook = self._make_hook(check_version=not (self.cli or {}).get("version"))
         ready = asyncio.ensure_future(self._ready_to_abort(hook))
         try:
             verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
