@@ -43,7 +43,7 @@ STAMP_AF2103 := $(VENV_AF2103)/.installed
 MWAA_TEST_TOOLS := pytest pytest-timeout hypothesis
 
 .PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow306 test-airflow2103 \
-	test-live306 test-pythons test-stages compat-docs demo pyz bench faults dist dist-check clean
+	test-live306 test-pythons test-stages compat-docs demo pyz bench faults dist dist-check docs clean
 
 all: test
 
@@ -59,8 +59,9 @@ define make_venv
 	touch $(1)/.installed
 endef
 
-# The project with its test and airflow extras (a variable: a comma in $(call ...)'s arguments would split them).
-PROJECT_ALL := -e '.[test,airflow]'
+# The project with its test, airflow and docs extras (a variable: a comma in $(call ...)'s arguments would split them).
+PROJECT_ALL := -e '.[test,airflow,docs]'
+PROJECT_TEST := -e '.[test,airflow]'
 
 $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS) | $(UV)
 	$(call make_venv,$(VENV),$(PYTHON),$(AIRFLOW_CONSTRAINTS),$(PROJECT_ALL))
@@ -68,7 +69,7 @@ $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS) | $(UV)
 venv: $(STAMP)
 
 $(STAMP_AF2): pyproject.toml $(AIRFLOW_211_CONSTRAINTS) | $(UV)
-	$(call make_venv,$(VENV_AF2),$(PYTHON),$(AIRFLOW_211_CONSTRAINTS),$(PROJECT_ALL))
+	$(call make_venv,$(VENV_AF2),$(PYTHON),$(AIRFLOW_211_CONSTRAINTS),$(PROJECT_TEST))
 
 $(STAMP_AF306): pyproject.toml $(AIRFLOW_306_CONSTRAINTS) | $(UV)
 	$(call make_venv,$(VENV_AF306),$$(tools/find-python.sh $(AIRFLOW_306_PYTHON) $(UV)),$(AIRFLOW_306_CONSTRAINTS),\
@@ -100,7 +101,7 @@ stage-main-provider: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/provider
 	$(call record,$(@:stage-%=%),$(PY),$(AIRFLOW_MAIN_CONSTRAINTS),provider: all,airflow dags test / tasks test)
 stage-main-cli: $(STAMP)
-	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/cli tests/tools
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/cli tests/tools tests/release
 stage-main-faults: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/faults
 stage-main-live: $(STAMP)
@@ -151,6 +152,10 @@ test-live306: $(STAMP_AF306)
 
 test-airflow2103: $(STAMP_AF2103)
 	$(VENV_AF2103)/bin/python $(PYTEST) -m versions tests/provider
+
+## The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link or anchor fails it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-cli: $(STAMP)
 	$(PY) $(PYTEST) tests/cli

@@ -36,13 +36,22 @@ def install_cli(into: str) -> "tuple[list[str], str]":
     shutil.copytree(
         os.path.join(ROOT, "orchesjob"), os.path.join(site, "orchesjob"), ignore=shutil.ignore_patterns("__pycache__")
     )
+    # the command as pip installs it: scripts/orchesjob with this interpreter on its first line (pip's rewrite of
+    # `#!python`); beside it, the console-script wrapper pip wrote before, for the start-up figure it is compared to
     script = os.path.join(into, "bin", "orchesjob")
+    with open(os.path.join(ROOT, "scripts", "orchesjob")) as f:
+        body = f.read().split("\n", 1)[1]
     with open(script, "w") as f:
-        f.write(
-            "#!%s\nimport sys\nfrom orchesjob.cli import main\nif __name__ == '__main__':\n    sys.exit(main())\n"
-            % python
-        )
+        f.write("#!%s\n%s" % (python, body))
     os.chmod(script, 0o755)
+    with open(os.path.join(into, "bin", "orchesjob-console-script"), "w") as f:
+        f.write(
+            "#!%s\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom orchesjob.cli import main\n"
+            "if __name__ == '__main__':\n"
+            "    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])\n"
+            "    sys.exit(main())\n" % python
+        )
+    os.chmod(os.path.join(into, "bin", "orchesjob-console-script"), 0o755)
     # pip compiles the .py files at install time; do the same (PYTHONDONTWRITEBYTECODE would otherwise make every
     # run compile them again)
     subprocess.run([python, "-m", "compileall", "-q", os.path.join(site, "orchesjob")], check=True)
@@ -84,6 +93,11 @@ def median_time(
     return statistics.median(times)
 
 
+def _always(argv: list[str]) -> Callable[[int], Sequence[str]]:
+    """The same argv for every run (median_time's argument)."""
+    return lambda i: argv
+
+
 def seed(home: str, jobs: int, keys: int) -> None:
     """Fill a history through the project's own store code, so the schema and indexes are the real ones."""
     os.environ["ORCHESJOB_HOME"] = home
@@ -119,6 +133,7 @@ def seed(home: str, jobs: int, keys: int) -> None:
                         "started_at": t + i,
                         "finished_at": t + i + 1,
                         "updated_at": t + i + 1,
+                        "life_lock": True,  # a job of this CLI: its lock files are gone, so nothing of it lives
                     }
                 )
         done = min(jobs, done + batch)
@@ -143,6 +158,11 @@ def main() -> int:
         help="only the zero-install figures (first contact with a host without a CLI, upload included)",
     )
     ap.add_argument(
+        "--long-work-only",
+        action="store_true",
+        help="only clean and the 1.1.0 upgrade at 1,000,000 jobs (100,000 with --quick): bench/long_work.py",
+    )
+    ap.add_argument(
         "--triggerer-scale-only",
         action="store_true",
         help="only the triggerer-at-scale figures (N deferred jobs on one host, one live triggerer, three ways)",
@@ -157,6 +177,13 @@ def main() -> int:
     fig: dict[str, Any] = {}
     global CLI, PYTHON
     CLI, PYTHON = install_cli(os.path.join(tmp, "venv"))
+    if a.long_work_only:
+        try:
+            from long_work import measure as long_work
+
+            return finish(dict(long_work(CLI, seed, a.quick), quick=a.quick), a.json)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     try:
         base = median_time(lambda i: [PYTHON, "-I", "-c", "pass"], None, runs)
         fig["baseline_startup_ms"] = base * 1000
@@ -173,6 +200,16 @@ def main() -> int:
             st = median_time(lambda i: CLI + ["status", "--run-key", "history-0"], env, runs)
             fig["status_ms_%s" % label] = st * 1000
             fig["status_ratio_%s" % label] = st / base
+            if label == "100k":
+                # the same call through pip's console-script wrapper (it imports re first) and through the .pyz
+                by_wrapper = [os.path.join(os.path.dirname(CLI[0]), "orchesjob-console-script")]
+                by_wrapper += ["status", "--run-key", "history-0"]
+                fig["status_ratio_100k_console_script"] = median_time(_always(by_wrapper), env, runs) / base
+                pyz = os.path.join(tmp, "orchesjob.pyz")
+                if not os.path.exists(pyz):
+                    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_pyz.py"), pyz], check=True)
+                by_pyz = [PYTHON, "-I", pyz, "status", "--run-key", "history-0"]
+                fig["status_ratio_100k_pyz"] = median_time(_always(by_pyz), env, runs) / base
             sr = median_time(lambda i: CLI + ["status", "--running"], env, runs)
             fig["status_running_ratio_%s" % label] = sr / base
             # the host tools: ls of the latest jobs, metrics with its default window (the seeded history is a year
@@ -227,6 +264,10 @@ def finish(fig: dict[str, Any], json_path: Optional[str]) -> int:
     if json_path:
         with open(json_path, "w") as f:
             json.dump(fig, f, indent=2)
+        import charts  # bench/ is this script's directory
+
+        for chart in charts.redraw_for(json_path):
+            print("bench: redrew %s" % chart, file=sys.stderr)
     return 0
 
 
@@ -338,7 +379,8 @@ def triggerer_scale_figures(quick: bool) -> dict[str, Any]:
 
 GOALS = {
     "status_ratio_1m": ("<= 2", lambda v: v <= 2),
-    "status_ratio_100k": ("<= 2", lambda v: v <= 2),
+    "status_ratio_100k": ("<= 1.5", lambda v: v <= 1.5),
+    "status_ratio_100k_pyz": ("<= 1.5", lambda v: v <= 1.5),
     "start_sync_ratio": ("<= 4", lambda v: v <= 4),
     "ls_ratio_1m": ("<= 3", lambda v: v <= 3),
     "ls_ratio_100k": ("<= 3", lambda v: v <= 3),

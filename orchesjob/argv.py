@@ -1,11 +1,16 @@
-"""A small declarative argv parser for the CLI's flag grammar.
+"""The argument table, and a small parser for the CLI's flag grammar.
+
+The table below is the one place where a command's flags, positional argument, value words and help live: the
+parser reads it, and so do the help (manual.py), the man page and the shell completion scripts (completion.py), so
+none of them can drift from what the parser accepts.
 
 Why not argparse: every call from Airflow starts a fresh interpreter on the host, and importing argparse and
-building nine sub-parsers cost about as much as the interpreter's own start-up. This parser reads one table,
-builds nothing, and raises InvalidArgument (exit 2, as JSON) for every mistake instead of printing usage.
+building a dozen sub-parsers cost about as much as the interpreter's own start-up. This parser reads the table,
+builds nothing, and raises InvalidArgument (exit 2) for every mistake, with a "did you mean" where one is close.
 
-Grammar: `orchesjob COMMAND [--flag VALUE | --flag=VALUE | --switch]... [--] [ARGS...]`. Only `start` takes
-positional arguments (the command to run); everything after the first `--` is taken verbatim.
+Grammar: `orchesjob COMMAND [--flag VALUE | --flag=VALUE | --switch]... [ARG] [--] [ARGS...]`. `start` takes the
+command to run (everything after the first `--` verbatim); a few commands take one positional argument (a job id or a
+prefix of one, a command name, a shell name).
 """
 
 from __future__ import annotations
@@ -18,6 +23,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 SWITCH, VALUE, MULTI = "switch", "value", "multi"
+
+STATUSES = ("STARTING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
+SHELLS = ("bash", "zsh", "fish")
+
+# The output format of the commands that answer in JSON and also have a view for people.
+_FORMAT = (VALUE, "json|table", "json (the default), or table: a view for people")
+_JOB = ("JOB", "job", "a job id, or a unique prefix of one (at least 4 characters, as ls shows it)")
 
 # command -> (summary, {flag: (kind, metavar, help)}, takes the command to run)
 COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
@@ -46,6 +58,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
                 "",
                 "with --request-id: take ownership of a returned job even when its parameters differ",
             ),
+            "--format": _FORMAT,
         },
         True,
     ),
@@ -56,6 +69,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             "--job-id": (VALUE, "ID", "one job"),
             "--running": (SWITCH, "", "all STARTING and RUNNING jobs"),
             "--all": (SWITCH, "", "with --run-key: every attempt, newest first"),
+            "--format": _FORMAT,
         },
         False,
     ),
@@ -80,6 +94,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
                 "SECS",
                 "with --watch: when the news is only new output, collect more for up to SECS (an end answers at once)",
             ),
+            "--format": _FORMAT,
         },
         False,
     ),
@@ -88,12 +103,14 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
         {
             "--run-key": (VALUE, "KEY", "the latest attempt of this run key"),
             "--job-id": (VALUE, "ID", "one job"),
+            "--attempt": (VALUE, "N", "with --run-key: attempt N of the key instead of its latest"),
             "--stream": (VALUE, "stdout|stderr", "which log (default stdout)"),
             "--offset": (VALUE, "BYTES", "start at this byte offset"),
             "--limit": (VALUE, "BYTES", "print at most this many bytes"),
             "--tail": (VALUE, "LINES", "print only the last LINES lines"),
-            "--json": (SWITCH, "", "print a JSON chunk with offsets instead of raw bytes"),
             "--follow": (SWITCH, "", "print the log as it grows until the job ends; exit 0 if it SUCCEEDED, else 6"),
+            "--format": (VALUE, "table|json", "table (the default): the log itself; json: a chunk with offsets"),
+            "--json": (SWITCH, "", "the same as --format json"),
         },
         False,
     ),
@@ -110,6 +127,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
                 "",
                 "close a job whose liveness is unknown without signalling anything (you checked that it is gone)",
             ),
+            "--format": _FORMAT,
         },
         False,
     ),
@@ -121,6 +139,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             "--sync": (SWITCH, "", "wait until the new job ends"),
             "--reason": (VALUE, "TEXT", "why (kept in the new job record)"),
             "--start-timeout": (VALUE, "SECS", "seconds to wait for the command to be running (default 10)"),
+            "--format": _FORMAT,
         },
         False,
     ),
@@ -130,6 +149,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             "--run-key": (VALUE, "KEY", "the run key (required)"),
             "--reason": (VALUE, "TEXT", "why (kept with the next job)"),
             "--ttl": (VALUE, "DURATION", "the override expires after this (90, 30m, 2h, 1d)"),
+            "--format": _FORMAT,
         },
         False,
     ),
@@ -142,6 +162,12 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             "--job-id": (VALUE, "ID", "one finished job"),
             "--run-key": (VALUE, "KEY", "only this run key (with --before, --after or --all)"),
             "--dry-run": (SWITCH, "", "show what would be deleted"),
+            "--summary": (SWITCH, "", "answer with the counts only, without the list of jobs"),
+            "--format": (
+                VALUE,
+                "auto|json|table",
+                "auto (the default): a short summary on a terminal, JSON otherwise",
+            ),
         },
         False,
     ),
@@ -150,7 +176,16 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
         {
             "--last": (VALUE, "N", "the latest N jobs by start time instead of the running ones"),
             "--run-key": (VALUE, "KEY", "the attempts of this run key, newest first (with --last: the latest N)"),
-            "--json": (SWITCH, "", "the same rows as JSON"),
+            "--run-key-prefix": (VALUE, "PREFIX", "jobs whose run key starts with PREFIX, newest first (--last, 20)"),
+            "--status": (
+                MULTI,
+                "STATUS",
+                "only jobs in this status (repeatable, or comma-separated); finished ones: the latest --last (20)",
+            ),
+            "--watch": (SWITCH, "", "refresh the list in place every --interval seconds until Ctrl-C"),
+            "--interval": (VALUE, "SECS", "with --watch: seconds between refreshes (default 2)"),
+            "--format": (VALUE, "table|json", "table (the default), or json: the same rows"),
+            "--json": (SWITCH, "", "the same as --format json"),
         },
         False,
     ),
@@ -158,7 +193,7 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
         "check the state directory, database, jobs and logs; say what to do",
         {
             "--fix": (SWITCH, "", "apply the fixes that cannot lose anything, and report each"),
-            "--format": (VALUE, "auto|json|text", "JSON, or a summary for people (default: text on a terminal)"),
+            "--format": (VALUE, "auto|json|table", "auto (the default): a report for people on a terminal, JSON else"),
         },
         False,
     ),
@@ -168,17 +203,52 @@ COMMANDS: dict[str, tuple[str, dict[str, tuple[str, str, str]], bool]] = {
             "--recent-hours": (
                 VALUE,
                 "HOURS",
-                "per-key series for keys with a job finished this recently (default 24)",
+                "per-family series for families with a job finished this recently (default 24)",
             ),
-            "--max-keys": (VALUE, "N", "at most N run keys get per-key series (default 500)"),
+            "--max-families": (VALUE, "N", "at most N job families get per-family series (default 500)"),
+            "--max-keys": (VALUE, "N", "the former name of --max-families"),
+            "--family-depth": (
+                VALUE,
+                "N",
+                "a run key's family is its first N '/'-separated parts (default 1; airflow/ keys: dag and task)",
+            ),
         },
         False,
     ),
     "version": ("print the version and the JSON contract number", {}, False),
+    "help": (
+        "show how to use orchesjob or one of its commands",
+        {"--man": (SWITCH, "", "print the whole manual as a man page (roff): orchesjob help --man | man -l -")},
+        False,
+    ),
+    "completion": ("print the shell completion script for bash, zsh or fish", {}, False),
+}
+
+# command -> (metavar, value name, help) of its one positional argument
+POSITIONAL: dict[str, tuple[str, str, str]] = {
+    "status": _JOB,
+    "wait": _JOB,
+    "logs": _JOB,
+    "abort": _JOB,
+    "help": ("COMMAND", "topic", "the command to explain"),
+    "completion": ("SHELL", "shell", "bash, zsh or fish"),
 }
 
 # short forms: command -> {short: long}
-SHORT: dict[str, dict[str, str]] = {"logs": {"-f": "--follow"}}
+SHORT: dict[str, dict[str, str]] = {"logs": {"-f": "--follow"}, "ls": {"-w": "--watch"}}
+
+
+def words(metavar: str) -> tuple[str, ...]:
+    """The values a flag or argument can take, from its metavar (empty when any value goes): `a|b` lists them."""
+    if metavar == "STATUS":
+        return STATUSES
+    if metavar == "SHELL":
+        return SHELLS
+    if metavar == "COMMAND":
+        return tuple(COMMANDS)
+    if "|" in metavar and metavar.islower():
+        return tuple(metavar.split("|"))
+    return ()
 
 
 class Help(Exception):
@@ -189,22 +259,31 @@ class Help(Exception):
         self.text = text
 
 
+class NoCommand(InvalidArgument):
+    """A bare `orchesjob`: a person gets the usage (cli.py), a program the usual error object."""
+
+
 def dest(flag: str) -> str:
     return flag[2:].replace("-", "_")
 
 
 def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
-    """Return (command, values); values has every flag of the command (None / False / [] when absent) and, for
-    start, `command` (the argv to run, possibly empty)."""
+    """Return (command, values); values has every flag of the command (None / False / [] when absent), its
+    positional argument's name (None when absent) and, for start, `command` (the argv to run, possibly empty)."""
     if not argv:
-        raise InvalidArgument("a command is needed: %s" % ", ".join(COMMANDS))
+        raise NoCommand("a command is needed: %s (orchesjob help explains them)" % ", ".join(COMMANDS))
     head = argv[0]
-    if head in ("-h", "--help", "help"):
+    if head in ("-h", "--help"):
         raise Help(usage())
     if head in ("--version", "-V"):
-        return "version", {}
+        # one line, as orchesjob 1.1.0 printed it and as people expect of --version; `orchesjob version` is the JSON
+        from . import CONTRACT_VERSION, __version__
+
+        raise Help("orchesjob %s, JSON contract %d\n" % (__version__, CONTRACT_VERSION))
     if head not in COMMANDS:
-        raise InvalidArgument("unknown command %r; the commands are %s" % (head, ", ".join(COMMANDS)))
+        raise InvalidArgument(
+            "unknown command %r%s; the commands are %s" % (head, suggest(head, COMMANDS), ", ".join(COMMANDS))
+        )
     _, spec, takes_command = COMMANDS[head]
     if len(argv) > 1 and argv[1] in ("--request", "--request=-"):
         if argv[1:] not in (["--request", "-"], ["--request=-"]):
@@ -213,10 +292,16 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
             )
         from . import request
 
-        return head, request.values(head, spec, takes_command, (SWITCH, VALUE, MULTI))
+        given = request.values(head, spec, takes_command, (SWITCH, VALUE, MULTI))
+        if head in POSITIONAL:  # a request names the job by its fields (job_id, run_key), never positionally
+            given.setdefault(POSITIONAL[head][1], None)
+        return head, given
     values: dict[str, Any] = {}
     for flag, (kind, _, _) in spec.items():
         values[dest(flag)] = False if kind == SWITCH else [] if kind == MULTI else None
+    positional = POSITIONAL.get(head)
+    if positional is not None:
+        values[positional[1]] = None
     rest: list[str] = []
     seen = set()
     i, n = 1, len(argv)
@@ -229,14 +314,19 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
         if tok in ("-h", "--help"):
             raise Help(usage(head))
         if not tok.startswith("-") or tok == "-":
-            if not takes_command:
+            if takes_command:
+                rest.extend(argv[i - 1 :])  # the command to run starts here; its own flags are its own
+                break
+            if positional is None or values[positional[1]] is not None:
                 raise InvalidArgument("%s: unexpected argument %r" % (head, tok))
-            rest.extend(argv[i - 1 :])  # the command to run starts here; its own flags are its own
-            break
+            values[positional[1]] = tok
+            continue
         name, eq, inline = tok.partition("=")
         name = SHORT.get(head, {}).get(name, name)
         if name not in spec:
-            raise InvalidArgument("%s: unknown option %s (see orchesjob %s --help)" % (head, name, head))
+            raise InvalidArgument(
+                "%s: unknown option %s%s (see orchesjob %s --help)" % (head, name, _elsewhere(head, name), head)
+            )
         kind = spec[name][0]
         if kind == SWITCH:
             if eq:
@@ -262,37 +352,61 @@ def parse(argv: Sequence[str]) -> tuple[str, dict[str, Any]]:
         values[key] = value
     if takes_command:
         values["command"] = rest
+    elif rest:
+        raise InvalidArgument("%s: unexpected argument %r after --" % (head, rest[0]))
     return head, values
 
 
+def _elsewhere(command: str, flag: str) -> str:
+    """A hint for an option this command does not have: the close spelling it has, or the commands that have it."""
+    hint = suggest(flag, list(COMMANDS[command][1]) + list(SHORT.get(command, {})))
+    if hint:
+        return hint
+    owners = [name for name, (_, spec, _) in COMMANDS.items() if flag in spec]
+    return " (an option of %s)" % ", ".join(owners) if owners else ""
+
+
+# -- "did you mean" -------------------------------------------------------------------------------------------------
+def suggest(word: str, candidates: Sequence[str] | dict[str, Any]) -> str:
+    """`; did you mean X?` naming the candidates close to `word` (a typo, a swap, a start of it), or ""."""
+    close = [c for c in candidates if _close(word, c)]
+    if not close:
+        return ""
+    return "; did you mean %s?" % " or ".join(close[:3])
+
+
+def _close(word: str, candidate: str) -> bool:
+    if word == candidate:
+        return False
+    bare = word.lstrip("-")
+    if len(bare) >= 3 and candidate.lstrip("-").startswith(bare):
+        return True
+    allowed = 1 if len(candidate) <= 5 else 2
+    return distance(word, candidate, allowed) <= allowed
+
+
+def distance(a: str, b: str, limit: int) -> int:
+    """Edit distance with adjacent swaps counted as one edit (optimal string alignment); anything above `limit`
+    is reported as limit + 1 (the rows are cut short: the words here are short)."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return limit + 1
+        prev2, prev = prev, cur
+    return min(prev[-1], limit + 1)
+
+
 def usage(command: str | None = None) -> str:
-    if command is None:
-        lines = [
-            "usage: orchesjob COMMAND [OPTIONS]",
-            "",
-            "Run a command exactly once per run key, as a detached job. Every command prints JSON,",
-            "except what is for people or other formats: logs, ls, metrics, doctor on a terminal.",
-            "",
-            "commands:",
-        ]
-        lines += ["  %-9s %s" % (name, COMMANDS[name][0]) for name in COMMANDS]
-        lines += [
-            "",
-            "orchesjob COMMAND --help shows a command's options.",
-            "orchesjob COMMAND --request - reads them from stdin instead, as one JSON object on one line.",
-        ]
-        return "\n".join(lines) + "\n"
-    summary, spec, takes_command = COMMANDS[command]
-    lines = [
-        "usage: orchesjob %s [OPTIONS]%s" % (command, " [--] COMMAND [ARGS...]" if takes_command else ""),
-        "",
-        summary,
-        "",
-    ]
-    short = {long: s for s, long in SHORT.get(command, {}).items()}
-    for flag, (kind, metavar, text) in spec.items():
-        left = flag if kind == SWITCH else "%s %s" % (flag, metavar)
-        if flag in short:
-            left = "%s, %s" % (short[flag], left)
-        lines.append("  %-28s %s" % (left, text))
-    return "\n".join(lines) + "\n"
+    """The help of orchesjob or of one command (manual.py writes it from the table above)."""
+    from .manual import help_text
+
+    return help_text(command)

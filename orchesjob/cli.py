@@ -198,9 +198,12 @@ def dispatch(argv: list[str]) -> Any:
     from . import commands
 
     c, a = argv_mod.parse(argv)
+    fmt = _format(c, a)
     environment()
     if c == "version":
         return commands.version()
+    if c in ("help", "completion"):
+        return _about(c, a)
     if c == "start":
         if a["run_key"] is None:
             raise InvalidArgument("start needs --run-key KEY")
@@ -209,64 +212,78 @@ def dispatch(argv: list[str]) -> Any:
         if a["adopt_mismatch"] and a["request_id"] is None:
             raise InvalidArgument("--adopt-mismatch needs --request-id (it is about who owns the job)")
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
-        return commands.start(
-            _given(run_key(a["run_key"])),
-            command_argv(a["command"]),
-            sync=a["sync"],
-            strict=a["strict"],
-            reuse_success=a["reuse_success"],
-            start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
-            cwd=os.path.abspath(_given(text(a["cwd"], "--cwd"))) if a["cwd"] else None,
-            env=env_pairs(a["env"]),
-            timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
-            request_id=request_id(a["request_id"], "--request-id"),
-            adopt_mismatch=a["adopt_mismatch"],
+        return _view(
+            c,
+            fmt,
+            commands.start(
+                _given(run_key(a["run_key"])),
+                command_argv(a["command"]),
+                sync=a["sync"],
+                strict=a["strict"],
+                reuse_success=a["reuse_success"],
+                start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
+                cwd=os.path.abspath(_given(text(a["cwd"], "--cwd"))) if a["cwd"] else None,
+                env=env_pairs(a["env"]),
+                timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
+                request_id=request_id(a["request_id"], "--request-id"),
+                adopt_mismatch=a["adopt_mismatch"],
+            ),
         )
+    if c in ("status", "wait", "logs", "abort") and a["job"] is not None:
+        if a["job_id"] is not None or a["run_key"] is not None or (c == "status" and a["running"]):
+            raise InvalidArgument("%s: give the job as an argument or with --job-id/--run-key, not both" % c)
+        a["job_id"] = commands.resolve_job(_given(job_id(a["job"])))
     if c == "status":
         if a["running"]:
             if a["run_key"] is not None or a["job_id"] is not None:
                 raise InvalidArgument("status --running cannot be combined with --run-key or --job-id")
         elif a["run_key"] is None and a["job_id"] is None:
-            raise InvalidArgument("status needs --run-key, --job-id or --running")
+            raise InvalidArgument("status needs a job id, --run-key, --job-id or --running")
         else:
             _one_of(a, "run_key", "job_id")
         if a["all"] and not a["run_key"]:
             raise InvalidArgument("status --all needs --run-key")
-        return commands.status(run_key(a["run_key"]), job_id(a["job_id"]), a["running"], a["all"])
+        return _view(c, fmt, commands.status(run_key(a["run_key"]), job_id(a["job_id"]), a["running"], a["all"]))
     if c == "unlock":
         if a["run_key"] is None:
             raise InvalidArgument("unlock needs --run-key KEY")
         from .timeutil import parse_duration
 
         ttl = parse_duration(a["ttl"], "--ttl", allow_zero=False) if a["ttl"] is not None else None
-        return commands.unlock(_given(run_key(a["run_key"])), text(a["reason"], "--reason"), ttl)
+        return _view(c, fmt, commands.unlock(_given(run_key(a["run_key"])), text(a["reason"], "--reason"), ttl))
     if c == "clean":
-        return _clean(a)
+        return _clean(a, fmt)
     if c in ("ls", "doctor", "metrics"):
-        return _host_tool(c, a)
+        return _host_tool(c, a, fmt)
     if c == "wait" and a["watch"]:
-        return _watch(a)
+        return _view(c, fmt, _watch(a))
     if c == "wait" and (a["max_total_bytes"] is not None or a["wake_on_eof"] or a["gather"] is not None):
         raise InvalidArgument("--max-total-bytes, --wake-on-eof and --gather go with wait --watch")
     _one_of(a, "run_key", "job_id")
     key, jid = run_key(a["run_key"]), job_id(a["job_id"])
     if c == "wait":
-        return commands.wait(
-            key,
-            jid,
-            _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
-            count(a["stdout_offset"], "--stdout-offset"),
-            count(a["stderr_offset"], "--stderr-offset"),
-            _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
+        return _view(
+            c,
+            fmt,
+            commands.wait(
+                key,
+                jid,
+                _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
+                count(a["stdout_offset"], "--stdout-offset"),
+                count(a["stderr_offset"], "--stderr-offset"),
+                _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
+            ),
         )
     if c == "logs":
-        stream = a["stream"] or "stdout"
-        if stream not in ("stdout", "stderr"):
-            raise InvalidArgument("--stream must be stdout or stderr (got %r)" % stream)
+        stream = choice(a["stream"], "--stream", ("stdout", "stderr"), "stdout")
+        as_json = fmt == "json"
         if a["tail"] is not None and (a["offset"] is not None or a["limit"] is not None):
             raise InvalidArgument("logs --tail cannot be combined with --offset or --limit")
-        if a["follow"] and (a["json"] or a["limit"] is not None):
+        if a["follow"] and (as_json or a["limit"] is not None):
             raise InvalidArgument("logs --follow cannot be combined with --json or --limit")
+        attempt = count(a["attempt"], "--attempt", 1)
+        if attempt is not None and key is None:
+            raise InvalidArgument("logs --attempt goes with --run-key (attempt N of that key)")
         return commands.logs(
             key,
             jid,
@@ -274,32 +291,108 @@ def dispatch(argv: list[str]) -> Any:
             count(a["offset"], "--offset"),
             count(a["limit"], "--limit", 0),
             count(a["tail"], "--tail"),
-            a["json"],
+            as_json,
             follow=a["follow"],
+            attempt=attempt,
         )
     if c == "abort":
         grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
-        return commands.abort(
-            key,
-            jid,
-            text(a["reason"], "--reason"),
-            _given(seconds(grace, "--grace-seconds")),
-            if_owner=request_id(a["if_owner"], "--if-owner"),
-            assume_dead=a["assume_dead"],
+        return _view(
+            c,
+            fmt,
+            commands.abort(
+                key,
+                jid,
+                text(a["reason"], "--reason"),
+                _given(seconds(grace, "--grace-seconds")),
+                if_owner=request_id(a["if_owner"], "--if-owner"),
+                assume_dead=a["assume_dead"],
+            ),
         )
     if c == "rerun":
         start_timeout = seconds(a["start_timeout"], "--start-timeout")
-        return commands.rerun(
-            key,
-            jid,
-            sync=a["sync"],
-            reason=text(a["reason"], "--reason"),
-            start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
+        return _view(
+            c,
+            fmt,
+            commands.rerun(
+                key,
+                jid,
+                sync=a["sync"],
+                reason=text(a["reason"], "--reason"),
+                start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
+            ),
         )
     raise InvalidArgument("unknown command %r" % c)  # pragma: no cover - argv.parse rejects it first
 
 
-def _clean(a: dict[str, Any]) -> Any:
+# Whether failures are answered in JSON on stdout too (cli.main): decided once the format is known.
+_ERRORS_AS_JSON: list[bool] = []
+
+
+def _format(c: str, a: dict[str, Any]) -> str:
+    """The answer's form: "json", "table" (the view for people) or "raw" (no --format: logs' bytes, metrics' text).
+
+    `text` is another name of `table`; `auto` (the default of clean and doctor) is table on a terminal, json
+    otherwise; `--json` is the same as `--format json`. An explicit `--format json` also makes a failure answer
+    in JSON on a terminal."""
+    from .argv import COMMANDS, words
+
+    spec = COMMANDS[c][1]
+    if "--format" not in spec:
+        return "raw"
+    given = a.get("format")
+    if a.get("json"):
+        if given not in (None, "json"):
+            raise InvalidArgument("%s: --json and --format %s contradict each other" % (c, given))
+        given = "json"
+    allowed = words(spec["--format"][1])
+    value = choice(given, "--format", allowed + ("text",), allowed[0])
+    if value == "auto":
+        value = "table" if _isatty(sys.stdout) else "json"
+    if given == "json":
+        _ERRORS_AS_JSON.append(True)
+    return "table" if value == "text" else value
+
+
+def _view(c: str, fmt: str, answer: Any) -> Any:
+    """The JSON answer as it is, or, with --format table, its view for people (views.py)."""
+    if fmt != "table":
+        return answer
+    from . import views
+    from .textout import Terminal
+
+    return views.view(c, answer, Terminal.detect(sys.stdout))
+
+
+def _about(c: str, a: dict[str, Any]) -> Any:
+    """`help [COMMAND]`, `help --man` and `completion SHELL`: text for people and shells, exit 0."""
+    from .argv import COMMANDS, SHELLS, suggest
+    from .textout import Text
+
+    if c == "completion":
+        shell = a["shell"]
+        if shell not in SHELLS:
+            raise InvalidArgument(
+                "completion needs a shell: %s%s" % (", ".join(SHELLS), suggest(shell, SHELLS) if shell else "")
+            )
+        from .completion import script
+
+        return Text(script(shell))
+    from . import manual
+
+    if a["man"]:
+        if a["topic"] is not None:
+            raise InvalidArgument("help --man prints the whole manual; give no command with it")
+        return Text(manual.man_page())
+    topic = a["topic"]
+    if topic is not None and topic not in COMMANDS:
+        raise InvalidArgument(
+            "help: unknown command %r%s; the commands are %s" % (topic, suggest(topic, COMMANDS), ", ".join(COMMANDS))
+        )
+    return Text(manual.help_text(topic))
+
+
+def _clean(a: dict[str, Any], fmt: str) -> Any:
     from . import commands
     from .timeutil import parse_datetime
 
@@ -314,25 +407,73 @@ def _clean(a: dict[str, Any]) -> Any:
     after = parse_datetime(a["after"], "--after") if a["after"] is not None else None
     if before is not None and after is not None and after >= before:
         raise InvalidArgument("clean --after must be earlier than --before")
-    return commands.clean(before, after, a["all"], job_id(a["job_id"]), run_key(a["run_key"]), a["dry_run"])
+    summary = a["summary"] or fmt == "table"  # a view for people never needs the list
+    result = commands.clean(
+        before, after, a["all"], job_id(a["job_id"]), run_key(a["run_key"]), a["dry_run"], summary=summary
+    )
+    return _view("clean", fmt, result)
 
 
-def _host_tool(c: str, a: dict[str, Any]) -> Any:
+def _host_tool(c: str, a: dict[str, Any], fmt: str) -> Any:
     """ls, doctor and metrics: for a person at the terminal or for the monitoring stack (text unless asked)."""
     from . import commands
     from .textout import Terminal
 
     if c == "ls":
+        statuses = ls_statuses(a["status"])
+        prefix = a["run_key_prefix"]
+        if prefix is not None:
+            if not prefix or len(prefix) > MAX_RUN_KEY or not prefix.isprintable():
+                raise InvalidArgument("--run-key-prefix must be 1-%d printable characters" % MAX_RUN_KEY)
+            if a["run_key"] is not None:
+                raise InvalidArgument("ls --run-key-prefix cannot be combined with --run-key")
+        interval = seconds(a["interval"], "--interval", allow_zero=False)
+        if interval is not None and not a["watch"]:
+            raise InvalidArgument("ls --interval goes with --watch")
+        if a["watch"] and fmt == "json":
+            raise InvalidArgument("ls --watch is a view for people; it cannot be combined with --format json")
         return commands.ls(
-            count(a["last"], "--last", 1, 100000), run_key(a["run_key"]), a["json"], Terminal.detect(sys.stdout)
+            count(a["last"], "--last", 1, 100000),
+            run_key(a["run_key"]),
+            fmt == "json",
+            Terminal.detect(sys.stdout),
+            statuses=statuses,
+            prefix=prefix,
+            watch=(2.0 if interval is None else interval) if a["watch"] else None,
         )
     if c == "doctor":
-        fmt = choice(a["format"], "--format", ("auto", "json", "text"), "auto")
-        term = Terminal.detect(sys.stdout)
-        return commands.doctor(a["fix"], fmt == "text" or (fmt == "auto" and sys.stdout.isatty()), term)
+        return commands.doctor(a["fix"], fmt == "table", Terminal.detect(sys.stdout))
     recent = hours(a["recent_hours"], "--recent-hours")
-    max_keys = count(a["max_keys"], "--max-keys", 0, 100000)
-    return commands.metrics(24 * 3600.0 if recent is None else recent, 500 if max_keys is None else max_keys)
+    if a["max_families"] is not None and a["max_keys"] is not None:
+        raise InvalidArgument("metrics: --max-keys is the former name of --max-families; give one of them")
+    max_families = count(a["max_families"], "--max-families", 0, 100000)
+    if max_families is None:
+        max_families = count(a["max_keys"], "--max-keys", 0, 100000)
+    depth = count(a["family_depth"], "--family-depth", 1, 64)
+    return commands.metrics(
+        24 * 3600.0 if recent is None else recent,
+        500 if max_families is None else max_families,
+        1 if depth is None else depth,
+    )
+
+
+def ls_statuses(values: list[str]) -> tuple[str, ...]:
+    """`--status` values (repeatable, each may be comma-separated), each one of the seven, in the table's order."""
+    from .argv import STATUSES
+
+    wanted = set()
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().upper()
+            if name not in STATUSES:
+                from .argv import suggest
+
+                raise InvalidArgument(
+                    "--status %r is not a status%s; the statuses are %s"
+                    % (part, suggest(name, STATUSES), ", ".join(STATUSES))
+                )
+            wanted.add(name)
+    return tuple(s for s in STATUSES if s in wanted)
 
 
 def _with_upgrade(result: Any) -> Any:
@@ -345,13 +486,23 @@ def _with_upgrade(result: Any) -> Any:
 
 
 def _emit_error(err: OrchesjobError) -> int:
-    _write_json(_with_upgrade(err.to_json()))
+    """A failure: one JSON object on stdout (unless stdout is a terminal and JSON was not asked for) and one
+    `orchesjob: ...` line on stderr. A person at a terminal reads the line once; a program gets the object."""
+    if _ERRORS_AS_JSON or not _isatty(sys.stdout):
+        _write_json(_with_upgrade(err.to_json()))
     try:
         sys.stderr.write("orchesjob: %s\n" % err.message.replace("\n", " "))
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
     return err.exit_code
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def _write_json(obj: Any) -> None:
@@ -374,9 +525,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _main(argv: Sequence[str] | None) -> None:
     _standard_streams()
-    from .argv import Help
+    from .argv import Help, NoCommand
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if (
+        "--json" in args
+        or "--format=json" in args
+        or any(a == "--format" and b == "json" for a, b in zip(args, args[1:]))
+    ):
+        _ERRORS_AS_JSON.append(True)  # asked for JSON: also a failure before the format was read answers in it
     try:
         result = dispatch(args)
         from .logfiles import Blocks
@@ -395,6 +552,15 @@ def _main(argv: Sequence[str] | None) -> None:
         else:
             _write_json(_with_upgrade(result))
             code = EXIT_OK
+    except NoCommand as e:
+        if _isatty(sys.stdout):  # a person typed `orchesjob`: show what it can do
+            from .manual import help_text
+
+            sys.stderr.write(help_text())
+            sys.stderr.flush()
+            code = e.exit_code
+        else:
+            code = _emit_error(e)
     except OrchesjobError as e:
         code = _emit_error(e)
         if e.error_type in ("corrupt_database", "database"):

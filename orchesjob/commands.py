@@ -10,8 +10,8 @@ import select
 import time
 
 from . import CONTRACT_VERSION, __version__, home, jobs, life, logfiles, processes
-from .errors import InconsistentState, NotFound, job_not_found, run_key_not_found
-from .store import ACTIVE, Store, open_store
+from .errors import InconsistentState, InvalidArgument, NotFound, job_not_found, run_key_not_found
+from .store import ACTIVE, Store, open_store, open_store_patiently
 from .timeutil import now, with_iso
 
 TYPE_CHECKING = False
@@ -99,7 +99,8 @@ def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: 
         fd = supervisor.spawn(job_id, life_fd)
     finally:
         os.close(life_fd)  # the supervisor holds the lock now (or was never spawned: then the job is LOST)
-        store.reopen()
+        # the job is committed: a busy lock now must not turn the answer into lock_timeout ("nothing was done")
+        store = open_store_patiently(supervisor.RESULT_RETRY_SECONDS)
     try:
         run_deadline = time.monotonic() + start_timeout
         seen = b""
@@ -354,6 +355,33 @@ def _locate(run_key: str | None, job_id: str | None, write: bool = False) -> tup
     raise job_not_found(job_id) if job_id is not None else run_key_not_found(run_key)
 
 
+MIN_PREFIX = 4  # the shortest job id prefix taken on the command line (ls shows at least 8 characters)
+
+
+def resolve_job(token: str) -> str:
+    """The job id a command line names: the id itself, or the one job whose id starts with `token`.
+
+    An exact id is passed on as it is (it may be a job of another state directory, which _locate finds). A prefix is
+    looked up in this state directory's primary key index: none is not_found, several is a mistake that names them."""
+    store = open_store(create=False)
+    if store is None or store.get(token) is not None:
+        return token
+    if len(token) < MIN_PREFIX:
+        raise InvalidArgument(
+            "%r is too short for a job id prefix: give at least %d characters (ls shows them)" % (token, MIN_PREFIX)
+        )
+    found = store.ids_with_prefix(token, 6)
+    if not found:
+        return token  # not a prefix of anything here: looked up as an id (and in the other places), or not_found
+    if len(found) > 1:
+        raise InvalidArgument(
+            "job id prefix %r is ambiguous: it starts %s%s; give more of it"
+            % (token, ", ".join(found[:5]), " and more" if len(found) > 5 else ""),
+            matches=found[:5],
+        )
+    return found[0]
+
+
 def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -> Any:
     store = open_store(create=False)
     if running:
@@ -450,14 +478,18 @@ def logs(
     tail: int | None,
     as_json: bool,
     follow: bool = False,
+    attempt: int | None = None,
 ) -> Any:
     """The log as Blocks of bytes that cli.main writes out as they are read (for people and pipes), or, with
     as_json, as one chunk object for programs (at most logfiles.MAX_CHUNK bytes; read on from next_offset), or, with
     follow, a follow.Follow that prints it as it grows until the job has ended (`logs --follow`).
 
     Nothing is sized by the numbers asked for: an offset past the end is an empty answer, a limit or a tail larger
-    than the log is the whole log, read in bounded blocks."""
-    store, job = _locate(run_key, job_id)
+    than the log is the whole log, read in bounded blocks. `attempt` picks an earlier attempt of `run_key`."""
+    if attempt is not None and run_key is not None:
+        store, job = _attempt(run_key, attempt)
+    else:
+        store, job = _locate(run_key, job_id)
     job = jobs.refresh(store, job)
     path = job[stream + "_file"]
     start_at = offset or 0
@@ -467,10 +499,23 @@ def logs(
     if follow:
         from .follow import Follow
 
-        return Follow(store, job, stream, start_at, by_run_key=run_key is not None)
+        return Follow(store, job, stream, start_at, by_run_key=run_key is not None and attempt is None)
     if as_json:
         return logfiles.chunk(path, stream, start_at, limit if limit is not None else 1 << 20, not jobs.is_active(job))
     return logfiles.blocks(path, start_at, limit)
+
+
+def _attempt(run_key: str, attempt: int) -> tuple[Store, dict[str, Any]]:
+    """Attempt `attempt` of a run key, or not_found saying which attempts there are."""
+    store, latest = _locate(run_key, None)
+    job = store.attempt(run_key, attempt)
+    if job is None:
+        raise NotFound(
+            "run key %r has no attempt %d (its latest is attempt %d; clean may have deleted older ones)"
+            % (run_key, attempt, latest["attempt_no"])
+        )
+    store.run_key_info(run_key)
+    return store, job
 
 
 # -- changing -----------------------------------------------------------------------------------------------------
@@ -683,16 +728,31 @@ def unlock(run_key: str, reason: str | None, ttl: float | None) -> dict[str, Any
 
 
 def clean(
-    before: int | None, after: int | None, all_: bool, job_id: str | None, run_key: str | None, dry_run: bool
+    before: int | None,
+    after: int | None,
+    all_: bool,
+    job_id: str | None,
+    run_key: str | None,
+    dry_run: bool,
+    summary: bool = False,
 ) -> dict[str, Any]:
     """Delete terminal jobs and their files; never a job while anything of it is alive.
 
     Active jobs are not selected at all. A terminal job can still have processes (an ABORTED job whose aborting
     process died midway): deleting its row would let the next `start` run beside them, so such jobs are listed in
     `skipped` with the reason, and deleted by a later clean once they are gone.
+
+    With `summary` the answer has the counts only (`skipped_count` for the skipped list): a clean of a long history
+    answers in a few bytes instead of an object per job. On a terminal, each phase shows its progress on stderr.
     """
+    from .progress import Progress
+
     store = open_store(create=False)
-    result: dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0, "items": [], "skipped": []}
+    result: dict[str, Any] = {"deleted": 0, "errors": 0, "dry_run": dry_run, "matched": 0}
+    if not summary:
+        result.update(items=[], skipped=[])
+    else:
+        result.update(skipped_count=0)
     if store is None:
         if job_id is not None:
             raise job_not_found(job_id)
@@ -710,54 +770,63 @@ def clean(
                 % (job_id, job["status"], why)
             )
     skipped: list[dict[str, Any]] = []
-    if dry_run:  # a preview writes nothing, so it takes no write lock either
-        selected = _cleanable(
-            store, store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id), skipped, True
+    shown = Progress("reading the jobs to clean")
+    reading = shown if shown.tty else None
+    with shown:
+        if dry_run:  # a preview writes nothing, so it takes no write lock either
+            found = store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id, progress=reading)
+            shown.start(len(found), "checking that nothing of them runs")
+            selected = _cleanable(store, found, skipped, True, shown)
+        else:
+            with store.write():
+                found = store.select_terminal(
+                    before=before, after=after, run_key=run_key, job_id=job_id, progress=reading
+                )
+                shown.start(len(found), "checking that nothing of them runs")
+                selected = _cleanable(store, found, skipped, False, shown)
+                shown.start(len(selected), "deleting the records")
+                store.delete(selected, shown)
+        errors = 0
+        if not dry_run:
+            shown.start(len(selected), "removing the log files")
+            for j in selected:
+                for path in (j["stdout_file"], j["stderr_file"], jobs.result_path(j), life.control_path(j)):
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+                    except OSError:
+                        errors += 1
+                shown.step()
+    result.update(deleted=len(selected), matched=len(selected), errors=errors)
+    if summary:
+        result["skipped_count"] = len(skipped)
+        return result
+    result["items"] = [
+        with_iso(
+            {
+                "job_id": j["job_id"],
+                "run_key": j["run_key"],
+                "status": j["status"],
+                "selected_at": j.get("finished_at"),
+            },
+            "selected_at",
         )
-    else:
-        with store.write():
-            selected = _cleanable(
-                store,
-                store.select_terminal(before=before, after=after, run_key=run_key, job_id=job_id),
-                skipped,
-                False,
-            )
-            store.delete(selected)
-    items: list[dict[str, Any]] = []
-    errors = 0
-    for j in selected:
-        items.append(
-            with_iso(
-                {
-                    "job_id": j["job_id"],
-                    "run_key": j["run_key"],
-                    "status": j["status"],
-                    "selected_at": j.get("finished_at"),
-                },
-                "selected_at",
-            )
-        )
-        if dry_run:
-            continue
-        for path in (j["stdout_file"], j["stderr_file"], jobs.result_path(j), life.control_path(j)):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                errors += 1
-    result.update(deleted=len(selected), matched=len(selected), errors=errors, items=items, skipped=skipped)
+        for j in selected
+    ]
+    result["skipped"] = skipped
     return result
 
 
 def _cleanable(
-    store: Store, selected: list[dict[str, Any]], skipped: list[dict[str, Any]], dry_run: bool
+    store: Store, selected: list[dict[str, Any]], skipped: list[dict[str, Any]], dry_run: bool, progress: Any
 ) -> list[dict[str, Any]]:
     """The selected jobs nothing of which may be alive (unless `dry_run`, their lock files are then removed); the
-    others go to `skipped` with the reason."""
+    others go to `skipped` with the reason. `progress` is told each job checked."""
     markers = processes.snapshot_markers() if any(not j.get("life_lock") for j in selected) else {}
     keep = []
     for j in selected:
+        progress.step()
         if jobs.is_stopping(j):
             j = jobs.refresh(store, j)  # closes the abort's record if nothing of it is left
         if jobs.is_stopping(j):
@@ -776,20 +845,37 @@ def _cleanable(
 
 
 # -- for people at the host and for monitoring (modules of their own, imported only by these commands) ----------
-def ls(last: int | None, run_key: str | None, as_json: bool, term: Any) -> Any:
-    """Running jobs (default), the latest `last` jobs, or a run key's attempts: rows as JSON, or a table.Text."""
+def ls(
+    last: int | None,
+    run_key: str | None,
+    as_json: bool,
+    term: Any,
+    statuses: Sequence[str] = (),
+    prefix: str | None = None,
+    watch: float | None = None,
+) -> Any:
+    """Running jobs (default), the latest `last` jobs, a run key's attempts, the jobs of some statuses or of a run
+    key prefix: rows as JSON, or a table.Text (with `watch`, a table.Watch that redraws it every `watch` seconds)."""
     from . import table
 
-    rows = table.select(open_store(create=False), last, run_key)
+    def rows() -> list[dict[str, Any]]:
+        return table.select(open_store(create=False), last, run_key, statuses, prefix)
+
     if as_json:
-        return rows
+        return rows()
     if run_key is not None:
         empty = "no jobs for run key %r" % run_key
+    elif prefix is not None:
+        empty = "no jobs whose run key starts with %r" % prefix
+    elif statuses:
+        empty = "no %s jobs" % "/".join(statuses)
     elif last is not None:
         empty = "no jobs yet"
     else:
         empty = "no running jobs (orchesjob ls --last 20 lists the latest jobs)"
-    return table.render(rows, term, empty)
+    if watch is not None:
+        return table.Watch(rows, term, empty, watch)
+    return table.render(rows(), term, empty)
 
 
 def doctor(fix: bool, text: bool, term: Any) -> Any:
@@ -799,14 +885,18 @@ def doctor(fix: bool, text: bool, term: Any) -> Any:
     return doctor_mod.run(fix, text, term)
 
 
-def metrics(recent_seconds: float, max_keys: int) -> Any:
+def metrics(recent_seconds: float, max_families: int, depth: int = 1) -> Any:
     """The Prometheus text exposition of the jobs (metrics.py)."""
     from . import metrics as metrics_mod
     from .home import DB_NAME, state_dir
 
     store = open_store(create=False)
     return metrics_mod.collect(
-        store, store.path if store is not None else os.path.join(state_dir(), DB_NAME), recent_seconds, max_keys
+        store,
+        store.path if store is not None else os.path.join(state_dir(), DB_NAME),
+        recent_seconds,
+        max_families,
+        depth,
     )
 
 

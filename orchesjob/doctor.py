@@ -256,13 +256,17 @@ class Doctor:
                 items=sorted(wide),
             )
             if self.fix:
+                from .progress import Progress
+
                 done = 0
-                for name in wide:
-                    path = os.path.join(self.logs, name)
-                    try:
-                        done += home._tighten(path, os.lstat(path), 0o600)
-                    except OSError:
-                        pass
+                with Progress("doctor --fix: tightening log files to 600", len(wide)) as shown:
+                    for name in wide:
+                        path = os.path.join(self.logs, name)
+                        try:
+                            done += home._tighten(path, os.lstat(path), 0o600)
+                        except OSError:
+                            pass
+                        shown.step()
                 self._fixed(f, done == len(wide), "%d of %d tightened to 600" % (done, len(wide)))
 
     # -- the host -----------------------------------------------------------------------------------------------
@@ -544,7 +548,11 @@ class Doctor:
         recorded = store.active() + store.stopping()
         markers = processes.snapshot_markers() if any(not j.get("life_lock") for j in recorded) else {}
         unknown = []
+        from .progress import Progress
+
+        counted = Progress("doctor%s: checking the active jobs" % (" --fix" if self.fix else ""), len(recorded))
         for job in recorded:
+            counted.step()
             if os.path.exists(jobs.result_path(job)):
                 continue  # pending_results covers it
             state, why = life.verdict(job, markers)
@@ -564,6 +572,7 @@ class Doctor:
             )
             if self.fix:
                 self._settle(f, job)
+        counted.done()
         c["message"] = "%s recorded as active" % _n(len(recorded), "job")
         if unknown:
             c["message"] += (

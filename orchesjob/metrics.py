@@ -1,29 +1,39 @@
 """`orchesjob metrics`: the state of the host's jobs in the Prometheus text exposition format (version 0.0.4), for
-node_exporter's textfile collector (README: a cron line writes it to a temporary file in the collector's directory and
-renames it into place, so the collector never reads half a file).
+node_exporter's textfile collector (README: a timer writes it to a temporary file in the collector's directory and
+renames it into place, so the collector never reads half a file; contrib/systemd has the units).
+
+Labels are bounded: series are per *job family*, never per run. A run key of the Airflow provider,
+`airflow/<dag>/<task>/<run id>[/<map index>]`, belongs to the family `airflow/<dag>/<task>` and its series carry
+`dag_id` and `task_id`, so an alert can name a task; any other key's family is its first N `/`-separated parts
+(`--family-depth`, default 1: `billing/2026-05-02` is `billing`). Only the running jobs, few at any time, get a series
+that names the run (`orchesjob_running_job_info`, with `job_id`, `run_key` and the `run_id`).
 
 Series (all gauges):
 
   orchesjob_jobs{status}                          jobs recorded, by status (every status, zeros included)
   orchesjob_running_jobs                          jobs STARTING or RUNNING, checked against their processes
   orchesjob_oldest_running_job_age_seconds        since the oldest of them started (0 when none runs)
-  orchesjob_jobs_finished_recently{status}        jobs that finished within the window, by terminal status: aborts
-                                                  and LOST jobs show here
+  orchesjob_jobs_finished_recently{status}        jobs that finished within the window, by terminal status
   orchesjob_recent_window_seconds                 the window (--recent-hours, default 24)
-  orchesjob_run_key_last_success{run_key}         per run key with a job finished within the window, its latest
-  orchesjob_run_key_last_status{run_key,status}     finished job: 1 if it SUCCEEDED, its status (value 1), its exit
-  orchesjob_run_key_last_exit_code{run_key}         code (absent when a signal ended it or it never ran), attempt
-  orchesjob_run_key_last_attempt{run_key}           number, finish time (Unix seconds) and how long it ran
-  orchesjob_run_key_last_finish_time_seconds{run_key}
-  orchesjob_run_key_last_duration_seconds{run_key}
-  orchesjob_run_keys_omitted                      run keys left out by --max-keys (0 normally)
+  orchesjob_family_last_success{F}                per family with a job finished within the window, its latest
+  orchesjob_family_last_status{F,status}            finished job: 1 if it SUCCEEDED, its status (value 1), its exit
+  orchesjob_family_last_exit_code{F}                code (absent when a signal ended it or it never ran), attempt
+  orchesjob_family_last_attempt{F}                  number, finish time (Unix seconds) and how long it ran
+  orchesjob_family_last_finish_time_seconds{F}
+  orchesjob_family_last_duration_seconds{F}
+  orchesjob_family_running_jobs{F}                per family with a running job: how many run
+  orchesjob_family_oldest_running_start_time_seconds{F}   and when the oldest of them started
+  orchesjob_running_job_info{F,job_id,run_key,run_id,attempt}   1 per running job
+  orchesjob_families_omitted                      families left out by --max-families (0 normally)
   orchesjob_database_size_bytes                   the database file, and its write-ahead log:
   orchesjob_database_wal_size_bytes
 
-Cardinality is bounded: at most --max-keys (default 500) run keys get per-key series, the ones whose jobs finished
-most recently; how many were left out is itself a series, so a truncated view is visible. Every query is served by
-an index: the counts by status (store.count_by_status), ranges of the finish-time index for the window, and the
-active-jobs index. Label values are escaped as the format says (backslash, double quote, newline).
+  F = family, and for provider keys dag_id and task_id.
+
+Cardinality is bounded: at most --max-families (default 500) families get the per-family series, those whose jobs
+finished most recently; how many were left out is a series of its own, so a truncated view is visible. Every query is
+served by an index: the counts by status (store.count_by_status), ranges of the finish-time index for the window, and
+the active-jobs index. Label values are escaped as the format says (backslash, double quote, newline).
 """
 
 from __future__ import annotations
@@ -77,30 +87,46 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def collect(store: Store | None, db_path: str | None, recent_seconds: float, max_keys: int) -> Text:
+def family(run_key: str, depth: int) -> tuple[tuple[str, str], ...]:
+    """The family labels of a run key: (family, dag_id, task_id) for the provider's keys, (family,) for others."""
+    parts = run_key.split("/")
+    if len(parts) >= 4 and parts[0] == "airflow" and parts[1] and parts[2]:
+        return (("family", "/".join(parts[:3])), ("dag_id", parts[1]), ("task_id", parts[2]))
+    return (("family", "/".join(parts[:depth])),)
+
+
+def run_id(run_key: str) -> str:
+    """What names the run within its family: the provider's run id (and map index), else the whole key."""
+    parts = run_key.split("/")
+    if len(parts) >= 4 and parts[0] == "airflow" and parts[1] and parts[2]:
+        return "/".join(parts[3:])
+    return run_key
+
+
+def collect(store: Store | None, db_path: str | None, recent_seconds: float, max_families: int, depth: int = 1) -> Text:
     t = now()
     since = int(t - recent_seconds)
     by_status: dict[str, int] = dict.fromkeys(ACTIVE + TERMINAL, 0)
     recent: dict[str, int] = dict.fromkeys(TERMINAL, 0)
     running: list[dict[str, Any]] = []
-    last: list[dict[str, Any]] = []
+    last: list[tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = []
     omitted = 0
     if store is not None:
         running = [j for j in (jobs.refresh(store, j) for j in store.active()) if jobs.is_active(j)]
         by_status = store.count_by_status()  # after the refresh: a job found dead is counted as LOST
         recent = store.count_finished_since(since)
-        seen: set[str] = set()
-        if max_keys > 0:
-            for job in store.finished_since(since):
-                if job["run_key"] in seen:
-                    continue
-                if len(seen) == max_keys:
-                    omitted = store.count_keys_finished_since(since) - max_keys
-                    break
-                seen.add(job["run_key"])
-                last.append(job)
-        else:
-            omitted = store.count_keys_finished_since(since)
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        others: set[tuple[tuple[str, str], ...]] = set()
+        for job in store.finished_since(since):
+            labels = family(job["run_key"], depth)
+            if labels in seen or labels in others:
+                continue
+            if len(seen) < max_families:
+                seen.add(labels)
+                last.append((labels, job))
+            else:
+                others.add(labels)  # only counted: the rest of the window is read for this alone
+        omitted = len(others)
     out = Exposition()
     out.gauge(
         "orchesjob_jobs",
@@ -125,43 +151,70 @@ def collect(store: Store | None, db_path: str | None, recent_seconds: float, max
     )
     out.gauge(
         "orchesjob_recent_window_seconds",
-        "The window of the *_recently and orchesjob_run_key_* series.",
+        "The window of the *_recently and orchesjob_family_last_* series.",
         [((), recent_seconds)],
     )
-    per_key = [(("run_key", j["run_key"]),) for j in last]
     out.gauge(
-        "orchesjob_run_key_last_success",
-        "1 if the latest job of the run key that finished within the window SUCCEEDED, else 0.",
-        [(k, 1 if j["status"] == "SUCCEEDED" else 0) for k, j in zip(per_key, last)],
+        "orchesjob_family_last_success",
+        "1 if the latest job of the family that finished within the window SUCCEEDED, else 0.",
+        [(k, 1 if j["status"] == "SUCCEEDED" else 0) for k, j in last],
     )
     out.gauge(
-        "orchesjob_run_key_last_status",
+        "orchesjob_family_last_status",
         "The status of that job (the sample with value 1).",
-        [(k + (("status", j["status"]),), 1) for k, j in zip(per_key, last)],
+        [(k + (("status", j["status"]),), 1) for k, j in last],
     )
     out.gauge(
-        "orchesjob_run_key_last_exit_code",
+        "orchesjob_family_last_exit_code",
         "The exit code of that job (absent when a signal ended it or its command never ran).",
-        [(k, j["exit_code"]) for k, j in zip(per_key, last) if j.get("exit_code") is not None],
+        [(k, j["exit_code"]) for k, j in last if j.get("exit_code") is not None],
     )
     out.gauge(
-        "orchesjob_run_key_last_attempt",
-        "The attempt number of that job.",
-        [(k, j["attempt_no"]) for k, j in zip(per_key, last)],
+        "orchesjob_family_last_attempt", "The attempt number of that job.", [(k, j["attempt_no"]) for k, j in last]
     )
     out.gauge(
-        "orchesjob_run_key_last_finish_time_seconds",
+        "orchesjob_family_last_finish_time_seconds",
         "When that job finished, in Unix seconds.",
-        [(k, j["finished_at"]) for k, j in zip(per_key, last)],
+        [(k, j["finished_at"]) for k, j in last],
     )
     out.gauge(
-        "orchesjob_run_key_last_duration_seconds",
+        "orchesjob_family_last_duration_seconds",
         "How long that job ran, in seconds.",
-        [(k, max(0, j["finished_at"] - j["started_at"])) for k, j in zip(per_key, last)],
+        [(k, max(0, j["finished_at"] - j["started_at"])) for k, j in last],
+    )
+    families: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
+    for j in running:
+        families.setdefault(family(j["run_key"], depth), []).append(j)
+    out.gauge(
+        "orchesjob_family_running_jobs",
+        "Jobs of the family running now.",
+        [(k, len(js)) for k, js in families.items()],
     )
     out.gauge(
-        "orchesjob_run_keys_omitted",
-        "Run keys with a job finished within the window left out of the per-key series (--max-keys).",
+        "orchesjob_family_oldest_running_start_time_seconds",
+        "When the oldest running job of the family started, in Unix seconds.",
+        [(k, min(j["started_at"] for j in js)) for k, js in families.items()],
+    )
+    out.gauge(
+        "orchesjob_running_job_info",
+        "1 for each running job, naming it (job id, run key, run id, attempt): only running jobs have this series.",
+        [
+            (
+                family(j["run_key"], depth)
+                + (
+                    ("job_id", j["job_id"]),
+                    ("run_key", j["run_key"]),
+                    ("run_id", run_id(j["run_key"])),
+                    ("attempt", str(j["attempt_no"])),
+                ),
+                1,
+            )
+            for j in running
+        ],
+    )
+    out.gauge(
+        "orchesjob_families_omitted",
+        "Families with a job finished within the window left out of the per-family series (--max-families).",
         [((), omitted)],
     )
     out.gauge("orchesjob_database_size_bytes", "Size of the state database file in bytes.", [((), _size(db_path))])

@@ -204,9 +204,12 @@ class _SchemaMoved(ValueError):
     """A view over 1.1.0's tables met our own rows: another CLI upgraded the database since this one opened it."""
 
 
-def _register_functions(store: Store) -> None:
-    """SQL functions the conversion needs, defined in this connection only (nothing is stored in the file)."""
+def _register_functions(store: Store, progress: Any = None) -> None:
+    """SQL functions the conversion needs, defined in this connection only (nothing is stored in the file).
+    `progress` (progress.Progress) is told each job whose command is converted: SQLite calls `argv` once per row."""
     from .store import _pack
+
+    step = progress.step if progress is not None and progress.tty else None
 
     logs = os.path.join(os.path.dirname(store.path), "logs")
 
@@ -214,6 +217,8 @@ def _register_functions(store: Store) -> None:
         """1.1.0's JSON argv as ours (NUL-separated bytes, exact for any argument); NULL when it is no argv."""
         if isinstance(value, bytes):
             raise _SchemaMoved("an upgraded jobs table")
+        if step is not None:
+            step()
         import json
 
         try:
@@ -434,7 +439,7 @@ def _renumbered(store: Store) -> list[tuple[int, str]]:
     return out
 
 
-def _backup(store: Store) -> str:
+def _backup(store: Store, progress: Any = None) -> str:
     """Copy the database (as this transaction sees it) to orchesjob.db.1.1.0-backup.partial next to it, 0600, and
     return that path. It gets its documented name (`name_backup`) only once the upgrade has committed: a backup
     whose upgrade did not commit must never be found under that name (it would be older than the database that
@@ -450,7 +455,7 @@ def _backup(store: Store) -> str:
         except FileNotFoundError:
             pass
     os.close(open_new_private(partial, os.O_WRONLY))
-    store.copy_to(partial)
+    store.copy_to(partial, progress)
     fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fsync(fd)
@@ -498,13 +503,21 @@ def tighten_imported_logs(store: Store) -> None:
     """orchesjob 1.1.0 left its logs readable by everyone (0644); after the upgrade they are 0600 like ours. Only
     plain files of the caller's are changed, through a descriptor opened without following links."""
     from .home import tighten_file
+    from .progress import Progress, wanted
 
-    for (path,) in store.conn.execute(
-        "SELECT stdout_file FROM jobs WHERE imported_from IS NOT NULL UNION ALL "
-        "SELECT stderr_file FROM jobs WHERE imported_from IS NOT NULL"
-    ):
-        if isinstance(path, str):
-            tighten_file(path, 0o600)
+    total = (
+        2 * int(store.conn.execute("SELECT count(*) FROM jobs WHERE imported_from IS NOT NULL").fetchone()[0])
+        if wanted()
+        else 0
+    )
+    with Progress("making the 1.1.0 logs private (600)", total) as shown:
+        for (path,) in store.conn.execute(
+            "SELECT stdout_file FROM jobs WHERE imported_from IS NOT NULL UNION ALL "
+            "SELECT stderr_file FROM jobs WHERE imported_from IS NOT NULL"
+        ):
+            shown.step()
+            if isinstance(path, str):
+                tighten_file(path, 0o600)
 
 
 def discard_backup(info: dict[str, str]) -> None:
@@ -569,6 +582,15 @@ def from_1_1_0(store: Store) -> dict[str, str]:
     reasons), and each key's pending unlock. The checks that could refuse come first, then the backup, then the
     conversion; an error after the backup removes it again, and a kill leaves the old database (one transaction).
     """
+    from .progress import Progress
+
+    with Progress("upgrading the orchesjob 1.1.0 database") as shown:
+        return _from_1_1_0(store, shown)
+
+
+def _from_1_1_0(store: Store, shown: Any) -> dict[str, str]:
+    """from_1_1_0, with its progress shown on a terminal: each phase over the jobs is counted (a database of
+    hundreds of thousands of jobs takes seconds, and a silent command looks hung)."""
     import time
 
     from . import processes
@@ -576,9 +598,11 @@ def from_1_1_0(store: Store) -> dict[str, str]:
 
     if recognise(store) != LEGACY_VERSION:  # pragma: no cover - checked when opened; raises for anything else
         raise _error(store, "its layout changed since it was opened")
-    _register_functions(store)
+    _register_functions(store, shown)
     processes.pause_point("upgrade-1.1.0-start")
     conn = store.conn
+    total = int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0]) if shown.tty else 0
+    shown.start(total, "upgrading the orchesjob 1.1.0 database: checking %d jobs" % total)
     bad = [
         str(r[0]) for r in conn.execute("SELECT job_id FROM jobs WHERE _oj110_argv(command, job_id) IS NULL LIMIT 5")
     ]
@@ -593,7 +617,8 @@ def from_1_1_0(store: Store) -> dict[str, str]:
     revive = _lost_but_running(store, lost)
     renumber = _renumbered(store)
     try:
-        info = {"version": LEGACY_VERSION, "backup": _backup(store)}
+        shown.start(0, "upgrading the orchesjob 1.1.0 database: backing it up")
+        info = {"version": LEGACY_VERSION, "backup": _backup(store, shown)}
     except OSError as e:
         raise _error(store, "could not write its backup next to it (%s)" % (e.strerror or e), "state_dir") from None
     try:
@@ -611,6 +636,7 @@ def from_1_1_0(store: Store) -> dict[str, str]:
         conn.execute("ALTER TABLE jobs RENAME TO _oj110_jobs")
         conn.execute("ALTER TABLE run_keys RENAME TO _oj110_run_keys")
         store.executescript(_SCHEMA)
+        shown.start(total, "upgrading the orchesjob 1.1.0 database: converting %d jobs" % total)
         cols = ", ".join(_JOB_COLUMNS)
         conn.execute("INSERT INTO main.jobs (%s) SELECT %s FROM (%s)" % (cols, cols, _jobs_select("main._oj110_jobs")))
         cols = ", ".join(_RUN_KEY_COLUMNS)
@@ -618,6 +644,7 @@ def from_1_1_0(store: Store) -> dict[str, str]:
             "INSERT INTO main.run_keys (%s) SELECT %s FROM (%s)"
             % (cols, cols, _run_keys_select("main._oj110_jobs", "main.strict_overrides"))
         )
+        shown.done()
         conn.executemany(
             "UPDATE main.jobs SET end_reason = ? WHERE job_id = ?",
             [("found dead while upgrading from orchesjob 1.1.0, beside another job of its run key", j) for j in lost],

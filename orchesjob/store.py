@@ -233,10 +233,6 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def reopen(self) -> None:
-        """Connect again after close(): SQLite is not fork-safe, so no connection may be open across a fork."""
-        self.__init__(self.path)  # type: ignore[misc]
-
     # -- schema -------------------------------------------------------------------------------------------------
     def _ensure_schema(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -345,8 +341,9 @@ class Store:
             )
         self._ensure_schema()
 
-    def copy_to(self, path: str) -> None:
-        """Copy the database, as committed now, into the empty file at `path` (SQLite's backup API).
+    def copy_to(self, path: str, progress: Any = None) -> None:
+        """Copy the database, as committed now, into the empty file at `path` (SQLite's backup API); `progress`
+        (progress.Progress) is told the pages copied.
 
         Called by the upgrade while this connection holds the write lock, so nothing can commit during the copy; the
         copy is read through a second connection, since the backup API refuses a source connection that writes."""
@@ -355,7 +352,16 @@ class Store:
             dst = sqlite3.connect(path, isolation_level=None)
             try:
                 dst.execute("PRAGMA journal_mode=OFF")
-                src.backup(dst)
+                if progress is None or not progress.tty:
+                    src.backup(dst)
+                else:
+
+                    def copied(status: int, remaining: int, total: int) -> None:
+                        if progress.total != total:
+                            progress.start(total)
+                        progress.step(total - remaining - progress.count)
+
+                    src.backup(dst, pages=4096, progress=copied)
             finally:
                 dst.close()
         finally:
@@ -506,8 +512,10 @@ class Store:
         after: int | None = None,
         run_key: str | None = None,
         job_id: str | None = None,
+        progress: Any = None,
     ) -> list[dict[str, Any]]:
-        """Terminal jobs for `clean`, by finish time range, run key or id (served by the finished_at index)."""
+        """Terminal jobs for `clean`, by finish time range, run key or id (served by the finished_at index).
+        `progress` (progress.Progress-like, with `total` unset) is told the count first, then each row read."""
         where = ["status NOT IN ('STARTING', 'RUNNING')"]
         args: list[Any] = []
         if job_id is not None:
@@ -522,7 +530,18 @@ class Store:
         if after is not None:
             where.append("finished_at >= ?")
             args.append(after)
-        rows = self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % " AND ".join(where), args)
+        condition = " AND ".join(where)
+        if progress is None:
+            rows = self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args)
+        else:
+            progress.start(int(self._scalar("SELECT count(*) FROM jobs WHERE %s" % condition, args)))
+            rows = []
+            for row in self._iter(
+                "SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args, _decode_job
+            ):
+                rows.append(row)
+                progress.step()
+            progress.done()
         for key in {j["run_key"] for j in rows}:
             self.run_key_info(key)  # deletes nothing under a damaged run key record
         return rows
@@ -610,15 +629,21 @@ class Store:
     def consume_unlock(self, run_key: str) -> None:
         self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
 
-    def delete(self, jobs: Sequence[dict[str, Any]]) -> None:
+    def delete(self, jobs: Sequence[dict[str, Any]], progress: Any = None) -> None:
         """Delete jobs (call inside write()). The requests they answered are kept, with the job's final status: a
-        caller repeating one of them is told the job was cleaned, and nothing runs again (commands.start)."""
-        self.conn.executemany(
-            "UPDATE start_requests SET job_status = ? WHERE job_id = ?", [(j["status"], j["job_id"]) for j in jobs]
-        )
-        ids = [(j["job_id"],) for j in jobs]
-        self.conn.executemany("DELETE FROM watch_cursors WHERE job_id = ?", ids)
-        self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
+        caller repeating one of them is told the job was cleaned, and nothing runs again (commands.start).
+        `progress` is told each batch deleted."""
+        batch = 10000
+        for i in range(0, len(jobs), batch):
+            part = jobs[i : i + batch]
+            self.conn.executemany(
+                "UPDATE start_requests SET job_status = ? WHERE job_id = ?", [(j["status"], j["job_id"]) for j in part]
+            )
+            ids = [(j["job_id"],) for j in part]
+            self.conn.executemany("DELETE FROM watch_cursors WHERE job_id = ?", ids)
+            self.conn.executemany("DELETE FROM jobs WHERE job_id = ?", ids)
+            if progress is not None:
+                progress.step(len(part))
 
     # -- host tools: ls, doctor, metrics (tests/cli/test_host_tools.py checks each plan uses an index) -------------
     def _iter(self, sql: str, args: Sequence[Any], decode: Any) -> Iterator[dict[str, Any]]:
@@ -647,6 +672,48 @@ class Store:
         if run_key is not None:
             return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
         return self._many("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
+
+    def attempt(self, run_key: str, attempt_no: int) -> dict[str, Any] | None:
+        """Attempt `attempt_no` of a run key (index jobs_run_key_attempt)."""
+        return self._one("SELECT * FROM jobs WHERE run_key = ? AND attempt_no = ?", (run_key, attempt_no))
+
+    def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
+        """Up to `limit` job ids that start with `prefix`, in order: a range of the primary key's index."""
+        try:
+            rows = self.conn.execute(
+                "SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ? ORDER BY job_id LIMIT ?",
+                (prefix, _after_prefix(prefix), limit),
+            ).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise database_error(e, self.path) from None
+        return [str(r[0]) for r in rows]
+
+    def id_neighbours(self, job_id: str) -> tuple[str | None, str | None]:
+        """The job ids just before and just after `job_id` in the primary key's order: whatever shares a prefix
+        with it is between them, so they say how much of it is unique."""
+        before = self._scalar("SELECT job_id FROM jobs WHERE job_id < ? ORDER BY job_id DESC LIMIT 1", (job_id,))
+        after = self._scalar("SELECT job_id FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT 1", (job_id,))
+        return before, after
+
+    def with_key_prefix(self, prefix: str, limit: int, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The latest `limit` jobs by start time whose run key starts with `prefix` (optionally of these statuses).
+
+        Two indexes can serve it and SQLite picks by its statistics: the run key's range (then a sort of what
+        matched), or the start-time index read backwards until `limit` rows matched."""
+        where = "run_key >= ? AND run_key < ?"
+        args: list[Any] = [prefix, _after_prefix(prefix)]
+        if statuses:
+            where += " AND status IN (%s)" % ", ".join("?" for _ in statuses)
+            args += list(statuses)
+        return self._many(
+            "SELECT * FROM jobs WHERE %s ORDER BY started_at DESC, rowid DESC LIMIT ?" % where, args + [limit]
+        )
+
+    def latest_with_status(self, status: str, limit: int) -> list[dict[str, Any]]:
+        """The `limit` jobs of a terminal status that finished last (a range of jobs_status_finished_at)."""
+        return self._many(
+            "SELECT * FROM jobs WHERE status = ? ORDER BY finished_at DESC, rowid DESC LIMIT ?", (status, limit)
+        )
 
     def stopping(self) -> list[dict[str, Any]]:
         """ABORTED jobs whose abort has not finished (no finish time yet): index jobs_status_finished_at."""
@@ -684,10 +751,6 @@ class Store:
             (since,),
             _decode,
         )
-
-    def count_keys_finished_since(self, since: int) -> int:
-        """Distinct run keys with a job finished at or after `since` (the same range)."""
-        return int(self._scalar("SELECT count(DISTINCT run_key) FROM jobs WHERE finished_at >= ?", (since,)))
 
     def job_ids(self) -> Iterator[str]:
         """Every job id, streamed from the primary key's index alone (a covering scan, no table row is read)."""
@@ -806,6 +869,21 @@ class _Transaction:
         for action in after:
             action()
         return False
+
+
+_URI_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~")
+
+
+def uri_path(path: str) -> str:
+    """`path` percent-encoded for an SQLite `file:` URI (every byte but letters, digits and `/-._~`), as
+    urllib.parse.quote would: importing urllib.parse (it imports re, enum and ipaddress) would cost a reader more
+    than its query on a not-found path, which looks in the other state directories."""
+    return "".join(chr(b) if b in _URI_SAFE else "%%%02X" % b for b in os.fsencode(path))
+
+
+def _after_prefix(prefix: str) -> str:
+    """The smallest text after every text that starts with `prefix` (the end of a prefix's range in an index)."""
+    return prefix + "\U0010ffff"
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -1030,11 +1108,32 @@ def open_store(create: bool) -> Store | None:
     return Store(path)
 
 
+def open_store_patiently(seconds: float) -> Store:
+    """open_store(create=True), again with backoff while the database stays locked, for up to `seconds`.
+
+    For the two processes that hold a committed job: its supervisor, which would otherwise exit before launching
+    (the job LOST for a busy lock), and the `start` that spawned it, which would otherwise answer lock_timeout
+    ("nothing was done") for a job that exists. Even in WAL mode a reader can be refused for a while (a writer
+    switching the journal mode, a recovery, hundreds of processes at once), and ORCHESJOB_LOCK_TIMEOUT may be short."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    delay = 0.05
+    while True:
+        try:
+            store = open_store(create=True)
+            assert store is not None  # create=True: it exists or open_store raised
+            return store
+        except LockTimeout:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
 def open_readonly(path: str) -> Store:
     """The database at `path` read-only and as found (doctor): no schema upgrade, nothing created, and closing it
     does not checkpoint the WAL into the file. The caller has checked the file (owner, no link) first."""
-    from urllib.parse import quote
-
     st = Store.__new__(Store)
     st.path = path
     st._after = []
@@ -1044,7 +1143,11 @@ def open_readonly(path: str) -> Store:
     st.foreign = None
     try:
         st.conn = sqlite3.connect(
-            "file:%s?mode=ro" % quote(path), uri=True, timeout=lock_timeout(), isolation_level=None, factory=_Connection
+            "file:%s?mode=ro" % uri_path(path),
+            uri=True,
+            timeout=lock_timeout(),
+            isolation_level=None,
+            factory=_Connection,
         )
         st.conn.row_factory = sqlite3.Row
     except sqlite3.DatabaseError as e:

@@ -17,7 +17,7 @@ import time
 from . import control, home, jobs, life, processes
 from .errors import OrchesjobError
 from .processes import signals as signal
-from .store import ACTIVE, DatabaseError, Store, database_error, open_store
+from .store import ACTIVE, DatabaseError, Store, database_error, open_store_patiently
 from .timeutil import now
 
 TYPE_CHECKING = False
@@ -171,9 +171,8 @@ class Supervisor:
         self.job_id = job_id
         self.notify: int | None = notify
         self.life_fd = life_fd  # the supervisor lock, held until this process exits
-        store = open_store(create=True)
-        assert store is not None  # create=True: it exists or open_store raised
-        self.store: Store = store
+        # a busy lock here would end the job LOST before its launch: wait it out as the writes below do
+        self.store: Store = open_store_patiently(RESULT_RETRY_SECONDS)
         self.target: int | None = None
         # Set just before the target is reaped: from then on its pid and group id may belong to anyone, so nothing
         # (the SIGTERM handler included) signals them any more.

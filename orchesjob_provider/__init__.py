@@ -118,7 +118,7 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": INTEGRATION_NAME,
-                "external-doc-url": "https://pypi.org/project/orchesjob/",
+                "external-doc-url": "https://orchesjob.github.io/orchesjob/",
                 "tags": ["software"],
             }
         ],

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Literal, NoReturn, TypeVar, Union
 
-from orchesjob import CONTRACT_VERSION  # one definition for both sides (the same distribution ships both)
+from orchesjob import CONTRACT_VERSION, __version__  # one definition for both sides (the same distribution ships both)
 from orchesjob.cli import MAX_REQUEST_ID
 from orchesjob.store import ACTIVE, TERMINAL
 from orchesjob_provider.retry import ALWAYS, BEFORE_SEND, KINDS, NEVER
@@ -735,8 +735,10 @@ def check_version(payload: Any) -> dict[str, Any]:
     contract = payload.get("contract")
     if contract != CONTRACT_VERSION:
         raise OrchesjobIncompatibleCli(
-            f"the remote orchesjob {payload.get('version', '?')} speaks JSON contract {contract!r}, this provider "
-            f"speaks {CONTRACT_VERSION}: install matching versions of orchesjob on the host and on Airflow",
+            f"the remote orchesjob {payload.get('version', '?')} speaks JSON contract {contract!r}; this provider is "
+            f"orchesjob {__version__} and speaks JSON contract {CONTRACT_VERSION}: install orchesjob {__version__} "
+            f"on the host (pip install 'orchesjob=={__version__}'), or remove the host's orchesjob so that the "
+            f"provider uses its own copy",
             payload=payload,
         )
     return payload

@@ -35,7 +35,7 @@ say "twine check --strict: both pass"
 # 2. -----------------------------------------------------------------------------------------------------------
 top="orchesjob-$VERSION"
 listing=$(tar -tzf "$SDIST")
-for need in LICENSE CHANGELOG.md README.md pyproject.toml docs/json-contract.md tests/cli/conftest.py \
+for need in LICENSE CHANGELOG.md README.md pyproject.toml mkdocs.yml docs/index.md docs/json-contract.md tests/cli/conftest.py \
   tests/provider/conftest.py tests/support/sshd.py; do
   grep -qx "$top/$need" <<<"$listing" || fail "the sdist lacks $need"
 done

@@ -81,7 +81,7 @@ def show_task_log(output: str, needles: tuple) -> None:
             continue
         m = re.search(r"\[(?:info|warning|error)\s*\]\s(.*?)\s+\[[\w.]+\](?:\s+loc=\S+)?", line)  # Airflow 3
         m = m or re.search(r"\b(?:INFO|WARNING|ERROR) - (.*)$", line)  # Airflow 2
-        print("   | " + (m.group(1) if m else line.strip())[:200])
+        print("   | " + (m.group(1) if m else line.strip()))  # whole: the story is in these lines
 
 
 def main() -> int:

@@ -1,13 +1,19 @@
 """Plain helpers of the CLI black-box tests (imported by conftest.py and the test modules)."""
 
 import collections
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,7 +58,7 @@ def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "orchesjob"] + [str(a) for a in args]
 
 
-def cli_env(home: Path, env: Optional[dict[str, str]] = None) -> dict[str, str]:
+def cli_env(home: Path, env: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, str]:
     e = dict(os.environ)
     e.pop("ORCHESJOB_DEBUG", None)
     e.pop("ORCHESJOB_LOCK_TIMEOUT", None)
@@ -256,3 +262,88 @@ def _kill_leftovers(home: Path) -> None:
                 os.kill(int(name), signal.SIGKILL)
             except OSError:
                 pass
+
+
+# -- a real terminal ------------------------------------------------------------------------------------------------
+def read_until(fd: int, needle: bytes, timeout: float = 30, buf: bytes = b"") -> bytes:
+    """Read from fd until `needle` has arrived; everything read so far."""
+    deadline = time.monotonic() + timeout
+    while needle not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("timed out waiting for %r; got %r" % (needle, buf))
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the pty's other side is closed
+                chunk = b""
+            if not chunk:
+                raise AssertionError("end of output before %r; got %r" % (needle, buf))
+            buf += chunk
+    return buf
+
+
+def read_to_end(fd: int, timeout: float = 30, buf: bytes = b"") -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("output did not end within %ss; got %r" % (timeout, buf))
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return buf
+        if not chunk:
+            return buf
+        buf += chunk
+
+
+class Pty:
+    """The CLI on a real pseudo-terminal (its controlling terminal: Ctrl-C there is SIGINT), `cols` wide."""
+
+    def __init__(self, home: Path, *args: str, env: Optional[dict[str, Optional[str]]] = None, cols: int = 200) -> None:
+        base: dict[str, Optional[str]] = {"COLUMNS": None, "LINES": None, "NO_COLOR": None, "TERM": "xterm"}
+        environ = cli_env(home, dict(base, **(env or {})))
+        argv = cli_argv(*args)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: set the window size, then become the CLI
+            try:
+                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+                os.chdir(REPO_ROOT)
+                os.execve(argv[0], argv, environ)
+            finally:
+                os._exit(127)
+        self.pid, self.fd, self.out = pid, fd, b""
+
+    def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
+        self.out = read_until(self.fd, needle, timeout, self.out)
+        return self.out
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        """(exit status, everything it printed, with the terminal's CR LF turned back into LF)."""
+        self.out = read_to_end(self.fd, timeout, self.out)
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status), self.out.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def with_stderr_on_a_terminal(home: Path, *args: str) -> tuple[int, bytes, str]:
+    """Run the CLI with stdout a pipe and stderr a pseudo-terminal: (exit code, stdout, what the terminal showed)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, {"TERM": "xterm"}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        cwd=REPO_ROOT,
+    )
+    os.close(slave)
+    out, _ = p.communicate(timeout=300)
+    shown = read_to_end(master, 30).decode("utf-8", "replace")
+    os.close(master)
+    return p.returncode, out, shown

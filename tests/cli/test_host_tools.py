@@ -2,12 +2,9 @@
 pseudo-terminal, `ls` on a terminal and not, `doctor` on a healthy home and on homes broken in each way it checks,
 `metrics` read by the real Prometheus parser; and the queries behind them, each served by an index."""
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
 import shlex
 import shutil
 import signal
@@ -15,7 +12,6 @@ import sqlite3
 import struct
 import subprocess
 import sys
-import termios
 import time
 import unicodedata
 from pathlib import Path
@@ -24,11 +20,14 @@ from typing import IO, Optional
 import pytest
 from cli_helpers import (
     REPO_ROOT,
+    Pty,
     _kill_leftovers,
     check_error,
     check_ok,
     cli_argv,
     cli_env,
+    read_to_end,
+    read_until,
     run_cli,
     stat_state,
     wait_until,
@@ -44,43 +43,6 @@ EXIT_INTERRUPTED = 130
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def read_until(fd: int, needle: bytes, timeout: float = 30, buf: bytes = b"") -> bytes:
-    """Read from fd until `needle` has arrived; everything read so far."""
-    deadline = time.monotonic() + timeout
-    while needle not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("timed out waiting for %r; got %r" % (needle, buf))
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:  # EIO: the pty's other side is closed
-                chunk = b""
-            if not chunk:
-                raise AssertionError("end of output before %r; got %r" % (needle, buf))
-            buf += chunk
-    return buf
-
-
-def read_to_end(fd: int, timeout: float = 30, buf: bytes = b"") -> bytes:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError("output did not end within %ss; got %r" % (timeout, buf))
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            return buf
-        if not chunk:
-            return buf
-        buf += chunk
-
-
 def fd_of(stream: Optional[IO[bytes]]) -> int:
     assert stream is not None
     return stream.fileno()
@@ -101,35 +63,6 @@ def follow(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subp
         stderr=subprocess.PIPE,
         cwd=REPO_ROOT,
     )
-
-
-class Pty:
-    """The CLI on a real pseudo-terminal (its controlling terminal: Ctrl-C there is SIGINT), `cols` wide."""
-
-    def __init__(self, home: Path, *args: str, env: Optional[dict[str, Optional[str]]] = None, cols: int = 200) -> None:
-        base: dict[str, Optional[str]] = {"COLUMNS": None, "LINES": None, "NO_COLOR": None, "TERM": "xterm"}
-        environ = cli_env(home, dict(base, **(env or {})))
-        argv = cli_argv(*args)
-        pid, fd = pty.fork()
-        if pid == 0:  # the child: set the window size, then become the CLI
-            try:
-                fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
-                os.chdir(REPO_ROOT)
-                os.execve(argv[0], argv, environ)
-            finally:
-                os._exit(127)
-        self.pid, self.fd, self.out = pid, fd, b""
-
-    def read_until(self, needle: bytes, timeout: float = 30) -> bytes:
-        self.out = read_until(self.fd, needle, timeout, self.out)
-        return self.out
-
-    def finish(self, timeout: float = 30) -> tuple[int, str]:
-        """(exit status, everything it printed, with the terminal's CR LF turned back into LF)."""
-        self.out = read_to_end(self.fd, timeout, self.out)
-        _, status = os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status), self.out.decode("utf-8", "replace").replace("\r\n", "\n")
 
 
 def gate_job(start_job, tmp_path: Path, key: str, before: str, after: str, code: int = 0, stream: str = ""):
@@ -349,15 +282,19 @@ def test_ls_lists_the_running_jobs_by_default_without_colour_on_a_pipe(run, star
     assert r.code == 0 and r.err == ""
     assert "\x1b[" not in r.out
     rows = _table(r.out)
-    assert rows[0] == ["RUN", "KEY", "ATTEMPT", "STATUS", "STARTED", "DURATION", "EXIT", "PID"]
-    assert sorted(row[0] for row in rows[1:]) == ["runs-a", "runs-b"]
+    assert rows[0] == ["JOB", "ID", "RUN", "KEY", "ATTEMPT", "STATUS", "STARTED", "DURATION", "EXIT", "PID"]
+    assert sorted(row[1] for row in rows[1:]) == ["runs-a", "runs-b"]
+    by_key = {"runs-a": a, "runs-b": b}
     for row in rows[1:]:
-        assert row[1:3] == ["1", "RUNNING"] and row[-2] == "-"
-        assert int(row[-1]) in (a["pid"], b["pid"])
-    # the JSON rows are the same rows
+        assert row[2:4] == ["1", "RUNNING"] and row[-2] == "-"
+        assert int(row[-1]) == by_key[row[1]]["pid"]
+        assert row[0] == by_key[row[1]]["job_id"][:8]  # the short id: a prefix status, logs, wait and abort take
+    # the JSON rows are the same rows, with both ids; --format json is the same as --json
     rows_json = check_ok(run("ls", "--json"))
-    assert [j["run_key"] for j in rows_json] == [row[0] for row in rows[1:]]
+    assert [j["run_key"] for j in rows_json] == [row[1] for row in rows[1:]]
+    assert [j["short_id"] for j in rows_json] == [row[0] for row in rows[1:]]
     assert {j["pid"] for j in rows_json} == {a["pid"], b["pid"]}
+    assert check_ok(run("ls", "--format", "json")) == rows_json
 
 
 def test_ls_last_and_run_key(run, start_job):
@@ -367,10 +304,10 @@ def test_ls_last_and_run_key(run, start_job):
     time.sleep(1.1)  # the same: a later whole second for the next start
     start_job("other", "true", opts=("--sync",))
     rows = _table(run("ls", "--last", "2").out)[1:]
-    assert [(r[0], r[1], r[2]) for r in rows] == [("other", "1", "SUCCEEDED"), ("k", "2", "FAILED")]
+    assert [(r[1], r[2], r[3]) for r in rows] == [("other", "1", "SUCCEEDED"), ("k", "2", "FAILED")]
     assert rows[0][-2] == "0" and rows[1][-2] == "SIGTERM"
     rows = _table(run("ls", "--run-key", "k").out)[1:]
-    assert [(r[0], r[1], r[2], r[-2]) for r in rows] == [("k", "2", "FAILED", "SIGTERM"), ("k", "1", "FAILED", "4")]
+    assert [(r[1], r[2], r[3], r[-2]) for r in rows] == [("k", "2", "FAILED", "SIGTERM"), ("k", "1", "FAILED", "4")]
     assert len(_table(run("ls", "--run-key", "k", "--last", "1").out)) == 2
     rows_json = check_ok(run("ls", "--last", "3", "--json"))
     assert [(j["run_key"], j["attempt_no"], j["status"], j["exit_code"], j["signal_name"]) for j in rows_json] == [
@@ -402,8 +339,10 @@ def test_ls_fits_the_terminal_eliding_long_run_keys_in_the_middle(home, run, sta
     out = run("ls", env={"COLUMNS": "80"}).out
     lines = out.splitlines()
     assert all(cell_width(line) <= 80 for line in lines), out
-    elided = [line for line in lines if line.startswith("start-")]
+    elided = [line for line in lines if line.split()[1].startswith("start-")]
     assert len(elided) == 1 and "-end " in elided[0] and "\u2026" in elided[0] and long_key not in out
+    # 80 columns leave the run key too little room even so: the start time loses its year and seconds
+    assert re.search(r"  \d\d-\d\d \d\d:\d\d  ", elided[0]) and not re.search(r"\d\d:\d\d:\d\d", out), out
     # the terminal's own width
     code, out = Pty(home, "ls", cols=90, env={"NO_COLOR": "1"}).finish()
     assert code == 0
@@ -809,8 +748,9 @@ def test_metrics_on_a_fresh_host(run):
     m = parse_metrics(r.out)
     statuses = ("STARTING", "RUNNING", "SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
     assert {lbl["status"]: v for lbl, v in m["orchesjob_jobs"]} == dict.fromkeys(statuses, 0)
-    assert m["orchesjob_running_jobs"] == [({}, 0)] and m["orchesjob_run_key_last_success"] == []
+    assert m["orchesjob_running_jobs"] == [({}, 0)] and m["orchesjob_family_last_success"] == []
     assert m["orchesjob_recent_window_seconds"] == [({}, 86400)]
+    assert m["orchesjob_running_job_info"] == [] and m["orchesjob_families_omitted"] == [({}, 0)]
 
 
 def test_metrics_parsed_by_the_prometheus_parser(home, run, start_job, ok):
@@ -848,28 +788,103 @@ def test_metrics_parsed_by_the_prometheus_parser(home, run, start_job, ok):
     assert recent == {"SUCCEEDED": 2, "FAILED": 2, "LOST": 1, "CANCELLED": 0, "ABORTED": 1}
     assert m["orchesjob_running_jobs"] == [({}, 1)]
     assert 30 <= m["orchesjob_oldest_running_job_age_seconds"][0][1] < 120
-    success = {lbl["run_key"]: v for lbl, v in m["orchesjob_run_key_last_success"]}
+    # keys without a "/" are families of their own at the default depth (1)
+    success = {lbl["family"]: v for lbl, v in m["orchesjob_family_last_success"]}
     assert success == {odd_key: 1, "failing": 1, "killed": 0, "aborted": 0, "lost": 0}  # "old" is out of the window
-    status = {lbl["run_key"]: lbl["status"] for lbl, _ in m["orchesjob_run_key_last_status"]}
+    status = {lbl["family"]: lbl["status"] for lbl, _ in m["orchesjob_family_last_status"]}
     assert status["killed"] == "FAILED" and status["aborted"] == "ABORTED" and status["lost"] == "LOST"
-    codes = {lbl["run_key"]: v for lbl, v in m["orchesjob_run_key_last_exit_code"]}
+    codes = {lbl["family"]: v for lbl, v in m["orchesjob_family_last_exit_code"]}
     assert codes["failing"] == 0 and "killed" not in codes
-    assert {lbl["run_key"]: v for lbl, v in m["orchesjob_run_key_last_attempt"]}["failing"] == 2
-    finish = {lbl["run_key"]: v for lbl, v in m["orchesjob_run_key_last_finish_time_seconds"]}
+    assert {lbl["family"]: v for lbl, v in m["orchesjob_family_last_attempt"]}["failing"] == 2
+    finish = {lbl["family"]: v for lbl, v in m["orchesjob_family_last_finish_time_seconds"]}
     assert abs(finish[odd_key] - time.time()) < 120
-    assert m["orchesjob_run_keys_omitted"] == [({}, 0)]
+    assert m["orchesjob_families_omitted"] == [({}, 0)]
     assert m["orchesjob_database_size_bytes"][0][1] == (home / "orchesjob.db").stat().st_size
+    # the running job: counted in its family, and named in the one series that names runs
+    assert m["orchesjob_family_running_jobs"] == [({"family": "running"}, 1)]
+    assert m["orchesjob_family_oldest_running_start_time_seconds"] == [
+        ({"family": "running"}, running["started_at"] - 30)
+    ]
+    assert m["orchesjob_running_job_info"] == [
+        (
+            {
+                "family": "running",
+                "job_id": running["job_id"],
+                "run_key": "running",
+                "run_id": "running",
+                "attempt": "1",
+            },
+            1,
+        )
+    ]
     # the label value is escaped as the format says
-    assert 'run_key="quote \\" back \\\\ slash \u00e9t\u00e9"' in r.out
-    # a wider window takes "old" in; --max-keys bounds the keys and says how many were left out
+    assert 'family="quote \\" back \\\\ slash \u00e9t\u00e9"' in r.out
+    # a wider window takes "old" in; --max-families bounds the families and says how many were left out
     m = parse_metrics(run("metrics", "--recent-hours", "48").out)
-    assert "old" in {lbl["run_key"] for lbl, _ in m["orchesjob_run_key_last_success"]}
-    m = parse_metrics(run("metrics", "--max-keys", "2").out)
-    assert len(m["orchesjob_run_key_last_success"]) == 2 and m["orchesjob_run_keys_omitted"] == [({}, 3)]
-    assert {lbl["run_key"] for lbl, _ in m["orchesjob_run_key_last_success"]} == {"lost", "aborted"}
-    m = parse_metrics(run("metrics", "--max-keys", "0", "--recent-hours", "0.5").out)
-    assert m["orchesjob_run_key_last_success"] == [] and m["orchesjob_run_keys_omitted"] == [({}, 5)]
+    assert "old" in {lbl["family"] for lbl, _ in m["orchesjob_family_last_success"]}
+    m = parse_metrics(run("metrics", "--max-families", "2").out)
+    assert len(m["orchesjob_family_last_success"]) == 2 and m["orchesjob_families_omitted"] == [({}, 3)]
+    assert {lbl["family"] for lbl, _ in m["orchesjob_family_last_success"]} == {"lost", "aborted"}
+    m = parse_metrics(run("metrics", "--max-families", "0", "--recent-hours", "0.5").out)
+    assert m["orchesjob_family_last_success"] == [] and m["orchesjob_families_omitted"] == [({}, 5)]
     assert m["orchesjob_recent_window_seconds"] == [({}, 1800)]
+    # the name --max-families had in 2.0.0 still works
+    m = parse_metrics(run("metrics", "--max-keys", "2").out)
+    assert len(m["orchesjob_family_last_success"]) == 2 and m["orchesjob_families_omitted"] == [({}, 3)]
+
+
+def test_metrics_series_are_per_job_family_never_per_run(home, run, start_job, ok):
+    """Thirty runs of one Airflow task are one series with dag_id and task_id; other keys group by their first
+    --family-depth parts; only running jobs have a series naming their run."""
+    for day in range(1, 31):
+        key = "airflow/etl/load/scheduled__2026-05-%02dT00:00:00+00:00" % day
+        start_job(key, "sh", "-c", "exit %d" % (0 if day < 30 else 3), opts=("--sync",))
+        time.sleep(0.02)
+    start_job("airflow/etl/extract/manual__2026-05-30/0", "true", opts=("--sync",))  # a mapped task's index
+    start_job("billing/2026-05-01", "true", opts=("--sync",))
+    time.sleep(1.1)  # finish times are whole seconds: the latest of billing must be unambiguous
+    start_job("billing/2026-05-02", "sh", "-c", "exit 1", opts=("--sync",))
+    live = start_job("airflow/etl/load/manual__2026-05-31", "sleep", "60")
+    m = parse_metrics(check_ok_text(run("metrics")))
+    last = {lbl["family"]: (lbl.get("dag_id"), lbl.get("task_id"), v) for lbl, v in m["orchesjob_family_last_success"]}
+    assert last == {
+        "airflow/etl/load": ("etl", "load", 0),  # the 30th run failed: one series, the latest outcome
+        "airflow/etl/extract": ("etl", "extract", 1),
+        "billing": (None, None, 0),
+    }
+    for name, samples in m.items():
+        if name != "orchesjob_running_job_info":
+            assert not any("run_key" in lbl or "run_id" in lbl or "job_id" in lbl for lbl, _ in samples), name
+    info = m["orchesjob_running_job_info"]
+    assert info == [
+        (
+            {
+                "family": "airflow/etl/load",
+                "dag_id": "etl",
+                "task_id": "load",
+                "job_id": live["job_id"],
+                "run_key": "airflow/etl/load/manual__2026-05-31",
+                "run_id": "manual__2026-05-31",
+                "attempt": "1",
+            },
+            1,
+        )
+    ]
+    assert m["orchesjob_family_running_jobs"] == [
+        ({"family": "airflow/etl/load", "dag_id": "etl", "task_id": "load"}, 1)
+    ]
+    # a deeper family for the other keys; the provider's keys keep dag and task
+    m = parse_metrics(check_ok_text(run("metrics", "--family-depth", "2")))
+    families = {lbl["family"] for lbl, _ in m["orchesjob_family_last_success"]}
+    assert families == {"airflow/etl/load", "airflow/etl/extract", "billing/2026-05-01", "billing/2026-05-02"}
+    ok("abort", "--job-id", live["job_id"], "--grace-seconds", "1")
+    m = parse_metrics(check_ok_text(run("metrics")))
+    assert m["orchesjob_running_job_info"] == [] and m["orchesjob_family_running_jobs"] == []
+
+
+def check_ok_text(r) -> str:
+    assert r.code == 0 and r.err == "", r
+    return r.out
 
 
 def test_metrics_bad_flags(run):
@@ -878,8 +893,12 @@ def test_metrics_bad_flags(run):
         ("--recent-hours", "-1"),
         ("--recent-hours", "nan"),
         ("--recent-hours", "soon"),
+        ("--max-families", "-1"),
+        ("--max-families", "many"),
+        ("--family-depth", "0"),
+        ("--family-depth", "deep"),
         ("--max-keys", "-1"),
-        ("--max-keys", "many"),
+        ("--max-keys", "5", "--max-families", "5"),
     ):
         check_error(run("metrics", *args), 2, "invalid_argument")
 
@@ -936,7 +955,7 @@ def test_the_queries_of_ls_doctor_and_metrics_are_served_by_indexes(monkeypatch,
     table.select(st, 20, None)
     table.select(st, None, "k3")
     table.select(st, None, None)
-    metrics.collect(st, st.path, 3600, 5)  # 5 of 30 keys: the distinct count runs too
+    metrics.collect(st, st.path, 3600, 5)  # 5 of 30 families: the rest of the window is read to count them
     doctor_mod.Doctor(fix=False).run()
     jobs.lookup(st, "k1", None)
     monkeypatch.setattr(store._Connection, "execute", real)

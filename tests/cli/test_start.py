@@ -13,12 +13,15 @@ from orchesjob import CONTRACT_VERSION
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_version_command_and_flag(ok):
-    for args in (("version",), ("--version",)):
-        v = ok(*args)
-        assert re.match(r"^\d+\.\d+\.\d+", v["version"]), v
-        assert v["contract"] == CONTRACT_VERSION
-        assert v["python"] == sys.version.split()[0]
+def test_version_command_and_flag(ok, run):
+    v = ok("version")  # for programs: JSON
+    assert re.match(r"^\d+\.\d+\.\d+$", v["version"]), v
+    assert v["contract"] == CONTRACT_VERSION
+    assert v["python"] == sys.version.split()[0]
+    for flag in ("--version", "-V"):  # for people (and as orchesjob 1.1.0 answered it): one line
+        r = run(flag)
+        assert r.code == 0 and r.err == ""
+        assert r.out == "orchesjob %s, JSON contract %d\n" % (v["version"], CONTRACT_VERSION)
 
 
 def test_start_async_returns_running_job_with_every_field(ok, start_job, home, wait_terminal):

@@ -76,7 +76,10 @@ def test_argv_parser_takes_the_command_verbatim():
         ["status", "--all=1"],
         ["status", "--nope"],
         ["status", "--run-key", "a", "--run-key", "b"],
-        ["logs", "stray"],
+        ["logs", "a-job", "another"],
+        ["version", "stray"],
+        ["ls", "stray"],
+        ["status", "a-job", "--", "more"],
         ["frobnicate"],
         [],
     ],
@@ -84,3 +87,13 @@ def test_argv_parser_takes_the_command_verbatim():
 def test_argv_parser_rejects(bad):
     with pytest.raises(InvalidArgument):
         argv.parse(bad)
+
+
+def test_uri_path_encodes_as_urllib_would_and_takes_any_file_name():
+    from urllib.parse import quote
+
+    from orchesjob.store import uri_path
+
+    for path in ("/var/lib/orchesjob/orchesjob.db", "/tmp/a b/\u00fc?#%x", "/h/~user/x-y_z.db"):
+        assert uri_path(path) == quote(path)
+    assert uri_path("/x/\udcff") == "/x/%FF"  # a file name that is no UTF-8: its byte, as the file system has it

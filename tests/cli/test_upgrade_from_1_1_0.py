@@ -41,6 +41,7 @@ from cli_helpers import (
     stat_state,
     wait_pids_gone,
     wait_until,
+    with_stderr_on_a_terminal,
 )
 
 from orchesjob.store import SCHEMA_VERSION
@@ -242,6 +243,23 @@ def test_reads_of_a_1_1_0_database_write_nothing(v110, pristine, home, tmp_path,
 
 
 # -- the upgrade ----------------------------------------------------------------------------------------------------
+
+
+def test_the_upgrade_shows_its_progress_when_stderr_is_a_terminal(pristine, home):
+    """A big 1.1.0 database takes seconds to upgrade: on a terminal each phase is counted on stderr, and erased."""
+    copy_state(pristine, home)
+    conn = sqlite3.connect(str(db_path(home)))
+    jobs = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    conn.close()
+    code, out, shown = with_stderr_on_a_terminal(home, "unlock", "--run-key", "failed")
+    assert code == 0 and json.loads(out)["migrated_from"]["version"] == "1.1.0"
+    for phase in ("checking %d jobs" % jobs, "converting %d jobs" % jobs):
+        assert "orchesjob: upgrading the orchesjob 1.1.0 database: %s: %d / %d (100%%)" % (phase, jobs, jobs) in shown
+    assert "upgrading the orchesjob 1.1.0 database: backing it up: " in shown
+    assert "orchesjob: making the 1.1.0 logs private (600): %d / %d" % (2 * jobs, 2 * jobs) in shown
+    assert "orchesjob: warning: upgraded the orchesjob 1.1.0 database" in shown
+
+
 def test_the_first_write_upgrades_in_place_and_everything_survives(v110, home, run, ok, tmp_path):
     build_history(v110, home)
     theirs = {k: v110.ok(home, "status", "--all", "--run-key", k) for k in KEYS}

@@ -511,7 +511,8 @@ def check_call(sandbox: Sandbox, argv: list[str], family: str) -> None:
     if os.environ.get("ORCHESJOB_FUZZ_DEBUG"):
         print(r.code, (r.json or {}).get("message", "")[:80] if r.code else argv[:6])
     shown = [a if len(a) < 80 else a[:40] + "...(%d chars)" % len(a) for a in argv]
-    raw_ok = r.code == 0 and (argv[0] == "logs" or r.out.startswith("usage: orchesjob"))
+    # plain text for people: a log, usage, and --version's one line
+    raw_ok = r.code == 0 and (argv[0] in ("logs", "--version", "-V") or r.out.startswith("usage: orchesjob"))
     problems = contract_problems(r, raw_ok=raw_ok)
     if r.code != 0 and not problems:
         sandbox.wait_idle()

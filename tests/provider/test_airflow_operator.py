@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -320,31 +321,58 @@ def test_injection_strings_given_to_the_operator_arrive_literally(af: AirflowCas
 
 
 def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: AirflowCase) -> None:
+    """Each task's job prints its first lines, then waits on a gate that this test opens only once those lines are
+    in the task log: the job cannot end before its first output is shown (streamed, not collected at the end). A
+    job whose gate never opens exits 3 and fails its task."""
+    gates = {t: af.workdir / f"gate.{t}" for t in ("D", "P")}
     command = [
         "sh",
         "-c",
-        ('echo "alpha $T \'q\' \\$(x) ✓"; echo "warn $T" >&2; sleep 3; echo "beta $T"; sleep 1; printf "tail $T"'),
+        (
+            'echo "alpha $T \'q\' \\$(x) ✓"; echo "warn $T" >&2; i=0; '
+            'while [ ! -e "$G" ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done; [ -e "$G" ] || exit 3; '
+            'echo "beta $T"; sleep 1; printf "tail $T"'
+        ),
     ]
     spec = {
         "dag_id": "t_logs",
         "tasks": [
-            {"task_id": "deferred", "kwargs": {"command": command, "env": {"T": "D"}, "poll_interval": 10}},
+            {
+                "task_id": "deferred",
+                "kwargs": {"command": command, "env": {"T": "D", "G": str(gates["D"])}, "poll_interval": 10},
+            },
             {
                 "task_id": "polling",
-                "kwargs": {"command": command, "env": {"T": "P"}, "poll_interval": 10, "deferrable": False},
+                "kwargs": {
+                    "command": command,
+                    "env": {"T": "P", "G": str(gates["P"])},
+                    "poll_interval": 10,
+                    "deferrable": False,
+                },
             },
         ],
     }
-    run = af.dags_test(spec=spec)
+    worker = af.start_dags_test(spec=spec)
+    try:
+        deadline = time.monotonic() + 240
+        while worker.running() and not all(g.exists() for g in gates.values()) and time.monotonic() < deadline:
+            shown = texts(worker.output())
+            for t, gate in gates.items():
+                if f"alpha {t} 'q' $(x) ✓" in shown and not gate.exists():
+                    gate.touch()  # the first line is in the task log while the job still runs
+            time.sleep(0.2)
+        run = af.keep(worker.wait(timeout=240))
+    finally:
+        worker.stop()
     ok(run)
+    assert all(g.exists() for g in gates.values()), "a job's first line never reached the task log while it ran"
     assert "Pausing task as DEFERRED" in run.output or "running trigger in line" in run.output
     out, err = texts(run.output), texts(run.output, "stderr")
     for t in ("D", "P"):
         assert [line for line in out if f" {t}" in line] == [f"alpha {t} 'q' $(x) ✓", f"beta {t}", f"tail {t}"]
         assert [line for line in err if f" {t}" in line] == [f"warn {t}"]
         alpha = first_time(run.output, "stdout", f"alpha {t} 'q' $(x) ✓")
-        end = first_time(run.output, "stdout", f"tail {t}")
-        assert alpha < end - 2.5, (t, alpha, end)
+        assert alpha <= first_time(run.output, "stdout", f"tail {t}")
     assert len(out) == 6 and len(err) == 2
     assert log_records(run.output)  # the parser understood this Airflow's log format
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import orchesjob
 from orchesjob import CONTRACT_VERSION
 
 if not os.environ.get("CI"):
@@ -374,8 +375,14 @@ def test_no_status_or_no_json_is_a_transport_error(out, code) -> None:
 
 def test_check_version() -> None:
     assert cmd.check_version({"version": "1.2.3", "contract": CONTRACT_VERSION})["contract"] == CONTRACT_VERSION
-    with pytest.raises(OrchesjobIncompatibleCli, match="contract 1"):
+    with pytest.raises(OrchesjobIncompatibleCli, match="contract 1") as refused:
         cmd.check_version({"version": "0.1.0", "contract": 1})  # predates --request-id
+    # both versions and what to do, in the words a user reads in the task log
+    assert "the remote orchesjob 0.1.0 speaks JSON contract 1" in str(refused.value)
+    assert f"this provider is orchesjob {orchesjob.__version__} and speaks JSON contract {CONTRACT_VERSION}" in str(
+        refused.value
+    )
+    assert f"pip install 'orchesjob=={orchesjob.__version__}'" in str(refused.value)
     with pytest.raises(OrchesjobIncompatibleCli, match="contract 2"):
         cmd.check_version({"version": "0.1.0", "contract": 2})  # predates requests on stdin
     with pytest.raises(OrchesjobIncompatibleCli, match="contract 99"):

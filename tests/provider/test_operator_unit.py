@@ -839,6 +839,7 @@ def test_a_late_trigger_of_a_job_that_succeeded_in_time_succeeds_the_task(make_o
         op.execute(ctx)
     trigger = deferred.value.trigger
     wait_status(cli, trigger.job_id, ("SUCCEEDED",))
+    # the condition is the wall clock itself: the task resumes after its deadline (time.time() is what it reads)
     time.sleep(max(0.0, trigger.deadline - time.time()) + 0.5)
     resumed = make_op(command=sh_job(f"echo run >> {marker}; echo quick"), execution_timeout=timedelta(seconds=7))
     log = record_log(resumed)

@@ -264,6 +264,7 @@ def test_a_sensor_by_run_key_whose_trigger_starts_late_finds_the_job_that_appear
         sensor.execute(ctx)
     assert deferred.value.trigger.job_id is None
     host.start("late-appears", ["sh", "-c", "echo appeared"], sync=True)
+    # the condition is the wall clock itself: the task resumes after its deadline (time.time() is what it reads)
     time.sleep(max(0.0, deferred.value.trigger.deadline - time.time()) + 0.5)
     result = drive(sensor, ctx, deferred.value)
     assert result["run_key"] == "late-appears" and result["status"] == "SUCCEEDED"
