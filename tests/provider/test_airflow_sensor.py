@@ -39,7 +39,6 @@ def test_example_sensor_waits_for_the_job_the_producer_dag_starts(af: AirflowCas
     assert job["job_id"] == af.sandbox.xcom("example_orchesjob_producer", "export")["job_id"]
 
 
-@pytest.mark.versions
 def test_sensor_outcomes_in_deferrable_and_poke_mode(af: AirflowCase) -> None:
     af.cli("start", "--run-key", "ok", "--sync", "--", "true")
     af.cli("start", "--run-key", "bad", "--sync", "--", "sh", "-c", "exit 3")

@@ -290,7 +290,6 @@ def _body(sshd: SshServer, orchesjob_launcher: str, **changes: Any) -> dict[str,
     return body
 
 
-@pytest.mark.versions
 def test_ui_test_button_runs_orchesjob_version(api_server: ApiServer, sshd: SshServer, orchesjob_launcher: str) -> None:
     status, answer = api_server.test(_body(sshd, orchesjob_launcher))
     assert status == 200, answer
