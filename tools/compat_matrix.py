@@ -52,13 +52,18 @@ print(json.dumps({
 _RESULT = re.compile(r"^=*\s*((?:\d+ [a-z]+(?:, )?)+) in [\d.]+s")
 
 
+# What a test's outcome can be; pytest's line also counts tests it did not run (deselected) and warnings.
+_OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed", "error", "errors")
+
+
 def pytest_result(log: str) -> str | None:
-    """The counts of pytest's last closing line in a stage's output ("236 passed, 1 skipped"), if any."""
+    """The outcomes of pytest's last closing line in a stage's output ("236 passed, 1 skipped"), if any."""
     found = None
     for line in log.splitlines():
         match = _RESULT.match(line.strip())
         if match:
-            found = match.group(1).rstrip(", ")
+            parts = [part.strip() for part in match.group(1).split(",")]
+            found = ", ".join(part for part in parts if part.split(" ")[-1] in _OUTCOMES)
     return found
 
 
