@@ -59,8 +59,10 @@ define make_venv
 	touch $(1)/.installed
 endef
 
-# The project with its test, airflow and docs extras (a variable: a comma in $(call ...)'s arguments would split them).
-PROJECT_ALL := -e '.[test,airflow,docs]'
+# The project with its extras (variables: a comma in $(call ...)'s arguments would split them). The live suite needs
+# the `live` extra (Celery, PostgreSQL and Redis clients), also in the 3.0.6 venv whose live tests run there.
+PROJECT_ALL := -e '.[test,airflow,live,docs]'
+PROJECT_LIVE := -e '.[airflow,live]'
 PROJECT_TEST := -e '.[test,airflow]'
 
 $(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS) | $(UV)
@@ -73,7 +75,7 @@ $(STAMP_AF2): pyproject.toml $(AIRFLOW_211_CONSTRAINTS) | $(UV)
 
 $(STAMP_AF306): pyproject.toml $(AIRFLOW_306_CONSTRAINTS) | $(UV)
 	$(call make_venv,$(VENV_AF306),$$(tools/find-python.sh $(AIRFLOW_306_PYTHON) $(UV)),$(AIRFLOW_306_CONSTRAINTS),\
-	  apache-airflow==$(AIRFLOW_306_VERSION) apache-airflow-providers-fab -e '.[airflow]' $(MWAA_TEST_TOOLS))
+	  apache-airflow==$(AIRFLOW_306_VERSION) apache-airflow-providers-fab $(PROJECT_LIVE) $(MWAA_TEST_TOOLS))
 
 $(STAMP_AF2103): pyproject.toml $(AIRFLOW_2103_CONSTRAINTS) | $(UV)
 	$(call make_venv,$(VENV_AF2103),$$(tools/find-python.sh $(AIRFLOW_2103_PYTHON) $(UV)),$(AIRFLOW_2103_CONSTRAINTS),\
@@ -106,7 +108,7 @@ stage-main-faults: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/faults
 stage-main-live: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/live
-	$(call record,$(@:stage-%=%),$(PY),$(AIRFLOW_MAIN_CONSTRAINTS),live: all,LocalExecutor)
+	$(call record,$(@:stage-%=%),$(PY),$(AIRFLOW_MAIN_CONSTRAINTS),live: all,CeleryExecutor)
 stage-airflow211: $(STAMP_AF2)
 	tools/stage.sh $(@:stage-%=%) $(VENV_AF2)/bin/python $(PYTEST) tests/provider
 	$(call record,$(@:stage-%=%),$(VENV_AF2)/bin/python,$(AIRFLOW_211_CONSTRAINTS),provider: all,airflow dags test / tasks test)
@@ -118,7 +120,7 @@ stage-airflow2103: $(STAMP_AF2103)
 	$(call record,$(@:stage-%=%),$(VENV_AF2103)/bin/python,$(AIRFLOW_2103_CONSTRAINTS),provider: versions,airflow dags test / tasks test)
 stage-live306: $(STAMP_AF306)
 	tools/stage.sh $(@:stage-%=%) $(VENV_AF306)/bin/python $(PYTEST) -m versions tests/live
-	$(call record,$(@:stage-%=%),$(VENV_AF306)/bin/python,$(AIRFLOW_306_CONSTRAINTS),live: versions,LocalExecutor)
+	$(call record,$(@:stage-%=%),$(VENV_AF306)/bin/python,$(AIRFLOW_306_CONSTRAINTS),live: versions,CeleryExecutor)
 stage-pythons:
 	tools/stage.sh $(@:stage-%=%) bash tools/test-other-pythons.sh
 stage-reference: $(STAMP)

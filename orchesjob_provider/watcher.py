@@ -21,11 +21,17 @@ How the guarantees of a trigger are kept:
   subscribers that give up get an ``error`` event naming it: the loop never restarts itself at once. One
   subscriber's end (its job ended, was cleaned, its task was killed) never disturbs the others. The last subscriber
   leaving closes the connection, which also ends the host's call.
+- Each subscriber's lines and messages are logged in the context of its own trigger (``contextvars``, captured when
+  it subscribes): Airflow 3's triggerer tells which trigger a log line belongs to by context variables bound in
+  the trigger's task, and the watcher's loop is a task of its own. Logged from the loop's context, every job's
+  lines would land in the log of whichever trigger happened to start the loop. The loop itself runs in an empty
+  context, so what concerns the connection (asyncssh's messages) goes to the triggerer's own log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -85,6 +91,9 @@ class Subscription:
         self.quiet_after = quiet_after
         self.log = log
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        # The trigger's context (its task's, where the triggerer bound the trigger's log fields): everything this
+        # subscription logs, it logs in there, whichever task calls it.
+        self.context = contextvars.copy_context()
 
     def entry(self) -> cmd.WatchEntry:
         relay = self.relay
@@ -104,6 +113,9 @@ class Subscription:
 
     def handle(self, answer: Mapping[str, Any]) -> None:
         """Take one answer: log its lines, and finish when the job has ended and its log is all out."""
+        self.context.run(self._handle_and_record, answer)
+
+    def _handle_and_record(self, answer: Mapping[str, Any]) -> None:
         try:
             self._handle(answer)
         finally:
@@ -151,6 +163,9 @@ class Subscription:
     def transport_failed(self, exc: BaseException, failures: int, hopeless: bool) -> None:
         """A call failed (``failures`` in a row); give up when it cannot get better or this subscriber's patience
         is over. ``exc`` is an ``OrchesjobError``, or any other exception the watcher's call raised."""
+        self.context.run(self._transport_failed, exc, failures, hopeless)
+
+    def _transport_failed(self, exc: BaseException, failures: int, hopeless: bool) -> None:
         if hopeless or failures > self.max_connection_errors:
             if self.relay is not None:
                 self.relay.flush()
@@ -161,6 +176,9 @@ class Subscription:
             )
 
     def fail(self, exc: OrchesjobError) -> None:
+        self.context.run(self._fail, exc)
+
+    def _fail(self, exc: OrchesjobError) -> None:
         if self.relay is not None:
             self.relay.flush()
         self._finish("error", error_type=exc.error_type, message=str(exc))
@@ -207,7 +225,7 @@ class SharedWatcher:
     def subscribe(self, sub: Subscription) -> None:
         self.subs[id(sub)] = sub
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._loop())
+            self.task = self._start_loop()
         elif self.hook is not None:
             self.hook.wake()  # the long poll in flight (or the next) does not know this job yet: have it answer now
 
@@ -215,6 +233,11 @@ class SharedWatcher:
         self.subs.pop(id(sub), None)
         if not self.subs and self.hook is not None:
             self.hook.wake()  # nobody waits for the poll in flight any more; the loop then closes the connection
+
+    def _start_loop(self) -> asyncio.Task[None]:
+        """The loop as a task in an empty context: it serves every subscriber, so it must not carry the context
+        (the log fields) of the trigger that happened to subscribe first."""
+        return contextvars.Context().run(asyncio.get_running_loop().create_task, self._loop())
 
     async def _loop(self) -> None:
         failures = 0
@@ -264,7 +287,7 @@ class SharedWatcher:
         finally:
             await self._close_hook()
             if self.subs:  # someone subscribed while the connection was closing: serve them on a new one
-                self.task = asyncio.get_running_loop().create_task(self._loop())
+                self.task = self._start_loop()
             elif self.on_idle is not None:
                 self.on_idle(self)
 
@@ -276,8 +299,14 @@ class SharedWatcher:
         self._drop_finished()
         if self.subs:
             pause = self.retry.delay(failures)
-            batch[0].log.warning(
-                "watching %d job(s): %s; retry %d in %.1fs", len(self.subs), describe(exc), failures, pause
+            first = batch[0]
+            first.context.run(
+                first.log.warning,
+                "watching %d job(s): %s; retry %d in %.1fs",
+                len(self.subs),
+                describe(exc),
+                failures,
+                pause,
             )
             await asyncio.sleep(pause)
 

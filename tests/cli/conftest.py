@@ -29,6 +29,8 @@ from tests.support.v110 import v110  # noqa: F401 - the session fixture of a rea
 # every CLI the tests start would ignore it too. Handling it in this process instead makes exec reset it to the
 # default in every child, as in a run from a terminal.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+# Likewise SIGHUP, which a run under `nohup` inherits ignored: the hang-up tests expect a caller to die of it.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------

@@ -1,6 +1,12 @@
 """What becomes of a deferred task's job when Airflow kills, clears, hands over or times out the task, on a live
-Airflow 3 deployment (real api-server, scheduler, dag-processor, two triggerers, LocalExecutor workers) and a real
-sshd. Each test triggers its own DAG run through the REST API and counts the job's executions on the host.
+Airflow 3 deployment in its production shape (tests/support/prod_airflow.py: PostgreSQL, Redis, CeleryExecutor with
+two workers, two triggerers, scheduler, dag-processor, api-server) and a real sshd. Each test triggers its own DAG
+run through the REST API and counts the job's executions on the host.
+
+Where a kill path asks Airflow whether the task instance still wants its job (``on_kill`` of a trigger Airflow
+cancelled), the answer may not come within the provider's time limit on a loaded machine (the triggerer's
+supervisor answers the question between its own database work); the job is then left running with a WARNING that
+names the command that aborts it. The tests accept either answer that leaves the job alone, and never an abort.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
 
 DAG = "orchesjob_live"
 TASK = "job"
+# The reasons with which a kill path leaves a job running: Airflow said the task instance still wants it, or
+# Airflow could not say in time (see the module docstring).
+LEFT_RUNNING = ("still wants the job", "Airflow could not say")
 
 
 def run_key(dag_id: str, run_id: str) -> str:
@@ -69,7 +78,7 @@ def test_clearing_a_deferred_task_reattaches_and_the_job_runs_once(live_airflow:
     first = live.task_log(DAG, run_id, TASK, 1)
     assert "; aborting job" not in first and "aborted job" not in first
     if "invoking on_kill" in first:
-        assert f"Not aborting job {job['job_id']}" in first and "still wants the job" in first
+        assert f"Not aborting job {job['job_id']}" in first and any(r in first for r in LEFT_RUNNING), first[-3000:]
 
 
 @pytest.mark.timeout(300)
@@ -90,7 +99,8 @@ def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(
     assert host.runs("stall") == ["run"]
     # Resumed, the stalled triggerer found its trigger taken away and ran on_kill, which asked and declined.
     stalled = live.task_log(DAG, run_id, TASK, 1, triggerer=holder)
-    assert "invoking on_kill" in stalled and "still wants the job" in stalled, stalled[-3000:]
+    assert "invoking on_kill" in stalled and f"Not aborting job {job['job_id']}" in stalled, stalled[-3000:]
+    assert any(r in stalled for r in LEFT_RUNNING) and "; aborting job" not in stalled, stalled[-3000:]
     jobs = host.jobs(run_key(DAG, run_id))
     assert [(j["job_id"], j["status"]) for j in jobs] == [(job["job_id"], "SUCCEEDED")]
 
@@ -111,14 +121,19 @@ def test_marking_a_deferred_task_aborts_its_job(live_airflow: LiveAirflow, live_
     assert live.task_instance(DAG, run_id, TASK)["state"] == state
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_execution_timeout_while_deferred_aborts_the_job(live_airflow: LiveAirflow, live_host: Host) -> None:
+    """The trigger's deadline is 5 s before the 25 s timeout: on a loaded machine the trigger may not have relayed a
+    line by then, or may start only after it (then it asks the host first), so the test waits for nothing between
+    the deferral and the timeout."""
     live, host = live_airflow, live_host
     dag_id = "orchesjob_live_timeout"
-    run_id, job = start_deferred(live, host, "timeout", 300, dag_id=dag_id)
-    pids = host.pids("timeout")
-    done = live.wait_state(dag_id, run_id, TASK, ["failed", "success"], timeout=120)
-    assert done["state"] == "failed"
+    run_id = live.trigger(dag_id, {"script": host.script("timeout", 300)})
+    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING", "ABORTED"}, timeout=120)
+    pids = host.pids("timeout", timeout=60)
+    done = live.wait_state(dag_id, run_id, TASK, ["failed", "success"], timeout=180)
+    assert done["state"] == "failed", live.diagnostics(dag_id, run_id, TASK)
+    assert "Pausing task as DEFERRED" in live.task_log(dag_id, run_id, TASK, 1)  # it timed out while deferred
     aborted = host.wait_job(run_key(dag_id, run_id), {"ABORTED"}, timeout=30)
     assert aborted["job_id"] == job["job_id"] and "execution_timeout" in aborted["abort_reason"]
     assert wait_dead(pids) == []
@@ -142,16 +157,24 @@ def test_marking_a_task_that_waits_in_the_worker_aborts_its_job(live_airflow: Li
     assert "state failed" in log
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_clearing_a_task_that_waits_in_the_worker_reattaches(live_airflow: LiveAirflow, live_host: Host) -> None:
     """deferrable=False, cleared while running: Airflow SIGTERMs the worker with the task instance "restarting";
-    on_kill leaves the job alone and the next try reattaches to it."""
+    on_kill leaves the job alone and the next try reattaches to it. The job runs until the retry has reattached
+    (a release file), so a slow retry cannot find it ended instead (it would adopt its result)."""
     live, host = live_airflow, live_host
     dag_id = "orchesjob_live_polling"
-    run_id = live.trigger(dag_id, {"script": host.script("polling-clear", 30)})
-    live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
-    job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
-    live.clear(dag_id, run_id, [TASK])
+    release = host.work / "polling-clear.release"
+    runs = host.work / "polling-clear.runs"
+    script = f"echo started; echo run >> {runs}; while [ ! -e {release} ]; do sleep 1; done; echo done"
+    run_id = live.trigger(dag_id, {"script": script})
+    try:
+        live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
+        job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
+        live.clear(dag_id, run_id, [TASK])
+        live.wait_log(dag_id, run_id, TASK, 2, f"Reattached to job {job['job_id']}", timeout=180)
+    finally:
+        release.touch()
     done = live.wait_state(dag_id, run_id, TASK, ["success", "failed"], timeout=150, try_number=2)
     assert done["state"] == "success", live.diagnostics(dag_id, run_id, TASK)
     assert host.runs("polling-clear") == ["run"]

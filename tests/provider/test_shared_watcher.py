@@ -9,7 +9,9 @@ and a trigger rebuilt from the kwargs it deferred with (a triggerer crash) resum
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import logging
 import os
 import shlex
 import sqlite3
@@ -370,6 +372,65 @@ def test_a_new_subscriber_does_not_wait_for_the_poll_in_flight(
         hook.abort(job_id=quiet["job_id"], grace_seconds=1)
     assert took < 10, f"the new trigger waited {took:.1f}s for the long poll in flight"
     assert l_quick.lines("stdout") == ["fast"]
+
+
+# What Airflow 3's triggerer binds in each trigger's task before it runs the trigger (structlog context variables),
+# and reads back for every log line to pick the trigger's log file.
+TRIGGER_OF_LINE: contextvars.ContextVar[str | None] = contextvars.ContextVar("trigger_of_line", default=None)
+
+
+class ByContext(logging.Handler):
+    """Records (the trigger named by the context where the record was made, message), as the triggerer routes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str | None, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((TRIGGER_OF_LINE.get(), record.getMessage()))
+
+
+def test_each_jobs_lines_are_logged_in_its_own_triggers_context(
+    hook: OrchesjobHook, ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path, watchers: dict
+) -> None:
+    """Three triggers on one watcher, each run in a task of its own with its name bound in a context variable, the
+    way the triggerer runs them; all three log through one logger, as in a triggerer. Every line must be logged in
+    its own trigger's context: the triggerer files a line under the trigger its context names. (The watcher's loop
+    is one task for all of them; it used to log every job's lines in the context of the trigger that started it.)"""
+    gate = tmp_path / "gate"
+    names = ["first", "second", "third"]
+    jobs = {n: hook.start(f"ctx-{n}", numbered_job(n, 6, gate=gate)) for n in names}
+    triggers = {
+        n: trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
+        for n in names
+    }
+    handler = ByContext()
+    shared = logging.getLogger(f"orchesjob-test-triggerer-{id(handler)}")
+    shared.handlers = [handler]
+    shared.setLevel(logging.INFO)
+    shared.propagate = False
+    for t in triggers.values():
+        setattr(t, "_log", shared)  # noqa: B010 - LoggingMixin's logger, as record_log() sets it
+
+    async def run_as_triggerer(name: str) -> Any:
+        TRIGGER_OF_LINE.set(name)  # in this trigger's task only, like the triggerer's bind_log_contextvars
+        return await fire(triggers[name])
+
+    async def scenario() -> list[Any]:
+        tasks = []
+        for n in names:  # one after the other, so the first one starts the watcher's loop
+            tasks.append(asyncio.ensure_future(run_as_triggerer(n)))
+            await until(lambda n=n: any(m == f"[stdout] {n}-1" for _, m in handler.records), f"{n}'s first line")
+        gate.touch()  # the rest of every job's lines come through the loop the first trigger started
+        return await asyncio.wait_for(asyncio.gather(*tasks), 120)
+
+    events = asyncio.run(scenario())
+    assert [e["status"] for e in events] == ["terminal"] * 3, events
+    for n in names:
+        mine = [m[len("[stdout] ") :] for who, m in handler.records if m.startswith(f"[stdout] {n}-")]
+        assert mine == expected(n, 6), n
+        filed = {who for who, m in handler.records if m.startswith(f"[stdout] {n}-") or m == f"[stderr] {n}-err"}
+        assert filed == {n}, f"{n}'s lines were logged in the context of {sorted(map(str, filed))}"
 
 
 def test_a_trigger_rebuilt_from_its_deferral_kwargs_resumes_where_the_last_one_delivered(

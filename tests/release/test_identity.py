@@ -139,3 +139,43 @@ def test_the_cli_reference_page_is_generated_from_the_argument_table() -> None:
         missing = [flag for flag in spec if flag != "--format" and flag not in section]
         assert missing == [], "the guide's %s section does not mention %s" % (name, missing)
     assert described >= 10
+
+
+def test_the_job_object_table_names_every_field_of_a_real_answer(tmp_path: Path) -> None:
+    """docs/cli.md's table of the job object against what `status` really prints for a finished job."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ORCHESJOB_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+
+    def cli(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "orchesjob", *args], env=env, capture_output=True, check=True)
+        return json.loads(out.stdout)
+
+    job = cli("start", "--sync", "--run-key", "doc", "--", "true")
+    fields = cli("status", "--job-id", job["job_id"]).keys()
+    guide = (REPO / "docs" / "cli.md").read_text()
+    table = guide.split("## The job object", 1)[1].split("\n## ", 1)[0]
+    iso = "(+ `_iso`)" in table  # `started_at` ... (+ `_iso`): each timestamp also as ISO 8601
+    missing = sorted(
+        f for f in fields if "`%s`" % f not in table and not (iso and f.endswith("_iso") and "`%s`" % f[:-4] in table)
+    )
+    assert missing == [], "docs/cli.md's job object table lacks %s" % missing
+
+
+def test_the_module_map_names_every_module() -> None:
+    """docs/development.md's map of the code lists every module of both packages, so a reader finds where a thing
+    happens from it; a module added without a line there fails here."""
+    page = (REPO / "docs" / "development.md").read_text()
+    block = page.split("```", 2)[1]
+    missing = []
+    for package in ("orchesjob", "orchesjob_provider"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            rel = path.relative_to(REPO / package).as_posix()
+            if path.name == "__init__.py" and path.parent.name != package:
+                continue  # operators/, sensors/... are listed as folders
+            if rel not in block and path.name not in block:
+                missing.append("%s/%s" % (package, rel))
+    assert missing == [], "docs/development.md's module map lacks %s" % missing

@@ -174,8 +174,8 @@ class LiveAirflow:
                 pass
             component.process.stop()
 
-    def _spawn(self, name: str, *args: str) -> Component:
-        component = Component(name, self.sandbox.start(*args))
+    def _spawn(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> Component:
+        component = Component(name, self.sandbox.start(*args, env=env))
         log = self.directory / f"{name}.log"
         if log.exists() or log.is_symlink():
             log.unlink()

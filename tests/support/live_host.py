@@ -46,6 +46,14 @@ class Host:
             time.sleep(0.3)
         raise AssertionError(f"no job of {run_key!r} became {sorted(statuses)} within {timeout:g}s: {jobs}")
 
+    def abort_running(self) -> list[str]:
+        """Abort every job still running on this host (a test that failed half-way leaves jobs waiting for a release
+        file that no one will write); returns their ids. For the session's teardown."""
+        running = self.cli("status", "--running") or []
+        for job in running:
+            self.cli("abort", "--job-id", job["job_id"], "--grace-seconds", "1")
+        return [job["job_id"] for job in running]
+
     def script(self, name: str, seconds: int) -> str:
         """A job that says ``started`` (so its trigger's log shows the trigger runs), appends one line per
         execution to ``<name>.runs``, records its own pid and its child's, and sleeps ``seconds`` in that child."""
