@@ -6,39 +6,130 @@ VENV ?= .venv
 AIRFLOW_CONSTRAINTS ?= constraints/airflow-3.txt
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The provider is also tested against Airflow 2 (the 2.11 line; what MWAA runs), in a venv of its own.
+
+# Venvs are made with uv (pinned here, installed into a venv of its own by the Makefile): with a constraints file
+# it installs Airflow in seconds where pip takes minutes. UV_NATIVE_TLS: trust the machine's CA store like pip does.
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+export UV_NATIVE_TLS := 1
+export UV_PYTHON_DOWNLOADS := never
+
+# The Airflow versions the provider is tested against, each with its own constraints and Python: the newest 3.x and
+# 2.11 with the whole provider suite, Amazon MWAA's 3.0.6 and 2.10.3 with the `versions` subset (every example DAG,
+# deferral, the kill decision, the connection type, provider discovery) and, for 3.0.6, the live tests of its own
+# code path. tools/compat_matrix.py and tests/tools/test_compat_matrix.py read these three lines per version.
+AIRFLOW_MAIN_VERSION := 3.3.2
+AIRFLOW_MAIN_PYTHON := 3.11
+AIRFLOW_MAIN_CONSTRAINTS := $(AIRFLOW_CONSTRAINTS)
+AIRFLOW_211_VERSION := 2.11.2
+AIRFLOW_211_PYTHON := 3.11
+AIRFLOW_211_CONSTRAINTS := constraints/airflow-2.11.txt
+AIRFLOW_306_VERSION := 3.0.6
+AIRFLOW_306_PYTHON := 3.12
+AIRFLOW_306_CONSTRAINTS := constraints/airflow-3.0.6-py3.12.txt
+AIRFLOW_2103_VERSION := 2.10.3
+AIRFLOW_2103_PYTHON := 3.11
+AIRFLOW_2103_CONSTRAINTS := constraints/airflow-2.10.3.txt
+
 VENV_AF2 ?= .venv-airflow2
 STAMP_AF2 := $(VENV_AF2)/.installed
-# Airflow 2.10 (what MWAA runs; the SSH provider resolves to 4.x there): `make test-airflow210`, not part of CI.
-VENV_AF210 ?= .venv-airflow210
-STAMP_AF210 := $(VENV_AF210)/.installed
+VENV_AF306 ?= .venv-airflow306
+STAMP_AF306 := $(VENV_AF306)/.installed
+VENV_AF2103 ?= .venv-airflow2103
+STAMP_AF2103 := $(VENV_AF2103)/.installed
+# MWAA's constraints are Airflow's own, which pin no test tools (the project's pins clash with them): these venvs get
+# the runtime extra and the test runner only. MWAA's image has the FAB provider, and so does its 3.0.6 venv here.
+MWAA_TEST_TOOLS := pytest pytest-timeout hypothesis
 
-.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow210 test-pythons demo pyz bench faults dist dist-check docs clean
+.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow306 test-airflow2103 \
+	test-live306 test-pythons test-stages compat-docs demo pyz bench faults dist dist-check docs clean
 
 all: test
 
-$(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS)
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c $(AIRFLOW_CONSTRAINTS) -e '.[test,airflow,live,docs]'
-	touch $(STAMP)
+$(UV):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+
+# $(call make_venv,DIR,PYTHON,CONSTRAINTS,PACKAGES): a fresh venv (with pip, for tools that call it) and its packages.
+define make_venv
+	rm -rf $(1)
+	$(UV) venv -q --seed -p $(2) $(1)
+	$(UV) pip install -q -p $(1)/bin/python -c $(3) $(4)
+	touch $(1)/.installed
+endef
+
+# The project with its extras (variables: a comma in $(call ...)'s arguments would split them). The live suite needs
+# the `live` extra (Celery, PostgreSQL and Redis clients), also in the 3.0.6 venv whose live tests run there.
+PROJECT_ALL := -e '.[test,airflow,live,docs]'
+PROJECT_LIVE := -e '.[airflow,live]'
+PROJECT_TEST := -e '.[test,airflow]'
+
+$(STAMP): pyproject.toml $(AIRFLOW_CONSTRAINTS) | $(UV)
+	$(call make_venv,$(VENV),$(PYTHON),$(AIRFLOW_CONSTRAINTS),$(PROJECT_ALL))
 
 venv: $(STAMP)
 
-$(STAMP_AF2): pyproject.toml constraints/airflow-2.11.txt
-	$(PYTHON) -m venv $(VENV_AF2)
-	$(VENV_AF2)/bin/python -m pip install -q --upgrade pip
-	$(VENV_AF2)/bin/python -m pip install -q -c constraints/airflow-2.11.txt -e '.[test,airflow]'
-	touch $(STAMP_AF2)
+$(STAMP_AF2): pyproject.toml $(AIRFLOW_211_CONSTRAINTS) | $(UV)
+	$(call make_venv,$(VENV_AF2),$(PYTHON),$(AIRFLOW_211_CONSTRAINTS),$(PROJECT_TEST))
 
-## The whole suite: CLI, provider and faults on Airflow 3 with real sshd; the provider again on Airflow 2.11;
-## then the CLI under the oldest and newest Python, and orchesjob 1.1.0's own tests against this CLI.
+$(STAMP_AF306): pyproject.toml $(AIRFLOW_306_CONSTRAINTS) | $(UV)
+	$(call make_venv,$(VENV_AF306),$$(tools/find-python.sh $(AIRFLOW_306_PYTHON) $(UV)),$(AIRFLOW_306_CONSTRAINTS),\
+	  apache-airflow==$(AIRFLOW_306_VERSION) apache-airflow-providers-fab $(PROJECT_LIVE) $(MWAA_TEST_TOOLS))
+
+$(STAMP_AF2103): pyproject.toml $(AIRFLOW_2103_CONSTRAINTS) | $(UV)
+	$(call make_venv,$(VENV_AF2103),$$(tools/find-python.sh $(AIRFLOW_2103_PYTHON) $(UV)),$(AIRFLOW_2103_CONSTRAINTS),\
+	  apache-airflow==$(AIRFLOW_2103_VERSION) -e '.[airflow]' $(MWAA_TEST_TOOLS))
+
+## The whole suite, after `make lint`: the CLI, faults, provider and live tests on Airflow 3.3; the whole provider
+## suite on Airflow 2.11; the `versions` subset on MWAA's Airflow 3.0.6 (Python 3.12) and 2.10.3, and the 3.0.6 live
+## tests; the CLI under the oldest and newest Python; orchesjob 1.1.0's own tests against this CLI.
+## The stages run two at a time (JOBS=1 for one at a time); each one's output is kept and printed when all are over,
+## with how long each took (tools/stage.sh, tools/stages.py); records of what ran go to build/compat/. The two
+## longest stages come first, so the short ones fill the other slot as it frees up.
+JOBS ?= 2
+STAGES := main-provider airflow211 main-cli main-faults main-live airflow306 live306 airflow2103 pythons reference
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
-	$(PY) -m pytest -q -p no:cacheprovider tests
-	$(MAKE) --no-print-directory test-airflow2
-	$(MAKE) --no-print-directory test-pythons
-	$(MAKE) --no-print-directory test-reference
+	rm -rf build/stages build/compat
+	$(MAKE) --no-print-directory -k -j$(JOBS) $(addprefix stage-,$(STAGES))
+	$(PY) tools/stages.py $(STAGES)
+
+PYTEST := -m pytest -q -p no:cacheprovider
+# $(call record,STAGE,VENV PYTHON,CONSTRAINTS,TESTS,EXECUTOR): what a stage ran, for docs/compatibility.md
+record = $(PY) tools/compat_matrix.py record --stage $(1) --python $(2) --constraints $(3) --tests '$(4)' --executor '$(5)'
+
+stage-main-provider: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/provider
+	$(call record,$(@:stage-%=%),$(PY),$(AIRFLOW_MAIN_CONSTRAINTS),provider: all,airflow dags test / tasks test)
+stage-main-cli: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/cli tests/tools tests/release
+stage-main-faults: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/faults
+stage-main-live: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/live
+	$(call record,$(@:stage-%=%),$(PY),$(AIRFLOW_MAIN_CONSTRAINTS),live: all,CeleryExecutor)
+stage-airflow211: $(STAMP_AF2)
+	tools/stage.sh $(@:stage-%=%) $(VENV_AF2)/bin/python $(PYTEST) tests/provider
+	$(call record,$(@:stage-%=%),$(VENV_AF2)/bin/python,$(AIRFLOW_211_CONSTRAINTS),provider: all,airflow dags test / tasks test)
+stage-airflow306: $(STAMP_AF306)
+	tools/stage.sh $(@:stage-%=%) $(VENV_AF306)/bin/python $(PYTEST) -m versions tests/provider
+	$(call record,$(@:stage-%=%),$(VENV_AF306)/bin/python,$(AIRFLOW_306_CONSTRAINTS),provider: versions,airflow dags test / tasks test)
+stage-airflow2103: $(STAMP_AF2103)
+	tools/stage.sh $(@:stage-%=%) $(VENV_AF2103)/bin/python $(PYTEST) -m versions tests/provider
+	$(call record,$(@:stage-%=%),$(VENV_AF2103)/bin/python,$(AIRFLOW_2103_CONSTRAINTS),provider: versions,airflow dags test / tasks test)
+stage-live306: $(STAMP_AF306)
+	tools/stage.sh $(@:stage-%=%) $(VENV_AF306)/bin/python $(PYTEST) -m versions tests/live
+	$(call record,$(@:stage-%=%),$(VENV_AF306)/bin/python,$(AIRFLOW_306_CONSTRAINTS),live: versions,CeleryExecutor)
+stage-pythons:
+	tools/stage.sh $(@:stage-%=%) bash tools/test-other-pythons.sh
+stage-reference: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) env PY=$(PY) bash tools/test_reference.sh
+
+## docs/compatibility.md from the records the Airflow stages of the last `make test` wrote (refused unless each of
+## them passed), with that run's date. tests/tools (in stage main-cli) checks the committed page against this Makefile.
+compat-docs: $(STAMP)
+	$(PY) tools/compat_matrix.py render
 
 ## ruff (lint and format check) and mypy (types; strict for orchesjob/), as configured in pyproject.toml.
 ## `make test` runs it first; `make format` rewrites the tree in ruff's format.
@@ -51,24 +142,25 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format $(LINTED)
 
+## One Airflow version at a time, in the foreground (what `make test` runs as its stages).
 test-airflow2: $(STAMP_AF2)
-	$(VENV_AF2)/bin/python -m pytest -q -p no:cacheprovider tests/provider
+	$(VENV_AF2)/bin/python $(PYTEST) tests/provider
 
-$(STAMP_AF210): pyproject.toml constraints/airflow-2.10.txt
-	$(PYTHON) -m venv $(VENV_AF210)
-	$(VENV_AF210)/bin/python -m pip install -q --upgrade pip
-	$(VENV_AF210)/bin/python -m pip install -q -c constraints/airflow-2.10.txt -e '.[test,airflow]'
-	touch $(STAMP_AF210)
+test-airflow306: $(STAMP_AF306)
+	$(VENV_AF306)/bin/python $(PYTEST) -m versions tests/provider
 
-test-airflow210: $(STAMP_AF210)
-	$(VENV_AF210)/bin/python -m pytest -q -p no:cacheprovider tests/provider
+test-live306: $(STAMP_AF306)
+	$(VENV_AF306)/bin/python $(PYTEST) -m versions tests/live
+
+test-airflow2103: $(STAMP_AF2103)
+	$(VENV_AF2103)/bin/python $(PYTEST) -m versions tests/provider
 
 ## The documentation site (docs/, mkdocs.yml) into build/site; --strict: a broken link or anchor fails it.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 test-cli: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider tests/cli
+	$(PY) $(PYTEST) tests/cli
 
 ## orchesjob 1.1.0's own CLI tests (its sdist, fetched with pip into a temp dir) against this CLI; the deliberate
 ## differences are skipped with their reasons from tests/reference/divergences.txt.
@@ -102,4 +194,4 @@ faults: $(STAMP)
 	ORCHESJOB_FAULT_TRIALS=100 $(PY) -m pytest -q -p no:cacheprovider tests/faults
 
 clean:
-	rm -rf $(VENV) $(VENV_AF2) $(VENV_AF210) .venv-3.* build dist *.egg-info orchesjob.pyz .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) $(VENV_AF2) $(VENV_AF306) $(VENV_AF2103) $(UV_VENV) .venv-3.* build dist *.egg-info orchesjob.pyz .pytest_cache .mypy_cache .ruff_cache .demo

@@ -1,17 +1,30 @@
 """Wait for a job that something else started: here a producer DAG (or cron, or a person) runs
 `orchesjob start --run-key export-DATE ...` on the host, and this DAG continues when that job SUCCEEDED."""
 
+import os
+
 import pendulum
 
-from _settings import ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID, WORKDIR
 from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 
-# Imported here rather than from _settings: Airflow only parses files that mention both "airflow" and "dag".
+# Imported in each DAG file: Airflow only parses files that mention both "airflow" and "dag".
 try:  # Airflow 3
     from airflow.sdk import DAG
 except ImportError:  # Airflow 2
     from airflow import DAG
+
+# Where the host is: the Airflow SSH connection and the CLI on it. Change these lines, or set the environment
+# variables. Each example says this itself rather than importing a shared settings module: `airflow dags test` on
+# Airflow 3.0 does not put the dags folder on sys.path, so a module next to the DAG file is not importable there.
+SSH_CONN_ID = os.environ.get("ORCHESJOB_SSH_CONN_ID", "orchesjob_ssh")
+# None: the provider runs `orchesjob` from the host's PATH or uploads its own copy (install_cli "auto"); or give the
+# CLI's absolute path (non-login SSH commands have a short PATH), here or as the connection's `orchesjob_bin` extra.
+ORCHESJOB_BIN = os.environ.get("ORCHESJOB_REMOTE_BIN") or None
+# ORCHESJOB_HOME on the host; None uses the host's default (/var/lib/orchesjob for root, ~/.local/state/orchesjob).
+ORCHESJOB_HOME = os.environ.get("ORCHESJOB_REMOTE_HOME") or None
+# Where the demo jobs write what they did, so a reader can count executions.
+WORKDIR = os.environ.get("ORCHESJOB_EXAMPLE_WORKDIR", "/tmp/orchesjob-examples")
 
 with DAG(
     dag_id="example_orchesjob_producer",

@@ -73,9 +73,14 @@ __all__ = [
     "aget_connection",
     "aget_extra_dejson",
     "airflow_major_version",
+    "airflow_version",
     "default_deferrable",
+    "event_of_an_earlier_try",
+    "in_a_triggerer",
+    "let_thread_reach_event_loop",
     "mask_secret",
     "task_instance_state",
+    "triggerer_calls_on_kill",
 ]
 
 
@@ -142,9 +147,92 @@ def default_deferrable() -> bool:
 
 def airflow_major_version() -> int:
     """The installed Airflow's major version (2 or 3)."""
+    return airflow_version()[0]
+
+
+def airflow_version() -> tuple[int, int, int]:
+    """The installed Airflow's version as numbers (``(3, 0, 6)``); a pre-release counts as its release."""
+    import re
+
     from airflow import __version__
 
-    return int(str(__version__).split(".", 1)[0])
+    parts = [int(p) for p in re.findall(r"\d+", str(__version__))[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
+
+
+def triggerer_calls_on_kill() -> bool:
+    """Whether this Airflow's triggerer calls a trigger's ``on_kill`` when the task instance is marked or cleared.
+
+    Only Airflow 3.3 and later do (they cancel such a trigger "by user action" and await its ``on_kill``). Airflow 2
+    and 3.0-3.2 cancel the trigger and call only its ``cleanup()``, the same as on a triggerer shutdown or when the
+    trigger moves to another triggerer, so there the trigger must tell a kill from the rest itself
+    (``OrchesjobTrigger.cleanup``).
+    """
+    return airflow_version() >= (3, 3, 0)
+
+
+def let_thread_reach_event_loop(loop: Any) -> None:
+    """Let the Task SDK's calls from the current (non-event-loop) thread reach the supervisor through ``loop``.
+
+    In a triggerer, Airflow 3.0 and 3.1 send the Task SDK's requests with asgiref's ``async_to_sync`` over a stream
+    that belongs to the triggerer's event loop. ``async_to_sync`` finds that loop only from a thread that asgiref's
+    own ``sync_to_async`` started; from any other thread it runs the request in a new loop of its own, where the
+    stream cannot be used, and the request fails. So a thread of ours that asks Airflow first tells asgiref which
+    loop is the main one, as ``sync_to_async`` does for its threads. (Airflow 3.2 and later hand the request to the
+    loop themselves and ignore this.) A thread of our own, rather than ``sync_to_async``: a lookup that never
+    returns must not keep the triggerer from exiting, and asgiref waits for its threads.
+    """
+    import os
+
+    try:
+        from asgiref.sync import SyncToAsync
+    except ImportError:  # pragma: no cover - asgiref comes with every Airflow we support
+        return
+    SyncToAsync.threadlocal.main_event_loop = loop
+    SyncToAsync.threadlocal.main_event_loop_pid = os.getpid()
+
+
+def in_a_triggerer() -> bool:
+    """Whether this process is an Airflow 3 triggerer's trigger runner (the Task SDK's requests go through the
+    triggerer's supervisor), as opposed to ``airflow dags test`` running triggers in its own process or a test."""
+    import sys
+
+    task_runner = sys.modules.get("airflow.sdk.execution_time.task_runner")
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return type(comms).__name__ == "TriggerCommsDecoder"
+
+
+def event_of_an_earlier_try(event: Any, context: Any) -> int | None:
+    """The try number of a trigger event handed to a later try of its task instance, or None when the event is the
+    running try's own (or no try number can be told).
+
+    Airflow 3.0.x's ``airflow dags test`` does not clear a task instance's ``next_method``/``next_kwargs`` when a
+    deferred try ends, so the retry does not start with ``execute``: it resumes with the earlier try's trigger event
+    (it reads "the job of attempt 1 FAILED" and fails the same way, starting nothing). A live 3.0.6 deployment starts
+    the retry afresh, and so do later versions, but an event that reaches a newer try by any path must not be taken
+    for that try's own. The event names the try that deferred
+    (``try_number``, or the ``:try<N>:`` of its request id); a number below the running try's means the event is
+    stale, and the task should decide as a fresh try does. Equal numbers (``airflow dags test`` and ``tasks test``
+    reuse them) and unknown ones are the running try's.
+    """
+    import re
+
+    if not isinstance(event, dict) and not hasattr(event, "get"):
+        return None
+    ti = context.get("ti") if hasattr(context, "get") else None
+    current = getattr(ti, "try_number", None)
+    if current is None:
+        return None
+    of_event = event.get("try_number")
+    if of_event is None:
+        match = re.search(r":try(\d+):", str(event.get("request_id") or ""))
+        of_event = match.group(1) if match else None
+    try:
+        earlier, now = int(of_event), int(current)
+    except (TypeError, ValueError):
+        return None
+    return earlier if earlier < now else None
 
 
 def task_instance_state(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> tuple[Any, int | None]:

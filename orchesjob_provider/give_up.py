@@ -182,12 +182,17 @@ def _lookup(identity: TryIdentity) -> tuple[Any, int | None]:
     return task_instance_state(identity.dag_id, identity.task_id, identity.run_id, identity.map_index)
 
 
-def _lookup_in_thread(identity: TryIdentity, deliver: Callable[[Any], None]) -> None:
+def _lookup_in_thread(identity: TryIdentity, deliver: Callable[[Any], None], loop: Any = None) -> None:
     """Run the lookup in a daemon thread and hand its result (or exception) to ``deliver``: a lookup that never
-    returns must neither block the caller nor keep the process from exiting."""
+    returns must neither block the caller nor keep the process from exiting. ``loop``: the triggerer's event loop,
+    through which the Task SDK's request travels there (see ``compat.let_thread_reach_event_loop``)."""
 
     def run() -> None:
         try:
+            if loop is not None:
+                from orchesjob_provider.compat import let_thread_reach_event_loop
+
+                let_thread_reach_event_loop(loop)
             result: Any = _lookup(identity)
         except BaseException as exc:  # noqa: BLE001 - any failure means "Airflow cannot say"
             result = exc
@@ -231,11 +236,32 @@ async def aask(identity: TryIdentity | None, timeout: float = ASK_TIMEOUT) -> Ve
     def deliver(result: Any) -> None:
         loop.call_soon_threadsafe(settle, result)
 
-    _lookup_in_thread(identity, deliver)
+    _lookup_in_thread(identity, deliver, loop)
     try:
         return decide(identity, await asyncio.wait_for(answer, timeout))
     except asyncio.TimeoutError:
         return decide(identity, TimeoutError(f"no answer within {timeout:g}s"))
+
+
+# The background question of :func:`warm_up`, held here (the event loop keeps only weak references to tasks).
+_warm_up: asyncio.Future[Verdict] | None = None
+
+
+def warm_up(identity: TryIdentity | None) -> None:
+    """Put the kill path's question to Airflow once per process, early, in the background, and ignore the answer.
+
+    An Airflow 3 triggerer answers its triggers' Task SDK requests from its supervisor process, through an
+    execution API app that the supervisor builds at the first request it gets (``TriggerRunnerSupervisor.client``:
+    importing and assembling the API takes seconds, 2-4 s on a quiet two-core machine, more under load, during which
+    the supervisor serves nothing else). A trigger that needs no connection or variable from Airflow makes no such
+    request before a kill, so the first kill in each triggerer paid for the build inside its question, and on a busy
+    machine ran past ``ASK_TIMEOUT`` and left the job running. Asking once when the first trigger starts moves that
+    cost to a moment when nobody waits. Nothing is decided from this answer.
+    """
+    global _warm_up
+    if _warm_up is not None or identity is None:
+        return
+    _warm_up = asyncio.ensure_future(aask(identity, timeout=300))
 
 
 def manual_abort_command(job_id: str, orchesjob_bin: cmd.Binary, orchesjob_home: str | None) -> str:

@@ -25,6 +25,7 @@ from orchesjob_provider.compat import (
     BaseOperator,
     Context,
     default_deferrable,
+    event_of_an_earlier_try,
     mask_secret,
 )
 from orchesjob_provider.exceptions import (
@@ -455,6 +456,16 @@ class OrchesjobOperator(BaseOperator):
         """
         if event is None:
             self.log.info("Resumed without a trigger event; looking the job up again by its run key.")
+            return self.execute(context)
+        earlier = event_of_an_earlier_try(event, context)
+        if earlier is not None:
+            self.log.info(
+                "Airflow resumed this try with the trigger event of try %s (job %s, %s): not this try's. Deciding "
+                "afresh by the run key, as a new try does.",
+                earlier,
+                event.get("job_id"),
+                event.get("status"),
+            )
             return self.execute(context)
         cli = event.get("cli")
         if cli and cli.get("argv"):  # the CLI the deferring try resolved: drain and report through exactly it

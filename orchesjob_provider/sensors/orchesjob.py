@@ -16,8 +16,10 @@ from orchesjob_provider.compat import (
     BaseSensorOperator,
     Context,
     default_deferrable,
+    event_of_an_earlier_try,
 )
 from orchesjob_provider.exceptions import OrchesjobError, OrchesjobNotFound
+from orchesjob_provider.give_up import TryIdentity
 from orchesjob_provider.hooks.orchesjob import CliChoice, OrchesjobHook, cli_settings_from_connection
 from orchesjob_provider.operators.orchesjob import describe_end
 
@@ -175,12 +177,19 @@ class OrchesjobSensor(BaseSensorOperator):
                 wait_for_key_interval=float(self.poke_interval),
                 cli=settings.cli_info(),
                 shared_watcher=self.shared_watcher,
+                try_identity=TryIdentity.from_context(context).to_kwargs(),  # whose events they are (never aborts)
             ),
             method_name="execute_complete",
         )
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> Any:
         if event is None:  # resumed before the trigger fired (see OrchesjobOperator.execute_complete): look again
+            return self.execute(context)
+        earlier = event_of_an_earlier_try(event, context)
+        if earlier is not None:  # an earlier try's event (Airflow 3.0.x): judge the job as it is now
+            self.log.info(
+                "Airflow resumed this try with the trigger event of try %s: looking at the job afresh.", earlier
+            )
             return self.execute(context)
         status = event.get("status")
         if status == "terminal":

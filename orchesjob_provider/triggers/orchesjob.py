@@ -26,7 +26,13 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from orchesjob_provider import command as cmd
-from orchesjob_provider.compat import BaseTrigger, TriggerEvent
+from orchesjob_provider.compat import (
+    BaseTrigger,
+    TriggerEvent,
+    airflow_major_version,
+    in_a_triggerer,
+    triggerer_calls_on_kill,
+)
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
     OrchesjobError,
@@ -35,7 +41,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotOwner,
     OrchesjobTransportError,
 )
-from orchesjob_provider.give_up import TryIdentity, aask, log_left_running
+from orchesjob_provider.give_up import TryIdentity, aask, log_left_running, warm_up
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook
 from orchesjob_provider.log_relay import LogRelay
 from orchesjob_provider.retry import RetryPolicy
@@ -147,6 +153,7 @@ class OrchesjobTrigger(BaseTrigger):
         self.cli = dict(cli) if cli else None
         self.try_identity = dict(try_identity) if try_identity is not None else None
         self._kill_task: asyncio.Future[None] | None = None  # on_kill's shielded work (kept: the loop holds weakly)
+        self._cancelled = False  # run() was cancelled by the triggerer (a kill, a shutdown, a hand-over...)
         if not job_id and not run_key:
             raise ValueError("OrchesjobTrigger needs a job_id or a run_key")
 
@@ -181,7 +188,7 @@ class OrchesjobTrigger(BaseTrigger):
             },
         )
 
-    def _make_hook(self) -> OrchesjobAsyncHook:
+    def _make_hook(self, check_version: bool = True) -> OrchesjobAsyncHook:
         return OrchesjobAsyncHook(
             ssh_conn_id=self.ssh_conn_id,
             orchesjob_bin=self.orchesjob_bin,
@@ -189,6 +196,7 @@ class OrchesjobTrigger(BaseTrigger):
             cli_sha256=(self.cli or {}).get("sha256"),
             command_timeout=self.command_timeout,
             retries=0,  # the trigger does its own, longer, retrying below
+            check_version=check_version,
         )
 
     def _event(self, status: str, **fields: Any) -> TriggerEvent:
@@ -200,6 +208,9 @@ class OrchesjobTrigger(BaseTrigger):
             "stderr_offset": self.stderr_offset,
             "request_id": self.request_id,
         }
+        try_number = (self.try_identity or {}).get("try_number")
+        if try_number is not None:  # whose event this is: a later try must not take it for its own (compat)
+            payload["try_number"] = try_number
         if self.cli:
             payload["cli"] = self.cli
         payload.update(fields)
@@ -235,6 +246,19 @@ class OrchesjobTrigger(BaseTrigger):
     async def run(self) -> AsyncGenerator[TriggerEvent, None]:
         """Find the job (by run key, if no id yet), subscribe it to the watcher, log its output as the watcher hands
         it over, and fire one event when it has ended (or cannot be watched, or the deadline passes)."""
+        inner = self._run()
+        try:
+            async for event in inner:
+                yield event
+        except asyncio.CancelledError:
+            self._cancelled = True  # for cleanup(): the triggerer stopped this trigger before it fired
+            raise
+        finally:
+            await inner.aclose()  # its own finally (leaving the watcher) runs now, also when run() is closed early
+
+    async def _run(self) -> AsyncGenerator[TriggerEvent, None]:
+        if self.abort_on_kill and in_a_triggerer():  # so that a kill's question is answered at once (give_up.warm_up)
+            warm_up(TryIdentity.from_kwargs(self.try_identity))
         relay = LogRelay(self.log_line, self.stdout_offset, self.stderr_offset, max_line=self.max_bytes)
         if not self.job_id:
             missing = await self._find_job()
@@ -389,33 +413,82 @@ class OrchesjobTrigger(BaseTrigger):
         self._kill_task = asyncio.ensure_future(self._kill())
         await asyncio.shield(self._kill_task)
 
-    async def _kill(self) -> None:
-        verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
-        if not verdict.abort:
-            log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)
-            return
-        self.log.info("%s; aborting job %s", verdict.reason, self.job_id)
-        hook = self._make_hook()
+    async def cleanup(self) -> None:
+        """Where the triggerer never calls ``on_kill`` (Airflow 2 and 3.0-3.2: see ``compat.triggerer_calls_on_kill``),
+        a trigger it cancelled may have been killed: abort the job when the task instance gave it up.
+
+        Those triggerers cancel a trigger and call only ``cleanup()`` for every reason alike: its task instance was
+        marked failed or success, or cleared, but also the triggerer is shutting down or the trigger moved to
+        another triggerer. Nothing tells them apart here, so the rule of ``on_kill`` decides, unchanged: Airflow is
+        asked about the try, and only a task instance that is over for good has its job aborted (a shutdown or a
+        hand-over finds it still ``deferred``; a clear finds it waiting to run again); no answer aborts nothing. A
+        trigger that fired its event, or was never cancelled, has nothing to do. Only Airflow 3 is asked from
+        here: on Airflow 2 a deferred task's kill leaves the job to its next try (see README).
+        """
         try:
-            aborted = await hook.abort(
-                job_id=self.job_id,
-                reason=self.abort_reason,
-                grace_seconds=self.abort_grace_seconds,
-                if_owner=self.request_id,
-            )
-            self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
-        except OrchesjobNotOwner as exc:
-            self.log.warning(
-                "not aborting job %s (run key %s): it now belongs to request %r, not to this try's %r; a newer try "
-                "took it over, so it is left to that one",
-                self.job_id,
-                self.run_key,
-                exc.owner,
-                self.request_id,
-            )
-        except OrchesjobConflict as exc:  # the host says why: it had ended, or it cannot be stopped from here
-            self.log.info("job %s was not aborted: %s", self.job_id, exc)
-        except OrchesjobError as exc:
-            self.log.warning("could not abort job %s: %s", self.job_id, exc)
+            await super().cleanup()
         finally:
+            if (
+                self._cancelled
+                and self.abort_on_kill
+                and self._kill_task is None
+                and not triggerer_calls_on_kill()
+                and airflow_major_version() >= 3
+            ):
+                self.log.info("The trigger was cancelled: asking Airflow whether its task instance gave the job up.")
+                self._kill_task = asyncio.ensure_future(self._kill())
+                await asyncio.shield(self._kill_task)
+
+    async def _kill(self) -> None:
+        """Ask Airflow whether the task instance gave the job up and, while the answer is on its way, get the abort
+        ready (log in to the host, check the CLI's contract): when the answer is yes, only the abort itself is left.
+        Getting ready changes nothing on the host, so a "no" (or no answer) costs one login and nothing else."""
+        # The CLI the deferring try resolved and checked travels in the kwargs (``cli``): the abort runs exactly it
+        # and need not check its contract again (an uploaded one is still verified by its sha256 on every call).
+        # Each check is a CLI start on the host, half a second on a busy one, between a kill and its abort.
+        hook = self._make_hook(check_version=not (self.cli or {}).get("version"))
+        ready = asyncio.ensure_future(self._ready_to_abort(hook))
+        try:
+            verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
+            if not verdict.abort:
+                log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)
+                return
+            self.log.info("%s; aborting job %s", verdict.reason, self.job_id)
+            try:
+                await ready
+            except Exception:  # noqa: BLE001 - the abort logs in again itself, and says why if it cannot
+                pass
+            try:
+                aborted = await hook.abort(
+                    job_id=self.job_id,
+                    reason=self.abort_reason,
+                    grace_seconds=self.abort_grace_seconds,
+                    if_owner=self.request_id,
+                )
+                self.log.info("aborted job %s (run key %s): %s", self.job_id, self.run_key, aborted.get("status"))
+            except OrchesjobNotOwner as exc:
+                self.log.warning(
+                    "not aborting job %s (run key %s): it now belongs to request %r, not to this try's %r; a newer "
+                    "try took it over, so it is left to that one",
+                    self.job_id,
+                    self.run_key,
+                    exc.owner,
+                    self.request_id,
+                )
+            except OrchesjobConflict as exc:  # the host says why: it had ended, or it cannot be stopped from here
+                self.log.info("job %s was not aborted: %s", self.job_id, exc)
+            except OrchesjobError as exc:
+                self.log.warning("could not abort job %s: %s", self.job_id, exc)
+        finally:
+            if not ready.done():
+                ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
             await hook.close()
+
+    async def _ready_to_abort(self, hook: OrchesjobAsyncHook) -> None:
+        """Log in and, where the hook checks the CLI's contract before its first call, check it now."""
+        await hook.get_conn()
+        if hook.settings.version_first(
+            cmd.define.abort(job_id=self.job_id, run_key=None if self.job_id else self.run_key)
+        ):
+            await hook.version()

@@ -101,7 +101,7 @@ def hook(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str) -> Iter
 
 # ---------------------------------------------------------------------- real Airflow (subprocesses)
 
-EXAMPLES_CONN_ID = "orchesjob_ssh"  # what dags_examples/_settings.py uses by default
+EXAMPLES_CONN_ID = "orchesjob_ssh"  # what the example DAGs use by default
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +123,7 @@ def new_airflow_sandbox(sshd: SshServer, orchesjob_launcher: str, tmp_path_facto
     directory = tmp_path_factory.mktemp("airflow")
     dags = directory / "dags"
     dags.mkdir()
-    sources = sorted(EXAMPLES_DIR.glob("*.py")) + [EXAMPLES_DIR / ".airflowignore"]
+    sources = sorted(EXAMPLES_DIR.glob("*.py"))
     for source in sources + [REPO_ROOT / "tests" / "support" / "dags" / "spec_dag.py"]:
         (dags / source.name).symlink_to(source)
     sandbox = AirflowSandbox(

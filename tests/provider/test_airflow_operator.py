@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
+from orchesjob_provider.compat import airflow_version
 from tests.support.airflow_case import DATE, AirflowCase, job_log_lines, log_records, wait_dead
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
@@ -31,6 +33,17 @@ SAME_RESULT = ("job_id", "run_key", "status", "exit_code", "attempt_no", "starte
 
 def ok(run: Any) -> None:
     assert run.returncode == 0, run.describe()
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_BOX = re.compile(r"[\u2500-\u257f]")
+
+
+def flat(text: str) -> str:
+    """``text`` with colour codes, box-drawing characters and line breaks gone and all whitespace runs made one
+    space: an exception message is found in Airflow's output however it was drawn (Airflow 3.0 draws a task's
+    exception as a coloured box wrapped at 100 columns, Airflow 2 and 3.3 as plain lines)."""
+    return " ".join(_BOX.sub(" ", _ANSI.sub("", text)).split())
 
 
 def texts(output: str, stream: str = "stdout") -> list[str]:
@@ -60,6 +73,7 @@ def pids_of(directory: Path) -> list[int]:
 # ---------------------------------------------------------------------- the example DAGs
 
 
+@pytest.mark.versions
 def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(af: AirflowCase) -> None:
     dag = "example_orchesjob_basic"
     first = af.dags_test(dag)
@@ -81,16 +95,22 @@ def test_example_basic_runs_streams_its_log_and_a_second_try_adopts_the_result(a
     second = af.run_task_again(dag, "backup")
     ok(second)
     assert af.sandbox.run_id(dag) == run_id
-    assert "Adopted the result of job %s" % result["job_id"] in second.output
+    if airflow_version() < (3, 1, 0):
+        # Airflow 3.0.x keeps the ended try's trigger event and resumes the task instance with it (under
+        # `tasks test` with the same try number): the task reports that job's end instead of looking it up.
+        assert "job %s (run key" % result["job_id"] in second.output and "SUCCEEDED." in second.output
+    else:
+        assert "Adopted the result of job %s" % result["job_id"] in second.output
     assert af.marker("basic.runs") == [f"backup ran for {DATE}"]
     again = af.sandbox.xcom(dag, "backup")
     assert {k: again[k] for k in SAME_RESULT} == {k: result[k] for k in SAME_RESULT}
     assert len(af.jobs(result["run_key"])) == 1
 
 
+@pytest.mark.versions
 def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: AirflowCase) -> None:
     dag = "example_orchesjob_retry"
-    af.extra_env["ORCHESJOB_EXAMPLE_STEPS"] = "20"  # ~20 s: the retry surely finds it still running
+    af.extra_env["ORCHESJOB_EXAMPLE_STEPS"] = "45"  # ~45 s: the retry finds it still running on a busy machine too
     worker = af.start_dags_test(dag)
     try:
         job = af.wait_running(what=worker, timeout=120)
@@ -107,14 +127,22 @@ def test_example_retry_reattaches_after_the_worker_is_killed_mid_job(af: Airflow
     assert af.sandbox.run_id(dag) == run_id
     assert f"Reattached to job {job['job_id']}" in retry.output and "which is still RUNNING" in retry.output
     assert af.marker("retry.runs") == [f"import {job['job_id']}"], "the job ran more than once"
+    if airflow_version() < (3, 1, 0):
+        # Airflow 3.0's `tasks test` runs the trigger in line but never resumes the task with its event: the task
+        # instance ends there, with no result. What the retry did is all there is: it reattached, the job ran once
+        # and succeeded.
+        assert "[DAG TEST] Trigger completed" in retry.output
+        assert [(j["job_id"], j["status"]) for j in af.jobs(job["run_key"])] == [(job["job_id"], "SUCCEEDED")]
+        return
     result = af.sandbox.xcom(dag, "import")
     assert (result["job_id"], result["status"], result["attempt_no"]) == (job["job_id"], "SUCCEEDED", 1)
     # The retry reports the same job: the batches it had not yet shown appear in its log, none twice.
     shown = texts(retry.output)
-    assert shown == [f"imported batch {i}" for i in range(1, 21)]
+    assert shown == [f"imported batch {i}" for i in range(1, 46)]
     assert len(af.jobs(job["run_key"])) == 1
 
 
+@pytest.mark.versions
 def test_example_strict_runs_once_ever(af: AirflowCase) -> None:
     dag = "example_orchesjob_strict"
     ok(af.dags_test(dag))
@@ -126,6 +154,7 @@ def test_example_strict_runs_once_ever(af: AirflowCase) -> None:
     assert af.marker("strict.runs") == [f"import {DATE}"]
 
 
+@pytest.mark.versions
 def test_example_mapped_runs_one_job_per_partition(af: AirflowCase) -> None:
     dag = "example_orchesjob_mapped"
     run = af.dags_test(dag)
@@ -140,6 +169,7 @@ def test_example_mapped_runs_one_job_per_partition(af: AirflowCase) -> None:
 # ---------------------------------------------------------------------- outcomes of a job, retries
 
 
+@pytest.mark.versions
 def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2(af: AirflowCase) -> None:
     def flaky(name: str) -> list[str]:
         flag, runs = af.path(f"{name}.failed-once"), af.path(f"{name}.runs")
@@ -179,13 +209,15 @@ def test_failure_fails_the_try_with_the_stderr_tail_and_the_retry_runs_attempt_2
             (2, "SUCCEEDED", 0),
         ]
     # Try 1's failure names the code and quotes the end of stderr (stderr_tail_lines=2 for "flaky").
-    assert (
+    assert flat(
         "attempt 1) ended FAILED: exited with code 3\nLast lines of its stderr:\nflaky complaint 3\nflaky complaint 4"
-    ) in run.output
-    assert "Last lines of its stderr:\nflaky complaint 2" not in run.output
-    assert "polling complaint 1\npolling complaint 2\npolling complaint 3\npolling complaint 4" in run.output
-    assert "exited with code 99, listed in skip_on_exit_code" in run.output
-    assert "ended FAILED: exited with code 5" in run.output
+    ) in flat(run.output)
+    assert flat("Last lines of its stderr:\nflaky complaint 2") not in flat(run.output)
+    assert flat("polling complaint 1\npolling complaint 2\npolling complaint 3\npolling complaint 4") in flat(
+        run.output
+    )
+    assert "exited with code 99, listed in skip_on_exit_code" in flat(run.output)
+    assert "ended FAILED: exited with code 5" in flat(run.output)
 
 
 def test_a_start_that_finds_a_job_with_other_parameters_fails_unless_allowed(af: AirflowCase) -> None:
@@ -348,6 +380,7 @@ def test_job_output_shows_in_the_task_log_while_it_runs_each_line_once(af: Airfl
 # ---------------------------------------------------------------------- killing, timeouts
 
 
+@pytest.mark.versions
 def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reattached(af: AirflowCase) -> None:
     dirs = {name: af.workdir / name for name in ("polling", "deferred", "host")}
     # One after the other (all_done), so that a retry comes right after its failed try.
@@ -414,9 +447,15 @@ def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reat
     }
     assert "execution_timeout" in reasons["polling"] and "execution_timeout" in reasons["deferred"]
     assert "--timeout of 2s" in reasons["host"]
-    assert "execution_timeout ran out; it was aborted" in run.output
+    assert "execution_timeout ran out; it was aborted" in flat(run.output)
 
     kept = af.sandbox.xcom("t_timeouts", "kept")
     assert (kept["status"], kept["attempt_no"]) == ("SUCCEEDED", 1)
     assert af.marker("kept.runs") == [kept["job_id"]]
-    assert "(left running)" in run.output and f"Reattached to job {kept['job_id']}" in run.output
+    assert "(left running)" in flat(run.output)
+    # Try 2 reattaches to the running job, or (a busy machine may start it after the job's 14 s) adopts its result:
+    # either way the job ran once (above) and the task succeeded with it.
+    assert (
+        f"Reattached to job {kept['job_id']}" in run.output
+        or f"Adopted the result of job {kept['job_id']}" in run.output
+    )

@@ -17,6 +17,7 @@ from tests.support.airflow_case import DATE, AirflowCase
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
 
 
+@pytest.mark.versions
 def test_example_sensor_waits_for_the_job_the_producer_dag_starts(af: AirflowCase) -> None:
     sensor = af.start_dags_test("example_orchesjob_sensor")
     try:

@@ -41,6 +41,7 @@ STORED_CONN_ID = "orchesjob_ui_test"
 AIRFLOW_2 = importlib.metadata.version("apache-airflow").startswith("2.")
 
 
+@pytest.mark.versions
 def test_provider_info_registers_the_connection_type() -> None:
     (entry,) = get_provider_info()["connection-types"]
     assert entry["connection-type"] == CONN_TYPE == "orchesjob_ssh"
@@ -70,6 +71,7 @@ def test_provider_info_registers_the_connection_type() -> None:
     assert set(CONN_FIELDS) == set(entry["conn-fields"])
 
 
+@pytest.mark.versions
 def test_airflows_providers_manager_knows_the_connection_type() -> None:
     from airflow.providers_manager import ProvidersManager
 
@@ -88,6 +90,7 @@ def test_airflows_providers_manager_knows_the_connection_type() -> None:
     assert manager.field_behaviours[CONN_TYPE]["hidden_fields"] == ["schema"]
 
 
+@pytest.mark.versions
 def test_hook_works_through_an_orchesjob_ssh_connection(
     sshd: SshServer, orchesjob_launcher: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

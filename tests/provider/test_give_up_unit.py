@@ -111,3 +111,33 @@ def test_ask_gives_up_waiting_for_an_airflow_that_does_not_answer(monkeypatch: p
 def test_the_manual_abort_command_is_one_a_person_can_paste() -> None:
     line = give_up.manual_abort_command("0f3c-job", "/opt/orchesjob/bin/orchesjob", "/srv/state dir")
     assert line == "ORCHESJOB_HOME='/srv/state dir' /opt/orchesjob/bin/orchesjob abort --job-id=0f3c-job"
+
+
+@pytest.mark.timeout(300)  # the question's thread uses orchesjob_provider.compat, which imports Airflow
+def test_the_warm_up_asks_once_per_process_and_decides_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first question of a triggerer is the slow one (its supervisor builds its API then), so the trigger puts
+    it once, early, in the background; later triggers of the process do not ask again, and no identity, no question.
+    """
+    import orchesjob_provider.compat  # noqa: F401 - imported whole before the question's thread uses it, as in a trigger
+
+    asked: list[TryIdentity] = []
+
+    def lookup(identity: TryIdentity) -> Any:
+        asked.append(identity)
+        return ("failed", None)  # an answer that would abort, were anything decided from it
+
+    monkeypatch.setattr(give_up, "_lookup", lookup)
+    monkeypatch.setattr(give_up, "_warm_up", None)
+    first, second = TryIdentity("d", "t", "r", -1, 1), TryIdentity("d", "t", "r2", -1, 1)
+
+    async def start_triggers() -> Any:
+        give_up.warm_up(None)
+        assert give_up._warm_up is None
+        give_up.warm_up(first)
+        give_up.warm_up(second)
+        assert give_up._warm_up is not None
+        return await give_up._warm_up
+
+    verdict = asyncio.run(start_triggers())
+    assert asked == [first]
+    assert verdict.abort  # the answer is only kept, never acted on: nothing here holds a job or a hook

@@ -20,7 +20,7 @@ from tests.support.airflow_case import AirflowCase
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow, pytest.mark.versions]
 
 ASK = r"""
 import json, sqlite3, sys

@@ -21,7 +21,7 @@ if not os.environ.get("CI"):
 import orchesjob
 from orchesjob_provider import get_provider_info
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.airflow]
+pytestmark = [pytest.mark.timeout(180), pytest.mark.airflow, pytest.mark.versions]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

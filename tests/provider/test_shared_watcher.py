@@ -510,9 +510,9 @@ class CountingTrigger(OrchesjobTrigger):
 
     made: list[float]
 
-    def _make_hook(self) -> Any:
+    def _make_hook(self, check_version: bool = True) -> Any:
         self.made.append(time.monotonic())
-        return super()._make_hook()
+        return super()._make_hook(check_version)
 
 
 def counting_triggers(made: list[float], home: str, n: int, **kwargs: Any) -> list[CountingTrigger]:

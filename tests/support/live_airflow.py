@@ -5,7 +5,7 @@ trigger runs in a triggerer process, a triggerer that stalls while another one t
 killed by its own ``execution_timeout``. Every component is a real ``python -m airflow`` process in a process group
 of its own, so a test can stop, continue or kill one exactly as an operating system would.
 
-The deployment (checked on Airflow 3.3):
+The deployment (checked on Airflow 3.3 and 3.0.6):
 
 - LocalExecutor on a SQLite metadata database; all traffic on 127.0.0.1 (the api-server on a free port, the
   components started with ``-s`` so no log server listens anywhere);
@@ -42,7 +42,8 @@ from tests.support.sshd import free_port
 ADMIN = ("admin", "admin")
 LIVE_DAGS = Path(__file__).resolve().parent / "dags" / "live_dags.py"
 CONN_ID = "orchesjob_live"
-TRIGGERER_HEALTH_THRESHOLD = 10.0  # seconds without a heartbeat before another triggerer takes the triggers over
+# Seconds without a heartbeat before another triggerer takes the triggers over (an integer: Airflow 3.0 reads it so).
+TRIGGERER_HEALTH_THRESHOLD = 10
 
 
 class LiveAirflowError(RuntimeError):

@@ -1,6 +1,6 @@
 """DAGs for the live deployment tests (tests/live): one operator task whose job script comes from the run's conf
-(deferred; deferred with an execution_timeout; waiting in the worker; waiting in the worker with one retry), and
-one task mapped over many jobs on several hosts (deferred).
+(deferred; deferred with an execution_timeout; deferred with one retry; waiting in the worker; waiting in the worker
+with one retry), and one task mapped over many jobs on several hosts (deferred).
 
 The script is a ``dag_run.conf`` value, so every test triggers its own run (its own run id, hence its own run key)
 with the job it needs, and the deployment parses this file once. The SSH connection ``orchesjob_live`` carries the
@@ -43,6 +43,16 @@ with DAG(
     tags=["orchesjob", "test"],
 ):
     OrchesjobOperator(task_id="job", execution_timeout=timedelta(seconds=25), **COMMON)
+
+with DAG(
+    dag_id="orchesjob_live_deferred_retry",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
+    tags=["orchesjob", "test"],
+):
+    OrchesjobOperator(task_id="job", **COMMON)
 
 with DAG(
     dag_id="orchesjob_live_polling",

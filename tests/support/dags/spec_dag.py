@@ -8,7 +8,8 @@ The spec::
 
 ``kwargs`` go to ``OrchesjobOperator`` / ``OrchesjobSensor`` as they are, except that ``execution_timeout`` and
 ``retry_delay`` are seconds; ``ssh_conn_id``, ``orchesjob_bin`` and ``orchesjob_home`` default to the example DAGs'
-settings (``_settings.py`` in the same dags folder). ``expand`` (a list of kwargs dicts) maps the task over them.
+settings (the same environment variables, read here: this file imports nothing from its dags folder). ``expand``
+(a list of kwargs dicts) maps the task over them.
 Without the variable (any other Airflow command) this file defines no DAG.
 """
 
@@ -19,7 +20,14 @@ from typing import Any, Union
 
 import pendulum
 
-from _settings import DAG, ORCHESJOB_BIN, ORCHESJOB_HOME, SSH_CONN_ID
+try:  # Airflow 3
+    from airflow.sdk import DAG
+except ImportError:  # Airflow 2
+    from airflow import DAG
+
+SSH_CONN_ID = os.environ.get("ORCHESJOB_SSH_CONN_ID", "orchesjob_ssh")
+ORCHESJOB_BIN = os.environ.get("ORCHESJOB_REMOTE_BIN") or None
+ORCHESJOB_HOME = os.environ.get("ORCHESJOB_REMOTE_HOME") or None
 
 SECONDS = ("execution_timeout", "retry_delay")
 
