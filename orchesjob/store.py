@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - an interpreter without the split modul
     import sqlite3  # type: ignore[no-redef]
 
 from . import home
+from .contract import ACTIVE, DEFAULT_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, TERMINAL
 from .errors import InconsistentState, LockTimeout, OrchesjobError
 
 DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
@@ -30,8 +31,6 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
 SCHEMA_VERSION = 3
 # Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
 UPGRADED: list[dict[str, str]] = []
-ACTIVE = ("STARTING", "RUNNING")
-TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -102,10 +101,6 @@ CREATE TABLE watch_cursors (
     PRIMARY KEY (job_id, cursor)
 );
 """
-
-
-DEFAULT_LOCK_TIMEOUT = 30.0
-MAX_LOCK_TIMEOUT = 86400.0
 
 
 def lock_timeout() -> float:

@@ -37,7 +37,8 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Union
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
+from orchesjob.contract import DEFAULT_WAIT_TIMEOUT as DEFAULT_CLI_WAIT_TIMEOUT
 from orchesjob_provider import CONN_FIELDS, CONN_TYPE, HOOK_NAME, UI_FIELD_BEHAVIOUR, cli_install, launcher
 from orchesjob_provider import command as cmd
 from orchesjob_provider.cli_install import InstallCli, check_install_cli
@@ -77,7 +78,7 @@ RETRY_BEFORE_SEND = BEFORE_SEND
 RETRY_ALWAYS = ALWAYS
 
 DEFAULT_COMMAND_TIMEOUT = cmd.DEFAULT_COMMAND_TIMEOUT
-DEFAULT_WAIT_TIMEOUT = cmd.DEFAULT_WAIT_TIMEOUT
+DEFAULT_WAIT_TIMEOUT = DEFAULT_CLI_WAIT_TIMEOUT
 
 
 DEFAULT_BIN = "orchesjob"  # what runs when no CLI is named: the one on the SSH command's PATH

@@ -15,7 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from orchesjob import CONTRACT_VERSION, __version__
+from orchesjob import __version__
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider.cli_pack import SHEBANG, ZIP_EPOCH, pack, package_dir, packed_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
