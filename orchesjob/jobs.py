@@ -342,7 +342,9 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
 
     def worker_is_jobs(pid: int) -> bool:
         if imported(job):
-            return processes.is_legacy_worker(pid, jid)
+            from .legacy.workers import is_legacy_worker
+
+            return is_legacy_worker(pid, jid)
         if job.get("life_lock"):
             return processes.holds_any(pid, sup_files)
         # an earlier build's supervisor: its pid and start time, in its own namespace (a mismatch signals nothing)
@@ -350,7 +352,9 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
 
     def workers() -> list[int]:
         if imported(job):
-            found = processes.find_legacy_worker(jid)
+            from .legacy.workers import find_legacy_worker
+
+            found = find_legacy_worker(jid)
             return [found] if found else []
         if job.get("life_lock"):
             return list(processes.find(None, sup_files))
