@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import pytest
 
-from orchesjob import argv, jsonout, logfiles, rows, store
+from orchesjob import argv, jsonout, logfiles, rows
 from orchesjob.errors import InvalidArgument
 
 json_values = st.recursive(

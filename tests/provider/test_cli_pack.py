@@ -59,7 +59,7 @@ def test_entries_are_sorted_stamped_and_stored() -> None:
         assert {i.date_time for i in infos} == {ZIP_EPOCH}
         assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
         assert {(i.external_attr >> 16) & 0o777 for i in infos} == {0o644}
-        expected = sorted(p.name for p in Path(package_dir()).glob("*.py"))
+        expected = sorted(p.relative_to(package_dir()).as_posix() for p in Path(package_dir()).rglob("*.py"))
         assert sorted(n.split("/", 1)[1] for n in names[1:] if n.endswith(".py")) == expected
 
 
