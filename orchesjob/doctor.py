@@ -40,6 +40,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .rows import JobRow
+
 WAL_LIMIT = 64 << 20  # a WAL beyond this means checkpoints cannot keep up (SQLite's own aim is ~4 MiB)
 MIN_FREE_BYTES = 100 << 20
 MIN_FREE_INODES = 1000
@@ -524,7 +526,7 @@ class Doctor:
                     "look at %s and the job's log; nothing applies it automatically" % jobs.result_path(job),
                 )
 
-    def _apply(self, f: dict[str, Any], job: dict[str, Any], pending: dict[str, Any]) -> None:
+    def _apply(self, f: dict[str, Any], job: JobRow, pending: dict[str, Any]) -> None:
         """Apply a waiting result the way a reader does (jobs.refresh; a LOST verdict is overturned by finish)."""
         store = self._writable()
         try:
@@ -582,7 +584,7 @@ class Doctor:
             )
             c["unknown"] = unknown[:ITEMS]
 
-    def _settle(self, f: dict[str, Any], job: dict[str, Any]) -> None:
+    def _settle(self, f: dict[str, Any], job: JobRow) -> None:
         store = self._writable()
         try:
             jobs.refresh(store, store.get(job["job_id"]) or job)
@@ -655,7 +657,7 @@ def _both_logs(logs: str, job_id: str) -> bool:
     return all(os.path.lexists(os.path.join(logs, job_id + s)) for s in (".stdout", ".stderr"))
 
 
-def _describe(job: dict[str, Any]) -> str:
+def _describe(job: JobRow) -> str:
     return "job %s (run key %r, attempt %s)" % (job["job_id"], job["run_key"], job["attempt_no"])
 
 

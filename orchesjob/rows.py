@@ -13,7 +13,59 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import sqlite3
-    from typing import Any
+    from collections.abc import Mapping
+    from typing import Any, Callable, TypedDict
+
+    # The types below exist for the type checker only: a class statement of TypedDict needs `typing` at run time,
+    # which the CLI does not import (start-up time), and annotations are strings here.
+
+    class JobColumns(TypedDict):
+        """A jobs row as decode_job hands it over: every column, each value checked (NOT NULL in the schema is a
+        value here; bytes of the command and environment unpacked; the 0/1 columns bools)."""
+
+        job_id: str
+        run_key: str
+        attempt_no: int
+        status: str
+        command: list[str]
+        cwd: str | None
+        env: dict[str, str]
+        timeout: float | None
+        strict: bool
+        strict_override_used: bool
+        override_reason: str | None
+        rerun_of_job_id: str | None
+        rerun_reason: str | None
+        abort_reason: str | None
+        exit_code: int | None
+        signal: int | None
+        end_reason: str | None
+        worker_pid: int | None
+        worker_start: str | None
+        target_pid: int | None
+        target_start: str | None
+        pgid: int | None
+        boot_id: str | None
+        pid_ns: str | None
+        request_id: str | None
+        owner: str | None
+        stdout_file: str
+        stderr_file: str
+        started_at: int
+        finished_at: int | None
+        updated_at: int
+        aborted_at: int | None
+        imported_from: str | None
+        life_lock: bool
+
+    class JobRow(JobColumns, total=False):
+        """The job record the store returns and the commands pass around: its columns, and what a reader learnt
+        that is not stored (jobs.refresh: liveness "unknown" and why; places.py: the other state directory it
+        was found in)."""
+
+        liveness: str
+        liveness_reason: str
+        state_dir: str
 
 
 _BOOL_COLUMNS = ("strict", "strict_override_used", "life_lock")
@@ -119,14 +171,17 @@ def _check_columns(d: dict[str, Any], table: str, columns: frozenset[str]) -> No
 _ADDED_COLUMNS = {"life_lock": 0}
 
 
-def decode_job(row: sqlite3.Row) -> dict[str, Any]:
+def decode_job(row: sqlite3.Row) -> JobRow:
     """A whole jobs row (SELECT *), every column present and checked."""
     raw = dict(row)
     for column, value in _ADDED_COLUMNS.items():
         raw.setdefault(column, value)
     d = decode(raw)
     _check_columns(d, "jobs", _JOB_COLUMNS)
-    return d
+    # Every column is there (checked above), each of its column's type (_check_types, decode); the NOT NULL ones
+    # hold a value because the schema refuses NULL there.
+    job: JobRow = d  # type: ignore[assignment]
+    return job
 
 
 def decode_request(row: sqlite3.Row) -> dict[str, Any]:
@@ -184,7 +239,11 @@ def decode_cursor(row: sqlite3.Row) -> dict[str, Any]:
     return d
 
 
-RECORD_KINDS = {decode_run_key: "run key", decode_cursor: "watch cursor", decode_request: "start request"}
+RECORD_KINDS: dict[Callable[[sqlite3.Row], object], str] = {
+    decode_run_key: "run key",
+    decode_cursor: "watch cursor",
+    decode_request: "start request",
+}
 
 
 def decode(row: Any) -> dict[str, Any]:
@@ -206,7 +265,7 @@ def decode(row: Any) -> dict[str, Any]:
     return d
 
 
-def encode(fields: dict[str, Any]) -> dict[str, Any]:
+def encode(fields: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(fields)
     if out.get("command") is not None:
         out["command"] = pack(out["command"])

@@ -30,8 +30,12 @@ DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors w
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from collections.abc import Iterator, Sequence
-    from typing import Any, Callable, Literal
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import Any, Callable, Literal, TypeVar
+
+    from .rows import JobRow
+
+    Record = TypeVar("Record")
 
 SCHEMA_VERSION = 3
 # Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
@@ -373,9 +377,9 @@ class Store:
         upgrade of an orchesjob 1.1.0 one, orchesjob/legacy/upgrade.py)."""
         self.executescript(_SCHEMA)
 
-    def select_jobs(self, sql: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+    def select_jobs(self, sql: str, args: Sequence[Any]) -> list[JobRow]:
         """Job rows of any SELECT (every column), each checked as every job row read here is."""
-        return self._many(sql, args)
+        return self._jobs(sql, args)
 
     def executescript(self, script: str) -> None:
         """Run `;`-separated statements inside the open transaction (sqlite3's executescript would commit it)."""
@@ -424,19 +428,14 @@ class Store:
         return _Transaction(self, wait)
 
     # -- reads --------------------------------------------------------------------------------------------------
-    def _one(self, sql: str, args: Sequence[Any], decode: Any = None) -> dict[str, Any] | None:
+    def _one(self, sql: str, args: Sequence[Any], decode: Callable[[sqlite3.Row], Record]) -> Record | None:
         rows = self._many(sql, args, decode)
         return rows[0] if rows else None
 
-    def _many(self, sql: str, args: Sequence[Any], decode: Any = None) -> list[dict[str, Any]]:
-        """Rows as dicts, each checked (by `decode`, a job row's by default) before anything can use a value of it."""
-        decode = decode or decode_job
+    def _many(self, sql: str, args: Sequence[Any], decode: Callable[[sqlite3.Row], Record]) -> list[Record]:
+        """Rows as `decode` makes them, each checked by it before anything can use a value of it."""
         try:
-            rows = [decode(r) for r in self.conn.execute(sql, args).fetchall()]
-            if self.foreign is not None and decode is decode_job:
-                for row in rows:
-                    row["state_dir"] = self.foreign  # a job of another state directory says where it lives
-            return rows
+            return [decode(r) for r in self.conn.execute(sql, args).fetchall()]
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
         except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # a row our code could not have written
@@ -446,19 +445,31 @@ class Store:
                 error_type="corrupt_database",
             ) from None
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+    def _job(self, sql: str, args: Sequence[Any]) -> JobRow | None:
+        rows = self._jobs(sql, args)
+        return rows[0] if rows else None
 
-    def latest(self, run_key: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
+    def _jobs(self, sql: str, args: Sequence[Any]) -> list[JobRow]:
+        """Job rows (SELECT *), each checked; a job of another state directory says where it lives."""
+        rows = self._many(sql, args, decode_job)
+        if self.foreign is not None:
+            for row in rows:
+                row["state_dir"] = self.foreign
+        return rows
 
-    def history(self, run_key: str) -> list[dict[str, Any]]:
-        return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
+    def get(self, job_id: str) -> JobRow | None:
+        return self._job("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
 
-    def active(self) -> list[dict[str, Any]]:
-        return self._many("SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ())
+    def latest(self, run_key: str) -> JobRow | None:
+        return self._job("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
 
-    def answered_request(self, run_key: str, request_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def history(self, run_key: str) -> list[JobRow]:
+        return self._jobs("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
+
+    def active(self) -> list[JobRow]:
+        return self._jobs("SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ())
+
+    def answered_request(self, run_key: str, request_id: str) -> tuple[JobRow | None, dict[str, Any] | None]:
         """(the job, None) a start with this request id already answered with (a retry of that same request),
         (None, the request's record) when that job has since been cleaned, or (None, None) for a new request."""
         record = self._one(
@@ -479,13 +490,13 @@ class Store:
         if take_ownership:
             self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
 
-    def get_many(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRow]:
         """The jobs among `job_ids` that exist, by id (primary key lookups in batches: one query per 500 ids)."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, JobRow] = {}
         for i in range(0, len(job_ids), 500):
             batch = list(job_ids[i : i + 500])
             sql = "SELECT * FROM jobs WHERE job_id IN (%s)" % ", ".join("?" for _ in batch)
-            found.update((j["job_id"], j) for j in self._many(sql, batch))
+            found.update((j["job_id"], j) for j in self._jobs(sql, batch))
         return found
 
     def cursors(self, job_ids: Sequence[str]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -523,7 +534,7 @@ class Store:
         run_key: str | None = None,
         job_id: str | None = None,
         progress: Any = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobRow]:
         """Terminal jobs for `clean`, by finish time range, run key or id (served by the finished_at index).
         `progress` (progress.Progress-like, with `total` unset) is told the count first, then each row read."""
         where = ["status NOT IN ('STARTING', 'RUNNING')"]
@@ -542,7 +553,7 @@ class Store:
             args.append(after)
         condition = " AND ".join(where)
         if progress is None:
-            rows = self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args)
+            rows = self._jobs("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args)
         else:
             progress.start(int(self._scalar("SELECT count(*) FROM jobs WHERE %s" % condition, args)))
             rows = []
@@ -575,10 +586,12 @@ class Store:
 
     def _highest_attempt(self, run_key: str) -> int:
         """The highest attempt number among the key's jobs (0 without any), served by (run_key, attempt_no)."""
-        row = self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
+        row = self._job("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
         return int(row["attempt_no"]) if row is not None else 0
 
-    def insert(self, job: dict[str, Any]) -> None:
+    def insert(self, job: Mapping[str, Any]) -> None:
+        """Insert a job row (call inside write()): a JobRow, or some of its columns (the others take the schema's
+        default, as a history seeded by a test or a bench does)."""
         row = encode(job)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -639,7 +652,7 @@ class Store:
     def consume_unlock(self, run_key: str) -> None:
         self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
 
-    def delete(self, jobs: Sequence[dict[str, Any]], progress: Any = None) -> None:
+    def delete(self, jobs: Sequence[JobRow], progress: Any = None) -> None:
         """Delete jobs (call inside write()). The requests they answered are kept, with the job's final status: a
         caller repeating one of them is told the job was cleaned, and nothing runs again (commands.start).
         `progress` is told each batch deleted."""
@@ -656,7 +669,7 @@ class Store:
                 progress.step(len(part))
 
     # -- host tools: ls, doctor, metrics (tests/cli/test_host_tools.py checks each plan uses an index) -------------
-    def _iter(self, sql: str, args: Sequence[Any], decode: Any) -> Iterator[dict[str, Any]]:
+    def _iter(self, sql: str, args: Sequence[Any], decode: Callable[[sqlite3.Row], Record]) -> Iterator[Record]:
         """Rows as _many gives them (each checked by `decode`), read one at a time, so a caller can stop early."""
         try:
             for row in self.conn.execute(sql, args):
@@ -676,16 +689,16 @@ class Store:
             raise database_error(e, self.path) from None
         return row[0] if row is not None else None
 
-    def recent(self, limit: int, run_key: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, limit: int, run_key: str | None = None) -> list[JobRow]:
         """The `limit` latest jobs by start time, newest first (index jobs_started_at; rowid, the insertion order,
         breaks ties within a second), or with `run_key` that key's latest attempts (index jobs_run_key_attempt)."""
         if run_key is not None:
-            return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
-        return self._many("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
+            return self._jobs("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
+        return self._jobs("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
 
-    def attempt(self, run_key: str, attempt_no: int) -> dict[str, Any] | None:
+    def attempt(self, run_key: str, attempt_no: int) -> JobRow | None:
         """Attempt `attempt_no` of a run key (index jobs_run_key_attempt)."""
-        return self._one("SELECT * FROM jobs WHERE run_key = ? AND attempt_no = ?", (run_key, attempt_no))
+        return self._job("SELECT * FROM jobs WHERE run_key = ? AND attempt_no = ?", (run_key, attempt_no))
 
     def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         """Up to `limit` job ids that start with `prefix`, in order: a range of the primary key's index."""
@@ -705,7 +718,7 @@ class Store:
         after = self._scalar("SELECT job_id FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT 1", (job_id,))
         return before, after
 
-    def with_key_prefix(self, prefix: str, limit: int, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def with_key_prefix(self, prefix: str, limit: int, statuses: Sequence[str] | None = None) -> list[JobRow]:
         """The latest `limit` jobs by start time whose run key starts with `prefix` (optionally of these statuses).
 
         Two indexes can serve it and SQLite picks by its statistics: the run key's range (then a sort of what
@@ -715,19 +728,19 @@ class Store:
         if statuses:
             where += " AND status IN (%s)" % ", ".join("?" for _ in statuses)
             args += list(statuses)
-        return self._many(
+        return self._jobs(
             "SELECT * FROM jobs WHERE %s ORDER BY started_at DESC, rowid DESC LIMIT ?" % where, args + [limit]
         )
 
-    def latest_with_status(self, status: str, limit: int) -> list[dict[str, Any]]:
+    def latest_with_status(self, status: str, limit: int) -> list[JobRow]:
         """The `limit` jobs of a terminal status that finished last (a range of jobs_status_finished_at)."""
-        return self._many(
+        return self._jobs(
             "SELECT * FROM jobs WHERE status = ? ORDER BY finished_at DESC, rowid DESC LIMIT ?", (status, limit)
         )
 
-    def stopping(self) -> list[dict[str, Any]]:
+    def stopping(self) -> list[JobRow]:
         """ABORTED jobs whose abort has not finished (no finish time yet): index jobs_status_finished_at."""
-        return self._many("SELECT * FROM jobs WHERE status = 'ABORTED' AND finished_at IS NULL", ())
+        return self._jobs("SELECT * FROM jobs WHERE status = 'ABORTED' AND finished_at IS NULL", ())
 
     def count_by_status(self) -> dict[str, int]:
         """Jobs per status, without reading the history row by row.

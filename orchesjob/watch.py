@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from collections.abc import Sequence
     from typing import Any, NamedTuple
 
+    from .rows import JobRow
     from .store import Store
 
     class Entry(NamedTuple):
@@ -138,7 +139,7 @@ class _Sleeper:
             self.stdin = 0
             self.poller.register(0, select.POLLIN)
 
-    def watch(self, job: dict[str, Any]) -> bool:
+    def watch(self, job: JobRow) -> bool:
         """Keep a pidfd on the job's live supervisor; False when there is none to watch (judge it by polling)."""
         job_id, pid = job["job_id"], job.get("worker_pid")
         old = self.fds.get(job_id)
@@ -184,15 +185,15 @@ class _Sleeper:
             self.forget(job_id)
 
 
-def _grown(job: dict[str, Any], start: tuple[int, int] | None) -> bool:
+def _grown(job: JobRow, start: tuple[int, int] | None) -> bool:
     """Whether a log has bytes past `start` to give: an incomplete UTF-8 character at its end is not news (a chunk
     never ends inside a character), so a job that stopped in the middle of one is quiet, not news every step."""
     return start is not None and any(
-        logfiles.readable_end(job[s + "_file"], start[i]) > start[i] for i, s in enumerate(STREAMS)
+        logfiles.readable_end(jobs.log_file(job, s), start[i]) > start[i] for i, s in enumerate(STREAMS)
     )
 
 
-def _ended(job: dict[str, Any]) -> bool:
+def _ended(job: JobRow) -> bool:
     return not (jobs.is_active(job) or jobs.is_stopping(job))
 
 
@@ -294,7 +295,7 @@ def _never() -> Store:  # pragma: no cover - a row was read from one of the two 
 
 def _answer(
     entries: Sequence[Entry],
-    rows: dict[str, dict[str, Any]],
+    rows: dict[str, JobRow],
     starts: Sequence[tuple[int, int] | None],
     news: set[int],
     max_bytes: int,
@@ -310,7 +311,7 @@ def _answer(
         for k, s in enumerate(STREAMS)
     ]
     wants = [
-        logfiles.size(rows[entries[i].job_id][s + "_file"]) - starts[i][k]  # type: ignore[index]
+        logfiles.size(jobs.log_file(rows[entries[i].job_id], s)) - starts[i][k]  # type: ignore[index]
         for i, k, s in readers
     ]
     grants = {(i, s): g for (i, _, s), g in zip(readers, share(wants, max_bytes, max_total))}
@@ -330,7 +331,7 @@ def _answer(
         if at is not None:
             final = not jobs.is_active(job)
             view["logs"] = {
-                s: logfiles.chunk(job[s + "_file"], s, at[k], grants.get((i, s), 0), final)
+                s: logfiles.chunk(jobs.log_file(job, s), s, at[k], grants.get((i, s), 0), final)
                 for k, s in enumerate(STREAMS)
             }
         if e.cursor is not None:

@@ -15,6 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..rows import JobRow
     from ..store import Store
 
 
@@ -27,7 +28,7 @@ def _error(store: Store, message: str, error_type: str = "database") -> Exceptio
     )
 
 
-def with_verified_worker(job: dict[str, Any]) -> dict[str, Any]:
+def with_verified_worker(job: JobRow) -> JobRow:
     """An active 1.1.0 job with the pid namespace its worker runs in, when this process sees that worker (its pid
     runs `-m orchesjob _worker --job-id ID`, or the job is STARTING and such a worker is found): then the rules for
     imported jobs can prove it dead later (life.py). Unverified, the namespace stays unknown, and so does the job."""
@@ -39,17 +40,20 @@ def with_verified_worker(job: dict[str, Any]) -> dict[str, Any]:
     if worker is None and job["status"] == "STARTING":
         worker = find_legacy_worker(job["job_id"])
     if worker and is_legacy_worker(worker, job["job_id"]):
-        return dict(job, worker_pid=worker, pid_ns=processes.pid_namespace())
+        verified = job.copy()
+        verified["worker_pid"] = worker
+        verified["pid_ns"] = processes.pid_namespace()
+        return verified
     return job
 
 
-def not_dead(job: dict[str, Any]) -> bool:
+def not_dead(job: JobRow) -> bool:
     from .. import life
 
     return life.verdict(with_verified_worker(job))[0] != life.DEAD
 
 
-def alive(job: dict[str, Any]) -> bool:
+def alive(job: JobRow) -> bool:
     from .. import life
 
     return life.verdict(with_verified_worker(job))[0] == life.ALIVE
@@ -78,7 +82,7 @@ def _double_runs(store: Store) -> list[str]:
     could start a second beside the first. Extra active jobs of a key that are proven dead are LOST; two of a key
     that are not both proven dead stop the upgrade (nothing is changed; it is tried again by the next command that
     writes)."""
-    by_key: dict[str, list[dict[str, Any]]] = {}
+    by_key: dict[str, list[JobRow]] = {}
     for job in store.select_jobs(
         "SELECT * FROM (%s) WHERE status IN ('STARTING', 'RUNNING')" % jobs_select("main.jobs"), ()
     ):
