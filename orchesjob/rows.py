@@ -3,7 +3,8 @@
 Every row is checked as it is read (decode_*), so nothing acts on a value our own code could not have written: a
 damaged record is refused (store.py turns the ValueError into `corrupt_database`) instead of being trusted. Commands
 and environments are stored as NUL-separated bytes (pack/unpack), exact for any argument. Rows that orchesjob 1.1.0
-wrote keep its conventions, which orchesjob/legacy/rows.py reads in ours.
+wrote keep its conventions, which orchesjob/legacy/rows.py reads in ours. A decoded job row has a type, JobRow,
+which the store returns and the job logic takes, so the type checker knows every field's name and type.
 """
 
 from __future__ import annotations
