@@ -89,7 +89,7 @@ $(STAMP_AF2103): pyproject.toml $(AIRFLOW_2103_CONSTRAINTS) | $(UV)
 ## made before the first stage starts, so the two longest stages do start first and the short ones fill the other
 ## slot as it frees up.
 JOBS ?= 2
-STAGES := main-provider airflow211 main-cli main-faults main-live airflow306 live306 airflow2103 python39 python313 reference
+STAGES := main-provider airflow211 main-live airflow306 main-faults live306 airflow2103 main-cli python39 python313 reference
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	rm -rf build/stages build/compat
