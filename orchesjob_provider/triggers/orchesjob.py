@@ -90,9 +90,10 @@ class OrchesjobTrigger(BaseTrigger):
         aborts only while the job's owner is still that request (``abort --if-owner``): once a newer try has
         reattached to the job, killing this stale one leaves the job alone, whatever Airflow answered. None: abort
         whoever owns it.
-    :param cli: which CLI the worker resolved (``OrchesjobHook.settings.cli_info()``: path, version, python, origin,
-        argv), handed back in every event so the resumed task can report it. The trigger runs ``orchesjob_bin``,
-        which is that argv: it never looks for a CLI nor uploads one.
+    :param cli: which CLI the worker resolved (``ResolvedCli.info()`` of ``orchesjob_provider.cli_choice``: path,
+        version, python, origin, argv, the sha256 of an uploaded copy), handed back in every event so the resumed task
+        can report it. With ``orchesjob_bin`` (that argv) and ``orchesjob_home`` it makes the trigger's one frozen
+        ``ResolvedCli``, which every hook of the trigger runs: it never looks for a CLI nor uploads one.
     :param try_identity: the try that deferred (``dag_id``, ``task_id``, ``run_id``, ``map_index``,
         ``try_number``), as :class:`~orchesjob_provider.give_up.TryIdentity` writes it: whom ``on_kill`` asks
         Airflow about. Kwargs saved before it existed load with None, and such a trigger never aborts on kill.
