@@ -8,15 +8,18 @@ test_login_shells.py.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import subprocess
+import sys
+from typing import Any
 
 import pytest
 
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
-from orchesjob import CONTRACT_VERSION
 from orchesjob_provider import command as cmd
 from orchesjob_provider.call_run import CliSettings
 from orchesjob_provider.cli_choice import CliChoice, ResolvedCli, choose_cli
@@ -41,11 +44,17 @@ def settings(**given: object) -> CliSettings:
     )
 
 
-def answer_version(s: CliSettings) -> None:
-    """What the handshake's ``version`` call does with a CLI's answer."""
+@functools.cache
+def real_version_answer() -> bytes:
+    """What this checkout's CLI answers to ``version`` (as a process, so the contract is the CLI's own)."""
+    return subprocess.run([sys.executable, "-m", "orchesjob", "version"], capture_output=True, check=True).stdout
+
+
+def answer_version(s: CliSettings) -> dict[str, Any]:
+    """What the handshake's ``version`` call does with a CLI's answer; the answer, parsed."""
     run = s.begin(cmd.define.version(), None)
-    reply = {"version": "9.9", "contract": CONTRACT_VERSION, "path": "/where", "executable": "/py"}
-    run.answer((0, json.dumps(reply).encode(), b""))
+    run.answer((0, real_version_answer(), b""))
+    return dict(json.loads(real_version_answer()))
 
 
 def test_an_upload_replaces_the_cli_value_and_leaves_the_old_one_as_it_was() -> None:
@@ -63,13 +72,13 @@ def test_the_version_answer_is_a_new_value_that_says_where_the_cli_came_from() -
     s = settings()
     s.use_installed(dataclasses.replace(UPLOADED, uploaded=False))
     unchecked = s.cli
-    answer_version(s)
+    reply = answer_version(s)
     assert unchecked.answer is None and unchecked.info() is None
-    assert s.cli_version["origin"] == "cached"
+    assert s.cli_version == {**reply, "origin": "cached"}
     assert s.cli_info() == {
-        "path": "/where",
-        "version": "9.9",
-        "python": "/py",
+        "path": reply["path"],
+        "version": reply["version"],
+        "python": reply["executable"],
         "origin": "cached",
         "argv": ["/usr/bin/python3", UPLOADED.path],
         "sha256": SHA,
