@@ -9,17 +9,16 @@ import os
 import select
 import time
 
-from . import CONTRACT_VERSION, __version__, home, jobs, life, logfiles, processes
+from . import home, jobs, life, logfiles, processes
+from .contract import ACTIVE, CONTRACT_VERSION, DEFAULT_START_TIMEOUT, VERSION
 from .errors import InconsistentState, InvalidArgument, NotFound, job_not_found, run_key_not_found
-from .store import ACTIVE, Store, open_store, open_store_patiently
+from .store import Store, open_store, open_store_patiently
 from .timeutil import now, with_iso
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from collections.abc import Sequence
     from typing import Any
-
-DEFAULT_START_TIMEOUT = 10.0
 
 
 # -- start and rerun ----------------------------------------------------------------------------------------------
@@ -916,7 +915,7 @@ def version() -> dict[str, Any]:
     import sys
 
     return {
-        "version": __version__,
+        "version": VERSION,
         "contract": CONTRACT_VERSION,
         "python": sys.version.split()[0],
         "executable": sys.executable,

@@ -274,12 +274,12 @@ class Doctor:
         c = self._check("proc", "")
         ns, boot = processes.pid_namespace(), processes.boot_id()
         c.update(pid_namespace=ns, boot_id=boot)
-        if not processes._HAVE_PROC or not processes.proc_is_ours():
+        if not processes.HAVE_PROC or not processes.proc_is_ours():
             self._find(
                 c,
                 (
                     "/proc is not there"
-                    if not processes._HAVE_PROC
+                    if not processes.HAVE_PROC
                     else "/proc shows another pid namespace than this process's"
                 )
                 + ": a job whose supervisor is gone cannot be stopped from here (abort reaches a job through its "
@@ -393,7 +393,7 @@ class Doctor:
     def _stray_1_1_0_tables(self, c: dict[str, Any]) -> None:
         """Tables only orchesjob 1.1.0 makes, in a database this orchesjob upgraded: 1.1.0 was run on it since.
         It cannot read this schema and must not be run here any more; the tables are left for a person to judge."""
-        from .migrations import STRAY_1_1_0_TABLES
+        from .legacy import STRAY_1_1_0_TABLES
 
         assert self.ro is not None
         stray = self.ro.tables_named(STRAY_1_1_0_TABLES)
@@ -409,11 +409,12 @@ class Doctor:
 
     def _unversioned(self, c: dict[str, Any]) -> bool:
         """user_version 0: a file no command has given a schema yet, orchesjob 1.1.0's database, or someone else's."""
-        from . import migrations, store
+        from . import store
+        from .legacy import layout
 
         assert self.ro is not None
         try:
-            legacy = migrations.recognise(self.ro)
+            legacy = layout.recognise(self.ro)
             if legacy is None:
                 self.ro._refuse_foreign()
         except OrchesjobError as e:

@@ -12,39 +12,14 @@ import os
 import time
 
 from . import life, processes
+from .contract import ACTIVE, REFERENCE_JOB_FIELDS
 from .errors import LockTimeout
-from .store import ACTIVE, Store, lock_timeout
+from .store import Store, lock_timeout
 from .timeutil import iso, now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any
-
-_REFERENCE_FIELDS = (
-    "job_id",
-    "run_key",
-    "command",
-    "pid",
-    "pid_kind",
-    "worker_pid",
-    "target_pid",
-    "status",
-    "exit_code",
-    "stdout_file",
-    "stderr_file",
-    "attempt_no",
-    "rerun_of_job_id",
-    "rerun_reason",
-    "abort_reason",
-    "started_at",
-    "started_at_iso",
-    "finished_at",
-    "finished_at_iso",
-    "updated_at",
-    "updated_at_iso",
-    "aborted_at",
-    "aborted_at_iso",
-)
 
 
 def is_active(job: dict[str, Any]) -> bool:
@@ -66,7 +41,7 @@ def render(job: dict[str, Any]) -> dict[str, Any]:
     view["pid"], view["pid_kind"] = (pid, kind) if pid else (None, None)
     for f in ("started_at", "finished_at", "updated_at", "aborted_at"):
         view[f + "_iso"] = iso(job.get(f))
-    out = {f: view.get(f) for f in _REFERENCE_FIELDS}
+    out = {f: view.get(f) for f in REFERENCE_JOB_FIELDS}
     out.update(
         strict=job["strict"],
         strict_override_used=job["strict_override_used"],
@@ -367,7 +342,9 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
 
     def worker_is_jobs(pid: int) -> bool:
         if imported(job):
-            return processes.is_legacy_worker(pid, jid)
+            from .legacy.workers import is_legacy_worker
+
+            return is_legacy_worker(pid, jid)
         if job.get("life_lock"):
             return processes.holds_any(pid, sup_files)
         # an earlier build's supervisor: its pid and start time, in its own namespace (a mismatch signals nothing)
@@ -375,7 +352,9 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
 
     def workers() -> list[int]:
         if imported(job):
-            found = processes.find_legacy_worker(jid)
+            from .legacy.workers import find_legacy_worker
+
+            found = find_legacy_worker(jid)
             return [found] if found else []
         if job.get("life_lock"):
             return list(processes.find(None, sup_files))

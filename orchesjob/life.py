@@ -240,15 +240,17 @@ def _imported(job: dict[str, Any]) -> tuple[str, str]:
         return ALIVE, "a process has its log open for writing"
     if writers == ERROR:
         return UNKNOWN, "the kernel will not say whether its logs are being written (a file system without leases)"
+    from .legacy.workers import find_legacy_worker
+
     if processes.can_see(job.get("pid_ns")):
         worker = job.get("worker_pid")
-        if worker is None and processes.find_legacy_worker(job["job_id"]) is not None:
+        if worker is None and find_legacy_worker(job["job_id"]) is not None:
             return ALIVE, "its orchesjob 1.1.0 worker is running"
         if processes.exists(worker):
             return ALIVE, "a process with its orchesjob 1.1.0 worker's pid is running"
         return DEAD, "its orchesjob 1.1.0 worker and command are gone"
     if processes.sees_whole_host():
-        if processes.find_legacy_worker(job["job_id"]) is not None:
+        if find_legacy_worker(job["job_id"]) is not None:
             return ALIVE, "its orchesjob 1.1.0 worker is running"
         return DEAD, "its orchesjob 1.1.0 worker and command are gone"
     return UNKNOWN, "it was started by orchesjob 1.1.0 in a pid namespace this process cannot see"

@@ -41,7 +41,8 @@ from __future__ import annotations
 import os
 
 from . import jobs
-from .store import ACTIVE, TERMINAL, Store
+from .contract import ACTIVE, TERMINAL
+from .store import Store
 from .textout import Text
 from .timeutil import now
 

@@ -15,9 +15,10 @@ import sys
 import time
 
 from . import control, home, jobs, life, processes
+from .contract import ACTIVE
 from .errors import OrchesjobError
 from .processes import signals as signal
-from .store import ACTIVE, DatabaseError, Store, database_error, open_store_patiently
+from .store import DatabaseError, Store, database_error, open_store_patiently
 from .timeutil import now
 
 TYPE_CHECKING = False

@@ -14,7 +14,8 @@ column gives way, elided in the middle; colour only on a terminal and never with
 from __future__ import annotations
 
 from . import jobs, processes
-from .store import ACTIVE, Store
+from .contract import ACTIVE
+from .store import Store
 from .textout import STATUS_COLOURS, Output, Terminal, Text, cells, duration, elide, local_time, pad
 from .timeutil import iso, now
 

@@ -24,6 +24,7 @@ import select
 import time
 
 from . import jobs, life, logfiles
+from .contract import STREAMS, WATCH_MAX_ENTRIES, split_watch_spec
 from .errors import InvalidArgument, job_not_found
 from .store import open_store
 from .timeutil import now
@@ -45,17 +46,13 @@ else:
 
     Entry = namedtuple("Entry", "job_id offsets delivered cursor")
 
-MAX_ENTRIES = 1000
-MIN_TOTAL_BYTES = 65536
-DEFAULT_TOTAL_BYTES = 1 << 20
-STREAMS = ("stdout", "stderr")
 _FULL_REFRESH = 1.0  # seconds between liveness checks of jobs whose supervisor cannot be watched by a pidfd
 
 
 def parse_entry(spec: str, check_job_id: Any, check_offset: Any, check_cursor: Any) -> Entry:
     """`ID`, `ID:OUT:ERR` (offsets read up to) or `ID:OUT:ERR:DONE_OUT:DONE_ERR:CURSOR` (plus the offsets delivered;
     the cursor is the rest of the value, so it may hold colons). The checks are the CLI's value rules (cli.py)."""
-    parts = spec.split(":", 5)
+    parts = split_watch_spec(spec)
     job_id = check_job_id(parts[0])
     if len(parts) == 1:
         return Entry(job_id, None, None, None)
@@ -71,8 +68,8 @@ def parse_entry(spec: str, check_job_id: Any, check_offset: Any, check_cursor: A
 
 
 def check_entries(entries: Sequence[Entry]) -> None:
-    if len(entries) > MAX_ENTRIES:
-        raise InvalidArgument("--watch: at most %d jobs per call (got %d)" % (MAX_ENTRIES, len(entries)))
+    if len(entries) > WATCH_MAX_ENTRIES:
+        raise InvalidArgument("--watch: at most %d jobs per call (got %d)" % (WATCH_MAX_ENTRIES, len(entries)))
 
 
 def share(wants: Sequence[int], cap: int, total: int) -> list[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import command as cmd
 from orchesjob_provider import launcher
 from orchesjob_provider.cli_choice import CliChoice, ResolvedCli, choose_cli

@@ -37,6 +37,7 @@ import asyncio
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
+from orchesjob.contract import DEFAULT_WAIT_TIMEOUT as DEFAULT_CLI_WAIT_TIMEOUT
 from orchesjob_provider import CONN_TYPE, HOOK_NAME, connection_form
 from orchesjob_provider import command as cmd
 from orchesjob_provider.call_run import CallRun, CliSettings, run_blocking
@@ -73,7 +74,7 @@ RETRY_BEFORE_SEND = BEFORE_SEND
 RETRY_ALWAYS = ALWAYS
 
 DEFAULT_COMMAND_TIMEOUT = cmd.DEFAULT_COMMAND_TIMEOUT
-DEFAULT_WAIT_TIMEOUT = cmd.DEFAULT_WAIT_TIMEOUT
+DEFAULT_WAIT_TIMEOUT = DEFAULT_CLI_WAIT_TIMEOUT
 
 
 class _OrchesjobHookBase(BaseHook):

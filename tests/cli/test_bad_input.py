@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from cli_helpers import Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, snapshot, wait_pids_gone
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 
 pytestmark = pytest.mark.timeout(120)
 

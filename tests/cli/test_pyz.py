@@ -10,7 +10,7 @@ import sys
 import pytest
 from cli_helpers import REPO_ROOT
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from cli_helpers import OUR_JOB_FIELDS, REFERENCE_JOB_FIELDS, START_FIELDS, pid_alive, read_pids, wait_pids_gone
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import orchesjob
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")

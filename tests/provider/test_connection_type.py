@@ -32,7 +32,7 @@ if not os.environ.get("CI"):
     pytest.importorskip("airflow")
 
 import orchesjob
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import CONN_FIELDS, CONN_TYPE, get_provider_info
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.airflow]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 
 if not os.environ.get("CI"):
     pytest.importorskip("airflow")
