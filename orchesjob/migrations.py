@@ -3,8 +3,9 @@
 A database records its schema version in `PRAGMA user_version`. Store opens it, sees an older version and calls
 `upgrade`, inside the same BEGIN IMMEDIATE transaction that re-read the version: concurrent CLIs queue on the lock,
 the first one upgrades, the others find the new version. Either every step commits or none does, so a crash during
-an upgrade leaves the old database as it was. A fresh database gets the newest schema directly (store._SCHEMA);
-the test suite upgrades a stored database of every released version and checks it field by field against it.
+an upgrade leaves the old database as it was. A fresh database gets the newest schema directly
+(Store.create_schema); the test suite upgrades a stored database of every released version and checks it field by
+field against it.
 
 Rules for a new step: only additive changes SQLite can do in place (ADD COLUMN, new tables and indexes), or a
 table rebuild that copies every row; never a change that needs the old code to still run.
@@ -17,12 +18,17 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Any, Callable, Protocol
 
-    from .store import Store
+    class Database(Protocol):
+        """What an upgrade step needs of the state database (store.Store is one; the store calls this module)."""
+
+        conn: Any
+
+        def executescript(self, script: str) -> None: ...
 
 
-def _v1_to_v2(store: Store) -> None:
+def _v1_to_v2(store: Database) -> None:
     """Version 2: the pid namespace a job lives in, the caller's request id and owner, answered requests, the
     watchers' delivered log offsets (`wait --watch ...:CURSOR`); the indexes behind `ls --last` (start time) and
     `metrics` (status and finish time)."""
@@ -52,7 +58,7 @@ def _v1_to_v2(store: Store) -> None:
     """)
 
 
-def _v2_to_v3(store: Store) -> None:
+def _v2_to_v3(store: Database) -> None:
     """Version 3: whether a job holds the lock files life.py tests (jobs started before hold none, and are judged
     by the rules for them there); the final status of a cleaned job in the requests it answered, which are kept."""
     store.executescript("""
@@ -62,13 +68,13 @@ def _v2_to_v3(store: Store) -> None:
 
 
 # from-version -> the step that brings a database of that version to the next one
-STEPS: dict[int, Callable[[Store], None]] = {
+STEPS: dict[int, Callable[[Database], None]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
 }
 
 
-def upgrade(store: Store, current: int, target: int) -> None:
+def upgrade(store: Database, current: int, target: int) -> None:
     """Apply every step from `current` to `target` (call inside the write transaction that read `current`)."""
     for version in range(current, target):
         step = STEPS.get(version)

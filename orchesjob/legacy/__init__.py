@@ -25,3 +25,25 @@ BACKUP_SUFFIX = ".1.1.0-backup"
 # Tables that only orchesjob 1.1.0 creates (its `jobs` and `run_keys` share names with ours): found in an upgraded
 # database, they say 1.1.0 was run on it since (doctor).
 STRAY_1_1_0_TABLES = ("strict_overrides", "schema_meta")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Protocol
+
+    from ..rows import JobRow
+
+    class Database(Protocol):
+        """What this package needs of the state database (store.Store is one). Named by what it does, not imported
+        from the store: the store opens the transactions in which this package is called, so it is the one above."""
+
+        path: str
+        conn: Any
+
+        def executescript(self, script: str) -> None: ...
+
+        def create_schema(self) -> None: ...
+
+        def copy_to(self, path: str, progress: Any = None) -> None: ...
+
+        def select_jobs(self, sql: str, args: Sequence[Any]) -> list[JobRow]: ...

@@ -10,7 +10,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from ..store import Store
+    from . import Database
 
 
 _V110_TABLES = {
@@ -42,7 +42,7 @@ _VIEWS = ("jobs", "run_keys", "start_requests")
 _NOW = "CAST(strftime('%s', 'now') AS INTEGER)"
 
 
-def recognise(store: Store) -> str | None:
+def recognise(store: Database) -> str | None:
     """LEGACY_VERSION when the database (at user_version 0) is orchesjob 1.1.0's; None when it holds no table of
     any orchesjob (a new file, or someone else's database). Another orchesjob 1.x layout is refused here, untouched."""
     conn = store.conn
@@ -56,7 +56,7 @@ def recognise(store: Store) -> str | None:
             conn.execute("ROLLBACK")  # a read transaction: nothing to commit
 
 
-def _recognise(store: Store) -> str | None:
+def _recognise(store: Database) -> str | None:
     from ..errors import OrchesjobError
 
     conn = store.conn
@@ -122,7 +122,7 @@ class _SchemaMoved(ValueError):
     """A view over 1.1.0's tables met our own rows: another CLI upgraded the database since this one opened it."""
 
 
-def register_functions(store: Store, progress: Any = None) -> None:
+def register_functions(store: Database, progress: Any = None) -> None:
     """SQL functions the conversion needs, defined in this connection only (nothing is stored in the file).
     `progress` (progress.Progress) is told each job whose command is converted: SQLite calls `argv` once per row."""
     from ..rows import pack
@@ -207,7 +207,7 @@ def run_keys_select(jobs: str, overrides: str) -> str:
             AND (o.expires_at IS NULL OR _oj110_ts(o.expires_at) > %s)""" % (jobs, overrides, _NOW)
 
 
-def present(store: Store) -> None:
+def present(store: Database) -> None:
     """Read a 1.1.0 database as ours without writing it: TEMP views named like our tables shadow its tables in this
     connection (temporary objects are kept in memory, never in the database file)."""
     register_functions(store)
@@ -221,6 +221,6 @@ def present(store: Store) -> None:
     )
 
 
-def drop_presentation(store: Store) -> None:
+def drop_presentation(store: Database) -> None:
     for view in _VIEWS:
         store.conn.execute("DROP VIEW IF EXISTS temp.%s" % view)

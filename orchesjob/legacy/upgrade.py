@@ -16,10 +16,10 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..rows import JobRow
-    from ..store import Store
+    from . import Database
 
 
-def _error(store: Store, message: str, error_type: str = "database") -> Exception:
+def _error(store: Database, message: str, error_type: str = "database") -> Exception:
     from ..errors import OrchesjobError
 
     return OrchesjobError(
@@ -59,7 +59,7 @@ def alive(job: JobRow) -> bool:
     return life.verdict(with_verified_worker(job))[0] == life.ALIVE
 
 
-def _lost_but_running(store: Store, double: list[str]) -> list[str]:
+def _lost_but_running(store: Database, double: list[str]) -> list[str]:
     """LOST jobs whose command is still running: 1.1.0 declared a job LOST as soon as its worker was gone, even with
     its command alive, and then ran the key again beside it. Such a job that is its key's latest, with no active job
     of the key, is RUNNING again after the upgrade (on evidence of life: its logs are being written), so the key
@@ -77,7 +77,7 @@ def _lost_but_running(store: Store, double: list[str]) -> list[str]:
     return out
 
 
-def _double_runs(store: Store) -> list[str]:
+def _double_runs(store: Database) -> list[str]:
     """Jobs to record as LOST before the upgrade: our schema allows one active job per run key, and 1.1.0's `rerun`
     could start a second beside the first. Extra active jobs of a key that are proven dead are LOST; two of a key
     that are not both proven dead stop the upgrade (nothing is changed; it is tried again by the next command that
@@ -103,7 +103,7 @@ def _double_runs(store: Store) -> list[str]:
     return dead
 
 
-def _renumbered(store: Store) -> list[tuple[int, str]]:
+def _renumbered(store: Database) -> list[tuple[int, str]]:
     """New attempt numbers for jobs that share a run key and attempt number with another (a crash or race in an
     older orchesjob): later ones move above the key's highest number. Every other attempt number is kept."""
     out: list[tuple[int, str]] = []
@@ -125,7 +125,7 @@ def _renumbered(store: Store) -> list[tuple[int, str]]:
     return out
 
 
-def _backup(store: Store, progress: Any = None) -> str:
+def _backup(store: Database, progress: Any = None) -> str:
     """Copy the database (as this transaction sees it) to orchesjob.db.1.1.0-backup.partial next to it, 0600, and
     return that path. It gets its documented name (`name_backup`) only once the upgrade has committed: a backup
     whose upgrade did not commit must never be found under that name (it would be older than the database that
@@ -185,7 +185,7 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def tighten_imported_logs(store: Store) -> None:
+def tighten_imported_logs(store: Database) -> None:
     """orchesjob 1.1.0 left its logs readable by everyone (0644); after the upgrade they are 0600 like ours. Only
     plain files of the caller's are changed, through a descriptor opened without following links."""
     from ..home import tighten_file
@@ -260,7 +260,7 @@ _RUN_KEY_COLUMNS = (
 )
 
 
-def from_1_1_0(store: Store) -> dict[str, str]:
+def from_1_1_0(store: Database) -> dict[str, str]:
     """Upgrade an orchesjob 1.1.0 database to our schema (call inside the write transaction that found it at
     user_version 0; the caller sets the version and commits). Returns {"version", "backup"}.
 
@@ -274,7 +274,7 @@ def from_1_1_0(store: Store) -> dict[str, str]:
         return _from_1_1_0(store, shown)
 
 
-def _from_1_1_0(store: Store, shown: Any) -> dict[str, str]:
+def _from_1_1_0(store: Database, shown: Any) -> dict[str, str]:
     """from_1_1_0, with its progress shown on a terminal: each phase over the jobs is counted (a database of
     hundreds of thousands of jobs takes seconds, and a silent command looks hung)."""
     import time
