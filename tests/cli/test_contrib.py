@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, check_ok, cli_env
+
+from tests.support.cli import REPO_ROOT, check_ok, cli_env
 
 CONTRIB = Path(REPO_ROOT) / "contrib"
 # labels Prometheus adds to every scraped series

@@ -20,12 +20,15 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
+
+from tests.support.cli import (
     REPO_ROOT,
+    Result,
     check_error,
     check_ok,
     cli_argv,
     cli_env,
+    parse_json,
     pid_alive,
     run_cli,
     stat_state,
@@ -362,9 +365,9 @@ def test_no_env_value_cwd_or_argument_shows_on_a_command_line(home, tmp_path, fo
             capture_output=True,
             timeout=60,
         )
-        r = (p.returncode, json.loads(p.stdout))
-        assert r[0] == 0, p.stderr
-        r = type("R", (), {"code": 0, "json": r[1], "out": p.stdout.decode(), "err": p.stderr.decode()})
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.decode()
+        r = Result(p.returncode, parse_json(out), out, p.stderr.decode())
     job = check_ok(r)
     try:
         shown = {pid: cmdline(pid) for pid in procs_of_home(home)}

@@ -11,14 +11,15 @@ import signal
 import sqlite3
 import struct
 import subprocess
-import sys
 import time
 import unicodedata
 from pathlib import Path
 from typing import IO, Optional
 
 import pytest
-from cli_helpers import (
+
+from orchesjob.store import SCHEMA_VERSION
+from tests.support.cli import (
     REPO_ROOT,
     Pty,
     _kill_leftovers,
@@ -33,8 +34,6 @@ from cli_helpers import (
     wait_until,
     wait_until_waiting_on_a_job,
 )
-
-from orchesjob.store import SCHEMA_VERSION
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -602,7 +601,6 @@ def test_doctor_finds_little_free_space(tmp_path, start_job):
 
 def test_doctor_free_space_thresholds(monkeypatch, tmp_path):
     """The same check in-process, for hosts where the test cannot mount a small file system."""
-    sys.path.insert(0, REPO_ROOT)
     from orchesjob import doctor as doctor_mod
 
     monkeypatch.setenv("ORCHESJOB_HOME", str(tmp_path))
@@ -915,7 +913,6 @@ def test_help_lists_the_host_tools(run):
 def test_the_queries_of_ls_doctor_and_metrics_are_served_by_indexes(monkeypatch, tmp_path):
     """Run the tools in-process over a seeded history, record every statement they send to SQLite, and ask SQLite
     for each one's plan: no statement may read the jobs table row by row (a SCAN without an index) or sort it."""
-    sys.path.insert(0, REPO_ROOT)
     from orchesjob import doctor as doctor_mod
     from orchesjob import jobs, metrics, store, table
 

@@ -6,7 +6,8 @@ import signal
 import subprocess
 
 import pytest
-from cli_helpers import cli_argv, cli_env, parse_json, wait_until
+
+from tests.support.cli import cli_argv, cli_env, parse_json, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

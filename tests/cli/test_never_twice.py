@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
+
+from tests.support.cli import (
     check_error,
     check_ok,
     cli_argv,
@@ -240,6 +241,7 @@ def test_a_reader_delayed_before_its_lost_verdict_records_nothing_once_a_result_
 
 # -- 2. a reader in another pid namespace -------------------------------------------------------------------------
 def _in_new_pid_ns(home: Path, *args: str, mount_proc: bool = True):
+    assert UNSHARE, "unshare (util-linux) is needed"
     cmd = [UNSHARE, "--pid", "--fork"] + (["--mount-proc"] if mount_proc else []) + cli_argv(*args)
     p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     return p.returncode, json.loads(p.stdout.decode() or "null"), p.stderr.decode()

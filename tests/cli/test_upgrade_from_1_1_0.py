@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from cli_helpers import (
+
+from orchesjob.store import SCHEMA_VERSION
+from tests.support.cli import (
     REFERENCE_JOB_FIELDS,
     REPO_ROOT,
     Result,
@@ -43,9 +45,8 @@ from cli_helpers import (
     wait_until,
     with_stderr_on_a_terminal,
 )
-
-from orchesjob.store import SCHEMA_VERSION
-from tests.support.v110 import V110, _unavailable
+from tests.support.guards import unavailable
+from tests.support.v110 import V110
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -544,7 +545,7 @@ def other_user(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     if os.geteuid() != 0:
         pytest.skip("needs root to create a user and a private mount namespace")
     if not (UNSHARE and SETPRIV and shutil.which("useradd")):
-        _unavailable("useradd, unshare and setpriv are needed to act as another user with its own /var/lib")
+        unavailable("useradd, unshare and setpriv are needed to act as another user with its own /var/lib")
     base = Path(tempfile.mkdtemp(prefix="oj110user-"))
     os.chmod(str(base), 0o755)
     user_home = base / "home"
@@ -605,7 +606,7 @@ class AsUser:
         blocker = _unreachable_ancestor(v.base_prefix)
         for needed in (REPO_ROOT, str(base)):
             if blocker and (needed + "/").startswith(blocker + "/"):
-                _unavailable("the test user cannot reach %s" % needed)
+                unavailable("the test user cannot reach %s" % needed)
         self.blocker = blocker
 
     def argv(self, argv: list[str]) -> list[str]:

@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import REPO_ROOT, Result, cli_argv, cli_env, parse_json, run_cli
-from tests.faults.conftest import FULL, trials
 from tests.faults.faultlib import (
+    FULL,
     TERMINAL,
     Evidence,
     assert_contract,
@@ -36,10 +35,12 @@ from tests.faults.faultlib import (
     ok,
     prints_raw,
     processes_of_home,
+    trials,
     wait_gone,
     wait_terminal,
     wait_until,
 )
+from tests.support.cli import REPO_ROOT, Result, cli_argv, cli_env, parse_json, run_cli
 
 pytestmark = pytest.mark.timeout(900)
 

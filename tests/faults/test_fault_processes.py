@@ -26,8 +26,6 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import REPO_ROOT, Result, cli_argv, cli_env, parse_json, pid_alive
-from tests.faults.conftest import trials
 from tests.faults.faultlib import (
     ACTIVE,
     TERMINAL,
@@ -39,8 +37,10 @@ from tests.faults.faultlib import (
     job_processes,
     ok,
     supervisor_pids,
+    trials,
     wait_terminal,
 )
+from tests.support.cli import REPO_ROOT, Result, cli_argv, cli_env, parse_json, pid_alive
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -30,18 +30,6 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import (
-    REPO_ROOT,
-    Result,
-    cli_argv,
-    cli_env,
-    parse_json,
-    pid_alive,
-    stat_state,
-    wait_until,
-    wait_until_waiting_on_a_job,
-)
-from tests.faults.conftest import _unavailable, trials
 from tests.faults.faultlib import (
     ACTIVE,
     TERMINAL,
@@ -54,8 +42,21 @@ from tests.faults.faultlib import (
     ok,
     processes_of_home,
     supervisor_pids,
+    trials,
     wait_terminal,
 )
+from tests.support.cli import (
+    REPO_ROOT,
+    Result,
+    cli_argv,
+    cli_env,
+    parse_json,
+    pid_alive,
+    stat_state,
+    wait_until,
+    wait_until_waiting_on_a_job,
+)
+from tests.support.guards import unavailable
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -205,9 +206,9 @@ class LockHolder(threading.Thread):
 
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
-        _unavailable("%s needs root (unshare and mount)" % what)
+        unavailable("%s needs root (unshare and mount)" % what)
     if not UNSHARE:
-        _unavailable("unshare (util-linux) is needed for %s" % what)
+        unavailable("unshare (util-linux) is needed for %s" % what)
 
 
 # ===================================================================================================================
@@ -807,7 +808,7 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
     for probe_argv in (["--pid", "--fork", "--mount-proc", "true"], ["--time", "--boottime", "5", "--fork", "true"]):
         probe = subprocess.run([UNSHARE] + probe_argv, capture_output=True, text=True)
         if probe.returncode != 0:
-            _unavailable("unshare %s does not work here: %s" % (" ".join(probe_argv), probe.stderr.strip()))
+            unavailable("unshare %s does not work here: %s" % (" ".join(probe_argv), probe.stderr.strip()))
     calls: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for n in range(trials(8)):
@@ -897,7 +898,7 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
     _need_root("a tmpfs state directory")
     problem = _tmpfs_works(tmp_path)
     if problem:
-        _unavailable("cannot mount a tmpfs in a new mount namespace here: %s" % problem)
+        unavailable("cannot mount a tmpfs in a new mount namespace here: %s" % problem)
     outcomes: dict[str, int] = {}
     stuck: list[str] = []
     home.mkdir(mode=0o700)

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import cli_argv, cli_env, run_cli
-from tests.faults.conftest import _unavailable
 from tests.support.airflow_sandbox import write_cli_launcher
+from tests.support.cli import cli_argv, cli_env, run_cli
+from tests.support.guards import unavailable
 
 pytestmark = [
     pytest.mark.timeout(900),
@@ -324,8 +324,8 @@ def _as_nobody(argv: list[str]) -> list[str]:
     python = shutil.which("python3", path="/usr/bin:/bin")
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
     if not python or not setpriv:
-        _unavailable("setpriv and /usr/bin/python3 are needed to act as another user")
-    assert python and setpriv  # _unavailable raised otherwise
+        unavailable("setpriv and /usr/bin/python3 are needed to act as another user")
+    assert python and setpriv  # unavailable raised otherwise
     return [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", python] + argv[1:]
 
 

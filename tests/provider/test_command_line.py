@@ -14,16 +14,11 @@ import sys
 from typing import Any
 
 import pytest
-
-import orchesjob
-from orchesjob import CONTRACT_VERSION
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import orchesjob
+from orchesjob import CONTRACT_VERSION
 from orchesjob_provider import command as cmd
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from orchesjob import CONTRACT_VERSION
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from orchesjob_provider.command import StartMode
 from orchesjob_provider.exceptions import (
     OrchesjobCliMissing,
@@ -29,7 +22,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobTransportError,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
-from tests.support.cutproxy import S2C, Cut, CutProxy, phases_of
+from tests.support.cutproxy import CUT_CONN_ID, S2C, Cut, CutProxy, phases_of
 from tests.support.operator_unit import record_log
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 
@@ -239,22 +232,6 @@ def test_start_is_retried_after_the_connection_dies_mid_call(
         assert len(h.status(run_key="cut", all_attempts=True)) == 1
 
 
-CUT_CONN_ID = "orchesjob_cut"
-
-
-@pytest.fixture
-def cut_proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
-    """The fault suite's cutting proxy in front of the real sshd, and an Airflow connection that goes through it."""
-    proxy = CutProxy(sshd.host, sshd.port).start()
-    conn = sshd.airflow_connection()
-    conn["port"] = proxy.port
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CUT_CONN_ID.upper()}", json.dumps(conn))
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
-
-
 @pytest.mark.parametrize("mode", ["default", "strict", "reuse_success"])
 def test_a_start_whose_job_failed_before_the_retry_arrived_runs_once_and_returns_that_failure(
     cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path, mode: StartMode
@@ -332,7 +309,6 @@ def test_unreachable_host_is_a_transport_error(orchesjob_home: str, monkeypatch:
         "login": "nobody",
         "extra": {"no_host_key_check": True},
     }
-    import json
 
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_DOWN", json.dumps(conn))
     with OrchesjobHook(

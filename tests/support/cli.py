@@ -1,4 +1,5 @@
-"""Plain helpers of the CLI black-box tests (imported by conftest.py and the test modules)."""
+"""The CLI as a separate process, for every suite: how to start it (argv, environment, a real terminal), how to read
+its answers, and the waits and process checks the black-box tests share."""
 
 import collections
 import fcntl
