@@ -9,6 +9,7 @@ import os
 import pty
 import select
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -160,6 +161,29 @@ def leave_released_locks(job: dict[str, Any]) -> None:
     for suffix in (".supervisor.lock", ".job.lock"):
         fd = os.open(base + suffix, os.O_WRONLY | os.O_CREAT, 0o600)
         os.close(fd)
+
+
+def db_exec(home: Path, sql: str, *args: Any) -> None:
+    """Run one SQL statement on the state database directly (autocommit), as damage or time passing would."""
+    c = sqlite3.connect(str(home / "orchesjob.db"), timeout=30, isolation_level=None)
+    try:
+        c.execute(sql, args)
+    finally:
+        c.close()
+
+
+def kill_job_processes(job: dict) -> None:
+    """SIGKILL a job's supervisor and command, so nothing of it is alive and nobody recorded its end."""
+    for pid in (job["worker_pid"], job["target_pid"]):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wait_until(
+        lambda: all(stat_state(p) in (None, "Z") for p in (job["worker_pid"], job["target_pid"]) if p),
+        what="the job's processes to die",
+    )
 
 
 def wait_until(pred, timeout: float = 30.0, step: float = 0.05, what: str = "condition") -> Any:
