@@ -25,7 +25,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.faults.faultlib import FULL, FUZZ_TALLY, SEED, checkpoint, contract_problems, db_rows
-from tests.support.cli import Result, _kill_leftovers, cli_env, parse_json
+from tests.support.cli import Result, _kill_leftovers, cli_argv, cli_env, parse_json
 from tests.support.guards import unavailable
 
 pytestmark = pytest.mark.timeout(1800)
@@ -349,17 +348,10 @@ class Sandbox:
             if not python or not setpriv:
                 unavailable("running as root: setpriv and /usr/bin/python3 are needed to run the CLI as nobody")
             assert python and setpriv  # unavailable raised otherwise
-            self.prefix: list[str] = [
-                setpriv,
-                "--reuid=%d" % NOBODY,
-                "--regid=%d" % NOBODY,
-                "--clear-groups",
-                python,
-                "-m",
-                "orchesjob",
-            ]
+            as_nobody = [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+            self.prefix: list[str] = as_nobody + cli_argv(python=python)
         else:
-            self.prefix = [sys.executable, "-m", "orchesjob"]
+            self.prefix = cli_argv()
         self.env = cli_env(self.home, {"PATH": str(self.bin)})
         self.db = self.home / "orchesjob.db"
 

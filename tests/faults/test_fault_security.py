@@ -24,8 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.airflow_sandbox import write_cli_launcher
-from tests.support.cli import cli_argv, cli_env, run_cli
+from tests.support.cli import cli_argv, cli_env, run_cli, write_cli_launcher
 from tests.support.guards import unavailable
 
 pytestmark = [

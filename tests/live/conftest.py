@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.airflow_sandbox import write_cli_launcher
+from tests.support.cli import write_cli_launcher
 from tests.support.live_host import Host
 from tests.support.prod_airflow import ProdAirflow
 from tests.support.sshd import SshServer

@@ -8,8 +8,10 @@ import json
 import os
 import pty
 import select
+import shlex
 import signal
 import sqlite3
+import stat
 import struct
 import subprocess
 import sys
@@ -17,9 +19,10 @@ import termios
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
+PathLike = Union[str, "os.PathLike[str]"]
 
 # The fields every job object of the 1.1.0 reference carries.
 REFERENCE_JOB_FIELDS = (
@@ -56,8 +59,9 @@ Result = collections.namedtuple("Result", "code json out err")
 
 
 # -- plain helpers (usable from fixtures and tests) ---------------------------------------------------------------
-def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "orchesjob"] + [str(a) for a in args]
+def cli_argv(*args: str, python: str = sys.executable) -> list[str]:
+    """The argv that runs this checkout's CLI (with ``cli_env``'s PYTHONPATH) under ``python``."""
+    return [python, "-m", "orchesjob"] + [str(a) for a in args]
 
 
 def cli_env(home: Path, env: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, str]:
@@ -74,6 +78,39 @@ def cli_env(home: Path, env: Optional[Mapping[str, Optional[str]]] = None) -> di
             else:
                 e[k] = v
     return e
+
+
+def write_cli_launcher(path: PathLike, python: str = sys.executable, repo_root: PathLike = REPO_ROOT) -> str:
+    """Write ``#!/bin/sh`` + ``exec PYTHON -m orchesjob "$@"`` (with PYTHONPATH set to the checkout) at ``path``.
+
+    This is the CLI as the SSH user on the "remote" host runs it: a non-login SSH command has a bare PATH and none of
+    our environment, so the provider is given this absolute path, exactly as a user would point it at a venv or the
+    zipapp on a real host. Returns the path as a string.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={shlex.quote(str(repo_root))}\n"
+        "export PYTHONPATH\n"
+        f'exec {shlex.quote(python)} -m orchesjob "$@"\n'
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+    return str(path)
+
+
+def run_installed(launcher: str, home: Path, *args: str, timeout: float = 120) -> Result:
+    """The CLI through an executable (a launcher from ``write_cli_launcher``, as the SSH user runs it) against the
+    state directory ``home``, with this process's environment otherwise (what a host's own shell would have)."""
+    p = subprocess.run(
+        [launcher, *args],
+        env=dict(os.environ, ORCHESJOB_HOME=str(home)),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+    )
+    out = p.stdout.decode("utf-8", "replace")
+    return Result(p.returncode, parse_json(out), out, p.stderr.decode("utf-8", "replace"))
 
 
 def parse_json(out: str) -> Any:

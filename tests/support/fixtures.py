@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.airflow_sandbox import write_cli_launcher
-from tests.support.cli import _kill_leftovers
+from tests.support.cli import _kill_leftovers, write_cli_launcher
 from tests.support.cutproxy import CUT_CONN_ID, CutProxy
 from tests.support.guards import unavailable
 from tests.support.sshd import SshServer

@@ -6,11 +6,11 @@ No pytest here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.cli import run_installed
 
 
 class Host:
@@ -23,13 +23,10 @@ class Host:
         work.mkdir(parents=True, exist_ok=True)
 
     def cli(self, *args: str) -> Any:
-        env = dict(os.environ, ORCHESJOB_HOME=str(self.state))
-        proc = subprocess.run(
-            [self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
-        )
-        if proc.returncode not in (0, 3):
-            raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
+        r = run_installed(self.launcher, self.state, *args, timeout=60)
+        if r.code not in (0, 3):
+            raise AssertionError(f"orchesjob {' '.join(args)} failed ({r.code}): {r.out}{r.err}")
+        return json.loads(r.out) if r.code == 0 else None
 
     def jobs(self, run_key: str) -> list[dict[str, Any]]:
         """Every attempt of the run key, oldest first (none yet: an empty list)."""
