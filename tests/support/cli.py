@@ -17,7 +17,7 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -223,14 +223,21 @@ def kill_job_processes(job: dict) -> None:
     )
 
 
-def wait_until(pred, timeout: float = 30.0, step: float = 0.05, what: str = "condition") -> Any:
+def wait_until(
+    pred: Callable[..., Any],
+    timeout: float = 30.0,
+    step: float = 0.05,
+    what: Union[str, Callable[[], str]] = "condition",
+) -> Any:
+    """Poll ``pred`` every ``step`` seconds until it returns something true, and return that; after ``timeout``
+    seconds fail saying ``what`` never came (a callable ``what`` is asked then, to describe the state at the end)."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what() if callable(what) else what))
         time.sleep(step)
 
 
