@@ -30,6 +30,7 @@ from tests.support.cli import (
     cli_env,
     parse_json,
     pid_alive,
+    popen_cli,
     run_cli,
     stat_state,
     wait_pids_gone,
@@ -91,17 +92,6 @@ def take_pid(wanted: int, argv: list[str]) -> subprocess.Popen | None:
         p.kill()
         p.wait()
     return None
-
-
-def popen_cli(home: Path, *args: str, env=None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kw,
-    )
 
 
 # -- 4. a request id stays answered after clean -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tests.support.cli import (
     check_error,
     cli_argv,
     cli_env,
+    popen_cli,
     read_to_end,
     read_until,
     stat_state,
@@ -39,14 +40,7 @@ def read_of(stream: Optional[IO[bytes]]) -> bytes:
 
 def follow(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
     """`orchesjob logs --follow ARGS` with its stdout and stderr as pipes."""
-    return subprocess.Popen(
-        cli_argv("logs", "--follow", *args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
+    return popen_cli(home, "logs", "--follow", *args, env=env)
 
 
 def gate_job(start_job, tmp_path: Path, key: str, before: str, after: str, code: int = 0, stream: str = ""):

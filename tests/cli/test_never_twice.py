@@ -23,6 +23,7 @@ from tests.support.cli import (
     cli_argv,
     cli_env,
     pid_alive,
+    popen_cli,
     run_cli,
     stat_state,
     wait_pids_gone,
@@ -43,16 +44,6 @@ def runs(marker: Path) -> int:
         return len(marker.read_text().split())
     except FileNotFoundError:
         return 0
-
-
-def popen_cli(home: Path, *args: str, env=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def stopped(pid: int) -> bool:

@@ -36,9 +36,11 @@ from tests.support.cli import (
     check_ok,
     cli_argv,
     cli_env,
+    finish,
     open_files,
     parse_json,
     pid_alive,
+    popen_cli,
     run_cli,
     stat_state,
     wait_pids_gone,
@@ -70,22 +72,6 @@ def runs(marker: Path) -> int:
         return len(marker.read_text().split())
     except FileNotFoundError:
         return 0
-
-
-def popen_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-
-
-def finish(p: subprocess.Popen, timeout: float = 120) -> Result:
-    out, err = p.communicate(timeout=timeout)
-    return Result(p.returncode, parse_json(out.decode()), out.decode(), err.decode())
 
 
 def stopped(pid: int) -> bool:

@@ -134,6 +134,28 @@ def run_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None, timeou
     return Result(p.returncode, parse_json(out), out, err)
 
 
+def popen_cli(
+    home: Path, *args: str, env: Optional[Mapping[str, Optional[str]]] = None, **popen: Any
+) -> subprocess.Popen:
+    """The CLI in the background (a caller to kill, stop or race), its stdout and stderr pipes: read with ``finish``."""
+    popen.setdefault("cwd", REPO_ROOT)
+    return subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def finish(p: subprocess.Popen, timeout: float = 120) -> Result:
+    """The Result of a ``popen_cli`` process, once it has exited (within ``timeout`` seconds)."""
+    out, err = p.communicate(timeout=timeout)
+    o, e = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    return Result(p.returncode, parse_json(o), o, e)
+
+
 def check_ok(r: Result) -> Any:
     assert r.code == 0, "expected exit 0, got %d\nstdout: %s\nstderr: %s" % (r.code, r.out, r.err)
     assert "Traceback" not in r.out and "Traceback" not in r.err, r.err
