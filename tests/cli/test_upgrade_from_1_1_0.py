@@ -395,7 +395,8 @@ def test_a_recycled_pid_is_never_taken_for_a_1_1_0_job(v110, home, spawn, run, o
     """1.1.0 stored no start times: a pid counts only with the command line 1.1.0 ran there. Recorded pids that now
     belong to unrelated processes make the job LOST, and abort signals none of them."""
     job = v110.ok(home, "start", "--run-key", "k", "--", "sleep", "300")
-    for pid in (job["target_pid"], job["worker_pid"]):
+    # the worker first: killed after its command, it could still record the command's death as FAILED
+    for pid in (job["worker_pid"], job["target_pid"]):
         os.kill(pid, signal.SIGKILL)
     wait_pids_gone([job["target_pid"], job["worker_pid"]])
     # the pids now run other things: the worker's a process that is no 1.1.0 worker, the target's the very same
