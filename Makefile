@@ -85,13 +85,15 @@ $(STAMP_AF2103): pyproject.toml $(AIRFLOW_2103_CONSTRAINTS) | $(UV)
 ## suite on Airflow 2.11; the `versions` subset on MWAA's Airflow 3.0.6 (Python 3.12) and 2.10.3, and the 3.0.6 live
 ## tests; the CLI under the oldest and newest Python; orchesjob 1.1.0's own tests against this CLI.
 ## The stages run two at a time (JOBS=1 for one at a time); each one's output is kept and printed when all are over,
-## with how long each took (tools/stage.sh, tools/stages.py); records of what ran go to build/compat/. The two
-## longest stages come first, so the short ones fill the other slot as it frees up.
+## with how long each took (tools/stage.sh, tools/stages.py); records of what ran go to build/compat/. Every venv is
+## made before the first stage starts, so the two longest stages do start first and the short ones fill the other
+## slot as it frees up.
 JOBS ?= 2
-STAGES := main-provider airflow211 main-cli main-faults main-live airflow306 live306 airflow2103 pythons reference
+STAGES := main-provider airflow211 main-live airflow306 main-faults live306 airflow2103 main-cli python39 python313 reference
 test: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	rm -rf build/stages build/compat
+	$(MAKE) --no-print-directory -j$(JOBS) $(STAMP_AF2) $(STAMP_AF306) $(STAMP_AF2103)
 	$(MAKE) --no-print-directory -k -j$(JOBS) $(addprefix stage-,$(STAGES))
 	$(PY) tools/stages.py $(STAGES)
 
@@ -121,8 +123,10 @@ stage-airflow2103: $(STAMP_AF2103)
 stage-live306: $(STAMP_AF306)
 	tools/stage.sh $(@:stage-%=%) $(VENV_AF306)/bin/python $(PYTEST) -m versions tests/live
 	$(call record,$(@:stage-%=%),$(VENV_AF306)/bin/python,$(AIRFLOW_306_CONSTRAINTS),live: versions,CeleryExecutor)
-stage-pythons:
-	tools/stage.sh $(@:stage-%=%) bash tools/test-other-pythons.sh
+stage-python39:
+	tools/stage.sh $(@:stage-%=%) bash tools/test-other-pythons.sh 3.9
+stage-python313:
+	tools/stage.sh $(@:stage-%=%) bash tools/test-other-pythons.sh 3.13
 stage-reference: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) env PY=$(PY) bash tools/test_reference.sh
 
@@ -139,9 +143,9 @@ FAST_CLI_LEFT_OUT := tests/cli/test_upgrade_from_1_1_0.py
 FAST_CLI_A := $(addprefix tests/cli/,test_watch.py test_evidence.py test_damaged_values.py test_never_twice.py \
 	test_exactly_once.py)
 FAST_PROVIDER_A := $(addprefix tests/provider/,test_operator_unit.py test_sensor_unit.py)
-FAST_PROVIDER_B := $(addprefix tests/provider/,test_cli_pack.py test_command_line.py test_give_up_unit.py \
-	test_hook_ssh.py test_login_shells.py test_partial_lines.py test_shared_watcher.py test_stale_event_unit.py \
-	test_trigger_ssh.py test_verbs_and_retry_unit.py)
+FAST_PROVIDER_B := $(addprefix tests/provider/,test_cli_choice_unit.py test_cli_pack.py test_command_line.py \
+	test_give_up_unit.py test_hook_ssh.py test_login_shells.py test_partial_lines.py test_shared_watcher.py \
+	test_stale_event_unit.py test_trigger_ssh.py test_verbs_and_retry_unit.py)
 test-fast: $(STAMP)
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory -k -j$(FAST_JOBS) $(addprefix stage-,$(FAST_STAGES))

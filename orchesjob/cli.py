@@ -10,6 +10,22 @@ from __future__ import annotations
 import os
 import sys
 
+from .contract import (  # limits and defaults the provider relies on too
+    DEFAULT_ABORT_GRACE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_START_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    MAX_CHUNK,
+    MAX_JOB_ID,
+    MAX_LOCK_TIMEOUT,
+    MAX_OFFSET,
+    MAX_REQUEST_ID,
+    MAX_RUN_KEY,
+    MAX_TEXT,
+    STREAMS,
+    WATCH_DEFAULT_TOTAL_BYTES,
+    WATCH_MIN_TOTAL_BYTES,
+)
 from .errors import EXIT_OK, InvalidArgument, OrchesjobError
 from .jsonout import dump as _dump  # imported now: the error path must not need to open a file (ulimit -n)
 
@@ -19,12 +35,6 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     T = TypeVar("T")
-
-MAX_RUN_KEY = 256
-MAX_REQUEST_ID = 128
-MAX_TEXT = 4096
-MAX_CHUNK = 16 << 20
-MAX_OFFSET = 1 << 62  # byte offsets and counts: far beyond any log, still a valid file offset
 
 
 # -- value rules (one place each) ---------------------------------------------------------------------------------
@@ -53,7 +63,7 @@ def request_id(value: str | None, flag: str) -> str | None:
 def job_id(value: str | None) -> str | None:
     if value is None:
         return None
-    if not value or len(value) > 64 or not value.isprintable():
+    if not value or len(value) > MAX_JOB_ID or not value.isprintable():
         raise InvalidArgument("--job-id %r is not a job id" % value)
     return value
 
@@ -73,9 +83,12 @@ def text(value: str | None, flag: str) -> str | None:
     return value
 
 
-def count(value: str | None, flag: str, minimum: int = 0, maximum: int = MAX_OFFSET) -> int | None:
+def count(
+    value: str | None, flag: str, minimum: int = 0, maximum: int = MAX_OFFSET, default: int | None = None
+) -> int | None:
+    """A whole number from minimum to maximum; `default` when the flag was left out."""
     if value is None:
-        return None
+        return default
     try:
         n = int(value)
     except ValueError:
@@ -87,9 +100,10 @@ def count(value: str | None, flag: str, minimum: int = 0, maximum: int = MAX_OFF
     return n
 
 
-def seconds(value: str | None, flag: str, allow_zero: bool = True) -> float | None:
+def seconds(value: str | None, flag: str, allow_zero: bool = True, default: float | None = None) -> float | None:
+    """A number of seconds; `default` when the flag was left out."""
     if value is None:
-        return None
+        return default
     from .timeutil import parse_seconds
 
     return parse_seconds(value, flag, allow_zero)
@@ -167,14 +181,15 @@ def _watch(a: dict[str, Any]) -> Any:
     entries = [watch.parse_entry(spec, job_id, count, lambda v: request_id(v, "--watch cursor")) for spec in a["watch"]]
     return watch.watch(
         entries,
-        _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
-        _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
+        _given(seconds(a["timeout"], "--timeout", default=DEFAULT_WAIT_TIMEOUT)),
+        _given(count(a["max_bytes"], "--max-bytes", 1, MAX_CHUNK, default=DEFAULT_MAX_BYTES)),
         _given(
             count(
-                a["max_total_bytes"] if a["max_total_bytes"] is not None else str(watch.DEFAULT_TOTAL_BYTES),
+                a["max_total_bytes"],
                 "--max-total-bytes",
-                watch.MIN_TOTAL_BYTES,
+                WATCH_MIN_TOTAL_BYTES,
                 MAX_CHUNK,
+                default=WATCH_DEFAULT_TOTAL_BYTES,
             )
         ),
         wake_on_eof=a["wake_on_eof"],
@@ -184,7 +199,7 @@ def _watch(a: dict[str, Any]) -> Any:
 
 def environment() -> None:
     """Refuse settings from the environment that no command could work with, before anything is done."""
-    from .store import MAX_LOCK_TIMEOUT, check_lock_timeout
+    from .store import check_lock_timeout
 
     text_value = os.environ.get("ORCHESJOB_LOCK_TIMEOUT")
     if text_value and check_lock_timeout(text_value) is None:
@@ -221,7 +236,7 @@ def dispatch(argv: list[str]) -> Any:
                 sync=a["sync"],
                 strict=a["strict"],
                 reuse_success=a["reuse_success"],
-                start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
+                start_timeout=DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
                 cwd=os.path.abspath(_given(text(a["cwd"], "--cwd"))) if a["cwd"] else None,
                 env=env_pairs(a["env"]),
                 timeout=seconds(a["timeout"], "--timeout", allow_zero=False),
@@ -268,14 +283,14 @@ def dispatch(argv: list[str]) -> Any:
             commands.wait(
                 key,
                 jid,
-                _given(seconds(a["timeout"] if a["timeout"] is not None else "30", "--timeout")),
+                _given(seconds(a["timeout"], "--timeout", default=DEFAULT_WAIT_TIMEOUT)),
                 count(a["stdout_offset"], "--stdout-offset"),
                 count(a["stderr_offset"], "--stderr-offset"),
-                _given(count(a["max_bytes"] if a["max_bytes"] is not None else "65536", "--max-bytes", 1, MAX_CHUNK)),
+                _given(count(a["max_bytes"], "--max-bytes", 1, MAX_CHUNK, default=DEFAULT_MAX_BYTES)),
             ),
         )
     if c == "logs":
-        stream = choice(a["stream"], "--stream", ("stdout", "stderr"), "stdout")
+        stream = choice(a["stream"], "--stream", STREAMS, "stdout")
         as_json = fmt == "json"
         if a["tail"] is not None and (a["offset"] is not None or a["limit"] is not None):
             raise InvalidArgument("logs --tail cannot be combined with --offset or --limit")
@@ -296,7 +311,6 @@ def dispatch(argv: list[str]) -> Any:
             attempt=attempt,
         )
     if c == "abort":
-        grace = a["grace_seconds"] if a["grace_seconds"] is not None else "5"
         return _view(
             c,
             fmt,
@@ -304,7 +318,7 @@ def dispatch(argv: list[str]) -> Any:
                 key,
                 jid,
                 text(a["reason"], "--reason"),
-                _given(seconds(grace, "--grace-seconds")),
+                _given(seconds(a["grace_seconds"], "--grace-seconds", default=DEFAULT_ABORT_GRACE)),
                 if_owner=request_id(a["if_owner"], "--if-owner"),
                 assume_dead=a["assume_dead"],
             ),
@@ -319,7 +333,7 @@ def dispatch(argv: list[str]) -> Any:
                 jid,
                 sync=a["sync"],
                 reason=text(a["reason"], "--reason"),
-                start_timeout=commands.DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
+                start_timeout=DEFAULT_START_TIMEOUT if start_timeout is None else start_timeout,
             ),
         )
     raise InvalidArgument("unknown command %r" % c)  # pragma: no cover - argv.parse rejects it first
@@ -335,7 +349,7 @@ def _format(c: str, a: dict[str, Any]) -> str:
     `text` is another name of `table`; `auto` (the default of clean and doctor) is table on a terminal, json
     otherwise; `--json` is the same as `--format json`. An explicit `--format json` also makes a failure answer
     in JSON on a terminal."""
-    from .argv import COMMANDS, words
+    from .arguments import COMMANDS, words
 
     spec = COMMANDS[c][1]
     if "--format" not in spec:
@@ -366,7 +380,8 @@ def _view(c: str, fmt: str, answer: Any) -> Any:
 
 def _about(c: str, a: dict[str, Any]) -> Any:
     """`help [COMMAND]`, `help --man` and `completion SHELL`: text for people and shells, exit 0."""
-    from .argv import COMMANDS, SHELLS, suggest
+    from .arguments import COMMANDS, SHELLS
+    from .argv import suggest
     from .textout import Text
 
     if c == "completion":
@@ -459,7 +474,7 @@ def _host_tool(c: str, a: dict[str, Any], fmt: str) -> Any:
 
 def ls_statuses(values: list[str]) -> tuple[str, ...]:
     """`--status` values (repeatable, each may be comma-separated), each one of the seven, in the table's order."""
-    from .argv import STATUSES
+    from .contract import STATUSES
 
     wanted = set()
     for value in values:

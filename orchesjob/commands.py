@@ -9,9 +9,10 @@ import os
 import select
 import time
 
-from . import CONTRACT_VERSION, __version__, home, jobs, life, logfiles, processes
+from . import home, jobs, life, logfiles, processes
+from .contract import ACTIVE, CONTRACT_VERSION, DEFAULT_START_TIMEOUT, VERSION
 from .errors import InconsistentState, InvalidArgument, NotFound, job_not_found, run_key_not_found
-from .store import ACTIVE, Store, open_store, open_store_patiently
+from .store import Store, open_store, open_store_patiently
 from .timeutil import now, with_iso
 
 TYPE_CHECKING = False
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from collections.abc import Sequence
     from typing import Any
 
-DEFAULT_START_TIMEOUT = 10.0
+    from .rows import JobRow
 
 
 # -- start and rerun ----------------------------------------------------------------------------------------------
@@ -31,8 +32,14 @@ def _new_job(
     env: dict[str, str],
     timeout: float | None,
     strict: bool,
-    **extra: Any,
-) -> tuple[dict[str, Any], int]:
+    *,
+    strict_override_used: bool = False,
+    override_reason: str | None = None,
+    rerun_of_job_id: str | None = None,
+    rerun_reason: str | None = None,
+    request_id: str | None = None,
+    owner: str | None = None,
+) -> tuple[JobRow, int]:
     """Insert a STARTING job (call inside a write transaction) and return it with the descriptor of its supervisor
     lock (life.py), taken before the row exists. The caller holds that lock until the supervisor it spawns holds
     it too, so from the first moment the row exists some process vouches for the job; a caller that dies before
@@ -41,7 +48,7 @@ def _new_job(
     logs = os.path.join(os.path.dirname(store.path), "logs")
     t = now()
     me = os.getpid()
-    job = {
+    job: JobRow = {
         "job_id": job_id,
         "run_key": run_key,
         "attempt_no": store.next_attempt(run_key),
@@ -51,24 +58,39 @@ def _new_job(
         "env": dict(env),
         "timeout": timeout,
         "strict": strict,
+        "strict_override_used": strict_override_used,
+        "override_reason": override_reason,
+        "rerun_of_job_id": rerun_of_job_id,
+        "rerun_reason": rerun_reason,
+        "abort_reason": None,
+        "exit_code": None,
+        "signal": None,
+        "end_reason": None,
         "worker_pid": me,
         "worker_start": processes.start_time(me),
+        "target_pid": None,
+        "target_start": None,
+        "pgid": None,
         "boot_id": processes.boot_id(),
         "pid_ns": processes.pid_namespace(),
+        "request_id": request_id,
+        "owner": owner,
         "stdout_file": os.path.join(logs, job_id + ".stdout"),
         "stderr_file": os.path.join(logs, job_id + ".stderr"),
         "started_at": t,
+        "finished_at": None,
         "updated_at": t,
+        "aborted_at": None,
+        "imported_from": None,
         "life_lock": True,
     }
-    job.update(extra)
     fd = life.hold_new(life.supervisor_lock(job))
     store.after_rollback(lambda: _drop_lock(job, fd))
     store.insert(job)
     return job, fd
 
 
-def _drop_lock(job: dict[str, Any], fd: int) -> None:
+def _drop_lock(job: JobRow, fd: int) -> None:
     """Give up the supervisor lock of a job whose row was not committed (nothing will ever use the file)."""
     os.close(fd)
     try:
@@ -86,7 +108,7 @@ def _job_id() -> str:
     return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
 
 
-def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: float) -> dict[str, Any]:
+def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: float) -> JobRow:
     """Spawn the supervisor and wait for it as asked: until the target runs (async) or the job ends (sync).
 
     The callers import the supervisor module before they write the job: an import that fails here (no file
@@ -128,7 +150,7 @@ def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: 
     return jobs.refresh(store, _still_there(store, job_id))
 
 
-def _still_there(store: Store, job_id: str) -> dict[str, Any]:
+def _still_there(store: Store, job_id: str) -> JobRow:
     """The job's row, or not_found: `clean` may delete a finished job while a caller still waits on it."""
     job = store.get(job_id)
     if job is None:
@@ -137,7 +159,7 @@ def _still_there(store: Store, job_id: str) -> dict[str, Any]:
 
 
 def _params_match(
-    job: dict[str, Any], command: Sequence[str], cwd: str | None, env: dict[str, str], timeout: float | None
+    job: JobRow, command: Sequence[str], cwd: str | None, env: dict[str, str], timeout: float | None
 ) -> bool:
     return (
         job["command"] == list(command)
@@ -180,7 +202,7 @@ def start(
     override_used = False
     same_request = False
     life_fd: int | None = None
-    job: dict[str, Any] = {}
+    job: JobRow | None = None
     with store.write():
         reuse = None
         latest = store.latest(run_key)
@@ -228,8 +250,9 @@ def start(
                 owner=request_id,
             )
         matches = reuse is None or _params_match(reuse, command, cwd, env, timeout)
-        if request_id is not None and not same_request and not (reuse or {}).get("state_dir"):
+        if request_id is not None and not same_request and not (reuse is not None and reuse.get("state_dir")):
             target = reuse if reuse is not None else job
+            assert target is not None  # a new job was inserted when no job was reused
             # A caller answered with a job of other parameters refuses it (unless it says it adopts it): it must
             # not become the owner, or the owner it replaced could no longer abort its own job (abort --if-owner).
             takes_over = matches or adopt_mismatch
@@ -249,7 +272,7 @@ def start(
                 "starting the command again" % (run_key, job["job_id"], job["state_dir"], home.state_dir())
             )
         return out
-    assert life_fd is not None
+    assert life_fd is not None and job is not None
     job = _launch(store, job["job_id"], life_fd, sync, start_timeout)
     out = _start_view(job, existing=False, sync=sync, strict=strict, reuse_success=reuse_success)
     out["parameters_match"] = True
@@ -269,7 +292,7 @@ def _request_cleaned(run_key: str, record: dict[str, Any]) -> InconsistentState:
     )
 
 
-def _start_view(job: dict[str, Any], existing: bool, sync: bool, strict: bool, reuse_success: bool) -> dict[str, Any]:
+def _start_view(job: JobRow, existing: bool, sync: bool, strict: bool, reuse_success: bool) -> dict[str, Any]:
     out: dict[str, Any] = {
         "accepted": not existing,
         "existing": existing,
@@ -334,7 +357,7 @@ def rerun(
 
 
 # -- reading ------------------------------------------------------------------------------------------------------
-def _locate(run_key: str | None, job_id: str | None, write: bool = False) -> tuple[Store, dict[str, Any]]:
+def _locate(run_key: str | None, job_id: str | None, write: bool = False) -> tuple[Store, JobRow]:
     """The store and job a command names: the state directory's (a run key's latest attempt), else, for a job id
     it does not hold or a run key it has no job of, another directory's (places.py; read-only unless `write`)."""
     store = open_store(create=False)
@@ -402,7 +425,7 @@ def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -
 
 def wait_for(
     store: Store, job_id: str, timeout: float | None, offsets: dict[str, int] | None = None
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[JobRow, bool]:
     """Block until the job is terminal, a log grows past `offsets`, or `timeout` passes; returns (job, timed_out).
 
     While the supervisor lives, its exit is watched through a pidfd, so the end of a job is noticed at once; the
@@ -416,7 +439,7 @@ def wait_for(
             if not job or not (jobs.is_active(job) or jobs.is_stopping(job)):
                 return job, False  # an abort in progress is not an end yet: wait for the record to be closed
             if offsets and any(
-                logfiles.readable_end(job[s + "_file"], offsets.get(s, 0)) > offsets.get(s, 0)
+                logfiles.readable_end(jobs.log_file(job, s), offsets.get(s, 0)) > offsets.get(s, 0)
                 for s in ("stdout", "stderr")
             ):
                 return job, False  # new bytes to give; an incomplete character at the log's end is not news yet
@@ -464,7 +487,7 @@ def wait(
     if offsets is not None:
         final = not jobs.is_active(job)
         out["logs"] = {
-            s: logfiles.chunk(job[s + "_file"], s, offsets[s], max_bytes, final) for s in ("stdout", "stderr")
+            s: logfiles.chunk(jobs.log_file(job, s), s, offsets[s], max_bytes, final) for s in ("stdout", "stderr")
         }
     return out
 
@@ -491,7 +514,7 @@ def logs(
     else:
         store, job = _locate(run_key, job_id)
     job = jobs.refresh(store, job)
-    path = job[stream + "_file"]
+    path = jobs.log_file(job, stream)
     start_at = offset or 0
     if tail is not None:
         start_at, end = logfiles.tail_range(path, tail)
@@ -505,7 +528,7 @@ def logs(
     return logfiles.blocks(path, start_at, limit)
 
 
-def _attempt(run_key: str, attempt: int) -> tuple[Store, dict[str, Any]]:
+def _attempt(run_key: str, attempt: int) -> tuple[Store, JobRow]:
     """Attempt `attempt` of a run key, or not_found saying which attempts there are."""
     store, latest = _locate(run_key, None)
     job = store.attempt(run_key, attempt)
@@ -626,7 +649,7 @@ def abort(
 _SENT = ("sent_term_target", "sent_term_worker", "sent_kill_target", "sent_kill_worker")
 
 
-def _launch_decided_here(job: dict[str, Any]) -> bool:
+def _launch_decided_here(job: JobRow) -> bool:
     """True when a STARTING job without a recorded command can be closed as never launched.
 
     A row without a target pid does not prove that nothing runs: a supervisor killed between its launch and the
@@ -641,13 +664,13 @@ def _launch_decided_here(job: dict[str, Any]) -> bool:
     return life.verdict(job)[0] == life.DEAD
 
 
-def _abort_view(store: Store, jid: str, job: dict[str, Any]) -> dict[str, Any]:
+def _abort_view(store: Store, jid: str, job: JobRow) -> dict[str, Any]:
     out = jobs.render(store.get(jid) or job)
     out["aborted"] = True
     return out
 
 
-def _check_owner(job: dict[str, Any], if_owner: str | None) -> None:
+def _check_owner(job: JobRow, if_owner: str | None) -> None:
     if if_owner is None or job.get("owner") == if_owner:
         return
     jid = job["job_id"]
@@ -666,7 +689,7 @@ def _check_owner(job: dict[str, Any], if_owner: str | None) -> None:
     )
 
 
-def _abort_through_supervisor(store: Store, job: dict[str, Any], ctl: int, grace: float) -> dict[str, bool]:
+def _abort_through_supervisor(store: Store, job: JobRow, ctl: int, grace: float) -> dict[str, bool]:
     """Ask the supervisor to stop the job (SIGTERM to its group now, SIGKILL after `grace`) and wait until it has
     recorded the end, or is gone, or `grace` plus the time its last sweep may take has passed."""
     from . import control
@@ -819,8 +842,8 @@ def clean(
 
 
 def _cleanable(
-    store: Store, selected: list[dict[str, Any]], skipped: list[dict[str, Any]], dry_run: bool, progress: Any
-) -> list[dict[str, Any]]:
+    store: Store, selected: list[JobRow], skipped: list[dict[str, Any]], dry_run: bool, progress: Any
+) -> list[JobRow]:
     """The selected jobs nothing of which may be alive (unless `dry_run`, their lock files are then removed); the
     others go to `skipped` with the reason. `progress` is told each job checked."""
     markers = processes.snapshot_markers() if any(not j.get("life_lock") for j in selected) else {}
@@ -916,7 +939,7 @@ def version() -> dict[str, Any]:
     import sys
 
     return {
-        "version": __version__,
+        "version": VERSION,
         "contract": CONTRACT_VERSION,
         "python": sys.version.split()[0],
         "executable": sys.executable,

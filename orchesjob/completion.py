@@ -1,4 +1,4 @@
-"""`orchesjob completion bash|zsh|fish`: shell completion scripts written from the argument table (argv.py).
+"""`orchesjob completion bash|zsh|fish`: shell completion scripts written from the argument table (arguments.py).
 
 Each script knows the commands, each command's options (with their descriptions where the shell shows them), the
 values an option can take where the table names them (`--stream stdout|stderr`, `--status STATUS`, `--format
@@ -9,7 +9,7 @@ completed by all three shells.
 
 from __future__ import annotations
 
-from .argv import COMMANDS, MULTI, POSITIONAL, SHORT, SWITCH, words
+from .arguments import COMMANDS, MULTI, POSITIONAL, SHORT, SWITCH, words
 
 # options whose value is a path
 _DIRS = {"DIR"}

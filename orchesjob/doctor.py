@@ -40,6 +40,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from .rows import JobRow
+
 WAL_LIMIT = 64 << 20  # a WAL beyond this means checkpoints cannot keep up (SQLite's own aim is ~4 MiB)
 MIN_FREE_BYTES = 100 << 20
 MIN_FREE_INODES = 1000
@@ -274,12 +276,12 @@ class Doctor:
         c = self._check("proc", "")
         ns, boot = processes.pid_namespace(), processes.boot_id()
         c.update(pid_namespace=ns, boot_id=boot)
-        if not processes._HAVE_PROC or not processes.proc_is_ours():
+        if not processes.HAVE_PROC or not processes.proc_is_ours():
             self._find(
                 c,
                 (
                     "/proc is not there"
-                    if not processes._HAVE_PROC
+                    if not processes.HAVE_PROC
                     else "/proc shows another pid namespace than this process's"
                 )
                 + ": a job whose supervisor is gone cannot be stopped from here (abort reaches a job through its "
@@ -393,7 +395,7 @@ class Doctor:
     def _stray_1_1_0_tables(self, c: dict[str, Any]) -> None:
         """Tables only orchesjob 1.1.0 makes, in a database this orchesjob upgraded: 1.1.0 was run on it since.
         It cannot read this schema and must not be run here any more; the tables are left for a person to judge."""
-        from .migrations import STRAY_1_1_0_TABLES
+        from .legacy import STRAY_1_1_0_TABLES
 
         assert self.ro is not None
         stray = self.ro.tables_named(STRAY_1_1_0_TABLES)
@@ -409,11 +411,12 @@ class Doctor:
 
     def _unversioned(self, c: dict[str, Any]) -> bool:
         """user_version 0: a file no command has given a schema yet, orchesjob 1.1.0's database, or someone else's."""
-        from . import migrations, store
+        from . import store
+        from .legacy import layout
 
         assert self.ro is not None
         try:
-            legacy = migrations.recognise(self.ro)
+            legacy = layout.recognise(self.ro)
             if legacy is None:
                 self.ro._refuse_foreign()
         except OrchesjobError as e:
@@ -523,7 +526,7 @@ class Doctor:
                     "look at %s and the job's log; nothing applies it automatically" % jobs.result_path(job),
                 )
 
-    def _apply(self, f: dict[str, Any], job: dict[str, Any], pending: dict[str, Any]) -> None:
+    def _apply(self, f: dict[str, Any], job: JobRow, pending: dict[str, Any]) -> None:
         """Apply a waiting result the way a reader does (jobs.refresh; a LOST verdict is overturned by finish)."""
         store = self._writable()
         try:
@@ -581,7 +584,7 @@ class Doctor:
             )
             c["unknown"] = unknown[:ITEMS]
 
-    def _settle(self, f: dict[str, Any], job: dict[str, Any]) -> None:
+    def _settle(self, f: dict[str, Any], job: JobRow) -> None:
         store = self._writable()
         try:
             jobs.refresh(store, store.get(job["job_id"]) or job)
@@ -654,7 +657,7 @@ def _both_logs(logs: str, job_id: str) -> bool:
     return all(os.path.lexists(os.path.join(logs, job_id + s)) for s in (".stdout", ".stderr"))
 
 
-def _describe(job: dict[str, Any]) -> str:
+def _describe(job: JobRow) -> str:
     return "job %s (run key %r, attempt %s)" % (job["job_id"], job["run_key"], job["attempt_no"])
 
 

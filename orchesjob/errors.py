@@ -6,20 +6,41 @@ and exit with the code the reference README promises. Nothing else in the packag
 
 from __future__ import annotations
 
+from .contract import (  # the codes are part of the JSON contract
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_INCONSISTENT,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_JOB_DID_NOT_SUCCEED,
+    EXIT_LOCK,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_INVALID = 2
-EXIT_NOT_FOUND = 3
-EXIT_INCONSISTENT = 4
-EXIT_LOCK = 5
-# Only `logs --follow`, `doctor` and their like, which report something other than their own failure:
-EXIT_FINDINGS = 1  # doctor: something on the host needs doing (its JSON says what)
-EXIT_JOB_DID_NOT_SUCCEED = 6  # logs --follow: the followed job ended FAILED, ABORTED, LOST or CANCELLED
-EXIT_INTERRUPTED = 130  # logs --follow ended by Ctrl-C (SIGINT), as a shell reports 128 + 2
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_FINDINGS",
+    "EXIT_INCONSISTENT",
+    "EXIT_INTERRUPTED",
+    "EXIT_INVALID",
+    "EXIT_JOB_DID_NOT_SUCCEED",
+    "EXIT_LOCK",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "InconsistentState",
+    "InvalidArgument",
+    "LockTimeout",
+    "NotFound",
+    "OrchesjobError",
+    "job_not_found",
+    "run_key_not_found",
+]
 
 
 class OrchesjobError(Exception):

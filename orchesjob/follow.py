@@ -35,6 +35,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, BinaryIO, TextIO
 
+    from .rows import JobRow
+
 MIN_PAUSE = 0.02  # after the log grew
 MAX_PAUSE = 0.25  # while nothing happens; also the longest time between two reads of the job's record
 
@@ -47,16 +49,16 @@ def _say(message: str) -> None:
         pass
 
 
-def _ended(job: dict[str, Any]) -> bool:
+def _ended(job: JobRow) -> bool:
     return not jobs.is_active(job) and not jobs.is_stopping(job)
 
 
-def _describe(job: dict[str, Any]) -> str:
+def _describe(job: JobRow) -> str:
     return "job %s (run key %r, attempt %d)" % (job["job_id"], job["run_key"], job["attempt_no"])
 
 
 class Follow(Output):
-    def __init__(self, store: Store, job: dict[str, Any], stream: str, start_at: int, by_run_key: bool) -> None:
+    def __init__(self, store: Store, job: JobRow, stream: str, start_at: int, by_run_key: bool) -> None:
         self.store, self.job, self.stream, self.start_at, self.by_run_key = store, job, stream, start_at, by_run_key
 
     def emit(self, stdout: TextIO) -> int:
@@ -89,9 +91,9 @@ class Follow(Output):
             _say("%s %s: %s" % (_describe(job), job["status"], job.get("end_reason") or "no reason recorded"))
             return EXIT_JOB_DID_NOT_SUCCEED
 
-    def _one(self, job: dict[str, Any], pos: int, out: BinaryIO) -> tuple[dict[str, Any], int, bool]:
+    def _one(self, job: JobRow, pos: int, out: BinaryIO) -> tuple[JobRow, int, bool]:
         """Follow one job to its end; (job as it ended, offset printed up to, whether its record vanished)."""
-        path = job[self.stream + "_file"]
+        path = jobs.log_file(job, self.stream)
         log: BinaryIO | None = None
         fd: int | None = None
         watched: Any = None

@@ -12,46 +12,25 @@ import os
 import time
 
 from . import life, processes
+from .contract import ACTIVE, REFERENCE_JOB_FIELDS
 from .errors import LockTimeout
-from .store import ACTIVE, Store, lock_timeout
+from .store import Store, lock_timeout
 from .timeutil import iso, now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
+    from collections.abc import Mapping
     from typing import Any
 
-_REFERENCE_FIELDS = (
-    "job_id",
-    "run_key",
-    "command",
-    "pid",
-    "pid_kind",
-    "worker_pid",
-    "target_pid",
-    "status",
-    "exit_code",
-    "stdout_file",
-    "stderr_file",
-    "attempt_no",
-    "rerun_of_job_id",
-    "rerun_reason",
-    "abort_reason",
-    "started_at",
-    "started_at_iso",
-    "finished_at",
-    "finished_at_iso",
-    "updated_at",
-    "updated_at_iso",
-    "aborted_at",
-    "aborted_at_iso",
-)
+    from .rows import JobRow
 
 
-def is_active(job: dict[str, Any]) -> bool:
+def is_active(job: Mapping[str, Any]) -> bool:
+    """A STARTING or RUNNING job (a job row, or the job object that render makes of it: both have `status`)."""
     return job["status"] in ACTIVE
 
 
-def is_stopping(job: dict[str, Any]) -> bool:
+def is_stopping(job: Mapping[str, Any]) -> bool:
     """ABORTED, but its process tree is still being stopped (abort or timeout has not finished yet).
 
     Such a job is terminal for its caller, yet `start` must not launch the next attempt beside its last processes.
@@ -59,14 +38,14 @@ def is_stopping(job: dict[str, Any]) -> bool:
     return job["status"] == "ABORTED" and not job.get("finished_at")
 
 
-def render(job: dict[str, Any]) -> dict[str, Any]:
+def render(job: JobRow) -> dict[str, Any]:
     """The job as the CLI prints it: the reference's fields in its order, then ours."""
     pid, kind = (job["target_pid"], "target") if job.get("target_pid") else (job.get("worker_pid"), "worker")
-    view = dict(job)
+    view: dict[str, Any] = dict(job)
     view["pid"], view["pid_kind"] = (pid, kind) if pid else (None, None)
     for f in ("started_at", "finished_at", "updated_at", "aborted_at"):
-        view[f + "_iso"] = iso(job.get(f))
-    out = {f: view.get(f) for f in _REFERENCE_FIELDS}
+        view[f + "_iso"] = iso(view[f])
+    out = {f: view.get(f) for f in REFERENCE_JOB_FIELDS}
     out.update(
         strict=job["strict"],
         strict_override_used=job["strict_override_used"],
@@ -95,8 +74,17 @@ def _number(value: float | None) -> float | None:
     return int(value) if value is not None and float(value).is_integer() else value
 
 
+def log_file(job: JobRow, stream: str) -> str:
+    """The path of the job's "stdout" or "stderr" log."""
+    if stream == "stdout":
+        return job["stdout_file"]
+    if stream == "stderr":
+        return job["stderr_file"]
+    raise ValueError("no log stream %r" % stream)
+
+
 # -- results ----------------------------------------------------------------------------------------------------
-def result_path(job: dict[str, Any]) -> str:
+def result_path(job: JobRow) -> str:
     """Where the supervisor leaves the result until it is in the database (next to the logs)."""
     base: str = job["stdout_file"]
     if base.endswith(".stdout"):
@@ -118,7 +106,7 @@ def outcome(returncode: int | None, reason: str | None = None) -> dict[str, Any]
     return {"exit_code": returncode, "signal": None, "end_reason": reason or "exited with code %d" % returncode}
 
 
-def write_result_file(job: dict[str, Any], result: dict[str, Any]) -> None:
+def write_result_file(job: JobRow, result: dict[str, Any]) -> None:
     """Atomically write the result beside the logs, so it survives a database that cannot be written now.
 
     No fsync: the database itself runs with synchronous=NORMAL, so a power cut can lose the last commit either way;
@@ -144,7 +132,7 @@ def write_result_file(job: dict[str, Any], result: dict[str, Any]) -> None:
         raise
 
 
-def read_result_file(job: dict[str, Any]) -> dict[str, Any] | None:
+def read_result_file(job: JobRow) -> dict[str, Any] | None:
     try:
         f = open(result_path(job))
     except OSError:
@@ -176,7 +164,7 @@ def _valid_result(data: Any) -> bool:
     return True
 
 
-def remove_result_file(job: dict[str, Any]) -> None:
+def remove_result_file(job: JobRow) -> None:
     try:
         os.unlink(result_path(job))
     except OSError:
@@ -210,7 +198,7 @@ def finish(store: Store, job_id: str, result: dict[str, Any]) -> bool:
 
 
 # -- liveness -----------------------------------------------------------------------------------------------------
-def refresh(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+def refresh(store: Store, job: JobRow) -> JobRow:
     """Settle an active job's real state; terminal jobs are returned as they are.
 
     A pending result file wins. Then the evidence of life.py: alive, unknown (shown as `liveness: "unknown"`,
@@ -230,38 +218,47 @@ def refresh(store: Store, job: dict[str, Any]) -> dict[str, Any]:
         fresh = store.get(job["job_id"])  # a supervisor that just recorded the end removes its lock files
         if fresh is not None and not is_active(fresh):
             return fresh
-        return dict(job, liveness="unknown", liveness_reason=why)
+        return unknown(job, why)
     processes.pause_point("lost-verdict")
     return _mark_lost(store, job, why)
+
+
+def unknown(job: JobRow, why: str) -> JobRow:
+    """The job as it was read, shown with liveness "unknown" and why: nothing is recorded (unknown decides nothing)."""
+    shown = job.copy()
+    shown["liveness"] = "unknown"
+    shown["liveness_reason"] = why
+    return shown
 
 
 _IDENTITY = ("status", "worker_pid", "worker_start", "target_pid", "target_start", "pgid")
 
 
-def _settle_abort(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+def _settle_abort(store: Store, job: JobRow) -> JobRow:
     """Close an ABORTED record whose abort never finished (the aborting process died), once nothing is alive."""
     pending = read_result_file(job)
     if pending is not None:
         return _apply_pending(store, job, pending)
     state, why = life.verdict(job)
     if state == life.UNKNOWN:
-        return dict(job, liveness="unknown", liveness_reason=why)
+        return unknown(job, why)
     if state == life.ALIVE:
         return job
     t = now()
-    fields = {
-        "finished_at": t,
-        "updated_at": t,
-        "end_reason": job.get("end_reason")
-        or "aborted" + (": %s" % job["abort_reason"] if job.get("abort_reason") else ""),
-    }
+    closed = job.copy()
+    closed["finished_at"] = t
+    closed["updated_at"] = t
+    closed["end_reason"] = job.get("end_reason") or "aborted" + (
+        ": %s" % job["abort_reason"] if job.get("abort_reason") else ""
+    )
     try:
         with store.write(wait=_settle_wait()):
             fresh = store.get(job["job_id"]) or job
             if is_stopping(fresh) and life.verdict(fresh)[0] == life.DEAD:
+                fields = {k: closed[k] for k in ("finished_at", "updated_at", "end_reason")}
                 store.update(job["job_id"], fields, only_if_status=("ABORTED",))
     except LockTimeout:
-        return dict(job, **fields)
+        return closed
     return store.get(job["job_id"]) or job
 
 
@@ -270,7 +267,7 @@ def _settle_wait() -> float:
     return min(2.0, lock_timeout())
 
 
-def _apply_pending(store: Store, job: dict[str, Any], pending: dict[str, Any]) -> dict[str, Any]:
+def _apply_pending(store: Store, job: JobRow, pending: dict[str, Any]) -> JobRow:
     try:
         with store.write(wait=_settle_wait()):
             finish(store, job["job_id"], pending)
@@ -279,14 +276,17 @@ def _apply_pending(store: Store, job: dict[str, Any], pending: dict[str, Any]) -
             store.after_commit(lambda: remove_result_file(job))
     except LockTimeout:
         # The result is safe in its file; show it now and let a later reader persist it.
-        shown = dict(job)
-        shown.update({k: pending.get(k) for k in ("exit_code", "signal", "end_reason", "finished_at")})
+        shown = job.copy()
+        shown["exit_code"] = pending.get("exit_code")
+        shown["signal"] = pending.get("signal")
+        shown["end_reason"] = pending.get("end_reason")
+        shown["finished_at"] = pending.get("finished_at")
         shown["status"] = "SUCCEEDED" if pending.get("exit_code") == 0 and not pending.get("signal") else "FAILED"
         return shown
     return store.get(job["job_id"]) or job
 
 
-def _mark_lost(store: Store, job: dict[str, Any], why: str) -> dict[str, Any]:
+def _mark_lost(store: Store, job: JobRow, why: str) -> JobRow:
     """Declare LOST what was seen dead, as a compare-and-set under the write lock.
 
     The verdict outside the lock came from a read that may be stale: the supervisor may have recorded itself, the
@@ -296,7 +296,12 @@ def _mark_lost(store: Store, job: dict[str, Any], why: str) -> dict[str, Any]:
     reader that cannot get the lock shows the verdict without recording it.
     """
     t = now()
-    fields = {"status": "LOST", "end_reason": _lost_reason(job, why), "finished_at": t, "updated_at": t}
+    lost = job.copy()
+    lost["status"] = "LOST"
+    lost["end_reason"] = _lost_reason(job, why)
+    lost["finished_at"] = t
+    lost["updated_at"] = t
+    fields = {k: lost[k] for k in ("status", "end_reason", "finished_at", "updated_at")}
     try:
         with store.write(wait=_settle_wait()):
             fresh = store.get(job["job_id"])
@@ -320,12 +325,12 @@ def _mark_lost(store: Store, job: dict[str, Any], why: str) -> dict[str, Any]:
         # shown, unless a result waits in its file, or a job without locks is still STARTING (its supervisor may be
         # alive but not yet recorded: it may be the one waiting for this lock).
         if read_result_file(job) is not None or (job["status"] == "STARTING" and not job.get("life_lock")):
-            return dict(job, liveness="unknown", liveness_reason="the database is busy; the verdict is not recorded")
-        return dict(job, **fields)
+            return unknown(job, "the database is busy; the verdict is not recorded")
+        return lost
     return store.get(job["job_id"]) or job
 
 
-def _lost_reason(job: dict[str, Any], why: str) -> str:
+def _lost_reason(job: JobRow, why: str) -> str:
     if job["status"] == "STARTING" and not job.get("target_pid"):
         # a supervisor killed between the launch and its commit leaves this row too: say only what is known
         return "its start ended before a launch of its command was recorded (%s)" % why
@@ -334,13 +339,13 @@ def _lost_reason(job: dict[str, Any], why: str) -> str:
     return "%s, without a recorded result" % why
 
 
-def imported(job: dict[str, Any]) -> bool:
+def imported(job: JobRow) -> bool:
     """A job orchesjob 1.1.0 launched (its record came over in the upgrade)."""
     return bool(job.get("imported_from"))
 
 
 # -- stopping from outside the supervisor -------------------------------------------------------------------------
-def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
+def stop_from_outside(job: JobRow, grace: float) -> dict[str, bool]:
     """SIGTERM the job's processes, wait `grace` seconds, SIGKILL what is left, when its supervisor cannot do it (it
     is gone, or predates the control FIFO). Only processes verified as the job's are signalled, each through a
     pidfd (processes.signal_verified): they carry its marker, hold its lock or log files open, or are in the group
@@ -367,7 +372,9 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
 
     def worker_is_jobs(pid: int) -> bool:
         if imported(job):
-            return processes.is_legacy_worker(pid, jid)
+            from .legacy.workers import is_legacy_worker
+
+            return is_legacy_worker(pid, jid)
         if job.get("life_lock"):
             return processes.holds_any(pid, sup_files)
         # an earlier build's supervisor: its pid and start time, in its own namespace (a mismatch signals nothing)
@@ -375,7 +382,9 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
 
     def workers() -> list[int]:
         if imported(job):
-            found = processes.find_legacy_worker(jid)
+            from .legacy.workers import find_legacy_worker
+
+            found = find_legacy_worker(jid)
             return [found] if found else []
         if job.get("life_lock"):
             return list(processes.find(None, sup_files))
@@ -400,7 +409,7 @@ def stop_from_outside(job: dict[str, Any], grace: float) -> dict[str, bool]:
     return sent
 
 
-def lookup(store: Store | None, run_key: str | None, job_id: str | None) -> tuple[dict[str, Any], str]:
+def lookup(store: Store | None, run_key: str | None, job_id: str | None) -> tuple[JobRow, str]:
     """The job a command names (the latest attempt for a run key), or NotFound."""
     from .errors import job_not_found, run_key_not_found
 

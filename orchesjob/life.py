@@ -33,32 +33,32 @@ from . import processes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from typing import Any
+    from .rows import JobRow
 
 ALIVE, DEAD, UNKNOWN = "alive", "dead", "unknown"
 HELD, FREE, MISSING, ERROR = "held", "free", "missing", "error"
 
 
 # -- the files ----------------------------------------------------------------------------------------------------
-def _base(job: dict[str, Any]) -> str:
+def _base(job: JobRow) -> str:
     base: str = job["stdout_file"]
     return base[: -len(".stdout")] if base.endswith(".stdout") else base
 
 
-def supervisor_lock(job: dict[str, Any]) -> str:
+def supervisor_lock(job: JobRow) -> str:
     return _base(job) + ".supervisor.lock"
 
 
-def job_lock(job: dict[str, Any]) -> str:
+def job_lock(job: JobRow) -> str:
     return _base(job) + ".job.lock"
 
 
-def control_path(job: dict[str, Any]) -> str:
+def control_path(job: JobRow) -> str:
     """The supervisor's control FIFO (control.py)."""
     return _base(job) + ".ctl"
 
 
-def job_files(job: dict[str, Any]) -> list[str]:
+def job_files(job: JobRow) -> list[str]:
     """Files that the job's processes hold open: its lock and its logs (by path; processes.file_ids)."""
     files = [job["stdout_file"], job["stderr_file"]]
     if job.get("life_lock"):
@@ -126,7 +126,7 @@ def remove_if_free(path: str) -> bool:
     return True
 
 
-def log_writers(job: dict[str, Any]) -> str:
+def log_writers(job: JobRow) -> str:
     """HELD when some process has the job's stdout or stderr log open for writing, FREE when none has, ERROR when
     the kernel will not say.
 
@@ -160,7 +160,7 @@ def log_writers(job: dict[str, Any]) -> str:
 
 
 # -- verdicts -----------------------------------------------------------------------------------------------------
-def verdict(job: dict[str, Any], markers: dict[str, list[int]] | None = None) -> tuple[str, str]:
+def verdict(job: JobRow, markers: dict[str, list[int]] | None = None) -> tuple[str, str]:
     """(ALIVE, DEAD or UNKNOWN, why) for an active job. `markers` is a processes.snapshot_markers() to use instead
     of a /proc pass of its own (callers asking about many jobs)."""
     if job.get("life_lock"):
@@ -168,7 +168,7 @@ def verdict(job: dict[str, Any], markers: dict[str, list[int]] | None = None) ->
     return _legacy(job, markers)
 
 
-def _other_evidence(job: dict[str, Any], markers: dict[str, list[int]] | None) -> str | None:
+def _other_evidence(job: JobRow, markers: dict[str, list[int]] | None) -> str | None:
     """A reason the job is alive though its locks say nothing, or None: its logs are being written, or (in its pid
     namespace) a process carries its marker."""
     if log_writers(job) == HELD:
@@ -180,7 +180,7 @@ def _other_evidence(job: dict[str, Any], markers: dict[str, list[int]] | None) -
     return None
 
 
-def _locked(job: dict[str, Any], markers: dict[str, list[int]] | None) -> tuple[str, str]:
+def _locked(job: JobRow, markers: dict[str, list[int]] | None) -> tuple[str, str]:
     sup = probe(supervisor_lock(job))
     if sup == HELD:
         return ALIVE, "its supervisor holds its lock"
@@ -204,7 +204,7 @@ def _what(state: str) -> str:
     return "missing" if state == MISSING else "not testable"
 
 
-def _legacy(job: dict[str, Any], markers: dict[str, list[int]] | None) -> tuple[str, str]:
+def _legacy(job: JobRow, markers: dict[str, list[int]] | None) -> tuple[str, str]:
     if job.get("imported_from"):
         return _imported(job)
     boot, now_boot = job.get("boot_id"), processes.boot_id()
@@ -228,7 +228,7 @@ def _legacy(job: dict[str, Any], markers: dict[str, list[int]] | None) -> tuple[
     return DEAD, "its supervisor and its command are gone"
 
 
-def _imported(job: dict[str, Any]) -> tuple[str, str]:
+def _imported(job: JobRow) -> tuple[str, str]:
     """A job orchesjob 1.1.0 launched. Its worker keeps the job's logs open for writing until the command has
     ended (and the command has them as stdout and stderr), so while a read lease is refused it is alive. Granted,
     the worker has closed them: it is gone, or about to record the result, which a LOST verdict would then drop.
@@ -240,21 +240,23 @@ def _imported(job: dict[str, Any]) -> tuple[str, str]:
         return ALIVE, "a process has its log open for writing"
     if writers == ERROR:
         return UNKNOWN, "the kernel will not say whether its logs are being written (a file system without leases)"
+    from .legacy.workers import find_legacy_worker
+
     if processes.can_see(job.get("pid_ns")):
         worker = job.get("worker_pid")
-        if worker is None and processes.find_legacy_worker(job["job_id"]) is not None:
+        if worker is None and find_legacy_worker(job["job_id"]) is not None:
             return ALIVE, "its orchesjob 1.1.0 worker is running"
         if processes.exists(worker):
             return ALIVE, "a process with its orchesjob 1.1.0 worker's pid is running"
         return DEAD, "its orchesjob 1.1.0 worker and command are gone"
     if processes.sees_whole_host():
-        if processes.find_legacy_worker(job["job_id"]) is not None:
+        if find_legacy_worker(job["job_id"]) is not None:
             return ALIVE, "its orchesjob 1.1.0 worker is running"
         return DEAD, "its orchesjob 1.1.0 worker and command are gone"
     return UNKNOWN, "it was started by orchesjob 1.1.0 in a pid namespace this process cannot see"
 
 
-def lingering(job: dict[str, Any], markers: dict[str, list[int]] | None = None) -> str | None:
+def lingering(job: JobRow, markers: dict[str, list[int]] | None = None) -> str | None:
     """Why processes of a *finished* job may still be alive (then `clean` keeps it), or None.
 
     Its locks, where it has them (a missing lock file was removed by its supervisor once nothing held it); a job
@@ -271,7 +273,7 @@ def lingering(job: dict[str, Any], markers: dict[str, list[int]] | None = None) 
     return None if state == DEAD else why
 
 
-def wake_fd(job: dict[str, Any]) -> int | None:
+def wake_fd(job: JobRow) -> int | None:
     """A pidfd of the job's supervisor, to wake a waiter the moment it exits (never a verdict: the waiter reads the
     job again). Only for a supervisor verified as this job's: it holds the job's supervisor lock open."""
     pid = job.get("worker_pid")

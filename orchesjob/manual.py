@@ -1,4 +1,4 @@
-"""The help and the man page, written from the argument table (argv.py) plus the prose that is not about one flag:
+"""The help and the man page, written from the argument table (arguments.py) plus the prose that is not about one flag:
 examples, environment variables, exit statuses, files.
 
 Loaded only by `--help`, `orchesjob help` and `orchesjob help --man`: the table itself stays small for the calls
@@ -8,8 +8,8 @@ man -l -` reads on any host that has man, and the packaged orchesjob.1 is this o
 
 from __future__ import annotations
 
-from . import __version__
-from .argv import COMMANDS, POSITIONAL, SHORT, SWITCH
+from .arguments import COMMANDS, POSITIONAL, SHORT, SWITCH
+from .contract import VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -200,7 +200,7 @@ def _roff(text: str) -> str:
 def man_page() -> str:
     """The manual in man(7) roff; the same table and prose as the help."""
     out = [
-        '.TH ORCHESJOB 1 "" "orchesjob %s" "User Commands"' % __version__,
+        '.TH ORCHESJOB 1 "" "orchesjob %s" "User Commands"' % VERSION,
         ".SH NAME",
         "orchesjob \\- run a command exactly once per run key, as a detached, supervised job",
         ".SH SYNOPSIS",
@@ -252,7 +252,7 @@ def reference_markdown() -> str:
     out = [
         "# CLI reference",
         "",
-        "<!-- Generated from the CLI's argument table (orchesjob/argv.py, orchesjob/manual.py) by",
+        "<!-- Generated from the CLI's argument table (orchesjob/arguments.py, orchesjob/manual.py) by",
         "     `python tools/cli_reference.py`; edit those, not this page. -->",
         "",
         DESCRIPTION,

@@ -41,7 +41,8 @@ from __future__ import annotations
 import os
 
 from . import jobs
-from .store import ACTIVE, TERMINAL, Store
+from .contract import ACTIVE, TERMINAL
+from .store import Store
 from .textout import Text
 from .timeutil import now
 
@@ -51,6 +52,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     Sample = tuple[Sequence[tuple[str, str]], float]
+
+    from .rows import JobRow
 
 
 def escape_label(value: str) -> str:
@@ -108,7 +111,7 @@ def collect(store: Store | None, db_path: str | None, recent_seconds: float, max
     since = int(t - recent_seconds)
     by_status: dict[str, int] = dict.fromkeys(ACTIVE + TERMINAL, 0)
     recent: dict[str, int] = dict.fromkeys(TERMINAL, 0)
-    running: list[dict[str, Any]] = []
+    running: list[JobRow] = []
     last: list[tuple[tuple[tuple[str, str], ...], dict[str, Any]]] = []
     omitted = 0
     if store is not None:
@@ -182,7 +185,7 @@ def collect(store: Store | None, db_path: str | None, recent_seconds: float, max
         "How long that job ran, in seconds.",
         [(k, max(0, j["finished_at"] - j["started_at"])) for k, j in last],
     )
-    families: dict[tuple[tuple[str, str], ...], list[dict[str, Any]]] = {}
+    families: dict[tuple[tuple[str, str], ...], list[JobRow]] = {}
     for j in running:
         families.setdefault(family(j["run_key"], depth), []).append(j)
     out.gauge(

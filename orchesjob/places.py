@@ -22,7 +22,8 @@ from .store import Store, open_other
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from collections.abc import Iterator
-    from typing import Any
+
+    from .rows import JobRow
 
 
 def candidates() -> list[str]:
@@ -82,7 +83,7 @@ def _stores() -> Iterator[tuple[str, Store]]:
             store.close()
 
 
-def find_active(run_key: str) -> dict[str, Any] | None:
+def find_active(run_key: str) -> JobRow | None:
     """The run key's latest job in another place when it is active (or may be: its liveness is unknown, or its
     abort has not finished), with `state_dir` set; None when no other place has one."""
     for _directory, store in _stores():
@@ -97,7 +98,7 @@ def find_active(run_key: str) -> dict[str, Any] | None:
         if state == life.ALIVE:
             return job
         if state == life.UNKNOWN:
-            return dict(job, liveness="unknown", liveness_reason=why)
+            return jobs.unknown(job, why)
     return None
 
 

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Callable
 
 MARKER_VAR = "ORCHESJOB_JOB_ID"
-_PROC = "/proc"
-_HAVE_PROC = os.path.isdir("/proc/self")
+PROC = "/proc"
+HAVE_PROC = os.path.isdir("/proc/self")
 
 
 def boot_id() -> str | None:
@@ -63,7 +63,7 @@ def proc_is_ours() -> bool:
 def can_see(recorded_ns: str | None) -> bool:
     """Whether this process sees the pids of a job recorded in pid namespace `recorded_ns` under the same numbers:
     the same namespace, recorded (a job whose namespace nobody recorded could be in any), with a /proc showing it."""
-    if not recorded_ns or not _HAVE_PROC:
+    if not recorded_ns or not HAVE_PROC:
         return False
     return recorded_ns == pid_namespace() and proc_is_ours()
 
@@ -74,7 +74,7 @@ INITIAL_PID_NS = "pid:[4026531836]"  # the kernel's fixed inode number for the f
 def sees_whole_host() -> bool:
     """Whether this process is in the host's initial pid namespace with its own /proc: then every process of the
     host, in any pid namespace below, is visible here (under other numbers than its own namespace gives it)."""
-    return _HAVE_PROC and pid_namespace() == INITIAL_PID_NS and proc_is_ours()
+    return HAVE_PROC and pid_namespace() == INITIAL_PID_NS and proc_is_ours()
 
 
 def pause_point(name: str) -> None:
@@ -89,10 +89,10 @@ def pause_point(name: str) -> None:
         os.kill(os.getpid(), signals.SIGSTOP)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the command name (field 3, the state, is index 0)."""
     try:
-        with open("%s/%d/stat" % (_PROC, pid), "rb") as f:
+        with open("%s/%d/stat" % (PROC, pid), "rb") as f:
             data = f.read()
     except (OSError, ValueError):
         return None
@@ -102,9 +102,9 @@ def _stat_fields(pid: int) -> list[str] | None:
 def start_time(pid: int | None) -> str | None:
     """The process's start time in clock ticks since boot, as this process's time namespace shows it; kept in the
     job record for people (doctor), never used to decide anything."""
-    if not pid or not _HAVE_PROC:
+    if not pid or not HAVE_PROC:
         return None
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if not fields or fields[0] in ("Z", "X"):
         return None
     return fields[19]
@@ -120,14 +120,14 @@ def exists(pid: int | None) -> bool:
         return False
     except PermissionError:
         pass
-    if not _HAVE_PROC:
+    if not HAVE_PROC:
         return True
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     return fields is None or fields[0] not in ("Z", "X")  # unreadable stat: it exists, count it
 
 
 def pgrp(pid: int) -> int | None:
-    fields = _stat_fields(pid)
+    fields = stat_fields(pid)
     if not fields or fields[0] in ("Z", "X"):
         return None
     return int(fields[2])
@@ -138,7 +138,7 @@ def carries_marker(pid: int, job_id: str) -> bool:
     command starts inherits it, unless it clears its environment)."""
     marker = ("%s=%s" % (MARKER_VAR, job_id)).encode()
     try:
-        with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
+        with open("%s/%d/environ" % (PROC, pid), "rb") as f:
             return marker in f.read().split(b"\0")
     except OSError:
         return False
@@ -149,7 +149,7 @@ def holds_any(pid: int, files: set[tuple[int, int]]) -> bool:
     processes inherit."""
     if not files:
         return False
-    base = "%s/%d/fd" % (_PROC, pid)
+    base = "%s/%d/fd" % (PROC, pid)
     try:
         names = os.listdir(base)
     except OSError:
@@ -175,10 +175,10 @@ def file_ids(paths: Iterable[str]) -> set[tuple[int, int]]:
     return out
 
 
-def _pids() -> list[int]:
+def pids() -> list[int]:
     me = os.getpid()
     try:
-        names = os.listdir(_PROC)
+        names = os.listdir(PROC)
     except OSError:
         return []
     return [int(n) for n in names if n.isdigit() and int(n) != me]
@@ -190,10 +190,10 @@ def find(job_id: str | None, files: set[tuple[int, int]], group: int | None = No
 
     A candidate list only: whoever signals them checks each again through a pidfd (signal_verified)."""
     found: dict[int, int] = {}
-    if not _HAVE_PROC or not proc_is_ours():
+    if not HAVE_PROC or not proc_is_ours():
         return found
-    for pid in _pids():
-        fields = _stat_fields(pid)
+    for pid in pids():
+        fields = stat_fields(pid)
         if not fields or fields[0] in ("Z", "X"):
             continue
         g = int(fields[2])
@@ -206,15 +206,15 @@ def snapshot_markers() -> dict[str, list[int]]:
     """{job id: pids} of every live process that carries a job marker: one /proc pass for questions about many jobs
     (clean, doctor)."""
     out: dict[str, list[int]] = {}
-    if not _HAVE_PROC or not proc_is_ours():
+    if not HAVE_PROC or not proc_is_ours():
         return out
     prefix = MARKER_VAR.encode() + b"="
-    for pid in _pids():
-        fields = _stat_fields(pid)
+    for pid in pids():
+        fields = stat_fields(pid)
         if not fields or fields[0] in ("Z", "X"):
             continue
         try:
-            with open("%s/%d/environ" % (_PROC, pid), "rb") as f:
+            with open("%s/%d/environ" % (PROC, pid), "rb") as f:
                 for item in f.read().split(b"\0"):
                     if item.startswith(prefix):
                         out.setdefault(item[len(prefix) :].decode("utf-8", "replace"), []).append(pid)
@@ -320,45 +320,6 @@ def signal_name(signum: int | None) -> str | None:
         return signal.Signals(signum).name
     except ValueError:
         return "SIG%d" % signum
-
-
-# -- jobs orchesjob 1.1.0 launched ----------------------------------------------------------------------------------
-# 1.1.0 recorded bare pids. Its worker is recognised by its command line, `<python> -m orchesjob _worker --job-id ID`;
-# its command by holding the job's log files open (1.1.0 gave them to it as stdout and stderr), which also works for
-# a `#!` script or a command that exec'd another program.
-LEGACY_WORKER_ARGV = (b"-m", b"orchesjob", b"_worker", b"--job-id")
-
-
-def _cmdline(pid: int) -> list[bytes] | None:
-    """The argv a live process was started with (None when it is gone, a zombie, or a kernel thread)."""
-    try:
-        with open("%s/%d/cmdline" % (_PROC, pid), "rb") as f:
-            data = f.read()
-    except (OSError, ValueError):
-        return None
-    if not data:
-        return None
-    return (data[:-1] if data.endswith(b"\0") else data).split(b"\0")
-
-
-def is_legacy_worker(pid: int, job_id: str) -> bool:
-    """Whether `pid` is, right now, the orchesjob 1.1.0 worker of `job_id` (alive, not a zombie)."""
-    fields = _stat_fields(pid)
-    if not fields or fields[0] in ("Z", "X"):
-        return False
-    argv = _cmdline(pid)
-    tail = list(LEGACY_WORKER_ARGV) + [job_id.encode("utf-8", "surrogateescape")]
-    return argv is not None and len(argv) > len(tail) and argv[-len(tail) :] == tail
-
-
-def find_legacy_worker(job_id: str) -> int | None:
-    """The live orchesjob 1.1.0 worker of `job_id`, searched in /proc (None where /proc is not ours)."""
-    if not _HAVE_PROC or not proc_is_ours():
-        return None
-    for pid in _pids():
-        if is_legacy_worker(pid, job_id):
-            return pid
-    return None
 
 
 # -- launching the target -------------------------------------------------------------------------------------------

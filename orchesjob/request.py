@@ -23,7 +23,9 @@ from .errors import InvalidArgument
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
+
+    Parser = Callable[[list[str]], tuple[str, dict[str, Any]]]
 
 MAX_REQUEST = 16 << 20
 
@@ -47,10 +49,13 @@ def read_line(fd: int = 0) -> bytes:
     return line
 
 
-def values(command: str, spec: dict[str, tuple[str, str, str]], takes_command: bool, kinds: Any) -> dict[str, Any]:
+def values(
+    command: str, spec: dict[str, tuple[str, str, str]], takes_command: bool, kinds: Any, parse: Parser
+) -> dict[str, Any]:
     """The parsed values of `command`'s flags (what argv.parse returns) from the request on standard input.
 
-    `kinds` is (SWITCH, VALUE, MULTI) from argv.py."""
+    `kinds` is (SWITCH, VALUE, MULTI) from arguments.py; `parse` is argv.parse, given by the caller (it reads an
+    `argv` list exactly as a command line), so that this module does not import the parser that imports it."""
     import json
 
     switch, value, multi = kinds
@@ -74,8 +79,6 @@ def values(command: str, spec: dict[str, tuple[str, str, str]], takes_command: b
             raise InvalidArgument("--request -: give argv or the fields, not both (%s)" % ", ".join(sorted(rest)))
         if "state_dir" in obj:
             os.environ["ORCHESJOB_HOME"] = _state_dir(obj["state_dir"])
-        from .argv import parse
-
         head, parsed = parse([command] + _strings(obj["argv"], "argv"))
         if head != command:  # pragma: no cover - parse reads the command from the list it was given
             raise InvalidArgument("--request -: argv is for %s" % command)

@@ -1,4 +1,8 @@
-"""The only module that speaks SQL: schema, migrations and the queries the commands need.
+"""The state database: connections, transactions, the schema and the queries the commands need.
+
+The only module that speaks SQL to our schema; orchesjob/legacy/ speaks it to orchesjob 1.1.0's (recognising,
+presenting and upgrading it, inside the transactions this module opens), migrations.py holds the schema's upgrade
+steps, and rows.py decodes and checks every row read here.
 
 Exactly-once is enforced here, not by luck: a partial unique index allows one active (STARTING or RUNNING) job per
 run key, and every decision that could start a job runs inside one BEGIN IMMEDIATE transaction. Every query is
@@ -18,20 +22,24 @@ except ImportError:  # pragma: no cover - an interpreter without the split modul
     import sqlite3  # type: ignore[no-redef]
 
 from . import home
+from .contract import ACTIVE, DEFAULT_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, TERMINAL
 from .errors import InconsistentState, LockTimeout, OrchesjobError
+from .rows import RECORD_KINDS, decode, decode_cursor, decode_job, decode_request, decode_run_key, encode
 
 DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
-    from collections.abc import Iterator, Sequence
-    from typing import Any, Callable, Literal
+    from collections.abc import Iterator, Mapping, Sequence
+    from typing import Any, Callable, Literal, TypeVar
+
+    from .rows import JobRow
+
+    Record = TypeVar("Record")
 
 SCHEMA_VERSION = 3
 # Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
 UPGRADED: list[dict[str, str]] = []
-ACTIVE = ("STARTING", "RUNNING")
-TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -102,10 +110,6 @@ CREATE TABLE watch_cursors (
     PRIMARY KEY (job_id, cursor)
 );
 """
-
-
-DEFAULT_LOCK_TIMEOUT = 30.0
-MAX_LOCK_TIMEOUT = 86400.0
 
 
 def lock_timeout() -> float:
@@ -263,7 +267,7 @@ class Store:
             current = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if current == 0:
                 self._refuse_foreign()
-                self.executescript(_SCHEMA)
+                self.create_schema()
                 self.conn.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
             elif current < SCHEMA_VERSION:
                 from . import migrations
@@ -271,17 +275,17 @@ class Store:
                 migrations.upgrade(self, current, SCHEMA_VERSION)
 
     def _legacy_layout(self) -> str | None:
-        """At user_version 0: when the tables are orchesjob 1.1.0's, present them as ours (migrations.present_1_1_0,
+        """At user_version 0: when the tables are orchesjob 1.1.0's, present them as ours (legacy.layout.present,
         TEMP views: nothing is written) and return "1.1.0"; None for a new file or a foreign one."""
-        from . import migrations
+        from .legacy import layout
 
         try:
-            found = migrations.recognise(self)
+            found = layout.recognise(self)
         except sqlite3.DatabaseError:
             return None  # not a readable database at all: _refuse_foreign says what is wrong with it
         if found is None:
             return None
-        migrations.present_1_1_0(self)
+        layout.present(self)
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.legacy = found
         self.conn.schema_moved = self._legacy_moved
@@ -294,9 +298,9 @@ class Store:
         if self.conn.execute("PRAGMA user_version").fetchone()[0] == 0:
             self.conn.schema_moved = self._legacy_moved
             return False
-        from . import migrations
+        from .legacy import layout
 
-        migrations.drop_presentation(self)
+        layout.drop_presentation(self)
         self.legacy = None
         self._ensure_schema()
         return True
@@ -305,7 +309,8 @@ class Store:
         """Upgrade the orchesjob 1.1.0 database in one transaction of its own, committed before the writing command
         goes on (a command that then fails keeps the upgrade). Concurrent CLIs queue on the lock; the first one
         upgrades, the others find our version and go on with our tables. The backup gets its name after COMMIT."""
-        from . import migrations, processes
+        from . import processes
+        from .legacy import layout, upgrade
 
         conn = self.conn
         conn.schema_moved = None
@@ -316,23 +321,23 @@ class Store:
             raise database_error(e, self.path) from None
         info: dict[str, str] | None = None
         try:
-            migrations.drop_presentation(self)
+            layout.drop_presentation(self)
             if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
-                info = migrations.from_1_1_0(self)
+                info = upgrade.from_1_1_0(self)
                 conn.execute("PRAGMA user_version=%d" % SCHEMA_VERSION)
                 processes.pause_point("upgrade-1.1.0-commit")
             conn.execute("COMMIT")
         except BaseException as e:
             _rollback(conn)
             if info is not None:
-                migrations.discard_backup(info)
+                upgrade.discard_backup(info)
             if isinstance(e, sqlite3.DatabaseError):
                 raise database_error(e, self.path) from None
             raise
         self.legacy = None
         if info is not None:
-            info["backup"] = migrations.name_backup(info["backup"])
-            migrations.tighten_imported_logs(self)
+            info["backup"] = upgrade.name_backup(info["backup"])
+            upgrade.tighten_imported_logs(self)
             UPGRADED.append(info)
             home.warn(
                 "upgraded the orchesjob %s database %s to this orchesjob's schema; the original is kept as %s "
@@ -366,6 +371,15 @@ class Store:
                 dst.close()
         finally:
             src.close()
+
+    def create_schema(self) -> None:
+        """Create the newest schema's tables and indexes, inside the open write transaction (a new database, and the
+        upgrade of an orchesjob 1.1.0 one, orchesjob/legacy/upgrade.py)."""
+        self.executescript(_SCHEMA)
+
+    def select_jobs(self, sql: str, args: Sequence[Any]) -> list[JobRow]:
+        """Job rows of any SELECT (every column), each checked as every job row read here is."""
+        return self._jobs(sql, args)
 
     def executescript(self, script: str) -> None:
         """Run `;`-separated statements inside the open transaction (sqlite3's executescript would commit it)."""
@@ -414,45 +428,52 @@ class Store:
         return _Transaction(self, wait)
 
     # -- reads --------------------------------------------------------------------------------------------------
-    def _one(self, sql: str, args: Sequence[Any], decode: Any = None) -> dict[str, Any] | None:
+    def _one(self, sql: str, args: Sequence[Any], decode: Callable[[sqlite3.Row], Record]) -> Record | None:
         rows = self._many(sql, args, decode)
         return rows[0] if rows else None
 
-    def _many(self, sql: str, args: Sequence[Any], decode: Any = None) -> list[dict[str, Any]]:
-        """Rows as dicts, each checked (by `decode`, a job row's by default) before anything can use a value of it."""
-        decode = decode or _decode_job
+    def _many(self, sql: str, args: Sequence[Any], decode: Callable[[sqlite3.Row], Record]) -> list[Record]:
+        """Rows as `decode` makes them, each checked by it before anything can use a value of it."""
         try:
-            rows = [decode(r) for r in self.conn.execute(sql, args).fetchall()]
-            if self.foreign is not None and decode is _decode_job:
-                for row in rows:
-                    row["state_dir"] = self.foreign  # a job of another state directory says where it lives
-            return rows
+            return [decode(r) for r in self.conn.execute(sql, args).fetchall()]
         except sqlite3.DatabaseError as e:
             raise database_error(e, self.path) from None
         except (ValueError, TypeError, UnicodeError, OverflowError) as e:  # a row our code could not have written
             raise OrchesjobError(
                 "the database %s holds a damaged %s record (%s); it was left untouched"
-                % (self.path, _RECORD_KINDS.get(decode, "job"), e),
+                % (self.path, RECORD_KINDS.get(decode, "job"), e),
                 error_type="corrupt_database",
             ) from None
 
-    def get(self, job_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+    def _job(self, sql: str, args: Sequence[Any]) -> JobRow | None:
+        rows = self._jobs(sql, args)
+        return rows[0] if rows else None
 
-    def latest(self, run_key: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
+    def _jobs(self, sql: str, args: Sequence[Any]) -> list[JobRow]:
+        """Job rows (SELECT *), each checked; a job of another state directory says where it lives."""
+        rows = self._many(sql, args, decode_job)
+        if self.foreign is not None:
+            for row in rows:
+                row["state_dir"] = self.foreign
+        return rows
 
-    def history(self, run_key: str) -> list[dict[str, Any]]:
-        return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
+    def get(self, job_id: str) -> JobRow | None:
+        return self._job("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
 
-    def active(self) -> list[dict[str, Any]]:
-        return self._many("SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ())
+    def latest(self, run_key: str) -> JobRow | None:
+        return self._job("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
 
-    def answered_request(self, run_key: str, request_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def history(self, run_key: str) -> list[JobRow]:
+        return self._jobs("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC", (run_key,))
+
+    def active(self) -> list[JobRow]:
+        return self._jobs("SELECT * FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY started_at, job_id", ())
+
+    def answered_request(self, run_key: str, request_id: str) -> tuple[JobRow | None, dict[str, Any] | None]:
         """(the job, None) a start with this request id already answered with (a retry of that same request),
         (None, the request's record) when that job has since been cleaned, or (None, None) for a new request."""
         record = self._one(
-            "SELECT * FROM start_requests WHERE run_key = ? AND request_id = ?", (run_key, request_id), _decode_request
+            "SELECT * FROM start_requests WHERE run_key = ? AND request_id = ?", (run_key, request_id), decode_request
         )
         if record is None:
             return None, None
@@ -469,13 +490,13 @@ class Store:
         if take_ownership:
             self.conn.execute("UPDATE jobs SET owner = ? WHERE job_id = ?", (request_id, job_id))
 
-    def get_many(self, job_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, job_ids: Sequence[str]) -> dict[str, JobRow]:
         """The jobs among `job_ids` that exist, by id (primary key lookups in batches: one query per 500 ids)."""
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[str, JobRow] = {}
         for i in range(0, len(job_ids), 500):
             batch = list(job_ids[i : i + 500])
             sql = "SELECT * FROM jobs WHERE job_id IN (%s)" % ", ".join("?" for _ in batch)
-            found.update((j["job_id"], j) for j in self._many(sql, batch))
+            found.update((j["job_id"], j) for j in self._jobs(sql, batch))
         return found
 
     def cursors(self, job_ids: Sequence[str]) -> dict[tuple[str, str], tuple[int, int]]:
@@ -488,7 +509,7 @@ class Store:
                 "SELECT job_id, cursor, stdout_offset, stderr_offset FROM watch_cursors WHERE job_id IN (%s)"
                 % ", ".join("?" for _ in batch)
             )
-            for row in self._many(sql, batch, _decode_cursor):
+            for row in self._many(sql, batch, decode_cursor):
                 found[(row["job_id"], row["cursor"])] = (row["stdout_offset"], row["stderr_offset"])
         return found
 
@@ -504,7 +525,7 @@ class Store:
     def run_key_info(self, run_key: str) -> dict[str, Any] | None:
         """The run key's record (attempt counter, unlock), checked: a damaged one is corrupt_database, so calling
         this before acting on a run key also guards whatever would be written after it."""
-        return self._one("SELECT * FROM run_keys WHERE run_key = ?", (run_key,), _decode_run_key)
+        return self._one("SELECT * FROM run_keys WHERE run_key = ?", (run_key,), decode_run_key)
 
     def select_terminal(
         self,
@@ -513,7 +534,7 @@ class Store:
         run_key: str | None = None,
         job_id: str | None = None,
         progress: Any = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobRow]:
         """Terminal jobs for `clean`, by finish time range, run key or id (served by the finished_at index).
         `progress` (progress.Progress-like, with `total` unset) is told the count first, then each row read."""
         where = ["status NOT IN ('STARTING', 'RUNNING')"]
@@ -532,12 +553,12 @@ class Store:
             args.append(after)
         condition = " AND ".join(where)
         if progress is None:
-            rows = self._many("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args)
+            rows = self._jobs("SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args)
         else:
             progress.start(int(self._scalar("SELECT count(*) FROM jobs WHERE %s" % condition, args)))
             rows = []
             for row in self._iter(
-                "SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args, _decode_job
+                "SELECT * FROM jobs WHERE %s ORDER BY finished_at, job_id" % condition, args, decode_job
             ):
                 rows.append(row)
                 progress.step()
@@ -565,11 +586,13 @@ class Store:
 
     def _highest_attempt(self, run_key: str) -> int:
         """The highest attempt number among the key's jobs (0 without any), served by (run_key, attempt_no)."""
-        row = self._one("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
+        row = self._job("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT 1", (run_key,))
         return int(row["attempt_no"]) if row is not None else 0
 
-    def insert(self, job: dict[str, Any]) -> None:
-        row = _encode(job)
+    def insert(self, job: Mapping[str, Any]) -> None:
+        """Insert a job row (call inside write()): a JobRow, or some of its columns (the others take the schema's
+        default, as a history seeded by a test or a bench does)."""
+        row = encode(job)
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         try:
@@ -586,7 +609,7 @@ class Store:
     ) -> bool:
         """Update a job; with `only_if_status`, only while it is in one of those states, and with `only_if`, only
         while those columns still hold those values (a compare-and-set). True when a row changed."""
-        row = _encode(fields)
+        row = encode(fields)
         sets = ", ".join("%s = ?" % c for c in row)
         sql = "UPDATE jobs SET %s WHERE job_id = ?" % sets
         args = list(row.values()) + [job_id]
@@ -629,7 +652,7 @@ class Store:
     def consume_unlock(self, run_key: str) -> None:
         self.conn.execute("UPDATE run_keys SET unlock_pending = 0 WHERE run_key = ?", (run_key,))
 
-    def delete(self, jobs: Sequence[dict[str, Any]], progress: Any = None) -> None:
+    def delete(self, jobs: Sequence[JobRow], progress: Any = None) -> None:
         """Delete jobs (call inside write()). The requests they answered are kept, with the job's final status: a
         caller repeating one of them is told the job was cleaned, and nothing runs again (commands.start).
         `progress` is told each batch deleted."""
@@ -646,7 +669,7 @@ class Store:
                 progress.step(len(part))
 
     # -- host tools: ls, doctor, metrics (tests/cli/test_host_tools.py checks each plan uses an index) -------------
-    def _iter(self, sql: str, args: Sequence[Any], decode: Any) -> Iterator[dict[str, Any]]:
+    def _iter(self, sql: str, args: Sequence[Any], decode: Callable[[sqlite3.Row], Record]) -> Iterator[Record]:
         """Rows as _many gives them (each checked by `decode`), read one at a time, so a caller can stop early."""
         try:
             for row in self.conn.execute(sql, args):
@@ -666,16 +689,16 @@ class Store:
             raise database_error(e, self.path) from None
         return row[0] if row is not None else None
 
-    def recent(self, limit: int, run_key: str | None = None) -> list[dict[str, Any]]:
+    def recent(self, limit: int, run_key: str | None = None) -> list[JobRow]:
         """The `limit` latest jobs by start time, newest first (index jobs_started_at; rowid, the insertion order,
         breaks ties within a second), or with `run_key` that key's latest attempts (index jobs_run_key_attempt)."""
         if run_key is not None:
-            return self._many("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
-        return self._many("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
+            return self._jobs("SELECT * FROM jobs WHERE run_key = ? ORDER BY attempt_no DESC LIMIT ?", (run_key, limit))
+        return self._jobs("SELECT * FROM jobs ORDER BY started_at DESC, rowid DESC LIMIT ?", (limit,))
 
-    def attempt(self, run_key: str, attempt_no: int) -> dict[str, Any] | None:
+    def attempt(self, run_key: str, attempt_no: int) -> JobRow | None:
         """Attempt `attempt_no` of a run key (index jobs_run_key_attempt)."""
-        return self._one("SELECT * FROM jobs WHERE run_key = ? AND attempt_no = ?", (run_key, attempt_no))
+        return self._job("SELECT * FROM jobs WHERE run_key = ? AND attempt_no = ?", (run_key, attempt_no))
 
     def ids_with_prefix(self, prefix: str, limit: int) -> list[str]:
         """Up to `limit` job ids that start with `prefix`, in order: a range of the primary key's index."""
@@ -695,7 +718,7 @@ class Store:
         after = self._scalar("SELECT job_id FROM jobs WHERE job_id > ? ORDER BY job_id LIMIT 1", (job_id,))
         return before, after
 
-    def with_key_prefix(self, prefix: str, limit: int, statuses: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def with_key_prefix(self, prefix: str, limit: int, statuses: Sequence[str] | None = None) -> list[JobRow]:
         """The latest `limit` jobs by start time whose run key starts with `prefix` (optionally of these statuses).
 
         Two indexes can serve it and SQLite picks by its statistics: the run key's range (then a sort of what
@@ -705,19 +728,19 @@ class Store:
         if statuses:
             where += " AND status IN (%s)" % ", ".join("?" for _ in statuses)
             args += list(statuses)
-        return self._many(
+        return self._jobs(
             "SELECT * FROM jobs WHERE %s ORDER BY started_at DESC, rowid DESC LIMIT ?" % where, args + [limit]
         )
 
-    def latest_with_status(self, status: str, limit: int) -> list[dict[str, Any]]:
+    def latest_with_status(self, status: str, limit: int) -> list[JobRow]:
         """The `limit` jobs of a terminal status that finished last (a range of jobs_status_finished_at)."""
-        return self._many(
+        return self._jobs(
             "SELECT * FROM jobs WHERE status = ? ORDER BY finished_at DESC, rowid DESC LIMIT ?", (status, limit)
         )
 
-    def stopping(self) -> list[dict[str, Any]]:
+    def stopping(self) -> list[JobRow]:
         """ABORTED jobs whose abort has not finished (no finish time yet): index jobs_status_finished_at."""
-        return self._many("SELECT * FROM jobs WHERE status = 'ABORTED' AND finished_at IS NULL", ())
+        return self._jobs("SELECT * FROM jobs WHERE status = 'ABORTED' AND finished_at IS NULL", ())
 
     def count_by_status(self) -> dict[str, int]:
         """Jobs per status, without reading the history row by row.
@@ -749,7 +772,7 @@ class Store:
             "SELECT job_id, run_key, attempt_no, status, exit_code, signal, started_at, finished_at FROM jobs "
             "WHERE finished_at >= ? ORDER BY finished_at DESC, rowid DESC",
             (since,),
-            _decode,
+            decode,
         )
 
     def job_ids(self) -> Iterator[str]:
@@ -896,208 +919,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
             pass
 
 
-_BOOL_COLUMNS = ("strict", "strict_override_used", "life_lock")
-
-
-# argv and environment are stored as NUL-separated bytes: exact for any argument (also bytes that are not UTF-8,
-# which Python hands over as surrogate escapes), and decoded without importing json on every call.
-def _pack(items: Any) -> bytes:
-    return b"\0".join(os.fsencode(x) for x in items)
-
-
-def _unpack(blob: Any) -> list[str]:
-    if isinstance(blob, str):
-        blob = blob.encode("utf-8", "surrogateescape")
-    if not isinstance(blob, bytes):
-        raise ValueError("a NUL-separated list was expected, not %s" % type(blob).__name__)
-    return [os.fsdecode(x) for x in blob.split(b"\0")] if blob else []
-
-
-def _env(items: list[str]) -> dict[str, str]:
-    env = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError("an environment entry without KEY=: %r" % item[:40])
-        env[key] = value
-    return env
-
-
-_INT_COLUMNS = (
-    "attempt_no",
-    "strict",
-    "strict_override_used",
-    "exit_code",
-    "signal",
-    "worker_pid",
-    "target_pid",
-    "pgid",
-    "life_lock",
-)
-_TIME_COLUMNS = ("started_at", "finished_at", "updated_at", "aborted_at")
-_TEXT_COLUMNS = (
-    "job_id",
-    "run_key",
-    "status",
-    "cwd",
-    "override_reason",
-    "rerun_of_job_id",
-    "rerun_reason",
-    "abort_reason",
-    "end_reason",
-    "worker_start",
-    "target_start",
-    "boot_id",
-    "stdout_file",
-    "stderr_file",
-    "pid_ns",
-    "request_id",
-    "owner",
-    "imported_from",
-)
-_MAX_TS = 253402300799  # 9999-12-31
-
-
-def _check_types(d: dict[str, Any]) -> None:
-    """Refuse a row our own code could not have written, before anything acts on it."""
-    for c in _INT_COLUMNS + _TIME_COLUMNS:
-        v = d.get(c)
-        if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
-            raise ValueError("column %s holds %s, not a whole number" % (c, type(v).__name__))
-    for c in _TIME_COLUMNS:
-        v = d.get(c)
-        if v is not None and not -_MAX_TS <= v <= _MAX_TS:
-            raise ValueError("column %s holds an impossible time" % c)
-    for c in _TEXT_COLUMNS:
-        v = d.get(c)
-        if v is not None and not isinstance(v, str):
-            raise ValueError("column %s holds %s, not text" % (c, type(v).__name__))
-    for c in ("worker_start", "target_start"):  # a start time in clock ticks (processes.start_time), or ""
-        v = d.get(c)
-        if v and not (v.isascii() and v.isdigit()):
-            raise ValueError("column %s holds %r, not a process start time" % (c, v[:40]))
-    if d.get("timeout") is not None and not isinstance(d["timeout"], (int, float)):
-        raise ValueError("column timeout holds %s" % type(d["timeout"]).__name__)
-
-
-_MAX_ATTEMPT = (1 << 63) - 2  # so that the next number still fits SQLite's INTEGER
-_JOB_COLUMNS = frozenset(_INT_COLUMNS + _TIME_COLUMNS + _TEXT_COLUMNS + ("command", "env", "timeout"))
-_RUN_KEY_COLUMNS = frozenset(
-    ("run_key", "last_attempt", "unlock_reason", "unlock_allowed_at", "unlock_expires_at", "unlock_pending")
-)
-
-
-def _check_columns(d: dict[str, Any], table: str, columns: frozenset[str]) -> None:
-    """A whole row must be there: damage to the schema's text can rename a column, and its value would be missing."""
-    missing = columns.difference(d)
-    if missing:
-        raise ValueError("the %s table has no column %s" % (table, ", ".join(sorted(missing))))
-
-
-# Columns a later schema added, with the value a row of an older schema means: a database of another state directory
-# is read as it is, never upgraded (places.py).
-_ADDED_COLUMNS = {"life_lock": 0}
-
-
-def _decode_job(row: sqlite3.Row) -> dict[str, Any]:
-    """A whole jobs row (SELECT *), every column present and checked."""
-    raw = dict(row)
-    for column, value in _ADDED_COLUMNS.items():
-        raw.setdefault(column, value)
-    d = _decode(raw)
-    _check_columns(d, "jobs", _JOB_COLUMNS)
-    return d
-
-
-def _decode_request(row: sqlite3.Row) -> dict[str, Any]:
-    """A start_requests row: text ids, the answer time a whole number, the cleaned job's status text or NULL."""
-    d = dict(row)
-    d.setdefault("job_status", None)
-    for c in ("run_key", "request_id", "job_id"):
-        if not isinstance(d.get(c), str):
-            raise ValueError("column %s holds %s, not text" % (c, type(d.get(c)).__name__))
-    if d["job_status"] is not None and not isinstance(d["job_status"], str):
-        raise ValueError("column job_status holds %s, not text" % type(d["job_status"]).__name__)
-    return d
-
-
-def _decode_run_key(row: sqlite3.Row) -> dict[str, Any]:
-    """A run_keys row, refused unless our own code could have written it: last_attempt a positive whole number,
-    unlock times whole numbers or NULL, unlock_pending 0 or 1, unlock_reason text or NULL."""
-    d = dict(row)
-    _check_columns(d, "run_keys", _RUN_KEY_COLUMNS)
-
-    def whole(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def what(v: Any) -> str:
-        return str(v) if whole(v) else type(v).__name__
-
-    if not isinstance(d.get("run_key"), str):
-        raise ValueError("column run_key holds %s, not text" % type(d.get("run_key")).__name__)
-    v = d.get("last_attempt")
-    if not (isinstance(v, int) and not isinstance(v, bool) and 0 < v <= _MAX_ATTEMPT):
-        raise ValueError("column last_attempt holds %s, not a positive whole number" % what(v))
-    for c in ("unlock_allowed_at", "unlock_expires_at"):
-        v = d.get(c)
-        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and -_MAX_TS <= v <= _MAX_TS):
-            raise ValueError("column %s holds %s, not a time" % (c, what(v)))
-    v = d.get("unlock_pending")
-    if not (whole(v) and v in (0, 1)):
-        raise ValueError("column unlock_pending holds %s, not 0 or 1" % what(v))
-    v = d.get("unlock_reason")
-    if v is not None and not isinstance(v, str):
-        raise ValueError("column unlock_reason holds %s, not text" % type(v).__name__)
-    return d
-
-
-def _decode_cursor(row: sqlite3.Row) -> dict[str, Any]:
-    """A watch_cursors row: text ids and offsets that are whole numbers a log could have (0 .. 2**62)."""
-    d = dict(row)
-    for c in ("job_id", "cursor"):
-        if not isinstance(d.get(c), str):
-            raise ValueError("column %s holds %s, not text" % (c, type(d.get(c)).__name__))
-    for c in ("stdout_offset", "stderr_offset"):
-        v = d.get(c)
-        if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 62):
-            raise ValueError("column %s holds %r, not a log offset" % (c, v if isinstance(v, int) else type(v)))
-    return d
-
-
-_RECORD_KINDS = {_decode_run_key: "run key", _decode_cursor: "watch cursor", _decode_request: "start request"}
-
-
-def _decode(row: Any) -> dict[str, Any]:
-    d = dict(row)
-    _check_types(d)
-    if "command" in d:
-        d["command"] = _unpack(d["command"])
-        if not d["command"] or not d["command"][0]:
-            raise ValueError("a job without a command")
-    if "env" in d:
-        d["env"] = _env(_unpack(d["env"]))
-    for c in _BOOL_COLUMNS:
-        if c in d:
-            d[c] = bool(d[c])
-    if d.get("imported_from"):
-        from .migrations import present_row
-
-        present_row(d)  # a row orchesjob 1.1.0 wrote, maybe after the upgrade (its worker's result)
-    return d
-
-
-def _encode(fields: dict[str, Any]) -> dict[str, Any]:
-    out = dict(fields)
-    if out.get("command") is not None:
-        out["command"] = _pack(out["command"])
-    if "env" in out:
-        out["env"] = _pack("%s=%s" % kv for kv in (out["env"] or {}).items())
-    for c in _BOOL_COLUMNS:
-        if c in out:
-            out[c] = int(bool(out[c]))
-    return out
-
-
 def open_store(create: bool) -> Store | None:
     """Open the state database; None when it does not exist and `create` is False (a read on a fresh host)."""
     path = home.prepare(create)
@@ -1165,13 +986,14 @@ def open_other(path: str) -> Store | None:
     try:
         version = st.schema_version()
         if version == 0:
-            from . import migrations
+            from . import legacy
+            from .legacy import layout
 
-            if migrations.recognise(st) is None:
+            if layout.recognise(st) is None:
                 st.close()
                 return None
-            migrations.present_1_1_0(st)
-            st.legacy = migrations.LEGACY_VERSION
+            layout.present(st)
+            st.legacy = legacy.LEGACY_VERSION
         elif version > SCHEMA_VERSION:
             st.close()
             return None

@@ -15,14 +15,17 @@ import sys
 import time
 
 from . import control, home, jobs, life, processes
+from .contract import ACTIVE
 from .errors import OrchesjobError
 from .processes import signals as signal
-from .store import ACTIVE, DatabaseError, Store, database_error, open_store_patiently
+from .store import DatabaseError, Store, database_error, open_store_patiently
 from .timeutil import now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from typing import Any, Callable
+
+    from .rows import JobRow
 
 MSG_RECORDED = b"S"
 MSG_RUNNING = b"R"
@@ -240,7 +243,7 @@ class Supervisor:
         finally:
             self._close(job)
 
-    def _listen(self, job: dict[str, Any]) -> None:
+    def _listen(self, job: JobRow) -> None:
         """Open the control FIFO before launching, so that an abort of a RUNNING job always finds it (control.py).
         Without it (a file system that cannot hold a FIFO) `abort` falls back to signalling verified processes."""
         try:
@@ -249,7 +252,7 @@ class Supervisor:
         except OSError:
             self.ctl = self.ctl_keep = None
 
-    def _close(self, job: dict[str, Any]) -> None:
+    def _close(self, job: JobRow) -> None:
         """The job is recorded as ended (or was never ours): remove what only a live supervisor needs."""
         for fd in (self.ctl, self.ctl_keep):
             if fd is not None:
@@ -273,7 +276,7 @@ class Supervisor:
         if self.target is not None and not self.reaping:
             self.term_passed = processes.killpg(self.target, signal.SIGTERM) or self.term_passed
 
-    def _launch(self, job: dict[str, Any]) -> int | None:
+    def _launch(self, job: JobRow) -> int | None:
         """Launch the command only while the job is still ours to launch, decided under the write lock.
 
         An abort (or a LOST verdict) that lands between recording ourselves and this point wins: the row is no
@@ -363,18 +366,18 @@ class Supervisor:
             )
 
     @staticmethod
-    def _drop_job_lock(job: dict[str, Any], lock: list[int]) -> None:
+    def _drop_job_lock(job: JobRow, lock: list[int]) -> None:
         if lock:
             os.close(lock[0])
             lock.clear()
             life.remove_if_free(life.job_lock(job))
 
-    def _cannot_launch(self, job: dict[str, Any], reason: str) -> None:
+    def _cannot_launch(self, job: JobRow, reason: str) -> None:
         """The command was not started (and never will be by this job): record FAILED with the reason."""
         self._record(job, dict(jobs.outcome(None, reason), finished_at=now(), launch_failed=True))
         self._tell(MSG_RUNNING)
 
-    def _launch_failed(self, job: dict[str, Any], err_fd: int, exc: BaseException) -> None:
+    def _launch_failed(self, job: JobRow, err_fd: int, exc: BaseException) -> None:
         path = getattr(exc, "filename", None)
         if isinstance(exc, PermissionError):
             code = 126
@@ -397,7 +400,7 @@ class Supervisor:
         self._tell(MSG_RUNNING)
 
     # -- while the command runs ---------------------------------------------------------------------------------
-    def _wait(self, job: dict[str, Any]) -> None:
+    def _wait(self, job: JobRow) -> None:
         """Wait for the command to exit, without reaping it; meanwhile serve abort requests, the timeout and a
         SIGTERM. Then stop what it left behind while its zombie still pins its group id, reap it, record the end."""
         import select
@@ -441,13 +444,13 @@ class Supervisor:
         job = self.store.get(self.job_id) or job
         self._record(job, dict(jobs.outcome(rc), finished_at=now()))
 
-    def _stop(self, job: dict[str, Any], grace: float) -> None:
+    def _stop(self, job: JobRow, grace: float) -> None:
         """SIGTERM the command's group and the job's other processes now, SIGKILL after `grace` (abort, timeout)."""
         self._signal_all(job, signal.SIGTERM)
         at = time.monotonic() + grace
         self.kill_at = at if self.kill_at is None else min(self.kill_at, at)
 
-    def _signal_all(self, job: dict[str, Any], sig: int) -> bool:
+    def _signal_all(self, job: JobRow, sig: int) -> bool:
         """The command's group (pinned by the unreaped command) and every verified process of the job outside it."""
         pid = self.target
         if pid is None or self.reaping:
@@ -460,21 +463,21 @@ class Supervisor:
                 sent = processes.signal_verified(other, sig, lambda p: self._is_jobs(job, p, files)) or sent
         return sent
 
-    def _is_jobs(self, job: dict[str, Any], pid: int, files: set[tuple[int, int]]) -> bool:
+    def _is_jobs(self, job: JobRow, pid: int, files: set[tuple[int, int]]) -> bool:
         return (
             processes.carries_marker(pid, job["job_id"])
             or processes.holds_any(pid, files)
             or (self.target is not None and not self.reaping and processes.pgrp(pid) == self.target)
         )
 
-    def _left(self, job: dict[str, Any]) -> bool:
+    def _left(self, job: JobRow) -> bool:
         """Whether anything of the job is still alive besides the (exited) command itself."""
         pid = self.target
         if life.probe(life.job_lock(job)) == life.HELD:
             return True
         return bool(processes.find(job["job_id"], set(), group=pid))
 
-    def _sweep(self, job: dict[str, Any]) -> None:
+    def _sweep(self, job: JobRow) -> None:
         """One-shot jobs end with their command: what it left running in the background is stopped too, while the
         command's zombie keeps its group id from being reused."""
         if not self._left(job):
@@ -486,7 +489,7 @@ class Supervisor:
             self._signal_all(job, signal.SIGKILL)
             processes.wait_until(lambda: not self._left(job), time.monotonic() + 2.0)
 
-    def _timeout(self, job: dict[str, Any], timeout: float) -> None:
+    def _timeout(self, job: JobRow, timeout: float) -> None:
         self.timed_out = True
         reason = "timed out: the job ran longer than its --timeout of %gs" % timeout
         t = now()
@@ -499,7 +502,7 @@ class Supervisor:
         )
         self._stop(job, TIMEOUT_GRACE)
 
-    def _record(self, job: dict[str, Any], result: dict[str, Any]) -> None:
+    def _record(self, job: JobRow, result: dict[str, Any]) -> None:
         """File first, then database, then drop the file: a result is never only in memory.
 
         Both are retried with backoff (RESULT_RETRY_SECONDS) while they fail, e.g. on a full disk; this process

@@ -14,14 +14,17 @@ column gives way, elided in the middle; colour only on a terminal and never with
 from __future__ import annotations
 
 from . import jobs, processes
-from .store import ACTIVE, Store
+from .contract import ACTIVE
+from .store import Store
 from .textout import STATUS_COLOURS, Output, Terminal, Text, cells, duration, elide, local_time, pad
 from .timeutil import iso, now
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any, Callable, TextIO
+
+    from .rows import JobRow
 
 # (header, row field, aligned right)
 _COLUMNS = (
@@ -86,7 +89,7 @@ def select(
     return rows
 
 
-def _fresh(store: Store, job: dict[str, Any]) -> dict[str, Any]:
+def _fresh(store: Store, job: JobRow) -> JobRow:
     return jobs.refresh(store, job) if jobs.is_active(job) or jobs.is_stopping(job) else job
 
 
@@ -105,8 +108,9 @@ def short_id(store: Store, job_id: str) -> str:
     return job_id[: max(SHORT_ID, shared + 1)]
 
 
-def row(job: dict[str, Any], at: int | None = None) -> dict[str, Any]:
-    """One job as `ls --json` prints it: what the table shows, in the units of the job object."""
+def row(job: Mapping[str, Any], at: int | None = None) -> dict[str, Any]:
+    """One job as `ls --json` prints it: what the table shows, in the units of the job object. `job` is a job row,
+    or the job object itself (the view of `status --all`): the fields read here have the same names in both."""
     t = now() if at is None else at
     started, finished = job.get("started_at"), job.get("finished_at")
     end = finished if finished is not None else (t if jobs.is_active(job) or jobs.is_stopping(job) else None)

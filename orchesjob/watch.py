@@ -24,6 +24,7 @@ import select
 import time
 
 from . import jobs, life, logfiles
+from .contract import STREAMS, WATCH_MAX_ENTRIES, split_watch_spec
 from .errors import InvalidArgument, job_not_found
 from .store import open_store
 from .timeutil import now
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from collections.abc import Sequence
     from typing import Any, NamedTuple
 
+    from .rows import JobRow
     from .store import Store
 
     class Entry(NamedTuple):
@@ -45,17 +47,13 @@ else:
 
     Entry = namedtuple("Entry", "job_id offsets delivered cursor")
 
-MAX_ENTRIES = 1000
-MIN_TOTAL_BYTES = 65536
-DEFAULT_TOTAL_BYTES = 1 << 20
-STREAMS = ("stdout", "stderr")
 _FULL_REFRESH = 1.0  # seconds between liveness checks of jobs whose supervisor cannot be watched by a pidfd
 
 
 def parse_entry(spec: str, check_job_id: Any, check_offset: Any, check_cursor: Any) -> Entry:
     """`ID`, `ID:OUT:ERR` (offsets read up to) or `ID:OUT:ERR:DONE_OUT:DONE_ERR:CURSOR` (plus the offsets delivered;
     the cursor is the rest of the value, so it may hold colons). The checks are the CLI's value rules (cli.py)."""
-    parts = spec.split(":", 5)
+    parts = split_watch_spec(spec)
     job_id = check_job_id(parts[0])
     if len(parts) == 1:
         return Entry(job_id, None, None, None)
@@ -71,8 +69,8 @@ def parse_entry(spec: str, check_job_id: Any, check_offset: Any, check_cursor: A
 
 
 def check_entries(entries: Sequence[Entry]) -> None:
-    if len(entries) > MAX_ENTRIES:
-        raise InvalidArgument("--watch: at most %d jobs per call (got %d)" % (MAX_ENTRIES, len(entries)))
+    if len(entries) > WATCH_MAX_ENTRIES:
+        raise InvalidArgument("--watch: at most %d jobs per call (got %d)" % (WATCH_MAX_ENTRIES, len(entries)))
 
 
 def share(wants: Sequence[int], cap: int, total: int) -> list[int]:
@@ -141,7 +139,7 @@ class _Sleeper:
             self.stdin = 0
             self.poller.register(0, select.POLLIN)
 
-    def watch(self, job: dict[str, Any]) -> bool:
+    def watch(self, job: JobRow) -> bool:
         """Keep a pidfd on the job's live supervisor; False when there is none to watch (judge it by polling)."""
         job_id, pid = job["job_id"], job.get("worker_pid")
         old = self.fds.get(job_id)
@@ -187,15 +185,15 @@ class _Sleeper:
             self.forget(job_id)
 
 
-def _grown(job: dict[str, Any], start: tuple[int, int] | None) -> bool:
+def _grown(job: JobRow, start: tuple[int, int] | None) -> bool:
     """Whether a log has bytes past `start` to give: an incomplete UTF-8 character at its end is not news (a chunk
     never ends inside a character), so a job that stopped in the middle of one is quiet, not news every step."""
     return start is not None and any(
-        logfiles.readable_end(job[s + "_file"], start[i]) > start[i] for i, s in enumerate(STREAMS)
+        logfiles.readable_end(jobs.log_file(job, s), start[i]) > start[i] for i, s in enumerate(STREAMS)
     )
 
 
-def _ended(job: dict[str, Any]) -> bool:
+def _ended(job: JobRow) -> bool:
     return not (jobs.is_active(job) or jobs.is_stopping(job))
 
 
@@ -297,7 +295,7 @@ def _never() -> Store:  # pragma: no cover - a row was read from one of the two 
 
 def _answer(
     entries: Sequence[Entry],
-    rows: dict[str, dict[str, Any]],
+    rows: dict[str, JobRow],
     starts: Sequence[tuple[int, int] | None],
     news: set[int],
     max_bytes: int,
@@ -313,7 +311,7 @@ def _answer(
         for k, s in enumerate(STREAMS)
     ]
     wants = [
-        logfiles.size(rows[entries[i].job_id][s + "_file"]) - starts[i][k]  # type: ignore[index]
+        logfiles.size(jobs.log_file(rows[entries[i].job_id], s)) - starts[i][k]  # type: ignore[index]
         for i, k, s in readers
     ]
     grants = {(i, s): g for (i, _, s), g in zip(readers, share(wants, max_bytes, max_total))}
@@ -333,7 +331,7 @@ def _answer(
         if at is not None:
             final = not jobs.is_active(job)
             view["logs"] = {
-                s: logfiles.chunk(job[s + "_file"], s, at[k], grants.get((i, s), 0), final)
+                s: logfiles.chunk(jobs.log_file(job, s), s, at[k], grants.get((i, s), 0), final)
                 for k, s in enumerate(STREAMS)
             }
         if e.cursor is not None:

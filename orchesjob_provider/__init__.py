@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchesjob import __version__
+from orchesjob.contract import VERSION as __version__
 
 __all__ = ["CONN_FIELDS", "CONN_TYPE", "HOOK_NAME", "UI_FIELD_BEHAVIOUR", "__version__", "get_provider_info"]
 

@@ -27,21 +27,27 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Literal, NoReturn, TypeVar, Union
 
-from orchesjob import CONTRACT_VERSION, __version__  # one definition for both sides (the same distribution ships both)
-from orchesjob.cli import MAX_REQUEST_ID
-from orchesjob.store import ACTIVE, TERMINAL
+from orchesjob.contract import (  # what the CLI and the provider agree on, defined once for both
+    ACTIVE,
+    CONTRACT_VERSION,
+    DEFAULT_ABORT_GRACE,
+    DEFAULT_START_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    MAX_REQUEST_ID,
+    STREAMS,
+    TERMINAL,
+    WATCH_SEPARATOR,
+    watch_spec,
+)
+from orchesjob.contract import VERSION as __version__
 from orchesjob_provider.retry import ALWAYS, BEFORE_SEND, KINDS, NEVER
 
 StartMode = Literal["reuse_success", "default", "strict"]
 START_MODES: tuple[StartMode, ...] = ("reuse_success", "default", "strict")
 TERMINAL_STATUSES = frozenset(TERMINAL)
 ACTIVE_STATUSES = frozenset(ACTIVE)
-STREAMS = ("stdout", "stderr")
 
 DEFAULT_COMMAND_TIMEOUT = 60.0  # seconds one CLI call may take over SSH, login and channel included
-DEFAULT_WAIT_TIMEOUT = 30.0  # the CLI's own default for `wait --timeout`
-DEFAULT_START_TIMEOUT = 10.0  # the CLI's own default for `start --start-timeout`
-DEFAULT_ABORT_GRACE = 5.0  # the CLI's own default for `abort --grace-seconds`
 
 # What a shell or launcher prints when the program it was asked to run does not exist or cannot run.
 _MISSING_CLI_MARKERS = (
@@ -280,18 +286,18 @@ class WatchEntry:
     def spec(self) -> str:
         """The ``--watch`` value, every part checked here before anything is sent."""
         job_id = _check_text(str(self.job_id), "job_id")
-        if ":" in job_id:
+        if WATCH_SEPARATOR in job_id:
             raise ValueError(f"job_id {job_id!r} cannot be watched: it contains ':'")
         if self.stdout_offset is None and self.stderr_offset is None:
             if self.cursor is not None:
                 raise ValueError("a watch cursor needs the log offsets")
-            return job_id
+            return watch_spec(job_id)
         read = (
             int(_non_negative_int(self.stdout_offset or 0, "stdout_offset")),
             int(_non_negative_int(self.stderr_offset or 0, "stderr_offset")),
         )
         if self.cursor is None:
-            return f"{job_id}:{read[0]}:{read[1]}"
+            return watch_spec(job_id, read)
         given = self.delivered if self.delivered is not None else read
         done = (
             int(_non_negative_int(given[0], "delivered stdout")),
@@ -299,7 +305,7 @@ class WatchEntry:
         )
         if done[0] > read[0] or done[1] > read[1]:
             raise ValueError(f"delivered offsets {done} are past the offsets read {read}")
-        return f"{job_id}:{read[0]}:{read[1]}:{done[0]}:{done[1]}:{check_request_id(self.cursor, 'cursor')}"
+        return watch_spec(job_id, read, done, check_request_id(self.cursor, "cursor"))
 
 
 def check_watch_answer(payload: Any, entries: Sequence[WatchEntry]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from orchesjob.contract import EXIT_ERROR, EXIT_INCONSISTENT, EXIT_INVALID, EXIT_LOCK, EXIT_NOT_FOUND
 from orchesjob_provider.compat import AirflowException
 
 
@@ -24,7 +25,7 @@ class OrchesjobError(AirflowException):
     """
 
     error_type: str = "error"
-    default_exit_code: int | None = 1
+    default_exit_code: int | None = EXIT_ERROR
 
     def __init__(
         self,
@@ -68,21 +69,21 @@ class OrchesjobInvalidArgument(OrchesjobError):
     """Exit 2: the CLI rejected a flag or value; nothing was written on the host."""
 
     error_type = "invalid_argument"
-    default_exit_code = 2
+    default_exit_code = EXIT_INVALID
 
 
 class OrchesjobNotFound(OrchesjobError):
     """Exit 3: no job with that id or run key (never started, or cleaned)."""
 
     error_type = "not_found"
-    default_exit_code = 3
+    default_exit_code = EXIT_NOT_FOUND
 
 
 class OrchesjobConflict(OrchesjobError):
     """Exit 4: the job is not in a state that allows the action (abort of a finished job, rerun of an active one)."""
 
     error_type = "inconsistent_state"
-    default_exit_code = 4
+    default_exit_code = EXIT_INCONSISTENT
 
 
 class OrchesjobNotOwner(OrchesjobConflict):
@@ -107,7 +108,7 @@ class OrchesjobLockTimeout(OrchesjobError):
     """Exit 5: the host's database stayed locked past the busy timeout; retrying later is safe."""
 
     error_type = "lock_timeout"
-    default_exit_code = 5
+    default_exit_code = EXIT_LOCK
 
 
 class OrchesjobTransportError(OrchesjobError):
@@ -198,10 +199,10 @@ ERROR_TYPES: dict[str, type[OrchesjobError]] = {
 
 # For error types this provider does not know (a newer CLI's), the documented exit code decides.
 EXIT_CODES: dict[int, type[OrchesjobError]] = {
-    2: OrchesjobInvalidArgument,
-    3: OrchesjobNotFound,
-    4: OrchesjobConflict,
-    5: OrchesjobLockTimeout,
+    EXIT_INVALID: OrchesjobInvalidArgument,
+    EXIT_NOT_FOUND: OrchesjobNotFound,
+    EXIT_INCONSISTENT: OrchesjobConflict,
+    EXIT_LOCK: OrchesjobLockTimeout,
 }
 
 

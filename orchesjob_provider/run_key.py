@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from orchesjob.cli import MAX_REQUEST_ID, MAX_RUN_KEY  # the CLI's own limits, defined once
+from orchesjob.contract import MAX_REQUEST_ID, MAX_RUN_KEY  # the CLI's own limits, defined once
 
 
 def for_task_instance(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:

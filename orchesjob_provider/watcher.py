@@ -36,7 +36,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from orchesjob.watch import MIN_TOTAL_BYTES  # the CLI's smallest accepted --max-total-bytes
+from orchesjob.contract import WATCH_MIN_TOTAL_BYTES as MIN_TOTAL_BYTES  # the CLI's smallest --max-total-bytes
 from orchesjob_provider import command as cmd
 from orchesjob_provider.exceptions import OrchesjobError, OrchesjobLockTimeout, OrchesjobTransportError
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook

@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_requirements()
         import orchesjob
-        from orchesjob import CONTRACT_VERSION
+        from orchesjob.contract import CONTRACT_VERSION
         from orchesjob_provider import CONN_TYPE
 
         with contextlib.ExitStack() as stack:

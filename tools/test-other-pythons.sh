@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Run the CLI tests under the oldest and the newest Python this machine has (3.9 and 3.13 via pyenv, or on PATH).
+# Run the CLI tests under the oldest and the newest Python this machine has (3.9 and 3.13 via pyenv, or on PATH);
+# with arguments, under those versions only (`make test` runs each as a stage of its own, so the two fill both slots).
 # A missing interpreter is reported, not hidden; under CI (CI=true) a missing one fails the run.
 set -u
 cd "$(dirname "$0")/.."
 status=0
-for want in 3.9 3.13; do
+wanted=("$@")
+[ ${#wanted[@]} -gt 0 ] || wanted=(3.9 3.13)
+for want in "${wanted[@]}"; do
   py=""
   candidates=()
   if command -v pyenv >/dev/null 2>&1; then

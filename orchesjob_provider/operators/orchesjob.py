@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider import run_key as run_keys
+from orchesjob_provider.cli_choice import CliChoice, ResolvedCli, choose_cli, cli_settings_from_connection
 from orchesjob_provider.cli_install import InstallCli
 from orchesjob_provider.compat import (
     AirflowException,
@@ -36,12 +37,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobTransportError,
 )
 from orchesjob_provider.give_up import WORKER_ASK_TIMEOUT, TryIdentity, ask, log_left_running, manual_abort_command
-from orchesjob_provider.hooks.orchesjob import (
-    CliChoice,
-    OrchesjobAsyncHook,
-    OrchesjobHook,
-    cli_settings_from_connection,
-)
+from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook
 from orchesjob_provider.log_relay import LogRelay
 
 Idempotency = Literal["reuse_success", "strict", "active_only"]
@@ -200,7 +196,7 @@ class OrchesjobOperator(BaseOperator):
         self.install_cli = install_cli
         self.orchesjob_python = orchesjob_python
         if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
-            CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
+            choose_cli(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.start_timeout = start_timeout
         self.abort_grace_seconds = abort_grace_seconds
         self.stderr_tail_lines = stderr_tail_lines
@@ -222,30 +218,27 @@ class OrchesjobOperator(BaseOperator):
             self.ssh_conn_id, self.orchesjob_bin, self.orchesjob_home, self.install_cli, self.orchesjob_python
         )
 
+    def _this_cli(self) -> ResolvedCli:
+        """The CLI this try resolved (never a second search or upload), else the one the task's settings name."""
+        if self._cli_used is not None:
+            return ResolvedCli.from_record(self._cli_used)
+        return self._cli().first_try()
+
     def _new_hook(self) -> OrchesjobHook:
         """A hook on the CLI this try resolved (never a second search or upload), else on the task's settings."""
         if self._cli_used is not None:
             # that CLI's contract was checked by this try (and by its trigger): no second handshake, whose log line
             # would call an uploaded copy "found on the host"
             kwargs = {"check_version": False, **self.hook_kwargs}
-            return OrchesjobHook(
-                ssh_conn_id=self.ssh_conn_id,
-                orchesjob_bin=self._cli_used["argv"],
-                orchesjob_home=self._cli_used.get("orchesjob_home"),
-                install_cli="never",
-                cli_sha256=self._cli_used.get("sha256"),
-                **kwargs,
-            )
+            return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._this_cli().hook_kwargs(), **kwargs)
         return OrchesjobHook(ssh_conn_id=self.ssh_conn_id, **self._cli().hook_kwargs(), **self.hook_kwargs)
 
     def _resolve_cli(self) -> dict[str, Any]:
         """Find (or upload) the CLI once per try and say in the task log which one it is; kept for XCom, the
         trigger and the abort."""
         self.hook.version()
-        info = dict(self.hook.settings.cli_info() or {})
-        info["orchesjob_home"] = self.hook.settings.orchesjob_home
-        self._cli_used = info
-        return info
+        self._cli_used = self.hook.settings.cli.record()
+        return self._cli_used
 
     @property
     def hook(self) -> OrchesjobHook:
@@ -271,9 +264,7 @@ class OrchesjobOperator(BaseOperator):
         command_timeout = self.hook_kwargs.get("command_timeout")
         probe = OrchesjobAsyncHook(
             ssh_conn_id=self.ssh_conn_id,
-            orchesjob_bin=cli["argv"],
-            orchesjob_home=cli["orchesjob_home"],
-            cli_sha256=cli.get("sha256"),
+            **ResolvedCli.from_record(cli).hook_kwargs(),
             **({"command_timeout": command_timeout} if command_timeout is not None else {}),
         )
 
@@ -399,8 +390,8 @@ class OrchesjobOperator(BaseOperator):
                     job_id=job["job_id"],
                     run_key=job["run_key"],
                     # the argv that answered here: the triggerer runs exactly it, never searching or uploading
-                    orchesjob_bin=self.hook.settings.orchesjob_bin,
-                    orchesjob_home=self.hook.settings.orchesjob_home,
+                    orchesjob_bin=self.hook.settings.cli.orchesjob_bin,
+                    orchesjob_home=self.hook.settings.cli.orchesjob_home,
                     poll_timeout=self.poll_interval,
                     deadline=self._deadline(context),
                     abort_on_kill=self.abort_on_kill,
@@ -612,10 +603,8 @@ class OrchesjobOperator(BaseOperator):
         return self._abort_failed(refusal)
 
     def _abort_failed(self, exc: OrchesjobError, more: str = "") -> AbortOutcome:
-        settings = self._new_hook().settings  # the CLI this try used: the command shown must be runnable
-        command = (
-            manual_abort_command(self._job_id, settings.orchesjob_bin, settings.orchesjob_home) if self._job_id else ""
-        )
+        cli = self._this_cli()  # the CLI this try used: the command shown must be runnable
+        command = manual_abort_command(self._job_id, cli.orchesjob_bin, cli.orchesjob_home) if self._job_id else ""
         detail = f"{exc}{more}" + (f". To abort it on the host: {command}" if command else "")
         self.log.error("Could not abort job %s: %s", self._job_id, detail)
         return AbortOutcome("failed", detail=detail)
@@ -632,8 +621,8 @@ class OrchesjobOperator(BaseOperator):
             return
         verdict = ask(self._try, timeout=WORKER_ASK_TIMEOUT)
         if not verdict.abort:
-            settings = self._new_hook().settings  # the CLI this try used: the command shown must be runnable
-            log_left_running(self.log, self._job_id, verdict, settings.orchesjob_bin, settings.orchesjob_home)
+            cli = self._this_cli()  # the CLI this try used: the command shown must be runnable
+            log_left_running(self.log, self._job_id, verdict, cli.orchesjob_bin, cli.orchesjob_home)
             return
         self.log.info("%s; aborting job %s.", verdict.reason, self._job_id or f"of run key {self._starting!r}")
         self._abort(KILL_REASON)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from orchesjob_provider import command as cmd
+from orchesjob_provider.cli_choice import CliChoice, choose_cli, cli_settings_from_connection
 from orchesjob_provider.cli_install import InstallCli
 from orchesjob_provider.compat import (
     AirflowException,
@@ -20,7 +21,7 @@ from orchesjob_provider.compat import (
 )
 from orchesjob_provider.exceptions import OrchesjobError, OrchesjobNotFound
 from orchesjob_provider.give_up import TryIdentity
-from orchesjob_provider.hooks.orchesjob import CliChoice, OrchesjobHook, cli_settings_from_connection
+from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.operators.orchesjob import describe_end
 
 
@@ -79,7 +80,7 @@ class OrchesjobSensor(BaseSensorOperator):
         self.install_cli = install_cli
         self.orchesjob_python = orchesjob_python
         if install_cli is not None:  # a bad value or a contradiction fails the DAG parse
-            CliChoice(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
+            choose_cli(orchesjob_bin, orchesjob_home, install_cli, orchesjob_python)
         self.hook_kwargs = dict(hook_kwargs or {})
         self.shared_watcher = bool(shared_watcher)
         self._job: dict[str, Any] | None = None
@@ -159,7 +160,7 @@ class OrchesjobSensor(BaseSensorOperator):
             self._timed_out()
         from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
-        settings = self.hook.settings  # resolved by the lookup above: the trigger runs exactly this CLI
+        cli = self.hook.settings.cli  # resolved by the lookup above: the trigger runs exactly this CLI
 
         # One deferral until the end: with no job yet, the trigger looks for the run key every poke_interval,
         # then watches the job it finds. The deadline is in the trigger, so it holds across triggerer restarts
@@ -169,13 +170,13 @@ class OrchesjobSensor(BaseSensorOperator):
                 ssh_conn_id=self.ssh_conn_id,
                 job_id=job["job_id"] if job is not None else None,
                 run_key=self.run_key if job is None else job.get("run_key"),
-                orchesjob_bin=settings.orchesjob_bin,
-                orchesjob_home=settings.orchesjob_home,
+                orchesjob_bin=cli.orchesjob_bin,
+                orchesjob_home=cli.orchesjob_home,
                 poll_timeout=self.poll_timeout,
                 deadline=deadline,
                 stream_logs=False,
                 wait_for_key_interval=float(self.poke_interval),
-                cli=settings.cli_info(),
+                cli=cli.info(),
                 shared_watcher=self.shared_watcher,
                 try_identity=TryIdentity.from_context(context).to_kwargs(),  # whose events they are (never aborts)
             ),

@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 from orchesjob_provider import command as cmd
+from orchesjob_provider.cli_choice import ResolvedCli
 from orchesjob_provider.compat import (
     BaseTrigger,
     TriggerEvent,
@@ -89,9 +90,10 @@ class OrchesjobTrigger(BaseTrigger):
         aborts only while the job's owner is still that request (``abort --if-owner``): once a newer try has
         reattached to the job, killing this stale one leaves the job alone, whatever Airflow answered. None: abort
         whoever owns it.
-    :param cli: which CLI the worker resolved (``OrchesjobHook.settings.cli_info()``: path, version, python, origin,
-        argv), handed back in every event so the resumed task can report it. The trigger runs ``orchesjob_bin``,
-        which is that argv: it never looks for a CLI nor uploads one.
+    :param cli: which CLI the worker resolved (``ResolvedCli.info()`` of ``orchesjob_provider.cli_choice``: path,
+        version, python, origin, argv, the sha256 of an uploaded copy), handed back in every event so the resumed task
+        can report it. With ``orchesjob_bin`` (that argv) and ``orchesjob_home`` it makes the trigger's one frozen
+        ``ResolvedCli``, which every hook of the trigger runs: it never looks for a CLI nor uploads one.
     :param try_identity: the try that deferred (``dag_id``, ``task_id``, ``run_id``, ``map_index``,
         ``try_number``), as :class:`~orchesjob_provider.give_up.TryIdentity` writes it: whom ``on_kill`` asks
         Airflow about. Kwargs saved before it existed load with None, and such a trigger never aborts on kill.
@@ -132,8 +134,14 @@ class OrchesjobTrigger(BaseTrigger):
         self.ssh_conn_id = ssh_conn_id
         self.job_id = job_id
         self.run_key = run_key
-        self.orchesjob_bin = orchesjob_bin if isinstance(orchesjob_bin, str) else list(orchesjob_bin)
-        self.orchesjob_home = orchesjob_home
+        self.cli = dict(cli) if cli else None
+        # the CLI the deferring worker resolved, as one frozen value: every hook of this trigger (the watcher's, the
+        # abort's) runs exactly it, an uploaded copy verified by its sha256 on every call
+        self.resolved = ResolvedCli.from_record(
+            {"sha256": (self.cli or {}).get("sha256"), "argv": orchesjob_bin, "orchesjob_home": orchesjob_home}
+        )
+        self.orchesjob_bin = self.resolved.orchesjob_bin
+        self.orchesjob_home = self.resolved.orchesjob_home
         self.stdout_offset = int(stdout_offset)
         self.stderr_offset = int(stderr_offset)
         self.poll_timeout = float(poll_timeout)
@@ -150,7 +158,6 @@ class OrchesjobTrigger(BaseTrigger):
         self.wait_for_key_interval = float(wait_for_key_interval)
         self.request_id = request_id
         self.shared_watcher = bool(shared_watcher)
-        self.cli = dict(cli) if cli else None
         self.try_identity = dict(try_identity) if try_identity is not None else None
         self._kill_task: asyncio.Future[None] | None = None  # on_kill's shielded work (kept: the loop holds weakly)
         self._cancelled = False  # run() was cancelled by the triggerer (a kill, a shutdown, a hand-over...)
@@ -191,9 +198,7 @@ class OrchesjobTrigger(BaseTrigger):
     def _make_hook(self, check_version: bool = True) -> OrchesjobAsyncHook:
         return OrchesjobAsyncHook(
             ssh_conn_id=self.ssh_conn_id,
-            orchesjob_bin=self.orchesjob_bin,
-            orchesjob_home=self.orchesjob_home,
-            cli_sha256=(self.cli or {}).get("sha256"),
+            **self.resolved.hook_kwargs(),
             command_timeout=self.command_timeout,
             retries=0,  # the trigger does its own, longer, retrying below
             check_version=check_version,
@@ -236,8 +241,8 @@ class OrchesjobTrigger(BaseTrigger):
         retry = RetryPolicy(self.max_connection_errors, self.retry_backoff, self.max_backoff)
         if not self.shared_watcher:
             return SharedWatcher(self._make_hook, self.poll_timeout, self.max_bytes, retry)
-        bin_key = self.orchesjob_bin if isinstance(self.orchesjob_bin, str) else tuple(self.orchesjob_bin)
-        key = (self.ssh_conn_id, bin_key, self.orchesjob_home, (self.cli or {}).get("sha256"))
+        cli = self.resolved
+        key = (self.ssh_conn_id, cli.argv, cli.orchesjob_home, cli.sha256)
         return shared_watcher(key, self._make_hook, self.poll_timeout, self.max_bytes, retry)
 
     def _left(self) -> float | None:
@@ -451,7 +456,9 @@ class OrchesjobTrigger(BaseTrigger):
         try:
             verdict = await aask(TryIdentity.from_kwargs(self.try_identity))
             if not verdict.abort:
-                log_left_running(self.log, self.job_id, verdict, self.orchesjob_bin, self.orchesjob_home)
+                log_left_running(
+                    self.log, self.job_id, verdict, self.resolved.orchesjob_bin, self.resolved.orchesjob_home
+                )
                 return
             self.log.info("%s; aborting job %s", verdict.reason, self.job_id)
             try:

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from tests.support.cli import (
     Result,
     check_error,

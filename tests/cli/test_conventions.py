@@ -2,7 +2,7 @@
 `orchesjob` and `orchesjob help [COMMAND]`, "did you mean", one error line on a terminal (JSON stays the answer
 on a pipe), `--format json|table` on every command with a view, shell completion run by the real shells, and the
 man page read by man and groff. Help, completion and the man page are written from the parser's own table
-(orchesjob/argv.py): the tests compare each against that table, so none of them can drift from what is parsed."""
+(orchesjob/arguments.py): the tests compare each against that table, so none of them can drift from what is parsed."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from orchesjob import argv
+from orchesjob import arguments as argv
 from tests.support.cli import REPO_ROOT, Pty, check_error, check_ok, cli_argv, cli_env
 
 HAS_FORMAT = sorted(name for name, (_, spec, _) in argv.COMMANDS.items() if "--format" in spec)

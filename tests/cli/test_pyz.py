@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from tests.support.cli import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(120)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from tests.support.cli import OUR_JOB_FIELDS, REFERENCE_JOB_FIELDS, START_FIELDS, pid_alive, read_pids, wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)

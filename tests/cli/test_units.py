@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchesjob import argv, jsonout, logfiles, store
+from orchesjob import argv, jsonout, logfiles, rows
 from orchesjob.errors import InvalidArgument
 
 json_values = st.recursive(
@@ -35,15 +35,15 @@ def test_jsonout_writes_what_json_dumps_writes(value):
 )
 def test_argv_and_env_survive_storage(command, env):
     # (the CLI refuses an empty program name, so a command never starts with "")
-    encoded = store._encode({"command": command, "env": env})
-    decoded = store._decode(encoded)
+    encoded = rows.encode({"command": command, "env": env})
+    decoded = rows.decode(encoded)
     assert decoded["command"] == command
     assert decoded["env"] == env
 
 
 def test_undecodable_argument_bytes_round_trip():
     arg = os.fsdecode(b"caf\xe9")  # not UTF-8: Python carries it as a surrogate escape
-    assert store._decode(store._encode({"command": ["x", arg]}))["command"] == ["x", arg]
+    assert rows.decode(rows.encode({"command": ["x", arg]}))["command"] == ["x", arg]
 
 
 @pytest.mark.parametrize("data", ["héllo wörld 😀 end".encode(), b"plain ascii", "日本語テキスト".encode()])

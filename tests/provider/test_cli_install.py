@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider.cli_pack import packed_cli
 from orchesjob_provider.exceptions import (
     OrchesjobCliInstallError,

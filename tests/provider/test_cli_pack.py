@@ -15,7 +15,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from orchesjob import CONTRACT_VERSION, __version__
+from orchesjob import __version__
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider.cli_pack import SHEBANG, ZIP_EPOCH, pack, package_dir, packed_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +59,7 @@ def test_entries_are_sorted_stamped_and_stored() -> None:
         assert {i.date_time for i in infos} == {ZIP_EPOCH}
         assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}
         assert {(i.external_attr >> 16) & 0o777 for i in infos} == {0o644}
-        expected = sorted(p.name for p in Path(package_dir()).glob("*.py"))
+        expected = sorted(p.relative_to(package_dir()).as_posix() for p in Path(package_dir()).rglob("*.py"))
         assert sorted(n.split("/", 1)[1] for n in names[1:] if n.endswith(".py")) == expected
 
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import orchesjob
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import command as cmd
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import orchesjob
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import CONN_FIELDS, CONN_TYPE, get_provider_info
 from tests.support.guards import unavailable
 from tests.support.sshd import SshServer, free_port

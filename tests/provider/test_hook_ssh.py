@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider.command import StartMode
 from orchesjob_provider.exceptions import (
     OrchesjobCliMissing,

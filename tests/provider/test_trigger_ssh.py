@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, asyncssh_connect_kwargs
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 from tests.support.operator_unit import Recorder, airflow_answers, record_log

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import command as cmd
 from orchesjob_provider import run_key as run_keys
 from orchesjob_provider.exceptions import (

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import orchesjob
-from orchesjob import CONTRACT_VERSION
+from orchesjob.contract import CONTRACT_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 RELEASE = re.compile(r"^## \[(\d+\.\d+\.\d+)\] - (\d{4}-\d\d-\d\d)(?: - JSON contract (\d+))?$", re.M)
@@ -121,7 +121,7 @@ def test_the_performance_charts_are_drawn_from_the_committed_figures() -> None:
 def test_the_cli_reference_page_is_generated_from_the_argument_table() -> None:
     """docs/cli-reference.md is what the parser's own table says (python tools/cli_reference.py rewrites it), and the
     guide (docs/cli.md) names every option of every command it describes."""
-    from orchesjob.argv import COMMANDS
+    from orchesjob.arguments import COMMANDS
     from orchesjob.manual import reference_markdown
 
     assert (REPO / "docs" / "cli-reference.md").read_text() == reference_markdown(), "run python tools/cli_reference.py"
