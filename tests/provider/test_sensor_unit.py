@@ -229,13 +229,14 @@ def test_trigger_without_a_job_id_waits_for_the_run_key_and_survives_a_round_tri
 
 
 def test_a_deferred_sensor_whose_trigger_starts_after_the_deadline_sees_the_job_that_succeeded(
-    make_sensor, host
+    make_sensor, host, tmp_path: Path
 ) -> None:
     """The sensor deferred while the job ran; the job SUCCEEDED within the sensor's timeout, but the trigger only
     started after the deadline (a busy or restarting triggerer). The sensor succeeds: the trigger asks the host
     before it reports a timeout."""
-    gate_job = host.start("late-export", ["sh", "-c", "sleep 1; echo exported"])
-    sensor = make_sensor(run_key="late-export", deferrable=True, timeout=3)
+    gate = tmp_path / "gate"
+    gate_job = host.start("late-export", held_job(gate, "echo exported"))
+    sensor = make_sensor(run_key="late-export", deferrable=True, timeout=5)
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(ctx)
@@ -243,7 +244,10 @@ def test_a_deferred_sensor_whose_trigger_starts_after_the_deadline_sees_the_job_
     assert trigger.job_id == gate_job["job_id"]
     deadline = trigger.deadline
     assert deadline is not None
+    gate.touch()  # the job ends now, while the sensor is deferred, well within its timeout
     host.wait(job_id=gate_job["job_id"], timeout=30)
+    ended = host.status(job_id=gate_job["job_id"])
+    assert ended["status"] == "SUCCEEDED" and ended["finished_at"] <= deadline, "the job must end before the deadline"
     time.sleep(max(0.0, deadline - time.time()) + 0.5)  # the triggerer gets to it only now
     result = drive(sensor, ctx, deferred.value)
     assert result["job_id"] == gate_job["job_id"] and result["status"] == "SUCCEEDED"
