@@ -42,7 +42,7 @@ STAMP_AF2103 := $(VENV_AF2103)/.installed
 # the runtime extra and the test runner only. MWAA's image has the FAB provider, and so does its 3.0.6 venv here.
 MWAA_TEST_TOOLS := pytest pytest-timeout hypothesis
 
-.PHONY: all venv lint format test test-cli test-reference test-airflow2 test-airflow306 test-airflow2103 \
+.PHONY: all venv lint format test test-fast test-cli test-reference test-airflow2 test-airflow306 test-airflow2103 \
 	test-live306 test-pythons test-stages compat-docs demo pyz bench faults dist dist-check docs clean
 
 all: test
@@ -129,6 +129,36 @@ stage-python313:
 	tools/stage.sh $(@:stage-%=%) bash tools/test-other-pythons.sh 3.13
 stage-reference: $(STAMP)
 	tools/stage.sh $(@:stage-%=%) env PY=$(PY) bash tools/test_reference.sh
+
+## The inner loop while changing code: `make lint`, then the CLI tests and the provider tests that need no Airflow
+## deployment (hook, trigger, operator and sensor in-process against the real sshd: no `airflow dags test`, no
+## api-server, no Celery), in four parts side by side (FAST_JOBS=1 for one at a time; the tests mostly wait on
+## processes, so parts overlap well even on 2 cores). Each part's output is printed when all are over, with its
+## minutes, as for `make test`, whose stages run all of these tests too. Left out: the 1.1.0 upgrade tests
+## (test_upgrade_from_1_1_0.py), which install orchesjob 1.1.0 from PyPI into a fresh venv first.
+FAST_JOBS ?= 4
+FAST_STAGES := fast-cli-a fast-cli-b fast-provider-a fast-provider-b
+FAST_CLI_LEFT_OUT := tests/cli/test_upgrade_from_1_1_0.py
+# The longer CLI modules; fast-cli-b runs every other module of tests/cli (a new one lands there by itself).
+FAST_CLI_A := $(addprefix tests/cli/,test_watch.py test_evidence.py test_damaged_values.py test_never_twice.py \
+	test_exactly_once.py)
+FAST_PROVIDER_A := $(addprefix tests/provider/,test_operator_unit.py test_sensor_unit.py)
+FAST_PROVIDER_B := $(addprefix tests/provider/,test_cli_choice_unit.py test_cli_pack.py test_command_line.py \
+	test_give_up_unit.py test_hook_ssh.py test_login_shells.py test_partial_lines.py test_shared_watcher.py \
+	test_stale_event_unit.py test_trigger_ssh.py test_verbs_and_retry_unit.py)
+test-fast: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory -k -j$(FAST_JOBS) $(addprefix stage-,$(FAST_STAGES))
+	$(PY) tools/stages.py $(FAST_STAGES)
+
+stage-fast-cli-a: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) $(FAST_CLI_A)
+stage-fast-cli-b: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) tests/cli $(addprefix --ignore=,$(FAST_CLI_A) $(FAST_CLI_LEFT_OUT))
+stage-fast-provider-a: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) $(FAST_PROVIDER_A)
+stage-fast-provider-b: $(STAMP)
+	tools/stage.sh $(@:stage-%=%) $(PY) $(PYTEST) $(FAST_PROVIDER_B)
 
 ## docs/compatibility.md from the records the Airflow stages of the last `make test` wrote (refused unless each of
 ## them passed), with that run's date. tests/tools (in stage main-cli) checks the committed page against this Makefile.

@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
+from tests.support.cli import write_cli_launcher  # noqa: E402
 from tests.support.live_airflow import LiveAirflow  # noqa: E402
 from tests.support.live_host import Host  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402

@@ -51,7 +51,7 @@ sys.path.insert(0, str(BENCH))
 
 import hostwatch  # noqa: E402
 
-from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
+from tests.support.cli import write_cli_launcher  # noqa: E402
 from tests.support.live_host import Host  # noqa: E402
 from tests.support.prod_airflow import ProdAirflow  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402

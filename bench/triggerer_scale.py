@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH))
 
 import hostwatch  # noqa: E402
 
-from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
+from tests.support.cli import write_cli_launcher  # noqa: E402
 from tests.support.host_users import HostUser, can_make_users, multiuser_sshd, stop_multiuser_sshd  # noqa: E402
 from tests.support.live_airflow import LiveAirflow  # noqa: E402
 from tests.support.sshd import SshServer  # noqa: E402

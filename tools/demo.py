@@ -28,7 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.airflow_sandbox import AirflowRun, AirflowSandbox, BackgroundAirflow, write_cli_launcher  # noqa: E402
+from tests.support.airflow_sandbox import AirflowRun, AirflowSandbox, BackgroundAirflow  # noqa: E402
+from tests.support.cli import write_cli_launcher  # noqa: E402
 from tests.support.sshd import SSHD_PATH, SshServer  # noqa: E402
 
 DAG_ID = "example_orchesjob_retry"

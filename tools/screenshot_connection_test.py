@@ -47,7 +47,8 @@ from typing import Any, TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.airflow_sandbox import AirflowSandbox, BackgroundAirflow, write_cli_launcher  # noqa: E402
+from tests.support.airflow_sandbox import AirflowSandbox, BackgroundAirflow  # noqa: E402
+from tests.support.cli import write_cli_launcher  # noqa: E402
 from tests.support.sshd import SshServer, free_port  # noqa: E402
 
 CONN_ID = "orchesjob_etl_host"

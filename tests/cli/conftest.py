@@ -1,28 +1,20 @@
 """Fixtures for the black-box CLI tests: every test talks to `python -m orchesjob` as a separate process.
 
-Each test gets a fresh ORCHESJOB_HOME under its tmp_path. `run(*args)` runs the CLI there and returns
-(exit_code, parsed_json_or_None, stdout, stderr). Every process started for a test carries ORCHESJOB_HOME=<that
-home> in its environment (the CLI, its supervisors and the jobs' commands inherit it), so the teardown can find and
-SIGKILL whatever a test left running, by pid, without touching anything else on the machine.
+Each test gets a fresh ORCHESJOB_HOME under its tmp_path (the shared ``home`` fixture, tests/support/fixtures.py,
+which also kills whatever the test left running there). `run(*args)` runs the CLI there and returns
+(exit_code, parsed_json_or_None, stdout, stderr).
 """
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
-# the helper module lives next to this file; make it importable whatever pytest's import mode is
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from cli_helpers import TERMINAL, Result, _kill_leftovers, check_error, check_ok, run_cli
-
-from tests.support.v110 import v110  # noqa: F401 - the session fixture of a real orchesjob 1.1.0
+from tests.support.cli import TERMINAL, Result, check_error, check_ok, run_cli
 
 # Ctrl-C tests send SIGINT to the CLI and expect its handler. A test run started in the background of a shell
 # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and an ignored signal stays ignored across exec, so
@@ -34,16 +26,6 @@ signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
-@pytest.fixture
-def home(tmp_path: Path):
-    """A fresh ORCHESJOB_HOME (not created yet: the CLI creates it)."""
-    h = tmp_path / "ojhome"
-    yield h
-    _kill_leftovers(h)
-    if h.exists():
-        os.chmod(str(h), 0o700)
-
-
 @pytest.fixture
 def run(home: Path):
     """run(*args, env=None, timeout=60) -> Result(code, json, stdout, stderr) with ORCHESJOB_HOME=home."""

@@ -4,7 +4,8 @@ import sys
 import time
 
 import pytest
-from cli_helpers import pid_alive, read_pids, wait_pids_gone, wait_until
+
+from tests.support.cli import pid_alive, read_pids, wait_pids_gone, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,7 +95,7 @@ def test_abort_shell_that_ignores_term(start_job, ok, tmp_path):
 def test_sync_caller_returns_aborted_when_job_is_aborted_elsewhere(home, ok, tmp_path):
     import subprocess
 
-    from cli_helpers import cli_argv, cli_env, parse_json
+    from tests.support.cli import cli_argv, cli_env, parse_json
 
     started = tmp_path / "started"
     p = subprocess.Popen(
@@ -196,7 +197,7 @@ def test_no_new_attempt_while_an_aborted_job_is_still_dying(home, start_job, ok,
     """Abort marks ABORTED first; until its tree is gone, a start must return that job rather than run beside it."""
     import subprocess
 
-    from cli_helpers import cli_argv, cli_env
+    from tests.support.cli import cli_argv, cli_env
 
     marker = tmp_path / "runs"
     command = ["sh", "-c", 'echo run >> "$0"; trap "" TERM; while :; do sleep 0.1; done', str(marker)]
@@ -247,7 +248,7 @@ def test_an_abort_that_died_midway_is_settled_once_nothing_is_alive(home, start_
 def test_wait_does_not_return_before_an_abort_has_finished(home, start_job, ok, tmp_path):
     import subprocess
 
-    from cli_helpers import cli_argv, cli_env
+    from tests.support.cli import cli_argv, cli_env
 
     marker = tmp_path / "up"
     j = start_job("wait-abort", "sh", "-c", 'touch "$0"; trap "" TERM; while :; do sleep 0.1; done', str(marker))

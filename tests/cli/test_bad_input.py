@@ -6,9 +6,19 @@ import sqlite3
 import subprocess
 
 import pytest
-from cli_helpers import Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, snapshot, wait_pids_gone
 
 from orchesjob.contract import CONTRACT_VERSION
+from tests.support.cli import (
+    Result,
+    check_error,
+    check_ok,
+    cli_argv,
+    cli_env,
+    parse_json,
+    run_cli,
+    snapshot,
+    wait_pids_gone,
+)
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,7 +4,8 @@ import os
 import time
 
 import pytest
-from cli_helpers import snapshot
+
+from tests.support.cli import snapshot
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,7 +76,7 @@ def test_clean_all_removes_rows_and_logs(start_job, ok, run, assert_error, home)
 
 def test_clean_dry_run_changes_nothing(start_job, ok, home):
     a = start_job("d1", "echo", "a", opts=("--sync",))
-    from cli_helpers import wait_pids_gone
+    from tests.support.cli import wait_pids_gone
 
     wait_pids_gone([a["worker_pid"]])
     before = snapshot(home)
@@ -178,7 +179,7 @@ def test_clean_before_and_after(start_job, ok):
 @pytest.mark.parametrize("bad", ["yesterday", "2026-13-45", "", "2026-01-01T25:00", "12/31/2025", "@x"])
 def test_clean_garbage_datetime_is_exit_2(run, assert_error, start_job, home, bad):
     a = start_job("g", "true", opts=("--sync",))
-    from cli_helpers import wait_pids_gone
+    from tests.support.cli import wait_pids_gone
 
     wait_pids_gone([a["worker_pid"]])
     before = snapshot(home)

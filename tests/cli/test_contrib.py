@@ -8,11 +8,11 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, check_ok, cli_env
+
+from tests.support.cli import REPO_ROOT, check_ok, cli_env, write_cli_launcher
 
 CONTRIB = Path(REPO_ROOT) / "contrib"
 # labels Prometheus adds to every scraped series
@@ -145,11 +145,7 @@ def unit_command(name: str) -> tuple[list[str], dict[str, str]]:
 @pytest.fixture
 def bin_orchesjob(tmp_path: Path) -> str:
     """This checkout's CLI as an executable file, where the units expect /usr/local/bin/orchesjob."""
-    path = tmp_path / "bin" / "orchesjob"
-    path.parent.mkdir()
-    path.write_text('#!/bin/sh\nexec %s -m orchesjob "$@"\n' % shlex.quote(sys.executable))
-    path.chmod(0o755)
-    return str(path)
+    return write_cli_launcher(tmp_path / "bin" / "orchesjob")
 
 
 def test_the_metrics_service_writes_the_textfile_whole(home, start_job, tmp_path, bin_orchesjob):

@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, Pty, check_error, check_ok, cli_argv, cli_env
 
 from orchesjob import arguments as argv
+from tests.support.cli import REPO_ROOT, Pty, check_error, check_ok, cli_argv, cli_env
 
 HAS_FORMAT = sorted(name for name, (_, spec, _) in argv.COMMANDS.items() if "--format" in spec)
 

@@ -13,7 +13,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from cli_helpers import check_error, check_ok, run_cli
+
+from tests.support.cli import check_error, check_ok, run_cli
 
 RUN_KEY_DAMAGE = [
     ("text in unlock_expires_at", "unlock_expires_at = 'soon', unlock_pending = 1"),

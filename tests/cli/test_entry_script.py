@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli_helpers import REPO_ROOT, Result, check_error, cli_env, parse_json
+from tests.support.cli import REPO_ROOT, Result, check_error, cli_env, parse_json
 
 SCRIPT = Path(REPO_ROOT) / "scripts" / "orchesjob"
 CONSOLE_SCRIPT = (

@@ -20,13 +20,17 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
+
+from tests.support.cli import (
     REPO_ROOT,
+    Result,
     check_error,
     check_ok,
     cli_argv,
     cli_env,
+    parse_json,
     pid_alive,
+    popen_cli,
     run_cli,
     stat_state,
     wait_pids_gone,
@@ -88,17 +92,6 @@ def take_pid(wanted: int, argv: list[str]) -> subprocess.Popen | None:
         p.kill()
         p.wait()
     return None
-
-
-def popen_cli(home: Path, *args: str, env=None, **kw) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **kw,
-    )
 
 
 # -- 4. a request id stays answered after clean -----------------------------------------------------------------------
@@ -362,9 +355,9 @@ def test_no_env_value_cwd_or_argument_shows_on_a_command_line(home, tmp_path, fo
             capture_output=True,
             timeout=60,
         )
-        r = (p.returncode, json.loads(p.stdout))
-        assert r[0] == 0, p.stderr
-        r = type("R", (), {"code": 0, "json": r[1], "out": p.stdout.decode(), "err": p.stderr.decode()})
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.decode()
+        r = Result(p.returncode, parse_json(out), out, p.stderr.decode())
     job = check_ok(r)
     try:
         shown = {pid: cmdline(pid) for pid in procs_of_home(home)}

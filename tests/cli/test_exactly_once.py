@@ -6,7 +6,8 @@ import signal
 import subprocess
 
 import pytest
-from cli_helpers import (
+
+from tests.support.cli import (
     check_error,
     check_ok,
     cli_argv,
@@ -217,7 +218,9 @@ def test_stuck_starting_is_resolved_by_running_list_and_start(start_job, ok, db,
 # -- recycled pids --------------------------------------------------------------------------------------------------
 def _wrong_start(pid):
     # the start time the *old* process had: earlier than that of the process now holding the pid
-    return str(max(0, int(proc_start_time(pid)) - 100))
+    start = proc_start_time(pid)
+    assert start is not None, "pid %d is gone" % pid
+    return str(max(0, int(start) - 100))
 
 
 def test_recycled_pid_of_unrelated_process_is_lost(start_job, ok, run, db, spawn):

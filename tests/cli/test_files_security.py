@@ -4,11 +4,20 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, Result, check_error, check_ok, cli_argv, cli_env, parse_json, run_cli, wait_pids_gone
+
+from tests.support.cli import (
+    Result,
+    check_error,
+    check_ok,
+    cli_argv,
+    cli_env,
+    parse_json,
+    run_cli,
+    wait_pids_gone,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -267,12 +276,9 @@ def test_a_wide_database_of_our_own_is_tightened_by_a_command_that_writes(home, 
 # in advance, so home.open_new_private, which creates all of them, is tested on its own.
 @pytest.fixture
 def home_module():
-    sys.path.insert(0, REPO_ROOT)
-    try:
-        from orchesjob import home as home_module
-        from orchesjob import jobs
-    finally:
-        sys.path.remove(REPO_ROOT)
+    from orchesjob import home as home_module
+    from orchesjob import jobs
+
     return home_module, jobs
 
 

@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from cli_helpers import (
+from tests.support.cli import (
     REPO_ROOT,
     Pty,
     check_error,
@@ -205,9 +205,6 @@ def test_doctor_fix_shows_its_progress_on_a_terminal(home, run, start_job):
 
 def test_progress_is_drawn_at_most_ten_times_a_second(tmp_path):
     """A unit check of the drawing rule with a fake terminal stream: a million steps draw a handful of lines."""
-    import sys
-
-    sys.path.insert(0, REPO_ROOT)
     from orchesjob.progress import Progress
 
     class Tty:

@@ -4,7 +4,8 @@ import os
 import signal
 
 import pytest
-from cli_helpers import wait_pids_gone, wait_until_waiting_on_a_job
+
+from tests.support.cli import wait_pids_gone, wait_until_waiting_on_a_job
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,7 +105,7 @@ def test_sync_start_on_running_job_waits_for_it(mode, start_job, ok, tmp_path):
     j = start_job("sync-existing", "sh", "-c", 'while [ ! -e "$0" ]; do sleep 0.05; done', str(go))
     import subprocess
 
-    from cli_helpers import cli_argv, cli_env, parse_json
+    from tests.support.cli import cli_argv, cli_env, parse_json
 
     p = subprocess.Popen(
         cli_argv(

@@ -3,10 +3,10 @@
 import json
 import os
 import signal
-import subprocess
 
 import pytest
-from cli_helpers import cli_argv, cli_env, parse_json, wait_until
+
+from tests.support.cli import parse_json, popen_cli, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,14 +94,7 @@ def test_supervisor_has_no_controlling_terminal(start_job):
 
 
 def _popen_start(home, *args):
-    return subprocess.Popen(
-        cli_argv("start", *args),
-        env=cli_env(home),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    return popen_cli(home, "start", *args, start_new_session=True)
 
 
 def test_sighup_to_async_caller_leaves_job_running(home, ok, wait_terminal, tmp_path):

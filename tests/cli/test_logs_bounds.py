@@ -12,11 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import REPO_ROOT, cli_argv, cli_env
-
-sys.path.insert(0, REPO_ROOT)
 
 from orchesjob import logfiles
+from tests.support.cli import REPO_ROOT, cli_argv, cli_env
 
 HUGE_OFFSET = str(1 << 62)  # the largest offset the CLI accepts
 HUGE_LIMIT = str(10**11)

@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from cli_helpers import check_error, check_ok, cli_argv, cli_env, run_cli
 
 from orchesjob.store import SCHEMA_VERSION
+from tests.support.cli import check_error, check_ok, cli_argv, cli_env, run_cli
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Fields whose values depend on where the database lives now, or that did not exist at version 1.

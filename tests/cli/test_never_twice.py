@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import (
+
+from tests.support.cli import (
     check_error,
     check_ok,
     cli_argv,
     cli_env,
     pid_alive,
+    popen_cli,
     run_cli,
     stat_state,
     wait_pids_gone,
@@ -42,16 +44,6 @@ def runs(marker: Path) -> int:
         return len(marker.read_text().split())
     except FileNotFoundError:
         return 0
-
-
-def popen_cli(home: Path, *args: str, env=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
 
 
 def stopped(pid: int) -> bool:
@@ -240,6 +232,7 @@ def test_a_reader_delayed_before_its_lost_verdict_records_nothing_once_a_result_
 
 # -- 2. a reader in another pid namespace -------------------------------------------------------------------------
 def _in_new_pid_ns(home: Path, *args: str, mount_proc: bool = True):
+    assert UNSHARE, "unshare (util-linux) is needed"
     cmd = [UNSHARE, "--pid", "--fork"] + (["--mount-proc"] if mount_proc else []) + cli_argv(*args)
     p = subprocess.run(cmd, env=cli_env(home), stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     return p.returncode, json.loads(p.stdout.decode() or "null"), p.stderr.decode()

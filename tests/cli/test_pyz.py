@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from cli_helpers import REPO_ROOT
 
 from orchesjob.contract import CONTRACT_VERSION
+from tests.support.cli import REPO_ROOT
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,9 +6,9 @@ import sys
 import time
 
 import pytest
-from cli_helpers import OUR_JOB_FIELDS, REFERENCE_JOB_FIELDS, START_FIELDS, pid_alive, read_pids, wait_pids_gone
 
 from orchesjob.contract import CONTRACT_VERSION
+from tests.support.cli import OUR_JOB_FIELDS, REFERENCE_JOB_FIELDS, START_FIELDS, pid_alive, read_pids, wait_pids_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -101,7 +101,7 @@ def test_cwd(start_job, tmp_path):
 
 def test_cwd_relative_is_made_absolute(run, home, tmp_path):
     # run() uses the repository root as the caller's working directory
-    from cli_helpers import REPO_ROOT, check_ok
+    from tests.support.cli import REPO_ROOT, check_ok
 
     j = check_ok(run("start", "--run-key", "cwd-rel", "--sync", "--cwd", "tests", "--", "pwd"))
     assert j["cwd"] == os.path.join(REPO_ROOT, "tests")

@@ -230,7 +230,7 @@ def test_wait_unknown_and_bad_values(run, assert_error, start_job):
 def test_logs_into_a_closed_pipe_is_quiet(start_job, home, tmp_path):
     import subprocess
 
-    from cli_helpers import cli_argv, cli_env
+    from tests.support.cli import cli_argv, cli_env
 
     start_job("big", sys.executable, "-c", "import sys; sys.stdout.write('x' * 4000000)", opts=("--sync",))
     err = tmp_path / "err"

@@ -2,14 +2,10 @@
 
 import json
 import os
-import sys
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchesjob import argv, jsonout, logfiles, rows
 from orchesjob.errors import InvalidArgument

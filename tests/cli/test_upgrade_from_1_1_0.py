@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from cli_helpers import (
+
+from orchesjob.store import SCHEMA_VERSION
+from tests.support.cli import (
     REFERENCE_JOB_FIELDS,
     REPO_ROOT,
     Result,
@@ -34,18 +36,19 @@ from cli_helpers import (
     check_ok,
     cli_argv,
     cli_env,
+    finish,
     open_files,
     parse_json,
     pid_alive,
+    popen_cli,
     run_cli,
     stat_state,
     wait_pids_gone,
     wait_until,
     with_stderr_on_a_terminal,
 )
-
-from orchesjob.store import SCHEMA_VERSION
-from tests.support.v110 import V110, _unavailable
+from tests.support.guards import unavailable
+from tests.support.v110 import V110
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,22 +72,6 @@ def runs(marker: Path) -> int:
         return len(marker.read_text().split())
     except FileNotFoundError:
         return 0
-
-
-def popen_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-
-
-def finish(p: subprocess.Popen, timeout: float = 120) -> Result:
-    out, err = p.communicate(timeout=timeout)
-    return Result(p.returncode, parse_json(out.decode()), out.decode(), err.decode())
 
 
 def stopped(pid: int) -> bool:
@@ -408,7 +395,8 @@ def test_a_recycled_pid_is_never_taken_for_a_1_1_0_job(v110, home, spawn, run, o
     """1.1.0 stored no start times: a pid counts only with the command line 1.1.0 ran there. Recorded pids that now
     belong to unrelated processes make the job LOST, and abort signals none of them."""
     job = v110.ok(home, "start", "--run-key", "k", "--", "sleep", "300")
-    for pid in (job["target_pid"], job["worker_pid"]):
+    # the worker first: killed after its command, it could still record the command's death as FAILED
+    for pid in (job["worker_pid"], job["target_pid"]):
         os.kill(pid, signal.SIGKILL)
     wait_pids_gone([job["target_pid"], job["worker_pid"]])
     # the pids now run other things: the worker's a process that is no 1.1.0 worker, the target's the very same
@@ -544,7 +532,7 @@ def other_user(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
     if os.geteuid() != 0:
         pytest.skip("needs root to create a user and a private mount namespace")
     if not (UNSHARE and SETPRIV and shutil.which("useradd")):
-        _unavailable("useradd, unshare and setpriv are needed to act as another user with its own /var/lib")
+        unavailable("useradd, unshare and setpriv are needed to act as another user with its own /var/lib")
     base = Path(tempfile.mkdtemp(prefix="oj110user-"))
     os.chmod(str(base), 0o755)
     user_home = base / "home"
@@ -605,7 +593,7 @@ class AsUser:
         blocker = _unreachable_ancestor(v.base_prefix)
         for needed in (REPO_ROOT, str(base)):
             if blocker and (needed + "/").startswith(blocker + "/"):
-                _unavailable("the test user cannot reach %s" % needed)
+                unavailable("the test user cannot reach %s" % needed)
         self.blocker = blocker
 
     def argv(self, argv: list[str]) -> list[str]:
@@ -670,7 +658,8 @@ def test_a_user_whose_1_1_0_state_is_in_var_lib_keeps_it(v110, other_user):
     assert again["existing"] is True and again["job_id"] == job["job_id"]
     assert again["migrated_from"] == {"version": "1.1.0", "backup": "/var/lib/orchesjob/" + BACKUP}
     assert (state / BACKUP).stat().st_uid == uid
-    time.sleep(0.5)  # a negative check: no second execution shows up within half a second
+    # no second execution: the key has one attempt (a copy runs only as a job of its own) and the command ran once
+    assert [j["job_id"] for j in check_ok(u.ours("status", "--run-key", "nightly", "--all"))] == [job["job_id"]]
     assert runs(marker) == 1
 
     # state in both places: the rule picks /var/lib/orchesjob and says once that the other one is ignored
@@ -705,7 +694,8 @@ def test_a_1_1_0_job_whose_worker_died_still_holds_its_key_while_its_command_run
     again = ok("start", "--run-key", "k", "--", *counting(marker))
     assert again["existing"] is True and again["job_id"] == job["job_id"] and again["status"] == "RUNNING"
     assert again["finished_at"] is None
-    time.sleep(0.3)  # a negative check: no second execution shows up by now
+    # no second execution: the key has one attempt (a copy runs only as a job of its own) and the command ran once
+    assert [j["job_id"] for j in ok("status", "--run-key", "k", "--all")] == [job["job_id"]]
     assert runs(marker) == 1
     seen = ok("status", "--run-key", "k")
     assert (seen["status"], seen["liveness"]) == ("RUNNING", "verified")
@@ -900,6 +890,7 @@ def test_a_users_state_directory_does_not_flip_when_1_1_0_first_runs_there(v110,
     assert r.code == 0 and r.json["stdout_file"].startswith("/var/lib/orchesjob/"), r
     again = check_ok(u.ours("start", "--run-key", "import", "--", *counting(marker)))
     assert again["existing"] is True and again["job_id"] == first["job_id"], again
-    time.sleep(0.3)  # a second copy would have written its line by now
+    # no second copy: the key has one attempt (a copy runs only as a job of its own) and the command ran once
+    assert [j["job_id"] for j in check_ok(u.ours("status", "--run-key", "import", "--all"))] == [first["job_id"]]
     assert runs(marker) == 1
     assert check_ok(u.ours("abort", "--run-key", "import", "--grace-seconds", "2"))["status"] == "ABORTED"

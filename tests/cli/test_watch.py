@@ -7,10 +7,10 @@ import subprocess
 import time
 
 import pytest
-from cli_helpers import cli_argv, cli_env
 
 from orchesjob.store import SCHEMA_VERSION
 from orchesjob.watch import share
+from tests.support.cli import cli_argv, cli_env
 
 
 def _by_id(answer):

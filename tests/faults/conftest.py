@@ -5,40 +5,22 @@
   ``ORCHESJOB_FAULT_SEED=N pytest tests/faults -k NAME`` replays one test's trials exactly.
 - Trial counts: each test has a CI-sized default; ORCHESJOB_FAULT_TRIALS overrides all of them (``make faults``
   sets 100).
-- The real sshd and the CLI launcher come from tests/provider/conftest.py, the CLI helpers from
-  tests/cli/cli_helpers.py: the same real parts the other suites use.
+- The real sshd, the CLI launcher, the cutting proxy and ``home`` are the shared fixtures of
+  tests/support/fixtures.py, the CLI helpers tests/support/cli.py: the same real parts the other suites use.
+- The fuzz statistics (tests/faults/test_fault_argv_fuzz.py) are printed in the run's summary.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.faults.faultlib import FUZZ_TALLY, SEED
+from tests.support.guards import prepare_airflow_process
 
-from tests.cli.cli_helpers import _kill_leftovers  # noqa: E402
-from tests.provider.conftest import IN_CI, _unavailable, orchesjob_launcher, sshd  # noqa: E402,F401
-from tests.support.v110 import v110  # noqa: E402,F401 - the session fixture of a real orchesjob 1.1.0
-
-_seed_text = os.environ.get("ORCHESJOB_FAULT_SEED")
-SEED = int(_seed_text) if _seed_text else random.SystemRandom().randrange(1, 2**31)
-FULL = bool(os.environ.get("ORCHESJOB_FAULT_TRIALS"))
-
-
-def trials(ci: int, full: int | None = None) -> int:
-    """The number of trials of a test: its CI size, or in the full run (ORCHESJOB_FAULT_TRIALS set) that number,
-    or ``full`` for the few tests whose one trial is itself large (hundreds of processes)."""
-    value = os.environ.get("ORCHESJOB_FAULT_TRIALS")
-    if not value:
-        return ci
-    return full if full is not None else max(1, int(value))
+prepare_airflow_process()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -49,8 +31,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     )
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """The seed to replay this run with, and how the generated CLI calls of the argv fuzz ended (exit code counts
+    per family of calls, for the fault README's table): a report, so it is no test that could pass or fail."""
     terminalreporter.write_line("orchesjob faults: seed %d (replay with ORCHESJOB_FAULT_SEED=%d)" % (SEED, SEED))
+    for family, tally in FUZZ_TALLY.items():
+        terminalreporter.write_line(
+            "orchesjob faults: generated argv (%s): %d examples; exit codes %s" % (family, sum(tally.values()), tally)
+        )
 
 
 @pytest.fixture
@@ -61,23 +49,3 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
         % (SEED, SEED, request.node.name.split("[")[0])
     )
     return random.Random("%d:%s" % (SEED, request.node.name))
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A fresh ORCHESJOB_HOME (not created yet); whatever a test leaves running in it is killed afterwards."""
-    h = tmp_path / "ojhome"
-    yield h
-    _kill_leftovers(h)
-    if h.exists():
-        os.chmod(str(h), 0o700)
-
-
-@pytest.fixture
-def airflow_available() -> None:
-    try:
-        import airflow  # noqa: F401
-        import asyncssh  # noqa: F401
-        import paramiko  # noqa: F401
-    except ImportError as exc:
-        _unavailable(f"Airflow and its SSH libraries are needed for the SSH faults: {exc}")

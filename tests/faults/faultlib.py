@@ -1,6 +1,6 @@
 """Helpers of the fault suite: the CLI's output contract, evidence left by fault_job.py, and /proc scans.
 
-The CLI is always driven as a separate process (through ``tests.cli.cli_helpers``); nothing here imports the
+The CLI is always driven as a separate process (through ``tests.support.cli``); nothing here imports the
 product. /proc is read directly so a test can see what is alive without trusting the code under test.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import random
 import sqlite3
 import sys
 import time
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from tests.cli.cli_helpers import Result, run_cli, wait_until
+from tests.support.cli import Result, run_cli, wait_until
 
 FAULT_JOB = str(Path(__file__).resolve().with_name("fault_job.py"))
 EXIT_CODES = {0, 1, 2, 3, 4, 5}
@@ -29,6 +30,24 @@ ERROR_TYPES = {
 }
 ACTIVE = ("STARTING", "RUNNING")
 TERMINAL = ("SUCCEEDED", "FAILED", "LOST", "CANCELLED", "ABORTED")
+
+# -- the run's randomness and sizes -------------------------------------------------------------------------------
+# Here, not in conftest.py: pytest imports a conftest under a name of its own, so a test importing it would get a
+# second copy with a second random seed, not the one the run prints.
+_seed_text = os.environ.get("ORCHESJOB_FAULT_SEED")
+SEED = int(_seed_text) if _seed_text else random.SystemRandom().randrange(1, 2**31)
+FULL = bool(os.environ.get("ORCHESJOB_FAULT_TRIALS"))
+# {family of generated calls: {exit code: count}}, filled by the argv fuzz, printed in the run's summary.
+FUZZ_TALLY: dict[str, dict[str, int]] = {}
+
+
+def trials(ci: int, full: int | None = None) -> int:
+    """The number of trials of a test: its CI size, or in the full run (ORCHESJOB_FAULT_TRIALS set) that number,
+    or ``full`` for the few tests whose one trial is itself large (hundreds of processes)."""
+    value = os.environ.get("ORCHESJOB_FAULT_TRIALS")
+    if not value:
+        return ci
+    return full if full is not None else max(1, int(value))
 
 
 # -- the CLI's output contract ------------------------------------------------------------------------------------

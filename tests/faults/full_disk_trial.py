@@ -2,13 +2,13 @@
 ``unshare --mount --propagation private``: the whole ORCHESJOB_HOME becomes a small tmpfs that only this mount
 namespace (this program, the CLI calls it makes, their supervisors and the jobs' commands) sees.
 
-``python full_disk_trial.py PARAMS.json REPORT.json``. The trial mounts the tmpfs, fills it with a filler file at
-the moment PARAMS names (before the start, while the command runs, right when it ends), frees it after a delay,
-and drives the CLI around that: the start, a status and a retry `start --reuse-success` while the disk is full, a
-`wait` until the job ends, a last retry; sometimes a neighbour job of another key runs through it all (its
-supervisor keeps the database open). Every CLI answer is recorded as it came (exit code, stdout, stderr) with
-whether the disk was full when it was asked; the test checks them with the output contract helpers and the
-evidence of fault_job.py (marker and flock files live outside the tmpfs). Nothing is judged here.
+``python full_disk_trial.py PARAMS.json REPORT.json``, with the checkout on PYTHONPATH (``cli_env`` puts it there). The
+trial mounts the tmpfs, fills it with a filler file at the moment PARAMS names (before the start, while the command
+runs, right when it ends), frees it after a delay, and drives the CLI around that: the start, a status and a retry
+`start --reuse-success` while the disk is full, a `wait` until the job ends, a last retry; sometimes a neighbour job of
+another key runs through it all (its supervisor keeps the database open). Every CLI answer is recorded as it came (exit
+code, stdout, stderr) with whether the disk was full when it was asked; the test checks them with the output contract
+helpers and the evidence of fault_job.py (marker and flock files live outside the tmpfs). Nothing is judged here.
 """
 
 from __future__ import annotations
@@ -22,12 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.cli.cli_helpers import cli_argv, cli_env  # noqa: E402
-from tests.faults.faultlib import Evidence, job_argv  # noqa: E402
+from tests.faults.faultlib import Evidence, job_argv
+from tests.support.cli import REPO_ROOT, cli_argv, cli_env
 
 
 class Trial:

@@ -25,7 +25,6 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,9 +35,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from tests.cli.cli_helpers import Result, _kill_leftovers, cli_env, parse_json
-from tests.faults.conftest import FULL, SEED, _unavailable
-from tests.faults.faultlib import checkpoint, contract_problems, db_rows
+from tests.faults.faultlib import FULL, FUZZ_TALLY, SEED, checkpoint, contract_problems, db_rows
+from tests.support.cli import Result, _kill_leftovers, cli_argv, cli_env, parse_json
+from tests.support.guards import unavailable
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -347,19 +346,12 @@ class Sandbox:
             python = shutil.which("python3", path="/usr/bin:/bin")
             setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
             if not python or not setpriv:
-                _unavailable("running as root: setpriv and /usr/bin/python3 are needed to run the CLI as nobody")
-            assert python and setpriv  # _unavailable raised otherwise
-            self.prefix: list[str] = [
-                setpriv,
-                "--reuid=%d" % NOBODY,
-                "--regid=%d" % NOBODY,
-                "--clear-groups",
-                python,
-                "-m",
-                "orchesjob",
-            ]
+                unavailable("running as root: setpriv and /usr/bin/python3 are needed to run the CLI as nobody")
+            assert python and setpriv  # unavailable raised otherwise
+            as_nobody = [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+            self.prefix: list[str] = as_nobody + cli_argv(python=python)
         else:
-            self.prefix = [sys.executable, "-m", "orchesjob"]
+            self.prefix = cli_argv()
         self.env = cli_env(self.home, {"PATH": str(self.bin)})
         self.db = self.home / "orchesjob.db"
 
@@ -425,7 +417,7 @@ def sandbox() -> Iterator[Sandbox]:
     try:
         r = box.run(["version"])
         if r.code != 0:
-            _unavailable("the CLI does not run in the fuzz sandbox: %s %s" % (r.out, r.err))
+            unavailable("the CLI does not run in the fuzz sandbox: %s %s" % (r.out, r.err))
         for key, code in (("k0", 0), ("k1", 3)):
             job = box.run(["start", "--sync", "--run-key", key, "--", "echo", "output of %s" % key])
             assert job.code == 0, job
@@ -440,8 +432,6 @@ def sandbox() -> Iterator[Sandbox]:
         _kill_leftovers(box.home)
         shutil.rmtree(box.base, ignore_errors=True)
 
-
-STATS: dict[str, dict[str, int]] = {}
 
 # What the generated runs above found, pinned down: numbers at the edges of every numeric flag, and bytes that are
 # not UTF-8 in the free-text flags. Each must be accepted or rejected cleanly (exit 2), never an internal error,
@@ -506,7 +496,7 @@ def check_call(sandbox: Sandbox, argv: list[str], family: str) -> None:
     sandbox.restore()
     before = sandbox.snapshot()
     r = sandbox.run(argv)
-    tally = STATS.setdefault(family, {})
+    tally = FUZZ_TALLY.setdefault(family, {})
     tally[str(r.code)] = tally.get(str(r.code), 0) + 1
     if os.environ.get("ORCHESJOB_FUZZ_DEBUG"):
         print(r.code, (r.json or {}).get("message", "")[:80] if r.code else argv[:6])
@@ -547,9 +537,3 @@ def test_generated_nearly_valid_argv_keeps_the_output_contract(sandbox: Sandbox,
     """A command's own flags with plausible values, sometimes one of them bad: many calls do real work (start,
     abort, rerun, unlock, clean), the rest are rejected without a trace."""
     check_call(sandbox, argv, "nearly valid")
-
-
-def test_zz_report_fuzz_statistics() -> None:
-    """Not a check: prints how the generated calls ended, for the README's table."""
-    for family, tally in STATS.items():
-        print("generated argv (%s): %d examples; exit codes %s" % (family, sum(tally.values()), tally))

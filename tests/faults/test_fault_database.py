@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import REPO_ROOT, Result, cli_argv, cli_env, parse_json, run_cli
-from tests.faults.conftest import FULL, trials
 from tests.faults.faultlib import (
+    FULL,
     TERMINAL,
     Evidence,
     assert_contract,
@@ -36,10 +35,12 @@ from tests.faults.faultlib import (
     ok,
     prints_raw,
     processes_of_home,
+    trials,
     wait_gone,
     wait_terminal,
     wait_until,
 )
+from tests.support.cli import REPO_ROOT, Result, cli_argv, cli_env, finish, popen_cli, run_cli
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -94,23 +95,6 @@ class Holder:
         return out.decode()
 
 
-def _popen_cli(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-
-
-def _collect(proc: subprocess.Popen, timeout: float = 600) -> Result:
-    out, err = proc.communicate(timeout=timeout)
-    o, e = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    return Result(proc.returncode, parse_json(o), o, e)
-
-
 def _settle_all(home: Path, timeout: float = 300) -> None:
     """Wait until no job of the home is active (status --running settles dead ones)."""
     wait_until(
@@ -138,8 +122,8 @@ def test_concurrent_starts_while_another_process_holds_long_write_transactions(h
             rng.shuffle(order)
             for key in order:
                 cmd = job_argv(marker, locks / key, gate=gate if key == "shared" else None)
-                calls.append((key, _popen_cli(h, "start", "--run-key", key, "--", *cmd, env=env)))
-            results = [(key, _collect(p)) for key, p in calls]
+                calls.append((key, popen_cli(h, "start", "--run-key", key, "--", *cmd, env=env)))
+            results = [(key, finish(p, 600)) for key, p in calls]
         finally:
             for _, p in calls:
                 if p.poll() is None:
@@ -548,7 +532,7 @@ def test_file_size_limit_while_the_job_writes_its_log(home: Path, tmp_path: Path
             stderr=subprocess.PIPE,
             preexec_fn=_limited(limit),
         )
-        r = assert_contract(_collect(p, 300), "start under RLIMIT_FSIZE=%d" % limit)
+        r = assert_contract(finish(p, 300), "start under RLIMIT_FSIZE=%d" % limit)
         ctx = "limit %d, writes %d, %s: start exit %d %s" % (limit, amount, "sh" if shell else "python", r.code, r.out)
         if r.code != 0:
             assert r.json["error"] in ("database", "os_error", "state_dir"), ctx

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import (
+from tests.faults.faultlib import ACTIVE, TERMINAL, assert_contract, ok, trials, wait_terminal
+from tests.support.cli import (
     REPO_ROOT,
     Result,
     _kill_leftovers,
@@ -34,8 +35,6 @@ from tests.cli.cli_helpers import (
     stat_state,
     wait_until,
 )
-from tests.faults.conftest import trials
-from tests.faults.faultlib import ACTIVE, TERMINAL, assert_contract, ok, wait_terminal
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -26,8 +26,6 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import REPO_ROOT, Result, cli_argv, cli_env, parse_json, pid_alive
-from tests.faults.conftest import trials
 from tests.faults.faultlib import (
     ACTIVE,
     TERMINAL,
@@ -39,8 +37,10 @@ from tests.faults.faultlib import (
     job_processes,
     ok,
     supervisor_pids,
+    trials,
     wait_terminal,
 )
+from tests.support.cli import REPO_ROOT, Result, cli_argv, cli_env, finish, parse_json, pid_alive
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -176,12 +176,6 @@ def _ps(pids) -> str:
     return "; ".join(out)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 120) -> Result:
-    out, err = proc.communicate(timeout=timeout)
-    o, e = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    return Result(proc.returncode, parse_json(o), o, e)
-
-
 def _kill(pid: int, sig: int = signal.SIGKILL) -> bool:
     try:
         os.kill(pid, sig)
@@ -226,7 +220,7 @@ def test_kill_9_of_the_supervisor_at_random_moments(home: Path, tmp_path: Path, 
             time.sleep(0.002)
         moments[moment if killed else "missed"] += 1
         t.notes.append("kill -9 supervisor %s at %s" % (killed, moment if killed else "(missed: already gone)"))
-        r = assert_contract(_finish(proc), "start whose supervisor was killed")
+        r = assert_contract(finish(proc), "start whose supervisor was killed")
         assert r.code == 0, t.describe() + "\n" + r.out + r.err
         first = r.json
         assert first["status"] in ACTIVE + ("SUCCEEDED", "FAILED", "LOST"), t.describe()
@@ -271,7 +265,7 @@ def test_kill_9_of_start_at_random_moments(home: Path, tmp_path: Path, rng) -> N
                 break
             time.sleep(0.002)
         hit = proc.poll() is None and _kill(proc.pid)
-        _finish(proc)  # reap; its output is whatever it managed to print
+        finish(proc)  # reap; its output is whatever it managed to print
         t.notes.append("kill -9 start%s %s: %s" % (" --sync" if opts else "", moment, "hit" if hit else "missed"))
         t.retry_start()
         if rng.random() < 0.3:

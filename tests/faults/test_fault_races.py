@@ -30,18 +30,6 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import (
-    REPO_ROOT,
-    Result,
-    cli_argv,
-    cli_env,
-    parse_json,
-    pid_alive,
-    stat_state,
-    wait_until,
-    wait_until_waiting_on_a_job,
-)
-from tests.faults.conftest import _unavailable, trials
 from tests.faults.faultlib import (
     ACTIVE,
     TERMINAL,
@@ -54,8 +42,23 @@ from tests.faults.faultlib import (
     ok,
     processes_of_home,
     supervisor_pids,
+    trials,
     wait_terminal,
 )
+from tests.support.cli import (
+    REPO_ROOT,
+    Result,
+    cli_argv,
+    cli_env,
+    finish,
+    parse_json,
+    pid_alive,
+    popen_cli,
+    stat_state,
+    wait_until,
+    wait_until_waiting_on_a_job,
+)
+from tests.support.guards import unavailable
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -67,23 +70,6 @@ PAUSES = ("supervisor-before-record", "supervisor-before-launch")
 
 
 # -- helpers --------------------------------------------------------------------------------------------------------
-def _popen(home: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        cli_argv(*args),
-        env=cli_env(home, env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-
-
-def _finish(proc: subprocess.Popen, timeout: float = 120) -> Result:
-    out, err = proc.communicate(timeout=timeout)
-    o, e = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-    return Result(proc.returncode, parse_json(o), o, e)
-
-
 def _kill(pid: int, sig: int = signal.SIGKILL) -> bool:
     try:
         os.kill(pid, sig)
@@ -205,9 +191,9 @@ class LockHolder(threading.Thread):
 
 def _need_root(what: str) -> None:
     if os.geteuid() != 0:
-        _unavailable("%s needs root (unshare and mount)" % what)
+        unavailable("%s needs root (unshare and mount)" % what)
     if not UNSHARE:
-        _unavailable("unshare (util-linux) is needed for %s" % what)
+        unavailable("unshare (util-linux) is needed for %s" % what)
 
 
 # ===================================================================================================================
@@ -250,7 +236,7 @@ class Reader:
         else:
             args = ["clean", "--all"]
         self.args = args
-        self.proc = _popen(trial.home, *args, env={"ORCHESJOB_PAUSE_AT": "lost-verdict"} if pause else None)
+        self.proc = popen_cli(trial.home, *args, env={"ORCHESJOB_PAUSE_AT": "lost-verdict"} if pause else None)
 
     def __repr__(self) -> str:
         return "%s%s(pid %d)" % (self.kind, " [paused at lost-verdict]" if self.pause else "", self.proc.pid)
@@ -317,7 +303,7 @@ class RaceTrial:
         """Check each reader's answer as soon as it has exited: what it says must be true at that moment."""
         for reader in self.readers:
             if reader.result is None and reader.proc.poll() is not None:
-                reader.result = _finish(reader.proc)
+                reader.result = finish(reader.proc)
                 self.check_reader(reader)
 
     def idle(self, seconds: float) -> None:
@@ -467,7 +453,7 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
         t = RaceTrial(home, tmp_path, "race-%03d" % n, rng)
         stage = rng.choice(["caller-killed", "paused", "running", "just-ended"])
         pause = rng.choice(PAUSES) if stage in ("caller-killed", "paused") else None
-        caller = _popen(
+        caller = popen_cli(
             home,
             "start",
             "--run-key",
@@ -487,7 +473,7 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
             else:  # it waits for its supervisor: its answer is checked when it comes, like a reader's
                 t.readers.append(Reader(t, "caller", first, False, rng, proc=caller))
         else:
-            caller_result = assert_contract(_finish(caller), "start")
+            caller_result = assert_contract(finish(caller), "start")
             assert caller_result.code == 0, caller_result
             first, sup = caller_result.json["job_id"], caller_result.json["worker_pid"]
             assert caller_result.json["status"] == "RUNNING", caller_result
@@ -600,9 +586,9 @@ def test_a_waiter_whose_job_is_cleaned_meanwhile_answers_cleanly(home: Path, tmp
     command = job_argv(marker, lock, gate=gate)
     if waiter == "wait":
         ok(home, "start", "--run-key", "gone", "--", *command)
-        proc = _popen(home, "wait", "--run-key", "gone", "--timeout", "60")
+        proc = popen_cli(home, "wait", "--run-key", "gone", "--timeout", "60")
     else:
-        proc = _popen(home, "start", "--run-key", "gone", "--sync", "--", *command)
+        proc = popen_cli(home, "start", "--run-key", "gone", "--sync", "--", *command)
     wait_until(lambda: Evidence(marker).begins(), 30, what="the command to begin")
     if waiter == "wait":  # the waiter is in its loop, on the job's supervisor
         wait_until_waiting_on_a_job(proc.pid, what="the waiter")
@@ -615,7 +601,7 @@ def test_a_waiter_whose_job_is_cleaned_meanwhile_answers_cleanly(home: Path, tmp
 
     wait_until(cleaned, 30, step=0.1, what="clean to delete the finished job")
     os.kill(proc.pid, signal.SIGCONT)
-    r = assert_contract(_finish(proc), "%s whose job was deleted meanwhile" % waiter)
+    r = assert_contract(finish(proc), "%s whose job was deleted meanwhile" % waiter)
     assert r.code in (0, 3), r
     if r.code == 0:
         assert r.json["status"] == "SUCCEEDED" and r.json["exit_code"] == 0, r
@@ -632,7 +618,7 @@ def test_a_reader_never_reaches_a_lost_verdict_while_the_supervisor_lives(
     The supervisor holds the job's lock all along (inherited from the caller): a `status` meanwhile finds the job
     alive and never stops at its `lost-verdict` pause; it answers the job as active, and the command runs once."""
     marker, lock, gate = tmp_path / "marker", tmp_path / "lock", tmp_path / "gate"
-    caller = _popen(
+    caller = popen_cli(
         home,
         "start",
         "--run-key",
@@ -658,8 +644,8 @@ def test_a_reader_never_reaches_a_lost_verdict_while_the_supervisor_lives(
         assert holder.held.wait(10)
         os.kill(sup, signal.SIGCONT)  # it waits for the lock to record itself
     assert holder.held.wait(10)
-    reader = _popen(home, "status", "--job-id", job_id, env={"ORCHESJOB_PAUSE_AT": "lost-verdict"})
-    r = assert_contract(_finish(reader), "status while the lock is busy")  # a reader that stopped would hang here
+    reader = popen_cli(home, "status", "--job-id", job_id, env={"ORCHESJOB_PAUSE_AT": "lost-verdict"})
+    r = assert_contract(finish(reader), "status while the lock is busy")  # a reader that stopped would hang here
     holder.join()
     ctx = "answered %s %s (%s)" % (r.json.get("status"), r.json.get("liveness"), r.json.get("end_reason"))
     assert r.code == 0 and r.json["status"] in ACTIVE and r.json["liveness"] == "verified", ctx
@@ -807,13 +793,13 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
     for probe_argv in (["--pid", "--fork", "--mount-proc", "true"], ["--time", "--boottime", "5", "--fork", "true"]):
         probe = subprocess.run([UNSHARE] + probe_argv, capture_output=True, text=True)
         if probe.returncode != 0:
-            _unavailable("unshare %s does not work here: %s" % (" ".join(probe_argv), probe.stderr.strip()))
+            unavailable("unshare %s does not work here: %s" % (" ".join(probe_argv), probe.stderr.strip()))
     calls: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for n in range(trials(8)):
         t = NsTrial(home, tmp_path, "ns-%03d" % n, rng)
         pause = rng.choice((None,) + PAUSES)
-        caller = _popen(
+        caller = popen_cli(
             home,
             "start",
             "--run-key",
@@ -833,7 +819,7 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
             t.batch(rng, "supervisor stopped", clean_deletes=True)
             time.sleep(rng.uniform(0.0, 0.2))  # random jitter before the supervisor goes on
             _kill(sup, signal.SIGCONT)
-        r = assert_contract(_finish(caller), "start")
+        r = assert_contract(finish(caller), "start")
         assert r.code == 0, r
         t.job_id = r.json["job_id"]
         assert r.json["pid_namespace"], r.json
@@ -897,7 +883,7 @@ def test_a_full_state_directory_at_random_moments(home: Path, tmp_path: Path, rn
     _need_root("a tmpfs state directory")
     problem = _tmpfs_works(tmp_path)
     if problem:
-        _unavailable("cannot mount a tmpfs in a new mount namespace here: %s" % problem)
+        unavailable("cannot mount a tmpfs in a new mount namespace here: %s" % problem)
     outcomes: dict[str, int] = {}
     stuck: list[str] = []
     home.mkdir(mode=0o700)
@@ -1119,7 +1105,7 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
                 "\n".join(" ".join(x) for x in Evidence(marker).lines),
             )
 
-        caller = _popen(
+        caller = popen_cli(
             home,
             "start",
             "--run-key",
@@ -1173,7 +1159,7 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
                 time.sleep(rng.uniform(0.0, 0.1))  # random jitter before the supervisor goes on
                 _kill(sup, signal.SIGCONT)
                 notes.append("supervisor resumed")
-        rc = assert_contract(_finish(caller), "start")
+        rc = assert_contract(finish(caller), "start")
         assert rc.code == 0, describe() + "\n" + rc.out + rc.err
         jid = rc.json["job_id"]
         assert aborted is None or aborted["job_id"] == jid, describe()

@@ -17,16 +17,15 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import cli_argv, cli_env, run_cli
-from tests.faults.conftest import _unavailable
-from tests.support.airflow_sandbox import write_cli_launcher
+from tests.support.cli import cli_argv, cli_env, run_cli, write_cli_launcher
+from tests.support.guards import unavailable
+from tests.support.hooks import wait_ended
 
 pytestmark = [
     pytest.mark.timeout(900),
@@ -149,15 +148,6 @@ def sec(
         assert not canary.exists(), "an injected command ran"
 
 
-def _wait(hook: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = hook.wait(job_id=job_id, timeout=5)
-        if not job["active"]:
-            return job
-        assert time.monotonic() < deadline, job
-
-
 def _report_job(
     hook: Any, key: str, out: Path, args: list[str], env: dict[str, str], cwd: str | None = None
 ) -> dict[str, Any]:
@@ -165,7 +155,7 @@ def _report_job(
     names = sorted(env)
     env = dict(env, OJ_NAMES=json.dumps(names))
     job = hook.start(key, command, env=env, cwd=cwd, mode="reuse_success")
-    final = _wait(hook, job["job_id"])
+    final = wait_ended(hook, job["job_id"])
     assert final["status"] == "SUCCEEDED", final
     recorded = hook.status(job_id=job["job_id"])
     # The hook's answers name the variables but never carry their values (they would reach XCom); the values
@@ -203,7 +193,7 @@ def test_a_hostile_cli_path_is_refused_before_connecting_and_works_through_a_lin
     hook = OrchesjobHook(CONN_ID, orchesjob_bin=str(link), orchesjob_home=home, retry_backoff=0.1)
     try:
         job = hook.start("k", ["true"], mode="reuse_success")
-        assert _wait(hook, job["job_id"])["status"] == "SUCCEEDED"
+        assert wait_ended(hook, job["job_id"])["status"] == "SUCCEEDED"
     finally:
         hook.close()
     assert not canary.exists(), "an injected command ran"
@@ -265,11 +255,11 @@ def test_hostile_reasons_are_recorded_verbatim(sec: dict[str, Any]) -> None:
         aborted = hook.abort(job_id=job["job_id"], reason=reason, grace_seconds=1)
         assert aborted["abort_reason"] == reason and aborted["status"] == "ABORTED"
     done = hook.start("reasons", ["true"], mode="strict")
-    _wait(hook, done["job_id"])
+    wait_ended(hook, done["job_id"])
     for reason in reasons[1::4]:
         again = hook.rerun(job_id=done["job_id"], reason=reason)
         assert again["rerun_reason"] == reason
-        _wait(hook, again["job_id"])
+        wait_ended(hook, again["job_id"])
     for reason in reasons[2::4]:
         unlocked = hook.unlock("reasons", reason=reason)
         assert unlocked["reason"] == reason
@@ -301,7 +291,7 @@ def test_state_files_are_private_after_real_use_whatever_the_umask(sec: dict[str
         victim = hook.start("victim", ["sleep", "60"])
         hook.abort(job_id=victim["job_id"], grace_seconds=1)
         for job in (ok_job, bad):
-            _wait(hook, job["job_id"])
+            wait_ended(hook, job["job_id"])
         modes = _modes(home)
         hook.abort(job_id=long["job_id"], grace_seconds=1)
     wrong = {}
@@ -324,8 +314,8 @@ def _as_nobody(argv: list[str]) -> list[str]:
     python = shutil.which("python3", path="/usr/bin:/bin")
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
     if not python or not setpriv:
-        _unavailable("setpriv and /usr/bin/python3 are needed to act as another user")
-    assert python and setpriv  # _unavailable raised otherwise
+        unavailable("setpriv and /usr/bin/python3 are needed to act as another user")
+    assert python and setpriv  # unavailable raised otherwise
     return [setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", python] + argv[1:]
 
 

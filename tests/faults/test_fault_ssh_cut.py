@@ -43,16 +43,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import TERMINAL, wait_until
-from tests.faults.conftest import trials
-from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, processes_of_home, wait_terminal
-from tests.support.cutproxy import C2S, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
+from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, processes_of_home, trials, wait_terminal
+from tests.support.cli import TERMINAL, wait_until
+from tests.support.cutproxy import C2S, CUT_CONN_ID, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
 
 pytestmark = [
     pytest.mark.timeout(1800),
@@ -61,30 +60,16 @@ pytestmark = [
     pytest.mark.usefixtures("airflow_available"),
 ]
 
-CONN_ID = "orchesjob_cut"
 COMMAND_TIMEOUT = 5.0  # seconds for one SSH call of the hook (login and channel open included)
 EXEC_TIMEOUT = 6.0  # seconds for one `start` answer (the job itself is asynchronous)
 HANG_LIMIT = 45.0  # a hook call (4 attempts at most EXEC_TIMEOUT each) that takes longer has hung
-
-
-@pytest.fixture
-def proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
-    """The cutting proxy in front of the session's sshd, and an Airflow connection that goes through it."""
-    p = CutProxy(sshd.host, sshd.port).start()
-    conn = sshd.airflow_connection()
-    conn["port"] = p.port
-    monkeypatch.setenv("AIRFLOW_CONN_%s" % CONN_ID.upper(), json.dumps(conn))
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 def make_hook(launcher: str, home: Path) -> Any:
     from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 
     return OrchesjobHook(
-        CONN_ID,
+        CUT_CONN_ID,
         orchesjob_bin=launcher,
         orchesjob_home=str(home),
         retries=3,
@@ -104,7 +89,7 @@ def _shape(p: Phases) -> Phases:
     return dataclasses.replace(p, c_total=0, s_total=0)
 
 
-def calibrate(proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
+def calibrate(cut_proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
     """Uncut sessions until two agree on their packet boundaries up to the answer (the answer's length and whether
     the client's final close makes it onto the wire vary, so the totals are the smallest seen). On a loaded machine
     the kernel sometimes coalesces two writes into one segment, so a session can differ: up to eight are tried."""
@@ -112,18 +97,18 @@ def calibrate(proxy: CutProxy, hook: Any, tmp: Path, home: Path) -> Phases:
     for i in range(8):
         if i >= 2 and max(collections.Counter(_shape(p) for p in sessions).values()) >= 2:
             break
-        proxy.set_plan(lambda index: None)
+        cut_proxy.set_plan(lambda index: None)
         hook.close()
-        before = len(proxy.connections)
+        before = len(cut_proxy.connections)
         job = hook.start("cal-%05d" % i, start_command(tmp / ("c%05d" % i), tmp / ("l%05d" % i), "0.00"))
         hook.close()
         wait_terminal(home, job["job_id"])
         wait_until(
-            lambda: len(proxy.connections) > before and all(r.closed for r in proxy.connections[before:]),
+            lambda: len(cut_proxy.connections) > before and all(r.closed for r in cut_proxy.connections[before:]),
             30,
             what="the proxy to see the calibration session closed",
         )
-        recs = proxy.connections[before:]
+        recs = cut_proxy.connections[before:]
         assert len(recs) == 1, "calibration: expected one connection, got %d" % len(recs)
         sessions.append(phases_of(recs[0]))
     shape = collections.Counter(_shape(p) for p in sessions)
@@ -155,7 +140,9 @@ def choose_cut(rng, p: Phases, phase: str) -> Cut:
     return Cut(C2S, rng.randrange(p.c_exec[1], p.c_total), style)
 
 
-def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT) -> tuple[Any, BaseException | None, float | None]:
+def run_with_watchdog(
+    cut_proxy: CutProxy, fn, limit: float = HANG_LIMIT
+) -> tuple[Any, BaseException | None, float | None]:
     """Run a hook call; if it has not returned after `limit` seconds, report it as hung and reset every
     connection so the thread can finish. Returns (result, exception, seconds it hung or None)."""
     box: dict[str, Any] = {}
@@ -174,21 +161,21 @@ def run_with_watchdog(proxy: CutProxy, fn, limit: float = HANG_LIMIT) -> tuple[A
     if t.is_alive():
         hung = time.monotonic() - started
         while t.is_alive():
-            proxy.drop_all()
+            cut_proxy.drop_all()
             t.join(1)
     return box.get("result"), box.get("error"), hung
 
 
 # ---------------------------------------------------------------------------------------------- the start test
 def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
-    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+    cut_proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
 ) -> None:
     from orchesjob_provider.exceptions import OrchesjobTransportError
 
     hook = make_hook(orchesjob_launcher, home)
     try:
         hook.version()  # the contract check is cached; every trial's connections carry only `start`
-        phases = calibrate(proxy, hook, tmp_path, home)
+        phases = calibrate(cut_proxy, hook, tmp_path, home)
         tally: dict[str, int] = collections.Counter()
         problems: list[str] = []
         n_trials = trials(20)
@@ -199,15 +186,15 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             duration = rng.choice(["0.00", "0.00", "0.40", "2.00"])
             cuts = [choose_cut(rng, phases, rng.choice(PHASES)) for _ in range(rng.choice([1, 1, 2, 3, 4]))]
             hook.close()
-            first = len(proxy.connections)
-            proxy.set_plan(plan_of(cuts, first))
+            first = len(cut_proxy.connections)
+            cut_proxy.set_plan(plan_of(cuts, first))
             job, error, hung = run_with_watchdog(
-                proxy,
+                cut_proxy,
                 lambda: hook.start(key, start_command(marker, lock, duration), mode=mode, exec_timeout=EXEC_TIMEOUT),
             )
-            proxy.set_plan(lambda index: None)
+            cut_proxy.set_plan(lambda index: None)
             hook.close()
-            conns = proxy.connections[first:]
+            conns = cut_proxy.connections[first:]
             ctx = "trial %d (%s, job %ss): cuts %s; connections %s" % (
                 n,
                 mode,
@@ -234,7 +221,7 @@ def test_hook_start_through_random_cuts_runs_the_job_exactly_once(
             if learned is None:
                 # the task's retry: a start of the same key, reuse_success, nothing cut
                 again, error2, _ = run_with_watchdog(
-                    proxy,
+                    cut_proxy,
                     lambda: hook.start(
                         key, start_command(marker, lock, duration), mode="reuse_success", exec_timeout=30
                     ),
@@ -297,7 +284,7 @@ def fails_fast_command(marker: Path, lock: Path) -> list[str]:
 
 
 def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_once(
-    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+    cut_proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
 ) -> None:
     """The second kind of the explorer ("never twice", hole 5): the job exits 3 at once; the first connection is cut
     at a random point after the command was sent (its acknowledgement, the reply, the client's last packets; reset,
@@ -314,7 +301,7 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
     hook.settings.retry.backoff = 1.0  # the job has failed by the time any retry arrives
     try:
         hook.version()
-        phases = calibrate(proxy, hook, tmp_path, home)
+        phases = calibrate(cut_proxy, hook, tmp_path, home)
         tally: dict[str, int] = collections.Counter()
         problems: list[str] = []
         n_trials = trials(6)
@@ -326,17 +313,17 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
             cuts = [choose_cut(rng, phases, rng.choice(["exec-ack", "reply", "reply", "after-send"]))]
             cuts += [choose_cut(rng, phases, rng.choice(PHASES)) for _ in range(rng.choice([0, 0, 1, 2, 3]))]
             hook.close()
-            first = len(proxy.connections)
-            proxy.set_plan(plan_of(cuts, first))
+            first = len(cut_proxy.connections)
+            cut_proxy.set_plan(plan_of(cuts, first))
             job, error, hung = run_with_watchdog(
-                proxy,
+                cut_proxy,
                 lambda key=key, marker=marker, lock=lock, mode=mode, request_id=request_id: hook.start(
                     key, fails_fast_command(marker, lock), mode=mode, exec_timeout=EXEC_TIMEOUT, request_id=request_id
                 ),
             )
-            proxy.set_plan(lambda index: None)
+            cut_proxy.set_plan(lambda index: None)
             hook.close()
-            conns = proxy.connections[first:]
+            conns = cut_proxy.connections[first:]
             ctx = "trial %d (%s): cuts %s; connections %s" % (
                 n,
                 mode,
@@ -351,7 +338,7 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
                 )
             if job is None:
                 job, error2, _ = run_with_watchdog(
-                    proxy,
+                    cut_proxy,
                     lambda key=key, marker=marker, lock=lock, mode=mode, request_id=request_id: hook.start(
                         key, fails_fast_command(marker, lock), mode=mode, exec_timeout=30, request_id=request_id
                     ),
@@ -390,7 +377,7 @@ def test_hook_start_of_a_job_that_fails_fast_through_cuts_after_send_runs_it_onc
 
 
 def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
-    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+    cut_proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
 ) -> None:
     """The one cut that matters most, made deterministic: the server receives the exec request (so the command
     runs) but the connection drops before its acknowledgement reaches the client. The command may have been sent,
@@ -402,18 +389,18 @@ def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
     hook.settings.retry.backoff = 1.0  # give the quick job time to finish before any retry
     try:
         hook.version()
-        phases = calibrate(proxy, hook, tmp_path, home)
+        phases = calibrate(cut_proxy, hook, tmp_path, home)
         hook.close()
-        first = len(proxy.connections)
-        proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "rst") if index == first else None)
+        first = len(cut_proxy.connections)
+        cut_proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "rst") if index == first else None)
         marker, lock = tmp_path / "m-ack", tmp_path / "l-ack"
         try:
             job = hook.start("ack-lost", start_command(marker, lock, "0.00"), mode="default", exec_timeout=EXEC_TIMEOUT)
             error = None
         except OrchesjobTransportError as exc:
             job, error = None, exc
-        proxy.set_plan(lambda index: None)
-        assert proxy.connections[first].cut_done, "the cut did not happen"
+        cut_proxy.set_plan(lambda index: None)
+        assert cut_proxy.connections[first].cut_done, "the cut did not happen"
 
         def settled() -> bool:
             """The hook is done, so no retry comes any more; the host is done too once no process of its state
@@ -444,26 +431,26 @@ def test_default_mode_start_whose_exec_acknowledgement_is_lost_runs_once(
 
 
 def test_hook_call_does_not_hang_when_the_link_goes_silent_after_the_exec_request(
-    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+    cut_proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
 ) -> None:
     """A network partition right after the exec request (the server runs the command, nothing comes back, both
     sockets stay open): the hook's command_timeout must still bound the call, not leave the worker stuck."""
     hook = make_hook(orchesjob_launcher, home)
     try:
         hook.version()
-        phases = calibrate(proxy, hook, tmp_path, home)
+        phases = calibrate(cut_proxy, hook, tmp_path, home)
         hook.close()
-        first = len(proxy.connections)
-        proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "blackhole") if index == first else None)
+        first = len(cut_proxy.connections)
+        cut_proxy.set_plan(lambda index: Cut(S2C, phases.s_exec, "blackhole") if index == first else None)
         marker, lock = tmp_path / "m-silent", tmp_path / "l-silent"
         job, error, hung = run_with_watchdog(
-            proxy,
+            cut_proxy,
             lambda: hook.start(
                 "silent", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT
             ),
             limit=30,
         )
-        proxy.set_plan(lambda index: None)
+        cut_proxy.set_plan(lambda index: None)
         assert hung is None, (
             "OrchesjobHook.start hung for %.0fs after the link went silent between the exec "
             "request and its acknowledgement (command_timeout=%gs, exec_timeout=%gs)"
@@ -477,7 +464,7 @@ def test_hook_call_does_not_hang_when_the_link_goes_silent_after_the_exec_reques
 
 
 def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
-    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+    cut_proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
 ) -> None:
     """The connection drops in the server's last packets (exit status, EOF, close): the CLI's whole answer has
     arrived, then closing the channel fails. The hook must return the answer (or retry), never let the raw EOFError
@@ -487,12 +474,12 @@ def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
     hook = make_hook(orchesjob_launcher, home)
     try:
         hook.version()
-        phases = calibrate(proxy, hook, tmp_path, home)
+        phases = calibrate(cut_proxy, hook, tmp_path, home)
         escaped = []
         for i, at in enumerate(range(phases.s_total - 112, phases.s_total, 8)):
             hook.close()
-            first = len(proxy.connections)
-            proxy.set_plan(plan_of([Cut(S2C, at, "rst")], first))
+            first = len(cut_proxy.connections)
+            cut_proxy.set_plan(plan_of([Cut(S2C, at, "rst")], first))
             marker, lock = tmp_path / ("m-close-%d" % i), tmp_path / ("l-close-%d" % i)
             try:
                 hook.start(
@@ -505,14 +492,14 @@ def test_a_connection_lost_while_closing_the_channel_does_not_hide_the_answer(
                 pass
             except Exception as exc:  # noqa: BLE001 - what this test looks for
                 escaped.append("cut at server byte %d of %d: %r" % (at, phases.s_total, exc))
-        proxy.set_plan(lambda index: None)
+        cut_proxy.set_plan(lambda index: None)
         assert not escaped, "hook.start let a raw exception escape:\n" + "\n".join(escaped)
     finally:
         hook.close()
 
 
 def test_a_hook_that_gives_up_reports_the_command_as_sent_when_an_earlier_attempt_sent_it(
-    proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
+    cut_proxy: CutProxy, orchesjob_launcher: str, home: Path, tmp_path: Path
 ) -> None:
     """start retries after any failure. The first attempt reaches the host (the job starts) and loses its
     answer; the three retries all fail during login. The exception the caller gets must not say "never sent": the
@@ -522,16 +509,16 @@ def test_a_hook_that_gives_up_reports_the_command_as_sent_when_an_earlier_attemp
     hook = make_hook(orchesjob_launcher, home)
     try:
         hook.version()
-        phases = calibrate(proxy, hook, tmp_path, home)
+        phases = calibrate(cut_proxy, hook, tmp_path, home)
         hook.close()
-        first = len(proxy.connections)
+        first = len(cut_proxy.connections)
         cuts = {first: Cut(S2C, phases.s_reply + 10, "rst")}
         cuts.update({first + k: Cut(C2S, 100, "rst") for k in (1, 2, 3)})
-        proxy.set_plan(lambda index: cuts.get(index))
+        cut_proxy.set_plan(lambda index: cuts.get(index))
         marker, lock = tmp_path / "m-claim", tmp_path / "l-claim"
         with pytest.raises(OrchesjobTransportError) as info:
             hook.start("claim", start_command(marker, lock, "0.00"), mode="reuse_success", exec_timeout=EXEC_TIMEOUT)
-        proxy.set_plan(lambda index: None)
+        cut_proxy.set_plan(lambda index: None)
         assert len(history(home, "claim")) == 1, "the first attempt should have started the job"
         assert info.value.sent is True, (
             "the hook gave up with sent=False (its last attempt's view) although its first attempt "
@@ -616,7 +603,7 @@ async def drive(trigger: Any, recorder: Recorder, restarts: list[int], timeout: 
 
 
 def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once(
-    proxy: CutProxy, sshd: Any, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+    cut_proxy: CutProxy, sshd: Any, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
 ) -> None:
     from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 
@@ -649,12 +636,12 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
                 return Cut(S2C, at, "blackhole")
             return Cut(S2C, at, rng.choice(["rst", "fin"]))
 
-        proxy.set_plan(plan)
-        first = len(proxy.connections)
+        cut_proxy.set_plan(plan)
+        first = len(cut_proxy.connections)
         stdout_lines = sum(1 for s, _, _ in script if s == "stdout")
         restarts = sorted(rng.sample(range(1, stdout_lines), rng.choice([0, 1, 2]))) if stdout_lines > 2 else []
         trigger = OrchesjobTrigger(
-            ssh_conn_id=CONN_ID,
+            ssh_conn_id=CUT_CONN_ID,
             job_id=job["job_id"],
             run_key="poll-%d" % n,
             orchesjob_bin=orchesjob_launcher,
@@ -669,8 +656,8 @@ def test_trigger_long_poll_through_random_cuts_and_restarts_logs_every_line_once
         )
         recorder = Recorder()
         event, ended, restarted = asyncio.run(drive(with_recorder(trigger, recorder), recorder, list(restarts), 900))
-        proxy.set_plan(lambda index: None)
-        conns = proxy.connections[first:]
+        cut_proxy.set_plan(lambda index: None)
+        conns = cut_proxy.connections[first:]
         cut = sum(1 for c in conns if c.cut_done)
         ctx = "trial %d: %d lines, %d connections, %d cut, restarts at %s" % (n, len(script), len(conns), cut, restarts)
         payload = event.payload
@@ -723,7 +710,7 @@ def _slices(got: list[str], expected: list[str]) -> list[tuple[int, int]] | None
 
 
 def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
-    proxy: CutProxy, sshd: Any, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
+    cut_proxy: CutProxy, sshd: Any, orchesjob_launcher: str, home: Path, tmp_path: Path, rng
 ) -> None:
     """Several triggers on one destination share one watcher. Their connection is cut at random byte counts, and
     at random moments the "triggerer crashes": every trigger is cancelled and rebuilt from the kwargs it deferred
@@ -756,12 +743,12 @@ def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
             consecutive[0] += 1
             return Cut(rng.choice([C2S, S2C]), rng.randrange(0, 20000), rng.choice(["rst", "fin"]))
 
-        proxy.set_plan(plan)
-        first_conn = len(proxy.connections)
+        cut_proxy.set_plan(plan)
+        first_conn = len(cut_proxy.connections)
         poll = rng.choice([1.0, 3.0, 10.0])
         deferred = [
             {
-                "ssh_conn_id": CONN_ID,
+                "ssh_conn_id": CUT_CONN_ID,
                 "job_id": job_id,
                 "run_key": "w-%d-%d" % (n, k),
                 "orchesjob_bin": orchesjob_launcher,
@@ -811,8 +798,8 @@ def test_shared_watcher_through_random_cuts_and_triggerer_crashes_loses_no_line(
                 tally["crashes"] += 1
 
         events = asyncio.run(run_all())
-        proxy.set_plan(lambda index: None)
-        conns = proxy.connections[first_conn:]
+        cut_proxy.set_plan(lambda index: None)
+        conns = cut_proxy.connections[first_conn:]
         tally["connections"] += len(conns)
         tally["cut"] += sum(1 for c in conns if c.cut_done)
         for k, ((job_id, script), event) in enumerate(zip(jobs, events)):

@@ -14,18 +14,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
-from tests.support.live_host import Host  # noqa: E402
-from tests.support.prod_airflow import ProdAirflow  # noqa: E402
-from tests.support.sshd import SshServer  # noqa: E402
+from tests.support.cli import write_cli_launcher
+from tests.support.live_host import Host
+from tests.support.prod_airflow import ProdAirflow
+from tests.support.sshd import SshServer
 
 
 def _abort_left(hosts: list[Host]) -> None:

@@ -21,6 +21,7 @@ import time
 
 import pytest
 
+from tests.support.cli import wait_until
 from tests.support.live_checks import TASK, misfiled, numbered_job, repeated_or_missing, run_key
 from tests.support.live_host import Host
 from tests.support.prod_airflow import VISIBILITY_TIMEOUT, ProdAirflow
@@ -79,10 +80,12 @@ def test_a_task_delivered_again_while_a_worker_holds_it_runs_its_job_once(
     try:
         ti = live.wait_state(dag_id, run_id, TASK, ["running"], timeout=120)
         job = host.wait_job(run_key(dag_id, run_id), {"RUNNING"}, timeout=60)
-        deadline = time.monotonic() + VISIBILITY_TIMEOUT + 120
-        while sum(live.deliveries(ti["id"]).values()) < 2:
-            assert time.monotonic() < deadline, f"never delivered again: {live.deliveries(ti['id'])}"
-            time.sleep(1)
+        wait_until(
+            lambda: sum(live.deliveries(ti["id"]).values()) >= 2,
+            VISIBILITY_TIMEOUT + 120,
+            step=1,
+            what=lambda: f"a second delivery: {live.deliveries(ti['id'])}",
+        )
         time.sleep(10)  # the second copy's start has been answered by now
     finally:
         release.touch()

@@ -13,36 +13,31 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from tests.support.airflow_case import wait_dead
+from tests.support.cli import wait_until
 from tests.support.live_airflow import TRIGGERER_HEALTH_THRESHOLD, Component, LiveAirflow
+from tests.support.live_checks import TASK, run_key
 from tests.support.live_host import Host
 
 pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
 
 DAG = "orchesjob_live"
-TASK = "job"
 # The reasons with which a kill path leaves a job running: Airflow said the task instance still wants it, or
 # Airflow could not say in time (see the module docstring).
 LEFT_RUNNING = ("still wants the job", "Airflow could not say")
 
 
-def run_key(dag_id: str, run_id: str) -> str:
-    return f"airflow/{dag_id}/{TASK}/{run_id}"
-
-
 def wait_holder(live: LiveAirflow, run_id: str, other_than: Component | None = None, timeout: float = 30) -> Component:
     """The triggerer that holds the run's trigger (one other than ``other_than``, when given)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        holder = live.triggerer_holding(DAG, run_id, TASK)
-        if holder is not None and holder is not other_than:
-            return holder
-        assert time.monotonic() < deadline, live.diagnostics(DAG, run_id, TASK)
-        time.sleep(0.5)
+
+    def holder() -> Component | None:
+        found = live.triggerer_holding(DAG, run_id, TASK)
+        return found if found is not other_than else None
+
+    return wait_until(holder, timeout, step=0.5, what=lambda: live.diagnostics(DAG, run_id, TASK))
 
 
 def start_deferred(live: LiveAirflow, host: Host, name: str, seconds: int, dag_id: str = DAG) -> tuple[str, dict]:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
+from tests.support.cli import wait_until
 from tests.support.live_airflow import TRIGGERER_HEALTH_THRESHOLD, Component
 from tests.support.live_checks import TASK, misfiled, numbered_job, repeated_or_missing, run_key
 from tests.support.live_host import Host
@@ -32,6 +34,11 @@ pytestmark = [pytest.mark.sshd, pytest.mark.airflow]
 DAG = "orchesjob_live_hosts"
 JOBS = 12  # four per host; the 100-job figures are bench/triggerer_failover.py's
 CONNECTIONS = ("orchesjob_live", "orchesjob_live_2", "orchesjob_live_3")
+
+
+def all_in(found: dict[Any, Any], wanted: set[Any]) -> dict[Any, Any] | None:
+    """``found`` (``{map_index: value}``) when it has every mapped task and each value is one of ``wanted``."""
+    return found if len(found) == JOBS and all(v in wanted for v in found.values()) else None
 
 
 def holders(live: ProdAirflow, run_id: str) -> dict[int, int | None]:
@@ -62,13 +69,12 @@ def test_a_triggerer_killed_with_many_jobs_on_three_hosts_hands_every_one_over(
     run_id = live.trigger(DAG, {"jobs": jobs})
     victim: Component | None = None
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            states = live.task_states(DAG, run_id)
-            if len(states) == JOBS and all(s == "deferred" for s in states.values()):
-                break
-            assert time.monotonic() < deadline, f"not all deferred: {Counter(states.values())}"
-            time.sleep(1)
+        wait_until(
+            lambda: all_in(live.task_states(DAG, run_id), {"deferred"}),
+            300,
+            step=1,
+            what=lambda: f"all deferred: {Counter(live.task_states(DAG, run_id).values())}",
+        )
         for i in range(JOBS):
             live.wait_log(DAG, run_id, f"{TASK}/map_index={i}", 1, "[stdout] line 2", timeout=120)
         time.sleep(10)  # each watcher is back on its host with the delivered positions recorded
@@ -76,24 +82,22 @@ def test_a_triggerer_killed_with_many_jobs_on_three_hosts_hands_every_one_over(
         victim = next(c for c in live.triggerers() if c.job_id == held.most_common(1)[0][0])
         survivors = [c for c in live.triggerers() if c is not victim and c.process.running()]
         live.kill(victim)
-        deadline = time.monotonic() + TRIGGERER_HEALTH_THRESHOLD + 180
-        while True:
-            now = holders(live, run_id)
-            if len(now) == JOBS and all(h in {c.job_id for c in survivors} for h in now.values()):
-                break
-            assert time.monotonic() < deadline, f"not taken over: {now}"
-            time.sleep(1)
+        wait_until(
+            lambda: all_in(holders(live, run_id), {c.job_id for c in survivors}),
+            TRIGGERER_HEALTH_THRESHOLD + 180,
+            step=1,
+            what=lambda: f"the survivors to take over: {holders(live, run_id)}",
+        )
     finally:
         release.touch()
         if victim is not None:
             live.start_triggerer()  # the deployment keeps two triggerers for the tests after this one
-    deadline = time.monotonic() + 300
-    while True:
-        states = live.task_states(DAG, run_id)
-        if all(s in ("success", "failed", "upstream_failed") for s in states.values()):
-            break
-        assert time.monotonic() < deadline, f"not all ended: {Counter(states.values())}"
-        time.sleep(2)
+    states = wait_until(
+        lambda: all_in(live.task_states(DAG, run_id), {"success", "failed", "upstream_failed"}),
+        300,
+        step=2,
+        what=lambda: f"all ended: {Counter(live.task_states(DAG, run_id).values())}",
+    )
     assert set(states.values()) == {"success"}, states
     for i in range(JOBS):
         host = hosts[i % 3]

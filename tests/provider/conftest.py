@@ -1,4 +1,6 @@
-"""Fixtures for the provider tests: a real sshd, the real CLI reachable through it, and an Airflow SSH connection.
+"""Fixtures for the provider tests: an Airflow SSH connection to the real sshd and a hook on it, and real Airflow.
+
+The sshd and the CLI launcher it runs are the shared fixtures of tests/support/fixtures.py.
 
 Why real parts: the provider's risks are quoting through a remote shell, SSH channels that close at the wrong time,
 and the JSON the real CLI prints. A mock of any of them would test our assumptions, not the product.
@@ -8,64 +10,30 @@ When ``CI`` is set, a missing sshd or Airflow is a failure, never a skip: a gree
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from tests.support.airflow_sandbox import REPO_ROOT
+from tests.support.guards import airflow_guard, prepare_airflow_process, unavailable
+from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
+from tests.support.sshd import SshServer
 
-from tests.support.airflow_sandbox import write_cli_launcher  # noqa: E402
-from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs  # noqa: E402
-from tests.support.sshd import SshServer  # noqa: E402
-
-IN_CI = bool(os.environ.get("CI"))
 CONN_ID = "orchesjob_test"
+# The modules here that test the provider's pure parts and run without Airflow; every other one imports it.
+WITHOUT_AIRFLOW = ("test_cli_pack.py", "test_give_up_unit.py")
 
-# asyncssh logs every connection and channel at INFO, which buries a failing test's captured log. The provider
-# leaves asyncssh's logger to whoever configures logging (Airflow, the deployment); these tests are that here.
-logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
-# Airflow writes airflow.cfg and friends into AIRFLOW_HOME on import; keep that out of the user's home.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="orchesjob-airflow-home-"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+prepare_airflow_process()
 
 
-def _unavailable(message: str) -> None:
-    """Skip on a developer machine without the part; fail under CI, where skipping would hide a broken setup."""
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    """One real OpenSSH server on 127.0.0.1 for the whole session (starting one takes about half a second)."""
-    server = SshServer(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except Exception as exc:  # noqa: BLE001 - any reason it cannot start is reported the same way
-        _unavailable(f"cannot start a real sshd for the provider tests: {exc}")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def orchesjob_launcher(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Absolute path of a script that runs this checkout's CLI with this interpreter, for the SSH user.
-
-    A non-login SSH command gets a bare PATH and none of our environment, so the provider is pointed at an absolute
-    path, exactly as a user would point it at a venv or the zipapp on a real host.
-    """
-    return write_cli_launcher(tmp_path_factory.mktemp("bin") / "orchesjob", python=sys.executable)
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """The Airflow guard of this directory: a module that needs Airflow is skipped whole where it is not installed
+    (a failure under CI instead), before its imports run."""
+    if module_path.name in WITHOUT_AIRFLOW:
+        return None
+    return airflow_guard(module_path, parent)
 
 
 @pytest.fixture
@@ -117,7 +85,7 @@ def new_airflow_sandbox(sshd: SshServer, orchesjob_launcher: str, tmp_path_facto
     try:
         import airflow  # noqa: F401
     except ImportError as exc:
-        _unavailable(f"Airflow is not installed in {sys.executable}: {exc}")
+        unavailable(f"Airflow is not installed in {sys.executable}: {exc}")
     from tests.support.airflow_sandbox import EXAMPLES_DIR, AirflowSandbox
 
     directory = tmp_path_factory.mktemp("airflow")

@@ -20,9 +20,6 @@ from typing import Any
 
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from orchesjob_provider.compat import airflow_version
 from tests.support.airflow_case import DATE, AirflowCase, job_log_lines, log_records, wait_dead
 

@@ -4,13 +4,9 @@ producer/sensor DAGs as shipped, and every outcome in both modes (deferrable and
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from tests.support.airflow_case import DATE, AirflowCase
 

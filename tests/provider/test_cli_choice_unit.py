@@ -10,15 +10,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import subprocess
 import sys
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from orchesjob_provider import command as cmd
 from orchesjob_provider.call_run import CliSettings

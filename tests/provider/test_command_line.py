@@ -14,16 +14,11 @@ import sys
 from typing import Any
 
 import pytest
-
-import orchesjob
-from orchesjob.contract import CONTRACT_VERSION
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import orchesjob
+from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import command as cmd
 from orchesjob_provider.exceptions import (
     OrchesjobConflict,
@@ -34,6 +29,7 @@ from orchesjob_provider.exceptions import (
     OrchesjobNotFound,
     OrchesjobTransportError,
 )
+from tests.support.cli import cli_argv, cli_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -92,12 +88,11 @@ def run_requested(tmp_path, argv: list[str]) -> list[str]:
     its own argv as JSON (a real `orchesjob start --request -`, its supervisor and the job as processes)."""
     echo = [sys.executable, "-c", "import json,sys; print(json.dumps(sys.argv[1:]))"]
     call = cmd.define.start("k", [*echo, *argv], mode="default", sync=True)
-    env = dict(os.environ, ORCHESJOB_HOME=str(tmp_path / "oj"), PYTHONPATH=os.getcwd())
     proc = subprocess.run(
-        [sys.executable, "-m", "orchesjob", "start", "--request", "-"],
+        cli_argv("start", "--request", "-"),
         input=call.request(None),
         capture_output=True,
-        env=env,
+        env=cli_env(tmp_path / "oj"),
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

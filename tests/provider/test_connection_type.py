@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import importlib.metadata
 import json
-import os
 import secrets
 import sys
 import time
@@ -25,15 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.provider.conftest import _unavailable
-from tests.support.sshd import SshServer, free_port
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 import orchesjob
 from orchesjob.contract import CONTRACT_VERSION
 from orchesjob_provider import CONN_FIELDS, CONN_TYPE, get_provider_info
+from tests.support.guards import unavailable
+from tests.support.sshd import SshServer, free_port
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.airflow]
 
@@ -176,7 +171,7 @@ def api_server(
     try:
         import airflow  # noqa: F401
     except ImportError as exc:
-        _unavailable(f"Airflow is not installed in {sys.executable}: {exc}")
+        unavailable(f"Airflow is not installed in {sys.executable}: {exc}")
     from tests.support.airflow_sandbox import AirflowSandbox
 
     directory = tmp_path_factory.mktemp("api-server")
@@ -235,7 +230,7 @@ def api_server(
         else:
             (sandbox.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": "admin"}))
     except Exception as exc:  # noqa: BLE001 - any reason is reported the same way
-        _unavailable(f"cannot prepare an Airflow home for the UI's server: {exc}")
+        unavailable(f"cannot prepare an Airflow home for the UI's server: {exc}")
     if AIRFLOW_2:
         proc = sandbox.start("webserver", "--hostname", "127.0.0.1", "--port", str(port), "--workers", "1")
     else:
@@ -252,7 +247,7 @@ def api_server(
                 token = _wait_for_token(base, proc, time.monotonic() + 120)
                 server = ApiServer(base, f"Bearer {token}", "/api/v2/connections/test")
         except RuntimeError as exc:
-            _unavailable(f"cannot start a real airflow {'webserver' if AIRFLOW_2 else 'api-server'}: {exc}")
+            unavailable(f"cannot start a real airflow {'webserver' if AIRFLOW_2 else 'api-server'}: {exc}")
         sys.stderr.write(f"[UI server up in {time.monotonic() - started:.1f}s]\n")
         yield server
     finally:

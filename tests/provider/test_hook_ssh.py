@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import stat
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from orchesjob.contract import CONTRACT_VERSION
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from orchesjob_provider.command import StartMode
 from orchesjob_provider.exceptions import (
     OrchesjobCliMissing,
@@ -29,7 +21,8 @@ from orchesjob_provider.exceptions import (
     OrchesjobTransportError,
 )
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
-from tests.support.cutproxy import S2C, Cut, CutProxy, phases_of
+from tests.support.cutproxy import CUT_CONN_ID, S2C, Cut, CutProxy, phases_of
+from tests.support.hooks import wait_ended
 from tests.support.operator_unit import record_log
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 
@@ -49,15 +42,6 @@ INJECTION = [
     "*",
     "\\",
 ]
-
-
-def wait_terminal(hook: OrchesjobHook, job_id: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = hook.wait(job_id=job_id, timeout=5)
-        if not job["active"]:
-            return job
-        assert time.monotonic() < deadline, job
 
 
 def read_all(hook: OrchesjobHook, job_id: str, stream: str = "stdout") -> str:
@@ -80,7 +64,7 @@ def test_start_status_wait_logs(hook: OrchesjobHook) -> None:
     started = hook.start("basic", ["/bin/sh", "-c", "echo out; echo err >&2; exit 3"])
     assert started["accepted"] is True and started["existing"] is False
     job_id = started["job_id"]
-    job = wait_terminal(hook, job_id)
+    job = wait_ended(hook, job_id)
     assert job["status"] == "FAILED" and job["exit_code"] == 3
     assert hook.status(run_key="basic")["job_id"] == job_id
     assert hook.status(job_id=job_id)["status"] == "FAILED"
@@ -98,7 +82,7 @@ def test_arguments_and_run_keys_arrive_literally(hook: OrchesjobHook, tmp_path: 
     started = hook.start(run_key, ["printf", "%s\\n", *INJECTION])
     assert started["run_key"] == run_key
     assert started["command"] == ["printf", "%s\\n", *INJECTION]
-    job = wait_terminal(hook, started["job_id"])
+    job = wait_ended(hook, started["job_id"])
     assert job["status"] == "SUCCEEDED"
     # printf's format is also passed literally, so "%s\\n" is a backslash-n, which printf turns into a newline.
     assert read_all(hook, started["job_id"]) == "".join(f"{arg}\n" for arg in INJECTION)
@@ -116,7 +100,7 @@ def test_env_and_cwd_arrive_literally(hook: OrchesjobHook, tmp_path: Path) -> No
         env={"MY_VAR": value},
         cwd=str(workdir),
     )
-    job = wait_terminal(hook, started["job_id"])
+    job = wait_ended(hook, started["job_id"])
     assert job["status"] == "SUCCEEDED"
     # The value reached the job (its output shows it), but the hook hands on the name only.
     assert job["env"] == {"MY_VAR": "***"} and started["env"] == {"MY_VAR": "***"} and job["cwd"] == str(workdir)
@@ -125,25 +109,25 @@ def test_env_and_cwd_arrive_literally(hook: OrchesjobHook, tmp_path: Path) -> No
 
 def test_string_command_is_a_shell_snippet(hook: OrchesjobHook) -> None:
     started = hook.start("snippet", "echo one; echo two | tr a-z A-Z; exit 0")
-    wait_terminal(hook, started["job_id"])
+    wait_ended(hook, started["job_id"])
     assert read_all(hook, started["job_id"]) == "one\nTWO\n"
 
 
 def test_reuse_success_adopts_and_strict_never_reruns(hook: OrchesjobHook) -> None:
     first = hook.start("adopt", ["true"])
-    wait_terminal(hook, first["job_id"])
+    wait_ended(hook, first["job_id"])
     again = hook.start("adopt", ["true"])
     assert again["existing"] is True and again["job_id"] == first["job_id"]
     changed = hook.start("adopt", ["false"])
     assert changed["job_id"] == first["job_id"] and changed["parameters_match"] is False
 
     failed = hook.start("retry-after-failure", ["false"])
-    wait_terminal(hook, failed["job_id"])
+    wait_ended(hook, failed["job_id"])
     second = hook.start("retry-after-failure", ["false"])
     assert second["existing"] is False and second["attempt_no"] == 2
 
     strict = hook.start("strict-key", ["false"], mode="strict")
-    wait_terminal(hook, strict["job_id"])
+    wait_ended(hook, strict["job_id"])
     assert hook.start("strict-key", ["false"], mode="strict")["job_id"] == strict["job_id"]
     unlocked = hook.unlock("strict-key", reason="data fix")
     assert unlocked["unlocked"] is True
@@ -163,10 +147,10 @@ def test_abort_then_conflict(hook: OrchesjobHook) -> None:
 
 def test_rerun_and_clean(hook: OrchesjobHook) -> None:
     first = hook.start("rerun-me", ["true"])
-    wait_terminal(hook, first["job_id"])
+    wait_ended(hook, first["job_id"])
     rerun = hook.rerun(run_key="rerun-me", reason="again")
     assert rerun["rerun_of_job_id"] == first["job_id"]
-    wait_terminal(hook, rerun["job_id"])
+    wait_ended(hook, rerun["job_id"])
     preview = hook.clean(all_jobs=True, run_key="rerun-me", dry_run=True)
     assert preview["dry_run"] is True
     cleaned = hook.clean(job_id=first["job_id"])
@@ -234,25 +218,9 @@ def test_start_is_retried_after_the_connection_dies_mid_call(
         job = h.start("cut", ["/bin/sh", "-c", f"echo x >> {shlex.quote(str(executions))}"])
         assert marker.exists()
         assert job["existing"] is True and job["same_request"] is True
-        wait_terminal(h, job["job_id"])
+        wait_ended(h, job["job_id"])
         assert executions.read_text() == "x\n"
         assert len(h.status(run_key="cut", all_attempts=True)) == 1
-
-
-CUT_CONN_ID = "orchesjob_cut"
-
-
-@pytest.fixture
-def cut_proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
-    """The fault suite's cutting proxy in front of the real sshd, and an Airflow connection that goes through it."""
-    proxy = CutProxy(sshd.host, sshd.port).start()
-    conn = sshd.airflow_connection()
-    conn["port"] = proxy.port
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CUT_CONN_ID.upper()}", json.dumps(conn))
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.mark.parametrize("mode", ["default", "strict", "reuse_success"])
@@ -283,7 +251,7 @@ def test_a_start_whose_job_failed_before_the_retry_arrived_runs_once_and_returns
         before = len(cut_proxy.connections)
         calibration = hook.start(f"cal-{mode}", fails_fast("cal"), mode=mode)
         hook.close()
-        wait_terminal(hook, calibration["job_id"])
+        wait_ended(hook, calibration["job_id"])
         hook.close()
         phases = phases_of(cut_proxy.connections[before])
         first = len(cut_proxy.connections)
@@ -302,7 +270,7 @@ def test_a_new_request_id_decides_afresh_and_the_same_one_gets_its_answer_back(h
     """What the operator relies on: the same try (same id) gets its FAILED job back; the next try (new id) starts
     attempt 2 under reuse_success."""
     first = hook.start("per-try", ["false"], request_id="airflow:d:t:r:-1:try1:00000001")
-    wait_terminal(hook, first["job_id"])
+    wait_ended(hook, first["job_id"])
     again = hook.start("per-try", ["false"], request_id="airflow:d:t:r:-1:try1:00000001")
     assert again["job_id"] == first["job_id"] and again["same_request"] is True and again["status"] == "FAILED"
     retry = hook.start("per-try", ["false"], request_id="airflow:d:t:r:-1:try2:00000002")
@@ -332,7 +300,6 @@ def test_unreachable_host_is_a_transport_error(orchesjob_home: str, monkeypatch:
         "login": "nobody",
         "extra": {"no_host_key_check": True},
     }
-    import json
 
     monkeypatch.setenv("AIRFLOW_CONN_ORCHESJOB_DOWN", json.dumps(conn))
     with OrchesjobHook(

@@ -18,9 +18,6 @@ from typing import Any
 
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from tests.support.airflow_case import AirflowCase, job_log_lines
 from tests.support.operator_unit import context
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs

@@ -10,15 +10,11 @@ and unknown never aborts. (Airflow 3's real answers are tested on a live deploym
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
 
 from tests.support.airflow_case import AirflowCase
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow, pytest.mark.versions]
 

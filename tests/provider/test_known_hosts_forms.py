@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from tests.support.airflow_case import AirflowCase, job_log_lines
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs

@@ -21,9 +21,6 @@ from typing import Any
 
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from orchesjob_provider.cli_pack import packed_cli
 from orchesjob_provider.exceptions import OrchesjobCliBroken, OrchesjobUnsafeCache
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from orchesjob_provider.compat import (
     AirflowException,

@@ -11,7 +11,6 @@ the trigger run as the triggerer runs it (shared watcher) and the operator waiti
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 import threading
 import time
@@ -19,9 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from orchesjob_provider import watcher as watcher_mod
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook

@@ -15,9 +15,6 @@ from pathlib import Path
 
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 import orchesjob
 from orchesjob_provider import get_provider_info
 

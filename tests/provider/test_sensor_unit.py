@@ -6,16 +6,12 @@ outcomes through ``airflow dags test`` are in test_airflow_sensor.py.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from orchesjob_provider.compat import (
     AirflowException,

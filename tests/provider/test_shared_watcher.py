@@ -23,32 +23,15 @@ from typing import Any
 
 import pytest
 
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from orchesjob_provider import watcher as watcher_mod
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
-from tests.support.cutproxy import CutProxy
+from tests.support.cutproxy import CUT_CONN_ID, CutProxy
 from tests.support.operator_unit import Recorder, record_log
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.sshd, pytest.mark.airflow]
 
-PROXY_CONN_ID = "orchesjob_counted"
 CONN_ID = "orchesjob_test"  # the conftest's connection to the sshd, without the proxy
-
-
-@pytest.fixture
-def proxy(sshd: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[CutProxy]:
-    """A proxy in front of the real sshd that counts connections (and can cut them); a connection through it."""
-    p = CutProxy(sshd.host, sshd.port).start()
-    conn = sshd.airflow_connection()
-    conn["port"] = p.port
-    monkeypatch.setenv(f"AIRFLOW_CONN_{PROXY_CONN_ID.upper()}", json.dumps(conn))
-    try:
-        yield p
-    finally:
-        p.stop()
 
 
 @pytest.fixture
@@ -175,12 +158,12 @@ async def fire(trigger: OrchesjobTrigger) -> Any:
 
 
 def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
-    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, watchers: dict
+    hook: OrchesjobHook, cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, watchers: dict
 ) -> None:
     names = [f"job{i:02d}" for i in range(24)]
     jobs = {n: hook.start(f"many-{n}", numbered_job(n, 12, pause=0.05 + 0.01 * (i % 5))) for i, n in enumerate(names)}
     triggers = {
-        n: trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
+        n: trigger_for(CUT_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
         for n in names
     }
     logs = {n: record_log(t) for n, t in triggers.items()}
@@ -194,7 +177,7 @@ def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
         assert payload["status"] == "terminal" and payload["job"]["status"] == "SUCCEEDED", payload
         assert logs[n].lines("stdout") == expected(n, 12), n  # every line once, in order
         assert logs[n].lines("stderr") == [f"{n}-err"]
-    assert len(proxy.connections) == 1, "all triggers of one destination share one SSH connection"
+    assert len(cut_proxy.connections) == 1, "all triggers of one destination share one SSH connection"
     assert waits.most == 1, "one wait process on the host at a time for all of them"
     assert not watchers, "the last subscriber leaving closes the watcher"
 
@@ -231,7 +214,7 @@ def test_chatty_jobs_cost_a_call_per_gather_window_not_a_call_per_line(
 
 def test_jobs_on_two_destinations_get_a_watcher_each(
     hook: OrchesjobHook,
-    proxy: CutProxy,
+    cut_proxy: CutProxy,
     ssh_conn_id: str,
     orchesjob_launcher: str,
     orchesjob_home: str,
@@ -242,7 +225,7 @@ def test_jobs_on_two_destinations_get_a_watcher_each(
     a = hook.start("two-a", numbered_job("a", 6, gate))
     b = hook.start("two-b", numbered_job("b", 6, gate))
     ta = trigger_for(ssh_conn_id, orchesjob_launcher, orchesjob_home, a["job_id"])
-    tb = trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, b["job_id"])
+    tb = trigger_for(CUT_CONN_ID, orchesjob_launcher, orchesjob_home, b["job_id"])
     la, lb = record_log(ta), record_log(tb)
     seen: list[list[str]] = []
 
@@ -258,7 +241,7 @@ def test_jobs_on_two_destinations_get_a_watcher_each(
     events = asyncio.run(scenario())
     assert [e["status"] for e in events] == ["terminal", "terminal"]
     assert la.lines("stdout") == expected("a", 6) and lb.lines("stdout") == expected("b", 6)
-    assert seen == [sorted([ssh_conn_id, PROXY_CONN_ID])] and len(proxy.connections) == 1
+    assert seen == [sorted([ssh_conn_id, CUT_CONN_ID])] and len(cut_proxy.connections) == 1
 
 
 def test_a_killed_subscriber_and_a_cleaned_job_leave_the_others_alone(
@@ -305,14 +288,14 @@ def _wait_ended(hook: OrchesjobHook, job_id: str) -> None:
 
 
 def test_a_transport_cut_is_retried_for_all_subscribers(
-    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path
+    hook: OrchesjobHook, cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
     names = ["cut1", "cut2", "cut3"]
     jobs = {n: hook.start(f"cut-{n}", numbered_job(n, 8, gate)) for n in names}
     triggers = {
         n: trigger_for(
-            PROXY_CONN_ID,
+            CUT_CONN_ID,
             orchesjob_launcher,
             orchesjob_home,
             jobs[n]["job_id"],
@@ -329,7 +312,7 @@ def test_a_transport_cut_is_retried_for_all_subscribers(
         while any(len(logs[n].lines("stdout")) < 4 for n in names):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        await asyncio.to_thread(proxy.drop_all)  # the link drops in the middle of a long poll
+        await asyncio.to_thread(cut_proxy.drop_all)  # the link drops in the middle of a long poll
         # the jobs go on only once the watcher has noticed the cut (it logs its retry), so the rest of their
         # output comes over the new connection
         await until(lambda: any("retry" in m for n in names for m in logs[n].messages()), "the cut noticed")
@@ -340,7 +323,7 @@ def test_a_transport_cut_is_retried_for_all_subscribers(
     assert all(e["status"] == "terminal" and e["job"]["status"] == "SUCCEEDED" for e in events)
     for n in names:
         assert logs[n].lines("stdout") == expected(n, 8), n
-    assert len(proxy.connections) >= 2  # it did reconnect
+    assert len(cut_proxy.connections) >= 2  # it did reconnect
     assert any("retry" in m for n in names for m in logs[n].messages()), "the cut was not noticed as one"
 
 
@@ -484,11 +467,11 @@ def test_a_trigger_rebuilt_from_its_deferral_kwargs_resumes_where_the_last_one_d
 
 
 def test_per_trigger_watching_is_still_available(
-    hook: OrchesjobHook, proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
+    hook: OrchesjobHook, cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str
 ) -> None:
     jobs = [hook.start(f"own-{i}", numbered_job(f"own{i}", 4)) for i in range(3)]
     triggers = [
-        trigger_for(PROXY_CONN_ID, orchesjob_launcher, orchesjob_home, j["job_id"], shared_watcher=False) for j in jobs
+        trigger_for(CUT_CONN_ID, orchesjob_launcher, orchesjob_home, j["job_id"], shared_watcher=False) for j in jobs
     ]
     logs: list[Recorder] = [record_log(t) for t in triggers]
 
@@ -499,7 +482,7 @@ def test_per_trigger_watching_is_still_available(
     assert all(e["status"] == "terminal" for e in events)
     for i, rec in enumerate(logs):
         assert rec.lines("stdout") == expected(f"own{i}", 4)
-    assert len(proxy.connections) == 3  # one connection per trigger, as before shared watching
+    assert len(cut_proxy.connections) == 3  # one connection per trigger, as before shared watching
 
 
 MISSING_CONN_ID = "orchesjob_only_on_workers"  # defined in the workers' environment, not in the triggerer's

@@ -9,14 +9,10 @@ reattach, or judge the job as it is now. On a live 3.0.6 deployment the same is 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
 
 from orchesjob_provider.compat import TaskDeferred, event_of_an_earlier_try
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook

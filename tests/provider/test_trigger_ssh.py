@@ -15,10 +15,6 @@ from typing import Any
 import pytest
 
 from orchesjob.contract import CONTRACT_VERSION
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook, asyncssh_connect_kwargs
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 from tests.support.operator_unit import Recorder, airflow_answers, record_log

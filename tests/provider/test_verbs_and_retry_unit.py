@@ -9,17 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pickle
 import string
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
-
-if not os.environ.get("CI"):
-    pytest.importorskip("airflow")
-
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -143,19 +143,10 @@ def test_the_cli_reference_page_is_generated_from_the_argument_table() -> None:
 
 def test_the_job_object_table_names_every_field_of_a_real_answer(tmp_path: Path) -> None:
     """docs/cli.md's table of the job object against what `status` really prints for a finished job."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from tests.support.cli import check_ok, run_cli
 
-    env = dict(os.environ, ORCHESJOB_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
-
-    def cli(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "orchesjob", *args], env=env, capture_output=True, check=True)
-        return json.loads(out.stdout)
-
-    job = cli("start", "--sync", "--run-key", "doc", "--", "true")
-    fields = cli("status", "--job-id", job["job_id"]).keys()
+    job = check_ok(run_cli(tmp_path / "home", "start", "--sync", "--run-key", "doc", "--", "true"))
+    fields = check_ok(run_cli(tmp_path / "home", "status", "--job-id", job["job_id"])).keys()
     guide = (REPO / "docs" / "cli.md").read_text()
     table = guide.split("## The job object", 1)[1].split("\n## ", 1)[0]
     iso = "(+ `_iso`)" in table  # `started_at` ... (+ `_iso`): each timestamp also as ISO 8601

@@ -7,9 +7,7 @@ No pytest here: a fixture builds an ``AirflowCase`` per test.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.airflow_sandbox import AirflowRun, AirflowSandbox, BackgroundAirflow
+from tests.support.cli import run_installed
 
 DATE = "2026-01-02"
 SPEC_VAR = "ORCHESJOB_TEST_SPEC"
@@ -117,13 +116,10 @@ class AirflowCase:
 
     def cli(self, *args: str, check: bool = True) -> Any:
         """Run the CLI on the host (this machine) against this test's ORCHESJOB_HOME; return its JSON."""
-        env = dict(os.environ, ORCHESJOB_HOME=str(self.remote_home))
-        proc = subprocess.run(
-            [self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-        return json.loads(proc.stdout) if proc.stdout.strip() else None
+        r = run_installed(self.launcher, self.remote_home, *args, timeout=120)
+        if check and r.code != 0:
+            raise AssertionError(f"orchesjob {' '.join(args)} failed ({r.code}): {r.out}{r.err}")
+        return json.loads(r.out) if r.out.strip() else None
 
     def jobs(self, run_key: str) -> list[dict[str, Any]]:
         """Every attempt of a run key, oldest first."""

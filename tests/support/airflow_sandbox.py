@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import sqlite3
-import stat
 import subprocess
 import sys
 import time
@@ -36,25 +34,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "dags_examples"
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-def write_cli_launcher(path: PathLike, python: str = sys.executable, repo_root: PathLike = REPO_ROOT) -> str:
-    """Write ``#!/bin/sh`` + ``exec PYTHON -m orchesjob "$@"`` (with PYTHONPATH set to the checkout) at ``path``.
-
-    This is the CLI as the SSH user on the "remote" host runs it: a non-login SSH command has a bare PATH and none of
-    our environment, so the provider is given this absolute path, exactly as a user would point it at a venv or the
-    zipapp on a real host. Returns the path as a string.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "#!/bin/sh\n"
-        f"PYTHONPATH={shlex.quote(str(repo_root))}\n"
-        "export PYTHONPATH\n"
-        f'exec {shlex.quote(python)} -m orchesjob "$@"\n'
-    )
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
-    return str(path)
 
 
 class AirflowRun:

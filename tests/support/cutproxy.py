@@ -30,6 +30,8 @@ from typing import Callable, Optional
 C2S = "c2s"
 S2C = "s2c"
 STYLES = ("rst", "fin", "blackhole")
+# The Airflow connection through the proxy that the ``cut_proxy`` fixture (tests/support/fixtures.py) sets up.
+CUT_CONN_ID = "orchesjob_cut"
 
 
 @dataclasses.dataclass(frozen=True)

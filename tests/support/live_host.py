@@ -6,11 +6,11 @@ No pytest here.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.cli import run_installed, wait_until
 
 
 class Host:
@@ -23,13 +23,10 @@ class Host:
         work.mkdir(parents=True, exist_ok=True)
 
     def cli(self, *args: str) -> Any:
-        env = dict(os.environ, ORCHESJOB_HOME=str(self.state))
-        proc = subprocess.run(
-            [self.launcher, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60
-        )
-        if proc.returncode not in (0, 3):
-            raise AssertionError(f"orchesjob {' '.join(args)} failed ({proc.returncode}): {proc.stdout}{proc.stderr}")
-        return json.loads(proc.stdout) if proc.returncode == 0 else None
+        r = run_installed(self.launcher, self.state, *args, timeout=60)
+        if r.code not in (0, 3):
+            raise AssertionError(f"orchesjob {' '.join(args)} failed ({r.code}): {r.out}{r.err}")
+        return json.loads(r.out) if r.code == 0 else None
 
     def jobs(self, run_key: str) -> list[dict[str, Any]]:
         """Every attempt of the run key, oldest first (none yet: an empty list)."""
@@ -37,14 +34,15 @@ class Host:
         return list(reversed(found or []))
 
     def wait_job(self, run_key: str, statuses: set[str], timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        jobs: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
+        """The run key's newest job, once its status is one of ``statuses``."""
+
+        def newest() -> dict[str, Any] | None:
             jobs = self.jobs(run_key)
-            if jobs and jobs[-1]["status"] in statuses:
-                return jobs[-1]
-            time.sleep(0.3)
-        raise AssertionError(f"no job of {run_key!r} became {sorted(statuses)} within {timeout:g}s: {jobs}")
+            return jobs[-1] if jobs and jobs[-1]["status"] in statuses else None
+
+        return wait_until(
+            newest, timeout, step=0.3, what=lambda: f"a job of {run_key!r} {sorted(statuses)}: {self.jobs(run_key)}"
+        )
 
     def abort_running(self) -> list[str]:
         """Abort every job still running on this host (a test that failed half-way leaves jobs waiting for a release
@@ -73,8 +71,11 @@ class Host:
         pids = []
         for part in ("main", "child"):
             path = self.work / f"{name}.{part}"
-            while not (path.exists() and path.read_text().strip()):
-                assert time.monotonic() < deadline, f"the job {name} never wrote {path.name}"
-                time.sleep(0.1)
-            pids.append(int(path.read_text().strip()))
+            written = wait_until(
+                lambda path=path: path.exists() and path.read_text().strip(),
+                max(0.0, deadline - time.monotonic()),
+                step=0.1,
+                what=f"the job {name} to write {path.name}",
+            )
+            pids.append(int(written))
         return pids

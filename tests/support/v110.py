@@ -20,15 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.cli_helpers import Result, parse_json
-
-CI = bool(os.environ.get("CI"))
-
-
-def _unavailable(message: str) -> None:
-    if CI:
-        pytest.fail(message + " (CI is set: this is a failure, not a skip)")
-    pytest.skip(message)
+from tests.support.cli import Result, parse_json
+from tests.support.guards import unavailable
 
 
 # -- a real orchesjob 1.1.0 -------------------------------------------------------------------------------------------
@@ -106,7 +99,7 @@ class V110:
 def v110() -> Iterator[V110]:
     python = _python_312()
     if python is None:
-        _unavailable("no Python >= 3.12 with venv found (orchesjob 1.1.0 needs one; e.g. pyenv install 3.12)")
+        unavailable("no Python >= 3.12 with venv found (orchesjob 1.1.0 needs one; e.g. pyenv install 3.12)")
         return
     root = Path(tempfile.mkdtemp(prefix="orchesjob-1.1.0-"))
     # without this checkout on the path (tools/test-other-pythons.sh puts it on PYTHONPATH): `python -m orchesjob`
@@ -116,7 +109,7 @@ def v110() -> Iterator[V110]:
         os.chmod(str(root), 0o755)
         made = subprocess.run([python, "-m", "venv", str(root / "venv")], capture_output=True, timeout=300, env=env)
         if made.returncode:
-            _unavailable("could not make a venv with %s: %s" % (python, made.stderr.decode()[-2000:]))
+            unavailable("could not make a venv with %s: %s" % (python, made.stderr.decode()[-2000:]))
         pip = subprocess.run(
             [
                 str(root / "venv" / "bin" / "python"),
@@ -134,7 +127,7 @@ def v110() -> Iterator[V110]:
             env=env,
         )
         if pip.returncode:
-            _unavailable("pip install orchesjob==1.1.0 failed: %s" % pip.stderr.decode()[-2000:])
+            unavailable("pip install orchesjob==1.1.0 failed: %s" % pip.stderr.decode()[-2000:])
         v = V110(root)
         version = subprocess.run(
             [v.python, "-m", "orchesjob", "--version"], capture_output=True, text=True, cwd=str(root), env=env

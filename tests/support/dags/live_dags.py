@@ -23,57 +23,28 @@ COMMON: dict[str, Any] = {
     "abort_grace_seconds": 1,
     "deferrable": True,
 }
+SHAPE: dict[str, Any] = {
+    "schedule": None,
+    "start_date": pendulum.datetime(2026, 1, 1, tz="UTC"),
+    "catchup": False,
+}
+TAGS = ("orchesjob", "test")
 
-with DAG(
-    dag_id="orchesjob_live",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 0},
-    tags=["orchesjob", "test"],
-):
-    OrchesjobOperator(task_id="job", **COMMON)
 
-with DAG(
-    dag_id="orchesjob_live_timeout",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 0},
-    tags=["orchesjob", "test"],
-):
-    OrchesjobOperator(task_id="job", execution_timeout=timedelta(seconds=25), **COMMON)
+def one_job(dag_id: str, default_args: dict[str, Any], **operator: Any) -> DAG:
+    """A DAG of one operator task ``job`` that runs the run's ``script`` (``operator``: what differs from COMMON)."""
+    with DAG(dag_id=dag_id, default_args=dict(default_args), tags=list(TAGS), **SHAPE) as dag:
+        OrchesjobOperator(task_id="job", **{**COMMON, **operator})
+    return dag
 
-with DAG(
-    dag_id="orchesjob_live_deferred_retry",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
-    tags=["orchesjob", "test"],
-):
-    OrchesjobOperator(task_id="job", **COMMON)
 
-with DAG(
-    dag_id="orchesjob_live_polling",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 0},
-    tags=["orchesjob", "test"],
-):
-    OrchesjobOperator(task_id="job", **{**COMMON, "deferrable": False})
-
-with DAG(
-    dag_id="orchesjob_live_retry",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    # one retry, late enough that a test sees the task instance up_for_retry before the retry runs
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=20)},
-    tags=["orchesjob", "test"],
-):
-    OrchesjobOperator(task_id="job", **{**COMMON, "deferrable": False})
+NO_RETRY = {"retries": 0}
+live = one_job("orchesjob_live", NO_RETRY)
+live_timeout = one_job("orchesjob_live_timeout", NO_RETRY, execution_timeout=timedelta(seconds=25))
+live_deferred_retry = one_job("orchesjob_live_deferred_retry", {"retries": 1, "retry_delay": timedelta(seconds=1)})
+live_polling = one_job("orchesjob_live_polling", NO_RETRY, deferrable=False)
+# one retry, late enough that a test sees the task instance up_for_retry before the retry runs
+live_retry = one_job("orchesjob_live_retry", {"retries": 1, "retry_delay": timedelta(seconds=20)}, deferrable=False)
 
 
 @task
@@ -82,15 +53,7 @@ def jobs(**context: Any) -> list[dict[str, str]]:
     return [dict(job) for job in context["dag_run"].conf["jobs"]]
 
 
-with DAG(
-    dag_id="orchesjob_live_hosts",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    default_args={"retries": 0},
-    max_active_tasks=200,
-    tags=["orchesjob", "test"],
-):
+with DAG(dag_id="orchesjob_live_hosts", default_args=dict(NO_RETRY), max_active_tasks=200, tags=list(TAGS), **SHAPE):
     # many deferred jobs spread over hosts (the connections orchesjob_live, orchesjob_live_2, orchesjob_live_3)
     OrchesjobOperator.partial(task_id="job", poll_interval=5, abort_grace_seconds=1, deferrable=True).expand_kwargs(
         jobs()

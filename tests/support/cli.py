@@ -1,4 +1,5 @@
-"""Plain helpers of the CLI black-box tests (imported by conftest.py and the test modules)."""
+"""The CLI as a separate process, for every suite: how to start it (argv, environment, a real terminal), how to read
+its answers, and the waits and process checks the black-box tests share."""
 
 import collections
 import fcntl
@@ -7,17 +8,21 @@ import json
 import os
 import pty
 import select
+import shlex
 import signal
+import sqlite3
+import stat
 import struct
 import subprocess
 import sys
 import termios
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
+PathLike = Union[str, "os.PathLike[str]"]
 
 # The fields every job object of the 1.1.0 reference carries.
 REFERENCE_JOB_FIELDS = (
@@ -54,8 +59,9 @@ Result = collections.namedtuple("Result", "code json out err")
 
 
 # -- plain helpers (usable from fixtures and tests) ---------------------------------------------------------------
-def cli_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "orchesjob"] + [str(a) for a in args]
+def cli_argv(*args: str, python: str = sys.executable) -> list[str]:
+    """The argv that runs this checkout's CLI (with ``cli_env``'s PYTHONPATH) under ``python``."""
+    return [python, "-m", "orchesjob"] + [str(a) for a in args]
 
 
 def cli_env(home: Path, env: Optional[Mapping[str, Optional[str]]] = None) -> dict[str, str]:
@@ -72,6 +78,39 @@ def cli_env(home: Path, env: Optional[Mapping[str, Optional[str]]] = None) -> di
             else:
                 e[k] = v
     return e
+
+
+def write_cli_launcher(path: PathLike, python: str = sys.executable, repo_root: PathLike = REPO_ROOT) -> str:
+    """Write ``#!/bin/sh`` + ``exec PYTHON -m orchesjob "$@"`` (with PYTHONPATH set to the checkout) at ``path``.
+
+    This is the CLI as the SSH user on the "remote" host runs it: a non-login SSH command has a bare PATH and none of
+    our environment, so the provider is given this absolute path, exactly as a user would point it at a venv or the
+    zipapp on a real host. Returns the path as a string.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "#!/bin/sh\n"
+        f"PYTHONPATH={shlex.quote(str(repo_root))}\n"
+        "export PYTHONPATH\n"
+        f'exec {shlex.quote(python)} -m orchesjob "$@"\n'
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+    return str(path)
+
+
+def run_installed(launcher: str, home: Path, *args: str, timeout: float = 120) -> Result:
+    """The CLI through an executable (a launcher from ``write_cli_launcher``, as the SSH user runs it) against the
+    state directory ``home``, with this process's environment otherwise (what a host's own shell would have)."""
+    p = subprocess.run(
+        [launcher, *args],
+        env=dict(os.environ, ORCHESJOB_HOME=str(home)),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+    )
+    out = p.stdout.decode("utf-8", "replace")
+    return Result(p.returncode, parse_json(out), out, p.stderr.decode("utf-8", "replace"))
 
 
 def parse_json(out: str) -> Any:
@@ -93,6 +132,28 @@ def run_cli(home: Path, *args: str, env: Optional[dict[str, str]] = None, timeou
     out = p.stdout.decode("utf-8", "replace")
     err = p.stderr.decode("utf-8", "replace")
     return Result(p.returncode, parse_json(out), out, err)
+
+
+def popen_cli(
+    home: Path, *args: str, env: Optional[Mapping[str, Optional[str]]] = None, **popen: Any
+) -> subprocess.Popen:
+    """The CLI in the background (a caller to kill, stop or race), its stdout and stderr pipes: read with ``finish``."""
+    popen.setdefault("cwd", REPO_ROOT)
+    return subprocess.Popen(
+        cli_argv(*args),
+        env=cli_env(home, env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
+
+
+def finish(p: subprocess.Popen, timeout: float = 120) -> Result:
+    """The Result of a ``popen_cli`` process, once it has exited (within ``timeout`` seconds)."""
+    out, err = p.communicate(timeout=timeout)
+    o, e = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+    return Result(p.returncode, parse_json(o), o, e)
 
 
 def check_ok(r: Result) -> Any:
@@ -161,14 +222,44 @@ def leave_released_locks(job: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def wait_until(pred, timeout: float = 30.0, step: float = 0.05, what: str = "condition") -> Any:
+def db_exec(home: Path, sql: str, *args: Any) -> None:
+    """Run one SQL statement on the state database directly (autocommit), as damage or time passing would."""
+    c = sqlite3.connect(str(home / "orchesjob.db"), timeout=30, isolation_level=None)
+    try:
+        c.execute(sql, args)
+    finally:
+        c.close()
+
+
+def kill_job_processes(job: dict) -> None:
+    """SIGKILL a job's supervisor and command, so nothing of it is alive and nobody recorded its end."""
+    for pid in (job["worker_pid"], job["target_pid"]):
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    wait_until(
+        lambda: all(stat_state(p) in (None, "Z") for p in (job["worker_pid"], job["target_pid"]) if p),
+        what="the job's processes to die",
+    )
+
+
+def wait_until(
+    pred: Callable[..., Any],
+    timeout: float = 30.0,
+    step: float = 0.05,
+    what: Union[str, Callable[[], str]] = "condition",
+) -> Any:
+    """Poll ``pred`` every ``step`` seconds until it returns something true, and return that; after ``timeout``
+    seconds fail saying ``what`` never came (a callable ``what`` is asked then, to describe the state at the end)."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what() if callable(what) else what))
         time.sleep(step)
 
 
