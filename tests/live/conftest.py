@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.cli import write_cli_launcher
+from tests.support.fixtures import start_sshd
 from tests.support.live_host import Host
 from tests.support.prod_airflow import ProdAirflow
 from tests.support.sshd import SshServer
@@ -53,17 +54,9 @@ def other_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Host]
     _abort_left(hosts)
 
 
-def _sshd(tmp_path_factory: pytest.TempPathFactory, name: str) -> SshServer:
-    server = SshServer(tmp_path_factory.mktemp(name))
-    try:
-        return server.start()
-    except Exception as exc:  # noqa: BLE001 - any reason is a failure here
-        pytest.fail(f"cannot start a real sshd for the live Airflow tests: {exc}", pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def live_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    server = _sshd(tmp_path_factory, "live-sshd")
+    server = start_sshd(tmp_path_factory, "live-sshd", required=True)
     try:
         yield server
     finally:
@@ -75,7 +68,7 @@ def other_sshds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[SshSe
     servers: list[SshServer] = []
     try:
         for n in (2, 3):
-            servers.append(_sshd(tmp_path_factory, f"live-sshd-{n}"))
+            servers.append(start_sshd(tmp_path_factory, f"live-sshd-{n}", required=True))
         yield servers
     finally:
         for server in servers:

@@ -38,14 +38,25 @@ def home(tmp_path: Path) -> Iterator[Path]:
         os.chmod(str(h), 0o700)
 
 
+def start_sshd(tmp_path_factory: pytest.TempPathFactory, name: str, *, required: bool = False) -> SshServer:
+    """A real OpenSSH server on 127.0.0.1 in a temp directory of its own (about half a second to start). One that
+    cannot start skips the test on a developer machine and fails it under CI, or fails it always when `required`
+    (the live suite: its deployment is what it tests)."""
+    server = SshServer(tmp_path_factory.mktemp(name))
+    try:
+        return server.start()
+    except Exception as exc:
+        message = f"cannot start a real sshd: {exc}"
+        if required:
+            pytest.fail(message, pytrace=False)
+        unavailable(message)
+        raise  # unavailable() skipped or failed the test; never reached
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    """One real OpenSSH server on 127.0.0.1 for the whole session (starting one takes about half a second)."""
-    server = SshServer(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except Exception as exc:  # noqa: BLE001 - any reason it cannot start is reported the same way
-        unavailable(f"cannot start a real sshd: {exc}")
+    """One real OpenSSH server on 127.0.0.1 for the whole session."""
+    server = start_sshd(tmp_path_factory, "sshd")
     try:
         yield server
     finally:
