@@ -122,7 +122,7 @@ def test_a_scheduler_restart_starts_nothing_twice_and_loses_nothing(live_airflow
         # while no scheduler runs: a run is triggered, a job ends
         late = live.trigger("orchesjob_live", {"script": numbered_job(host.work, late_name, 2)})
         release.touch()
-        time.sleep(5)
+        time.sleep(5)  # the scenario's window, not a wait for a state: the scheduler stays down while both happen
         live.start_again("scheduler")
     finally:
         release.touch()

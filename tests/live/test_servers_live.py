@@ -61,7 +61,7 @@ def test_redis_restarted_with_tasks_queued_and_deferred(live_airflow: ProdAirflo
             queued[name] = live.trigger(DAG, {"script": numbered_job(host.work, name, 2)})
         for run_id in queued.values():
             live.wait_state(DAG, run_id, TASK, ["queued"], timeout=120)  # sent to the broker, taken by no one
-        time.sleep(2)
+        time.sleep(2)  # the scenario's window: the messages sit in the broker a moment before it restarts
         live.redis.restart()
     finally:
         for worker in workers:
