@@ -8,13 +8,13 @@ which also kills whatever the test left running there). `run(*args)` runs the CL
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
-from tests.support.cli import TERMINAL, Result, check_error, check_ok, run_cli
+from tests.support.cli import Result, check_error, check_ok, run_cli
+from tests.support.cli import wait_terminal as support_wait_terminal
 
 # Ctrl-C tests send SIGINT to the CLI and expect its handler. A test run started in the background of a shell
 # (`make test &`, a CI runner's job) inherits SIGINT *ignored*, and an ignored signal stays ignored across exec, so
@@ -57,16 +57,7 @@ def wait_terminal(run):
     """wait_terminal(job_id, timeout=60) -> the job once it is terminal (uses `orchesjob wait`)."""
 
     def _wait(job_id: str, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = max(1.0, deadline - time.monotonic())
-            r = run("wait", "--job-id", job_id, "--timeout", "%g" % min(left, 30), timeout=left + 30)
-            job = check_ok(r)
-            if job["status"] in TERMINAL:
-                assert job["timed_out"] is False
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError("job %s still %s after %ss" % (job_id, job["status"], timeout))
+        return support_wait_terminal(lambda *a, timeout: check_ok(run(*a, timeout=timeout)), job_id, timeout)
 
     return _wait
 

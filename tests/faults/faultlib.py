@@ -12,12 +12,12 @@ import os
 import random
 import sqlite3
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tests.support.cli import Result, run_cli, wait_until
+from tests.support.cli import wait_terminal as support_wait_terminal
 
 FAULT_JOB = str(Path(__file__).resolve().with_name("fault_job.py"))
 EXIT_CODES = {0, 1, 2, 3, 4, 5}
@@ -131,12 +131,8 @@ def history(home: Path, run_key: str) -> list[dict[str, Any]]:
 
 
 def wait_terminal(home: Path, job_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = ok(home, "wait", "--job-id", job_id, "--timeout", "10")
-        if job["status"] in TERMINAL:
-            return job
-        assert time.monotonic() < deadline, "job %s still %s after %ss" % (job_id, job["status"], timeout)
+    """The job once it has ended, each call held to the output contract (tests.support.cli.wait_terminal)."""
+    return support_wait_terminal(lambda *a, timeout: ok(home, *a, timeout=timeout), job_id, timeout)
 
 
 # -- evidence from fault_job.py -----------------------------------------------------------------------------------

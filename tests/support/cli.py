@@ -263,6 +263,22 @@ def wait_until(
         time.sleep(step)
 
 
+def wait_terminal(call: Callable[..., Any], job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """The job once it has ended, asked through the CLI's own `wait` (long polls of at most 30 s, until `timeout`).
+
+    `call(*args, timeout=SECONDS)` runs one CLI call and returns its JSON answer, having checked it as its caller
+    checks every call (the CLI tests' check_ok, the fault suite's output contract)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(1.0, deadline - time.monotonic())
+        job = call("wait", "--job-id", job_id, "--timeout", "%g" % min(left, 30), timeout=left + 30)
+        if job["status"] in TERMINAL:
+            assert job["timed_out"] is False
+            return dict(job)
+        if time.monotonic() > deadline:
+            raise AssertionError("job %s still %s after %ss" % (job_id, job["status"], timeout))
+
+
 def open_files(pid: int) -> list[str]:
     """What process `pid`'s file descriptors point at (paths, or e.g. ``anon_inode:[pidfd]``); [] once it is gone."""
     try:
