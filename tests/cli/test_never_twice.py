@@ -29,6 +29,7 @@ from tests.support.cli import (
     wait_pids_gone,
     wait_until,
 )
+from tests.support.procs import processes_of_home, stopped_supervisor
 
 UNSHARE = shutil.which("unshare")
 
@@ -48,34 +49,6 @@ def runs(marker: Path) -> int:
 
 def stopped(pid: int) -> bool:
     return stat_state(pid) == "T"
-
-
-def procs_of_home(home: Path):
-    """Pids of processes that carry this test's ORCHESJOB_HOME (CLI calls, supervisors, job commands)."""
-    needle = ("ORCHESJOB_HOME=%s" % home).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % name, "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            pass
-    return found
-
-
-def stopped_supervisor(home: Path, caller: int) -> int:
-    """The supervisor (a fork of the start caller, so an orchesjob process) that stopped itself at a pause point."""
-
-    def find():
-        for pid in procs_of_home(home):
-            if pid != caller and stopped(pid):
-                return pid
-        return None
-
-    return wait_until(find, 30, what="the supervisor to stop at its pause point")
 
 
 def db_row(home: Path, job_id: str) -> dict:
@@ -151,7 +124,7 @@ def test_a_job_whose_caller_died_before_spawning_its_supervisor_is_lost_and_neve
     # the record says only what is known: no launch was recorded (a supervisor killed between its launch and its
     # commit leaves the same row, so the reason cannot claim the command never ran; the run marker proves it here)
     assert lost["status"] == "LOST" and "before a launch of its command was recorded" in lost["end_reason"], lost
-    assert procs_of_home(home) == []
+    assert not processes_of_home(home)
     nxt = check_ok(run_cli(home, "start", "--run-key", "late", "--sync", "--", *counting(marker)))
     assert nxt["attempt_no"] == 2 and nxt["status"] == "SUCCEEDED"
     assert runs(marker) == 1

@@ -12,12 +12,14 @@ import os
 import random
 import sqlite3
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tests.support.cli import Result, run_cli, wait_until
 from tests.support.cli import wait_terminal as support_wait_terminal
+from tests.support.procs import environ as _environ
+from tests.support.procs import live_pids
+from tests.support.procs import stat_fields as _stat
 
 FAULT_JOB = str(Path(__file__).resolve().with_name("fault_job.py"))
 EXIT_CODES = {0, 1, 2, 3, 4, 5}
@@ -198,41 +200,7 @@ class Evidence:
         return collections.Counter(ln[1] for ln in self.begins())
 
 
-# -- /proc ----------------------------------------------------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2 :].decode("ascii", "replace").split()
-
-
-def _environ(pid: int) -> list[bytes]:
-    try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def _cmdline(pid: int) -> list[bytes]:
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def live_pids() -> Iterable[int]:
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if name.isdigit() and int(name) != me:
-            st = _stat(int(name))
-            if st and st[0] not in ("Z", "X"):
-                yield int(name)
-
-
+# -- /proc (the shared part: tests/support/procs.py) ----------------------------------------------------------------
 def job_processes(job_id: str, pgid: int | None = None) -> set[int]:
     """Live processes carrying the job's ORCHESJOB_JOB_ID, or in its process group."""
     needle = ("ORCHESJOB_JOB_ID=%s" % job_id).encode()
@@ -244,34 +212,6 @@ def job_processes(job_id: str, pgid: int | None = None) -> set[int]:
         if (pgid and int(st[2]) == pgid) or needle in _environ(pid):
             found.add(pid)
     return found
-
-
-def processes_of_home(home: Path) -> set[int]:
-    needle = ("ORCHESJOB_HOME=%s" % home).encode()
-    return {pid for pid in live_pids() if needle in _environ(pid)}
-
-
-def supervisor_pids(home: Path, start_pid: int) -> set[int]:
-    """Supervisors spawned from `start_pid`'s session: same home, the command line a supervisor gives itself
-    (`orchesjob supervisor JOB-ID`; an `orchesjob start` one in the instant before), in a session of their own that
-    they do not lead (the double fork's grandchild)."""
-    st0 = _stat(start_pid)
-    out = set()
-    for pid in processes_of_home(home):
-        if pid == start_pid:
-            continue
-        cmd = _cmdline(pid)
-        if not cmd:
-            continue  # gone between the two reads (or a zombie: its command line is empty)
-        if not cmd[0].startswith(b"orchesjob supervisor ") and (b"orchesjob" not in cmd or b"start" not in cmd):
-            continue
-        st = _stat(pid)
-        if st is None:
-            continue
-        sid = int(st[3])
-        if sid != pid and (st0 is None or sid != int(st0[3])):
-            out.add(pid)
-    return out
 
 
 def wait_gone(pids_fn, timeout: float, what: str) -> None:

@@ -34,13 +34,13 @@ from tests.faults.faultlib import (
     job_processes,
     ok,
     prints_raw,
-    processes_of_home,
     trials,
     wait_gone,
     wait_terminal,
     wait_until,
 )
 from tests.support.cli import REPO_ROOT, Result, cli_argv, cli_env, finish, popen_cli, run_cli
+from tests.support.procs import processes_of_home
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -36,11 +36,11 @@ from tests.faults.faultlib import (
     job_argv,
     job_processes,
     ok,
-    supervisor_pids,
     trials,
     wait_terminal,
 )
 from tests.support.cli import REPO_ROOT, Result, cli_argv, cli_env, finish, parse_json, pid_alive
+from tests.support.procs import supervisor_pids
 
 pytestmark = pytest.mark.timeout(900)
 

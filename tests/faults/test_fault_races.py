@@ -40,8 +40,6 @@ from tests.faults.faultlib import (
     job_argv,
     job_processes,
     ok,
-    processes_of_home,
-    supervisor_pids,
     trials,
     wait_terminal,
 )
@@ -59,6 +57,7 @@ from tests.support.cli import (
     wait_until_waiting_on_a_job,
 )
 from tests.support.guards import unavailable
+from tests.support.procs import processes_of_home, stopped_supervisor, supervisor_pids
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -131,18 +130,6 @@ def _attempts(home: Path, key: str) -> dict[str, int]:
         return dict(c.execute("SELECT job_id, attempt_no FROM jobs WHERE run_key = ?", (key,)).fetchall())
     finally:
         c.close()
-
-
-def _stopped_supervisor(home: Path, caller: int, timeout: float = 30) -> int:
-    """The supervisor spawned by `caller` once it has stopped itself at its pause point."""
-
-    def find() -> int | None:
-        for pid in supervisor_pids(home, caller):
-            if _stopped(pid):
-                return pid
-        return None
-
-    return wait_until(find, timeout, step=0.01, what="the supervisor to stop at its pause point")
 
 
 def _jobs_in(value: Any) -> list[dict[str, Any]]:
@@ -465,7 +452,7 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
             env={"ORCHESJOB_PAUSE_AT": pause} if pause else None,
         )
         if pause:
-            sup = _stopped_supervisor(home, caller.pid)
+            sup = stopped_supervisor(home, caller.pid)
             first = _job_ids(home, t.key)[0]
             if stage == "caller-killed":
                 caller.kill()
@@ -627,7 +614,7 @@ def test_a_reader_never_reaches_a_lost_verdict_while_the_supervisor_lives(
         *job_argv(marker, lock, gate=gate),
         env={"ORCHESJOB_PAUSE_AT": "supervisor-before-record"},
     )
-    sup = _stopped_supervisor(home, caller.pid)
+    sup = stopped_supervisor(home, caller.pid)
     job_id = _job_ids(home, "busy")[0]
     caller.kill()
     caller.wait()
@@ -814,7 +801,7 @@ def test_readers_and_starts_from_another_pid_namespace(home: Path, tmp_path: Pat
         )
         t.notes.append("supervisor stopped at %s" % pause if pause else "no pause")
         if pause:
-            sup = _stopped_supervisor(home, caller.pid)
+            sup = stopped_supervisor(home, caller.pid)
             t.job_id = _job_ids(home, t.key)[0]
             t.batch(rng, "supervisor stopped", clean_deletes=True)
             time.sleep(rng.uniform(0.0, 0.2))  # random jitter before the supervisor goes on
@@ -1118,7 +1105,7 @@ def test_abort_at_random_moments_around_the_launch(home: Path, tmp_path: Path, r
         )
         sup: int | None = None
         if when == "while-stopped":
-            sup = _stopped_supervisor(home, caller.pid)
+            sup = stopped_supervisor(home, caller.pid)
             time.sleep(rng.uniform(0.0, 0.1))  # random jitter before the abort
         else:
             time.sleep(rng.uniform(0.0, 0.3))  # random jitter: the abort lands anywhere in the start

@@ -49,9 +49,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, processes_of_home, trials, wait_terminal
+from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, trials, wait_terminal
 from tests.support.cli import TERMINAL, wait_until
 from tests.support.cutproxy import C2S, CUT_CONN_ID, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
+from tests.support.procs import processes_of_home
 
 pytestmark = [
     pytest.mark.timeout(1800),
