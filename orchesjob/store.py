@@ -372,6 +372,18 @@ class Store:
         finally:
             src.close()
 
+    def name_left_backup(self) -> None:
+        """Give a 1.1.0 upgrade's backup its name when a kill came between the upgrade's COMMIT and the naming (the
+        two steps after it). At our schema such a `.partial` file is the whole backup of the original database, fsynced
+        before the COMMIT: an upgrade writes it only while the database is still 1.1.0's. Named, never deleted."""
+        from .legacy import BACKUP_SUFFIX
+
+        partial = self.path + BACKUP_SUFFIX + ".partial"
+        if os.path.lexists(partial):
+            from .legacy.upgrade import name_backup
+
+            name_backup(partial)
+
     def create_schema(self) -> None:
         """Create the newest schema's tables and indexes, inside the open write transaction (a new database, and the
         upgrade of an orchesjob 1.1.0 one, orchesjob/legacy/upgrade.py)."""
@@ -859,6 +871,8 @@ class _Transaction:
                     % (self.store.path, self.store.legacy)
                 )
             self.store._upgrade_legacy()
+        elif self.wait is None:
+            self.store.name_left_backup()
         if self.wait is not None:
             self._busy(self.wait)
         try:

@@ -428,6 +428,20 @@ def _our_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def test_a_backup_left_unnamed_by_a_kill_after_the_commit_gets_its_name(pristine, tmp_path):
+    """A kill between the upgrade's COMMIT and the renaming of its backup leaves the database upgraded and the whole
+    backup under its `.partial` name; the next writing command names it, and it is the original database."""
+    original = dump(db_path(pristine))
+    home = copy_state(pristine, tmp_path / "home")
+    check_error(run_cli(home, "abort", "--run-key", "failed"), 4)  # upgrades, then refuses: nothing else written
+    (home / BACKUP).rename(home / (BACKUP + ".partial"))  # as the kill would have left it
+    check_ok(run_cli(home, "status", "--run-key", "failed"))  # a reader does not touch it
+    assert (home / (BACKUP + ".partial")).exists() and not (home / BACKUP).exists()
+    check_error(run_cli(home, "abort", "--run-key", "failed"), 4)
+    assert not list(home.glob("*.partial*"))
+    assert dump(home / BACKUP) == original
+
+
 def test_kill_9_at_any_moment_of_the_upgrade_leaves_the_old_database_or_the_new_one(pristine, tmp_path):
     original = dump(db_path(pristine))
     reference = copy_state(pristine, tmp_path / "reference")
