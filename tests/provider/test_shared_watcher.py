@@ -158,21 +158,37 @@ async def fire(trigger: OrchesjobTrigger) -> Any:
 
 
 def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
-    hook: OrchesjobHook, cut_proxy: CutProxy, orchesjob_launcher: str, orchesjob_home: str, watchers: dict
+    hook: OrchesjobHook,
+    cut_proxy: CutProxy,
+    orchesjob_launcher: str,
+    orchesjob_home: str,
+    watchers: dict,
+    tmp_path: Path,
 ) -> None:
+    gate = tmp_path / "gate"
     names = [f"job{i:02d}" for i in range(24)]
-    jobs = {n: hook.start(f"many-{n}", numbered_job(n, 12, pause=0.05 + 0.01 * (i % 5))) for i, n in enumerate(names)}
+    jobs = {
+        n: hook.start(f"many-{n}", numbered_job(n, 12, gate, pause=0.05 + 0.01 * (i % 5)))
+        for i, n in enumerate(names)
+    }
     triggers = {
         n: trigger_for(CUT_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
         for n in names
     }
     logs = {n: record_log(t) for n, t in triggers.items()}
 
-    async def scenario() -> list[Any]:
-        return await asyncio.wait_for(asyncio.gather(*(fire(t) for t in triggers.values())), 120)
+    async def scenario(waits: HostWaits) -> list[Any]:
+        fired = asyncio.gather(*(fire(t) for t in triggers.values()))
+        # Every job stops at the gate after 6 lines (starting 24 jobs can take longer than a job runs, so without
+        # it the first ones could end before anything watches them): once each trigger has logged its 6 lines, all
+        # 24 are subscribed and still running, and the watcher's one `wait` call must show on the host.
+        await until(lambda: all(len(logs[n].lines("stdout")) >= 6 for n in names), "6 lines from every trigger")
+        await until(lambda: waits.most >= 1, "a wait process on the host while all 24 jobs wait at the gate")
+        await asyncio.to_thread(gate.touch)
+        return await asyncio.wait_for(fired, 120)
 
     with HostWaits(orchesjob_home) as waits:
-        events = asyncio.run(scenario())
+        events = asyncio.run(scenario(waits))
     for n, payload in zip(names, events):
         assert payload["status"] == "terminal" and payload["job"]["status"] == "SUCCEEDED", payload
         assert logs[n].lines("stdout") == expected(n, 12), n  # every line once, in order
