@@ -168,8 +168,7 @@ def test_many_jobs_on_one_host_share_one_connection_and_one_host_process(
     gate = tmp_path / "gate"
     names = [f"job{i:02d}" for i in range(24)]
     jobs = {
-        n: hook.start(f"many-{n}", numbered_job(n, 12, gate, pause=0.05 + 0.01 * (i % 5)))
-        for i, n in enumerate(names)
+        n: hook.start(f"many-{n}", numbered_job(n, 12, gate, pause=0.05 + 0.01 * (i % 5))) for i, n in enumerate(names)
     }
     triggers = {
         n: trigger_for(CUT_CONN_ID, orchesjob_launcher, orchesjob_home, jobs[n]["job_id"], request_id=f"try-{n}")
