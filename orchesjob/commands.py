@@ -6,7 +6,6 @@ Nothing here knows about argv; cli.py parses and validates, these functions deci
 from __future__ import annotations
 
 import os
-import select
 import time
 
 from . import home, jobs, life, logfiles, processes
@@ -113,6 +112,8 @@ def _launch(store: Store, job_id: str, life_fd: int, sync: bool, start_timeout: 
 
     The callers import the supervisor module before they write the job: an import that fails here (no file
     descriptor left) would leave a recorded job without a supervisor (LOST, never run)."""
+    import select  # loaded with the supervisor module, before the job was written
+
     from . import supervisor
 
     store.close()
@@ -431,6 +432,8 @@ def wait_for(
     While the supervisor lives, its exit is watched through a pidfd, so the end of a job is noticed at once; the
     database is also re-read every few tens of milliseconds (an abort from elsewhere, a dead supervisor).
     """
+    import select  # here: a `status` call does not need it
+
     deadline = None if timeout is None else time.monotonic() + timeout
     watched_pid, fd = None, None
     try:
@@ -692,6 +695,8 @@ def _check_owner(job: JobRow, if_owner: str | None) -> None:
 def _abort_through_supervisor(store: Store, job: JobRow, ctl: int, grace: float) -> dict[str, bool]:
     """Ask the supervisor to stop the job (SIGTERM to its group now, SIGKILL after `grace`) and wait until it has
     recorded the end, or is gone, or `grace` plus the time its last sweep may take has passed."""
+    import select
+
     from . import control
     from .supervisor import LEFTOVER_GRACE
 

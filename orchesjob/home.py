@@ -140,6 +140,9 @@ def _check(path: str, st: os.stat_result, is_dir: bool, top: bool = False) -> No
     Whoever owns the state directory or a file in it can replace the database root would read (and `rerun` runs
     commands from it) or plant a link that makes us chmod or write somewhere else: a warning is not enough.
     """
+    usual = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+    if usual and st.st_uid == os.geteuid():
+        return  # the owner's name is looked up only for a refusal: a lookup reads the user database (NSS)
     owner = _who(st.st_uid)
     if stat.S_ISLNK(st.st_mode):
         try:

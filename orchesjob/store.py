@@ -14,19 +14,10 @@ from __future__ import annotations
 
 import os
 
-try:
-    # The C module alone: the `sqlite3` package also imports datetime and collections.abc to register adapters this
-    # CLI never uses, which is a measurable part of a `status` call. Same classes, same functions.
-    import _sqlite3 as sqlite3
-except ImportError:  # pragma: no cover - an interpreter without the split module
-    import sqlite3  # type: ignore[no-redef]
-
 from . import home
 from .contract import ACTIVE, DEFAULT_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT, TERMINAL
 from .errors import InconsistentState, LockTimeout, OrchesjobError
 from .rows import RECORD_KINDS, decode, decode_cursor, decode_job, decode_request, decode_run_key, encode
-
-DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
@@ -36,6 +27,67 @@ if TYPE_CHECKING:  # typing costs start-up time; annotations are strings here
     from .rows import JobRow
 
     Record = TypeVar("Record")
+
+
+def _small_lru_cache(maxsize: int = 128, typed: bool = False) -> Callable[[Callable[[str], Any]], Callable[[str], Any]]:
+    """What `_sqlite3` asks of `functools.lru_cache`: `lru_cache(n)(connection)` is the connection's statement
+    cache, called with an SQL text, answering a prepared statement. This one keeps the first `n` texts (a command
+    sends a handful; a statement in use is never handed out twice: the C code prepares a fresh one then)."""
+
+    def decorate(prepare: Callable[[str], Any]) -> Callable[[str], Any]:
+        if maxsize <= 0:
+            return prepare
+        kept: dict[str, Any] = {}
+
+        def statement(sql: str) -> Any:
+            found = kept.get(sql)
+            if found is None:
+                found = prepare(sql)
+                if len(kept) < maxsize:
+                    kept[sql] = found
+            return found
+
+        return statement
+
+    return decorate
+
+
+def _load_sqlite() -> Any:
+    """The `_sqlite3` C module, without `functools` when nothing has loaded it yet.
+
+    The C module alone: the `sqlite3` package also imports datetime and collections.abc to register adapters this
+    CLI never uses. And from Python 3.11 on, `_sqlite3` imports `functools` for `lru_cache` alone, which brings
+    collections, operator, keyword, reprlib and types: a third of a `status` call's start-up. So while it loads, a
+    stand-in `functools` offers `_small_lru_cache`; it is removed at once, and whoever imports `functools` later gets
+    the real one. In a process that has `functools` already (the tests, the provider), nothing is stood in for.
+    """
+    import sys
+
+    if "functools" in sys.modules or "_sqlite3" in sys.modules:
+        import _sqlite3
+
+        return _sqlite3
+    stand_in = type(sys)("functools")
+    stand_in.lru_cache = _small_lru_cache  # type: ignore[attr-defined]
+    sys.modules["functools"] = stand_in
+    try:
+        import _sqlite3
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+    return _sqlite3
+
+
+if TYPE_CHECKING:
+    import sqlite3
+else:
+    try:
+        sqlite3 = _load_sqlite()
+    except ImportError:  # pragma: no cover - an interpreter without the split module
+        import sqlite3
+
+DatabaseError = sqlite3.DatabaseError  # for modules that handle SQLite errors without speaking SQL
+
 
 SCHEMA_VERSION = 3
 # Upgrades this process made ({"version", "backup"}): the command's output says so (cli.main, "migrated_from").
@@ -227,12 +279,32 @@ class Store:
         self.legacy: str | None = None
         self.readonly = False
         self.foreign: str | None = None  # set for the database of another state directory (places.py)
-        try:
-            self.conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None, factory=_Connection)
-            self.conn.row_factory = sqlite3.Row
-            self._ensure_schema()
-        except sqlite3.DatabaseError as e:
-            raise database_error(e, path) from None
+        deadline = None
+        while True:
+            try:
+                conn = sqlite3.connect(path, timeout=lock_timeout(), isolation_level=None, factory=_Connection)
+            except sqlite3.DatabaseError as e:
+                raise database_error(e, path) from None
+            try:
+                self.conn = conn
+                conn.row_factory = sqlite3.Row
+                self._ensure_schema()
+                return
+            except sqlite3.DatabaseError as e:
+                failure = e
+            # While processes create (or upgrade) the database together, SQLite can answer "locked" at once
+            # instead of waiting: a connection that still reads the file in its old journal mode would deadlock
+            # with the one switching it to WAL. Such a refusal is tried again, on a new connection, until the lock
+            # timeout has passed; any other failure, and one that outlasts it, is the answer.
+            error = database_error(failure, path)  # before closing: it asks whether descriptors ran out
+            conn.close()
+            import time
+
+            deadline = deadline if deadline is not None else time.monotonic() + lock_timeout()
+            busy = isinstance(failure, sqlite3.OperationalError) and _is_busy(failure)
+            if not busy or time.monotonic() >= deadline:
+                raise error from None
+            time.sleep(0.01)
 
     def close(self) -> None:
         self.conn.close()
@@ -938,9 +1010,56 @@ def open_store(create: bool) -> Store | None:
     path = home.prepare(create)
     if path is None:
         return None
+    if not os.path.lexists(path):
+        if not create:
+            return None
+        _create_database(path)
     if not home.database_file(path, create):  # a plain file of ours, not a link (nor are its -wal and -shm)
         return None
     return Store(path)
+
+
+def _create_database(path: str) -> None:
+    """Put a complete, empty database at `path` in one step, unless one is there already.
+
+    Never an empty file that processes then set up together: a new file switched to WAL keeps its first pages in
+    the -wal file until a checkpoint, while the main file is still empty, and SQLite deletes the -wal of a database
+    whose main file is empty when it opens it; with many first commands at once (a burst of tasks on a fresh host),
+    jobs they had committed were gone. So the schema is made in a private file of this process, in WAL mode, then
+    checkpointed into that file (the -wal must be empty and gone), and the file is hard-linked into place, which
+    fails if another process got there first (its database is used; ours is dropped). A file system without hard
+    links gets the empty file instead, as before.
+    """
+    import errno
+
+    tmp = "%s.new-%d-%s" % (path, os.getpid(), os.urandom(4).hex())
+    home.create_private_file(tmp)
+    try:
+        fresh = Store(tmp)
+        try:
+            if fresh._scalar("PRAGMA wal_checkpoint(TRUNCATE)") != 0:
+                raise OrchesjobError("could not complete the new database %s" % tmp, error_type="database")
+        finally:
+            fresh.close()
+        if os.path.exists(tmp + "-wal"):
+            raise OrchesjobError(
+                "the new database %s kept a -wal file after its last connection closed" % tmp, error_type="database"
+            )
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another process created it first: that one is the database
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
+                raise OrchesjobError("cannot create %s: %s" % (path, e.strerror or e), error_type="state_dir") from None
+            # a file system without hard links: an empty file of ours, set up by its first opener (Store)
+            home.create_private_file(path)
+    finally:
+        for leftover in (tmp, tmp + "-wal", tmp + "-shm"):
+            try:
+                os.unlink(leftover)
+            except OSError:
+                pass  # not there (the usual case for -wal and -shm), or left for clean to report
 
 
 def open_store_patiently(seconds: float) -> Store:

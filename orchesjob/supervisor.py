@@ -11,6 +11,7 @@ caller says "supervisor recorded", "target running", and closes when the result 
 from __future__ import annotations
 
 import os
+import select  # here, not where used: `start` loads this module before it writes a job (commands._launch)
 import sys
 import time
 
@@ -403,8 +404,6 @@ class Supervisor:
     def _wait(self, job: JobRow) -> None:
         """Wait for the command to exit, without reaping it; meanwhile serve abort requests, the timeout and a
         SIGTERM. Then stop what it left behind while its zombie still pins its group id, reap it, record the end."""
-        import select
-
         pid = self.target
         assert pid is not None
         timeout = job.get("timeout")

@@ -48,8 +48,11 @@ def test_the_entry_script_imports_nothing_before_the_cli(home, tmp_path):
     assert SCRIPT.read_text().startswith("#!python\n")  # what pip and uv rewrite to their interpreter
     r, modules = imports(home, installed(tmp_path, SCRIPT.read_text().split("\n", 1)[1]), "status", "--run-key", "k")
     check_error(r, 3, "not_found")
-    assert "orchesjob.cli" in modules
+    assert "orchesjob.cli" in modules and "_sqlite3" in modules
     assert not {"re", "enum", "argparse", "typing", "json"} & set(modules), modules
+    # from Python 3.11 on `_sqlite3` imports functools (and collections, operator... with it) unless the store
+    # hands it its stand-in (store._load_sqlite); before 3.11 it never did
+    assert not {"functools", "collections", "operator"} & set(modules), modules
     # the console-script wrapper it replaces: `re` (and `enum` with it) before the CLI
     r, modules = imports(home, installed(tmp_path, CONSOLE_SCRIPT), "status", "--run-key", "k")
     check_error(r, 3, "not_found")
@@ -60,3 +63,41 @@ def test_pyproject_installs_the_entry_script_not_a_console_script():
     text = (Path(REPO_ROOT) / "pyproject.toml").read_text()
     assert 'script-files = ["scripts/orchesjob"]' in text and "\n[project.scripts]" not in text
     assert os.access(str(SCRIPT), os.X_OK)
+
+
+STATEMENTS = r"""
+import sys
+assert "functools" not in sys.modules, "the premise: nothing loaded functools before the store"
+from orchesjob import store
+assert "functools" not in sys.modules, "the stand-in is gone once _sqlite3 is loaded"
+conn = store.sqlite3.connect(":memory:", cached_statements=2)
+conn.execute("CREATE TABLE t (n INTEGER)")
+conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(5)])
+same = "SELECT n FROM t WHERE n >= ? ORDER BY n"
+first = conn.execute(same, (1,))
+assert first.fetchone() == (1,)
+# the same text again while the first cursor is still reading: a statement of its own, not the one in use
+second = conn.execute(same, (3,))
+assert second.fetchall() == [(3,), (4,)]
+assert first.fetchall() == [(2,), (3,), (4,)]
+# more texts than the cache keeps, each one repeated
+for round in range(3):
+    for k in range(6):
+        assert conn.execute("SELECT count(*) + %d FROM t" % k).fetchone() == (5 + k,)
+conn.close()
+import functools  # whoever needs functools later gets the real one
+assert hasattr(functools, "reduce") and hasattr(functools, "partial")
+print("ok")
+"""
+
+
+def test_the_store_loads_sqlite_without_functools_and_its_statements_stay_right():
+    """A process that imports the store first (as the CLI does) uses the stand-in statement cache: statements
+    repeated, one repeated while its first use is still being read, more texts than the cache keeps. (`-S`: no
+    .pth file of this environment loads functools first.)"""
+    p = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", "import sys; sys.path.insert(0, %r)\n%s" % (REPO_ROOT, STATEMENTS)],
+        capture_output=True,
+        cwd="/",
+    )
+    assert p.returncode == 0 and p.stdout == b"ok\n", p.stderr.decode()

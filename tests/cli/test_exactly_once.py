@@ -64,6 +64,39 @@ def test_concurrent_starts_run_exactly_once(home, tmp_path, ok, wait_terminal):
 
 
 @pytest.mark.timeout(300)
+def test_first_commands_on_a_new_state_directory_all_keep_their_jobs(tmp_path):
+    """Many processes creating one database at once (a burst of tasks on a fresh host). When they set up an empty
+    file together, one that opened it while the new WAL still held the first pages made SQLite delete that WAL:
+    jobs committed by the others were gone (`start --sync` answered "Job not found", `status` "run_key not found",
+    the command never ran), and a few got "locked" at once. Now the database appears whole or not at all
+    (store._create_database), and every command runs its job and answers it."""
+    failures = []
+    for round_no in range(8):
+        home = tmp_path / ("home%d" % round_no)
+        ran = tmp_path / ("ran%d" % round_no)
+        ran.mkdir()
+        env = cli_env(home)
+        procs = [
+            subprocess.Popen(
+                cli_argv("start", "--sync", "--run-key", "first-%d" % i, "--", "touch", str(ran / str(i))),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for i in range(24)
+        ]
+        for p in procs:
+            out, err = p.communicate(timeout=240)
+            js = parse_json(out.decode())
+            if p.returncode != 0 or not js or js.get("status") != "SUCCEEDED":
+                failures.append((round_no, p.returncode, err.decode()))
+        assert sorted(os.listdir(ran), key=int) == [str(i) for i in range(24)], "every command ran, once"
+        assert not [n for n in os.listdir(home) if ".new-" in n], "no half-made database is left"
+    assert not failures, failures[:3]
+
+
+@pytest.mark.timeout(300)
 def test_concurrent_retries_after_a_failure_start_one_new_attempt(home, tmp_path, ok, start_job, wait_terminal):
     failed = start_job("race2", "false", opts=("--sync",))
     assert failed["status"] == "FAILED"
