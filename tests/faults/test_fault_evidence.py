@@ -138,8 +138,11 @@ def _imported_trial(v110: Any, home: Path, d: Path, key: str, rng: Any) -> str:
     notes = ["%s, %s" % (kind, stage)]
     accepted_while_alive: list[str] = []
 
+    def worker_alive() -> bool:
+        return stat_state(job["worker_pid"]) not in (None, "Z")
+
     def alive() -> bool:
-        return _group_alive(job["target_pid"]) or stat_state(job["worker_pid"]) not in (None, "Z")
+        return _group_alive(job["target_pid"]) or worker_alive()
 
     def recorded_active() -> bool:
         """From the database file itself (a CLI read could settle the row)."""
@@ -157,6 +160,8 @@ def _imported_trial(v110: Any, home: Path, d: Path, key: str, rng: Any) -> str:
         was_alive, was_active = alive(), recorded_active()
         if verb == "status":
             r = _from(home, where, "status", "--job-id", job["job_id"], offset=offset)
+            if r.code == 3 and any(n.startswith("clean") and "deleted" in n for n in notes):
+                continue  # an earlier clean deleted it once it had ended
             assert r.code == 0, r
             shown = r.json
         elif verb == "start":
@@ -166,8 +171,10 @@ def _imported_trial(v110: Any, home: Path, d: Path, key: str, rng: Any) -> str:
             shown = r.json
             if r.json["accepted"]:
                 # a new attempt is right only once the 1.1.0 job is over: recorded so by its worker, or seen gone from
-                # where every process of the host shows (a time namespace alone sees them all; a pid one does not)
-                if was_alive or (was_active and "pid" in where):
+                # where every process of the host shows (a time namespace alone sees them all; a pid one does not).
+                # What was alive before the call and still is after it was alive while the call decided; a worker
+                # that exited during the call (its command was killed: it records the end and goes) was not.
+                if (was_alive and alive()) or (was_active and "pid" in where and worker_alive()):
                     accepted_while_alive.append("%s (%s)" % (where, "alive" if was_alive else "unrecorded"))
                 notes.append("start from %s launched a new attempt" % where)
                 break
