@@ -137,6 +137,8 @@ def _check_types(d: dict[str, Any]) -> None:
         v = d.get(c)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
             raise ValueError("column %s holds %s, not a whole number" % (c, type(v).__name__))
+    if d.get("attempt_no") is not None and d["attempt_no"] > _MAX_ATTEMPT:
+        raise ValueError("column attempt_no holds a number too large for a next attempt")
     for c in _TIME_COLUMNS:
         v = d.get(c)
         if v is not None and not -_MAX_TS <= v <= _MAX_TS:
