@@ -81,13 +81,24 @@ def test_a_stalled_triggerer_replaced_by_another_does_not_abort_the_job(
     live_airflow: LiveAirflow, live_host: Host
 ) -> None:
     live, host = live_airflow, live_host
-    run_id, job = start_deferred(live, host, "stall", 50)
+    run_id, job = start_deferred(live, host, "stall", 600)
+    pids = host.pids("stall")
     holder = wait_holder(live, run_id)
     live.pause(holder)
     try:
         wait_holder(live, run_id, other_than=holder, timeout=TRIGGERER_HEALTH_THRESHOLD + 60)
     finally:
         live.resume(holder)
+    # The job runs until the resumed triggerer has given its trigger up (another one holds it now), then ends by
+    # itself (its sleep is stopped: the shell says "done" and exits 0). With a fixed length instead, a takeover
+    # slowed by load let the job end first and the stalled triggerer fire the end as well, never reaching on_kill.
+    wait_until(
+        lambda: "invoking on_kill" in live.task_log(DAG, run_id, TASK, 1, triggerer=holder),
+        120,
+        step=0.5,
+        what=lambda: live.diagnostics(DAG, run_id, TASK),
+    )
+    os.kill(pids[1], signal.SIGTERM)
     done = live.wait_state(DAG, run_id, TASK, ["success", "failed"], timeout=150)
     assert done["state"] == "success", live.diagnostics(DAG, run_id, TASK)
     assert done["try_number"] == 1
