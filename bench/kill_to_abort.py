@@ -166,7 +166,7 @@ def figures(results: list[dict[str, Any]], suffix: str) -> dict[str, Any]:
     return out
 
 
-def run(rounds: int = 10, chatty: int = 20, quiet: bool = True, loaded: bool = True) -> dict[str, Any]:
+def run(rounds: int = 10, chatty: int = 10, quiet: bool = True, loaded: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="orchesjob-kill-bench-") as tmp:
         base = Path(tmp)
         host = Host(
@@ -197,7 +197,9 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--chatty", type=int, default=20)
+    # at most 16 runs of one DAG are active at once (Airflow's max_active_runs_per_dag): more chatty runs than 16,
+    # with the rounds' own runs besides, would wait for ever to be scheduled
+    parser.add_argument("--chatty", type=int, default=10)
     parser.add_argument("--quiet-only", action="store_true")
     parser.add_argument("--loaded-only", action="store_true")
     parser.add_argument("--json", type=Path)
