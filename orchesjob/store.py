@@ -1014,9 +1014,39 @@ def open_store(create: bool) -> Store | None:
         if not create:
             return None
         _create_database(path)
+    else:
+        _drop_creation_name(path)
     if not home.database_file(path, create):  # a plain file of ours, not a link (nor are its -wal and -shm)
         return None
     return Store(path)
+
+
+def _drop_creation_name(path: str) -> None:
+    """Remove the second name a creation can leave on the database: a kill between `_create_database`'s link and
+    its unlink leaves `<path>.new-<pid>-<hex>` as another name of the very same file, and a database with two names
+    is refused (home.py). Only a name of that form in the state directory that is the same file (device and inode)
+    is removed: the database keeps its content and its own name; anything else stays and is refused as before."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if st.st_nlink < 2:
+        return  # the usual case: one stat
+    folder, base = os.path.split(path)
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(base + ".new-") or name.endswith(("-wal", "-shm", "-journal")):
+            continue
+        other = os.path.join(folder, name)
+        try:
+            found = os.lstat(other)
+            if (found.st_dev, found.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(other)
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: the refusal below names the links
 
 
 def _create_database(path: str) -> None:
@@ -1059,7 +1089,7 @@ def _create_database(path: str) -> None:
             try:
                 os.unlink(leftover)
             except OSError:
-                pass  # not there (the usual case for -wal and -shm), or left for clean to report
+                pass  # not there (the usual case for -wal and -shm); a name left on the database is dropped later
 
 
 def open_store_patiently(seconds: float) -> Store:

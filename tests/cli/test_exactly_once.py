@@ -17,6 +17,7 @@ from tests.support.cli import (
     pid_alive,
     proc_start_time,
     read_pids,
+    run_cli,
     wait_pids_gone,
     wait_until,
 )
@@ -94,6 +95,21 @@ def test_first_commands_on_a_new_state_directory_all_keep_their_jobs(tmp_path):
         assert sorted(os.listdir(ran), key=int) == [str(i) for i in range(24)], "every command ran, once"
         assert not [n for n in os.listdir(home) if ".new-" in n], "no half-made database is left"
     assert not failures, failures[:3]
+
+
+def test_a_creation_killed_between_its_link_and_its_cleanup_leaves_nothing_in_the_way(home, ok):
+    """A kill between the new database's link into place and the removal of its private name leaves the database
+    with two names, which is refused as a planted link. The next command drops that second name (ours: the creation
+    name's form, the same file); a second name of any other form is still refused."""
+    ok("start", "--sync", "--run-key", "k", "--", "true")
+    db = home / "orchesjob.db"
+    os.link(str(db), str(home / "orchesjob.db.new-4242-0a0b0c0d"))
+    assert ok("status", "--run-key", "k")["status"] == "SUCCEEDED"
+    assert not (home / "orchesjob.db.new-4242-0a0b0c0d").exists() and os.stat(str(db)).st_nlink == 1
+    os.link(str(db), str(home / "elsewhere.db"))
+    err = check_error(run_cli(home, "status", "--run-key", "k"), 1, "state_dir")
+    assert "hard links" in err["message"]
+    assert (home / "elsewhere.db").exists()
 
 
 @pytest.mark.timeout(300)
