@@ -5,6 +5,14 @@ fail before the CLI's own error handling exists, and the answer must still be on
 
 import os
 
+if __name__ == "__main__" and os.path.isfile(os.path.dirname(__file__)):  # run from the zipapp: its compiled code
+    try:
+        from orchesjob.codeload import oj_use_codes
+
+        oj_use_codes(os.path.dirname(__file__))
+    except BaseException:  # noqa: BLE001 - an interpreter that cannot even load it compiles, as before
+        pass
+
 try:
     from orchesjob.cli import main
 except BaseException as exc:  # noqa: BLE001 - nothing of the CLI could be loaded: say so with what is at hand

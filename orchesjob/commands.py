@@ -407,21 +407,21 @@ def resolve_job(token: str) -> str:
 
 
 def status(run_key: str | None, job_id: str | None, running: bool, all_: bool) -> Any:
+    if not (running or all_):
+        located, job = _locate(run_key, job_id)  # it opens the database itself: once per call, not twice
+        return jobs.render(jobs.refresh(located, job))
     store = open_store(create=False)
     if running:
         if store is None:
             return []
         active = [jobs.refresh(store, j) for j in store.active()]
         return [jobs.render(j) for j in active if jobs.is_active(j)]
-    if all_:
-        history = store.history(run_key) if store is not None and run_key is not None else []
-        if store is None or not history:
-            raise NotFound("No jobs found for run_key: %s (run_key not found)" % run_key)
-        store.run_key_info(history[0]["run_key"])  # checked like every value read, before a refresh may write
-        history[0] = jobs.refresh(store, history[0])
-        return [jobs.render(jobs.refresh(store, j)) for j in history]
-    store, job = _locate(run_key, job_id)
-    return jobs.render(jobs.refresh(store, job))
+    history = store.history(run_key) if store is not None and run_key is not None else []  # --all
+    if store is None or not history:
+        raise NotFound("No jobs found for run_key: %s (run_key not found)" % run_key)
+    store.run_key_info(history[0]["run_key"])  # checked like every value read, before a refresh may write
+    history[0] = jobs.refresh(store, history[0])
+    return [jobs.render(jobs.refresh(store, j)) for j in history]
 
 
 def wait_for(

@@ -56,14 +56,14 @@ def values(
 
     `kinds` is (SWITCH, VALUE, MULTI) from arguments.py; `parse` is argv.parse, given by the caller (it reads an
     `argv` list exactly as a command line), so that this module does not import the parser that imports it."""
-    import json
+    from .jsonin import loads
 
     switch, value, multi = kinds
     raw = read_line()
     if not raw.strip():
         raise InvalidArgument("--request -: standard input holds no request (one JSON object was expected)")
     try:
-        obj = json.loads(raw.decode("utf-8"))
+        obj = loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise InvalidArgument("--request -: the request is not a JSON object (%s)" % e) from None
     if not isinstance(obj, dict):

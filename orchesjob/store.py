@@ -12,6 +12,7 @@ served by an index, so no command slows down as history grows; the schema versio
 
 from __future__ import annotations
 
+import _weakref
 import os
 
 from . import home
@@ -232,13 +233,38 @@ def _out_of_descriptors() -> bool:
     return False
 
 
+_OPENED: list[Any] = []  # weak references to every _Connection made by this process (close_all)
+
+
+def close_all() -> None:
+    """Close every connection of this process still open, as the interpreter's teardown would: the last one to
+    close checkpoints the WAL into the database and removes the -wal and -shm files, so the state directory looks
+    the same as after a full exit. cli.py calls it before leaving with os._exit."""
+    while _OPENED:
+        conn = _OPENED.pop()()
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass  # a connection that cannot close now is closed by the process's end (SQLite recovers)
+
+
 _UNDECODABLE = "Could not decode to UTF-8"  # sqlite3's message for a TEXT value that is not UTF-8
 
 
 class _Connection(sqlite3.Connection):
     """sqlite3's connection, except that an SQLite message that is not UTF-8 (the damaged name of a schema entry,
     quoted in an error) raises the DatabaseError it stands for, not the UnicodeDecodeError sqlite3 meets while
-    building it, so every handler of database errors sees it and it is reported as corrupt_database."""
+    building it, so every handler of database errors sees it and it is reported as corrupt_database.
+
+    Each one is also noted (weakly: one nobody holds still closes at once) so that close_all can close what is
+    still open when the CLI leaves without tearing the interpreter down."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if len(_OPENED) > 8:  # a supervisor opens one per poll for days: forget the closed ones
+            _OPENED[:] = [r for r in _OPENED if r() is not None]
+        _OPENED.append(_weakref.ref(self))
 
     # Set while the database is read as orchesjob 1.1.0's (Store.legacy): called when a statement fails, it says
     # whether another CLI upgraded the database meanwhile (the statement is then run again, on our own tables).

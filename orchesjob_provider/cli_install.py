@@ -115,9 +115,10 @@ if op == "probe":
             say(dict(base, state="probed", found=where))
     say(dict(base, state="probed", found=None))
 def sweep():
-    # temporary uploads of installs that died (an abandoned one is removed at once)
+    # temporary uploads of installs that died (an abandoned one is removed at once), and the compiled code a first
+    # run was writing beside a file when it died (orchesjob/codebuild.py)
     for entry in os.listdir(cache):
-        if entry.startswith(".") and entry.endswith(".part"):
+        if (entry.startswith(".") and entry.endswith(".part")) or ".codes.new-" in entry:
             try:
                 if time.time() - os.lstat(os.path.join(cache, entry)).st_mtime > @STALE@:
                     os.unlink(os.path.join(cache, entry))

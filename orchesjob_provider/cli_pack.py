@@ -54,6 +54,13 @@ def package_dir() -> str:
     return os.path.abspath(list(spec.submodule_search_locations)[0])
 
 
+def package_text(name: str, root: str | None = None) -> str:
+    """The text of the module `name` (a path inside the package) of the package at `root` (default: the importable
+    one, which is what ``pack`` packs). The launcher sends codeload.py's with every call."""
+    with open(os.path.join(package_dir() if root is None else root, name), encoding="utf-8") as f:
+        return f.read()
+
+
 def _package_files(root: str) -> list[tuple[str, str]]:
     """(name in the archive, path on disk) of the package's sources, sorted; caches and bytecode left out."""
     found: list[tuple[str, str]] = []

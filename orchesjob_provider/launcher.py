@@ -15,9 +15,17 @@ private group), the file itself (a regular file of the user's, not writable by o
 CLI from it; the CLI reads the call's request from the next line of stdin. A check that fails answers one JSON error
 (``unsafe_cli``, exit 1) and runs nothing. ``-I``: nothing from the working directory, the environment's PYTHON*
 variables or the user's site-packages is imported before or instead of it.
+
+The CLI then runs from code compiled from the file and kept beside it (orchesjob/codeload.py, whose text is sent
+with the launcher): the digest of the bytes just verified is what that code must have been compiled from, so the
+check covers it too.
 """
 
 from __future__ import annotations
+
+import functools
+
+from . import cli_pack
 
 BOOTSTRAP = "import sys;exec(sys.stdin.buffer.raw.readline())"
 
@@ -61,12 +69,13 @@ def oj_chain_problem(path, uid, leaf="file"):
     return None
 '''
 
-_LAUNCHER = (
-    CHAIN_CHECK
-    + r"""
+# The call itself. oj_archive_digest and oj_use_codes come from orchesjob/codeload.py, whose text is sent too: the
+# bytes are hashed once, and their digest binds the compiled code beside the file to what was just verified.
+_LAUNCH = r"""
 def oj_launch(path, sha, verb):
-    import hashlib, json, os, sys
+    import os, sys
     def refuse(problem):
+        import json
         message = "refusing to run the uploaded orchesjob CLI %s: %s" % (path, problem)
         sys.stdout.write(json.dumps({"error": "unsafe_cli", "message": message, "exit_code": 1}) + "\n")
         sys.stderr.write("orchesjob: " + message + "\n")
@@ -75,20 +84,28 @@ def oj_launch(path, sha, verb):
     found = oj_chain_problem(path, os.getuid())
     if found:
         refuse("%s %s; whoever else can write there could make this call run their code" % found)
-    with open(path, "rb") as f:
-        got = hashlib.sha256(f.read()).hexdigest()
+    data, digest = oj_archive_digest(path)
+    got = "".join("%02x" % b for b in bytearray(digest))
     if got != sha:
         refuse("its sha256 is %s, not the %s that was uploaded" % (got, sha))
     sys.argv = [path, verb, "--request", "-"]
     sys.path.insert(0, path)
+    try:
+        oj_use_codes(path, data, digest)
+    except BaseException:
+        pass
     from orchesjob.cli import main
     main()
 oj_launch(@PATH@, @SHA@, @VERB@)
 """
-)
+
+
+@functools.lru_cache(maxsize=1)
+def _launcher() -> str:
+    return CHAIN_CHECK + cli_pack.package_text("codeload.py") + _LAUNCH
 
 
 def launcher_line(path: str, sha256: str, verb: str) -> bytes:
     """The first line of stdin for one call of the uploaded CLI (see the module docstring)."""
-    source = _LAUNCHER.replace("@PATH@", repr(path)).replace("@SHA@", repr(sha256)).replace("@VERB@", repr(verb))
+    source = _launcher().replace("@PATH@", repr(path)).replace("@SHA@", repr(sha256)).replace("@VERB@", repr(verb))
     return ("exec(compile(%r, '<orchesjob launcher>', 'exec'))\n" % source).encode("utf-8")

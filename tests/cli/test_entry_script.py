@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.cli import REPO_ROOT, Result, check_error, cli_env, parse_json
+from tests.support.cli import REPO_ROOT, Result, check_error, check_ok, cli_env, parse_json, run_cli
 
 SCRIPT = Path(REPO_ROOT) / "scripts" / "orchesjob"
 CONSOLE_SCRIPT = (
@@ -101,3 +101,63 @@ def test_the_store_loads_sqlite_without_functools_and_its_statements_stay_right(
         cwd="/",
     )
     assert p.returncode == 0 and p.stdout == b"ok\n", p.stderr.decode()
+
+
+# What the CLI's own counting says about one call: every connection it made, and whether each was closed before the
+# process left (cli._leave ends it without the interpreter's teardown, after store.close_all).
+COUNTED = """
+import sys
+import orchesjob.store as store
+made = []
+real_init = store._Connection.__init__
+def counted(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    made.append(self)
+store._Connection.__init__ = counted
+real_close_all = store.close_all
+def close_all():
+    real_close_all()
+    closed = 0
+    for conn in made:
+        try:
+            conn.execute("SELECT 1")
+        except store.sqlite3.ProgrammingError:
+            closed += 1
+    sys.stderr.write("connections=%d closed=%d\\n" % (len(made), closed))
+store.close_all = close_all
+from orchesjob.cli import main
+main()
+"""
+
+
+def test_a_status_opens_the_database_once_and_closes_it_before_leaving(home):
+    check_ok(run_cli(home, "start", "--sync", "--run-key", "once", "--", "true"))
+    p = subprocess.run(
+        [sys.executable, "-c", COUNTED, "status", "--run-key", "once"], env=cli_env(home), capture_output=True
+    )
+    assert p.returncode == 0 and parse_json(p.stdout.decode())["status"] == "SUCCEEDED", p.stderr
+    assert "connections=1 closed=1" in p.stderr.decode()
+    # closed as a full exit closes it: the WAL checkpointed into the database and its files removed
+    assert sorted(n for n in os.listdir(home) if n.startswith("orchesjob.db")) == ["orchesjob.db"]
+
+
+def test_the_cli_forgets_closed_connections_as_it_goes():
+    """A supervisor opens a connection per poll for days: the list close_all walks holds the open ones only."""
+    import sqlite3
+
+    from orchesjob import store
+
+    before = len(store._OPENED)
+    for _ in range(200):
+        conn = store._Connection(":memory:")
+        conn.close()
+        del conn
+    assert len(store._OPENED) - before <= 9
+    kept = store._Connection(":memory:")
+    store.close_all()
+    try:
+        kept.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        pass
+    else:
+        raise AssertionError("close_all left a connection open")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchesjob import argv, jsonout, logfiles, rows
+from orchesjob import argv, jsonin, jsonout, logfiles, rows
 from orchesjob.errors import InvalidArgument
 
 json_values = st.recursive(
@@ -22,6 +22,31 @@ json_values = st.recursive(
 def test_jsonout_writes_what_json_dumps_writes(value):
     assert jsonout.dumps(value) == json.dumps(value, indent=2)
     assert json.loads(jsonout.dumps(value)) == value
+
+
+def _decoded(loads, text):
+    try:
+        return "value", repr(loads(text))
+    except ValueError as e:  # json.JSONDecodeError is one
+        return "refused", type(e).__name__, str(e)
+
+
+JSON_PIECES = list('{}[]",:0123456789.eE+- \t\n\rtrufalsenNI\\u\x0cx\ufeff') + ['"\\ud800"', "NaN", "-Infinity"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(json_values.map(json.dumps), st.lists(st.sampled_from(JSON_PIECES), max_size=14).map("".join)))
+def test_jsonin_reads_and_refuses_what_json_loads_does(text):
+    """Valid documents, and fragments of them that are mostly not: the same value or the same error, word for word."""
+    assert _decoded(jsonin.loads, text) == _decoded(json.loads, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", " ", '{"a": 1} x', "[1] \x0c", "\ufeff{}", "[1,]", '{"a" 1}', "NaN", ' {"a": [1, 2.5e3]}\n\t', "1" * 5000],
+)
+def test_jsonin_edges(text):
+    assert _decoded(jsonin.loads, text) == _decoded(json.loads, text)
 
 
 @settings(max_examples=300, deadline=None)

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -43,6 +44,10 @@ from tests.support.sshd import SshServer
 pytestmark = [pytest.mark.timeout(300), pytest.mark.sshd, pytest.mark.airflow]
 
 CONN_ID = "orchesjob_fresh_host"
+# the file of compiled code's tag for the hosts' /usr/bin/python3 (sys.implementation.cache_tag)
+HOST_CACHE_TAG = subprocess.run(
+    ["/usr/bin/python3", "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True
+).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +95,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def cached_files() -> list[str]:
+    """What a cache holds once the CLI was uploaded and run: the file, and the code compiled from it beside it."""
+    return sorted([packed_cli().filename, f"{packed_cli().filename}.{HOST_CACHE_TAG}.codes"])
+
+
 def leftovers(user: HostUser) -> list[str]:
     """Temporary uploads and locks left in the cache (there must be none once the installs returned)."""
     return sorted(p.name for p in user.cache_dir.iterdir() if p.name.endswith((".part", ".lock")))
@@ -111,6 +121,13 @@ def test_a_fresh_account_gets_the_cli_uploaded_then_reuses_it(conn, user: HostUs
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (user.uid, 0o500)
     assert (dir_st.st_uid, stat.S_IMODE(dir_st.st_mode)) == (user.uid, 0o700)
     assert leftovers(user) == []
+    # beside it, the host's interpreter keeps the CLI compiled (orchesjob/codeload.py): the account's, private, and
+    # made from the very bytes the launcher verified
+    codes = user.cache_dir / f"{packed.filename}.{HOST_CACHE_TAG}.codes"
+    codes_st = codes.stat()
+    assert (codes_st.st_uid, stat.S_IMODE(codes_st.st_mode)) == (user.uid, 0o600)
+    assert codes.read_bytes()[4:36] == bytes.fromhex(packed.sha256)
+    assert sorted(p.name for p in user.cache_dir.iterdir()) == cached_files()
     inode = st.st_ino
 
     with new_hook() as again:
@@ -265,12 +282,19 @@ def test_a_home_without_room_for_a_cache_is_an_error_and_stale_uploads_are_swept
     stale, fresh = user.cache_dir / ".orchesjob-0.0.0-dead.pyz.abc.part", user.cache_dir / ".other.pyz.def.part"
     stale.write_bytes(b"half an upload")
     fresh.write_bytes(b"an upload in progress")
-    os.utime(stale, (time.time() - 600, time.time() - 600))
+    # and the same for the compiled code a first run writes beside the file (orchesjob/codebuild.py)
+    stale_codes = user.cache_dir / "orchesjob-0.0.0-dead.pyz.cpython-311.codes.new-4242-0a1b2c3d"
+    fresh_codes = user.cache_dir / "orchesjob-0.0.0-dead.pyz.cpython-311.codes.new-4343-0a1b2c3d"
+    stale_codes.write_bytes(b"half the code")
+    fresh_codes.write_bytes(b"code being written")
+    for old in (stale, stale_codes):
+        os.utime(old, (time.time() - 600, time.time() - 600))
     user.give(user.home / ".cache")
     user.cache_dir.chmod(0o700)
     with new_hook() as hook:
         assert hook.version()["origin"] == "uploaded"
     assert not stale.exists() and fresh.exists()  # a dead install's leftover goes, a running one's stays
+    assert not stale_codes.exists() and fresh_codes.exists()
 
 
 def test_a_host_without_sftp_is_told_so_without_retries(user: HostUser, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,7 +414,8 @@ def test_fifty_concurrent_first_contacts_upload_at_most_a_few_copies(conn, user:
     assert {json.dumps(r[1]) for r in results} == {
         json.dumps(["/usr/bin/python3", str(user.cache_dir / packed_cli().filename)])
     }
-    assert leftovers(user) == [] and [p.name for p in user.cache_dir.iterdir()] == [packed_cli().filename]
+    # one file and one compiled copy, however many first calls compiled it at once, and no half-written one
+    assert leftovers(user) == [] and sorted(p.name for p in user.cache_dir.iterdir()) == cached_files()
     print(f"50 first contacts: {uploads} upload(s), {elapsed:.1f}s")
 
 
@@ -504,7 +529,7 @@ def test_a_killed_worker_s_retry_reattaches_through_the_uploaded_cli(
     else:
         assert "Adopted the result of job" in second.output and "already ended as SUCCEEDED" in second.output
     assert len(runs.read_text().splitlines()) == 1  # one execution, through the uploaded CLI
-    assert [p.name for p in user.cache_dir.iterdir()] == [packed_cli().filename]
+    assert sorted(p.name for p in user.cache_dir.iterdir()) == cached_files()
 
 
 def test_bad_install_settings_fail_the_dag_parse() -> None:

@@ -24,6 +24,7 @@ import pytest
 from orchesjob_provider.cli_pack import packed_cli
 from orchesjob_provider.exceptions import OrchesjobCliBroken, OrchesjobUnsafeCache
 from orchesjob_provider.hooks.orchesjob import OrchesjobAsyncHook, OrchesjobHook
+from tests.support.cli import REPO_ROOT
 from tests.support.host_users import HostUser, can_make_users, multiuser_sshd, stop_multiuser_sshd
 from tests.support.ssh_hook_kwargs import fast_ssh_hook_kwargs
 from tests.support.sshd import SshServer
@@ -264,6 +265,50 @@ def test_a_cached_cli_swapped_after_its_check_never_runs(
             assert not evil.exists()
         st = cached.stat()
         assert stat.S_ISREG(st.st_mode)
+    finally:
+        user.remove()
+
+
+# Compiles the cached CLI as the host's interpreter does (orchesjob/codebuild.py), except that its orchesjob.errors,
+# which every call imports, also creates the file named by argv[4]; the header binds it to the sha256 in argv[3].
+PLANT_CODES = r"""
+import marshal, sys
+sys.path.insert(0, sys.argv[1])
+from orchesjob.codebuild import compile_archive, save
+from orchesjob.codeload import oj_codes_header, oj_codes_path
+archive = sys.argv[2]
+with open(archive, "rb") as f:
+    codes = compile_archive(archive, f.read())
+with open(sys.argv[1] + "/orchesjob/errors.py") as f:
+    source = f.read() + "\nopen(%r, 'w').close()\n" % sys.argv[4]
+codes["orchesjob.errors"] = (False, marshal.dumps(compile(source, "errors.py", "exec")))
+save(oj_codes_path(archive), oj_codes_header(bytes.fromhex(sys.argv[3])), codes)
+"""
+
+
+def test_compiled_code_beside_the_cached_cli_runs_only_if_made_from_the_verified_bytes(
+    hosts_sshd: SshServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launcher verifies the cached file, then runs code compiled from it, kept beside it. Code in that place
+    that was made from other bytes (left by an older file of that name, or put there) never runs; code made from the
+    verified bytes does."""
+    import subprocess
+
+    user = _account(hosts_sshd, "/bin/sh", monkeypatch)
+    try:
+        with _hook() as hook:
+            hook.version()
+            cached = Path(hook.settings.orchesjob_bin[1])
+            for made_from, should_run in (("0" * 64, False), (packed_cli().sha256, True)):
+                ran = user.home / ("ran-" + made_from[:8])
+                subprocess.run(
+                    ["/usr/bin/python3", "-c", PLANT_CODES, REPO_ROOT, str(cached), made_from, str(ran)], check=True
+                )
+                for name in os.listdir(cached.parent):
+                    if name.endswith(".codes"):  # the account's, as if it had written it
+                        os.chown(cached.parent / name, user.uid, user.gid)
+                assert hook.status(running=True) == []
+                assert ran.exists() == should_run, made_from
     finally:
         user.remove()
 
