@@ -6,6 +6,7 @@ same run, and timings are medians of repeated whole-process runs.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
@@ -71,11 +73,20 @@ def env_for(home: str) -> dict[str, str]:
 
 
 def timed(
-    argv: Sequence[str], env: Optional[dict[str, str]] = None, ok_codes: Sequence[int] = (0,)
+    argv: Sequence[str],
+    env: Optional[dict[str, str]] = None,
+    ok_codes: Sequence[int] = (0,),
+    stdin: Optional[str] = None,
 ) -> "tuple[float, int, bytes]":
-    """Wall time of one whole process, its peak RSS in KiB, and its stdout."""
+    """Wall time of one whole process (its standard input the file `stdin`, if given), its peak RSS in KiB, and its
+    stdout."""
+    source = open(stdin, "rb") if stdin is not None else None
     t0 = time.perf_counter()
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        p = subprocess.Popen(argv, env=env, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    finally:
+        if source is not None:
+            source.close()
     assert p.stdout is not None  # stdout=PIPE
     out = p.stdout.read()
     _, status, usage = os.wait4(p.pid, 0)
@@ -87,10 +98,61 @@ def timed(
 
 
 def median_time(
-    make_argv: Callable[[int], Sequence[str]], env: Optional[dict[str, str]], runs: int, ok_codes: Sequence[int] = (0,)
+    make_argv: Callable[[int], Sequence[str]],
+    env: Optional[dict[str, str]],
+    runs: int,
+    ok_codes: Sequence[int] = (0,),
+    stdin: Optional[str] = None,
 ) -> float:
-    times = [timed(make_argv(i), env, ok_codes)[0] for i in range(runs)]
+    times = [timed(make_argv(i), env, ok_codes, stdin)[0] for i in range(runs)]
     return statistics.median(times)
+
+
+def pyz_figures(pyz: str, env: dict[str, str], base: float, runs: int) -> dict[str, float]:
+    """The .pyz the two ways it runs, over the bare start-up `base`: as a file (`python -I orchesjob.pyz`) and as
+    the provider runs it on a host (its bootstrap on the command line, the launcher and the request on stdin: the
+    file's directories and sha256 checked, then the CLI from the code compiled beside it). Beside them, what no CLI
+    could avoid there: an empty zipapp's start (Python's runpy), and hashing the file (the launcher's check)."""
+    sys.path.insert(0, ROOT)
+    from orchesjob_provider.launcher import BOOTSTRAP, launcher_line
+
+    with open(pyz, "rb") as f:
+        data = f.read()
+    request = os.path.join(os.path.dirname(pyz), "status-request")
+    with open(request, "wb") as f:
+        f.write(launcher_line(pyz, hashlib.sha256(data).hexdigest(), "status"))
+        f.write(json.dumps({"argv": ["--run-key", "history-0"], "state_dir": env["ORCHESJOB_HOME"]}).encode() + b"\n")
+    empty = os.path.join(os.path.dirname(pyz), "empty.pyz")
+    with zipfile.ZipFile(empty, "w") as z:
+        z.writestr("__main__.py", "")
+    fig = {}
+    by_file = [PYTHON, "-I", pyz, "status", "--run-key", "history-0"]
+    timed(by_file, env)  # the first run compiles the code it keeps beside the file
+    fig["status_ratio_100k_pyz"] = median_time(_always(by_file), env, runs) / base
+    by_launcher = [PYTHON, "-I", "-c", BOOTSTRAP]
+    timed(by_launcher, env, stdin=request)
+    fig["status_ratio_100k_pyz_launcher"] = median_time(_always(by_launcher), env, runs, stdin=request) / base
+    fig["empty_zipapp_ratio"] = median_time(_always([PYTHON, "-I", empty]), env, runs) / base
+    hashing = subprocess.run(
+        [PYTHON, "-I", "-c", PYZ_HASH_TIMING, pyz], capture_output=True, text=True, check=True
+    ).stdout
+    fig["pyz_sha256_over_base"] = float(hashing) / base
+    return fig
+
+
+# The launcher's hashing of the file, timed in the interpreter that runs it (its builtin hash module): seconds.
+PYZ_HASH_TIMING = """
+import sys, time
+try:
+    from _sha256 import sha256
+except ImportError:
+    from _sha2 import sha256
+data = open(sys.argv[1], "rb").read()
+t0 = time.perf_counter()
+for _ in range(20):
+    sha256(data).digest()
+print((time.perf_counter() - t0) / 20)
+"""
 
 
 def _always(argv: list[str]) -> Callable[[int], Sequence[str]]:
@@ -205,11 +267,11 @@ def main() -> int:
                 by_wrapper = [os.path.join(os.path.dirname(CLI[0]), "orchesjob-console-script")]
                 by_wrapper += ["status", "--run-key", "history-0"]
                 fig["status_ratio_100k_console_script"] = median_time(_always(by_wrapper), env, runs) / base
-                pyz = os.path.join(tmp, "orchesjob.pyz")
+                pyz = os.path.join(tmp, "zipapp", "orchesjob.pyz")
+                os.makedirs(os.path.dirname(pyz), mode=0o700, exist_ok=True)
                 if not os.path.exists(pyz):
                     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_pyz.py"), pyz], check=True)
-                by_pyz = [PYTHON, "-I", pyz, "status", "--run-key", "history-0"]
-                fig["status_ratio_100k_pyz"] = median_time(_always(by_pyz), env, runs) / base
+                fig.update(pyz_figures(pyz, env, base, runs))
             sr = median_time(lambda i: CLI + ["status", "--running"], env, runs)
             fig["status_running_ratio_%s" % label] = sr / base
             # the host tools: ls of the latest jobs, metrics with its default window (the seeded history is a year
@@ -381,6 +443,7 @@ GOALS = {
     "status_ratio_1m": ("<= 2", lambda v: v <= 2),
     "status_ratio_100k": ("<= 1.5", lambda v: v <= 1.5),
     "status_ratio_100k_pyz": ("<= 1.5", lambda v: v <= 1.5),
+    "status_ratio_100k_pyz_launcher": ("<= 1.5", lambda v: v <= 1.5),
     "start_sync_ratio": ("<= 4", lambda v: v <= 4),
     "ls_ratio_1m": ("<= 3", lambda v: v <= 3),
     "ls_ratio_100k": ("<= 3", lambda v: v <= 3),
