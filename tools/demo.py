@@ -170,12 +170,14 @@ def main() -> int:
             "    physical executions (lines the job wrote to %s): %d" % (runs_file.relative_to(ROOT), len(executions))
         )
         cache = host_home / ".cache" / "orchesjob"
-        uploaded = sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
+        uploaded = sorted(p.name for p in cache.iterdir() if p.name.endswith(".pyz")) if cache.is_dir() else []
+        compiled = cache.is_dir() and any(p.name.endswith(".codes") for p in cache.iterdir())
         print(
-            "    the CLI the host ran: %s"
+            "    the CLI the host ran: %s%s"
             % (
                 ", ".join(str((cache / n).relative_to(ROOT)) for n in uploaded)
-                or "none uploaded (an orchesjob on the host's PATH answered)"
+                or "none uploaded (an orchesjob on the host's PATH answered)",
+                ", run from the code compiled beside it" if compiled else "",
             )
         )
         ok = (
