@@ -26,7 +26,7 @@ from .contract import (  # limits and defaults the provider relies on too
     WATCH_DEFAULT_TOTAL_BYTES,
     WATCH_MIN_TOTAL_BYTES,
 )
-from .errors import EXIT_OK, InvalidArgument, OrchesjobError
+from .errors import EXIT_ERROR, EXIT_OK, InvalidArgument, OrchesjobError
 from .jsonout import dump as _dump  # imported now: the error path must not need to open a file (ulimit -n)
 
 TYPE_CHECKING = False
@@ -679,22 +679,32 @@ def _leave(code: int) -> None:
     store = sys.modules.get(__name__.rpartition(".")[0] + ".store")
     if store is not None:
         store.close_all()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass  # the reader went away: there is nobody left to tell
-    os._exit(code)
+    _flush_and_exit(code)
 
 
 def _leave_database_untouched(code: int) -> None:
     """Exit without closing the database: closing the last connection checkpoints the WAL into the database file,
     and a damaged database must be left exactly as it was found."""
-    for stream in (sys.stdout, sys.stderr):
+    _flush_and_exit(code)
+
+
+def _flush_and_exit(code: int) -> None:
+    """Flush what is still buffered and end the process. An answer that could not be written out (a full disk) is
+    not a success; a reader that went away (a closed pipe) has nobody left to tell."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    except (OSError, ValueError) as e:
+        code = code or EXIT_ERROR
         try:
-            stream.flush()
+            sys.stderr.write("orchesjob: the answer could not be written: %s\n" % e)
         except (OSError, ValueError):
             pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
     os._exit(code)
 
 

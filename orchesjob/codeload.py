@@ -125,6 +125,8 @@ class OjCodeFinder:
     ) -> "ModuleSpec | None":
         import _frozen_importlib  # importlib's core, always loaded
 
+        if name != "orchesjob" and not name.startswith("orchesjob."):
+            return None  # the package's modules only: never a module of the standard library, whatever the file says
         try:
             package, code = self.codes[name][0], marshal.loads(self.codes[name][1])
         except Exception:  # noqa: BLE001 - not ours, or damaged

@@ -85,7 +85,7 @@ def oj_launch(path, sha, verb):
     if found:
         refuse("%s %s; whoever else can write there could make this call run their code" % found)
     data, digest = oj_archive_digest(path)
-    got = "".join("%02x" % b for b in bytearray(digest))
+    got = digest.hex()
     if got != sha:
         refuse("its sha256 is %s, not the %s that was uploaded" % (got, sha))
     sys.argv = [path, verb, "--request", "-"]

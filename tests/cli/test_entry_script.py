@@ -161,3 +161,21 @@ def test_the_cli_forgets_closed_connections_as_it_goes():
         pass
     else:
         raise AssertionError("close_all left a connection open")
+
+
+def test_an_answer_that_cannot_be_written_is_not_a_success(home):
+    """The CLI leaves without the interpreter's teardown (cli._leave), which would have reported a failed final
+    flush: an answer lost to a full disk must still end with exit 1, whichever way it is written."""
+    check_ok(run_cli(home, "start", "--sync", "--run-key", "full", "--", "echo", "a line to lose"))
+    for args in (
+        ("status", "--run-key", "full"),
+        ("status", "--run-key", "full", "--format", "table"),
+        ("--version",),
+        ("help", "status"),
+        ("logs", "--run-key", "full"),
+    ):
+        with open("/dev/full", "w") as full:
+            p = subprocess.run(
+                [sys.executable, "-m", "orchesjob", *args], env=cli_env(home), stdout=full, stderr=subprocess.PIPE
+            )
+        assert p.returncode == 1, (args, p.returncode, p.stderr)

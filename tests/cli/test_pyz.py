@@ -1,5 +1,7 @@
 """`make pyz`: the single-file CLI runs a job end to end with the oldest Python here (or this one)."""
 
+import __future__
+
 import glob
 import hashlib
 import importlib.util
@@ -73,7 +75,8 @@ def _built(tmp_path):
 
 
 def _run(target, env, *args):
-    return subprocess.run([sys.executable, "-I", str(target), *args], env=env, capture_output=True, text=True)
+    # -S: no .pth file of this environment loads modules (__future__, functools...) before the archive runs
+    return subprocess.run([sys.executable, "-I", "-S", str(target), *args], env=env, capture_output=True, text=True)
 
 
 def _codes_path(target):
@@ -94,6 +97,11 @@ def _plant(target, header, damage=None):
     codes["orchesjob.errors"] = (False, marshal.dumps(compile(source, "errors.py", "exec")))
     if damage == "module":
         codes["orchesjob.errors"] = (False, b"\xff not marshalled code")
+    if damage == "stdlib":  # the marked code as a module of the standard library the CLI imports after it
+        codes = {name: entry for name, entry in codes.items() if name != "orchesjob.errors"}
+        with open(__future__.__file__) as f:
+            source = f.read() + "\nimport sys as _s\n_s.stderr.write(%r)\n" % (MARK + "\n")
+        codes["__future__"] = (False, marshal.dumps(compile(source, "__future__.py", "exec")))
     blob = header + marshal.dumps(codes)
     if damage == "truncated":
         blob = blob[: len(blob) // 2]
@@ -124,7 +132,16 @@ def test_the_first_run_keeps_the_compiled_code_beside_the_zipapp_and_the_next_ru
 
 
 @pytest.mark.parametrize(
-    "problem", ["another archive", "another interpreter", "group-writable", "a link", "truncated", "damaged module"]
+    "problem",
+    [
+        "another archive",
+        "another interpreter",
+        "group-writable",
+        "a link",
+        "truncated",
+        "damaged module",
+        "a module not of the package",
+    ],
 )
 def test_compiled_code_unfit_to_use_is_never_run_and_the_call_still_answers(tmp_path, problem):
     target, env = _built(tmp_path)
@@ -133,7 +150,8 @@ def test_compiled_code_unfit_to_use_is_never_run_and_the_call_still_answers(tmp_
         header = _header(target, hashlib.sha256(b"some other zipapp").digest())
     elif problem == "another interpreter":
         header = b"\x00\x00\r\n" + header[4:]
-    path = _plant(target, header, damage={"truncated": "truncated", "damaged module": "module"}.get(problem))
+    damage = {"truncated": "truncated", "damaged module": "module", "a module not of the package": "stdlib"}
+    path = _plant(target, header, damage=damage.get(problem))
     if problem == "group-writable":
         os.chmod(path, 0o620)
     elif problem == "a link":
