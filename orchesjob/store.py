@@ -218,6 +218,15 @@ def database_error(exc: sqlite3.DatabaseError, path: str) -> OrchesjobError:
         )
     if "readonly" in text or "read-only" in text or "unable to open" in text:
         return OrchesjobError("cannot write the database %s: %s" % (path, text), error_type="state_dir")
+    if (text == "disk I/O error" or text == "out of memory") and _out_of_memory():
+        return OrchesjobError(
+            "cannot use the database %s: this process is out of memory or address space (ulimit -v is too low?); "
+            "SQLite said: %s" % (path, text),
+            error_type="os_error",
+        )
+    name = getattr(exc, "sqlite_errorname", None)  # Python 3.11+: SQLite's extended code, e.g. SQLITE_IOERR_FSYNC
+    if name:
+        text = "%s (%s)" % (text, name)
     return OrchesjobError("database error on %s: %s" % (path, text), error_type="database")
 
 
@@ -230,6 +239,25 @@ def _out_of_descriptors() -> bool:
         import errno
 
         return e.errno == errno.EMFILE
+    return False
+
+
+def _out_of_memory() -> bool:
+    """Whether mapping memory fails here (ENOMEM), the evidence that SQLite's "disk I/O error" came from mapping
+    its shared-memory file under an address-space limit (ulimit -v) rather than from the disk. Loading the mmap
+    module is itself a mapping: when the loader cannot map it, that is the same evidence."""
+    try:
+        import mmap
+    except ImportError as e:
+        return "failed to map" in str(e)
+    try:
+        mmap.mmap(-1, 1 << 16).close()
+    except OSError as e:
+        import errno
+
+        return e.errno == errno.ENOMEM
+    except MemoryError:
+        return True
     return False
 
 

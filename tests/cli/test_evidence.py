@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from orchesjob.store import database_error
 from tests.support.cli import (
     REPO_ROOT,
     Result,
@@ -36,7 +37,7 @@ from tests.support.cli import (
     wait_pids_gone,
     wait_until,
 )
-from tests.support.procs import stat_fields
+from tests.support.procs import cmdline, environ, processes_of_home, stat_fields
 
 CI = os.environ.get("CI") == "true"
 UNSHARE = shutil.which("unshare")
@@ -52,29 +53,6 @@ def runs(marker: Path) -> int:
         return len(marker.read_text().split())
     except FileNotFoundError:
         return 0
-
-
-def procs_of_home(home: Path) -> list[int]:
-    needle = ("ORCHESJOB_HOME=%s" % home).encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/environ" % name, "rb") as f:
-                if needle in f.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            pass
-    return found
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def take_pid(wanted: int, argv: list[str]) -> subprocess.Popen | None:
@@ -360,20 +338,23 @@ def test_no_env_value_cwd_or_argument_shows_on_a_command_line(home, tmp_path, fo
         out = p.stdout.decode()
         r = Result(p.returncode, parse_json(out), out, p.stderr.decode())
     job = check_ok(r)
+    target = job["target_pid"]
     try:
-        parents = {pid: (stat_fields(pid) or ["?", "0"])[1] for pid in procs_of_home(home)}
-        shown = {pid: cmdline(pid) for pid in parents}
-        assert job["worker_pid"] in shown and job["target_pid"] in shown
+        # The launch returns once the command's exec has replaced its memory, a moment before the kernel has set up
+        # its argument and environment areas (both read empty until then): wait for them, then look at everyone.
+        wait_until(lambda: cmdline(target)[:2] == [b"sh", b"-c"] and environ(target) != [b""], 30, what="the exec")
+        parents = {pid: (stat_fields(pid) or ["?", "0"])[1] for pid in processes_of_home(home)}
+        shown = {pid: b"\0".join(cmdline(pid)) for pid in parents}
+        assert job["worker_pid"] in shown and target in shown
         for pid, line in shown.items():
             assert secret_env.encode() not in line, (pid, line)
             assert b"cwd-holding-a-secret-name" not in line, (pid, line)
             # the command itself may show its arguments, and so may its own child in the instant between its
             # fork and its exec (sh forks for each `sleep`), which still has the command's command line
-            if job["target_pid"] not in (pid, int(parents[pid])):
+            if target not in (pid, int(parents[pid])):
                 assert secret_arg.encode() not in line, (pid, line)
         assert shown[job["worker_pid"]].startswith(b"orchesjob supervisor " + job["job_id"].encode())
-        with open("/proc/%d/environ" % job["target_pid"], "rb") as f:
-            assert ("TOKEN=" + secret_env).encode() in f.read().split(b"\0")  # the command still gets it
+        assert ("TOKEN=" + secret_env).encode() in environ(target)  # the command still gets it
     finally:
         go.touch()
     done = check_ok(run_cli(home, "wait", "--job-id", job["job_id"], "--timeout", "30"))
@@ -409,6 +390,58 @@ def test_the_error_path_answers_in_json_under_tight_limits(home, tmp_path, limit
     # whatever failed, no job was left half started
     for job in check_ok(run_cli(home, "status", "--running")):
         raise AssertionError("a job was left active: %s" % job)
+
+
+_SHM_UNDER_A_LIMIT = r"""
+import os, resource, sqlite3, subprocess, sys
+from orchesjob import store
+db = sys.argv[1]
+# another process holds the database open, so this one must map the WAL's shared-memory file itself
+holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                           "c.execute('select * from t').fetchall(); sys.stdout.write('ready\\n'); sys.stdout.flush(); "
+                           "sys.stdin.read()", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+assert holder.stdout.readline() == b"ready\n"
+junk = [bytearray(1 << 20) for _ in range(8)]
+del junk
+with open("/proc/self/status") as f:
+    size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size, resource.RLIM_INFINITY))
+try:
+    sqlite3.connect(db).execute("select * from t").fetchall()
+    print("{}")
+except sqlite3.DatabaseError as exc:
+    err = store.database_error(exc, db)
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    import json
+    print(json.dumps({"sqlite": str(exc), "error": err.error_type, "message": str(err)}))
+holder.stdin.close()
+holder.wait()
+"""
+
+
+def test_sqlite_out_of_address_space_is_named_as_memory_not_disk(tmp_path):
+    """SQLite reports a failed mapping of its shared-memory file as "disk I/O error"; under `ulimit -v` that would
+    send a user to check a healthy disk. A process that can map no memory now is told it is out of memory."""
+    db = tmp_path / "x.db"
+    conn = sqlite3.connect(str(db))
+    conn.execute("pragma journal_mode=wal")
+    conn.execute("create table t(x)")
+    conn.commit()
+    conn.close()
+    p = subprocess.run(
+        [sys.executable, "-c", _SHM_UNDER_A_LIMIT, str(db)],
+        cwd=str(REPO_ROOT),
+        capture_output=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out, "SQLite mapped its shared memory under an address-space limit of the process's own size"
+    assert out["sqlite"] in ("disk I/O error", "out of memory"), out
+    assert out["error"] == "os_error" and "ulimit -v" in out["message"] and str(db) in out["message"], out
+    # the same message without that evidence (memory maps fine here) stays a database error, SQLite's words kept
+    err = database_error(sqlite3.OperationalError("disk I/O error"), str(db))
+    assert err.error_type == "database" and "disk I/O error" in str(err)
 
 
 # -- 16. a setting no command can work with ----------------------------------------------------------------------------
