@@ -21,7 +21,7 @@ SCRAPE_LABELS = {"instance", "job"}
 
 def tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
-    assert path, "%s is not installed (CI installs it; see .ci/run)" % name
+    assert path, "%s is not installed (.ci/run installs it)" % name
     return path
 
 
