@@ -3,7 +3,8 @@
 The checks, in order (a check that needs what an earlier one found unsound is reported as skipped):
 
   state_dir        the state directory, logs/, the database and its -wal/-shm, every file in logs/: owned by the
-                   caller, no links, private modes (0700 directories, 0600 files)
+                   caller, no links, private modes (0700 directories, 0600 files); files of a database creation
+                   that a kill left unfinished
   proc             /proc shows this pid namespace and the boot id: without it no job can be judged dead
   database         PRAGMA quick_check
   schema           the schema version against this orchesjob's
@@ -187,8 +188,35 @@ class Doctor:
             usable = self._path_ok(c, path, fst, is_dir=False) and usable
         if lst is not None and stat.S_ISDIR(lst.st_mode):
             self._scan_logs(c)
+        self._unfinished_creations(c)
         c["message"] = "; ".join(notes)
         return usable
+
+    def _unfinished_creations(self, c: dict[str, Any]) -> None:
+        """Private files of a database creation that never got its name (store._create_database: a first command
+        killed between making the new database and linking it into place). They never held a job, and nothing reads
+        them; one whose creator's pid is alive here may still be in progress and is not reported."""
+        prefix = home.DB_NAME + ".new-"
+        left = []
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            pid = name[len(prefix) :].split("-", 1)[0]
+            if pid.isdigit() and processes.exists(int(pid)):
+                continue
+            left.append(name)
+        if left:
+            self._find(
+                c,
+                "%s in %s: left by a command killed while it created the database; they hold no jobs and "
+                "nothing reads them" % (_n(len(left), "unfinished database file"), self.root),
+                "remove them: cd %s && rm -f -- %s" % (self.root, " ".join(sorted(left))),
+                items=sorted(left),
+            )
 
     def _path_ok(self, c: dict[str, Any], path: str, st: os.stat_result, is_dir: bool, top: bool = False) -> bool:
         """Refuse what every command refuses (home._check: links, wrong types, another owner, extra hard links) as

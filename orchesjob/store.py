@@ -1129,6 +1129,9 @@ def _create_database(path: str) -> None:
             raise OrchesjobError(
                 "the new database %s kept a -wal file after its last connection closed" % tmp, error_type="database"
             )
+        from . import processes
+
+        processes.pause_point("database-before-link")
         try:
             os.link(tmp, path)
         except FileExistsError:

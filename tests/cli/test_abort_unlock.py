@@ -204,7 +204,7 @@ def test_no_new_attempt_while_an_aborted_job_is_still_dying(home, start_job, ok,
     j = start_job("dying", *command)
     wait_until(marker.exists, 30, what="the job to start")
     aborter = subprocess.Popen(
-        cli_argv("abort", "--run-key", "dying", "--grace-seconds", "4"),
+        cli_argv("abort", "--run-key", "dying", "--grace-seconds", "10"),  # room for the checks below under load
         env=cli_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -214,7 +214,7 @@ def test_no_new_attempt_while_an_aborted_job_is_still_dying(home, start_job, ok,
     during = ok("start", "--run-key", "dying", "--", *command)
     assert during["existing"] is True and during["job_id"] == j["job_id"] and during["status"] == "ABORTED"
     assert marker.read_text().split() == ["run"]
-    aborter.communicate(timeout=60)
+    aborter.communicate(timeout=90)
     assert aborter.returncode == 0
     after = ok("start", "--run-key", "dying", "--", *command)
     assert after["existing"] is False and after["attempt_no"] == 2

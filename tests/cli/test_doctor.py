@@ -23,6 +23,7 @@ from tests.support.cli import (
     cli_env,
     db_exec,
     kill_job_processes,
+    popen_cli,
     run_cli,
 )
 
@@ -390,3 +391,34 @@ def test_doctor_finds_log_files_without_a_job_and_jobs_without_log_files(home, r
         assert orphans["items"] == [stray.name] and missing["items"] == [gone["job_id"]]
         assert stray.exists()
     assert report["checks"][-1]["jobs"] == 3
+
+
+def test_doctor_reports_a_database_creation_a_kill_left_unfinished(home, run):
+    """A first command killed between making the new database and linking it into place leaves its private file;
+    doctor names it and says how to remove it, never while its creator may still be at work, and never deletes."""
+    from tests.support.cli import stat_state, wait_until
+
+    first = popen_cli(home, "start", "--run-key", "k", "--", "true", env={"ORCHESJOB_PAUSE_AT": "database-before-link"})
+    try:
+        wait_until(lambda: stat_state(first.pid) == "T", 30, what="the first command to stop before the link")
+        left = sorted(p.name for p in home.iterdir() if p.name.startswith("orchesjob.db.new-%d-" % first.pid))
+        assert len(left) == 1 and not (home / "orchesjob.db").exists(), sorted(os.listdir(home))
+        code, report = doctor(run)  # its creator is alive (stopped): perhaps at work, not reported
+        assert findings(report, "state_dir") == [], report
+        first.kill()
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    code, report = doctor(run)
+    (found,) = findings(report, "state_dir")
+    assert code == 1 and found["items"] == left and "hold no jobs" in found["problem"] and not found["fixable"]
+    assert found["action"] == "remove them: cd %s && rm -f -- %s" % (home, left[0])
+    # the next command makes the database as if nothing had happened; the leftover stays until removed
+    job = check_ok(run_cli(home, "start", "--run-key", "k", "--sync", "--", "true"))
+    assert job["status"] == "SUCCEEDED" and (home / left[0]).exists()
+    code, report = doctor(run, "--fix")
+    assert code == 1 and [f["items"] for f in findings(report, "state_dir")] == [left] and (home / left[0]).exists()
+    subprocess.run(["sh", "-c", found["action"]], check=True)
+    assert doctor(run)[0] == 0

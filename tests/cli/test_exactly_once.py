@@ -221,7 +221,8 @@ def test_sync_caller_returns_when_supervisor_was_killed_and_target_ends(home, tm
         stderr=subprocess.PIPE,
     )
     wait_until(lambda: read_pids(pids), what="the target to write its pid")
-    j = ok("status", "--run-key", "k9sync")
+    # the command runs a moment before its supervisor commits RUNNING: the kill comes after that record
+    j = wait_until(lambda: (lambda job: job["status"] == "RUNNING" and job)(ok("status", "--run-key", "k9sync")))
     os.kill(j["worker_pid"], signal.SIGKILL)
     wait_pids_gone([j["worker_pid"]])
     assert p.poll() is None and ok("status", "--run-key", "k9sync")["status"] == "RUNNING"

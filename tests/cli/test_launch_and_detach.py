@@ -160,7 +160,17 @@ def test_sighup_to_sync_caller_mid_wait_leaves_job_running(home, ok, wait_termin
 
 
 def check_ok_status(ok, key):
-    return ok("status", "--run-key", key)
+    """The job once its launch is recorded: the command runs a moment before the supervisor commits RUNNING, so a
+    status right after the command's first act can still read STARTING. It must never read an end here."""
+    seen = []
+
+    def running():
+        job = ok("status", "--run-key", key)
+        seen.append(job["status"])
+        assert job["status"] in ("STARTING", "RUNNING"), job
+        return job if job["status"] == "RUNNING" else None
+
+    return wait_until(running, 30, what=lambda: "RUNNING to be recorded (seen: %s)" % sorted(set(seen)))
 
 
 def test_job_outlives_caller_killed_with_sigkill(home, ok, wait_terminal, tmp_path):
@@ -180,7 +190,7 @@ def test_job_outlives_caller_killed_with_sigkill(home, ok, wait_terminal, tmp_pa
     wait_until(started.exists, 30, what="the job to start")
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate(timeout=30)
-    job = ok("status", "--run-key", "kill-caller")
+    job = check_ok_status(ok, "kill-caller")
     assert job["status"] == "RUNNING"
     go.touch()
     assert wait_terminal(job["job_id"])["status"] == "SUCCEEDED"
@@ -209,7 +219,7 @@ def test_ctrl_c_on_sync_caller_is_a_json_error_and_the_job_goes_on(home, ok, wai
     body = parse_json(out)
     assert isinstance(body, dict) and body.get("error") and body.get("exit_code") == p.returncode, out
     assert err.strip().startswith("orchesjob: ")
-    job = ok("status", "--run-key", "sigint")
+    job = check_ok_status(ok, "sigint")
     assert job["status"] == "RUNNING"
     go.touch()
     assert wait_terminal(job["job_id"])["status"] == "SUCCEEDED"

@@ -8,6 +8,7 @@ it run" is counted from evidence the CLI cannot fake.
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,7 +30,7 @@ from tests.support.cli import (
     wait_pids_gone,
     wait_until,
 )
-from tests.support.procs import processes_of_home, stopped_supervisor
+from tests.support.procs import environ, processes_of_home, stopped_supervisor
 
 UNSHARE = shutil.which("unshare")
 
@@ -379,12 +380,14 @@ def test_a_repeated_request_id_never_starts_a_second_execution(home, tmp_path, m
 
 
 def test_a_request_id_that_reattached_keeps_answering_with_that_job(home, tmp_path):
-    marker = tmp_path / "runs"
-    first = check_ok(
-        run_cli(home, "start", "--run-key", "re", "--request-id", "a", "--", *counting(marker, "sleep 1; exit 4"))
-    )
-    same = counting(marker, "sleep 1; exit 4")
-    reattach = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *same))
+    marker, go = tmp_path / "runs", tmp_path / "go"
+    # the job fails only once the test lets it: still running when the second request reattaches, however slow
+    same = counting(marker, "n=0; while [ ! -e %s ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; exit 4" % go)
+    try:
+        first = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "a", "--", *same))
+        reattach = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *same))
+    finally:
+        go.touch()
     assert reattach["job_id"] == first["job_id"] and reattach["owner"] == "b"
     wait_until(lambda: check_ok(run_cli(home, "status", "--run-key", "re"))["status"] == "FAILED", 30, what="fail")
     repeat = check_ok(run_cli(home, "start", "--run-key", "re", "--request-id", "b", "--", *same))
@@ -444,9 +447,16 @@ def test_abort_does_not_signal_a_recycled_process_group(home, db, spawn):
 
 
 # -- 10. a job started from inside a job is its own job -----------------------------------------------------------
+def _gated_inner_start(go: Path) -> str:
+    """A `start` of a job `child` as a shell line for a job to run: the child runs until `go` exists (60 s at most),
+    so it is surely still running whatever the parent's end and the checks after it take."""
+    loop = 'n=0; while [ ! -e "$0" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done'
+    return " ".join(shlex.quote(a) for a in cli_argv("start", "--run-key", "child", "--", "sh", "-c", loop, str(go)))
+
+
 def test_a_job_started_from_inside_a_job_survives_its_parent(home, tmp_path):
-    child_out = tmp_path / "child.json"
-    inner = " ".join(cli_argv("start", "--run-key", "child", "--", "sleep", "2"))
+    child_out, go = tmp_path / "child.json", tmp_path / "go"
+    inner = _gated_inner_start(go)
     parent = check_ok(
         run_cli(
             home, "start", "--run-key", "parent", "--sync", "--", "sh", "-c", "%s > %s; exit 0" % (inner, child_out)
@@ -457,21 +467,24 @@ def test_a_job_started_from_inside_a_job_survives_its_parent(home, tmp_path):
     assert child["status"] == "RUNNING"
     # the parent's leftover sweep ran when it ended; the child's supervisor must not have been taken for the parent's
     assert pid_alive(child["worker_pid"])
+    go.touch()
     done = check_ok(run_cli(home, "wait", "--job-id", child["job_id"], "--timeout", "30"))
     assert done["status"] == "SUCCEEDED" and done["exit_code"] == 0, done
 
 
 def test_a_nested_supervisor_carries_no_marker_of_the_parent(home, tmp_path):
-    child_out = tmp_path / "child.json"
-    inner = " ".join(cli_argv("start", "--run-key", "child", "--", "sleep", "5"))
+    child_out, go = tmp_path / "child.json", tmp_path / "go"
+    inner = _gated_inner_start(go)
     check_ok(run_cli(home, "start", "--run-key", "parent", "--sync", "--", "sh", "-c", "%s > %s" % (inner, child_out)))
     child = json.loads(child_out.read_text())
-    with open("/proc/%d/environ" % child["worker_pid"], "rb") as f:
-        env = f.read().split(b"\0")
-    assert not [e for e in env if e.startswith(b"ORCHESJOB_JOB_ID=")], env
-    with open("/proc/%d/environ" % child["target_pid"], "rb") as f:
-        env = f.read().split(b"\0")
-    assert ("ORCHESJOB_JOB_ID=%s" % child["job_id"]).encode() in env
+    try:
+        env = environ(child["worker_pid"])
+        assert len(env) > 1 and not [e for e in env if e.startswith(b"ORCHESJOB_JOB_ID=")], env
+        # the launch can answer a moment before the kernel has set up the command's environment area (read empty)
+        wait_until(lambda: environ(child["target_pid"]) != [b""], 30, what="the command's environment")
+        assert ("ORCHESJOB_JOB_ID=%s" % child["job_id"]).encode() in environ(child["target_pid"])
+    finally:
+        go.touch()
     check_ok(run_cli(home, "abort", "--job-id", child["job_id"], "--grace-seconds", "1"))
 
 

@@ -79,14 +79,17 @@ def test_the_end_of_any_job_wakes_the_call(start_job, ok, run, tmp_path):
 
 
 def test_gather_collects_output_written_after_the_first_news_but_an_end_answers_at_once(start_job, ok, tmp_path):
-    go = tmp_path / "go"
+    go, go_later = tmp_path / "go", tmp_path / "go-later"
     wait_go = 'while [ ! -e "$0" ]; do sleep 0.05; done; '
     first = start_job("first", "sh", "-c", wait_go + "echo early; sleep 60", str(go))
-    later = start_job("later", "sh", "-c", wait_go + "sleep 1.5; echo late; sleep 60", str(go))
+    later = start_job("later", "sh", "-c", wait_go + "echo late; sleep 60", str(go_later))
     watch = ["--watch", first["job_id"] + ":0:0", "--watch", later["job_id"] + ":0:0", "--timeout", "60"]
     go.touch()
-    # without --gather the first line answers the call; the line written 1.5 s later is not in it
-    w = ok("wait", *watch)
+    # without --gather the first line answers the call; the other job has written nothing yet
+    try:
+        w = ok("wait", *watch)
+    finally:
+        go_later.touch()  # its line comes after the first answer
     got = _by_id(w)
     assert got[first["job_id"]]["logs"]["stdout"]["data"] == "early\n" and got[later["job_id"]]["news"] is False
     # with --gather the call goes on collecting after the first line, and brings both

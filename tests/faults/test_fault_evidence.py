@@ -35,6 +35,7 @@ from tests.support.cli import (
     stat_state,
     wait_until,
 )
+from tests.support.procs import environ
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -319,9 +320,12 @@ def test_quick_commands_never_lead_a_signal_to_a_recycled_pid(home: Path, tmp_pa
                 # a SIGTERM to the supervisor while the command still ran is passed on to it
                 passed_on = term_at is not None and final.get("signal_name") == "SIGTERM"
                 assert final["exit_code"] == code or passed_on, ctx
+            marker = ("ORCHESJOB_JOB_ID=%s" % started["job_id"]).encode()
             for pid in (int(x) for x in _lines(pids) if x.isdigit()):
+                # still the job's: alive, no stranger of ours, and carrying the job's marker (the pid may have gone
+                # to a process of anything else on the machine since)
                 own = stat_state(pid) not in (None, "Z") and pid not in [s.pid for s in strangers]
-                assert not own, "process %d of the job outlived its end: %s" % (pid, ctx)
+                assert not (own and marker in environ(pid)), "process %d of the job outlived its end: %s" % (pid, ctx)
             strangers_started += len(strangers)
         finally:
             for s in strangers:

@@ -421,7 +421,7 @@ def test_timeouts_and_kills_abort_the_remote_process_tree_and_a_kept_job_is_reat
                 "kwargs": {
                     "command": tree_job(str(dirs["polling"])),
                     "deferrable": False,
-                    "execution_timeout": 4,
+                    "execution_timeout": 8,  # the job is surely started (and its tree there) when it runs out
                     "poll_interval": 2,
                     "abort_grace_seconds": 2,
                     "trigger_rule": "all_done",

@@ -120,6 +120,28 @@ def open_gate_once_started(gates: Path, attempt: int, log: Any) -> threading.Thr
     return thread
 
 
+class _GateOpener(threading.Thread):
+    def __init__(self, gate: Path, condition: Any) -> None:
+        super().__init__(daemon=True)
+        self.gate, self.condition, self.opened = gate, condition, False
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 60
+        while not self.condition():
+            if time.monotonic() > deadline:
+                return  # the test fails on its own: `opened` stays False (the job's gate gives up after 60 s)
+            time.sleep(0.05)
+        self.gate.touch()
+        self.opened = True
+
+
+def open_gate_when(gate: Path, condition: Any) -> _GateOpener:
+    """Touch `gate` from another thread once `condition()` holds (within 60 s); `.opened` says whether it did."""
+    opener = _GateOpener(gate, condition)
+    opener.start()
+    return opener
+
+
 # ---------------------------------------------------------------------- retries: reattach, adopt, new attempt
 
 
@@ -394,45 +416,66 @@ def test_a_run_key_with_a_newline_is_refused_and_nothing_runs(make_op, tmp_path:
 # ---------------------------------------------------------------------- logs
 
 
-def test_polling_mode_logs_each_line_once_while_the_job_runs(make_op) -> None:
+def test_polling_mode_logs_each_line_once_while_the_job_runs(make_op, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    # the job goes on past its first lines only once the task's log shows line 1: logged while the job ran
     command = sh_job(
-        "echo 'first q\"uote $(x) ✓'; echo 'warn 1' >&2; sleep 2; "
-        "echo second; sleep 2; printf 'no newline at the end'; sleep 1.5"
+        "echo 'first q\"uote $(x) ✓'; echo 'warn 1' >&2; "
+        f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+        "echo second; printf 'no newline at the end'"
     )
     op = make_op(command=command, deferrable=False, poll_interval=10)
     log = record_log(op)
-    started = time.monotonic()
+    opened = open_gate_when(gate, lambda: bool(log.lines("stdout")))
     result = op.execute(context())
-    ended = time.monotonic()
+    opened.join(5)
 
     assert result["status"] == "SUCCEEDED"
     assert log.lines("stdout") == ['first q"uote $(x) ✓', "second", "no newline at the end"]
     assert log.lines("stderr") == ["warn 1"]
-    first_seen = log.timed("stdout")[0][0]
-    # Line 1 was in the log while the job still had ~4 s to run, not at the end.
-    assert first_seen - started < (ended - started) - 2.5, (first_seen - started, ended - started)
+    assert opened.opened, "line 1 reached the task's log only after the job had ended (or not within 60 s)"
 
 
-def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op) -> None:
+def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op, tmp_path: Path) -> None:
     """A triggerer restart mid-job: the rebuilt trigger continues at the logged offsets."""
-    command = sh_job('for i in 1 2 3 4 5 6; do echo "line $i"; sleep 0.7; done')
+    gate = tmp_path / "gate"
+    # lines 1-3, then the job waits until the first trigger has logged something and been stopped: mid-job
+    command = sh_job(
+        'for i in 1 2 3; do echo "line $i"; done; '
+        f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+        'for i in 4 5 6; do echo "line $i"; done'
+    )
     op = make_op(command=command, poll_interval=10)
     ctx = context()
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(ctx)
-    trigger = deferred.value.trigger
-    first_log = record_log(trigger)
+    try:
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(ctx)
+        trigger = deferred.value.trigger
+        first_log = record_log(trigger)
 
-    async def run_a_while() -> None:
-        gen = trigger.run()
-        try:
-            await asyncio.wait_for(gen.__anext__(), 2.5)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            await gen.aclose()
+        async def run_until_a_line_is_logged() -> None:
+            gen = trigger.run()
+            task = asyncio.ensure_future(gen.__anext__())
+            deadline = time.monotonic() + 60
+            try:
+                while not first_log.lines("stdout") and time.monotonic() < deadline:
+                    done, _ = await asyncio.wait({task}, timeout=0.02)
+                    if done:
+                        break
+                assert not task.done(), "the first trigger ended while the job waited at its gate: %r" % (
+                    task.result(),
+                )
+            finally:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, StopAsyncIteration):
+                    pass
+                await gen.aclose()
 
-    asyncio.run(run_a_while())
+        asyncio.run(run_until_a_line_is_logged())
+    finally:
+        gate.touch()
     path, kwargs = trigger.serialize()
     rebuilt = OrchesjobTrigger(**json.loads(json.dumps(kwargs)))
     second_log = record_log(rebuilt)
@@ -645,7 +688,7 @@ def test_execution_timeout_of_a_polling_task_aborts_although_the_task_instance_s
     log = record_log(op)
     with pytest.raises(AirflowTaskTimeout):
         try:
-            with timeout(4):
+            with timeout(12):  # long after the job has started (its tree writes the pid files read below)
                 op.execute(context())
         except AirflowTaskTimeout:
             op.on_kill()  # what Airflow's task runner does next
@@ -685,22 +728,28 @@ def test_deferred_deadline_aborts_the_job(make_op, cli, tmp_path: Path) -> None:
 def test_deadline_with_abort_on_kill_false_leaves_the_job_for_the_next_try(make_op, cli, tmp_path: Path) -> None:
     from datetime import timedelta
 
-    marker = tmp_path / "runs"
-    command = sh_job(f"echo run >> {marker}; sleep 4; echo done")
+    marker, gate = tmp_path / "runs", tmp_path / "gate"
+    # the job runs until the test opens its gate: past the deadline, and still when the next try looks for it
+    command = sh_job(
+        f"echo run >> {marker}; n=0; while [ ! -e {gate} ] && [ $n -lt 900 ]; do sleep 0.1; n=$((n+1)); done"
+    )
     ctx = context()
     op = make_op(command=command, execution_timeout=timedelta(seconds=6), abort_on_kill=False)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute(ctx)
-    payload = run_trigger(deferred.value.trigger, timeout=30)
-    assert payload["status"] == "timeout"
-    with pytest.raises(AirflowException, match="left running"):
-        make_op(command=command, abort_on_kill=False).execute_complete(ctx, payload)
-    assert cli.status(job_id=payload["job_id"])["active"]
+    try:
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(ctx)
+        payload = run_trigger(deferred.value.trigger, timeout=30)
+        assert payload["status"] == "timeout"
+        with pytest.raises(AirflowException, match="left running"):
+            make_op(command=command, abort_on_kill=False).execute_complete(ctx, payload)
+        assert cli.status(job_id=payload["job_id"])["active"]
 
-    retry = make_op(command=command, abort_on_kill=False)
-    with pytest.raises(TaskDeferred) as again:
-        retry.execute(ctx)
-    assert again.value.trigger.job_id == payload["job_id"]
+        retry = make_op(command=command, abort_on_kill=False)
+        with pytest.raises(TaskDeferred) as again:
+            retry.execute(ctx)
+        assert again.value.trigger.job_id == payload["job_id"]
+    finally:
+        gate.touch()
     result = drive(retry, ctx, again.value)
     assert result["job_id"] == payload["job_id"] and result["status"] == "SUCCEEDED"
     assert lines(marker) == ["run"]

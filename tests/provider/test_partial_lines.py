@@ -98,8 +98,9 @@ def test_the_trigger_writes_a_quiet_partial_line_once_and_whole_lines_whole(
 
     payload = asyncio.run(scenario())
     assert seen["abc"] is not None, f"the partial line never reached the log: {recorder.messages()}"
-    # It waited for its newline as long as the stream was quiet for a poll timeout, and not much longer.
-    assert QUIET - 0.5 <= seen["abc"] - seen["one"] <= 2 * QUIET + 3, seen
+    # It waited for its newline as long as the stream was quiet for a poll timeout, and not until the job went on
+    # (the upper bound leaves a loaded machine room for a few remote calls; the gate opens only once it is shown).
+    assert QUIET - 0.5 <= seen["abc"] - seen["one"] <= 2 * QUIET + 10, seen
     # While the job was quiet, each call blocked for its whole poll timeout (so at most one answer per QUIET seconds):
     # no answer "news" with nothing in it, after which the watcher asked again at once (one gather second later).
     assert seen["calls"] <= seen["quiet_for"] / QUIET, seen
@@ -142,7 +143,7 @@ def test_the_operator_waiting_in_the_worker_writes_a_quiet_partial_line_once(
         gate.touch()
         helper.join(timeout=60)
     assert seen["abc"] is not None, f"the partial line never reached the log: {recorder.messages()}"
-    assert QUIET - 0.5 <= seen["abc"] - seen["one"] <= 2 * QUIET + 3, seen
+    assert QUIET - 0.5 <= seen["abc"] - seen["one"] <= 2 * QUIET + 10, seen
     assert result["status"] == "SUCCEEDED"
     assert recorder.lines("stdout") == EXPECTED
 

@@ -171,11 +171,12 @@ def test_deferrable_timeout_counts_from_the_task_start_across_deferrals(make_sen
         make_sensor(run_key="slow-export", deferrable=True, timeout=60).execute(context(started=long_ago))
 
     # A running job watched through the trigger: its deadline is the task's, and a timeout event fails the task.
-    ctx = context(started=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=57))
+    # (10 s left: a slow lookup under load still defers before the deadline)
+    ctx = context(started=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=50))
     sensor = make_sensor(run_key="slow-export", deferrable=True, timeout=60)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(ctx)
-    assert deferred.value.trigger.deadline - time.time() < 4
+    assert deferred.value.trigger.deadline - time.time() < 11
     with pytest.raises(AirflowSensorTimeout):
         drive(sensor, ctx, deferred.value)
     host.abort(run_key="slow-export", grace_seconds=1)
@@ -236,7 +237,7 @@ def test_a_deferred_sensor_whose_trigger_starts_after_the_deadline_sees_the_job_
     before it reports a timeout."""
     gate = tmp_path / "gate"
     gate_job = host.start("late-export", held_job(gate, "echo exported"))
-    sensor = make_sensor(run_key="late-export", deferrable=True, timeout=5)
+    sensor = make_sensor(run_key="late-export", deferrable=True, timeout=12)  # room for a slow lookup and the end
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(ctx)
@@ -258,7 +259,7 @@ def test_a_sensor_by_run_key_whose_trigger_starts_late_finds_the_job_that_appear
 ) -> None:
     """No job yet when the sensor deferred; by the time its trigger starts (after the deadline) the job has been
     started and has SUCCEEDED. The trigger looks for the run key before it concludes that none had started."""
-    sensor = make_sensor(run_key="late-appears", deferrable=True, timeout=2)
+    sensor = make_sensor(run_key="late-appears", deferrable=True, timeout=8)  # a slow first lookup still defers
     ctx = context()
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(ctx)
@@ -270,14 +271,18 @@ def test_a_sensor_by_run_key_whose_trigger_starts_late_finds_the_job_that_appear
     assert result["run_key"] == "late-appears" and result["status"] == "SUCCEEDED"
 
 
-def test_a_timeout_event_for_a_job_that_ended_since_is_judged_by_the_job(make_sensor, host) -> None:
+def test_a_timeout_event_for_a_job_that_ended_since_is_judged_by_the_job(make_sensor, host, tmp_path: Path) -> None:
     """The trigger saw the job running at the deadline; it ended before the task resumed. The sensor asks once
     more: a FAILED job fails the task as FAILED (not as a sensor timeout), a running one times out."""
-    job = host.start("ended-since", ["sh", "-c", "sleep 1; exit 5"])
+    gate = tmp_path / "gate"
+    job = host.start("ended-since", held_job(gate, "exit 5"))
     sensor = make_sensor(run_key="ended-since", deferrable=True, timeout=60)
     ctx = context()
-    with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute(ctx)
+    try:
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor.execute(ctx)
+    finally:
+        gate.touch()  # the job ends only once the sensor has deferred
     event = deferred.value.trigger._event("timeout", message="the job was still RUNNING at the deadline").payload
     host.wait(job_id=job["job_id"], timeout=30)
     with pytest.raises(AirflowException) as failure:
