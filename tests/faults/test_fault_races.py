@@ -232,6 +232,7 @@ class Reader:
 class RaceTrial:
     def __init__(self, home: Path, tmp: Path, name: str, rng) -> None:
         self.home, self.key = home, name
+        self.sup: int | None = None  # the first job's supervisor, known before it may have recorded itself
         d = tmp / name
         d.mkdir()
         self.marker, self.lock, self.gate = d / "marker", d / "lock", d / "gate"
@@ -362,7 +363,8 @@ class RaceTrial:
             active = [j for j in jobs if j["status"] not in TERMINAL]
             if not active:
                 break
-            if not any(
+            # the supervisor resumed last may not have recorded its pid yet: it is looked for by the pid we know
+            if not _ours(self.home, self.sup) and not any(
                 job_processes(j["job_id"], j.get("target_pid")) or (j.get("worker_pid") and pid_alive(j["worker_pid"]))
                 for j in active
             ):
@@ -470,6 +472,7 @@ def test_racing_readers_around_a_job_at_random_stages(home: Path, tmp_path: Path
                     lambda t=t, first=first: Evidence(t.marker).ends(first), 30, step=0.005, what="the command to end"
                 )
                 time.sleep(rng.uniform(0.0, 0.03))  # random jitter: a little after the end, or not
+        t.sup = sup
         t.notes.append("stage %s%s, supervisor %d" % (stage, " at %s" % pause if pause else "", sup))
         sup_state = "stopped" if pause else "running"
         holder: LockHolder | None = None
