@@ -52,6 +52,7 @@ import pytest
 from tests.faults.faultlib import FAULT_JOB, Evidence, history, ok, trials, wait_terminal
 from tests.support.cli import TERMINAL, wait_until
 from tests.support.cutproxy import C2S, CUT_CONN_ID, S2C, ConnRecord, Cut, CutProxy, Phases, phases_of
+from tests.support.operator_unit import stop_run
 from tests.support.procs import processes_of_home
 
 pytestmark = [
@@ -581,12 +582,7 @@ async def drive(trigger: Any, recorder: Recorder, restarts: list[int], timeout: 
         while not task.done():
             if restarts and len(recorder.lines["stdout"]) >= restarts[0]:
                 restarts.pop(0)
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, StopAsyncIteration):
-                    pass
-                await gen.aclose()
+                await stop_run(task, gen)
                 trigger = with_recorder(rebuild(trigger), recorder)
                 done += 1
                 break

@@ -31,7 +31,16 @@ from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.operators.orchesjob import OrchesjobOperator
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
 from tests.support.airflow_case import pid_alive, wait_dead
-from tests.support.operator_unit import airflow_answers, context, drive, record_log, run_trigger, sh_job
+from tests.support.operator_unit import (
+    airflow_answers,
+    context,
+    drive,
+    held_job,
+    record_log,
+    run_trigger,
+    sh_job,
+    stop_run,
+)
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -419,10 +428,8 @@ def test_a_run_key_with_a_newline_is_refused_and_nothing_runs(make_op, tmp_path:
 def test_polling_mode_logs_each_line_once_while_the_job_runs(make_op, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     # the job goes on past its first lines only once the task's log shows line 1: logged while the job ran
-    command = sh_job(
-        "echo 'first q\"uote $(x) ✓'; echo 'warn 1' >&2; "
-        f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
-        "echo second; printf 'no newline at the end'"
+    command = held_job(
+        gate, "echo second; printf 'no newline at the end'", before="echo 'first q\"uote $(x) ✓'; echo 'warn 1' >&2; "
     )
     op = make_op(command=command, deferrable=False, poll_interval=10)
     log = record_log(op)
@@ -440,10 +447,8 @@ def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op, t
     """A triggerer restart mid-job: the rebuilt trigger continues at the logged offsets."""
     gate = tmp_path / "gate"
     # lines 1-3, then the job waits until the first trigger has logged something and been stopped: mid-job
-    command = sh_job(
-        'for i in 1 2 3; do echo "line $i"; done; '
-        f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
-        'for i in 4 5 6; do echo "line $i"; done'
+    command = held_job(
+        gate, 'for i in 4 5 6; do echo "line $i"; done', before='for i in 1 2 3; do echo "line $i"; done; '
     )
     op = make_op(command=command, poll_interval=10)
     ctx = context()
@@ -466,12 +471,7 @@ def test_deferrable_mode_logs_each_line_once_across_a_trigger_restart(make_op, t
                     task.result(),
                 )
             finally:
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, StopAsyncIteration):
-                    pass
-                await gen.aclose()
+                await stop_run(task, gen)
 
         asyncio.run(run_until_a_line_is_logged())
     finally:
@@ -730,9 +730,7 @@ def test_deadline_with_abort_on_kill_false_leaves_the_job_for_the_next_try(make_
 
     marker, gate = tmp_path / "runs", tmp_path / "gate"
     # the job runs until the test opens its gate: past the deadline, and still when the next try looks for it
-    command = sh_job(
-        f"echo run >> {marker}; n=0; while [ ! -e {gate} ] && [ $n -lt 900 ]; do sleep 0.1; n=$((n+1)); done"
-    )
+    command = held_job(gate, "", before=f"echo run >> {marker}; ")
     ctx = context()
     op = make_op(command=command, execution_timeout=timedelta(seconds=6), abort_on_kill=False)
     try:

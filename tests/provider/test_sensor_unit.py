@@ -23,7 +23,7 @@ from orchesjob_provider.compat import (
 from orchesjob_provider.hooks.orchesjob import OrchesjobHook
 from orchesjob_provider.sensors.orchesjob import OrchesjobSensor
 from orchesjob_provider.triggers.orchesjob import OrchesjobTrigger
-from tests.support.operator_unit import context, drive
+from tests.support.operator_unit import context, drive, held_job
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.sshd, pytest.mark.airflow]
 
@@ -52,12 +52,6 @@ def make_sensor(ssh_conn_id: str, orchesjob_launcher: str, orchesjob_home: str):
 
 def finished(host: OrchesjobHook, run_key: str, code: int) -> dict:
     return host.start(run_key, ["sh", "-c", f"exit {code}"], sync=True)
-
-
-def held_job(gate: Path, script: str) -> list[str]:
-    """``script`` as a job that first waits for the file ``gate`` (at most 60 s): still running when the sensor
-    decides whether to defer, however slow this machine is at the moment."""
-    return ["sh", "-c", f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; {script}"]
 
 
 def run_sensor(sensor: OrchesjobSensor, ctx: Context, max_deferrals: int = 10) -> Any:

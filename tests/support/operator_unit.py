@@ -96,6 +96,25 @@ def drive(op: Any, ctx: Context, deferred: Any, timeout: float = 60) -> Any:
     return method(ctx, event=payload, **(deferred.kwargs or {}))
 
 
+def held_job(gate: Any, script: str, before: str = "") -> list[str]:
+    """A job as an argv: ``before``, then a wait for the file ``gate`` (60 s at most, so a failed test leaves
+    nothing waiting), then ``script``. The test decides when the job goes on past that point, not the machine's
+    speed: still running when a task decides whether to defer, or mid-job when a trigger restarts."""
+    wait = f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+    return ["sh", "-c", before + wait + script]
+
+
+async def stop_run(task: Any, gen: Any) -> None:
+    """Stop a trigger's run as a triggerer restart does: cancel its pending step (``task``, awaiting
+    ``gen.__anext__()``) and close the generator."""
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, StopAsyncIteration):
+        pass
+    await gen.aclose()
+
+
 def sh_job(script: str) -> list[str]:
     """A job as an argv: ``sh -c SCRIPT`` (no remote shell parses SCRIPT; the job's own sh does)."""
     return ["sh", "-c", script]
