@@ -200,6 +200,10 @@ class Doctor:
         left = []
         try:
             names = os.listdir(self.root)
+            db = os.lstat(self.db_path)
+            database: tuple[int, int] | None = (db.st_dev, db.st_ino)
+        except FileNotFoundError:
+            database = None
         except OSError:
             return
         for name in names:
@@ -208,13 +212,20 @@ class Doctor:
             pid = name[len(prefix) :].split("-", 1)[0]
             if pid.isdigit() and processes.exists(int(pid)):
                 continue
+            try:
+                st = os.lstat(os.path.join(self.root, name))
+            except OSError:
+                continue  # gone meanwhile
+            if (st.st_dev, st.st_ino) == database:
+                continue  # a second name of the database itself (a kill after the link): the next command drops it
             left.append(name)
         if left:
             self._find(
                 c,
                 "%s in %s: left by a command killed while it created the database; they hold no jobs and "
                 "nothing reads them" % (_n(len(left), "unfinished database file"), self.root),
-                "remove them: cd %s && rm -f -- %s" % (self.root, " ".join(sorted(left))),
+                "remove them (unless an orchesjob command in another pid namespace, which this one cannot see, is "
+                "creating this database right now): cd %s && rm -f -- %s" % (self.root, " ".join(sorted(left))),
                 items=sorted(left),
             )
 

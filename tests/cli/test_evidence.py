@@ -401,19 +401,25 @@ holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys; c = sqlit
                            "c.execute('select * from t').fetchall(); sys.stdout.write('ready\\n'); sys.stdout.flush(); "
                            "sys.stdin.read()", db], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 assert holder.stdout.readline() == b"ready\n"
-junk = [bytearray(1 << 20) for _ in range(8)]
-del junk
-with open("/proc/self/status") as f:
-    size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (size, resource.RLIM_INFINITY))
-try:
-    sqlite3.connect(db).execute("select * from t").fetchall()
-    print("{}")
-except sqlite3.DatabaseError as exc:
-    err = store.database_error(exc, db)
-    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    import json
-    print(json.dumps({"sqlite": str(exc), "error": err.error_type, "message": str(err)}))
+import json
+found = {}
+# the limit is this process's own size, plus a little where Python itself needs a page more to get that far (a
+# MemoryError before SQLite's turn); SQLite's shared memory needs 32 KiB more, which no step grants
+for extra in (0, 4096, 8192, 16384):
+    with open("/proc/self/status") as f:
+        size = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, resource.RLIM_INFINITY))
+    try:
+        sqlite3.connect(db).execute("select * from t").fetchall()
+    except sqlite3.DatabaseError as exc:
+        err = store.database_error(exc, db)
+        found = {"sqlite": str(exc), "error": err.error_type, "message": str(err), "extra": extra}
+    except MemoryError:
+        continue
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    break
+print(json.dumps(found))
 holder.stdin.close()
 holder.wait()
 """

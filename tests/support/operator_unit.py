@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import shlex
 import time
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, cast
@@ -100,7 +101,7 @@ def held_job(gate: Any, script: str, before: str = "") -> list[str]:
     """A job as an argv: ``before``, then a wait for the file ``gate`` (60 s at most, so a failed test leaves
     nothing waiting), then ``script``. The test decides when the job goes on past that point, not the machine's
     speed: still running when a task decides whether to defer, or mid-job when a trigger restarts."""
-    wait = f"n=0; while [ ! -e {gate} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
+    wait = f"n=0; while [ ! -e {shlex.quote(str(gate))} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; "
     return ["sh", "-c", before + wait + script]
 
 
